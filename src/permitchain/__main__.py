@@ -1,0 +1,3 @@
+from permitchain.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""Apply layer: the planner (proposal → plan) and the executor (permits → one order)."""

@@ -1,0 +1,119 @@
+"""Planner logic: proposal → plan. Pure: data and clock in, plan out.
+
+Order of rules (the first that applies decides a SKIP; every SKIP is published for audit):
+unknown action → ``unknown_action``; symbol outside the allowlist → ``not_in_allowlist``;
+proposal older than ``PROPOSAL_TTL_S`` → ``proposal_expired``; ``HOLD`` → ``hold_action``;
+kill score below ``KILL_SCORE_THRESHOLD`` → ``below_kill_score_threshold``. Otherwise EXECUTE.
+
+``plan_id`` comes from the decision's identity (symbol, action, position epoch, tranche),
+never from a clock, so the same proposal twice is the same plan. A SKIP carries its reason
+in the identity too, so a SKIP never shadows a later EXECUTE of the same tranche.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from permitchain.models import (
+    CLOSE_FRACTION,
+    CLOSE_STEP,
+    Action,
+    Plan,
+    PlanDecision,
+    Proposal,
+    Step,
+    make_plan_id,
+)
+
+# Planner reason codes (DESIGN.md §4).
+NOT_IN_ALLOWLIST = "not_in_allowlist"
+BELOW_THRESHOLD = "below_kill_score_threshold"
+HOLD_ACTION = "hold_action"
+UNKNOWN_ACTION = "unknown_action"
+DUPLICATE_PLAN = "duplicate_plan"
+PROPOSAL_EXPIRED = "proposal_expired"
+INVALID_PROPOSAL = "invalid_proposal"
+PLAN_OK = "plan_ok"
+
+
+@dataclass(frozen=True, slots=True)
+class PlannerPolicy:
+    allow_list: frozenset[str]
+    kill_score_threshold: Decimal
+    proposal_ttl_s: float
+    plan_max_age_s: float
+    mode: str
+
+
+def steps_for(action: Action, new_sl: Decimal | None) -> tuple[Step, ...]:
+    steps: list[Step] = []
+    if action in CLOSE_FRACTION:
+        steps.append(
+            Step(step=CLOSE_STEP[action], type="market_reduce_only",  # type: ignore[arg-type]
+                 fraction=CLOSE_FRACTION[action])
+        )  # fmt: skip
+    # A full close leaves nothing for a stop to protect.
+    if new_sl is not None and new_sl > 0 and action is not Action.FULL_CLOSE_PROPOSED:
+        steps.append(Step(step="UPDATE_SL", type="stop_market_reduce_only", price=new_sl))
+    return tuple(steps)
+
+
+def skip_reason(p: Proposal, policy: PlannerPolicy, now: float) -> str | None:
+    if p.action not in Action.__members__:
+        return UNKNOWN_ACTION
+    if p.symbol not in policy.allow_list:
+        return NOT_IN_ALLOWLIST
+    if now - p.ts_epoch > policy.proposal_ttl_s:
+        return PROPOSAL_EXPIRED
+    action = Action(p.action)
+    if action is Action.HOLD:
+        return HOLD_ACTION
+    if action is Action.UPDATE_SL and (p.new_sl is None or p.new_sl <= 0):
+        return INVALID_PROPOSAL
+    if p.kill_score < policy.kill_score_threshold:
+        return BELOW_THRESHOLD
+    return None
+
+
+def make_plan(p: Proposal, policy: PlannerPolicy, now: float) -> Plan:
+    reason = skip_reason(p, policy, now)
+    known = p.action in Action.__members__
+    action = Action(p.action) if known else None
+    if reason is None and action is not None:
+        plan_id = make_plan_id(p.symbol, p.action, p.position_epoch, p.tranche)
+        decision, codes = PlanDecision.EXECUTE, (PLAN_OK,)
+        steps = steps_for(action, p.new_sl)
+    else:
+        plan_id = make_plan_id(p.symbol, p.action, p.position_epoch, p.tranche, "SKIP", str(reason))
+        decision, codes, steps = PlanDecision.SKIP, (str(reason),), ()
+    return Plan(
+        plan_id=plan_id,
+        symbol=p.symbol,
+        action=p.action if known else "UNKNOWN",
+        decision=decision,
+        reason_codes=codes,
+        kill_score=p.kill_score,
+        close_fraction=CLOSE_FRACTION.get(action, Decimal(0)) if action else Decimal(0),
+        new_sl=p.new_sl,
+        steps=steps,
+        mode=policy.mode,
+        source=p.source,
+        proposal_id=p.proposal_id,
+        proposal_ts=p.ts_epoch,
+        created_at=now,
+        expires_at=now + policy.plan_max_age_s,
+    )
+
+
+def invalid_plan(symbol: str, fields: dict[str, str], error: str, policy: PlannerPolicy,
+                 now: float) -> Plan:  # fmt: skip
+    """SKIP plan for a proposal whose symbol is readable but whose other fields are not."""
+    ident = [fields.get(k, "") for k in ("action", "position_epoch", "tranche")]
+    plan_id = make_plan_id(symbol, *ident[:1], 0, 0, "SKIP", INVALID_PROPOSAL, *ident[1:])
+    return Plan(
+        plan_id=plan_id, symbol=symbol, action="UNKNOWN", decision=PlanDecision.SKIP,
+        reason_codes=(INVALID_PROPOSAL,), close_fraction=Decimal(0), mode=policy.mode,
+        source=fields.get("source", "")[:64], proposal_id=fields.get("proposal_id", "")[:64],
+        proposal_ts=now, created_at=now, expires_at=now + policy.plan_max_age_s,
+    )  # fmt: skip

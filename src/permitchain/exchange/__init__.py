@@ -1,0 +1,1 @@
+"""Exchanges behind one protocol: the simulated exchange (default) and Binance USD-M."""

@@ -1,0 +1,291 @@
+"""The simulated exchange: state in Redis under ``quantum:sim:*`` so every process sees the
+same account. Behaves like a careful exchange: reduce-only orders that would not reduce are
+rejected (code -2022), quantities off the step are rejected (-1111), a repeated client order
+id returns the existing order and never fills twice.
+
+Fault injection (``quantum:sim:config`` hash, set with ``permitchain sim fault``):
+``latency_ms``; ``fetch_fail`` = 1 (position reads fail); ``order_mode`` = ``fill`` (default) |
+``new`` (accepted, never filled) | ``reject`` (-2019 margin) | ``lose_response`` (filled, but
+the caller sees a timeout) | ``timeout`` (not placed, the caller sees a timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+from redis.asyncio import Redis
+
+from permitchain.errors import ExchangeUnavailable, OrderOutcomeUnknown, OrderRejected, StoreError
+from permitchain.exchange.base import (
+    OrderInfo,
+    OrderStatus,
+    PositionInfo,
+    Side,
+    SymbolFilters,
+)
+from permitchain.keys import Keys
+from permitchain.models import fmt_decimal
+from permitchain.scripts import Scripts
+from permitchain.store import atranslate
+
+ORDER_TTL_S = 7 * 86400
+DEFAULT_FILTERS = {
+    "step_size": "0.001", "min_qty": "0.001", "max_qty": "1000", "min_notional": "5",
+    "tick_size": "0.1",
+}  # fmt: skip
+
+
+def _dec(v: str | None, default: str = "0") -> Decimal:
+    return Decimal(v if v not in (None, "") else default)
+
+
+def _filters(symbol: str, h: dict[str, str]) -> SymbolFilters:
+    return SymbolFilters(
+        symbol=symbol,
+        step_size=_dec(h.get("step_size")),
+        min_qty=_dec(h.get("min_qty")),
+        max_qty=_dec(h["max_qty"]) if h.get("max_qty") else None,
+        min_notional=_dec(h.get("min_notional")),
+        tick_size=_dec(h.get("tick_size"), "0.01"),
+    )
+
+
+def _order(h: dict[str, str]) -> OrderInfo:
+    return OrderInfo(
+        symbol=h["symbol"],
+        client_order_id=h["client_order_id"],
+        order_id=h["order_id"],
+        side=h["side"],  # type: ignore[arg-type]
+        type=h["type"],
+        status=OrderStatus(h["status"]),
+        requested_qty=_dec(h["requested_qty"]),
+        filled_qty=_dec(h["filled_qty"]),
+        avg_price=_dec(h["avg_price"]) if h.get("avg_price") else None,
+        reduce_only=h.get("reduce_only") == "true",
+        stop_price=_dec(h["stop_price"]) if h.get("stop_price") else None,
+    )
+
+
+class SimExchange:
+    """``Exchange`` implementation over Redis. Cheap to construct; holds no state itself."""
+
+    name = "sim"
+
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self.r = redis
+        self.k = keys
+        self.scripts = Scripts(redis)
+
+    # -- administration (CLI, tests, price driver) -------------------------------------------
+    async def list_symbol(self, symbol: str, **filters: str) -> None:
+        async with atranslate():
+            fk = self.k.sim_filters(symbol)
+            existing = await self.r.hgetall(fk)  # type: ignore[misc]
+            await self.r.hset(fk, mapping={**DEFAULT_FILTERS, **existing, **filters})  # type: ignore[misc]
+            await self.r.sadd(self.k.sim_symbols, symbol)  # type: ignore[misc]
+
+    async def set_position(
+        self, symbol: str, amt: Decimal, entry_price: Decimal | None = None
+    ) -> None:
+        await self.list_symbol(symbol)
+        mapping = {"amt": fmt_decimal(amt)}
+        if entry_price is not None:
+            mapping["entry_price"] = fmt_decimal(entry_price)
+        async with atranslate():
+            await self.r.hset(self.k.sim_position(symbol), mapping=mapping)  # type: ignore[misc]
+
+    async def set_price(self, symbol: str, price: Decimal) -> None:
+        await self.list_symbol(symbol)
+        async with atranslate():
+            await self.r.hset(  # type: ignore[misc]
+                self.k.sim_position(symbol), mapping={"mark_price": fmt_decimal(price)}
+            )
+
+    async def set_fault(self, **config: str) -> None:
+        async with atranslate():
+            await self.r.hset(self.k.sim_config, mapping=config)  # type: ignore[misc]
+
+    async def clear_faults(self) -> None:
+        async with atranslate():
+            await self.r.delete(self.k.sim_config)
+
+    async def symbols(self) -> list[str]:
+        async with atranslate():
+            return sorted(await self.r.smembers(self.k.sim_symbols))  # type: ignore[misc]
+
+    # -- Exchange protocol ------------------------------------------------------------------
+    async def _config(self) -> dict[str, str]:
+        async with atranslate():
+            cfg: dict[str, str] = await self.r.hgetall(self.k.sim_config)  # type: ignore[misc]
+        latency = int(cfg.get("latency_ms") or 0)
+        if latency:
+            await asyncio.sleep(latency / 1000)
+        return cfg
+
+    async def filters(self, symbols: Sequence[str] | None = None) -> dict[str, SymbolFilters]:
+        syms = list(symbols) if symbols is not None else await self.symbols()
+        async with atranslate():
+            pipe = self.r.pipeline(transaction=False)
+            for s in syms:
+                pipe.hgetall(self.k.sim_filters(s))
+            rows = await pipe.execute()
+        return {s: _filters(s, h) for s, h in zip(syms, rows, strict=True) if h}
+
+    async def fetch_positions(
+        self, symbols: Sequence[str] | None = None
+    ) -> dict[str, PositionInfo]:
+        cfg = await self._config()
+        if cfg.get("fetch_fail") == "1":
+            raise ExchangeUnavailable("sim: position endpoint failing (fault injected)")
+        syms = list(symbols) if symbols is not None else await self.symbols()
+        try:
+            async with atranslate():
+                pipe = self.r.pipeline(transaction=False)
+                for s in syms:
+                    pipe.hgetall(self.k.sim_position(s))
+                rows = await pipe.execute()
+        except StoreError as e:
+            raise ExchangeUnavailable(f"sim: {e}") from e
+        out: dict[str, PositionInfo] = {}
+        for s, h in zip(syms, rows, strict=True):
+            if not h:
+                continue
+            amt = _dec(h.get("amt"))
+            entry = _dec(h.get("entry_price"))
+            mark = _dec(h.get("mark_price"), h.get("entry_price") or "0")
+            out[s] = PositionInfo(
+                symbol=s,
+                amt=amt,
+                entry_price=entry,
+                mark_price=mark,
+                leverage=_dec(h.get("leverage"), "1"),
+                unrealized_pnl=(mark - entry) * amt if entry else Decimal(0),
+            )
+        return out
+
+    async def mark_prices(self, symbols: Sequence[str] | None = None) -> dict[str, Decimal]:
+        return {s: p.mark_price for s, p in (await self.fetch_positions(symbols)).items()}
+
+    async def fetch_order(self, symbol: str, client_order_id: str) -> OrderInfo | None:
+        await self._config()
+        async with atranslate():
+            h = await self.r.hgetall(self.k.sim_order(symbol, client_order_id))  # type: ignore[misc]
+        return _order(h) if h else None
+
+    async def place_reduce_only_market(
+        self, symbol: str, side: Side, qty: Decimal, client_order_id: str
+    ) -> OrderInfo:
+        cfg = await self._config()
+        mode = cfg.get("order_mode", "fill")
+        if mode == "timeout":
+            raise OrderOutcomeUnknown("sim: request timed out (fault injected)")
+        if mode == "reject":
+            raise OrderRejected("sim: Margin is insufficient (fault injected)", code=-2019)
+        for _ in range(50):
+            order = await self._try_market(symbol, side, qty, client_order_id, fill=mode != "new")
+            if order is not None:
+                if mode == "lose_response":
+                    raise OrderOutcomeUnknown("sim: response lost after acceptance (injected)")
+                return order
+        raise OrderOutcomeUnknown("sim: position kept moving; order not placed")
+
+    async def _try_market(
+        self, symbol: str, side: Side, qty: Decimal, coid: str, *, fill: bool
+    ) -> OrderInfo | None:
+        pos_key = self.k.sim_position(symbol)
+        order_key = self.k.sim_order(symbol, coid)
+        async with atranslate():
+            pipe = self.r.pipeline(transaction=False)
+            pipe.hgetall(pos_key)
+            pipe.hgetall(self.k.sim_filters(symbol))
+            pipe.hgetall(order_key)
+            pos, filt, existing = await pipe.execute()
+        if existing:
+            return _order(existing)
+        if not filt:
+            raise OrderRejected(f"sim: invalid symbol {symbol}", code=-1121)
+        f = _filters(symbol, filt)
+        amt = _dec(pos.get("amt"))
+        if qty <= 0 or qty % f.step_size != 0:
+            raise OrderRejected(f"sim: precision is over the maximum ({qty})", code=-1111)
+        if qty < f.min_qty or (f.max_qty is not None and qty > f.max_qty):
+            raise OrderRejected(f"sim: quantity {qty} outside [{f.min_qty}, {f.max_qty}]", -4003)
+        reduces = (side == "SELL" and amt > 0) or (side == "BUY" and amt < 0)
+        if not reduces or qty > abs(amt):
+            raise OrderRejected("sim: ReduceOnly Order is rejected.", code=-2022)
+        price = _dec(pos.get("mark_price"), pos.get("entry_price") or "0")
+        new_amt = amt - qty if side == "SELL" else amt + qty
+        now = time.time()
+        fields = {
+            "symbol": symbol, "client_order_id": coid, "side": side, "type": "MARKET",
+            "status": (OrderStatus.FILLED if fill else OrderStatus.NEW).value,
+            "requested_qty": fmt_decimal(qty),
+            "filled_qty": fmt_decimal(qty if fill else Decimal(0)),
+            "avg_price": fmt_decimal(price) if fill else "", "reduce_only": "true",
+            "created_at": f"{now:.6f}",
+        }  # fmt: skip
+        argv: list[Any] = [pos.get("amt", ""), fmt_decimal(new_amt) if fill else "", ORDER_TTL_S]
+        for k, v in fields.items():
+            argv += [k, v]
+        async with atranslate():
+            res = await self.scripts.sim_order(
+                keys=[pos_key, order_key, f"{pos_key.rsplit(':', 1)[0]}:order_seq"], args=argv
+            )
+        if res[0] == "retry":
+            return None
+        if res[0] == "exists":
+            h = await self.r.hgetall(order_key)  # type: ignore[misc]
+            return _order(h)
+        if fill:
+            async with atranslate():
+                await self.r.xadd(
+                    self.k.sim_fills,
+                    {
+                        "symbol": symbol,
+                        "client_order_id": coid,
+                        "order_id": res[1],
+                        "side": side,
+                        "qty": fmt_decimal(qty),
+                        "price": fmt_decimal(price),
+                        "position_before": fmt_decimal(amt),
+                        "position_after": fmt_decimal(new_amt),
+                        "ts": f"{now:.6f}",
+                    },
+                    maxlen=100_000,
+                    approximate=True,
+                )
+        return _order({**fields, "order_id": res[1]})
+
+    async def place_stop_market(
+        self, symbol: str, side: Side, stop_price: Decimal, qty: Decimal, client_order_id: str
+    ) -> OrderInfo:
+        await self._config()
+        order_key = self.k.sim_order(symbol, client_order_id)
+        async with atranslate():
+            existing = await self.r.hgetall(order_key)  # type: ignore[misc]
+            if existing:
+                return _order(existing)
+            oid = await self.r.incr(f"{self.k.sim_position(symbol).rsplit(':', 1)[0]}:order_seq")
+            fields = {
+                "symbol": symbol, "client_order_id": client_order_id, "order_id": str(oid),
+                "side": side, "type": "STOP_MARKET", "status": "NEW",
+                "requested_qty": fmt_decimal(qty), "filled_qty": "0", "avg_price": "",
+                "reduce_only": "true", "stop_price": fmt_decimal(stop_price),
+                "created_at": f"{time.time():.6f}",
+            }  # fmt: skip
+            pipe = self.r.pipeline(transaction=True)
+            prev = await self.r.hget(self.k.sim_stop(symbol), "client_order_id")  # type: ignore[misc]
+            if prev:
+                pipe.hset(self.k.sim_order(symbol, prev), "status", "CANCELED")
+            pipe.hset(order_key, mapping=fields)
+            pipe.expire(order_key, ORDER_TTL_S)
+            pipe.hset(self.k.sim_stop(symbol), mapping=fields)
+            await pipe.execute()
+        return _order(fields)
+
+    async def close(self) -> None:
+        return None

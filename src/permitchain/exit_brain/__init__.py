@@ -1,0 +1,1 @@
+"""Exit brain: market and position data → exit proposals (kill score, tranches, stop moves)."""

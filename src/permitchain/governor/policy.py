@@ -1,0 +1,143 @@
+"""Governor policy: plan + trading state + snapshot → grant or deny. Pure; clock injected.
+
+Always, in every mode, in this order: plan age (``plan_expired``), mode (``mode_mismatch``),
+allowlist (``not_in_allowlist``), trading state (HALTED → ``trading_halted``; REDUCING lets
+reduce-only plans through, and all our plans are reduce-only; an unreadable or unknown state
+counts as HALTED). Then ``dry_run``/``testnet`` with ``TESTNET_AUTO_APPROVE`` grant
+(``testnet_auto_approve``); otherwise the production policy decides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from permitchain.models import Plan
+
+# Governor reason codes (DESIGN.md §4).
+TESTNET_AUTO_APPROVE = "testnet_auto_approve"
+POLICY_OK = "policy_ok"
+TRADING_HALTED = "trading_halted"
+TRADING_REDUCING = "trading_reducing"
+PLAN_EXPIRED = "plan_expired"
+MODE_MISMATCH = "mode_mismatch"
+NOT_IN_ALLOWLIST = "not_in_allowlist"
+RATE_LIMIT_HOUR = "rate_limit_hour"
+RATE_LIMIT_5MIN = "rate_limit_5min"
+DAILY_NOTIONAL_CAP = "daily_notional_cap"
+NOTIONAL_CAP = "notional_cap"
+
+
+class TradingState(StrEnum):
+    ACTIVE = "ACTIVE"
+    REDUCING = "REDUCING"
+    HALTED = "HALTED"
+
+
+def parse_trading_state(raw: object) -> TradingState:
+    """Absent → ACTIVE. Anything but the three exact names (bytes, lower case, garbage) →
+    HALTED: the original kill switch compared bytes to str and could never fire."""
+    if raw is None:
+        return TradingState.ACTIVE
+    if isinstance(raw, str) and raw in TradingState.__members__:
+        return TradingState(raw)
+    return TradingState.HALTED
+
+
+@dataclass(frozen=True, slots=True)
+class GovernorPolicy:
+    mode: str
+    allow_list: frozenset[str]
+    plan_max_age_s: float
+    testnet_auto_approve: bool = True
+    max_exec_per_hour: int = 3
+    max_exec_per_5min: int = 2
+    max_notional_per_trade: Decimal = Decimal(1000)
+    daily_notional_cap: Decimal = Decimal(10000)
+
+
+@dataclass(frozen=True, slots=True)
+class GovernorInput:
+    trading_state: TradingState
+    position_amt: Decimal | None = None  # signed, from the P3.3 snapshot when known
+    mark_price: Decimal | None = None
+    exec_last_hour: int = 0  # confirmed executions + live reservations, this symbol
+    exec_last_5min: int = 0
+    notional_today: Decimal = Decimal(0)
+
+
+@dataclass(frozen=True, slots=True)
+class GovernorDecision:
+    granted: bool
+    reason: str
+    computed_qty: Decimal | None = None
+    computed_notional: Decimal | None = None
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+def is_reduce_only(plan: Plan) -> bool:
+    """Every step our planner emits is reduce-only (market close or reduce-only stop)."""
+    return all(s.type in ("market_reduce_only", "stop_market_reduce_only") for s in plan.steps)
+
+
+def estimate(plan: Plan, inp: GovernorInput) -> tuple[Decimal | None, Decimal | None]:
+    if inp.position_amt is None:
+        return None, None
+    qty = abs(inp.position_amt) * (plan.close_fraction or Decimal(1))
+    notional = qty * inp.mark_price if inp.mark_price is not None else None
+    return qty, notional
+
+
+def decide(plan: Plan, inp: GovernorInput, policy: GovernorPolicy, now: float) -> GovernorDecision:
+    qty, notional = estimate(plan, inp)
+
+    def deny(reason: str, **ctx: Any) -> GovernorDecision:
+        return GovernorDecision(False, reason, qty, notional, ctx)
+
+    expires = min(plan.expires_at, plan.created_at + policy.plan_max_age_s)
+    if now > expires:
+        return deny(PLAN_EXPIRED, age_s=round(now - plan.created_at, 3),
+                    max_age_s=policy.plan_max_age_s)  # fmt: skip
+    if plan.mode != policy.mode:
+        return deny(MODE_MISMATCH, plan_mode=plan.mode, governor_mode=policy.mode)
+    if plan.symbol not in policy.allow_list:
+        return deny(NOT_IN_ALLOWLIST)
+    if inp.trading_state is TradingState.HALTED:
+        return deny(TRADING_HALTED)
+    if inp.trading_state is TradingState.REDUCING and not is_reduce_only(plan):
+        return deny(TRADING_REDUCING)
+    if policy.mode in ("dry_run", "testnet") and policy.testnet_auto_approve:
+        return GovernorDecision(True, TESTNET_AUTO_APPROVE, qty, notional)
+    return production(plan, inp, policy, qty, notional)
+
+
+def production(
+    plan: Plan, inp: GovernorInput, policy: GovernorPolicy,
+    qty: Decimal | None, notional: Decimal | None,
+) -> GovernorDecision:  # fmt: skip
+    """Rate limits per symbol on confirmed executions plus live reservations. Notional caps
+    apply to risk-increasing plans only; our plans reduce risk, so they never hit them."""
+    if inp.exec_last_5min >= policy.max_exec_per_5min:
+        return GovernorDecision(
+            False,
+            RATE_LIMIT_5MIN,
+            qty,
+            notional,
+            {"count": inp.exec_last_5min, "max": policy.max_exec_per_5min},
+        )
+    if inp.exec_last_hour >= policy.max_exec_per_hour:
+        return GovernorDecision(
+            False,
+            RATE_LIMIT_HOUR,
+            qty,
+            notional,
+            {"count": inp.exec_last_hour, "max": policy.max_exec_per_hour},
+        )
+    if not is_reduce_only(plan) and notional is not None:
+        if notional > policy.max_notional_per_trade:
+            return GovernorDecision(False, NOTIONAL_CAP, qty, notional)
+        if inp.notional_today + notional > policy.daily_notional_cap:
+            return GovernorDecision(False, DAILY_NOTIONAL_CAP, qty, notional)
+    return GovernorDecision(True, POLICY_OK, qty, notional)

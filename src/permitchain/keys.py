@@ -1,0 +1,130 @@
+"""Every Redis key name of the contract, in one place (DESIGN.md §2).
+
+Per-plan keys carry the plan id as a Redis Cluster hash tag, ``{<plan_id>}``, so one Lua
+script can touch all of a plan's keys. Scripts never build key names: callers pass them
+in KEYS from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Consumer groups (DESIGN.md §2).
+GROUP_GOVERNOR = "governor"
+GROUP_P33 = "p33"
+GROUP_EXECUTOR = "executor"
+GROUP_P33_LEDGER = "p33-ledger"
+
+SERVICES = ("exit-brain", "apply-layer", "governor", "position-brain")
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key names under one prefix (setting ``KEY_PREFIX``, default ``quantum``)."""
+
+    prefix: str = "quantum"
+
+    # -- proposals ----------------------------------------------------------------------
+    def proposal(self, symbol: str) -> str:
+        return f"{self.prefix}:harvest:proposal:{symbol}"
+
+    @property
+    def proposal_pattern(self) -> str:
+        return f"{self.prefix}:harvest:proposal:*"
+
+    @property
+    def proposal_stream(self) -> str:
+        return f"{self.prefix}:stream:harvest.proposal"
+
+    # -- plans ----------------------------------------------------------------------------
+    @property
+    def plan_stream(self) -> str:
+        return f"{self.prefix}:stream:apply.plan"
+
+    def dedupe(self, plan_id: str) -> str:
+        return f"{self.prefix}:apply:stream_published:{{{plan_id}}}"
+
+    # -- permits --------------------------------------------------------------------------
+    def permit_governor(self, plan_id: str) -> str:
+        return f"{self.prefix}:permit:{{{plan_id}}}"
+
+    def permit_p33(self, plan_id: str) -> str:
+        return f"{self.prefix}:permit:p33:{{{plan_id}}}"
+
+    @property
+    def permit_event_stream(self) -> str:
+        """Wake-up events: one entry per permit written (plan_id, layer). Not a source of truth."""
+        return f"{self.prefix}:stream:permit.events"
+
+    # -- execution ------------------------------------------------------------------------
+    def exec_record(self, plan_id: str) -> str:
+        return f"{self.prefix}:exec:{{{plan_id}}}"
+
+    @property
+    def exec_pattern(self) -> str:
+        return f"{self.prefix}:exec:*"
+
+    @property
+    def result_stream(self) -> str:
+        return f"{self.prefix}:stream:apply.result"
+
+    # -- positions ------------------------------------------------------------------------
+    def snapshot(self, symbol: str) -> str:
+        return f"{self.prefix}:position:snapshot:{symbol}"
+
+    @property
+    def snapshot_pattern(self) -> str:
+        return f"{self.prefix}:position:snapshot:*"
+
+    def ledger(self, symbol: str) -> str:
+        return f"{self.prefix}:position:ledger:{symbol}"
+
+    def inflight(self, symbol: str) -> str:
+        """P3.3's in-flight claim: set NX when it allows a close, expires after COOLDOWN_S."""
+        return f"{self.prefix}:position:inflight:{symbol}"
+
+    @property
+    def ledger_pattern(self) -> str:
+        return f"{self.prefix}:position:ledger:*"
+
+    # -- control and audit ----------------------------------------------------------------
+    @property
+    def trading_state(self) -> str:
+        return f"{self.prefix}:trading_state"
+
+    @property
+    def decisions(self) -> str:
+        return f"{self.prefix}:stream:decisions"
+
+    @property
+    def deadletter(self) -> str:
+        return f"{self.prefix}:stream:deadletter"
+
+    def heartbeat(self, service: str) -> str:
+        return f"{self.prefix}:svc:{service}:heartbeat"
+
+    # -- simulated exchange ---------------------------------------------------------------
+    # One hash tag per symbol, so a fill touches one slot.
+    def sim_position(self, symbol: str) -> str:
+        return f"{self.prefix}:sim:{{{symbol}}}:position"
+
+    def sim_filters(self, symbol: str) -> str:
+        return f"{self.prefix}:sim:{{{symbol}}}:filters"
+
+    def sim_order(self, symbol: str, client_order_id: str) -> str:
+        return f"{self.prefix}:sim:{{{symbol}}}:order:{client_order_id}"
+
+    def sim_stop(self, symbol: str) -> str:
+        return f"{self.prefix}:sim:{{{symbol}}}:stop"
+
+    @property
+    def sim_symbols(self) -> str:
+        return f"{self.prefix}:sim:symbols"
+
+    @property
+    def sim_fills(self) -> str:
+        return f"{self.prefix}:sim:fills"
+
+    @property
+    def sim_config(self) -> str:
+        return f"{self.prefix}:sim:config"

@@ -1,0 +1,562 @@
+"""Messages of the contract (DESIGN.md §3) with strict parsing.
+
+Stream entries and permits travel as strings: quantities as decimal strings (parsed to
+``Decimal``, never float), booleans as ``true``/``false``, and every message carries
+``schema``. ``from_fields`` raises :class:`ContractError` with the offending field named;
+callers dead-letter such entries. Denials are data (``decision``/``reason``), not errors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from typing import Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from permitchain.errors import ContractError, SchemaError
+from permitchain.settings import SYMBOL_RE
+
+SCHEMA = 1
+MAX_ABS_DECIMAL = Decimal("1e15")
+
+
+class Action(StrEnum):
+    PARTIAL_25 = "PARTIAL_25"
+    PARTIAL_50 = "PARTIAL_50"
+    PARTIAL_75 = "PARTIAL_75"
+    FULL_CLOSE_PROPOSED = "FULL_CLOSE_PROPOSED"
+    UPDATE_SL = "UPDATE_SL"
+    HOLD = "HOLD"
+
+
+#: Exact close fraction of each closing action. PARTIAL_25 is a quarter, never a full close.
+CLOSE_FRACTION: dict[Action, Decimal] = {
+    Action.PARTIAL_25: Decimal("0.25"),
+    Action.PARTIAL_50: Decimal("0.5"),
+    Action.PARTIAL_75: Decimal("0.75"),
+    Action.FULL_CLOSE_PROPOSED: Decimal("1"),
+}
+CLOSE_STEP: dict[Action, str] = {
+    Action.PARTIAL_25: "CLOSE_PARTIAL_25",
+    Action.PARTIAL_50: "CLOSE_PARTIAL_50",
+    Action.PARTIAL_75: "CLOSE_PARTIAL_75",
+    Action.FULL_CLOSE_PROPOSED: "CLOSE_FULL",
+}
+
+
+class PlanDecision(StrEnum):
+    EXECUTE = "EXECUTE"
+    SKIP = "SKIP"
+
+
+class ResultStatus(StrEnum):
+    FILLED = "filled"
+    PARTIALLY_FILLED = "partially_filled"
+    REJECTED = "rejected"
+    BLOCKED = "blocked"
+    UNKNOWN = "unknown"
+    DRY_RUN = "dry_run"
+
+
+def parse_decimal(value: Any, name: str) -> Decimal:
+    """Parse a decimal string; refuse floats, NaN, infinities and absurd magnitudes."""
+    if isinstance(value, Decimal):
+        d = value
+    elif isinstance(value, str):
+        try:
+            d = Decimal(value.strip())
+        except InvalidOperation:
+            raise ValueError(f"{name}: not a decimal: {value!r}") from None
+    elif isinstance(value, int) and not isinstance(value, bool):
+        d = Decimal(value)
+    else:
+        raise ValueError(f"{name}: expected a decimal string, got {type(value).__name__}")
+    if not d.is_finite():
+        raise ValueError(f"{name}: not finite: {value!r}")
+    if abs(d) > MAX_ABS_DECIMAL:
+        raise ValueError(f"{name}: out of range: {value!r}")
+    return d
+
+
+def fmt_decimal(d: Decimal) -> str:
+    """Decimal → plain string without exponent (``0.046``, never ``4.6E-2``)."""
+    s = format(d, "f")
+    if "." in s:
+        s = s.rstrip("0").rstrip(".")
+    return s if s not in ("", "-0") else "0"
+
+
+def fmt_ts(t: float) -> str:
+    return f"{t:.6f}"
+
+
+def parse_bool(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if value == "true":
+        return True
+    if value == "false":
+        return False
+    raise ValueError(f"{name}: expected true or false, got {value!r}")
+
+
+def parse_ts(value: Any, name: str) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"{name}: expected epoch seconds")
+    try:
+        t = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected epoch seconds, got {value!r}") from None
+    if not math.isfinite(t) or t < 0 or t > 1e11:
+        raise ValueError(f"{name}: out of range: {value!r}")
+    return t
+
+
+def canonical_json(obj: dict[str, Any]) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+class _Msg(BaseModel):
+    """Base: frozen, no extra fields, schema checked."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @classmethod
+    def _check_schema(cls, raw: Any) -> None:
+        if raw is None:
+            raise ContractError("schema: missing")
+        try:
+            n = int(raw)
+        except (TypeError, ValueError):
+            raise ContractError(f"schema: not an integer: {raw!r}") from None
+        if n != SCHEMA:
+            raise SchemaError(f"schema: unsupported version {n} (this build reads {SCHEMA})")
+
+    @classmethod
+    def _validate(cls, data: dict[str, Any]) -> Self:
+        try:
+            return cls.model_validate(data)
+        except ValidationError as e:
+            first = e.errors()[0]
+            loc = ".".join(str(p) for p in first["loc"]) or cls.__name__
+            msg = str(first["msg"]).removeprefix("Value error, ")
+            raise ContractError(f"{cls.__name__} {loc}: {msg}") from None
+
+
+def _symbol(v: Any) -> str:
+    if not isinstance(v, str) or not SYMBOL_RE.match(v):
+        raise ValueError(f"not a symbol: {v!r}")
+    return v
+
+
+def _plan_id(v: Any) -> str:
+    if not isinstance(v, str) or len(v) != 16 or any(c not in "0123456789abcdef" for c in v):
+        raise ValueError(f"not a plan id (16 hex characters): {v!r}")
+    return v
+
+
+def make_plan_id(symbol: str, action: str, position_epoch: int, tranche: int, *extra: str) -> str:
+    """Deterministic plan id from the decision's identity; never from a clock."""
+    ident = "|".join([symbol, action, str(position_epoch), str(tranche), *extra])
+    return hashlib.sha256(ident.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------
+# Proposal
+# ---------------------------------------------------------------------------------------
+PROPOSAL_FIELDS = (
+    "proposal_id", "symbol", "action", "kill_score", "k_regime_flip", "k_sigma_spike",
+    "k_ts_drop", "k_age_penalty", "new_sl", "r_net", "position_epoch", "tranche", "ts_epoch",
+    "source",
+)  # fmt: skip
+
+
+class Proposal(_Msg):
+    """An exit signal. ``action`` is kept as given: the planner judges an unknown one."""
+
+    proposal_id: str
+    symbol: str
+    action: str
+    kill_score: Decimal
+    k_regime_flip: Decimal = Decimal(0)
+    k_sigma_spike: Decimal = Decimal(0)
+    k_ts_drop: Decimal = Decimal(0)
+    k_age_penalty: Decimal = Decimal(0)
+    new_sl: Decimal | None = None
+    r_net: Decimal | None = None
+    position_epoch: int = 0
+    tranche: int = 0
+    ts_epoch: float
+    source: str = "exit-brain"
+
+    _sym = field_validator("symbol", mode="before")(_symbol)
+
+    @field_validator(
+        "kill_score", "k_regime_flip", "k_sigma_spike", "k_ts_drop", "k_age_penalty", "new_sl",
+        "r_net", mode="before",
+    )  # fmt: skip
+    @classmethod
+    def _dec(cls, v: Any, info: Any) -> Decimal | None:
+        if v is None or v == "":
+            return None
+        return parse_decimal(v, info.field_name)
+
+    @field_validator("kill_score")
+    @classmethod
+    def _score(cls, v: Decimal | None) -> Decimal:
+        if v is None or not (0 <= v <= 1):
+            raise ValueError("must be between 0 and 1")
+        return v
+
+    @field_validator("ts_epoch", mode="before")
+    @classmethod
+    def _ts(cls, v: Any) -> float:
+        return parse_ts(v, "ts_epoch")
+
+    @field_validator("position_epoch", "tranche", mode="before")
+    @classmethod
+    def _int(cls, v: Any) -> int:
+        if isinstance(v, bool) or not str(v).lstrip("-").isdigit():
+            raise ValueError(f"expected an integer, got {v!r}")
+        n = int(v)
+        if n < 0 or n > 10**12:
+            raise ValueError(f"out of range: {v!r}")
+        return n
+
+    @classmethod
+    def from_fields(cls, f: dict[str, str]) -> Proposal:
+        cls._check_schema(f.get("schema"))
+        data = {k: v for k, v in f.items() if k != "schema"}
+        return cls._validate(data)
+
+    def to_fields(self) -> dict[str, str]:
+        out = {"schema": str(SCHEMA)}
+        for name in PROPOSAL_FIELDS:
+            v = getattr(self, name)
+            if v is None:
+                out[name] = ""
+            elif isinstance(v, Decimal):
+                out[name] = fmt_decimal(v)
+            elif isinstance(v, float):
+                out[name] = fmt_ts(v)
+            else:
+                out[name] = str(v)
+        return out
+
+
+# ---------------------------------------------------------------------------------------
+# Plan
+# ---------------------------------------------------------------------------------------
+class Step(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    step: Literal["CLOSE_PARTIAL_25", "CLOSE_PARTIAL_50", "CLOSE_PARTIAL_75", "CLOSE_FULL",
+                  "UPDATE_SL"]  # fmt: skip
+    type: Literal["market_reduce_only", "stop_market_reduce_only"]
+    fraction: Decimal | None = None
+    price: Decimal | None = None
+
+
+class Plan(_Msg):
+    plan_id: str
+    symbol: str
+    action: str
+    decision: PlanDecision
+    reason_codes: tuple[str, ...] = ()
+    kill_score: Decimal | None = None
+    close_fraction: Decimal
+    new_sl: Decimal | None = None
+    steps: tuple[Step, ...] = ()
+    mode: str
+    source: str
+    proposal_id: str
+    proposal_ts: float
+    created_at: float
+    expires_at: float
+
+    _pid = field_validator("plan_id", mode="before")(_plan_id)
+    _sym = field_validator("symbol", mode="before")(_symbol)
+
+    @field_validator("kill_score", "close_fraction", "new_sl", mode="before")
+    @classmethod
+    def _dec(cls, v: Any, info: Any) -> Decimal | None:
+        if v is None or v == "":
+            if info.field_name == "close_fraction":
+                raise ValueError("missing")
+            return None
+        return parse_decimal(v, info.field_name)
+
+    @field_validator("close_fraction")
+    @classmethod
+    def _frac(cls, v: Decimal) -> Decimal:
+        if not (0 <= v <= 1):
+            raise ValueError("must be between 0 and 1")
+        return v
+
+    @field_validator("proposal_ts", "created_at", "expires_at", mode="before")
+    @classmethod
+    def _ts(cls, v: Any, info: Any) -> float:
+        return parse_ts(v, info.field_name)
+
+    @field_validator("reason_codes", mode="before")
+    @classmethod
+    def _codes(cls, v: Any) -> tuple[str, ...]:
+        if isinstance(v, str):
+            return tuple(c for c in v.split(",") if c)
+        if isinstance(v, list | tuple):
+            return tuple(v)
+        raise ValueError("expected a comma list")
+
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _steps(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            try:
+                v = json.loads(v)
+            except json.JSONDecodeError:
+                raise ValueError("not JSON") from None
+            if not isinstance(v, list):
+                raise ValueError("expected a JSON list")
+        return v
+
+    @property
+    def is_execute(self) -> bool:
+        return self.decision is PlanDecision.EXECUTE
+
+    @classmethod
+    def from_fields(cls, f: dict[str, str]) -> Plan:
+        cls._check_schema(f.get("schema"))
+        data = {k: v for k, v in f.items() if k != "schema"}
+        return cls._validate(data)
+
+    def to_fields(self) -> dict[str, str]:
+        steps = [
+            {
+                k: (fmt_decimal(v) if isinstance(v, Decimal) else v)
+                for k, v in s.model_dump().items()
+                if v is not None
+            }
+            for s in self.steps
+        ]
+        return {
+            "plan_id": self.plan_id,
+            "schema": str(SCHEMA),
+            "symbol": self.symbol,
+            "action": self.action,
+            "decision": self.decision.value,
+            "reason_codes": ",".join(self.reason_codes),
+            "kill_score": "" if self.kill_score is None else fmt_decimal(self.kill_score),
+            "close_fraction": fmt_decimal(self.close_fraction),
+            "new_sl": "" if self.new_sl is None else fmt_decimal(self.new_sl),
+            "steps": json.dumps(steps, separators=(",", ":")),
+            "mode": self.mode,
+            "source": self.source,
+            "proposal_id": self.proposal_id,
+            "proposal_ts": fmt_ts(self.proposal_ts),
+            "created_at": fmt_ts(self.created_at),
+            "expires_at": fmt_ts(self.expires_at),
+        }
+
+
+# ---------------------------------------------------------------------------------------
+# Permits (JSON values under TTL'd keys)
+# ---------------------------------------------------------------------------------------
+class _Permit(_Msg):
+    plan_id: str
+    symbol: str
+    created_at: float
+    expires_at: float
+    sig: str = ""
+
+    _pid = field_validator("plan_id", mode="before")(_plan_id)
+    _sym = field_validator("symbol", mode="before")(_symbol)
+
+    @field_validator("created_at", "expires_at", mode="before")
+    @classmethod
+    def _ts(cls, v: Any, info: Any) -> float:
+        return parse_ts(v, info.field_name)
+
+    def body(self) -> dict[str, Any]:
+        """The permit as a JSON object, without ``sig``."""
+        out: dict[str, Any] = {"schema": SCHEMA}
+        for name, value in self:
+            if name == "sig":
+                continue
+            if isinstance(value, Decimal):
+                out[name] = fmt_decimal(value)
+            elif name in ("created_at", "expires_at"):
+                out[name] = fmt_ts(value)
+            else:
+                out[name] = value
+        return out
+
+    def to_json(self) -> str:
+        body = self.body()
+        if self.sig:
+            body["sig"] = self.sig
+        return canonical_json(body)
+
+    @classmethod
+    def parse_obj(cls, obj: Any) -> Self:
+        if not isinstance(obj, dict):
+            raise ContractError(f"{cls.__name__}: expected a JSON object")
+        cls._check_schema(obj.get("schema"))
+        data = {k: v for k, v in obj.items() if k != "schema"}
+        return cls._validate(data)
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> Self:
+        try:
+            obj = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ContractError(f"{cls.__name__}: not JSON") from None
+        return cls.parse_obj(obj)
+
+
+class GovernorPermit(_Permit):
+    decision: Literal["GRANT", "DENY"]
+    granted: bool
+    reason: str
+    computed_qty: Decimal | None = None
+    computed_notional: Decimal | None = None
+    mode: str
+    consumed: bool = False
+
+    @field_validator("computed_qty", "computed_notional", mode="before")
+    @classmethod
+    def _dec(cls, v: Any, info: Any) -> Decimal | None:
+        if v is None or v == "":
+            return None
+        return parse_decimal(v, info.field_name)
+
+
+class P33Allow(_Permit):
+    allow: Literal[True] = True
+    safe_close_qty: Decimal
+    side: Literal["LONG", "SHORT"]
+    exchange_position_amt: Decimal
+    ledger_position_amt: Decimal
+    snapshot_age_sec: Decimal
+
+    @field_validator(
+        "safe_close_qty", "exchange_position_amt", "ledger_position_amt", "snapshot_age_sec",
+        mode="before",
+    )  # fmt: skip
+    @classmethod
+    def _dec(cls, v: Any, info: Any) -> Decimal:
+        return parse_decimal(v, info.field_name)
+
+    @field_validator("safe_close_qty")
+    @classmethod
+    def _positive(cls, v: Decimal) -> Decimal:
+        if v <= 0:
+            raise ValueError("must be > 0")
+        return v
+
+
+class P33Deny(_Permit):
+    allow: Literal[False] = False
+    reason: str
+    context: dict[str, Any] = {}
+
+
+P33Permit = P33Allow | P33Deny
+
+
+def parse_p33(raw: str | bytes) -> P33Allow | P33Deny:
+    try:
+        obj = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ContractError("P33 permit: not JSON") from None
+    if not isinstance(obj, dict):
+        raise ContractError("P33 permit: expected a JSON object")
+    allow = obj.get("allow")
+    if allow is True:
+        return P33Allow.parse_obj(obj)
+    if allow is False:
+        return P33Deny.parse_obj(obj)
+    raise ContractError(f"P33 permit allow: expected true or false, got {allow!r}")
+
+
+# ---------------------------------------------------------------------------------------
+# Result
+# ---------------------------------------------------------------------------------------
+class Result(_Msg):
+    plan_id: str
+    symbol: str
+    executed: bool
+    status: ResultStatus
+    reason: str = ""
+    order_id: str = ""
+    client_order_id: str = ""
+    side: Literal["BUY", "SELL", ""] = ""
+    requested_qty: Decimal = Decimal(0)
+    filled_qty: Decimal = Decimal(0)
+    avg_price: Decimal | None = None
+    reduce_only: bool = True
+    error: str = ""
+    permit_wait_ms: Decimal = Decimal(0)
+    chain_latency_ms: Decimal = Decimal(0)
+    ts: float
+
+    _pid = field_validator("plan_id", mode="before")(_plan_id)
+    _sym = field_validator("symbol", mode="before")(_symbol)
+
+    @field_validator(
+        "requested_qty", "filled_qty", "avg_price", "permit_wait_ms", "chain_latency_ms",
+        mode="before",
+    )  # fmt: skip
+    @classmethod
+    def _dec(cls, v: Any, info: Any) -> Decimal | None:
+        if v is None or v == "":
+            return None if info.field_name == "avg_price" else Decimal(0)
+        return parse_decimal(v, info.field_name)
+
+    @field_validator("filled_qty", "requested_qty")
+    @classmethod
+    def _nonneg(cls, v: Decimal) -> Decimal:
+        if v < 0:
+            raise ValueError("must be >= 0")
+        return v
+
+    @field_validator("executed", "reduce_only", mode="before")
+    @classmethod
+    def _bool(cls, v: Any, info: Any) -> bool:
+        return parse_bool(v, info.field_name)
+
+    @field_validator("ts", mode="before")
+    @classmethod
+    def _ts(cls, v: Any) -> float:
+        return parse_ts(v, "ts")
+
+    @classmethod
+    def from_fields(cls, f: dict[str, str]) -> Result:
+        cls._check_schema(f.get("schema"))
+        data = {k: v for k, v in f.items() if k != "schema"}
+        return cls._validate(data)
+
+    def to_fields(self) -> dict[str, str]:
+        out = {"schema": str(SCHEMA)}
+        for name, v in self:
+            if v is None:
+                out[name] = ""
+            elif isinstance(v, bool):
+                out[name] = "true" if v else "false"
+            elif isinstance(v, Decimal):
+                out[name] = fmt_decimal(v)
+            elif isinstance(v, float):
+                out[name] = fmt_ts(v)
+            else:
+                out[name] = str(v)
+        return out
+
+    @property
+    def signed_delta(self) -> Decimal:
+        """Change of the signed position this result confirms (0 unless something filled)."""
+        if self.status not in (ResultStatus.FILLED, ResultStatus.PARTIALLY_FILLED):
+            return Decimal(0)
+        return self.filled_qty if self.side == "BUY" else -self.filled_qty

@@ -1,0 +1,1 @@
+"""The runtime shared by all services: stream consumers, audit, logs, metrics, heartbeat."""

@@ -1,0 +1,30 @@
+"""Writing a gatekeeper's permit: the permit (SET NX EX: a plan's decision is written once),
+a wake-up event for the executor, and the audit entry, in one ordered pipeline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.asyncio import Redis
+
+from permitchain.keys import Keys
+from permitchain.runtime.audit import AUDIT_MAXLEN, audit_fields
+
+PERMIT_EVENTS_MAXLEN = 100_000
+
+
+async def write_permit(
+    r: Redis, keys: Keys, *, key: str, permit_json: str, ttl_s: int, plan_id: str, symbol: str,
+    layer: str, decision: str, reason: str, context: dict[str, Any], ts: float,
+) -> bool:  # fmt: skip
+    """Returns False when a permit for this plan already existed (the first decision stands)."""
+    pipe = r.pipeline(transaction=False)
+    pipe.set(key, permit_json, ex=ttl_s, nx=True)
+    pipe.xadd(keys.permit_event_stream, {"plan_id": plan_id, "layer": layer},
+              maxlen=PERMIT_EVENTS_MAXLEN, approximate=True)  # fmt: skip
+    pipe.xadd(keys.decisions,
+              audit_fields(plan_id=plan_id, symbol=symbol, layer=layer, decision=decision,
+                           reason=reason, context=context, ts=ts),
+              maxlen=AUDIT_MAXLEN, approximate=True)  # fmt: skip
+    created, _, _ = await pipe.execute()
+    return bool(created)

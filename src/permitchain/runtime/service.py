@@ -1,0 +1,350 @@
+"""The service runner: consumer groups, dead letters, reclaim, heartbeat, metrics, signals.
+
+A service is a set of :class:`Consumer` loops (one consumer group on one stream each) and
+background tasks, run by :class:`ServiceRunner` until SIGTERM/SIGINT. On the first signal the
+loops stop reading, in-flight entries finish (or stay pending, to be reclaimed: nothing is
+lost), the heartbeat is removed and Redis closed; a second signal exits at once.
+
+Entry handling: the handler returns → XACK. It raises ``ContractError`` → the entry goes to
+the dead-letter stream and is acked (never a crash loop). It raises ``StoreError`` or a Redis
+fault → not acked, retried after a backoff. Any other exception → retried up to
+``max_failures`` times in this process, then dead-lettered with the error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+import signal
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+import redis.exceptions
+from prometheus_client import Counter, Gauge, start_http_server
+
+from permitchain import __version__
+from permitchain.errors import ContractError, StoreError
+from permitchain.keys import Keys
+from permitchain.store import REDIS_FAULTS
+
+try:
+    import uvloop
+except ImportError:  # pragma: no cover
+    uvloop = None
+
+log = logging.getLogger("permitchain.runtime")
+
+Handler = Callable[[str, dict[str, str]], Awaitable[None]]
+Task = Callable[[asyncio.Event], Awaitable[None]]
+
+ENTRIES = Counter(
+    "permitchain_stream_entries_total", "Stream entries handled", ["service", "stream", "outcome"]
+)
+DEADLETTERS = Counter(
+    "permitchain_deadletter_total", "Entries sent to the dead-letter stream", ["service", "stream"]
+)
+STORE_ERRORS = Counter("permitchain_store_errors_total", "Redis faults seen", ["service"])
+UP = Gauge("permitchain_service_up", "1 while the service runs", ["service"])
+
+DEADLETTER_MAXLEN = 100_000
+HEARTBEAT_EVERY_S = 5.0
+HEARTBEAT_TTL_S = 15
+
+
+def consumer_name(service: str) -> str:
+    """Stable per host and service (not per pid), so a restart takes back its own pending."""
+    return f"{socket.gethostname()}:{service}"
+
+
+class Backoff:
+    """Exponential backoff with full jitter, reset on success."""
+
+    def __init__(self, base_s: float = 0.05, cap_s: float = 5.0) -> None:
+        self.base_s, self.cap_s, self.n = base_s, cap_s, 0
+
+    def next_delay(self) -> float:
+        self.n += 1
+        return random.uniform(0, min(self.cap_s, self.base_s * 2**self.n))
+
+    def reset(self) -> None:
+        self.n = 0
+
+
+@dataclass
+class Consumer:
+    """One consumer group on one stream.
+
+    ``concurrent``: run each entry's handler as its own task (up to ``max_in_flight``), for
+    handlers that wait (the executor's permit wait); otherwise entries run in order.
+    """
+
+    stream: str
+    group: str
+    handler: Handler
+    count: int = 200
+    block_ms: int = 1000
+    concurrent: bool = False
+    max_in_flight: int = 2000
+    claim_idle_ms: int = 5000
+    claim_every_s: float = 2.0
+    max_failures: int = 3
+    in_flight: set[str] = field(default_factory=set)
+    failures: dict[str, int] = field(default_factory=dict)
+
+
+async def ensure_group(r: aioredis.Redis, stream: str, group: str) -> None:
+    """Create the group at ``$`` (new entries only, never history) if it does not exist."""
+    try:
+        await r.xgroup_create(stream, group, id="$", mkstream=True)
+    except redis.exceptions.ResponseError as e:
+        if "BUSYGROUP" not in str(e):
+            raise
+
+
+class ServiceRunner:
+    def __init__(
+        self,
+        name: str,
+        redis: aioredis.Redis,
+        keys: Keys,
+        *,
+        consumers: list[Consumer] | None = None,
+        tasks: list[Task] | None = None,
+        metrics_port: int | None = None,
+        on_close: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.name = name
+        self.r = redis
+        self.k = keys
+        self.consumers = consumers or []
+        self.tasks = tasks or []
+        self.metrics_port = metrics_port
+        self.on_close = on_close
+        self.consumer = consumer_name(name)
+        self.stop = asyncio.Event()
+        self.started_at = time.time()
+        self.bound_metrics_port: int | None = None
+        self._signals = 0
+        self._handler_tasks: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _on_signal(self, sig: int) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            log.warning("second signal: exiting at once")
+            os._exit(130)
+        log.info("%s: signal %s, stopping (in-flight entries finish or stay pending)",
+                 self.name, signal.Signals(sig).name)  # fmt: skip
+        self.stop.set()
+
+    def start_metrics(self) -> None:
+        if self.metrics_port is None:
+            return
+        server, _thread = start_http_server(self.metrics_port, addr="127.0.0.1")
+        self.bound_metrics_port = int(server.server_port)
+        log.info("%s: metrics on http://127.0.0.1:%d/metrics", self.name, self.bound_metrics_port)
+
+    async def run(self) -> None:
+        """Run until ``stop`` is set; then shut down cleanly."""
+        self.start_metrics()
+        UP.labels(self.name).set(1)
+        await self._until_store_ready()
+        runners = [asyncio.create_task(self._heartbeat_loop(), name="heartbeat")]
+        runners += [
+            asyncio.create_task(self._consume_loop(c), name=f"consume:{c.stream}:{c.group}")
+            for c in self.consumers
+        ]
+        runners += [asyncio.create_task(t(self.stop), name=getattr(t, "__name__", "task"))
+                    for t in self.tasks]  # fmt: skip
+        stopper = asyncio.create_task(self.stop.wait())
+        done, _ = await asyncio.wait([stopper, *runners], return_when=asyncio.FIRST_COMPLETED)
+        for t in done:
+            if t is not stopper and t.exception() is not None:
+                log.error("%s: task %s failed: %r", self.name, t.get_name(), t.exception())
+        self.stop.set()
+        # Let handlers in flight finish (bounded), then cancel what still runs.
+        if self._handler_tasks:
+            await asyncio.wait(self._handler_tasks, timeout=5.0)
+        for t in [*runners, *self._handler_tasks]:
+            t.cancel()
+        await asyncio.gather(*runners, *self._handler_tasks, return_exceptions=True)
+        with contextlib.suppress(*REDIS_FAULTS):
+            await self.r.delete(self.k.heartbeat(self.name))
+        UP.labels(self.name).set(0)
+        if self.on_close is not None:
+            await self.on_close()
+        await self.r.aclose()
+        log.info("%s: stopped", self.name)
+
+    async def _until_store_ready(self) -> None:
+        backoff = Backoff()
+        while not self.stop.is_set():
+            try:
+                for c in self.consumers:
+                    await ensure_group(self.r, c.stream, c.group)
+                return
+            except REDIS_FAULTS as e:
+                STORE_ERRORS.labels(self.name).inc()
+                delay = backoff.next_delay()
+                log.warning("%s: redis not ready (%s); retrying in %.2fs", self.name, e, delay)
+                await self._sleep(delay)
+
+    async def _sleep(self, s: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stop.wait(), s)
+
+    # -- heartbeat --------------------------------------------------------------------------
+    def heartbeat_payload(self) -> str:
+        return json.dumps({
+            "service": self.name, "pid": os.getpid(), "host": socket.gethostname(),
+            "version": __version__, "started_at": round(self.started_at, 3),
+            "ts": round(time.time(), 3), "metrics_port": self.bound_metrics_port,
+        })  # fmt: skip
+
+    async def _heartbeat_loop(self) -> None:
+        while not self.stop.is_set():
+            try:
+                await self.r.set(self.k.heartbeat(self.name), self.heartbeat_payload(),
+                                 ex=HEARTBEAT_TTL_S)  # fmt: skip
+            except REDIS_FAULTS as e:
+                STORE_ERRORS.labels(self.name).inc()
+                log.warning("%s: heartbeat failed: %s", self.name, e)
+            await self._sleep(HEARTBEAT_EVERY_S)
+
+    # -- consuming --------------------------------------------------------------------------
+    async def _consume_loop(self, c: Consumer) -> None:
+        backoff = Backoff()
+        own_pending = True  # first read our own pending entries (left by a previous run)
+        last_claim = 0.0
+        while not self.stop.is_set():
+            try:
+                if c.concurrent and len(c.in_flight) >= c.max_in_flight:
+                    await asyncio.sleep(0.005)
+                    continue
+                if time.monotonic() - last_claim >= c.claim_every_s:
+                    last_claim = time.monotonic()
+                    await self._reclaim(c)
+                ident = "0" if own_pending else ">"
+                resp = await self.r.xreadgroup(
+                    c.group, self.consumer, {c.stream: ident}, count=c.count,
+                    block=None if own_pending else c.block_ms,
+                )  # fmt: skip
+                entries = resp[0][1] if resp else []
+                if own_pending and not entries:
+                    own_pending = False
+                    continue
+                await self._dispatch(c, entries)
+                if own_pending:
+                    # Pending entries stay in our PEL until acked; move on after one pass.
+                    own_pending = False
+                backoff.reset()
+            except REDIS_FAULTS as e:
+                STORE_ERRORS.labels(self.name).inc()
+                delay = backoff.next_delay()
+                log.warning("%s: %s read failed (%s); retrying in %.2fs",
+                            self.name, c.stream, e, delay)  # fmt: skip
+                await self._sleep(delay)
+            except redis.exceptions.ResponseError as e:
+                if "NOGROUP" in str(e):
+                    with contextlib.suppress(*REDIS_FAULTS):
+                        await ensure_group(self.r, c.stream, c.group)
+                    continue
+                raise
+
+    async def _reclaim(self, c: Consumer) -> None:
+        """Take over entries idle in any consumer's pending list (a dead peer, or ourselves)."""
+        _next, claimed, *_ = await self.r.xautoclaim(
+            c.stream, c.group, self.consumer, min_idle_time=c.claim_idle_ms, start_id="0-0",
+            count=c.count,
+        )  # fmt: skip
+        fresh = [(i, f) for i, f in claimed if i not in c.in_flight]
+        if fresh:
+            log.info("%s: reclaimed %d idle entries of %s", self.name, len(fresh), c.stream)
+            await self._dispatch(c, fresh)
+
+    async def _dispatch(
+        self, c: Consumer, entries: list[tuple[str, dict[str, str] | None]]
+    ) -> None:
+        for entry_id, fields in entries:
+            if entry_id in c.in_flight:
+                continue
+            if fields is None:  # entry trimmed away while pending: nothing to do
+                await self.r.xack(c.stream, c.group, entry_id)
+                continue
+            c.in_flight.add(entry_id)
+            if c.concurrent:
+                t = asyncio.create_task(self._handle(c, entry_id, fields))
+                self._handler_tasks.add(t)
+                t.add_done_callback(self._handler_tasks.discard)
+            else:
+                await self._handle(c, entry_id, fields)
+
+    async def _handle(self, c: Consumer, entry_id: str, fields: dict[str, str]) -> None:
+        outcome = "ok"
+        try:
+            await c.handler(entry_id, fields)
+            await self.r.xack(c.stream, c.group, entry_id)
+            c.failures.pop(entry_id, None)
+        except ContractError as e:
+            outcome = "deadletter"
+            await self._deadletter(c, entry_id, fields, str(e))
+        except (StoreError, *REDIS_FAULTS) as e:
+            outcome = "store_error"
+            STORE_ERRORS.labels(self.name).inc()
+            log.warning("%s: %s %s left pending (store: %s)", self.name, c.stream, entry_id, e)
+        except Exception as e:
+            n = c.failures.get(entry_id, 0) + 1
+            c.failures[entry_id] = n
+            log.exception("%s: handler failed on %s %s (%d/%d)",
+                          self.name, c.stream, entry_id, n, c.max_failures)  # fmt: skip
+            if n >= c.max_failures:
+                outcome = "deadletter"
+                c.failures.pop(entry_id, None)
+                await self._deadletter(c, entry_id, fields, f"{type(e).__name__}: {e}")
+            else:
+                outcome = "error"
+        finally:
+            c.in_flight.discard(entry_id)
+            ENTRIES.labels(self.name, c.stream, outcome).inc()
+
+    async def _deadletter(
+        self, c: Consumer, entry_id: str, fields: dict[str, str], err: str
+    ) -> None:
+        log.error("%s: dead-letter %s %s: %s", self.name, c.stream, entry_id, err)
+        DEADLETTERS.labels(self.name, c.stream).inc()
+        pipe = self.r.pipeline(transaction=True)
+        pipe.xadd(
+            self.k.deadletter,
+            {"source": c.stream, "group": c.group, "entry_id": entry_id, "service": self.name,
+             "fields": json.dumps(fields, default=str)[:65536], "error": err[:2000],
+             "ts": f"{time.time():.6f}"},
+            maxlen=DEADLETTER_MAXLEN, approximate=True,
+        )  # fmt: skip
+        pipe.xack(c.stream, c.group, entry_id)
+        await pipe.execute()
+
+
+def run_service(runner_factory: Callable[[], Awaitable[ServiceRunner]]) -> None:
+    """Entry point helper: build the runner inside the loop, install signals, run."""
+
+    async def main() -> None:
+        runner = await runner_factory()
+        runner.install_signal_handlers()
+        await runner.run()
+
+    if uvloop is not None:
+        uvloop.run(main())
+    else:  # pragma: no cover - uvloop is a declared dependency on Linux
+        asyncio.run(main())

@@ -1,0 +1,28 @@
+"""Lua scripts, loaded from ``lua/*.lua`` once and registered once per client.
+
+``Scripts(client)`` wraps each file in redis-py's ``Script`` object: EVALSHA with a NOSCRIPT
+fallback to EVAL, usable inside pipelines. Every key a script touches is passed in KEYS.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+from typing import Any
+
+SCRIPT_NAMES = ("consume_permits", "publish_plan", "block_plan", "sim_order")
+
+
+@cache
+def source(name: str) -> str:
+    return (resources.files("permitchain") / "lua" / f"{name}.lua").read_text()
+
+
+class Scripts:
+    """The registered scripts of one Redis client (sync or asyncio)."""
+
+    def __init__(self, client: Any) -> None:
+        self.consume_permits = client.register_script(source("consume_permits"))
+        self.publish_plan = client.register_script(source("publish_plan"))
+        self.block_plan = client.register_script(source("block_plan"))
+        self.sim_order = client.register_script(source("sim_order"))

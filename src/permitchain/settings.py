@@ -1,0 +1,222 @@
+"""Typed, frozen settings (DESIGN.md §6), read from the environment at the entry point only.
+
+Every variable keeps its contract name (``APPLY_MODE``, ``DEDUPE_TTL`` …); the Python field
+names carry units (``dedupe_ttl_s``, ``permit_wait_ms``). ``load_settings`` turns every
+validation failure into a :class:`ConfigError` that names the variable, and refuses
+variables that look like misspelt settings, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Mapping
+from decimal import Decimal
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from permitchain.errors import ConfigError
+
+SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,32}$")
+
+
+class ApplyMode(StrEnum):
+    DRY_RUN = "dry_run"
+    TESTNET = "testnet"
+    PRODUCTION = "production"
+
+
+class ExchangeKind(StrEnum):
+    SIM = "sim"
+    BINANCE_DEMO = "binance-demo"
+    BINANCE = "binance"
+
+
+class LogFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+def _f(default: Any, env: str, **kw: Any) -> Any:
+    return Field(default, validation_alias=AliasChoices(env), **kw)
+
+
+class Settings(BaseSettings):
+    """All settings of every service. Immutable; construct once at the entry point."""
+
+    model_config = SettingsConfigDict(
+        frozen=True,
+        extra="forbid",
+        case_sensitive=True,
+        env_ignore_empty=True,
+        populate_by_name=True,
+    )
+
+    # --- connectivity -------------------------------------------------------------------
+    redis_url: str | None = _f(None, "REDIS_URL")
+    key_prefix: str = _f("quantum", "KEY_PREFIX", pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+    apply_mode: ApplyMode = _f(ApplyMode.TESTNET, "APPLY_MODE")
+    exchange: ExchangeKind = _f(ExchangeKind.SIM, "EXCHANGE")
+    binance_api_key: SecretStr | None = _f(None, "BINANCE_API_KEY")
+    binance_api_secret: SecretStr | None = _f(None, "BINANCE_API_SECRET")
+    binance_base_url: str | None = _f(None, "BINANCE_BASE_URL")
+    binance_live_confirmed: bool = _f(False, "BINANCE_LIVE_CONFIRMED")
+
+    # --- planner ------------------------------------------------------------------------
+    allow_list_symbols: str = _f("BTCUSDT,ETHUSDT,SOLUSDT", "ALLOW_LIST_SYMBOLS")
+    kill_score_threshold: Decimal = _f(Decimal("0.5"), "KILL_SCORE_THRESHOLD", ge=0, le=1)
+    dedupe_ttl_s: int = _f(300, "DEDUPE_TTL", gt=0)
+    proposal_ttl_s: int = _f(60, "PROPOSAL_TTL_S", gt=0)
+    plan_max_age_s: int = _f(30, "PLAN_MAX_AGE_S", gt=0)
+    plan_stream_maxlen: int = _f(100_000, "PLAN_STREAM_MAXLEN", ge=1000)
+    planner_sweep_s: float = _f(5.0, "PLANNER_SWEEP_S", gt=0)
+
+    # --- permits ------------------------------------------------------------------------
+    permit_ttl_s: int = _f(60, "PERMIT_TTL_SECONDS", gt=0)
+    permit_wait_ms: int = _f(1200, "APPLY_PERMIT_WAIT_MS", gt=0)
+    permit_key_governor: SecretStr | None = _f(None, "PERMIT_KEY_GOVERNOR")
+    permit_key_p33: SecretStr | None = _f(None, "PERMIT_KEY_P33")
+
+    # --- governor -----------------------------------------------------------------------
+    testnet_auto_approve: bool = _f(True, "TESTNET_AUTO_APPROVE")
+    max_exec_per_hour: int = _f(3, "MAX_EXEC_PER_HOUR", ge=0)
+    max_exec_per_5min: int = _f(2, "MAX_EXEC_PER_5MIN", ge=0)
+    max_notional_per_trade: Decimal = _f(Decimal("1000"), "MAX_NOTIONAL_PER_TRADE", ge=0)
+    daily_notional_cap: Decimal = _f(Decimal("10000"), "DAILY_NOTIONAL_CAP", ge=0)
+
+    # --- position brain -----------------------------------------------------------------
+    position_tolerance: Decimal = _f(Decimal("0.001"), "POSITION_TOLERANCE", ge=0)
+    qty_tolerance_pct: Decimal = _f(Decimal("1"), "QTY_TOLERANCE_PCT", ge=0, le=100)
+    stale_threshold_s: float = _f(10.0, "STALE_THRESHOLD_S", gt=0)
+    poll_interval_s: float = _f(5.0, "POLL_INTERVAL_S", gt=0)
+    cooldown_s: float = _f(15.0, "COOLDOWN_S", ge=0)
+
+    # --- exit brain ---------------------------------------------------------------------
+    full_close_score: Decimal = _f(Decimal("0.6"), "FULL_CLOSE_SCORE", ge=0, le=1)
+
+    # --- operations ---------------------------------------------------------------------
+    metrics_port: int | None = _f(None, "METRICS_PORT", ge=0, le=65535)
+    log_format: LogFormat = _f(LogFormat.TEXT, "LOG_FORMAT")
+    log_level: str = _f("INFO", "LOG_LEVEL", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # load_settings() is the one reader of the environment and the env file, so that it
+        # can refuse misspelt names; the model itself only validates what it is given.
+        return (init_settings,)
+
+    @field_validator("allow_list_symbols")
+    @classmethod
+    def _symbols(cls, v: str) -> str:
+        items = [s.strip() for s in v.split(",") if s.strip()]
+        bad = [s for s in items if not SYMBOL_RE.match(s)]
+        if bad:
+            raise ValueError(f"not a symbol: {', '.join(bad)} (expected e.g. BTCUSDT)")
+        return ",".join(items)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(
+            ("redis://", "rediss://", "unix://", "redis+sentinel://")
+        ):
+            raise ValueError("must start with redis://, rediss://, unix:// or redis+sentinel://")
+        return v
+
+    @property
+    def allow_list(self) -> frozenset[str]:
+        return frozenset(s for s in self.allow_list_symbols.split(",") if s)
+
+    @property
+    def signing_enabled(self) -> bool:
+        return self.permit_key_governor is not None and self.permit_key_p33 is not None
+
+
+def env_names() -> dict[str, str]:
+    """Map of contract variable name → field name."""
+    out: dict[str, str] = {}
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        assert isinstance(alias, AliasChoices)
+        out[str(alias.choices[0])] = name
+    return out
+
+
+def _read_env_file(path: Path) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for lineno, raw in enumerate(path.read_text().splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export ") :]
+        if "=" not in line:
+            raise ConfigError(f"{path}:{lineno}: expected NAME=value, got {raw!r}")
+        k, v = line.split("=", 1)
+        values[k.strip()] = v.strip().strip('"').strip("'")
+    return values
+
+
+def _suspect_typos(env: Mapping[str, str], known: set[str]) -> list[str]:
+    problems = []
+    for name in env:
+        if name in known or not name.isupper():
+            continue
+        match = difflib.get_close_matches(name, known, n=1, cutoff=0.88)
+        if match:
+            problems.append(f"{name}: unknown setting (did you mean {match[0]}?)")
+    return problems
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, env_file: str | Path | None = None
+) -> Settings:
+    """Read settings from an env file (if any) overlaid by the environment.
+
+    ``env_file`` defaults to ``$PERMITCHAIN_ENV_FILE``. Keys in the env file must all be known
+    settings; variables in the environment that look like misspelt settings are refused too.
+    """
+    env = dict(os.environ if environ is None else environ)
+    known = set(env_names())
+    values: dict[str, str] = {}
+    file_path = env_file or env.get("PERMITCHAIN_ENV_FILE")
+    if file_path:
+        path = Path(file_path)
+        if not path.is_file():
+            raise ConfigError(f"PERMITCHAIN_ENV_FILE: no such file {path}")
+        from_file = _read_env_file(path)
+        unknown = sorted(set(from_file) - known)
+        if unknown:
+            raise ConfigError(f"{path}: unknown setting(s): {', '.join(unknown)}")
+        values.update(from_file)
+    problems = _suspect_typos(env, known)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    values.update({k: v for k, v in env.items() if k in known})
+    values = {k: v for k, v in values.items() if v != ""}
+    try:
+        return Settings(**values)
+    except ValidationError as e:
+        raise ConfigError(_describe(e)) from None
+
+
+def _describe(e: ValidationError) -> str:
+    parts = []
+    for err in e.errors():
+        var = str(err["loc"][0]) if err["loc"] else "settings"
+        got = err.get("input")
+        shown = "***" if "KEY" in var or "SECRET" in var else repr(got)
+        parts.append(f"{var}: {err['msg']} (got {shown})")
+    return "invalid settings: " + "; ".join(parts)
