@@ -65,6 +65,7 @@ async def build(name: str, settings: Settings) -> ServiceRunner:
             name, r, keys,
             consumers=[Consumer(keys.proposal_stream, GROUP_PLANNER, planner.handle),
                        executor.consumer()],
-            tasks=[planner.sweep, executor.permit_events], metrics_port=port, on_close=ex.close,
+            tasks=[planner.sweep, executor.permit_events, executor.resolver.run],
+            metrics_port=port, on_close=ex.close,
         )  # fmt: skip
     return await build_exit_brain(r, keys, settings, clock, port)

@@ -136,7 +136,7 @@ def test_missing_waits_and_changes_nothing(
 def test_final_mode_times_out(r: redis.Redis, keys: Keys, consume: Any) -> None:
     put(r, keys, gov(), None)
     v = consume("final")
-    assert v == {"verdict": "permit_timeout", "detail": "missing_p33"}
+    assert v == {"verdict": "permit_timeout", "detail": "missing_p33", "gov_ttl": 60, "p33_ttl": -2}
     assert r.hget(keys.exec_record(PLAN), "reason") == "permit_timeout"
     assert r.exists(keys.permit_governor(PLAN))  # not consumed
 
@@ -173,11 +173,16 @@ def test_invalid_permit_blocks(r: redis.Redis, keys: Keys, consume: Any, g: str,
                                detail: str) -> None:  # fmt: skip
     put(r, keys, g, p)
     v = consume()
-    assert v == {"verdict": "permit_invalid", "detail": detail}
+    assert v == {"verdict": "permit_invalid", "detail": detail, "gov_ttl": 60, "p33_ttl": 60}
     assert r.hget(keys.exec_record(PLAN), "state") == "blocked"
 
 
 def test_wrong_key_type_is_invalid_not_fatal(r: redis.Redis, keys: Keys, consume: Any) -> None:
     r.hset(keys.permit_governor(PLAN), mapping={"granted": "true"})
     r.set(keys.permit_p33(PLAN), p33())
-    assert consume() == {"verdict": "permit_invalid", "detail": "governor wrong key type hash"}
+    assert consume() == {
+        "verdict": "permit_invalid",
+        "detail": "governor wrong key type hash",
+        "gov_ttl": -1,
+        "p33_ttl": -1,
+    }

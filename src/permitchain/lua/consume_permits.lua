@@ -15,6 +15,8 @@
 --   missing_governor | missing_p33 | missing_both   (mode try): nothing changed, wait
 --   governor_denied | p33_denied | permit_invalid | permit_timeout   terminal: exec state=blocked
 -- Every terminal verdict writes the exec record, so a plan decides once and never again.
+-- Every verdict but already_executed also carries "gov_ttl" and "p33_ttl": the permit keys'
+-- TTLs in seconds as they were before this call (-2 when absent), for the executor's log line.
 
 local plan_id, symbol = ARGV[1], ARGV[2]
 local schema = tonumber(ARGV[3])
@@ -26,6 +28,7 @@ if state then
   return cjson.encode({verdict = 'already_executed', state = state})
 end
 
+local gov_ttl, p33_ttl = redis.call('TTL', KEYS[1]), redis.call('TTL', KEYS[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 
@@ -80,7 +83,8 @@ local function block(reason, detail)
   redis.call('HSET', KEYS[3], 'state', 'blocked', 'reason', reason, 'detail', detail or '',
              'plan_id', plan_id, 'symbol', symbol, 'updated_at', string.format('%.6f', now))
   redis.call('EXPIRE', KEYS[3], exec_ttl)
-  return cjson.encode({verdict = reason, detail = detail or ''})
+  return cjson.encode({verdict = reason, detail = detail or '', gov_ttl = gov_ttl,
+                       p33_ttl = p33_ttl})
 end
 
 local graw, gerr = read(KEYS[1])
@@ -103,7 +107,8 @@ if gv == 'allow' and pv == 'allow' then
   redis.call('HSET', KEYS[3], 'state', 'permitted', 'plan_id', plan_id, 'symbol', symbol,
              'gov_permit', graw, 'p33_permit', praw, 'permitted_at', ts, 'updated_at', ts)
   redis.call('EXPIRE', KEYS[3], exec_ttl)
-  return cjson.encode({verdict = 'ok', gov = graw, p33 = praw})
+  return cjson.encode({verdict = 'ok', gov = graw, p33 = praw, gov_ttl = gov_ttl,
+                       p33_ttl = p33_ttl})
 end
 
 local missing
@@ -112,5 +117,4 @@ elseif not gv then missing = 'missing_governor'
 else missing = 'missing_p33' end
 
 if mode == 'final' then return block('permit_timeout', missing) end
-return cjson.encode({verdict = missing,
-                     gov_ttl = redis.call('TTL', KEYS[1]), p33_ttl = redis.call('TTL', KEYS[2])})
+return cjson.encode({verdict = missing, gov_ttl = gov_ttl, p33_ttl = p33_ttl})

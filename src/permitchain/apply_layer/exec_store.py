@@ -1,0 +1,133 @@
+"""The executor's Redis state: consume verdicts, the exec record's state moves, results.
+
+Every move of ``quantum:exec:{plan}`` after the consume goes through ``exec_transition.lua``:
+a compare-and-set on the state that publishes the move's result and audit entry in the same
+atomic step, so a crash can never leave a moved state without its result, or a result twice.
+
+States (docs/apply-layer.md): ``permitted → submitted → filled | rejected | unknown``,
+``unknown → filled | rejected``, ``permitted → blocked | dry_run``, and ``blocked`` written by
+the consume or block script. Guards: ``result_id`` (the final result, once) and
+``unknown_result_id`` (the provisional ``unknown`` result, once).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any, cast
+
+from prometheus_client import Counter, Histogram
+from redis.asyncio import Redis
+
+from permitchain.keys import Keys
+from permitchain.models import SCHEMA, Result
+from permitchain.runtime.audit import AUDIT_MAXLEN, audit_fields
+from permitchain.scripts import Scripts
+
+EXEC_TTL_S = 7 * 86400
+RESULT_MAXLEN = 100_000
+FINAL_GUARD = "result_id"
+UNKNOWN_GUARD = "unknown_result_id"
+LAYER = "executor"
+
+EXEC_STATUS = Counter(
+    "apply_executions_total", "Results written by the executor", ["status", "reason"]
+)
+CHAIN_LATENCY = Histogram(
+    "apply_chain_latency_seconds", "Proposal created → result on the stream",
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)  # fmt: skip
+
+
+def open_index(keys: Keys) -> str:
+    """ZSET of plans with an order out (state submitted or unknown), scored by submit time."""
+    return f"{keys.prefix}:apply:exec_open"
+
+
+def _flat(fields: Mapping[str, str]) -> list[str]:
+    out: list[str] = [str(len(fields))]
+    for k, v in fields.items():
+        out += [k, v]
+    return out
+
+
+class ExecStore:
+    def __init__(self, r: Redis, keys: Keys) -> None:
+        self.r, self.k = r, keys
+        self.scripts = Scripts(r)
+        self.open_key = open_index(keys)
+
+    async def consume(self, plan_id: str, symbol: str, mode: str) -> dict[str, Any]:
+        raw = await self.scripts.consume_permits(
+            keys=[self.k.permit_governor(plan_id), self.k.permit_p33(plan_id),
+                  self.k.exec_record(plan_id)],
+            args=[plan_id, symbol, SCHEMA, mode, EXEC_TTL_S],
+        )  # fmt: skip
+        out: dict[str, Any] = json.loads(raw)
+        return out
+
+    async def block_new(self, plan_id: str, symbol: str, reason: str, detail: str) -> str:
+        """Block a plan that has no exec record yet; returns the state it has after."""
+        state: str = await self.scripts.block_plan(
+            keys=[self.k.exec_record(plan_id)],
+            args=[reason, detail, plan_id, symbol, EXEC_TTL_S],
+        )
+        return state
+
+    async def get(self, plan_id: str) -> dict[str, str]:
+        return cast("dict[str, str]", await self.r.hgetall(self.k.exec_record(plan_id)))
+
+    async def ttls(self, plan_id: str) -> tuple[int, int]:
+        """The permit keys' TTLs in seconds (-2 when absent)."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.ttl(self.k.permit_governor(plan_id))
+        pipe.ttl(self.k.permit_p33(plan_id))
+        gov, p33 = await pipe.execute()
+        return int(gov), int(p33)
+
+    async def move(
+        self, plan_id: str, *, from_states: Iterable[str], to: str,
+        fields: Mapping[str, str] | None = None, index: str = "keep", guard: str = "",
+        result: Result | None = None, audit: Mapping[str, str] | None = None,
+    ) -> tuple[bool, str]:  # fmt: skip
+        """Compare-and-set the exec state; returns (moved, state now)."""
+        res = await self.scripts.exec_transition(
+            keys=[self.k.exec_record(plan_id), self.open_key, self.k.result_stream,
+                  self.k.decisions],
+            args=[",".join(from_states), to, guard, index, plan_id, EXEC_TTL_S, RESULT_MAXLEN,
+                  AUDIT_MAXLEN, *_flat(fields or {}),
+                  *_flat(result.to_fields() if result else {}), *_flat(audit or {})],
+        )  # fmt: skip
+        return bool(int(res[0])), str(res[1])
+
+    async def publish(
+        self, result: Result, *, from_states: Iterable[str], to: str, final: bool = True,
+        fields: Mapping[str, str] | None = None, context: Mapping[str, Any] | None = None,
+    ) -> bool:  # fmt: skip
+        """Move to ``to`` and publish ``result`` with its audit entry, once per guard."""
+        audit = audit_fields(
+            plan_id=result.plan_id, symbol=result.symbol, layer=LAYER,
+            decision="EXECUTED" if result.executed else result.status.value.upper(),
+            reason=result.reason, context={"result": result.to_fields(), **(context or {})},
+            ts=result.ts,
+        )  # fmt: skip
+        state_fields = {"reason": result.reason, "filled_qty": result.to_fields()["filled_qty"],
+                        "order_id": result.order_id, **(fields or {})}  # fmt: skip
+        moved, _ = await self.move(
+            result.plan_id, from_states=from_states, to=to, fields=state_fields,
+            index="rem" if final else "keep", guard=FINAL_GUARD if final else UNKNOWN_GUARD,
+            result=result, audit=audit,
+        )  # fmt: skip
+        if moved:
+            EXEC_STATUS.labels(result.status.value, result.reason).inc()
+            if final and result.chain_latency_ms > 0:
+                CHAIN_LATENCY.observe(float(result.chain_latency_ms) / 1000)
+        return moved
+
+    async def open_plans(self, submitted_before: float, limit: int = 500) -> list[str]:
+        top = "+inf" if submitted_before == float("inf") else submitted_before
+        ids = await self.r.zrangebyscore(self.open_key, "-inf", top, start=0, num=limit)
+        return cast("list[str]", ids)
+
+    async def forget(self, plan_id: str) -> None:
+        await self.r.zrem(self.open_key, plan_id)

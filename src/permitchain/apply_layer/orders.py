@@ -1,0 +1,203 @@
+"""Orders: what a submitted plan needs, the order call, and the exchange's answer → result.
+
+A :class:`Submission` is written into the exec record when the state moves to ``submitted``
+(before the order is sent), so the resolver can finish the plan after a restart from the
+record alone: no plan entry, no guesswork. :class:`OrderDesk` sends the reduce-only market
+order once, looks it up by client order id after a timeout or error (never re-sends), places
+or replaces the reduce-only stop of an ``UPDATE_SL`` step, and publishes the result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from permitchain.apply_layer.exec_store import ExecStore
+from permitchain.errors import ContractError, ExchangeError, OrderOutcomeUnknown, OrderRejected
+from permitchain.exchange.base import Exchange, OrderInfo, OrderStatus, Side
+from permitchain.models import Result, ResultStatus, fmt_decimal, parse_decimal, parse_ts
+from permitchain.runtime.clock import Clock
+from permitchain.runtime.service import Backoff
+
+log = logging.getLogger("permitchain.executor")
+
+EXCHANGE_REJECTED = "exchange_rejected"
+EXCHANGE_UNKNOWN = "exchange_unknown"
+STOP_PLACED = "stop_placed"
+LOOKUP_ATTEMPTS = 5
+FINAL_ORDER = (OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.REJECTED, OrderStatus.EXPIRED)
+STATE_OF = {ResultStatus.FILLED: "filled", ResultStatus.PARTIALLY_FILLED: "filled",
+            ResultStatus.REJECTED: "rejected", ResultStatus.UNKNOWN: "unknown"}  # fmt: skip
+
+
+def client_order_id(plan_id: str, suffix: str = "") -> str:
+    """Deterministic from the plan: the same plan can never make a second order."""
+    return f"pc-{plan_id}{suffix}"
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """One plan's order, as stored in its exec record at submit time."""
+
+    plan_id: str
+    symbol: str
+    side: Side
+    qty: Decimal  # P3.3's safe_close_qty, always
+    close: bool  # a reduce-only market close (else the plan only moves the stop)
+    position_amt: Decimal  # |exchange position| P3.3 saw: what a stop covers after the close
+    stop_price: Decimal | None
+    proposal_ts: float
+    permit_wait_ms: Decimal
+
+    @property
+    def client_order_id(self) -> str:
+        return client_order_id(self.plan_id) if self.close else ""
+
+    def to_fields(self) -> dict[str, str]:
+        return {
+            "symbol": self.symbol, "side": self.side, "qty": fmt_decimal(self.qty),
+            "close": "true" if self.close else "false",
+            "client_order_id": self.client_order_id,
+            "position_amt": fmt_decimal(self.position_amt),
+            "stop_price": "" if self.stop_price is None else fmt_decimal(self.stop_price),
+            "proposal_ts": f"{self.proposal_ts:.6f}",
+            "permit_wait_ms": fmt_decimal(self.permit_wait_ms),
+        }  # fmt: skip
+
+    @classmethod
+    def from_fields(cls, plan_id: str, h: dict[str, str]) -> Submission:
+        try:
+            side = h["side"]
+            if side not in ("BUY", "SELL") or h["close"] not in ("true", "false"):
+                raise ValueError(f"side/close: {side!r}/{h['close']!r}")
+            stop = h.get("stop_price") or ""
+            return cls(
+                plan_id=plan_id, symbol=h["symbol"], side="BUY" if side == "BUY" else "SELL",
+                qty=parse_decimal(h["qty"], "qty"), close=h["close"] == "true",
+                position_amt=parse_decimal(h["position_amt"], "position_amt"),
+                stop_price=parse_decimal(stop, "stop_price") if stop else None,
+                proposal_ts=parse_ts(h["proposal_ts"], "proposal_ts"),
+                permit_wait_ms=parse_decimal(h.get("permit_wait_ms") or "0", "permit_wait_ms"),
+            )  # fmt: skip
+        except (KeyError, ValueError) as e:
+            raise ContractError(f"exec record {plan_id}: {e}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    status: ResultStatus
+    reason: str
+    final: bool
+
+
+def judge(order: OrderInfo | None, error_reason: str, *, missing_is_final: bool) -> Outcome:
+    """The exchange's answer as a result status. An order still NEW (or partly filled and
+    still open) is ``unknown``, never filled; a missing order is final only when told so."""
+    if error_reason == EXCHANGE_REJECTED:
+        return Outcome(ResultStatus.REJECTED, EXCHANGE_REJECTED, True)
+    if order is None:
+        if missing_is_final:
+            return Outcome(ResultStatus.REJECTED, EXCHANGE_UNKNOWN, True)
+        return Outcome(ResultStatus.UNKNOWN, EXCHANGE_UNKNOWN, False)
+    if order.status is OrderStatus.FILLED:
+        return Outcome(ResultStatus.FILLED, "ok", True)
+    if order.status in FINAL_ORDER:
+        if order.filled_qty > 0:
+            return Outcome(ResultStatus.PARTIALLY_FILLED, "ok", True)
+        return Outcome(ResultStatus.REJECTED, EXCHANGE_REJECTED, True)
+    return Outcome(ResultStatus.UNKNOWN, EXCHANGE_UNKNOWN, False)
+
+
+def make_result(sub: Submission, order: OrderInfo | None, outcome: Outcome, error: str,
+                now: float) -> Result:  # fmt: skip
+    filled = order.filled_qty if order is not None and sub.close else Decimal(0)
+    return Result(
+        plan_id=sub.plan_id, symbol=sub.symbol,
+        executed=outcome.status in (ResultStatus.FILLED, ResultStatus.PARTIALLY_FILLED)
+        and filled > 0,
+        status=outcome.status, reason=outcome.reason,
+        order_id=order.order_id if order is not None else "",
+        client_order_id=order.client_order_id if order is not None else sub.client_order_id,
+        side=sub.side, requested_qty=sub.qty, filled_qty=filled,
+        avg_price=order.avg_price if order is not None and sub.close else None,
+        reduce_only=True, error=error[:500], permit_wait_ms=sub.permit_wait_ms,
+        chain_latency_ms=Decimal(max(0, round((now - sub.proposal_ts) * 1000))),
+        ts=now,
+    )  # fmt: skip
+
+
+class OrderDesk:
+    def __init__(self, exchange: Exchange, store: ExecStore, clock: Clock) -> None:
+        self.ex, self.store, self.clock = exchange, store, clock
+
+    async def send(self, sub: Submission) -> tuple[OrderInfo | None, str, str]:
+        """Place the close once. Returns (order or None, error reason, error text)."""
+        coid = sub.client_order_id
+        try:
+            order = await self.ex.place_reduce_only_market(sub.symbol, sub.side, sub.qty, coid)
+        except OrderRejected as e:
+            return None, EXCHANGE_REJECTED, f"{e.code}: {e}"
+        except (OrderOutcomeUnknown, ExchangeError) as e:
+            log.warning("order %s outcome unknown (%s): looking it up by client order id", coid, e)
+            return await self.lookup(sub.symbol, coid), "", str(e)
+        if order.status not in FINAL_ORDER:
+            order = await self.lookup(sub.symbol, coid) or order
+        return order, "", ""
+
+    async def lookup(self, symbol: str, coid: str, attempts: int = LOOKUP_ATTEMPTS
+                     ) -> OrderInfo | None:  # fmt: skip
+        """Look the order up by client order id (never re-send); wait briefly for a final state."""
+        backoff = Backoff(base_s=0.05, cap_s=0.5)
+        found: OrderInfo | None = None
+        for i in range(attempts):
+            try:
+                found = await self.ex.fetch_order(symbol, coid) or found
+            except ExchangeError as e:
+                log.warning("lookup %s failed: %s", coid, e)
+            if found is not None and found.status in FINAL_ORDER:
+                return found
+            if i + 1 < attempts:
+                await asyncio.sleep(backoff.next_delay())
+        return found
+
+    async def conclude(
+        self, sub: Submission, order: OrderInfo | None, error_reason: str, error: str, *,
+        from_state: str, missing_is_final: bool = False, context: dict[str, Any] | None = None,
+    ) -> bool:  # fmt: skip
+        """Judge the answer, place the stop when the plan has one, publish the result.
+        Returns False when nothing was written (another writer won, or still unknown)."""
+        if sub.close:
+            outcome = judge(order, error_reason, missing_is_final=missing_is_final)
+        else:
+            order, outcome, error = await self.place_stop(sub, sub.qty)
+        if not outcome.final and from_state == "unknown":
+            return False  # already reported unknown; the resolver keeps looking
+        if sub.close and outcome.final and outcome.status is not ResultStatus.REJECTED:
+            filled = order.filled_qty if order is not None else Decimal(0)
+            if sub.stop_price is not None and sub.position_amt - filled > 0:
+                _o, _sl, sl_error = await self.place_stop(sub, sub.position_amt - filled)
+                error = error or sl_error
+        result = make_result(sub, order, outcome, error, self.clock.now())
+        state = STATE_OF.get(outcome.status, "filled")
+        return await self.store.publish(
+            result, from_states=(from_state,), to=state, final=outcome.final,
+            context={"client_order_id": result.client_order_id, **(context or {})},
+        )  # fmt: skip
+
+    async def place_stop(self, sub: Submission, qty: Decimal
+                         ) -> tuple[OrderInfo | None, Outcome, str]:  # fmt: skip
+        """Place (or replace: same symbol, new id) the reduce-only stop-market order."""
+        if sub.stop_price is None or qty <= 0:
+            return None, Outcome(ResultStatus.REJECTED, EXCHANGE_REJECTED, True), "no stop"
+        try:
+            o = await self.ex.place_stop_market(sub.symbol, sub.side, sub.stop_price, qty,
+                                                client_order_id(sub.plan_id, "-sl"))  # fmt: skip
+        except ExchangeError as e:
+            log.error("[SL] plan=%s stop order failed: %s", sub.plan_id, e)
+            return None, Outcome(ResultStatus.REJECTED, EXCHANGE_REJECTED, True), f"stop: {e}"
+        log.info("[SL] plan=%s symbol=%s stop=%s qty=%s order=%s", sub.plan_id, sub.symbol,
+                 fmt_decimal(sub.stop_price), fmt_decimal(qty), o.order_id)  # fmt: skip
+        return o, Outcome(ResultStatus.FILLED, STOP_PLACED, True), ""

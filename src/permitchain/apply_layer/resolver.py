@@ -1,0 +1,92 @@
+"""The resolver: finishes plans whose order outcome is open, from the exchange, never by
+re-sending.
+
+An exec record in ``submitted`` (a crash between the order and its result, or a slow order
+still in flight elsewhere) or ``unknown`` (the order was NEW, or a lookup found nothing yet)
+is listed in the open index. The resolver looks each one up by client order id and writes
+the plan's final result once (the state move and the result are one atomic step, so it can
+race the live path or another resolver safely). On start, every open plan is resolved at once
+(``recover_all``); afterwards a periodic pass takes those older than ``grace_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from permitchain.apply_layer.exec_store import ExecStore
+from permitchain.apply_layer.orders import OrderDesk, Submission
+from permitchain.errors import ContractError, ExchangeError
+from permitchain.exchange.base import Exchange
+from permitchain.runtime.clock import Clock
+from permitchain.store import REDIS_FAULTS
+
+log = logging.getLogger("permitchain.executor")
+OPEN_STATES = ("submitted", "unknown")
+
+
+class Resolver:
+    def __init__(self, store: ExecStore, desk: OrderDesk, exchange: Exchange, clock: Clock, *,
+                 grace_s: float = 5.0, missing_final_s: float = 120.0,
+                 every_s: float = 2.0) -> None:  # fmt: skip
+        self.store, self.desk, self.ex, self.clock = store, desk, exchange, clock
+        self.grace_s = grace_s  # leave a young submit to the live path that sent it
+        self.missing_final_s = missing_final_s  # an order not found this long after submit
+        self.every_s = every_s  #                 never reached the exchange
+
+    async def resolve(self, plan_id: str) -> str:
+        """Look the plan's order up and write its final result if there is one now.
+        Returns the exec state after."""
+        h = await self.store.get(plan_id)
+        state = h.get("state", "none")
+        if state not in OPEN_STATES:
+            await self.store.forget(plan_id)
+            return state
+        try:
+            sub = Submission.from_fields(plan_id, h)
+        except ContractError as e:
+            log.error("[RECOVER] plan=%s unreadable exec record: %s", plan_id, e)
+            return state
+        order = None
+        if sub.close:
+            try:
+                order = await self.ex.fetch_order(sub.symbol, sub.client_order_id)
+            except ExchangeError as e:
+                log.warning("[RECOVER] plan=%s lookup failed: %s", plan_id, e)
+                return state
+        age = self.clock.now() - float(h.get("submitted_at") or 0)
+        missing_final = age >= self.missing_final_s
+        error = "" if order else f"no order {sub.client_order_id} on the exchange after {age:.0f}s"
+        moved = await self.desk.conclude(
+            sub, order, "", error if missing_final else "", from_state=state,
+            missing_is_final=missing_final, context={"recovered": True},
+        )  # fmt: skip
+        after = (await self.store.get(plan_id)).get("state", "none") if moved else state
+        if moved:
+            log.warning("[RECOVER] plan=%s resolved from the exchange by client order id: %s",
+                        plan_id, after)  # fmt: skip
+        return after
+
+    async def resolve_due(self, submitted_before: float) -> int:
+        n = 0
+        for plan_id in await self.store.open_plans(submitted_before):
+            await self.resolve(plan_id)
+            n += 1
+        return n
+
+    async def recover_all(self) -> int:
+        """On start: resolve every plan a previous run left with an order out."""
+        return await self.resolve_due(float("inf"))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Periodic pass over open plans older than ``grace_s``."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.every_s)
+            if stop.is_set():
+                return
+            try:
+                await self.resolve_due(self.clock.now() - self.grace_s)
+            except REDIS_FAULTS as e:
+                log.warning("resolver: redis: %s", e)

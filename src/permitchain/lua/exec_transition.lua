@@ -1,0 +1,66 @@
+-- exec_transition.lua: move a plan's execution record to its next state, at most once, and
+-- publish what belongs to the move (its result, its audit entry) in the same atomic step.
+--
+-- KEYS[1]  execution record    quantum:exec:{<plan_id>}      (HASH)
+-- KEYS[2]  open executions     quantum:apply:exec_open       (ZSET plan_id -> submitted_at)
+-- KEYS[3]  result stream       quantum:stream:apply.result   (STREAM)
+-- KEYS[4]  audit stream        quantum:stream:decisions      (STREAM)
+-- ARGV[1]  states the record must be in for the move, comma list
+-- ARGV[2]  new state
+-- ARGV[3]  guard field ('' = none): the move is refused when the record already has it; when
+--          a result is published the field is set to the result's entry id
+-- ARGV[4]  open index: 'add' (ZADD plan_id now), 'rem' (ZREM plan_id) or 'keep'
+-- ARGV[5]  plan_id   ARGV[6] exec record TTL (s)   ARGV[7] result MAXLEN   ARGV[8] audit MAXLEN
+-- ARGV[9]  N, then N exec record field name/value pairs
+-- then     M, then M result field pairs (M = 0: no result)
+-- then     A, then A audit field pairs (A = 0: no audit entry)
+--
+-- Returns {1, new_state, result_entry_id or ''} when moved, else {0, current_state or 'none', ''}.
+
+local state = redis.call('HGET', KEYS[1], 'state') or 'none'
+local allowed = false
+for s in string.gmatch(ARGV[1], '[^,]+') do
+  if s == state then allowed = true end
+end
+local guard = ARGV[3]
+if not allowed or (guard ~= '' and redis.call('HEXISTS', KEYS[1], guard) == 1) then
+  return {0, state, ''}
+end
+
+local t = redis.call('TIME')
+local now = string.format('%.6f', tonumber(t[1]) + tonumber(t[2]) / 1000000)
+local i = 9
+local function pairs_at()
+  local n = tonumber(ARGV[i])
+  local out = {}
+  for j = i + 1, i + 2 * n do out[#out + 1] = ARGV[j] end
+  i = i + 2 * n + 1
+  return out
+end
+local fields, result, audit = pairs_at(), pairs_at(), pairs_at()
+
+local hset = {'HSET', KEYS[1], 'state', ARGV[2], 'updated_at', now}
+for _, v in ipairs(fields) do hset[#hset + 1] = v end
+local rid = ''
+if #result > 0 then
+  local xadd = {'XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*'}
+  for _, v in ipairs(result) do xadd[#xadd + 1] = v end
+  rid = redis.call(unpack(xadd))
+  if guard ~= '' then
+    hset[#hset + 1] = guard
+    hset[#hset + 1] = rid
+  end
+end
+redis.call(unpack(hset))
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[6]))
+if ARGV[4] == 'add' then
+  redis.call('ZADD', KEYS[2], now, ARGV[5])
+elseif ARGV[4] == 'rem' then
+  redis.call('ZREM', KEYS[2], ARGV[5])
+end
+if #audit > 0 then
+  local xa = {'XADD', KEYS[4], 'MAXLEN', '~', ARGV[8], '*'}
+  for _, v in ipairs(audit) do xa[#xa + 1] = v end
+  redis.call(unpack(xa))
+end
+return {1, ARGV[2], rid}
