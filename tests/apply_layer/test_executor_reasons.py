@@ -1,0 +1,364 @@
+"""Every executor reason code of DESIGN.md §4, on a real server, with the Executor in-process
+and the simulated exchange. Permits are written as the gatekeepers write them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+from redis.asyncio import Redis
+
+from permitchain.apply_layer.executor import Executor
+from permitchain.keys import Keys
+from permitchain.models import Plan
+from permitchain.settings import ApplyMode, Settings
+from tests.apply_layer.bench import Bench, gov_json, p33_json, plan_for
+
+GK, PK = "governor-secret", "p33-secret"
+
+
+@pytest.fixture
+def fast(settings: Settings) -> Settings:
+    return settings.model_copy(update={"permit_wait_ms": 300})
+
+
+def spy_verdicts(ex: Executor) -> list[str]:
+    """Record every consume verdict the executor sees."""
+    seen: list[str] = []
+    real = ex.store.consume
+
+    async def consume(plan_id: str, symbol: str, mode: str) -> dict[str, Any]:
+        v = await real(plan_id, symbol, mode)
+        seen.append(v["verdict"])
+        return v
+
+    ex.store.consume = consume  # type: ignore[method-assign]
+    return seen
+
+
+def block_lines(caplog: pytest.LogCaptureFixture, plan: Plan) -> list[str]:
+    return [m for m in caplog.messages if m.startswith(f"[PERMIT_WAIT] BLOCK plan={plan.plan_id}")]
+
+
+def test_both_permits_fill_safe_close_qty(arun: Any, keys: Keys, fast: Settings,
+                                          caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    caplog.set_level(logging.INFO, logger="permitchain.executor")
+    plan = plan_for(1)
+
+    async def body(r: Redis) -> Any:
+        async with Bench(r, keys, fast) as b:
+            task = asyncio.create_task(b.handle(plan))
+            await b.until_waiting(plan.plan_id)
+            await b.gov(plan)
+            await b.p33(plan, qty="0.013")
+            await task
+            return (await b.result(plan.plan_id), await b.fills(plan.plan_id),
+                    await b.exec_record(plan.plan_id), await b.order(plan.plan_id))  # fmt: skip
+
+    res, fills, rec, order = arun(body)
+    assert res["status"] == "filled" and res["executed"] == "true" and res["reason"] == "ok"
+    assert res["filled_qty"] == res["requested_qty"] == "0.013" and res["side"] == "SELL"
+    assert res["client_order_id"] == f"pc-{plan.plan_id}" and res["reduce_only"] == "true"
+    assert [f["qty"] for f in fills] == ["0.013"]
+    assert order["reduce_only"] == "true" and order["type"] == "MARKET"
+    assert rec["state"] == "filled" and rec["result_id"]
+    assert rec["symbol"] == "BTCUSDT" and rec["qty"] == "0.013" and rec["close"] == "true"
+    (ok,) = [m for m in caplog.messages if m.startswith("[PERMIT_WAIT] OK")]
+    assert ok.startswith(f"[PERMIT_WAIT] OK plan={plan.plan_id} wait_ms=")
+    assert ok.endswith(" safe_qty=0.013")
+
+
+@pytest.mark.parametrize(
+    ("present", "verdict"),
+    [((), "missing_both"), (("p33",), "missing_governor"), (("governor",), "missing_p33")],
+)
+def test_missing_permits_wait_then_time_out(
+    arun: Any, keys: Keys, fast: Settings, caplog: pytest.LogCaptureFixture,
+    present: tuple[str, ...], verdict: str,
+) -> None:  # fmt: skip
+    caplog.set_level(logging.INFO, logger="permitchain.executor")
+    plan = plan_for(2)
+
+    async def body(r: Redis) -> Any:
+        async with Bench(r, keys, fast) as b:
+            seen = spy_verdicts(b.ex)
+            if "governor" in present:
+                await b.gov(plan)
+            if "p33" in present:
+                await b.p33(plan)
+            t0 = time.monotonic()
+            await b.handle(plan)
+            took = time.monotonic() - t0
+            return seen, took, await b.result(plan.plan_id), await b.fills()
+
+    seen, took, res, fills = arun(body)
+    assert seen[0] == verdict and set(seen[:-1]) == {verdict}
+    assert seen[-1] == "permit_timeout"
+    assert 0.3 <= took < 1.5
+    assert res["status"] == "blocked" and res["reason"] == "permit_timeout"
+    assert res["error"] == verdict and res["executed"] == "false"
+    assert fills == []
+    (line,) = block_lines(caplog, plan)
+    gov_ttl = "60" if "governor" in present else "-2"
+    p33_ttl = "60" if "p33" in present else "-2"
+    assert line == (f"[PERMIT_WAIT] BLOCK plan={plan.plan_id} reason=permit_timeout "
+                    f"gov_ttl={gov_ttl} p33_ttl={p33_ttl}")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("layer", "reason"), [("governor", "governor_denied"), ("p33", "p33_denied")]
+)
+def test_a_deny_blocks_at_once(arun: Any, keys: Keys, settings: Settings, layer: str, reason: str,
+                               caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    caplog.set_level(logging.INFO, logger="permitchain.executor")
+    slow = settings.model_copy(update={"permit_wait_ms": 20_000})
+    plan = plan_for(3)
+
+    async def body(r: Redis) -> Any:
+        async with Bench(r, keys, slow) as b:
+            task = asyncio.create_task(b.handle(plan))
+            await b.until_waiting(plan.plan_id)
+            t0 = time.monotonic()
+            if layer == "governor":
+                await b.gov(plan, granted=False)
+            else:
+                await b.p33(plan, allow=False)
+            await task
+            return time.monotonic() - t0, await b.result(plan.plan_id), await b.fills()
+
+    took, res, fills = arun(body)
+    assert took < 1.0  # woken by the permit event, far before the 20 s wait
+    assert res["status"] == "blocked" and res["reason"] == reason and fills == []
+    (line,) = block_lines(caplog, plan)
+    assert line.endswith(" gov_ttl=60 p33_ttl=-2" if layer == "governor" else
+                         " gov_ttl=-2 p33_ttl=60")  # fmt: skip
+
+
+INVALID: dict[str, Callable[[Plan, Plan], tuple[str, str]]] = {
+    "wrong_plan": lambda p, o: (gov_json(p), p33_json(o)),
+    "wrong_symbol": lambda p, o: (gov_json(p, symbol="ETHUSDT"), p33_json(p)),
+    "wrong_schema": lambda p, o: (gov_json(p).replace('"schema":1', '"schema":2'), p33_json(p)),
+    "bad_json": lambda p, o: (gov_json(p), "{not json"),
+    "unsigned_with_keys": lambda p, o: (gov_json(p), p33_json(p)),
+    "bad_signature": lambda p, o: (gov_json(p, key=GK), p33_json(p, key="forged")),
+    "swapped_keys": lambda p, o: (gov_json(p, key=PK), p33_json(p, key=GK)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(INVALID))
+def test_invalid_permits_block(arun: Any, keys: Keys, fast: Settings, case: str) -> None:
+    signed = fast.model_copy(
+        update={"permit_key_governor": SecretStr(GK), "permit_key_p33": SecretStr(PK)}
+    )
+    plan, other = plan_for(4), plan_for(5)
+    g, p = INVALID[case](plan, other)
+
+    async def body(r: Redis) -> Any:
+        async with Bench(r, keys, signed) as b:
+            await b.permit(plan, "governor", g)
+            await b.permit(plan, "position-brain", p)
+            await b.handle(plan)
+            return (await b.result(plan.plan_id), await b.fills(),
+                    await b.exec_record(plan.plan_id))  # fmt: skip
+
+    res, fills, rec = arun(body)
+    assert res["status"] == "blocked" and res["reason"] == "permit_invalid", res
+    assert fills == [] and rec["state"] == "blocked"
+
+
+def test_signed_permits_execute(arun: Any, keys: Keys, fast: Settings) -> None:
+    signed = fast.model_copy(
+        update={"permit_key_governor": SecretStr(GK), "permit_key_p33": SecretStr(PK)}
+    )
+    plan = plan_for(6)
+
+    async def body(r: Redis) -> Any:
+        async with Bench(r, keys, signed) as b:
+            await b.gov(plan, key=GK)
+            await b.p33(plan, key=PK)
+            await b.handle(plan)
+            return await b.result(plan.plan_id)
+
+    assert arun(body)["status"] == "filled"
+
+
+def test_already_executed_never_twice(arun: Any, keys: Keys, fast: Settings,
+                                      caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    caplog.set_level(logging.INFO, logger="permitchain.executor")
+    plan = plan_for(7)
+
+    async def body(r: Redis) -> Any:
+        async with Bench(r, keys, fast) as b:
+            seen = spy_verdicts(b.ex)
+            await b.gov(plan)
+            await b.p33(plan)
+            await b.handle(plan)
+            # redelivered, with fresh permits written again: nothing more happens
+            await r.delete(keys.permit_governor(plan.plan_id), keys.permit_p33(plan.plan_id))
+            await b.gov(plan)
+            await b.p33(plan)
+            await b.handle(plan)
+            return seen, await b.results(plan.plan_id), await b.fills()
+
+    seen, results, fills = arun(body)
+    assert seen == ["ok", "already_executed"]
+    assert [r["status"] for r in results] == ["filled"] and len(fills) == 1
+    assert f"[PERMIT_WAIT] SKIP plan={plan.plan_id} reason=already_executed state=filled" in (
+        caplog.messages)  # fmt: skip
+
+
+def test_exchange_rejected(arun: Any, keys: Keys, fast: Settings) -> None:
+    plan = plan_for(8)
+
+    async def body(r: Redis) -> Any:
+        async with Bench(r, keys, fast) as b:
+            await b.sim.set_fault(order_mode="reject")
+            await b.gov(plan)
+            await b.p33(plan)
+            await b.handle(plan)
+            return (await b.result(plan.plan_id), await b.fills(),
+                    await b.exec_record(plan.plan_id))  # fmt: skip
+
+    res, fills, rec = arun(body)
+    assert res["status"] == "rejected" and res["reason"] == "exchange_rejected"
+    assert res["executed"] == "false" and "-2019" in res["error"] and fills == []
+    assert rec["state"] == "rejected"
+
+
+def test_quantity_above_position_is_rejected_by_reduce_only(arun: Any, keys: Keys,
+                                                            fast: Settings) -> None:  # fmt: skip
+    plan = plan_for(9)
+
+    async def body(r: Redis) -> Any:
+        async with Bench(r, keys, fast) as b:
+            await b.gov(plan)
+            await b.p33(plan, qty="5")  # more than the 1.0 position: reduce-only refuses
+            await b.handle(plan)
+            return await b.result(plan.plan_id), await b.fills()
+
+    res, fills = arun(body)
+    assert res["status"] == "rejected" and res["reason"] == "exchange_rejected" and fills == []
+
+
+def test_exchange_unknown_then_resolved(arun: Any, keys: Keys, fast: Settings) -> None:
+    """Timeout, nothing on the exchange: a provisional unknown result, never a re-send; the
+    resolver later writes the final result once."""
+    plan = plan_for(10)
+
+    async def body(r: Redis) -> Any:
+        async with Bench(r, keys, fast) as b:
+            await b.sim.set_fault(order_mode="timeout")
+            await b.gov(plan)
+            await b.p33(plan)
+            await b.handle(plan)
+            first = await b.results(plan.plan_id)
+            state = (await b.exec_record(plan.plan_id))["state"]
+            await b.sim.clear_faults()
+            b.ex.resolver.missing_final_s = 3600
+            assert await b.ex.resolver.resolve_due(float("inf")) == 1  # still nothing: waits
+            b.ex.resolver.missing_final_s = 0
+            await b.ex.resolver.resolve_due(float("inf"))
+            await b.ex.resolver.resolve_due(float("inf"))  # nothing left: no second result
+            return first, state, await b.results(plan.plan_id), await b.fills()
+
+    first, state, results, fills = arun(body)
+    assert [(r["status"], r["reason"]) for r in first] == [("unknown", "exchange_unknown")]
+    assert first[0]["executed"] == "false" and state == "unknown"
+    assert [(r["status"], r["reason"]) for r in results] == [
+        ("unknown", "exchange_unknown"), ("rejected", "exchange_unknown")]  # fmt: skip
+    assert fills == []
+
+
+def test_order_still_new_is_unknown_until_filled(arun: Any, keys: Keys, fast: Settings) -> None:
+    plan = plan_for(11)
+
+    async def body(r: Redis) -> Any:
+        async with Bench(r, keys, fast) as b:
+            await b.sim.set_fault(order_mode="new")
+            await b.gov(plan)
+            await b.p33(plan)
+            await b.handle(plan)
+            first = await b.results(plan.plan_id)
+            await b.ex.resolver.resolve_due(float("inf"))  # still NEW: nothing new
+            # the exchange fills the order later
+            order_key = keys.sim_order("BTCUSDT", f"pc-{plan.plan_id}")
+            await r.hset(order_key, mapping={"status": "FILLED", "filled_qty": "0.01",  # type: ignore[misc]
+                                             "avg_price": "107"})  # fmt: skip
+            await b.ex.resolver.resolve_due(float("inf"))
+            await b.ex.resolver.resolve_due(float("inf"))
+            return first, await b.results(plan.plan_id), await b.exec_record(plan.plan_id)
+
+    first, results, rec = arun(body)
+    assert [(r["status"], r["executed"]) for r in first] == [("unknown", "false")]
+    assert [(r["status"], r["executed"], r["filled_qty"]) for r in results] == [
+        ("unknown", "false", "0"), ("filled", "true", "0.01")]  # fmt: skip
+    assert rec["state"] == "filled"
+    assert not arun(lambda r: r.zscore(f"{keys.prefix}:apply:exec_open", plan.plan_id))
+
+
+def test_lost_response_is_looked_up_not_resent(arun: Any, keys: Keys, fast: Settings) -> None:
+    plan = plan_for(12)
+
+    async def body(r: Redis) -> Any:
+        async with Bench(r, keys, fast) as b:
+            await b.sim.set_fault(order_mode="lose_response")
+            await b.gov(plan)
+            await b.p33(plan)
+            await b.handle(plan)
+            return await b.results(plan.plan_id), await b.fills()
+
+    results, fills = arun(body)
+    assert [(r["status"], r["filled_qty"]) for r in results] == [("filled", "0.01")]
+    assert len(fills) == 1
+
+
+@pytest.mark.parametrize("state", ["HALTED", "garbage"])
+def test_trading_halted_at_order_time(arun: Any, keys: Keys, fast: Settings, state: str) -> None:
+    plan = plan_for(13)
+
+    async def body(r: Redis) -> Any:
+        async with Bench(r, keys, fast) as b:
+            await b.gov(plan)
+            await b.p33(plan)
+            await r.set(keys.trading_state, state)
+            await b.handle(plan)
+            return await b.result(plan.plan_id), await b.fills()
+
+    res, fills = arun(body)
+    assert res["status"] == "blocked" and res["reason"] == "trading_halted" and fills == []
+
+
+def test_plan_expired(arun: Any, keys: Keys, fast: Settings) -> None:
+    plan = plan_for(14, now=time.time() - 120)
+
+    async def body(r: Redis) -> Any:
+        async with Bench(r, keys, fast) as b:
+            await b.gov(plan)
+            await b.p33(plan)
+            await b.handle(plan)
+            return await b.result(plan.plan_id), await b.fills()
+
+    res, fills = arun(body)
+    assert res["status"] == "blocked" and res["reason"] == "plan_expired" and fills == []
+
+
+def test_dry_run_runs_everything_but_the_order(arun: Any, keys: Keys, fast: Settings) -> None:
+    dry = fast.model_copy(update={"apply_mode": ApplyMode.DRY_RUN})
+    plan = plan_for(15)
+
+    async def body(r: Redis) -> Any:
+        async with Bench(r, keys, dry) as b:
+            await b.gov(plan)
+            await b.p33(plan)
+            await b.handle(plan)
+            return (await b.result(plan.plan_id), await b.fills(),
+                    await b.exec_record(plan.plan_id))  # fmt: skip
+
+    res, fills, rec = arun(body)
+    assert res["status"] == "dry_run" and res["executed"] == "false"
+    assert res["requested_qty"] == "0.01" and fills == [] and rec["state"] == "dry_run"
