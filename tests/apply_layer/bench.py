@@ -76,11 +76,24 @@ def p33_json(plan: Plan, *, allow: bool = True, qty: str = "0.01", key: str | No
     return permit.to_json()
 
 
+class WatchedWaiters(dict[str, asyncio.Event]):
+    """The executor's waiter map, telling the test when a plan starts waiting."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.changed = asyncio.Event()
+
+    def setdefault(self, key: str, default: asyncio.Event) -> asyncio.Event:  # type: ignore[override]
+        self.changed.set()
+        return super().setdefault(key, default)
+
+
 class Bench:
     def __init__(self, r: Redis, keys: Keys, settings: Settings, clock: Clock | None = None):
         self.r, self.k = r, keys
         self.sim = SimExchange(r, keys)
         self.ex = Executor(r, keys, settings, clock or SystemClock(), self.sim)
+        self.ex.waiters = self.waiters = WatchedWaiters()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -116,8 +129,17 @@ class Bench:
 
     async def until_waiting(self, *plan_ids: str) -> None:
         """Until the executor waits on each plan (its waiter is registered): no fixed sleeps."""
-        while not all(p in self.ex.waiters for p in plan_ids):
-            await asyncio.sleep(0.001)
+        while True:
+            self.ex.waiters.changed.clear()
+            if all(p in self.ex.waiters for p in plan_ids):
+                return
+            await self.ex.waiters.changed.wait()
+
+    async def run(self, plan: Plan, **p33: Any) -> None:
+        """Both permits allow (P3.3's keyword arguments given), then the executor runs."""
+        await self.gov(plan)
+        await self.p33(plan, **p33)
+        await self.handle(plan)
 
     async def results(self, plan_id: str) -> list[dict[str, str]]:
         entries = cast("list[tuple[str, dict[str, str]]]",

@@ -195,14 +195,10 @@ def test_already_executed_never_twice(arun: Any, keys: Keys, fast: Settings,
     async def body(r: Redis) -> Any:
         async with Bench(r, keys, fast) as b:
             seen = spy_verdicts(b.ex)
-            await b.gov(plan)
-            await b.p33(plan)
-            await b.handle(plan)
+            await b.run(plan)
             # redelivered, with fresh permits written again: nothing more happens
             await r.delete(keys.permit_governor(plan.plan_id), keys.permit_p33(plan.plan_id))
-            await b.gov(plan)
-            await b.p33(plan)
-            await b.handle(plan)
+            await b.run(plan)
             return seen, await b.results(plan.plan_id), await b.fills()
 
     seen, results, fills = arun(body)
@@ -218,9 +214,7 @@ def test_exchange_rejected(arun: Any, keys: Keys, fast: Settings) -> None:
     async def body(r: Redis) -> Any:
         async with Bench(r, keys, fast) as b:
             await b.sim.set_fault(order_mode="reject")
-            await b.gov(plan)
-            await b.p33(plan)
-            await b.handle(plan)
+            await b.run(plan)
             return (await b.result(plan.plan_id), await b.fills(),
                     await b.exec_record(plan.plan_id))  # fmt: skip
 
@@ -236,9 +230,7 @@ def test_quantity_above_position_is_rejected_by_reduce_only(arun: Any, keys: Key
 
     async def body(r: Redis) -> Any:
         async with Bench(r, keys, fast) as b:
-            await b.gov(plan)
-            await b.p33(plan, qty="5")  # more than the 1.0 position: reduce-only refuses
-            await b.handle(plan)
+            await b.run(plan, qty="5")  # more than the 1.0 position: reduce-only refuses
             return await b.result(plan.plan_id), await b.fills()
 
     res, fills = arun(body)
@@ -253,9 +245,7 @@ def test_exchange_unknown_then_resolved(arun: Any, keys: Keys, fast: Settings) -
     async def body(r: Redis) -> Any:
         async with Bench(r, keys, fast) as b:
             await b.sim.set_fault(order_mode="timeout")
-            await b.gov(plan)
-            await b.p33(plan)
-            await b.handle(plan)
+            await b.run(plan)
             first = await b.results(plan.plan_id)
             state = (await b.exec_record(plan.plan_id))["state"]
             await b.sim.clear_faults()
@@ -280,9 +270,7 @@ def test_order_still_new_is_unknown_until_filled(arun: Any, keys: Keys, fast: Se
     async def body(r: Redis) -> Any:
         async with Bench(r, keys, fast) as b:
             await b.sim.set_fault(order_mode="new")
-            await b.gov(plan)
-            await b.p33(plan)
-            await b.handle(plan)
+            await b.run(plan)
             first = await b.results(plan.plan_id)
             await b.ex.resolver.resolve_due(float("inf"))  # still NEW: nothing new
             # the exchange fills the order later
@@ -307,9 +295,7 @@ def test_lost_response_is_looked_up_not_resent(arun: Any, keys: Keys, fast: Sett
     async def body(r: Redis) -> Any:
         async with Bench(r, keys, fast) as b:
             await b.sim.set_fault(order_mode="lose_response")
-            await b.gov(plan)
-            await b.p33(plan)
-            await b.handle(plan)
+            await b.run(plan)
             return await b.results(plan.plan_id), await b.fills()
 
     results, fills = arun(body)
@@ -338,9 +324,7 @@ def test_plan_expired(arun: Any, keys: Keys, fast: Settings) -> None:
 
     async def body(r: Redis) -> Any:
         async with Bench(r, keys, fast) as b:
-            await b.gov(plan)
-            await b.p33(plan)
-            await b.handle(plan)
+            await b.run(plan)
             return await b.result(plan.plan_id), await b.fills()
 
     res, fills = arun(body)
@@ -353,9 +337,7 @@ def test_dry_run_runs_everything_but_the_order(arun: Any, keys: Keys, fast: Sett
 
     async def body(r: Redis) -> Any:
         async with Bench(r, keys, dry) as b:
-            await b.gov(plan)
-            await b.p33(plan)
-            await b.handle(plan)
+            await b.run(plan)
             return (await b.result(plan.plan_id), await b.fills(),
                     await b.exec_record(plan.plan_id))  # fmt: skip
 
