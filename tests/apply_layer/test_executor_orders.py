@@ -1,0 +1,181 @@
+"""Orders: stop steps, one order per symbol at a time, and finishing plans a dead process left."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from permitchain.apply_layer.executor import Executor
+from permitchain.apply_layer.orders import Submission
+from permitchain.exchange.base import OrderInfo, Side
+from permitchain.exchange.sim import SimExchange
+from permitchain.keys import Keys
+from permitchain.settings import Settings
+from tests.apply_layer.bench import SYM, Bench, plan_for
+
+
+@pytest.fixture
+def fast(settings: Settings) -> Settings:
+    return settings.model_copy(update={"permit_wait_ms": 300})
+
+
+def test_update_sl_places_a_reduce_only_stop(arun: Any, keys: Keys, fast: Settings) -> None:
+    plan = plan_for(1, "UPDATE_SL", new_sl="100.2")
+
+    async def body(r: Redis) -> Any:
+        async with Bench(r, keys, fast) as b:
+            await b.run(plan, qty="1")  # P3.3: the stop covers the whole position
+            return await b.result(plan.plan_id), await b.order(plan.plan_id, "-sl"), (
+                await b.fills())  # fmt: skip
+
+    res, stop, fills = arun(body)
+    assert res["status"] == "filled" and res["reason"] == "stop_placed"
+    assert res["executed"] == "false" and res["filled_qty"] == "0" and fills == []
+    assert stop["type"] == "STOP_MARKET" and stop["reduce_only"] == "true"
+    assert stop["stop_price"] == "100.2" and stop["requested_qty"] == "1"
+    assert stop["side"] == "SELL" and stop["status"] == "NEW"
+
+
+def test_partial_close_then_stop_on_the_rest(arun: Any, keys: Keys, fast: Settings) -> None:
+    plan = plan_for(2, "PARTIAL_75", new_sl="100.2")
+    older = plan_for(3, "UPDATE_SL", new_sl="99")
+
+    async def body(r: Redis) -> Any:
+        async with Bench(r, keys, fast) as b:
+            await b.run(older, qty="1")
+            await b.run(plan, qty="0.75")
+            return (await b.result(plan.plan_id), await b.order(plan.plan_id, "-sl"),
+                    await b.order(older.plan_id, "-sl"), await b.fills())  # fmt: skip
+
+    res, stop, old_stop, fills = arun(body)
+    assert res["status"] == "filled" and res["filled_qty"] == "0.75"
+    assert [f["qty"] for f in fills] == ["0.75"]
+    assert stop["requested_qty"] == "0.25" and stop["stop_price"] == "100.2"
+    assert old_stop["status"] == "CANCELED"  # the new stop replaced the old one
+
+
+class RecordingSim(SimExchange):
+    """The sim exchange, recording when each order call starts and ends."""
+
+    calls: list[tuple[float, float]]
+
+    async def place_reduce_only_market(self, symbol: str, side: Side, qty: Decimal,
+                                       client_order_id: str) -> OrderInfo:  # fmt: skip
+        t0 = time.monotonic()
+        try:
+            return await super().place_reduce_only_market(symbol, side, qty, client_order_id)
+        finally:
+            self.calls.append((t0, time.monotonic()))
+
+
+def test_two_plans_for_one_symbol_are_serialised(arun: Any, keys: Keys, fast: Settings) -> None:
+    plans = [plan_for(4), plan_for(5)]
+
+    async def body(r: Redis) -> Any:
+        async with Bench(r, keys, fast) as b:
+            sim = RecordingSim(r, keys)
+            sim.calls = []
+            b.ex = Executor(r, keys, fast, b.ex.clock, sim)
+            b.ex.events_ready.set()
+            await b.sim.set_fault(latency_ms="80")
+            for p in plans:
+                await b.gov(p)
+                await b.p33(p)
+            await asyncio.gather(*(b.handle(p) for p in plans))
+            return sim.calls, [await b.result(p.plan_id) for p in plans], await b.fills()
+
+    calls, results, fills = arun(body)
+    assert [r["status"] for r in results] == ["filled", "filled"] and len(fills) == 2
+    (_a0, a1), (b0, _b1) = sorted(calls)
+    assert a1 <= b0  # the second order started only after the first one ended
+
+
+def test_a_crash_after_the_order_is_resolved_by_lookup(arun: Any, keys: Keys,
+                                                      fast: Settings) -> None:  # fmt: skip
+    """The process dies after sending (the exec record says submitted): a new executor finds
+    the order by client order id, writes one result, and never sends again."""
+    plan = plan_for(6)
+
+    async def body(r: Redis) -> Any:
+        async with Bench(r, keys, fast) as b:
+
+            async def die(*_a: Any, **_k: Any) -> bool:
+                raise SystemExit("killed")
+
+            b.ex.desk.conclude = die  # type: ignore[method-assign]
+            with pytest.raises(SystemExit):
+                await b.run(plan)
+            rec = await b.exec_record(plan.plan_id)
+        async with Bench(r, keys, fast) as again:
+            await again.handle(plan)  # the plan entry redelivered
+            n = await again.ex.recover_all()  # and the start-up pass: nothing left
+            return rec, n, await again.results(plan.plan_id), await again.fills()
+
+    rec, n, results, fills = arun(body)
+    assert rec["state"] == "submitted" and "result_id" not in rec
+    sub = Submission.from_fields(plan.plan_id, rec)
+    assert (sub.symbol, sub.side, sub.qty, sub.close) == (SYM, "SELL", Decimal("0.01"), True)
+    assert n == 0
+    assert [(r["status"], r["filled_qty"]) for r in results] == [("filled", "0.01")]
+    assert len(fills) == 1
+
+
+def test_recover_all_on_start(arun: Any, keys: Keys, fast: Settings) -> None:
+    plan = plan_for(7)
+
+    async def body(r: Redis) -> Any:
+        async with Bench(r, keys, fast) as b:
+
+            async def die(*_a: Any, **_k: Any) -> bool:
+                raise SystemExit("killed")
+
+            b.ex.desk.conclude = die  # type: ignore[method-assign]
+            with pytest.raises(SystemExit):
+                await b.run(plan)
+        async with Bench(r, keys, fast) as again:
+            n = await again.ex.recover_all()
+            return n, await again.results(plan.plan_id), await again.fills()
+
+    n, results, fills = arun(body)
+    assert n == 1 and [r["status"] for r in results] == ["filled"] and len(fills) == 1
+
+
+def test_consumed_but_never_sent_is_blocked_once(arun: Any, keys: Keys, fast: Settings) -> None:
+    plan = plan_for(8)
+
+    async def body(r: Redis) -> Any:
+        async with Bench(r, keys, fast) as b:
+            await b.gov(plan)
+            await b.p33(plan)
+            assert (await b.ex.store.consume(plan.plan_id, SYM, "try"))["verdict"] == "ok"
+            # the process died here; its plan entry comes back
+            await b.handle(plan)
+            await b.handle(plan)
+            return await b.results(plan.plan_id), await b.fills()
+
+    results, fills = arun(body)
+    assert [(r["status"], r["reason"]) for r in results] == [("blocked", "recovered_unsent")]
+    assert fills == []
+
+
+def test_blocked_without_result_gets_its_result_once(arun: Any, keys: Keys,
+                                                     fast: Settings) -> None:  # fmt: skip
+    plan = plan_for(9)
+
+    async def body(r: Redis) -> Any:
+        async with Bench(r, keys, fast) as b:
+            await b.p33(plan, allow=False)
+            v = await b.ex.store.consume(plan.plan_id, SYM, "try")
+            # died before publishing the blocked result; redelivered twice
+            await b.handle(plan)
+            await b.handle(plan)
+            return v["verdict"], await b.results(plan.plan_id)
+
+    verdict, results = arun(body)
+    assert verdict == "p33_denied"
+    assert [(r["status"], r["reason"]) for r in results] == [("blocked", "p33_denied")]
