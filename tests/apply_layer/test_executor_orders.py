@@ -15,6 +15,7 @@ from permitchain.apply_layer.orders import Submission
 from permitchain.exchange.base import OrderInfo, Side
 from permitchain.exchange.sim import SimExchange
 from permitchain.keys import Keys
+from permitchain.models import Plan
 from permitchain.settings import Settings
 from tests.apply_layer.bench import SYM, Bench, plan_for
 
@@ -95,6 +96,17 @@ def test_two_plans_for_one_symbol_are_serialised(arun: Any, keys: Keys, fast: Se
     assert a1 <= b0  # the second order started only after the first one ended
 
 
+async def crash_after_send(b: Bench, plan: Plan) -> None:
+    """Run the plan; the process "dies" right after the order call returns."""
+
+    async def die(*_a: Any, **_k: Any) -> bool:
+        raise SystemExit("killed")
+
+    b.ex.desk.conclude = die  # type: ignore[method-assign]
+    with pytest.raises(SystemExit):
+        await b.run(plan)
+
+
 def test_a_crash_after_the_order_is_resolved_by_lookup(arun: Any, keys: Keys,
                                                       fast: Settings) -> None:  # fmt: skip
     """The process dies after sending (the exec record says submitted): a new executor finds
@@ -103,13 +115,7 @@ def test_a_crash_after_the_order_is_resolved_by_lookup(arun: Any, keys: Keys,
 
     async def body(r: Redis) -> Any:
         async with Bench(r, keys, fast) as b:
-
-            async def die(*_a: Any, **_k: Any) -> bool:
-                raise SystemExit("killed")
-
-            b.ex.desk.conclude = die  # type: ignore[method-assign]
-            with pytest.raises(SystemExit):
-                await b.run(plan)
+            await crash_after_send(b, plan)
             rec = await b.exec_record(plan.plan_id)
         async with Bench(r, keys, fast) as again:
             await again.handle(plan)  # the plan entry redelivered
@@ -130,13 +136,7 @@ def test_recover_all_on_start(arun: Any, keys: Keys, fast: Settings) -> None:
 
     async def body(r: Redis) -> Any:
         async with Bench(r, keys, fast) as b:
-
-            async def die(*_a: Any, **_k: Any) -> bool:
-                raise SystemExit("killed")
-
-            b.ex.desk.conclude = die  # type: ignore[method-assign]
-            with pytest.raises(SystemExit):
-                await b.run(plan)
+            await crash_after_send(b, plan)
         async with Bench(r, keys, fast) as again:
             n = await again.ex.recover_all()
             return n, await again.results(plan.plan_id), await again.fills()
