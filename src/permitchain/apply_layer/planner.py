@@ -1,9 +1,13 @@
 """Planner logic: proposal → plan. Pure: data and clock in, plan out.
 
 Order of rules (the first that applies decides a SKIP; every SKIP is published for audit):
+a missing or malformed field (or a timestamp in the future) → ``invalid_proposal``;
 unknown action → ``unknown_action``; symbol outside the allowlist → ``not_in_allowlist``;
 proposal older than ``PROPOSAL_TTL_S`` → ``proposal_expired``; ``HOLD`` → ``hold_action``;
-kill score below ``KILL_SCORE_THRESHOLD`` → ``below_kill_score_threshold``. Otherwise EXECUTE.
+``UPDATE_SL`` without a stop price → ``invalid_proposal``; kill score below
+``KILL_SCORE_THRESHOLD`` → ``below_kill_score_threshold``. Otherwise EXECUTE. Nothing is
+guessed: a field the contract lists must be present (empty is allowed only for ``new_sl`` and
+``r_net``), or the proposal is a SKIP.
 
 ``plan_id`` comes from the decision's identity (symbol, action, position epoch, tranche),
 never from a clock, so the same proposal twice is the same plan. A SKIP carries its reason
@@ -15,9 +19,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
+from permitchain.errors import ContractError
 from permitchain.models import (
     CLOSE_FRACTION,
     CLOSE_STEP,
+    PROPOSAL_FIELDS,
     Action,
     Plan,
     PlanDecision,
@@ -25,6 +31,7 @@ from permitchain.models import (
     Step,
     make_plan_id,
 )
+from permitchain.settings import SYMBOL_RE
 
 # Planner reason codes (DESIGN.md §4).
 NOT_IN_ALLOWLIST = "not_in_allowlist"
@@ -35,6 +42,10 @@ DUPLICATE_PLAN = "duplicate_plan"
 PROPOSAL_EXPIRED = "proposal_expired"
 INVALID_PROPOSAL = "invalid_proposal"
 PLAN_OK = "plan_ok"
+
+#: Fields a proposal must carry (DESIGN.md §2); ``source`` alone may be absent.
+REQUIRED_FIELDS = tuple(f for f in PROPOSAL_FIELDS if f != "source")
+MAX_FUTURE_S = 5.0  # clock skew tolerated on a proposal's ts_epoch
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +61,7 @@ def steps_for(action: Action, new_sl: Decimal | None) -> tuple[Step, ...]:
     steps: list[Step] = []
     if action in CLOSE_FRACTION:
         steps.append(
-            Step(step=CLOSE_STEP[action], type="market_reduce_only",  # type: ignore[arg-type]
+            Step(step=CLOSE_STEP[action], type="market_reduce_only",
                  fraction=CLOSE_FRACTION[action])
         )  # fmt: skip
     # A full close leaves nothing for a stop to protect.
@@ -60,6 +71,8 @@ def steps_for(action: Action, new_sl: Decimal | None) -> tuple[Step, ...]:
 
 
 def skip_reason(p: Proposal, policy: PlannerPolicy, now: float) -> str | None:
+    if p.ts_epoch - now > MAX_FUTURE_S:
+        return INVALID_PROPOSAL
     if p.action not in Action.__members__:
         return UNKNOWN_ACTION
     if p.symbol not in policy.allow_list:
@@ -109,11 +122,28 @@ def make_plan(p: Proposal, policy: PlannerPolicy, now: float) -> Plan:
 def invalid_plan(symbol: str, fields: dict[str, str], error: str, policy: PlannerPolicy,
                  now: float) -> Plan:  # fmt: skip
     """SKIP plan for a proposal whose symbol is readable but whose other fields are not."""
-    ident = [fields.get(k, "") for k in ("action", "position_epoch", "tranche")]
-    plan_id = make_plan_id(symbol, *ident[:1], 0, 0, "SKIP", INVALID_PROPOSAL, *ident[1:])
+    action, epoch, tranche = (fields.get(k, "")[:64] for k in ("action", "position_epoch",
+                                                               "tranche"))  # fmt: skip
+    plan_id = make_plan_id(symbol, action, 0, 0, "SKIP", INVALID_PROPOSAL, epoch, tranche)
     return Plan(
         plan_id=plan_id, symbol=symbol, action="UNKNOWN", decision=PlanDecision.SKIP,
         reason_codes=(INVALID_PROPOSAL,), close_fraction=Decimal(0), mode=policy.mode,
         source=fields.get("source", "")[:64], proposal_id=fields.get("proposal_id", "")[:64],
         proposal_ts=now, created_at=now, expires_at=now + policy.plan_max_age_s,
     )  # fmt: skip
+
+
+def plan_from_fields(fields: dict[str, str], policy: PlannerPolicy, now: float
+                     ) -> tuple[Plan, str]:  # fmt: skip
+    """A proposal's stream entry or hash → (plan, what was wrong with it or '').
+    Raises ContractError only when not even the symbol is readable (dead letter)."""
+    try:
+        missing = [f for f in REQUIRED_FIELDS if f not in fields]
+        if missing:
+            raise ContractError(f"missing field(s): {', '.join(missing)}")
+        return make_plan(Proposal.from_fields(fields), policy, now), ""
+    except ContractError as e:
+        symbol = fields.get("symbol", "")
+        if not SYMBOL_RE.match(symbol):
+            raise
+        return invalid_plan(symbol, fields, str(e), policy, now), str(e)

@@ -1,4 +1,11 @@
-"""Planner runner: proposal stream (and a periodic sweep of proposal hashes) → plan stream."""
+"""Planner runner: proposal stream (and a periodic sweep of proposal hashes) → plan stream.
+
+Event-driven: each entry of ``quantum:stream:harvest.proposal`` becomes one plan at once. The
+sweep catches a proposal whose event was lost: every ``PLANNER_SWEEP_S`` it reads the proposal
+hashes of the allowlisted symbols (one pipelined round trip, no SCAN of the keyspace), skips
+plans already published (their dedupe key exists) and publishes the rest through the same
+atomic dedupe + XADD script; a sweep that finds nothing new writes nothing.
+"""
 
 from __future__ import annotations
 
@@ -6,25 +13,25 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 from prometheus_client import Counter
 from redis.asyncio import Redis
 
 from permitchain.apply_layer.planner import (
     DUPLICATE_PLAN,
+    PROPOSAL_EXPIRED,
     PlannerPolicy,
-    invalid_plan,
-    make_plan,
+    plan_from_fields,
 )
 from permitchain.errors import ContractError
 from permitchain.keys import Keys
-from permitchain.models import Plan, Proposal
+from permitchain.models import Plan
 from permitchain.runtime.audit import AUDIT_MAXLEN, audit_fields
 from permitchain.runtime.clock import Clock
 from permitchain.runtime.logs import log_decision
 from permitchain.scripts import Scripts
-from permitchain.settings import SYMBOL_RE, Settings
+from permitchain.settings import Settings
 from permitchain.store import REDIS_FAULTS
 
 log = logging.getLogger("permitchain.planner")
@@ -52,15 +59,9 @@ class Planner:
 
     async def handle(self, entry_id: str, fields: dict[str, str]) -> None:
         """One proposal → one plan (or a recorded duplicate). Unreadable → dead letter."""
-        now = self.clock.now()
-        try:
-            plan = make_plan(Proposal.from_fields(fields), self.policy, now)
-        except ContractError as e:
-            symbol = fields.get("symbol", "")
-            if not SYMBOL_RE.match(symbol):
-                raise
-            plan = invalid_plan(symbol, fields, str(e), self.policy, now)
-        await self.publish(plan, context={"proposal": fields})
+        plan, error = plan_from_fields(fields, self.policy, self.clock.now())
+        ctx: dict[str, Any] = {"proposal": fields, **({"error": error} if error else {})}
+        await self.publish(plan, context=ctx)
 
     async def publish(self, plan: Plan, context: dict[str, Any] | None = None) -> bool:
         flat: list[str] = []
@@ -74,32 +75,54 @@ class Planner:
             decision, reason = plan.decision.value, plan.reason_codes[0]
         else:
             decision, reason = "DUPLICATE", DUPLICATE_PLAN
-        await self.r.xadd(
-            self.k.decisions,
-            _audit(plan, decision, reason, {**(context or {}), "entry_id": new_id or ""}),
-            maxlen=AUDIT_MAXLEN, approximate=True,
-        )  # fmt: skip
+        audit = _audit(plan, decision, reason, {**(context or {}), "entry_id": new_id or ""})
+        await self.r.xadd(self.k.decisions, cast("dict[Any, Any]", audit), maxlen=AUDIT_MAXLEN,
+                          approximate=True)  # fmt: skip
         PLANS.labels(plan.symbol, decision, reason).inc()
         log_decision(log, layer=LAYER, plan_id=plan.plan_id, symbol=plan.symbol,
                      decision=decision, reason=reason, action=plan.action)  # fmt: skip
         return bool(new_id)
 
     async def sweep(self, stop: asyncio.Event) -> None:
-        """Catch proposals whose stream event was missed: re-plan each live proposal hash.
-        Dedupe makes this idempotent."""
+        """Every ``PLANNER_SWEEP_S``: catch proposals whose stream event was missed."""
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.s.planner_sweep_s)
             if stop.is_set():
                 return
             try:
-                async for key in self.r.scan_iter(match=self.k.proposal_pattern, count=500):
-                    fields = await self.r.hgetall(key)  # type: ignore[misc]
-                    if fields:
-                        with contextlib.suppress(ContractError):
-                            await self.handle("sweep", fields)
+                await self.sweep_once()
             except REDIS_FAULTS as e:
                 log.warning("planner sweep: redis: %s", e)
+
+    async def sweep_once(self) -> int:
+        """Publish the plans of live proposal hashes not published yet; returns how many."""
+        symbols = sorted(self.policy.allow_list)
+        pipe = self.r.pipeline(transaction=False)
+        for symbol in symbols:
+            pipe.hgetall(self.k.proposal(symbol))
+        rows = cast("list[dict[str, str]]", await pipe.execute())
+        now = self.clock.now()
+        plans: list[tuple[Plan, dict[str, str]]] = []
+        for fields in rows:
+            if not fields:
+                continue
+            with contextlib.suppress(ContractError):
+                plan, _error = plan_from_fields(fields, self.policy, now)
+                if plan.reason_codes != (PROPOSAL_EXPIRED,):  # gone stale: nothing to catch
+                    plans.append((plan, fields))
+        if not plans:
+            return 0
+        pipe = self.r.pipeline(transaction=False)
+        for plan, _f in plans:
+            pipe.exists(self.k.dedupe(plan.plan_id))
+        published = await pipe.execute()
+        n = 0
+        for (plan, fields), seen in zip(plans, published, strict=True):
+            if not seen and await self.publish(plan, {"proposal": fields, "source": "sweep"}):
+                log.warning("planner sweep: plan %s had no stream event", plan.plan_id)
+                n += 1
+        return n
 
 
 def _audit(plan: Plan, decision: str, reason: str, context: dict[str, Any]) -> dict[str, str]:
