@@ -89,9 +89,10 @@ class WatchedWaiters(dict[str, asyncio.Event]):
 
 
 class Bench:
-    def __init__(self, r: Redis, keys: Keys, settings: Settings, clock: Clock | None = None):
+    def __init__(self, r: Redis, keys: Keys, settings: Settings, clock: Clock | None = None,
+                 sim: SimExchange | None = None) -> None:  # fmt: skip
         self.r, self.k = r, keys
-        self.sim = SimExchange(r, keys)
+        self.sim = sim or SimExchange(r, keys)
         self.ex = Executor(r, keys, settings, clock or SystemClock(), self.sim)
         self.ex.waiters = self.waiters = WatchedWaiters()
         self._stop = asyncio.Event()

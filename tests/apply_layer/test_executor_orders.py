@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from permitchain.apply_layer.executor import Executor
 from permitchain.apply_layer.orders import Submission
 from permitchain.exchange.base import OrderInfo, Side
 from permitchain.exchange.sim import SimExchange
@@ -78,11 +77,9 @@ def test_two_plans_for_one_symbol_are_serialised(arun: Any, keys: Keys, fast: Se
     plans = [plan_for(4), plan_for(5)]
 
     async def body(r: Redis) -> Any:
-        async with Bench(r, keys, fast) as b:
-            sim = RecordingSim(r, keys)
-            sim.calls = []
-            b.ex = Executor(r, keys, fast, b.ex.clock, sim)
-            b.ex.events_ready.set()
+        sim = RecordingSim(r, keys)
+        sim.calls = []
+        async with Bench(r, keys, fast, sim=sim) as b:
             await b.sim.set_fault(latency_ms="80")
             for p in plans:
                 await b.gov(p)
@@ -94,6 +91,43 @@ def test_two_plans_for_one_symbol_are_serialised(arun: Any, keys: Keys, fast: Se
     assert [r["status"] for r in results] == ["filled", "filled"] and len(fills) == 2
     (_a0, a1), (b0, _b1) = sorted(calls)
     assert a1 <= b0  # the second order started only after the first one ended
+
+
+class GatedSim(SimExchange):
+    """The sim exchange; an order call waits at the gate until the test opens it."""
+
+    def __init__(self, r: Redis, keys: Keys) -> None:
+        super().__init__(r, keys)
+        self.entered, self.gate = asyncio.Event(), asyncio.Event()
+
+    async def place_reduce_only_market(self, symbol: str, side: Side, qty: Decimal,
+                                       client_order_id: str) -> OrderInfo:  # fmt: skip
+        self.entered.set()
+        await self.gate.wait()
+        return await super().place_reduce_only_market(symbol, side, qty, client_order_id)
+
+
+def test_resolver_racing_a_slow_order_writes_no_second_final(arun: Any, keys: Keys,
+                                                              fast: Settings) -> None:  # fmt: skip
+    """The resolver looks while the order call is still out: nothing on the exchange yet, so
+    a provisional unknown; the live call then fills and writes the one final result."""
+    plan = plan_for(10)
+
+    async def body(r: Redis) -> Any:
+        sim = GatedSim(r, keys)
+        async with Bench(r, keys, fast, sim=sim) as b:
+            run = asyncio.create_task(b.run(plan))
+            await sim.entered.wait()
+            await b.ex.resolver.resolve_due(float("inf"))
+            sim.gate.set()
+            await run
+            await b.ex.resolver.resolve_due(float("inf"))
+            return await b.results(plan.plan_id), await b.fills(), await b.exec_record(plan.plan_id)
+
+    results, fills, rec = arun(body)
+    assert [(r["status"], r["executed"]) for r in results] == [("unknown", "false"),
+                                                               ("filled", "true")]  # fmt: skip
+    assert len(fills) == 1 and rec["state"] == "filled"
 
 
 async def crash_after_send(b: Bench, plan: Plan) -> None:

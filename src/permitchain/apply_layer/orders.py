@@ -182,8 +182,10 @@ class OrderDesk:
                 error = error or sl_error
         result = make_result(sub, order, outcome, error, self.clock.now())
         state = STATE_OF.get(outcome.status, "filled")
+        # A final answer may also close a plan the resolver meanwhile marked unknown.
+        froms = (from_state, "unknown") if outcome.final else (from_state,)
         return await self.store.publish(
-            result, from_states=(from_state,), to=state, final=outcome.final,
+            result, from_states=froms, to=state, final=outcome.final,
             context={"client_order_id": result.client_order_id, **(context or {})},
         )  # fmt: skip
 
