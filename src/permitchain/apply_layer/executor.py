@@ -185,7 +185,8 @@ class Executor:
         result = Result(
             plan_id=plan.plan_id, symbol=plan.symbol, executed=False,
             status=ResultStatus.BLOCKED, reason=reason, error=detail[:500],
-            permit_wait_ms=_ms(wait_s), ts=self.clock.now(),
+            permit_wait_ms=_ms(wait_s), chain_latency_ms=self._latency_ms(plan),
+            ts=self.clock.now(),
         )  # fmt: skip
         await self.store.publish(
             result, from_states=(from_state,), to="blocked",
@@ -255,7 +256,8 @@ class Executor:
                 await self.store.publish(Result(
                     plan_id=plan.plan_id, symbol=plan.symbol, executed=False,
                     status=ResultStatus.DRY_RUN, reason="dry_run", side=sub.side,
-                    requested_qty=sub.qty, permit_wait_ms=sub.permit_wait_ms, ts=self.clock.now(),
+                    requested_qty=sub.qty, permit_wait_ms=sub.permit_wait_ms,
+                    chain_latency_ms=self._latency_ms(plan), ts=self.clock.now(),
                 ), from_states=("permitted",), to="dry_run")  # fmt: skip
                 return
             moved, state = await self.store.move(
@@ -267,6 +269,9 @@ class Executor:
                 return
             order, error_reason, error = await self.desk.send(sub) if sub.close else (None, "", "")
             await self.desk.conclude(sub, order, error_reason, error, from_state="submitted")
+
+    def _latency_ms(self, plan: Plan) -> Decimal:
+        return Decimal(max(0, round((self.clock.now() - plan.proposal_ts) * 1000)))
 
     async def halted(self) -> bool:
         """Trading state right before the order; a read error counts as HALTED."""
