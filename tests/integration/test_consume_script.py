@@ -186,3 +186,17 @@ def test_wrong_key_type_is_invalid_not_fatal(r: redis.Redis, keys: Keys, consume
         "gov_ttl": -1,
         "p33_ttl": -1,
     }
+
+
+def test_verdicts_carry_the_permits_ttls(r: redis.Redis, keys: Keys, consume: Any) -> None:
+    r.set(keys.permit_governor(PLAN), gov(), ex=42)
+    assert consume()["gov_ttl"] == 42 and consume()["p33_ttl"] == -2
+    r.set(keys.permit_p33(PLAN), p33(), ex=30)
+    v = consume()
+    assert (v["verdict"], v["gov_ttl"], v["p33_ttl"]) == ("ok", 42, 30)
+
+
+def test_deny_verdict_carries_ttls(r: redis.Redis, keys: Keys, consume: Any) -> None:
+    r.set(keys.permit_p33(PLAN), p33(allow=False), ex=20)
+    v = consume()
+    assert (v["verdict"], v["gov_ttl"], v["p33_ttl"]) == ("p33_denied", -2, 20)

@@ -1,0 +1,57 @@
+"""The exchange's answer → result status (pure): an order still NEW is never filled."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from permitchain.apply_layer.orders import Submission, judge, make_result
+from permitchain.exchange.base import OrderInfo, OrderStatus
+from permitchain.models import ResultStatus
+
+
+def order(status: OrderStatus, filled: str) -> OrderInfo:
+    return OrderInfo(
+        symbol="BTCUSDT", client_order_id="pc-x", order_id="7", side="SELL", type="MARKET",
+        status=status, requested_qty=Decimal("0.046"), filled_qty=Decimal(filled),
+        avg_price=Decimal(107), reduce_only=True,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("status", "filled", "expected"),
+    [
+        (OrderStatus.FILLED, "0.046", (ResultStatus.FILLED, "ok", True)),
+        (OrderStatus.NEW, "0", (ResultStatus.UNKNOWN, "exchange_unknown", False)),
+        (OrderStatus.PARTIALLY_FILLED, "0.01", (ResultStatus.UNKNOWN, "exchange_unknown", False)),
+        (OrderStatus.CANCELED, "0.01", (ResultStatus.PARTIALLY_FILLED, "ok", True)),
+        (OrderStatus.EXPIRED, "0", (ResultStatus.REJECTED, "exchange_rejected", True)),
+        (OrderStatus.REJECTED, "0", (ResultStatus.REJECTED, "exchange_rejected", True)),
+    ],
+)
+def test_judge(status: OrderStatus, filled: str, expected: tuple[ResultStatus, str, bool]) -> None:
+    o = judge(order(status, filled), "", missing_is_final=False)
+    assert (o.status, o.reason, o.final) == expected
+
+
+def test_missing_order_is_unknown_until_told_final() -> None:
+    assert judge(None, "", missing_is_final=False).status is ResultStatus.UNKNOWN
+    final = judge(None, "", missing_is_final=True)
+    assert (final.status, final.reason, final.final) == (
+        ResultStatus.REJECTED, "exchange_unknown", True)  # fmt: skip
+
+
+def test_result_quantities_come_from_the_fill() -> None:
+    sub = Submission(plan_id="0123456789abcdef", symbol="BTCUSDT", side="SELL",
+                     qty=Decimal("0.046"), close=True, position_amt=Decimal("0.062"),
+                     stop_price=None, proposal_ts=100.0, permit_wait_ms=Decimal(3))  # fmt: skip
+    o = order(OrderStatus.CANCELED, "0.02")
+    res = make_result(sub, o, judge(o, "", missing_is_final=False), "", 100.5)
+    assert (res.status, res.executed, res.filled_qty, res.requested_qty) == (
+        ResultStatus.PARTIALLY_FILLED, True, Decimal("0.02"), Decimal("0.046"))  # fmt: skip
+    assert res.reduce_only and res.chain_latency_ms == Decimal(500)
+    assert Submission.from_fields(sub.plan_id, sub.to_fields()) == sub
+    still_new = order(OrderStatus.NEW, "0")
+    res = make_result(sub, still_new, judge(still_new, "", missing_is_final=False), "", 101)
+    assert (res.status, res.executed) == (ResultStatus.UNKNOWN, False)
