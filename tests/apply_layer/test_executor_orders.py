@@ -213,3 +213,29 @@ def test_blocked_without_result_gets_its_result_once(arun: Any, keys: Keys,
     verdict, results = arun(body)
     assert verdict == "p33_denied"
     assert [(r["status"], r["reason"]) for r in results] == [("blocked", "p33_denied")]
+
+
+def test_periodic_resolver_finishes_an_order_filled_later(arun: Any, keys: Keys,
+                                                          fast: Settings) -> None:  # fmt: skip
+    plan = plan_for(11)
+
+    async def body(r: Redis) -> Any:
+        async with Bench(r, keys, fast) as b:
+            await b.sim.set_fault(order_mode="new")
+            await b.run(plan)
+            (provisional,) = await b.results(plan.plan_id)
+            last = (await r.xinfo_stream(keys.result_stream))["last-generated-id"]
+            await r.hset(keys.sim_order(SYM, f"pc-{plan.plan_id}"),  # type: ignore[misc]
+                         mapping={"status": "FILLED", "filled_qty": "0.01"})  # fmt: skip
+            b.ex.resolver.grace_s, b.ex.resolver.every_s = 0.0, 0.02
+            stop = asyncio.Event()
+            task = asyncio.create_task(b.ex.resolver.run(stop))
+            got = await r.xread({keys.result_stream: last}, block=5000)  # the resolver's result
+            stop.set()
+            await task
+            return provisional, [f for _s, entries in got for _i, f in entries]
+
+    provisional, later = arun(body)
+    assert provisional["status"] == "unknown"
+    assert [(f["status"], f["filled_qty"], f["executed"]) for f in later] == [
+        ("filled", "0.01", "true")]  # fmt: skip
