@@ -141,11 +141,12 @@ class Executor:
             return
         verdict = await self.wait_and_consume(plan, t0)
         wait_s = time.monotonic() - t0
+        v = verdict["verdict"]
+        if v == "ok":
+            await self.execute(plan, verdict, wait_s)
+            return
         async with self.slots:
-            v = verdict["verdict"]
-            if v == "ok":
-                await self.execute(plan, verdict, wait_s)
-            elif v == "already_executed":
+            if v == "already_executed":
                 await self.resume(plan, str(verdict.get("state", "")))
             else:
                 await self.blocked(plan, v, str(verdict.get("detail", "")), wait_s, verdict)
@@ -181,7 +182,8 @@ class Executor:
             gov_ttl, p33_ttl = await self.store.ttls(plan.plan_id)
         log.info("[PERMIT_WAIT] BLOCK plan=%s reason=%s gov_ttl=%d p33_ttl=%d", plan.plan_id,
                  reason, gov_ttl, p33_ttl)  # fmt: skip
-        PERMIT_WAIT.labels("blocked").observe(wait_s)
+        if wait_s > 0:  # not for blocks written again on a redelivery
+            PERMIT_WAIT.labels("blocked").observe(wait_s)
         result = Result(
             plan_id=plan.plan_id, symbol=plan.symbol, executed=False,
             status=ResultStatus.BLOCKED, reason=reason, error=detail[:500],
@@ -233,7 +235,8 @@ class Executor:
     async def execute(self, plan: Plan, verdict: dict[str, Any], wait_s: float) -> None:
         problem = self.permit_problem(verdict["gov"], verdict["p33"])
         if problem:
-            await self.blocked(plan, PERMIT_INVALID, problem, wait_s, verdict, "permitted")
+            async with self.slots:
+                await self.blocked(plan, PERMIT_INVALID, problem, wait_s, verdict, "permitted")
             return
         p33 = P33Allow.from_json(verdict["p33"])
         stop = next((s for s in plan.steps if s.type == "stop_market_reduce_only"), None)
@@ -247,7 +250,8 @@ class Executor:
         log.info("[PERMIT_WAIT] OK plan=%s wait_ms=%d safe_qty=%s", plan.plan_id,
                  round(wait_s * 1000), fmt_decimal(sub.qty))  # fmt: skip
         PERMIT_WAIT.labels("ok").observe(wait_s)
-        async with self.symbol_locks[plan.symbol]:  # one order per symbol at a time
+        # One order per symbol at a time; a plan queued behind its symbol holds no slot.
+        async with self.symbol_locks[plan.symbol], self.slots:
             if await self.halted():
                 await self.blocked(plan, TRADING_HALTED, "HALTED at order time", wait_s, {},
                                    "permitted")  # fmt: skip
