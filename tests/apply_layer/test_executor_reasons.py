@@ -344,3 +344,22 @@ def test_dry_run_runs_everything_but_the_order(arun: Any, keys: Keys, fast: Sett
     res, fills, rec = arun(body)
     assert res["status"] == "dry_run" and res["executed"] == "false"
     assert res["requested_qty"] == "0.01" and fills == [] and rec["state"] == "dry_run"
+
+
+@pytest.mark.parametrize(("gov_signed", "status"), [(True, "filled"), (False, "blocked")])
+def test_each_configured_key_is_enforced(arun: Any, keys: Keys, fast: Settings,
+                                         gov_signed: bool, status: str) -> None:  # fmt: skip
+    only_gov = fast.model_copy(update={"permit_key_governor": SecretStr(GK)})
+    plan = plan_for(16)
+
+    async def body(r: Redis) -> Any:
+        async with Bench(r, keys, only_gov) as b:
+            await b.gov(plan, key=GK if gov_signed else None)
+            await b.p33(plan)  # unsigned: P3.3 has no key configured
+            await b.handle(plan)
+            return await b.result(plan.plan_id)
+
+    res = arun(body)
+    assert res["status"] == status
+    if not gov_signed:
+        assert (res["reason"], res["error"]) == ("permit_invalid", "governor bad signature")

@@ -216,8 +216,9 @@ class Executor:
 
     # -- the order ------------------------------------------------------------------------
     def permit_problem(self, gov_raw: str, p33_raw: str) -> str:
-        """After an ``ok`` consume: the permits parse as the contract says and, when keys are
-        configured, their signatures verify. Returns what is wrong, or ''."""
+        """After an ``ok`` consume: the permits parse as the contract says and each permit
+        whose issuer has a key configured carries a valid signature. Returns what is wrong,
+        or ''."""
         try:
             gov = GovernorPermit.from_json(gov_raw)
             P33Allow.from_json(p33_raw)
@@ -225,11 +226,11 @@ class Executor:
             return str(e)
         if not gov.granted:
             return "governor permit does not grant"
-        if self.s.permit_key_governor is not None and self.s.permit_key_p33 is not None:
-            if not verify(json.loads(gov_raw), self.s.permit_key_governor.get_secret_value()):
-                return "governor bad signature"
-            if not verify(json.loads(p33_raw), self.s.permit_key_p33.get_secret_value()):
-                return "p33 bad signature"
+        gk, pk = self.s.permit_key_governor, self.s.permit_key_p33
+        if gk is not None and not verify(json.loads(gov_raw), gk.get_secret_value()):
+            return "governor bad signature"
+        if pk is not None and not verify(json.loads(p33_raw), pk.get_secret_value()):
+            return "p33 bad signature"
         return ""
 
     async def execute(self, plan: Plan, verdict: dict[str, Any], wait_s: float) -> None:
