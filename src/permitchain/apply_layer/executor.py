@@ -31,7 +31,7 @@ from prometheus_client import Histogram
 from redis.asyncio import Redis
 
 from permitchain.apply_layer.exec_store import FINAL_GUARD, ExecStore
-from permitchain.apply_layer.orders import OrderDesk, Submission
+from permitchain.apply_layer.orders import OrderDesk, Submission, latency_ms
 from permitchain.apply_layer.resolver import Resolver
 from permitchain.errors import ContractError
 from permitchain.exchange.base import Exchange
@@ -276,7 +276,7 @@ class Executor:
             await self.desk.conclude(sub, order, error_reason, error, from_state="submitted")
 
     def _latency_ms(self, plan: Plan) -> Decimal:
-        return Decimal(max(0, round((self.clock.now() - plan.proposal_ts) * 1000)))
+        return latency_ms(plan.proposal_ts, self.clock.now())
 
     async def halted(self) -> bool:
         """Trading state right before the order; a read error counts as HALTED."""

@@ -38,6 +38,11 @@ def client_order_id(plan_id: str, suffix: str = "") -> str:
     return f"pc-{plan_id}{suffix}"
 
 
+def latency_ms(proposal_ts: float, now: float) -> Decimal:
+    """Chain latency: proposal made → result, whole milliseconds."""
+    return Decimal(max(0, round((now - proposal_ts) * 1000)))
+
+
 @dataclass(frozen=True, slots=True)
 class Submission:
     """One plan's order, as stored in its exec record at submit time."""
@@ -124,7 +129,7 @@ def make_result(sub: Submission, order: OrderInfo | None, outcome: Outcome, erro
         side=sub.side, requested_qty=sub.qty, filled_qty=filled,
         avg_price=order.avg_price if order is not None and sub.close else None,
         reduce_only=True, error=error[:500], permit_wait_ms=sub.permit_wait_ms,
-        chain_latency_ms=Decimal(max(0, round((now - sub.proposal_ts) * 1000))),
+        chain_latency_ms=latency_ms(sub.proposal_ts, now),
         ts=now,
     )  # fmt: skip
 
