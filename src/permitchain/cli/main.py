@@ -15,6 +15,7 @@ from rich.table import Table
 
 from permitchain import __version__
 from permitchain.chain import Chain, url_file
+from permitchain.cli import bench as bench_cmd
 from permitchain.cli import control
 from permitchain.cli.common import console, fail, operator, run_async, settings
 from permitchain.errors import ConfigError
@@ -342,6 +343,9 @@ def sim_show(symbol: Annotated[str | None, typer.Argument()] = None) -> None:
             fmt_decimal(f.min_qty) if f else "-",
         )
     console.print(t)
+
+
+app.command("bench")(bench_cmd.bench)
 
 
 def main() -> None:
