@@ -17,6 +17,7 @@ from permitchain import __version__
 from permitchain.chain import Chain, url_file
 from permitchain.cli import bench as bench_cmd
 from permitchain.cli import control
+from permitchain.cli import security as security_cmd
 from permitchain.cli.common import console, fail, operator, run_async, settings
 from permitchain.errors import ConfigError
 from permitchain.exchange.factory import make_exchange
@@ -346,6 +347,7 @@ def sim_show(symbol: Annotated[str | None, typer.Argument()] = None) -> None:
 
 
 app.command("bench")(bench_cmd.bench)
+app.command("acl")(security_cmd.acl)
 
 
 def main() -> None:
