@@ -299,13 +299,16 @@ class BinanceExchange:
         }
 
     async def fetch_order(self, symbol: str, client_order_id: str) -> OrderInfo | None:
+        """A plain order, else a conditional (algo) one, with this client id; else None."""
+        order = await self._fetch_plain(symbol, client_order_id)
+        return order if order is not None else await self._fetch_algo(client_order_id)
+
+    async def _fetch_plain(self, symbol: str, client_order_id: str) -> OrderInfo | None:
         await self._ready(orders=False)
         raw = await self._call("read", "fapiPrivateGetOrder",
                                {"symbol": symbol, "origClientOrderId": client_order_id},
                                missing_ok=True)  # fmt: skip
-        if raw is not None:
-            return parse_order(raw)
-        return await self._fetch_algo(client_order_id)
+        return parse_order(raw) if raw is not None else None
 
     async def _fetch_algo(self, client_order_id: str) -> OrderInfo | None:
         raw = await self._call(
@@ -339,14 +342,14 @@ class BinanceExchange:
         self, symbol: str, side: Side, qty: Decimal, client_order_id: str
     ) -> OrderInfo:
         _, q = await self._order_qty(symbol, qty)
-        existing = await self.fetch_order(symbol, client_order_id)
+        existing = await self._fetch_plain(symbol, client_order_id)
         if existing is not None:  # Binance only refuses ids of *open* orders; we refuse all
             return existing
         params = {"symbol": symbol, "side": side, "type": "MARKET", "quantity": q,
                   "newClientOrderId": client_order_id, "newOrderRespType": "RESULT",
                   **self._closing(side)}  # fmt: skip
         return await self._place("fapiPrivatePostOrder", params, parse_order,
-                                 lambda: self.fetch_order(symbol, client_order_id))  # fmt: skip
+                                 lambda: self._fetch_plain(symbol, client_order_id))  # fmt: skip
 
     async def place_stop_market(
         self, symbol: str, side: Side, stop_price: Decimal, qty: Decimal, client_order_id: str
