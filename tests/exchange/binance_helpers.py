@@ -6,8 +6,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from fakebinance import API_KEY, API_SECRET, FakeBinance
 from permitchain.exchange.binance import BinanceExchange
+from tests.fakebinance import API_KEY, API_SECRET, FakeBinance
 
 T = TypeVar("T")
 

@@ -3,16 +3,11 @@ before every test."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent), str(HERE)]  # fakebinance (tests/), binance_helpers (here)
-
-from fakebinance import FakeBinance  # noqa: E402
+from tests.fakebinance import FakeBinance
 
 
 @pytest.fixture(scope="session")

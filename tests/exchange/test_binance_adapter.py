@@ -5,12 +5,12 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from binance_helpers import run
 
-from fakebinance import FakeBinance
 from permitchain.errors import OrderRejected
 from permitchain.exchange.base import Exchange, OrderStatus
 from permitchain.exchange.binance import BinanceExchange
+from tests.exchange.binance_helpers import run
+from tests.fakebinance import FakeBinance
 
 D = Decimal
 ORDER = "/fapi/v1/order"

@@ -8,10 +8,8 @@ from typing import Any
 
 import ccxt.async_support as ccxt_async
 import pytest
-from binance_helpers import adapter, run
 from ccxt.base import errors as cx
 
-from fakebinance import API_KEY, API_SECRET, FakeBinance
 from permitchain.errors import (
     ClockSkew,
     ExchangeError,
@@ -22,6 +20,8 @@ from permitchain.errors import (
 )
 from permitchain.exchange.base import OrderStatus
 from permitchain.exchange.binance import BinanceExchange, _Client
+from tests.exchange.binance_helpers import adapter, run
+from tests.fakebinance import API_KEY, API_SECRET, FakeBinance
 
 D = Decimal
 ORDER = "/fapi/v1/order"

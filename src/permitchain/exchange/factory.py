@@ -14,13 +14,12 @@ The keys are read from ``SecretStr`` here and handed to the adapter only; never 
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
-
 from permitchain.errors import ConfigError
 from permitchain.exchange.base import Exchange
 from permitchain.exchange.sim import SimExchange
 from permitchain.keys import Keys
 from permitchain.settings import ApplyMode, ExchangeKind, Settings
+from permitchain.store import AsyncRedis
 
 
 def check_exchange_settings(settings: Settings) -> None:
@@ -57,7 +56,7 @@ def check_exchange_settings(settings: Settings) -> None:
         raise ConfigError(f"BINANCE_BASE_URL: must start with http:// or https:// (got {url!r})")
 
 
-def make_exchange(settings: Settings, redis: Redis, keys: Keys) -> Exchange:
+def make_exchange(settings: Settings, redis: AsyncRedis, keys: Keys) -> Exchange:
     check_exchange_settings(settings)
     if settings.exchange is ExchangeKind.SIM:
         return SimExchange(redis, keys)
