@@ -15,6 +15,10 @@ structures use floats).
 * Stops (UPDATE_SL) are conditional orders, which Binance only takes on the algo endpoints
   (``/fapi/v1/algoOrder``); after placing one we cancel our previous stops on that symbol.
 * Every ccxt error becomes one of ours in ``_call`` (the one boundary), keeping the code.
+* ccxt's client-side throttle is off by default (``rate_limit``): its leaky bucket turns the
+  weight of one request into a wait before the *next* one (GET positionSide/dual weighs 30:
+  1.5 s added to the order that follows it). Our volume (one positionRisk per poll, a few
+  orders an hour) is far below Binance's limits, and 429/418 arrive as ``RateLimited``.
 """
 
 from __future__ import annotations
@@ -214,7 +218,7 @@ class BinanceExchange:
     def __init__(self, api_key: str, api_secret: str, *, demo: bool,
                  base_url: str | None = None, hedge_mode: bool | None = None,
                  timeout_s: float = 10.0, recv_window_ms: int = 5000,
-                 rate_limit: bool = True, refresh_s: float = REFRESH_S) -> None:  # fmt: skip
+                 rate_limit: bool = False, refresh_s: float = REFRESH_S) -> None:  # fmt: skip
         self.name = "binance-demo" if demo else "binance"
         base = base_url.rstrip("/") if base_url else None
         self._api = _Client({"apiKey": api_key, "secret": api_secret,
