@@ -20,7 +20,8 @@ Two ways to run it:
 Faults (``fail_next``): an error code/status on the next N matching requests, optionally
 after the request was carried out (``accept=True``: the order exists, the caller sees the
 error), 429/418 with ``Retry-After``, 5xx, ``hang`` (carry out, then never answer until the
-client gives up) or ``drop`` (carry out, then close the connection), plus ``delay_ms``.
+client gives up), ``drop`` (carry out, then close the connection) or ``garbage`` (carry out,
+answer 200 with an unexpected body), plus ``delay_ms`` on every request.
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ class Fault:
     msg: str = "injected fault"
     status: int = 400
     accept: bool = False  # carry the request out before answering with the error
-    mode: str = "error"  # error | hang | drop
+    mode: str = "error"  # error | hang | drop | garbage (these three carry the request out)
     retry_after_s: int | None = None
 
     def matches(self, method: str, path: str) -> bool:
@@ -395,6 +396,8 @@ class FakeBinance:
                 assert self._stopping is not None
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), HANG_S)
+            elif fault.mode == "garbage":
+                return web.json_response({"unexpected": "answer"})
             elif fault.mode == "drop":
                 assert request.transport is not None
                 request.transport.close()

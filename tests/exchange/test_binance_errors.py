@@ -252,3 +252,52 @@ def test_ccxt_load_markets_works_against_the_fake(fake: FakeBinance) -> None:
 
     assert run(fake, body) == 3
     assert fake.unknown_paths() == []
+
+
+def test_unexpected_answers_are_translated_too(fake: FakeBinance) -> None:
+    """A 200 with a body we cannot parse is no crash: a read fails, an order is unknown."""
+    fake.set_position("BTCUSDT", "0.062")
+    fake.fail_next(path="/fapi/v3/positionRisk", mode="garbage")
+    fake.fail_next(path=ORDER, method="POST", mode="garbage")
+
+    async def body(ex: BinanceExchange) -> None:
+        with pytest.raises(ExchangeUnavailable):
+            await ex.fetch_positions(["BTCUSDT"])
+        with pytest.raises(OrderOutcomeUnknown):
+            await close(ex)
+        found = await ex.fetch_order("BTCUSDT", "pc-e")
+        assert found is not None and found.filled_qty == D("0.046")
+
+    run(fake, body)
+
+
+def test_slow_exchange_times_out_as_unavailable(fake: FakeBinance) -> None:
+    fake.set_delay(1000)
+    with pytest.raises(ExchangeUnavailable):
+        run(fake, lambda ex: ex.mark_prices(), timeout_s=0.2)
+
+
+def test_order_left_new_is_reported_new(fake: FakeBinance) -> None:
+    """An accepted, unfilled order is NEW with nothing filled: never reported filled."""
+    fake.set_position("BTCUSDT", "0.062")
+    fake.set_fill(False)
+    o = run(fake, close)
+    assert (o.status, o.filled_qty, o.avg_price) == (OrderStatus.NEW, D(0), None)
+    assert fake.position("BTCUSDT") == "0.062"
+
+
+def test_orders_use_cached_filters_until_a_precision_error(fake: FakeBinance) -> None:
+    fake.set_position("BTCUSDT", "0.062")
+
+    async def body(ex: BinanceExchange) -> None:
+        ex.refresh_s = 0.0  # reads would refresh every time; orders keep their cache
+        await close(ex, "0.001", "pc-1")
+        await close(ex, "0.001", "pc-2")
+        assert fake.request_count("/fapi/v1/exchangeInfo") == 1
+        fake.fail_next(path=ORDER, method="POST", code=-1111, msg="Precision is over the max.")
+        with pytest.raises(OrderRejected):
+            await close(ex, "0.001", "pc-3")
+        await close(ex, "0.001", "pc-4")  # the filters were read again first
+        assert fake.request_count("/fapi/v1/exchangeInfo") == 2
+
+    run(fake, body)

@@ -53,7 +53,8 @@ OWN_PREFIX = "pc-"  # our client order ids (apply_layer.executor.client_order_id
 DUPLICATE_CODES = {-4116, -20132}  # client (algo) id already used: the order exists
 UNKNOWN_CODES = {-1006, -1007}  # "execution status unknown"
 RATE_CODES = {-1003, -1015}
-CLOCK_CODE, NOT_FOUND_CODE, MODE_CODE = -1021, -2013, -4061
+CLOCK_CODE, NOT_FOUND_CODE, MODE_CODE, PRECISION_CODE = -1021, -2013, -4061, -1111
+ORDER_FILTERS_MAX_AGE_S = 3600.0  # orders use cached filters this long (refreshed on -1111)
 ORDER_STATUS = {s.value: s for s in OrderStatus} | {"EXPIRED_IN_MATCH": OrderStatus.EXPIRED}
 ALGO_STATUS = {"NEW": OrderStatus.NEW, "TRIGGERING": OrderStatus.NEW,
                "TRIGGERED": OrderStatus.FILLED, "FINISHED": OrderStatus.FILLED,
@@ -96,10 +97,13 @@ class _Client(ccxt_async.binanceusdm):  # type: ignore[misc]
 
 
 def _annotate(e: Exception, status: int, headers: Any, response: Any) -> None:
-    bcode = response.get("code") if isinstance(response, dict) else None
+    try:
+        bcode: int | None = int(response["code"]) if isinstance(response, dict) else None
+    except (KeyError, TypeError, ValueError):
+        bcode = None
     retry = (headers or {}).get("Retry-After")
     e.pc_status = status  # type: ignore[attr-defined]
-    e.pc_code = int(bcode) if bcode not in (None, "", "200", 200, 0) else None  # type: ignore[attr-defined]
+    e.pc_code = bcode if bcode not in (0, 200) else None  # type: ignore[attr-defined]
     e.pc_retry_after = float(retry) if retry and retry.isdigit() else None  # type: ignore[attr-defined]
 
 
@@ -242,11 +246,12 @@ class BinanceExchange:
 
     # -- the boundary ----------------------------------------------------------------------
     async def _call(self, kind: Kind, method: str, params: dict[str, str] | None = None, *,
+                    parse: Callable[[Any], Any] = lambda raw: raw,
                     missing_ok: bool = False) -> Any:  # fmt: skip
-        """Call a ccxt method; translate its errors (the one place this happens). With
-        ``missing_ok``, "order does not exist" (-2013) returns None."""
+        """Call a ccxt method and parse its answer; translate every failure (the one place
+        this happens). With ``missing_ok``, "order does not exist" (-2013) returns None."""
         try:
-            return await getattr(self._api, method)(params or {})
+            raw = await getattr(self._api, method)(params or {})
         except (cx.BaseError, OSError) as e:
             err = translate(e, kind)
             if missing_ok and (err.code == NOT_FOUND_CODE or isinstance(e, cx.OrderNotFound)):
@@ -255,7 +260,14 @@ class BinanceExchange:
                 await self._resync_clock()
             if err.code == MODE_CODE and self._fixed_mode is None:
                 self._mode_at = float("-inf")  # position mode changed under us: read it again
+            if err.code == PRECISION_CODE:
+                self._filters_at = float("-inf")  # filters may have changed: read them again
             raise err from e
+        try:
+            return parse(raw)
+        except (KeyError, TypeError, ValueError, ArithmeticError, AttributeError) as e:
+            unexpected = OrderOutcomeUnknown if kind == "order" else ExchangeUnavailable
+            raise unexpected(f"binance: {method}: unexpected answer ({e!r})") from e
 
     async def _resync_clock(self) -> None:
         try:
@@ -270,8 +282,12 @@ class BinanceExchange:
         if now - self._clock_at > self.refresh_s:
             await self._resync_clock()
         if orders and self._fixed_mode is None and now - self._mode_at > self.refresh_s:
-            raw = await self._call("read", "fapiPrivateGetPositionSideDual")
-            self._hedge, self._mode_at = bool(raw.get("dualSidePosition")), now
+            self._hedge = await self._call(
+                "read",
+                "fapiPrivateGetPositionSideDual",
+                parse=lambda raw: bool(raw["dualSidePosition"]),
+            )
+            self._mode_at = now
 
     def _closing(self, side: Side) -> dict[str, str]:
         if self._hedge:
@@ -281,7 +297,9 @@ class BinanceExchange:
     # -- reads -----------------------------------------------------------------------------
     async def filters(self, symbols: Sequence[str] | None = None) -> dict[str, SymbolFilters]:
         if time.monotonic() - self._filters_at > self.refresh_s or not self._filters:
-            self._filters = parse_filters(await self._call("read", "fapiPublicGetExchangeInfo"))
+            self._filters = await self._call(
+                "read", "fapiPublicGetExchangeInfo", parse=parse_filters
+            )
             self._filters_at = time.monotonic()
         if symbols is None:
             return dict(self._filters)
@@ -292,15 +310,20 @@ class BinanceExchange:
     ) -> dict[str, PositionInfo]:
         listed = await self.filters()
         await self._ready(orders=False)
-        rows = await self._call("read", "fapiPrivateV3GetPositionRisk")
-        return parse_positions(rows, listed, symbols)
+        positions: dict[str, PositionInfo] = await self._call(
+            "read",
+            "fapiPrivateV3GetPositionRisk",
+            parse=lambda rows: parse_positions(rows, listed, symbols),
+        )
+        return positions
 
     async def mark_prices(self, symbols: Sequence[str] | None = None) -> dict[str, Decimal]:
-        rows = await self._call("read", "fapiPublicGetPremiumIndex")
         want = None if symbols is None else set(symbols)
-        return {
-            r["symbol"]: _d(r["markPrice"]) for r in rows if want is None or r["symbol"] in want
-        }
+        prices: dict[str, Decimal] = await self._call(
+            "read", "fapiPublicGetPremiumIndex",
+            parse=lambda rows: {r["symbol"]: _d(r["markPrice"]) for r in rows
+                                if want is None or r["symbol"] in want})  # fmt: skip
+        return prices
 
     async def fetch_order(self, symbol: str, client_order_id: str) -> OrderInfo | None:
         """A plain order, else a conditional (algo) one, with this client id; else None."""
@@ -309,20 +332,23 @@ class BinanceExchange:
 
     async def _fetch_plain(self, symbol: str, client_order_id: str) -> OrderInfo | None:
         await self._ready(orders=False)
-        raw = await self._call("read", "fapiPrivateGetOrder",
-                               {"symbol": symbol, "origClientOrderId": client_order_id},
-                               missing_ok=True)  # fmt: skip
-        return parse_order(raw) if raw is not None else None
+        order: OrderInfo | None = await self._call(
+            "read", "fapiPrivateGetOrder", {"symbol": symbol, "origClientOrderId": client_order_id},
+            parse=parse_order, missing_ok=True)  # fmt: skip
+        return order
 
     async def _fetch_algo(self, client_order_id: str) -> OrderInfo | None:
-        raw = await self._call(
-            "read", "fapiPrivateGetAlgoOrder", {"clientAlgoId": client_order_id}, missing_ok=True
-        )
-        return parse_algo_order(raw) if raw is not None else None
+        order: OrderInfo | None = await self._call(
+            "read", "fapiPrivateGetAlgoOrder", {"clientAlgoId": client_order_id},
+            parse=parse_algo_order, missing_ok=True)  # fmt: skip
+        return order
 
     # -- orders ----------------------------------------------------------------------------
     async def _order_qty(self, symbol: str, qty: Decimal) -> tuple[SymbolFilters, str]:
-        f = (await self.filters([symbol])).get(symbol)
+        fresh = time.monotonic() - self._filters_at < ORDER_FILTERS_MAX_AGE_S
+        f = self._filters.get(symbol) if fresh else None  # no exchangeInfo on every order
+        if f is None:
+            f = (await self.filters([symbol])).get(symbol)
         if f is None:
             raise OrderRejected(f"binance: {symbol} is not a trading symbol", code=-1121)
         q = round_qty_down(qty, f.step_size)
@@ -336,7 +362,8 @@ class BinanceExchange:
                      lookup: Callable[[], Awaitable[OrderInfo | None]]) -> OrderInfo:  # fmt: skip
         """Send once; a duplicate client id means the order exists: return it, never resend."""
         try:
-            return parse(await self._call("order", method, params))
+            order: OrderInfo = await self._call("order", method, params, parse=parse)
+            return order
         except OrderRejected as e:
             if e.code in DUPLICATE_CODES and (found := await lookup()) is not None:
                 return found
@@ -377,12 +404,14 @@ class BinanceExchange:
         """Cancel our other open stops on this symbol and side (after the new one is in
         place, so the position is never without a stop). Failures are logged, not raised."""
         try:
-            for o in await self._call("read", "fapiPrivateGetOpenAlgoOrders", {"symbol": symbol}):
-                coid = str(o.get("clientAlgoId", ""))
-                ours = coid.startswith(OWN_PREFIX) and coid != keep
-                if ours and o.get("side") == side and o.get("orderType") == "STOP_MARKET":
-                    await self._call("order", "fapiPrivateDeleteAlgoOrder",
-                                     {"algoId": str(o["algoId"])})  # fmt: skip
+            stops = await self._call(
+                "read", "fapiPrivateGetOpenAlgoOrders", {"symbol": symbol},
+                parse=lambda rows: [
+                    (str(o["clientAlgoId"]), str(o["algoId"])) for o in rows
+                    if o["side"] == side and o["orderType"] == "STOP_MARKET"])  # fmt: skip
+            for coid, algo_id in stops:
+                if coid.startswith(OWN_PREFIX) and coid != keep:
+                    await self._call("order", "fapiPrivateDeleteAlgoOrder", {"algoId": algo_id})
                     log.info("binance: %s: cancelled previous stop %s", symbol, coid)
         except ExchangeError as e:
             log.warning("binance: %s: previous stop not cancelled: %s", symbol, e)
