@@ -1,6 +1,6 @@
 """Binance USDⓈ-M futures through async ccxt (``binanceusdm``), behind the ``Exchange`` protocol.
 
-ccxt does the transport, signing, clock offset and rate limiting; we call its implicit
+ccxt does the transport, signing, clock offset and error mapping; we call its implicit
 endpoint methods with exactly the parameters Binance documents and parse the raw answers
 ourselves, so every quantity and price stays a ``Decimal`` from the wire (ccxt's unified
 structures use floats).
@@ -14,7 +14,8 @@ structures use floats).
   ``reduceOnly=true``; hedge-mode orders carry ``positionSide`` LONG/SHORT instead.
 * Stops (UPDATE_SL) are conditional orders, which Binance only takes on the algo endpoints
   (``/fapi/v1/algoOrder``); after placing one we cancel our previous stops on that symbol.
-* Every ccxt error becomes one of ours in ``_call`` (the one boundary), keeping the code.
+* Every ccxt error, and every answer we cannot parse, becomes one of ours in ``_call``
+  (the one boundary), keeping Binance's code.
 * ccxt's client-side throttle is off by default (``rate_limit``): its leaky bucket turns the
   weight of one request into a wait before the *next* one (GET positionSide/dual weighs 30:
   1.5 s added to the order that follows it). Our volume (one positionRisk per poll, a few
