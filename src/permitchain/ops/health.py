@@ -201,7 +201,7 @@ async def _positions(r: Redis, k: Keys, s: Settings, h: Health) -> None:
                 Problem("position-brain", f"{sym}: allowlisted, no snapshot", "no_snapshot", sym)
             )
             continue
-        age = round(h.ts - snap.ts_epoch, 1) if snap else None
+        age = round(max(0.0, h.ts - snap.ts_epoch), 1) if snap else None
         verdict, ctx = reconcile_verdict(
             snap.position_amt if snap else None, led.amt if led else None, cfg
         )

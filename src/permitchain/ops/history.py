@@ -276,14 +276,15 @@ def story(audit: list[dict[str, Any]], exec_h: dict[str, str]) -> list[dict[str,
                 "context": {},
             }
         )
-    # Causal order first (clocks of different processes disagree by a little), then time.
-    rank = {"planner": 0, "governor": 1, "position-brain": 1, "consume": 2, "executor": 3}
-
-    def key(st: dict[str, Any]) -> tuple[int, float]:
-        r = rank.get(st["layer"], 1)
-        return (1 if st["layer"] == "planner" and st["decision"] == "DUPLICATE" else r, st["ts"])
-
-    return sorted(steps, key=key)
+    # Time order, except that the plan's origin comes first (the planner audits right after
+    # publishing, so a fast gatekeeper can stamp an earlier time) and the consume verdict
+    # (stamped by the server's clock) sits right before the executor's result.
+    origin = [st for st in steps if st["layer"] == "planner" and st["decision"] != "DUPLICATE"]
+    rest = sorted((st for st in steps if st not in origin), key=lambda st: float(st["ts"]))
+    consume = [st for st in rest if st["layer"] == "consume"]
+    rest = [st for st in rest if st["layer"] != "consume"]
+    at = next((i for i, st in enumerate(rest) if st["layer"] == "executor"), len(rest))
+    return origin[:1] + rest[:at] + consume + rest[at:] + origin[1:]
 
 
 async def explain(r: Redis, k: Keys, plan_id: str) -> dict[str, Any] | None:
