@@ -29,8 +29,12 @@ pytestmark = pytest.mark.slow
 def cli(chain: Chain, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "permitchain", *args],
-        env=chain.child_env(), capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        env=chain.child_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def cli_json(chain: Chain, *args: str, rc: int = 0) -> Any:
@@ -116,8 +120,10 @@ def check_listings(
     chain: Chain, r: redis.Redis, plan1: str, plan2: str, s1: list[tuple[str, str, str]]
 ) -> None:
     live = cli_json(chain, "permits", plan1)  # a blocked plan's permits stay until their TTL
-    assert [(p["layer"], p["decision"]) for p in live] == [("governor", "GRANT"),
-                                                           ("position-brain", "DENY")]  # fmt: skip
+    assert [(p["layer"], p["decision"]) for p in live] == [
+        ("governor", "GRANT"),
+        ("position-brain", "DENY"),
+    ]
     assert all(p["present"] and 0 < p["ttl_s"] <= 60 for p in live)
     assert {p["plan_id"] for p in cli_json(chain, "permits")} == {plan1}
     # long after the permits are gone, the story stays: delete them as expiry would

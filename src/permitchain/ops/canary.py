@@ -19,7 +19,6 @@ docs/operations.md ("The canary"); until they exist that step is reported as ski
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from collections.abc import Callable
@@ -167,8 +166,7 @@ async def run_canary(r: Redis, k: Keys, s: Settings, timeout_s: float) -> list[C
         )
 
     await follow.until(lambda: planner_entry() is not None, deadline)
-    with contextlib.suppress(Exception):
-        await r.delete(k.proposal(CANARY_SYMBOL))  # our own probe; spare the planner's sweep
+    await r.delete(k.proposal(CANARY_SYMBOL))  # our own probe: spare the planner's sweep
     pe = planner_entry()
     checks.append(
         Check(
@@ -197,6 +195,7 @@ async def run_canary(r: Redis, k: Keys, s: Settings, timeout_s: float) -> list[C
             follow.result(pid) is not None
         )
 
+    deadline = time.monotonic() + timeout_s  # a slow planner must not eat the plan's time
     await follow.until(all_seen, deadline)
     for layer, what in (("governor", "governor permit"), ("position-brain", "P3.3 permit")):
         e = follow.decision(layer, pid)

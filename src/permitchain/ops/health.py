@@ -190,11 +190,14 @@ async def _positions(r: Redis, k: Keys, s: Settings, h: Health) -> None:
         prefix = pattern[:-1]
         symbols |= {key[len(prefix) :] async for key in r.scan_iter(match=pattern, count=1000)}
     symbols.discard(CANARY_SYMBOL)
-    for sym in sorted(symbols | set(s.allow_list)):
-        pipe = r.pipeline(transaction=False)
+    ordered = sorted(symbols | set(s.allow_list))
+    pipe = r.pipeline(transaction=False)
+    for sym in ordered:
         pipe.hgetall(k.snapshot(sym))
         pipe.hgetall(k.ledger(sym))
-        snap_h, led_h = await pipe.execute()
+    hashes = await pipe.execute()
+    for i, sym in enumerate(ordered):
+        snap_h, led_h = hashes[2 * i], hashes[2 * i + 1]
         snap, led = parse_snapshot(snap_h), parse_ledger(led_h)
         if snap is None and led is None and sym in s.allow_list:
             h.warnings.append(
