@@ -30,10 +30,10 @@ from permitchain.position_brain.metrics import (
     SNAPSHOT_AGE,
     SNAPSHOTS,
 )
+from permitchain.position_brain.redis_io import redis_fields
 from permitchain.position_brain.state import (
     SNAPSHOT_TTL_S,
     init_ledgers,
-    redis_fields,
     snapshot_fields,
 )
 from permitchain.runtime.clock import Clock

@@ -29,6 +29,7 @@ from permitchain.position_brain.checks import (
 )
 from permitchain.position_brain.metrics import LEDGER_AMT, PERMITS
 from permitchain.position_brain.poller import SnapshotPoller
+from permitchain.position_brain.redis_io import str_map
 from permitchain.position_brain.state import (
     LAYER,
     apply_result,
@@ -36,7 +37,6 @@ from permitchain.position_brain.state import (
     parse_ledger,
     parse_snapshot,
     release_claim,
-    str_map,
 )
 from permitchain.runtime.clock import Clock
 from permitchain.runtime.logs import log_decision

@@ -22,25 +22,22 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, TypeVar, cast
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
-from redis.exceptions import WatchError
-from redis.typing import EncodableT, FieldT
 
 from permitchain.exchange.base import PositionInfo, SymbolFilters
 from permitchain.keys import Keys
 from permitchain.models import Result, ResultStatus, fmt_decimal
 from permitchain.position_brain.checks import Ledger, Snapshot, side_of
+from permitchain.position_brain.redis_io import Write, redis_fields, str_map, text, transact
 from permitchain.runtime.audit import add_audit
 
-S = TypeVar("S")
-T = TypeVar("T")
 SNAPSHOT_TTL_S = 3600
 APPLIED_PLANS_TTL_S = 7 * 86400  # as long as the executor keeps a plan's exec record
 APPLIED_PLANS_MAX = 1000
@@ -155,40 +152,6 @@ def ledger_update(h: Mapping[str, str], result: Result, result_id: str, now: flo
     return LedgerChange(True, reason, before, after, update)
 
 
-async def _transact(
-    r: Redis, watch: str, read: Callable[[Pipeline], Awaitable[S]],
-    decide: Callable[[S], tuple[T, Callable[[Pipeline], object] | None]],
-) -> T:  # fmt: skip
-    """Optimistic transaction on ``watch``: read, decide, write in MULTI; again on a conflict.
-    ``decide`` returns its answer and the writes to queue (None: write nothing)."""
-    async with r.pipeline(transaction=True) as pipe:
-        while True:
-            try:
-                await pipe.watch(watch)
-                answer, write = decide(await read(pipe))
-                if write is None:
-                    return answer
-                pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
-                write(pipe)
-                await pipe.execute()
-                return answer
-            except WatchError:
-                continue
-
-
-def str_map(raw: Mapping[bytes | str, bytes | str]) -> dict[str, str]:
-    """A hash as read by our clients (``decode_responses=True``: all keys and values are str)."""
-    return cast(dict[str, str], raw)
-
-
-def text(v: bytes | str | None) -> str | None:
-    return v.decode() if isinstance(v, bytes) else v
-
-
-def redis_fields(m: Mapping[str, str]) -> dict[FieldT, EncodableT]:
-    return dict(m.items())
-
-
 async def apply_result(r: Redis, keys: Keys, result: Result, result_id: str) -> LedgerChange:
     """Apply one result to its symbol's ledger, once per plan, atomically (WATCH/MULTI): the
     amount, the applied plan ids and the audit entry are written together or not at all."""
@@ -197,7 +160,7 @@ async def apply_result(r: Redis, keys: Keys, result: Result, result_id: str) -> 
     async def read(pipe: Pipeline) -> dict[str, str]:
         return str_map(await pipe.hgetall(key))
 
-    def decide(h: dict[str, str]) -> tuple[LedgerChange, Callable[[Pipeline], object] | None]:
+    def decide(h: dict[str, str]) -> tuple[LedgerChange, Write | None]:
         change = ledger_update(h, result, result_id, time.time())
         update = change.update
         if update is None:
@@ -214,7 +177,7 @@ async def apply_result(r: Redis, keys: Keys, result: Result, result_id: str) -> 
 
         return change, write
 
-    return await _transact(r, key, read, decide)
+    return await transact(r, key, read, decide)
 
 
 def _s(d: Decimal | None) -> str | None:
@@ -262,7 +225,7 @@ async def reconcile(
 
     def decide(
         state: tuple[dict[str, str], str | None],
-    ) -> tuple[dict[str, Any], Callable[[Pipeline], object] | None]:
+    ) -> tuple[dict[str, Any], Write | None]:
         h, in_flight = state
         before, epoch = h.get("last_known_amt"), int(h.get("epoch") or 0)
         before_d = _dec(before)
@@ -296,7 +259,7 @@ async def reconcile(
 
         return change, write
 
-    return await _transact(r, key, read, decide)
+    return await transact(r, key, read, decide)
 
 
 async def release_claim(r: Redis, keys: Keys, symbol: str, plan_id: str) -> bool:
@@ -306,9 +269,9 @@ async def release_claim(r: Redis, keys: Keys, symbol: str, plan_id: str) -> bool
     async def read(pipe: Pipeline) -> str | None:
         return text(await pipe.get(key))
 
-    def decide(holder: str | None) -> tuple[bool, Callable[[Pipeline], object] | None]:
+    def decide(holder: str | None) -> tuple[bool, Write | None]:
         if holder != plan_id:
             return False, None
         return True, lambda pipe: pipe.delete(key)
 
-    return await _transact(r, key, read, decide)
+    return await transact(r, key, read, decide)
