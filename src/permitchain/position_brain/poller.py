@@ -18,8 +18,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from redis.asyncio import Redis
-
 from permitchain.errors import ExchangeError, StoreError
 from permitchain.exchange.base import Exchange, PositionInfo, SymbolFilters
 from permitchain.keys import Keys
@@ -30,14 +28,13 @@ from permitchain.position_brain.metrics import (
     SNAPSHOT_AGE,
     SNAPSHOTS,
 )
-from permitchain.position_brain.redis_io import redis_fields
 from permitchain.position_brain.state import (
     SNAPSHOT_TTL_S,
     init_ledgers,
     snapshot_fields,
 )
 from permitchain.runtime.clock import Clock
-from permitchain.store import REDIS_FAULTS
+from permitchain.store import REDIS_FAULTS, AsyncRedis
 
 log = logging.getLogger("permitchain.p33.poller")
 
@@ -57,7 +54,7 @@ class PollOutcome:
 
 
 class SnapshotPoller:
-    def __init__(self, r: Redis, keys: Keys, exchange: Exchange, clock: Clock, *,
+    def __init__(self, r: AsyncRedis, keys: Keys, exchange: Exchange, clock: Clock, *,
                  allow_list: Iterable[str], poll_interval_s: float) -> None:  # fmt: skip
         self.r, self.k, self.ex, self.clock = r, keys, exchange, clock
         self.allow_list = frozenset(allow_list)
@@ -113,7 +110,7 @@ class SnapshotPoller:
                 continue
             key = self.k.snapshot(sym)
             fields = snapshot_fields(sym, positions.get(sym), f, now, self.ex.name)
-            pipe.hset(key, mapping=redis_fields(fields))
+            pipe.hset(key, mapping=fields)
             pipe.expire(key, SNAPSHOT_TTL_S)
             pipe.hget(self.k.ledger(sym), "last_known_amt")
             written.append(sym)

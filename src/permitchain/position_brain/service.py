@@ -15,8 +15,6 @@ import logging
 from decimal import Decimal
 from typing import Any
 
-from redis.asyncio import Redis
-
 from permitchain.exchange.base import Exchange
 from permitchain.keys import GROUP_P33, GROUP_P33_LEDGER, Keys
 from permitchain.models import P33Allow, P33Deny, Plan, Result
@@ -29,7 +27,6 @@ from permitchain.position_brain.checks import (
 )
 from permitchain.position_brain.metrics import LEDGER_AMT, PERMITS
 from permitchain.position_brain.poller import SnapshotPoller
-from permitchain.position_brain.redis_io import str_map
 from permitchain.position_brain.state import (
     LAYER,
     apply_result,
@@ -44,13 +41,14 @@ from permitchain.runtime.permits import write_permit
 from permitchain.runtime.service import Consumer
 from permitchain.settings import Settings
 from permitchain.signing import sign
+from permitchain.store import AsyncRedis
 
 log = logging.getLogger("permitchain.p33")
 
 
 class PositionBrain:
     def __init__(
-        self, r: Redis, keys: Keys, settings: Settings, clock: Clock, exchange: Exchange
+        self, r: AsyncRedis, keys: Keys, settings: Settings, clock: Clock, exchange: Exchange
     ) -> None:
         self.r, self.k, self.s, self.clock, self.ex = r, keys, settings, clock, exchange
         self.cfg = CheckConfig(
@@ -106,7 +104,7 @@ class PositionBrain:
         snapshot, ledger = parse_snapshot(snap_h), parse_ledger(ledger_h)
         if ledger is None and snapshot is not None and snapshot.position_amt != 0:
             await init_ledgers(self.r, self.k, {plan.symbol: snapshot.position_amt})
-            ledger = parse_ledger(str_map(await self.r.hgetall(self.k.ledger(plan.symbol))))
+            ledger = parse_ledger(await self.r.hgetall(self.k.ledger(plan.symbol)))
         now = self.clock.now()
         view = PlanView(action=plan.action, created_at=plan.created_at,
                         expires_at=plan.expires_at, close_fraction=plan.close_fraction)  # fmt: skip

@@ -22,22 +22,25 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, TypeAlias, TypeVar
 
-from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
+from redis.exceptions import WatchError
 
 from permitchain.exchange.base import PositionInfo, SymbolFilters
 from permitchain.keys import Keys
 from permitchain.models import Result, ResultStatus, fmt_decimal
 from permitchain.position_brain.checks import Ledger, Snapshot, side_of
-from permitchain.position_brain.redis_io import Write, redis_fields, str_map, text, transact
 from permitchain.runtime.audit import add_audit
+from permitchain.store import AsyncRedis
 
+S = TypeVar("S")
+T = TypeVar("T")
+Pipe: TypeAlias = Any  # a transaction pipeline of an AsyncRedis client
+Write = Callable[[Pipe], object]  # commands to queue inside MULTI
 SNAPSHOT_TTL_S = 3600
 APPLIED_PLANS_TTL_S = 7 * 86400  # as long as the executor keeps a plan's exec record
 APPLIED_PLANS_MAX = 1000
@@ -152,13 +155,35 @@ def ledger_update(h: Mapping[str, str], result: Result, result_id: str, now: flo
     return LedgerChange(True, reason, before, after, update)
 
 
-async def apply_result(r: Redis, keys: Keys, result: Result, result_id: str) -> LedgerChange:
+async def transact(
+    r: AsyncRedis, watch: str, read: Callable[[Pipe], Awaitable[S]],
+    decide: Callable[[S], tuple[T, Write | None]],
+) -> T:  # fmt: skip
+    """Optimistic transaction on ``watch``: read, decide, write in MULTI; again on a conflict.
+    ``decide`` returns its answer and the writes to queue (None: write nothing)."""
+    async with r.pipeline(transaction=True) as pipe:
+        while True:
+            try:
+                await pipe.watch(watch)
+                answer, write = decide(await read(pipe))
+                if write is None:
+                    return answer
+                pipe.multi()
+                write(pipe)
+                await pipe.execute()
+                return answer
+            except WatchError:
+                continue
+
+
+async def apply_result(r: AsyncRedis, keys: Keys, result: Result, result_id: str) -> LedgerChange:
     """Apply one result to its symbol's ledger, once per plan, atomically (WATCH/MULTI): the
     amount, the applied plan ids and the audit entry are written together or not at all."""
     key = keys.ledger(result.symbol)
 
-    async def read(pipe: Pipeline) -> dict[str, str]:
-        return str_map(await pipe.hgetall(key))
+    async def read(pipe: Pipe) -> dict[str, str]:
+        h: dict[str, str] = await pipe.hgetall(key)
+        return h
 
     def decide(h: dict[str, str]) -> tuple[LedgerChange, Write | None]:
         change = ledger_update(h, result, result_id, time.time())
@@ -166,8 +191,8 @@ async def apply_result(r: Redis, keys: Keys, result: Result, result_id: str) -> 
         if update is None:
             return change, None
 
-        def write(pipe: Pipeline) -> None:
-            pipe.hset(key, mapping=redis_fields(update))
+        def write(pipe: Pipe) -> None:
+            pipe.hset(key, mapping=update)
             add_audit(pipe, keys, plan_id=result.plan_id, symbol=result.symbol, layer=LAYER,
                       decision="LEDGER_APPLY", reason=change.reason, context={
                           "result_id": result_id, "status": result.status.value,
@@ -184,7 +209,7 @@ def _s(d: Decimal | None) -> str | None:
     return None if d is None else fmt_decimal(d)
 
 
-async def init_ledgers(r: Redis, keys: Keys, amounts: Mapping[str, Decimal]) -> list[str]:
+async def init_ledgers(r: AsyncRedis, keys: Keys, amounts: Mapping[str, Decimal]) -> list[str]:
     """Initialise the missing ledgers among ``amounts`` from the exchange, each with an audit
     entry. Two round trips whatever the number of symbols. Returns the symbols initialised."""
     if not amounts:
@@ -211,7 +236,7 @@ async def init_ledgers(r: Redis, keys: Keys, amounts: Mapping[str, Decimal]) -> 
 
 
 async def reconcile(
-    r: Redis, keys: Keys, symbol: str, exchange_amt: Decimal, *, operator: str, note: str,
+    r: AsyncRedis, keys: Keys, symbol: str, exchange_amt: Decimal, *, operator: str, note: str,
     dry_run: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     """Set the ledger to the exchange amount on purpose, with a ``RECONCILE`` audit entry.
@@ -220,8 +245,8 @@ async def reconcile(
     has not arrived (reconciling under it may count its fill twice)."""
     key = keys.ledger(symbol)
 
-    async def read(pipe: Pipeline) -> tuple[dict[str, str], str | None]:
-        return str_map(await pipe.hgetall(key)), text(await pipe.get(keys.inflight(symbol)))
+    async def read(pipe: Pipe) -> tuple[dict[str, str], str | None]:
+        return await pipe.hgetall(key), await pipe.get(keys.inflight(symbol))
 
     def decide(
         state: tuple[dict[str, str], str | None],
@@ -239,7 +264,7 @@ async def reconcile(
         if dry_run:
             return change, None
 
-        def write(pipe: Pipeline) -> None:
+        def write(pipe: Pipe) -> None:
             now = time.time()
             pipe.hset(key, mapping={"last_known_amt": fmt_decimal(exchange_amt),
                                     "last_known_side": side_of(exchange_amt),
@@ -262,12 +287,13 @@ async def reconcile(
     return await transact(r, key, read, decide)
 
 
-async def release_claim(r: Redis, keys: Keys, symbol: str, plan_id: str) -> bool:
+async def release_claim(r: AsyncRedis, keys: Keys, symbol: str, plan_id: str) -> bool:
     """Drop the symbol's in-flight claim if (and only if) ``plan_id`` holds it."""
     key = keys.inflight(symbol)
 
-    async def read(pipe: Pipeline) -> str | None:
-        return text(await pipe.get(key))
+    async def read(pipe: Pipe) -> str | None:
+        holder: str | None = await pipe.get(key)
+        return holder
 
     def decide(holder: str | None) -> tuple[bool, Write | None]:
         if holder != plan_id:
