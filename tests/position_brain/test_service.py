@@ -125,3 +125,19 @@ def test_permits_are_signed_with_a_ttl_and_judged_once(
     assert REGISTRY.get_sample_value("p33_ledger_amt", {"symbol": "BTCUSDT"}) == 0.062
     ok = REGISTRY.get_sample_value("p33_snapshot_total", {"symbol": "BTCUSDT", "status": "ok"})
     assert (ok or 0) >= 2
+
+
+def test_no_ledger_is_initialised_from_a_stale_snapshot(
+    arun: Any, r: redis.Redis, keys: Keys, settings: Settings
+) -> None:
+    async def body(ar: Any) -> dict[str, Any]:
+        pb, _sim = brain(ar, keys, settings)
+        await ar.hset(keys.snapshot("BTCUSDT"), mapping={
+            "position_amt": "0.062", "step_size": "0.001", "min_qty": "0.001",
+            "ts_epoch": f"{time.time() - 11:.6f}"})  # fmt: skip
+        p = plan()
+        await pb.handle_plan("1-0", p.to_fields())
+        return json.loads(await ar.get(keys.permit_p33(p.plan_id)))
+
+    assert arun(body)["reason"] == "stale_exchange_state"
+    assert not r.exists(keys.ledger("BTCUSDT"))

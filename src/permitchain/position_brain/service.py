@@ -102,10 +102,12 @@ class PositionBrain:
             log.info("plan %s already has a P3.3 permit; not judged again", plan.plan_id)
             return
         snapshot, ledger = parse_snapshot(snap_h), parse_ledger(ledger_h)
-        if ledger is None and snapshot is not None and snapshot.position_amt != 0:
+        now = self.clock.now()
+        fresh = snapshot is not None and now - snapshot.ts_epoch <= self.cfg.stale_threshold_s
+        if ledger is None and fresh and snapshot is not None and snapshot.position_amt != 0:
+            # first sight of this position: the ledger starts from a fresh exchange amount
             await init_ledgers(self.r, self.k, {plan.symbol: snapshot.position_amt})
             ledger = parse_ledger(await self.r.hgetall(self.k.ledger(plan.symbol)))
-        now = self.clock.now()
         view = PlanView(action=plan.action, created_at=plan.created_at,
                         expires_at=plan.expires_at, close_fraction=plan.close_fraction)  # fmt: skip
         other = holder if holder not in (None, plan.plan_id) else None
