@@ -30,6 +30,7 @@ from permitchain.position_brain.metrics import (
 )
 from permitchain.position_brain.state import (
     SNAPSHOT_TTL_S,
+    decimal_or_none,
     init_ledgers,
     snapshot_fields,
 )
@@ -122,10 +123,11 @@ class SnapshotPoller:
             SNAPSHOTS.labels(sym, "ok" if sym in positions else "flat").inc()
             SNAPSHOT_AGE.written_at[sym] = now
             POSITION_AMT.labels(sym).set(float(amt))
-            ledger_amt = replies[3 * i + 2]
+            raw = replies[3 * i + 2]
+            ledger_amt = decimal_or_none(raw)
             if ledger_amt is not None:
-                LEDGER_AMT.labels(sym).set(float(Decimal(ledger_amt)))
-            elif amt != 0:
+                LEDGER_AMT.labels(sym).set(float(ledger_amt))
+            elif raw is None and amt != 0:
                 missing[sym] = amt
         initialised = await init_ledgers(self.r, self.k, missing)
         for sym in initialised:

@@ -50,7 +50,8 @@ ORDER_SENT = frozenset({ResultStatus.FILLED, ResultStatus.PARTIALLY_FILLED,
                         ResultStatus.UNKNOWN, ResultStatus.REJECTED})  # fmt: skip
 
 
-def _dec(v: str | None) -> Decimal | None:
+def decimal_or_none(v: str | None) -> Decimal | None:
+    """A finite Decimal, or None for a missing or unreadable value (never raises)."""
     if v is None or v == "":
         return None
     try:
@@ -89,17 +90,17 @@ def snapshot_fields(
 
 def parse_snapshot(h: Mapping[str, str]) -> Snapshot | None:
     """A snapshot with any unreadable field is no snapshot (fail closed)."""
-    amt, step = _dec(h.get("position_amt")), _dec(h.get("step_size"))
-    min_qty = _dec(h.get("min_qty"))
+    amt, step = decimal_or_none(h.get("position_amt")), decimal_or_none(h.get("step_size"))
+    min_qty = decimal_or_none(h.get("min_qty"))
     ts = _float(h.get("ts_epoch"))
     if amt is None or step is None or step <= 0 or min_qty is None or min_qty < 0 or ts is None:
         return None
     return Snapshot(position_amt=amt, ts_epoch=ts, step_size=step, min_qty=min_qty,
-                    mark_price=_dec(h.get("mark_price")))  # fmt: skip
+                    mark_price=decimal_or_none(h.get("mark_price")))  # fmt: skip
 
 
 def parse_ledger(h: Mapping[str, str]) -> Ledger | None:
-    amt = _dec(h.get("last_known_amt"))
+    amt = decimal_or_none(h.get("last_known_amt"))
     if amt is None:
         return None
     return Ledger(amt=amt, last_order_time_epoch=_float(h.get("last_order_time_epoch")))
@@ -126,7 +127,7 @@ class LedgerChange:
 
 def ledger_update(h: Mapping[str, str], result: Result, result_id: str, now: float) -> LedgerChange:
     """What applying ``result`` to the ledger hash ``h`` writes. Pure."""
-    before = _dec(h.get("last_known_amt"))
+    before = decimal_or_none(h.get("last_known_amt"))
     if result.status not in ORDER_SENT:
         return LedgerChange(False, "no_order", before, before)
     applied = _applied_plans(h.get("applied_plans"))
@@ -253,7 +254,7 @@ async def reconcile(
     ) -> tuple[dict[str, Any], Write | None]:
         h, in_flight = state
         before, epoch = h.get("last_known_amt"), int(h.get("epoch") or 0)
-        before_d = _dec(before)
+        before_d = decimal_or_none(before)
         change: dict[str, Any] = {
             "symbol": symbol, "ledger_before": before, "ledger_after": fmt_decimal(exchange_amt),
             "exchange_amt": fmt_decimal(exchange_amt),
