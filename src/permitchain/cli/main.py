@@ -180,25 +180,39 @@ def reconcile(
     symbol: str,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would change")] = False,
     reason: Annotated[str, typer.Option(help="Why (goes to the audit stream)")] = "",
+    force: Annotated[
+        bool, typer.Option("--force", help="Even while a close P3.3 allowed is in flight")
+    ] = False,
 ) -> None:
     """Set P3.3's ledger to the exchange's position on purpose (audited; new epoch)."""
 
     async def body(r: Redis, k: Keys, s: Settings) -> dict[str, Any]:
         ex = make_exchange(s, r, k)
         try:
+            known = await ex.filters([symbol])
             positions = await ex.fetch_positions([symbol])
         finally:
             await ex.close()
-        if symbol not in positions:
+        if symbol not in known and symbol not in positions:
             fail(f"{symbol}: the exchange reports no such symbol")
-        return await reconcile_ledger(r, k, symbol, positions[symbol].amt, operator=operator(),
-                                      note=reason, dry_run=dry_run)  # fmt: skip
+        amt = positions[symbol].amt if symbol in positions else Decimal(0)
+        preview = await reconcile_ledger(r, k, symbol, amt, operator=operator(), note=reason,
+                                         dry_run=True)  # fmt: skip
+        if dry_run or (preview["in_flight_plan"] and not force):
+            return preview
+        return await reconcile_ledger(r, k, symbol, amt, operator=operator(), note=reason)
 
     ch = run_async(body)
-    verb = "would set" if dry_run else "set"
+    verb = "would set" if ch["dry_run"] else "set"
     console.print(f"reconcile {symbol}: {verb} ledger {ch['ledger_before']} → "
-                  f"{ch['ledger_after']} (exchange {ch['exchange_amt']}), epoch "
-                  f"{ch['epoch_before']} → {ch['epoch_after']}")  # fmt: skip
+                  f"{ch['ledger_after']} (exchange {ch['exchange_amt']}, diff {ch['diff']}), "
+                  f"epoch {ch['epoch_before']} → {ch['epoch_after']}")  # fmt: skip
+    if ch["in_flight_plan"]:
+        msg = (f"plan {ch['in_flight_plan']} is in flight for {symbol}: its fill may not be on "
+               "the exchange or the ledger yet")  # fmt: skip
+        if not dry_run and not force:
+            fail(f"{msg}; nothing changed. Wait for its result (COOLDOWN_S) or pass --force")
+        console.print(f"[yellow]warning:[/] {msg}")
 
 
 def _set_state(state: TradingState, reason: str) -> None:

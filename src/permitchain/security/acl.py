@@ -63,8 +63,9 @@ def grants(service: str, k: Keys) -> list[Grant]:
                 Grant(("+hgetall", "+hget", "+hset", "+hsetnx", "+watch", "+unwatch", "+multi",
                        "+exec", "+exists", "+set", "+expire"),
                       (f"~{p}:position:ledger:*", f"~{p}:position:applied:*")),
-                Grant(("+set", "+get"), (f"~{p}:position:inflight:*",)),
+                Grant(("+set", "+get", "+watch", "+del"), (f"~{p}:position:inflight:*",)),
                 Grant(("+set",), (f"%W~{p}:permit:p33:{{*",)),
+                Grant(("+exists",), (f"%R~{p}:permit:p33:{{*",)),
                 Grant(("+xadd",), (f"%W~{k.permit_event_stream}",)),
                 Grant(("+get",), (f"%R~{k.trading_state}",)),
                 Grant(SIM_READ, (f"%R~{p}:sim:*",))]  # fmt: skip
