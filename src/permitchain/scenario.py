@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from redis.asyncio import Redis
-
 from permitchain.exchange.base import Exchange
 from permitchain.exit_brain.api import current_epoch, new_proposal_id, submit_proposal
 from permitchain.exit_brain.kernel import (
@@ -31,6 +29,7 @@ from permitchain.exit_brain.kernel import (
 from permitchain.keys import Keys
 from permitchain.models import Proposal, fmt_decimal, make_plan_id
 from permitchain.position_brain.state import reconcile
+from permitchain.store import AsyncRedis
 
 SYMBOL = "BTCUSDT"
 ENTRY = Decimal(100)
@@ -60,17 +59,17 @@ class Outcome:
         )
 
 
-async def seed_ledger(r: Redis, keys: Keys) -> None:
+async def seed_ledger(r: AsyncRedis, keys: Keys) -> None:
     """The demo's ledger: 0.002, as if the position grew outside the chain."""
-    await r.hset(keys.ledger(SYMBOL), mapping={  # type: ignore[misc]
+    await r.hset(keys.ledger(SYMBOL), mapping={
         "last_known_amt": fmt_decimal(LEDGER_AMT), "last_known_side": "LONG", "epoch": "0",
         "last_update_ts": f"{time.time():.6f}"})  # fmt: skip
 
 
-async def wait_snapshot(r: Redis, keys: Keys, timeout_s: float = 20.0) -> dict[str, str]:
+async def wait_snapshot(r: AsyncRedis, keys: Keys, timeout_s: float = 20.0) -> dict[str, str]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        h: dict[str, str] = await r.hgetall(keys.snapshot(SYMBOL))  # type: ignore[misc]
+        h: dict[str, str] = await r.hgetall(keys.snapshot(SYMBOL))
         if h:
             return h
         await asyncio.sleep(0.05)
@@ -78,7 +77,7 @@ async def wait_snapshot(r: Redis, keys: Keys, timeout_s: float = 20.0) -> dict[s
 
 
 async def wait_result(
-    r: Redis, keys: Keys, plan_id: str, timeout_s: float = 20.0
+    r: AsyncRedis, keys: Keys, plan_id: str, timeout_s: float = 20.0
 ) -> dict[str, str]:
     """Block on the result stream until this plan's result arrives."""
     last = "0-0"
@@ -93,7 +92,7 @@ async def wait_result(
     raise TimeoutError(f"no result for plan {plan_id} after {timeout_s}s")
 
 
-async def audit_for(r: Redis, keys: Keys, plan_id: str) -> list[dict[str, Any]]:
+async def audit_for(r: AsyncRedis, keys: Keys, plan_id: str) -> list[dict[str, Any]]:
     out = []
     for _id, f in await r.xrange(keys.decisions, "-", "+"):
         if f.get("plan_id") == plan_id:
@@ -101,18 +100,20 @@ async def audit_for(r: Redis, keys: Keys, plan_id: str) -> list[dict[str, Any]]:
     return out
 
 
-async def wait_ledger(r: Redis, keys: Keys, amt: str, timeout_s: float = 10.0) -> dict[str, str]:
+async def wait_ledger(
+    r: AsyncRedis, keys: Keys, amt: str, timeout_s: float = 10.0
+) -> dict[str, str]:
     deadline = time.monotonic() + timeout_s
     h: dict[str, str] = {}
     while time.monotonic() < deadline:
-        h = await r.hgetall(keys.ledger(SYMBOL))  # type: ignore[misc]
+        h = await r.hgetall(keys.ledger(SYMBOL))
         if h.get("last_known_amt") == amt:
             return h
         await asyncio.sleep(0.02)
     return h
 
 
-async def propose_reference(r: Redis, keys: Keys, proposal_ttl_s: int) -> tuple[Proposal, str]:
+async def propose_reference(r: AsyncRedis, keys: Keys, proposal_ttl_s: int) -> tuple[Proposal, str]:
     score = kill_score(COMPONENTS)
     action, tranche = harvest_action(R_NET, 0) or (None, 0)
     assert action is not None
@@ -139,7 +140,7 @@ def _permits(audit: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def run_scenario(
-    r: Redis, keys: Keys, exchange: Exchange, *, emit: Emit, proposal_ttl_s: int = 60
+    r: AsyncRedis, keys: Keys, exchange: Exchange, *, emit: Emit, proposal_ttl_s: int = 60
 ) -> Outcome:
     out = Outcome()
 
@@ -148,7 +149,7 @@ async def run_scenario(
         emit(name, data)
 
     snap = await wait_snapshot(r, keys)
-    ledger = await r.hgetall(keys.ledger(SYMBOL))  # type: ignore[misc]
+    ledger = await r.hgetall(keys.ledger(SYMBOL))
     step("state", {"exchange_amt": snap["position_amt"], "mark_price": snap["mark_price"],
                    "ledger_amt": ledger.get("last_known_amt"),
                    "step_size": snap["step_size"]})  # fmt: skip

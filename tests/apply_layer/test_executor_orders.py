@@ -110,7 +110,7 @@ class GatedSim(SimExchange):
 def test_resolver_racing_a_slow_order_writes_no_second_final(arun: Any, keys: Keys,
                                                               fast: Settings) -> None:  # fmt: skip
     """The resolver looks while the order call is still out: nothing on the exchange yet, so
-    a provisional unknown; the live call then fills and writes the one final result."""
+    the plan goes unknown (no result); the live call then fills and writes the one result."""
     plan = plan_for(10)
 
     async def body(r: Redis) -> Any:
@@ -125,8 +125,7 @@ def test_resolver_racing_a_slow_order_writes_no_second_final(arun: Any, keys: Ke
             return await b.results(plan.plan_id), await b.fills(), await b.exec_record(plan.plan_id)
 
     results, fills, rec = arun(body)
-    assert [(r["status"], r["executed"]) for r in results] == [("unknown", "false"),
-                                                               ("filled", "true")]  # fmt: skip
+    assert [(r["status"], r["executed"]) for r in results] == [("filled", "true")]
     assert len(fills) == 1 and rec["state"] == "filled"
 
 
@@ -223,19 +222,18 @@ def test_periodic_resolver_finishes_an_order_filled_later(arun: Any, keys: Keys,
         async with Bench(r, keys, fast) as b:
             await b.sim.set_fault(order_mode="new")
             await b.run(plan)
-            (provisional,) = await b.results(plan.plan_id)
-            last = (await r.xinfo_stream(keys.result_stream))["last-generated-id"]
+            before = await b.results(plan.plan_id)
             await r.hset(keys.sim_order(SYM, f"pc-{plan.plan_id}"),  # type: ignore[misc]
                          mapping={"status": "FILLED", "filled_qty": "0.01"})  # fmt: skip
             b.ex.resolver.grace_s, b.ex.resolver.every_s = 0.0, 0.02
             stop = asyncio.Event()
             task = asyncio.create_task(b.ex.resolver.run(stop))
-            got = await r.xread({keys.result_stream: last}, block=5000)  # the resolver's result
+            got = await r.xread({keys.result_stream: "0-0"}, block=5000)  # the resolver's result
             stop.set()
             await task
-            return provisional, [f for _s, entries in got for _i, f in entries]
+            return before, [f for _s, entries in got for _i, f in entries]
 
-    provisional, later = arun(body)
-    assert provisional["status"] == "unknown"
+    before, later = arun(body)
+    assert before == []  # NEW: no result yet
     assert [(f["status"], f["filled_qty"], f["executed"]) for f in later] == [
         ("filled", "0.01", "true")]  # fmt: skip

@@ -238,8 +238,8 @@ def test_quantity_above_position_is_rejected_by_reduce_only(arun: Any, keys: Key
 
 
 def test_exchange_unknown_then_resolved(arun: Any, keys: Keys, fast: Settings) -> None:
-    """Timeout, nothing on the exchange: a provisional unknown result, never a re-send; the
-    resolver later writes the final result once."""
+    """Timeout, nothing on the exchange: the plan waits in state unknown (no result, never a
+    re-send); the resolver writes its one result: a final unknown once it gives up."""
     plan = plan_for(10)
 
     async def body(r: Redis) -> Any:
@@ -249,18 +249,18 @@ def test_exchange_unknown_then_resolved(arun: Any, keys: Keys, fast: Settings) -
             first = await b.results(plan.plan_id)
             state = (await b.exec_record(plan.plan_id))["state"]
             await b.sim.clear_faults()
-            b.ex.resolver.missing_final_s = 3600
+            b.ex.resolver.give_up_s = 3600
             assert await b.ex.resolver.resolve_due(float("inf")) == 1  # still nothing: waits
-            b.ex.resolver.missing_final_s = 0
+            waiting = await b.results(plan.plan_id)
+            b.ex.resolver.give_up_s = 0
             await b.ex.resolver.resolve_due(float("inf"))
             await b.ex.resolver.resolve_due(float("inf"))  # nothing left: no second result
-            return first, state, await b.results(plan.plan_id), await b.fills()
+            return first, state, waiting, await b.results(plan.plan_id), await b.fills()
 
-    first, state, results, fills = arun(body)
-    assert [(r["status"], r["reason"]) for r in first] == [("unknown", "exchange_unknown")]
-    assert first[0]["executed"] == "false" and state == "unknown"
-    assert [(r["status"], r["reason"]) for r in results] == [
-        ("unknown", "exchange_unknown"), ("rejected", "exchange_unknown")]  # fmt: skip
+    first, state, waiting, results, fills = arun(body)
+    assert first == [] and waiting == [] and state == "unknown"
+    assert [(r["status"], r["reason"], r["executed"]) for r in results] == [
+        ("unknown", "exchange_unknown", "false")]  # fmt: skip
     assert fills == []
 
 
@@ -271,7 +271,7 @@ def test_order_still_new_is_unknown_until_filled(arun: Any, keys: Keys, fast: Se
         async with Bench(r, keys, fast) as b:
             await b.sim.set_fault(order_mode="new")
             await b.run(plan)
-            first = await b.results(plan.plan_id)
+            first = await b.results(plan.plan_id), await b.exec_record(plan.plan_id)
             await b.ex.resolver.resolve_due(float("inf"))  # still NEW: nothing new
             # the exchange fills the order later
             order_key = keys.sim_order("BTCUSDT", f"pc-{plan.plan_id}")
@@ -281,10 +281,10 @@ def test_order_still_new_is_unknown_until_filled(arun: Any, keys: Keys, fast: Se
             await b.ex.resolver.resolve_due(float("inf"))
             return first, await b.results(plan.plan_id), await b.exec_record(plan.plan_id)
 
-    first, results, rec = arun(body)
-    assert [(r["status"], r["executed"]) for r in first] == [("unknown", "false")]
+    (first, first_rec), results, rec = arun(body)
+    assert first == [] and first_rec["state"] == "unknown"  # never reported filled while NEW
     assert [(r["status"], r["executed"], r["filled_qty"]) for r in results] == [
-        ("unknown", "false", "0"), ("filled", "true", "0.01")]  # fmt: skip
+        ("filled", "true", "0.01")]  # fmt: skip
     assert rec["state"] == "filled"
     assert not arun(lambda r: r.zscore(f"{keys.prefix}:apply:exec_open", plan.plan_id))
 

@@ -29,8 +29,8 @@ def test_metric_names_and_labels(arun: Any, keys: Keys, settings: Settings) -> N
     text = generate_latest(REGISTRY).decode()
     for needle in (
         'apply_plans_total{decision="SKIP",reason="hold_action",symbol="BTCUSDT"}',
-        'apply_permit_wait_seconds_bucket{le="0.5",outcome="ok"}',
+        'apply_permit_wait_seconds_bucket{le="0.5"}',
         "apply_chain_latency_seconds_count ",
-        'apply_executions_total{reason="ok",status="filled"}',
+        'apply_executions_total{reason="ok",status="filled",symbol="BTCUSDT"}',
     ):
         assert needle in text, needle

@@ -31,15 +31,18 @@ def order(status: OrderStatus, filled: str) -> OrderInfo:
     ],
 )
 def test_judge(status: OrderStatus, filled: str, expected: tuple[ResultStatus, str, bool]) -> None:
-    o = judge(order(status, filled), "", missing_is_final=False)
+    o = judge(order(status, filled), "", give_up=False)
     assert (o.status, o.reason, o.final) == expected
 
 
-def test_missing_order_is_unknown_until_told_final() -> None:
-    assert judge(None, "", missing_is_final=False).status is ResultStatus.UNKNOWN
-    final = judge(None, "", missing_is_final=True)
-    assert (final.status, final.reason, final.final) == (
-        ResultStatus.REJECTED, "exchange_unknown", True)  # fmt: skip
+def test_no_final_answer_is_unknown_and_final_only_on_give_up() -> None:
+    for o in (None, order(OrderStatus.NEW, "0")):
+        waiting, given_up = judge(o, "", give_up=False), judge(o, "", give_up=True)
+        assert (waiting.status, waiting.final) == (ResultStatus.UNKNOWN, False)
+        assert (given_up.status, given_up.reason, given_up.final) == (
+            ResultStatus.UNKNOWN, "exchange_unknown", True)  # fmt: skip
+    assert judge(order(OrderStatus.FILLED, "0.046"), "", give_up=True).status is (
+        ResultStatus.FILLED)  # fmt: skip
 
 
 def test_result_quantities_come_from_the_fill() -> None:
@@ -47,11 +50,11 @@ def test_result_quantities_come_from_the_fill() -> None:
                      qty=Decimal("0.046"), close=True, position_amt=Decimal("0.062"),
                      stop_price=None, proposal_ts=100.0, permit_wait_ms=Decimal(3))  # fmt: skip
     o = order(OrderStatus.CANCELED, "0.02")
-    res = make_result(sub, o, judge(o, "", missing_is_final=False), "", 100.5)
+    res = make_result(sub, o, judge(o, "", give_up=False), "", 100.5)
     assert (res.status, res.executed, res.filled_qty, res.requested_qty) == (
         ResultStatus.PARTIALLY_FILLED, True, Decimal("0.02"), Decimal("0.046"))  # fmt: skip
     assert res.reduce_only and res.chain_latency_ms == Decimal(500)
     assert Submission.from_fields(sub.plan_id, sub.to_fields()) == sub
     still_new = order(OrderStatus.NEW, "0")
-    res = make_result(sub, still_new, judge(still_new, "", missing_is_final=False), "", 101)
+    res = make_result(sub, still_new, judge(still_new, "", give_up=False), "", 101)
     assert (res.status, res.executed) == (ResultStatus.UNKNOWN, False)

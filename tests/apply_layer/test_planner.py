@@ -55,7 +55,7 @@ def test_rules(change: dict[str, Any], expected: tuple[str, str]) -> None:
 
 
 @pytest.mark.parametrize("missing", ["kill_score", "position_epoch", "tranche", "ts_epoch",
-                                     "action", "new_sl", "schema"])  # fmt: skip
+                                     "action", "proposal_id", "schema"])  # fmt: skip
 def test_a_missing_field_is_a_skip_never_a_guess(missing: str) -> None:
     f = fields()
     del f[missing]

@@ -5,9 +5,9 @@ a compare-and-set on the state that publishes the move's result and audit entry 
 atomic step, so a crash can never leave a moved state without its result, or a result twice.
 
 States (docs/apply-layer.md): ``permitted → submitted → filled | rejected | unknown``,
-``unknown → filled | rejected``, ``permitted → blocked | dry_run``, and ``blocked`` written by
-the consume or block script. Guards: ``result_id`` (the final result, once) and
-``unknown_result_id`` (the provisional ``unknown`` result, once).
+``unknown → filled | rejected`` (or a final ``unknown``), ``permitted → blocked | dry_run``,
+and ``blocked`` written by the consume or block script. Guard: ``result_id`` (the plan's one
+result, set to its entry id: a plan has exactly one result).
 """
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ from permitchain.scripts import Scripts
 EXEC_TTL_S = 7 * 86400
 RESULT_MAXLEN = 100_000
 FINAL_GUARD = "result_id"
-UNKNOWN_GUARD = "unknown_result_id"
 LAYER = "executor"
 
 EXEC_STATUS = Counter(
-    "apply_executions_total", "Results written by the executor", ["status", "reason"]
-)
+    "apply_executions_total", "Results written by the executor (one per plan)",
+    ["symbol", "status", "reason"],
+)  # fmt: skip
 CHAIN_LATENCY = Histogram(
     "apply_chain_latency_seconds", "Proposal created → result on the stream",
     buckets=(0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
@@ -101,10 +101,10 @@ class ExecStore:
         return bool(int(res[0])), str(res[1])
 
     async def publish(
-        self, result: Result, *, from_states: Iterable[str], to: str, final: bool = True,
+        self, result: Result, *, from_states: Iterable[str], to: str,
         fields: Mapping[str, str] | None = None, context: Mapping[str, Any] | None = None,
     ) -> bool:  # fmt: skip
-        """Move to ``to`` and publish ``result`` with its audit entry, once per guard."""
+        """Move to ``to`` and publish the plan's one ``result`` with its audit entry."""
         audit = audit_fields(
             plan_id=result.plan_id, symbol=result.symbol, layer=LAYER,
             decision="EXECUTED" if result.executed else result.status.value.upper(),
@@ -114,13 +114,12 @@ class ExecStore:
         state_fields = {"reason": result.reason, "filled_qty": result.to_fields()["filled_qty"],
                         "order_id": result.order_id, **(fields or {})}  # fmt: skip
         moved, _ = await self.move(
-            result.plan_id, from_states=from_states, to=to, fields=state_fields,
-            index="rem" if final else "keep", guard=FINAL_GUARD if final else UNKNOWN_GUARD,
-            result=result, audit=audit,
+            result.plan_id, from_states=from_states, to=to, fields=state_fields, index="rem",
+            guard=FINAL_GUARD, result=result, audit=audit,
         )  # fmt: skip
         if moved:
-            EXEC_STATUS.labels(result.status.value, result.reason).inc()
-            if final and result.chain_latency_ms > 0:
+            EXEC_STATUS.labels(result.symbol, result.status.value, result.reason).inc()
+            if result.chain_latency_ms > 0:
                 CHAIN_LATENCY.observe(float(result.chain_latency_ms) / 1000)
         return moved
 

@@ -55,7 +55,7 @@ RECOVERED_UNSENT = "recovered_unsent"
 WAIT_VERDICTS = {"missing_governor", "missing_p33", "missing_both"}
 
 PERMIT_WAIT = Histogram(
-    "apply_permit_wait_seconds", "Plan read → both permits consumed, or blocked", ["outcome"],
+    "apply_permit_wait_seconds", "Plan read → both permits consumed, or blocked",
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 1.5, 2.5),
 )  # fmt: skip
 
@@ -183,7 +183,7 @@ class Executor:
         log.info("[PERMIT_WAIT] BLOCK plan=%s reason=%s gov_ttl=%d p33_ttl=%d", plan.plan_id,
                  reason, gov_ttl, p33_ttl)  # fmt: skip
         if wait_s > 0:  # not for blocks written again on a redelivery
-            PERMIT_WAIT.labels("blocked").observe(wait_s)
+            PERMIT_WAIT.observe(wait_s)
         result = Result(
             plan_id=plan.plan_id, symbol=plan.symbol, executed=False,
             status=ResultStatus.BLOCKED, reason=reason, error=detail[:500],
@@ -250,7 +250,7 @@ class Executor:
         )  # fmt: skip
         log.info("[PERMIT_WAIT] OK plan=%s wait_ms=%d safe_qty=%s", plan.plan_id,
                  round(wait_s * 1000), fmt_decimal(sub.qty))  # fmt: skip
-        PERMIT_WAIT.labels("ok").observe(wait_s)
+        PERMIT_WAIT.observe(wait_s)
         # One order per symbol at a time; a plan queued behind its symbol holds no slot.
         async with self.symbol_locks[plan.symbol], self.slots:
             if await self.halted():

@@ -98,22 +98,19 @@ class Outcome:
     final: bool
 
 
-def judge(order: OrderInfo | None, error_reason: str, *, missing_is_final: bool) -> Outcome:
+def judge(order: OrderInfo | None, error_reason: str, *, give_up: bool) -> Outcome:
     """The exchange's answer as a result status. An order still NEW (or partly filled and
-    still open) is ``unknown``, never filled; a missing order is final only when told so."""
+    still open), or not found, is not final: the plan waits in state ``unknown`` for the
+    resolver. Only when told to give up is it final ``unknown`` — never filled."""
     if error_reason == EXCHANGE_REJECTED:
         return Outcome(ResultStatus.REJECTED, EXCHANGE_REJECTED, True)
-    if order is None:
-        if missing_is_final:
-            return Outcome(ResultStatus.REJECTED, EXCHANGE_UNKNOWN, True)
-        return Outcome(ResultStatus.UNKNOWN, EXCHANGE_UNKNOWN, False)
-    if order.status is OrderStatus.FILLED:
+    if order is not None and order.status is OrderStatus.FILLED:
         return Outcome(ResultStatus.FILLED, "ok", True)
-    if order.status in FINAL_ORDER:
+    if order is not None and order.status in FINAL_ORDER:
         if order.filled_qty > 0:
             return Outcome(ResultStatus.PARTIALLY_FILLED, "ok", True)
         return Outcome(ResultStatus.REJECTED, EXCHANGE_REJECTED, True)
-    return Outcome(ResultStatus.UNKNOWN, EXCHANGE_UNKNOWN, False)
+    return Outcome(ResultStatus.UNKNOWN, EXCHANGE_UNKNOWN, give_up)
 
 
 def make_result(sub: Submission, order: OrderInfo | None, outcome: Outcome, error: str,
@@ -170,27 +167,34 @@ class OrderDesk:
 
     async def conclude(
         self, sub: Submission, order: OrderInfo | None, error_reason: str, error: str, *,
-        from_state: str, missing_is_final: bool = False, context: dict[str, Any] | None = None,
+        from_state: str, give_up: bool = False, context: dict[str, Any] | None = None,
     ) -> bool:  # fmt: skip
-        """Judge the answer, place the stop when the plan has one, publish the result.
-        Returns False when nothing was written (another writer won, or still unknown)."""
+        """Judge the answer, place the stop when the plan has one, publish the plan's one
+        result. An answer that is not final yet moves ``submitted → unknown`` (no result: the
+        resolver writes it later). Returns False when another writer got there first."""
         if sub.close:
-            outcome = judge(order, error_reason, missing_is_final=missing_is_final)
+            outcome = judge(order, error_reason, give_up=give_up)
         else:
             order, outcome, error = await self.place_stop(sub, sub.qty)
-        if not outcome.final and from_state == "unknown":
-            return False  # already reported unknown; the resolver keeps looking
-        if sub.close and outcome.final and outcome.status is not ResultStatus.REJECTED:
+        if not outcome.final:
+            if from_state != "submitted":
+                return False  # already unknown; the resolver keeps looking
+            moved, _ = await self.store.move(
+                sub.plan_id, from_states=("submitted",), to="unknown",
+                fields={"reason": EXCHANGE_UNKNOWN, "detail": error[:500]},
+            )  # fmt: skip
+            log.warning("[EXEC] plan=%s order %s outcome unknown: the resolver looks it up",
+                        sub.plan_id, sub.client_order_id)  # fmt: skip
+            return moved
+        if sub.close and outcome.status in (ResultStatus.FILLED, ResultStatus.PARTIALLY_FILLED):
             filled = order.filled_qty if order is not None else Decimal(0)
             if sub.stop_price is not None and sub.position_amt - filled > 0:
                 _o, _sl, sl_error = await self.place_stop(sub, sub.position_amt - filled)
                 error = error or sl_error
         result = make_result(sub, order, outcome, error, self.clock.now())
-        state = STATE_OF.get(outcome.status, "filled")
         # A final answer may also close a plan the resolver meanwhile marked unknown.
-        froms = (from_state, "unknown") if outcome.final else (from_state,)
         return await self.store.publish(
-            result, from_states=froms, to=state, final=outcome.final,
+            result, from_states=(from_state, "unknown"), to=STATE_OF[outcome.status],
             context={"client_order_id": result.client_order_id, **(context or {})},
         )  # fmt: skip
 

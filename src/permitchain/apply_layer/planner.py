@@ -6,8 +6,9 @@ unknown action → ``unknown_action``; symbol outside the allowlist → ``not_in
 proposal older than ``PROPOSAL_TTL_S`` → ``proposal_expired``; ``HOLD`` → ``hold_action``;
 ``UPDATE_SL`` without a stop price → ``invalid_proposal``; kill score below
 ``KILL_SCORE_THRESHOLD`` → ``below_kill_score_threshold``. Otherwise EXECUTE. Nothing is
-guessed: a field the contract lists must be present (empty is allowed only for ``new_sl`` and
-``r_net``), or the proposal is a SKIP.
+guessed: every field the decision or the plan's identity is made of must be present
+(``REQUIRED_FIELDS``; a missing ``position_epoch`` is never taken as 0), or the proposal is a
+SKIP.
 
 ``plan_id`` comes from the decision's identity (symbol, action, position epoch, tranche),
 never from a clock, so the same proposal twice is the same plan. A SKIP carries its reason
@@ -23,7 +24,6 @@ from permitchain.errors import ContractError
 from permitchain.models import (
     CLOSE_FRACTION,
     CLOSE_STEP,
-    PROPOSAL_FIELDS,
     Action,
     Plan,
     PlanDecision,
@@ -43,8 +43,10 @@ PROPOSAL_EXPIRED = "proposal_expired"
 INVALID_PROPOSAL = "invalid_proposal"
 PLAN_OK = "plan_ok"
 
-#: Fields a proposal must carry (DESIGN.md §2); ``source`` alone may be absent.
-REQUIRED_FIELDS = tuple(f for f in PROPOSAL_FIELDS if f != "source")
+#: Fields the decision and the plan's identity are made of: a proposal must carry them all.
+#: The kill-score components, ``new_sl``, ``r_net`` and ``source`` inform; absent means none.
+REQUIRED_FIELDS = ("proposal_id", "symbol", "action", "kill_score", "position_epoch", "tranche",
+                   "ts_epoch")  # fmt: skip
 MAX_FUTURE_S = 5.0  # clock skew tolerated on a proposal's ts_epoch
 
 

@@ -4,8 +4,10 @@ re-sending.
 An exec record in ``submitted`` (a crash between the order and its result, or a slow order
 still in flight elsewhere) or ``unknown`` (the order was NEW, or a lookup found nothing yet)
 is listed in the open index. The resolver looks each one up by client order id and writes
-the plan's final result once (the state move and the result are one atomic step, so it can
-race the live path or another resolver safely). On start, every open plan is resolved at once
+the plan's one result when the exchange has a final answer (the state move and the result
+are one atomic step, so it can race the live path or another resolver safely). After
+``give_up_s`` without one, the result is a final ``unknown`` (never filled): P3.3's quantity
+check then stops the symbol until someone reconciles. On start, every open plan is resolved at once
 (``recover_all``); afterwards a periodic pass takes those older than ``grace_s``.
 """
 
@@ -15,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 
-from permitchain.apply_layer.exec_store import ExecStore
+from permitchain.apply_layer.exec_store import FINAL_GUARD, ExecStore
 from permitchain.apply_layer.orders import OrderDesk, Submission
 from permitchain.errors import ContractError, ExchangeError
 from permitchain.exchange.base import Exchange
@@ -28,19 +30,19 @@ OPEN_STATES = ("submitted", "unknown")
 
 class Resolver:
     def __init__(self, store: ExecStore, desk: OrderDesk, exchange: Exchange, clock: Clock, *,
-                 grace_s: float = 5.0, missing_final_s: float = 120.0,
+                 grace_s: float = 5.0, give_up_s: float = 120.0,
                  every_s: float = 2.0) -> None:  # fmt: skip
         self.store, self.desk, self.ex, self.clock = store, desk, exchange, clock
         self.grace_s = grace_s  # leave a young submit to the live path that sent it
-        self.missing_final_s = missing_final_s  # an order not found this long after submit
-        self.every_s = every_s  #                 never reached the exchange
+        self.give_up_s = give_up_s  # no final answer this long after submit: final unknown
+        self.every_s = every_s
 
     async def resolve(self, plan_id: str) -> str:
         """Look the plan's order up and write its final result if there is one now.
         Returns the exec state after."""
         h = await self.store.get(plan_id)
         state = h.get("state", "none")
-        if state not in OPEN_STATES:
+        if state not in OPEN_STATES or FINAL_GUARD in h:  # decided: nothing to look up
             await self.store.forget(plan_id)
             return state
         try:
@@ -56,16 +58,15 @@ class Resolver:
                 log.warning("[RECOVER] plan=%s lookup failed: %s", plan_id, e)
                 return state
         age = self.clock.now() - float(h.get("submitted_at") or 0)
-        missing_final = age >= self.missing_final_s
-        error = "" if order else f"no order {sub.client_order_id} on the exchange after {age:.0f}s"
+        give_up = age >= self.give_up_s
+        error = f"no final answer for {sub.client_order_id} after {age:.0f}s" if give_up else ""
         moved = await self.desk.conclude(
-            sub, order, "", error if missing_final else "", from_state=state,
-            missing_is_final=missing_final, context={"recovered": True},
-        )  # fmt: skip
+            sub, order, "", error, from_state=state, give_up=give_up, context={"recovered": True}
+        )
         after = (await self.store.get(plan_id)).get("state", "none") if moved else state
         if moved:
-            log.warning("[RECOVER] plan=%s resolved from the exchange by client order id: %s",
-                        plan_id, after)  # fmt: skip
+            log.warning("[RECOVER] plan=%s looked up by client order id: state %s", plan_id,
+                        after)  # fmt: skip
         return after
 
     async def resolve_due(self, submitted_before: float) -> int:

@@ -1,4 +1,4 @@
-"""What every command needs: settings, a Redis client, a console, clean errors."""
+"""What every command needs: settings, a AsyncRedis client, a console, clean errors."""
 
 from __future__ import annotations
 
@@ -8,14 +8,13 @@ from collections.abc import Awaitable, Callable
 from typing import NoReturn, TypeVar
 
 import typer
-from redis.asyncio import Redis
 from rich.console import Console
 
 from permitchain.chain import url_file
 from permitchain.errors import ConfigError, PermitchainError
 from permitchain.keys import Keys
 from permitchain.settings import Settings, load_settings
-from permitchain.store import REDIS_FAULTS, async_client
+from permitchain.store import REDIS_FAULTS, AsyncRedis, async_client
 
 console = Console()
 err_console = Console(stderr=True)
@@ -51,8 +50,8 @@ def operator() -> str:
         return "unknown"
 
 
-def run_async(fn: Callable[[Redis, Keys, Settings], Awaitable[T]]) -> T:
-    """Run one async command body with a client; Redis faults become a clean error."""
+def run_async(fn: Callable[[AsyncRedis, Keys, Settings], Awaitable[T]]) -> T:
+    """Run one async command body with a client; AsyncRedis faults become a clean error."""
     s = settings()
     url = redis_url(s)
 

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import time
 
-from redis.asyncio import Redis
-
 from permitchain.governor.policy import TradingState, parse_trading_state
 from permitchain.keys import Keys
 from permitchain.runtime.audit import AUDIT_MAXLEN, audit_fields
 from permitchain.settings import Settings
+from permitchain.store import AsyncRedis
 
 
 async def set_trading_state(
-    r: Redis, keys: Keys, _s: Settings, state: TradingState, *, reason: str, operator: str
+    r: AsyncRedis, keys: Keys, _s: Settings, state: TradingState, *, reason: str, operator: str
 ) -> tuple[TradingState, TradingState]:
     before = parse_trading_state(await r.get(keys.trading_state))
     pipe = r.pipeline(transaction=False)

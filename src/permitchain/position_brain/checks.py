@@ -1,20 +1,27 @@
 """The six P3.3 checks (DESIGN.md §5). Pure: data and clock in, decision out.
 
-In order, the first that fails decides:
+Before them, the plan itself: an unknown action (or ``HOLD``, which closes nothing) is refused
+``unknown_action``; a plan whose ``close_fraction`` disagrees with its action is refused
+``invalid_plan`` (the quantity always comes from the action, never from the plan's field); a plan
+older than ``PLAN_MAX_AGE_S`` or past its ``expires_at`` is refused ``plan_expired``.
 
-1. snapshot missing → ``no_exchange_snapshot``; older than ``STALE_THRESHOLD_S`` →
-   ``stale_exchange_state``
+Then in order, the first that fails decides:
+
+1. snapshot missing → ``no_exchange_snapshot``; older than ``STALE_THRESHOLD_S`` (or from the
+   future by as much) → ``stale_exchange_state``
 2. |position_amt| below the symbol's minimum quantity → ``no_position``
 3. ledger side ≠ exchange side → ``reconcile_required_side_mismatch``
 4. |exchange − ledger| > max(``POSITION_TOLERANCE``, ``QTY_TOLERANCE_PCT`` % of |exchange|) →
    ``reconcile_required_qty_mismatch``
-5. last order (or last allow still in flight) less than ``COOLDOWN_S`` ago → ``cooldown_in_flight``
+5. last order less than ``COOLDOWN_S`` ago, or another plan's close still in flight →
+   ``cooldown_in_flight``
 6. safe_close_qty = min(fraction × |exchange|, |exchange|) rounded DOWN to the step; below the
    minimum quantity → ``below_min_qty``, except that closing the whole remaining position is
    always allowed.
 
-Before them: an unknown action is refused (``unknown_action``) and a plan older than
-``PLAN_MAX_AGE_S`` is refused (``plan_expired``).
+Boundaries: "older than" and "more than" are strict (an age of exactly ``STALE_THRESHOLD_S``
+and a diff of exactly the tolerance pass); the cooldown holds while less than ``COOLDOWN_S``
+has passed.
 """
 
 from __future__ import annotations
@@ -35,9 +42,13 @@ COOLDOWN_IN_FLIGHT = "cooldown_in_flight"
 BELOW_MIN_QTY = "below_min_qty"
 PLAN_EXPIRED = "plan_expired"
 UNKNOWN_ACTION = "unknown_action"
+INVALID_PLAN = "invalid_plan"
 OK = "ok"
 
 PosSide = Literal["LONG", "SHORT", "NONE"]
+
+#: Share of the position each action closes. UPDATE_SL covers the whole position with its stop.
+ACTION_FRACTION: dict[Action, Decimal] = {**CLOSE_FRACTION, Action.UPDATE_SL: Decimal(1)}
 
 
 def side_of(amt: Decimal) -> PosSide:
@@ -57,6 +68,16 @@ class Snapshot:
 class Ledger:
     amt: Decimal  # signed
     last_order_time_epoch: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PlanView:
+    """What the checks need of a plan."""
+
+    action: str
+    created_at: float
+    expires_at: float | None = None
+    close_fraction: Decimal | None = None  # as the plan states it; checked against the action
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,61 +104,79 @@ def tolerance(exchange_amt: Decimal, cfg: CheckConfig) -> Decimal:
 
 
 def safe_close_qty(action: Action, position_amt: Decimal, step: Decimal) -> Decimal:
-    """The quantity to close, rounded down to ``step``. UPDATE_SL covers the whole position."""
+    """The quantity to close, rounded down to ``step``; never more than the position."""
     size = abs(position_amt)
-    fraction = CLOSE_FRACTION.get(action, Decimal(1))
-    return round_down(min(fraction * size, size), step)
+    return round_down(min(ACTION_FRACTION[action] * size, size), step)
+
+
+def _plan_refusal(plan: PlanView, cfg: CheckConfig, now: float) -> P33Decision | None:
+    if plan.action not in Action.__members__ or Action(plan.action) not in ACTION_FRACTION:
+        return P33Decision(False, UNKNOWN_ACTION, {"action": plan.action})
+    act = Action(plan.action)
+    expected = CLOSE_FRACTION.get(act, Decimal(0))
+    if plan.close_fraction is not None and plan.close_fraction != expected:
+        return P33Decision(False, INVALID_PLAN, {
+            "action": plan.action, "close_fraction": fmt_decimal(plan.close_fraction),
+            "expected_close_fraction": fmt_decimal(expected)})  # fmt: skip
+    age = now - plan.created_at
+    if age > cfg.plan_max_age_s or (plan.expires_at is not None and now > plan.expires_at):
+        return P33Decision(False, PLAN_EXPIRED, {"age_s": round(age, 3),
+                                                "max_age_s": cfg.plan_max_age_s})  # fmt: skip
+    return None
 
 
 def evaluate(
-    *, action: str, plan_created_at: float, snapshot: Snapshot | None, ledger: Ledger | None,
-    cfg: CheckConfig, now: float,
+    *, plan: PlanView, snapshot: Snapshot | None, ledger: Ledger | None, cfg: CheckConfig,
+    now: float, in_flight_plan: str | None = None,
 ) -> P33Decision:  # fmt: skip
-    if action not in Action.__members__ or action == Action.HOLD:
-        return P33Decision(False, UNKNOWN_ACTION, {"action": action})
-    act = Action(action)
-    if now - plan_created_at > cfg.plan_max_age_s:
-        return P33Decision(False, PLAN_EXPIRED, {"age_s": round(now - plan_created_at, 3),
-                                                "max_age_s": cfg.plan_max_age_s})  # fmt: skip
+    """Judge one plan. ``ledger`` None means "not yet initialised": the exchange amount stands
+    in for it (the runner initialises it from the same snapshot). ``in_flight_plan``: another
+    plan's close allowed for this symbol and not yet resolved."""
+    refused = _plan_refusal(plan, cfg, now)
+    if refused is not None:
+        return refused
+    act = Action(plan.action)
     # 1. snapshot present and fresh
     if snapshot is None:
         return P33Decision(False, NO_EXCHANGE_SNAPSHOT)
-    age = Decimal(str(round(max(0.0, now - snapshot.ts_epoch), 3)))
-    if now - snapshot.ts_epoch > cfg.stale_threshold_s:
+    raw_age = now - snapshot.ts_epoch
+    age = Decimal(str(round(max(0.0, raw_age), 3)))
+    if abs(raw_age) > cfg.stale_threshold_s:
         return P33Decision(False, STALE_EXCHANGE_STATE,
-                           {"snapshot_age_sec": str(age),
+                           {"snapshot_age_sec": fmt_decimal(Decimal(str(round(raw_age, 3)))),
                             "threshold_s": cfg.stale_threshold_s}, snapshot_age_s=age)  # fmt: skip
     ex = snapshot.position_amt
+
+    def deny(reason: str, ctx: dict[str, Any]) -> P33Decision:
+        return P33Decision(False, reason, ctx, snapshot_age_s=age)
+
     # 2. a position to close
-    if abs(ex) < snapshot.min_qty or ex == 0:
-        return P33Decision(False, NO_POSITION, {"exchange_amt": fmt_decimal(ex),
-                                               "min_qty": fmt_decimal(snapshot.min_qty)},
-                           snapshot_age_s=age)  # fmt: skip
+    if ex == 0 or abs(ex) < snapshot.min_qty:
+        return deny(NO_POSITION, {"exchange_amt": fmt_decimal(ex),
+                                  "min_qty": fmt_decimal(snapshot.min_qty)})  # fmt: skip
     led = ledger.amt if ledger is not None else ex
-    ctx = {"exchange_amt": fmt_decimal(ex), "ledger_amt": fmt_decimal(led)}
+    ctx: dict[str, Any] = {"exchange_amt": fmt_decimal(ex), "ledger_amt": fmt_decimal(led)}
     # 3. same side
     if side_of(led) != side_of(ex):
-        return P33Decision(False, SIDE_MISMATCH, {**ctx, "exchange_side": side_of(ex),
-                                                 "ledger_side": side_of(led)},
-                           snapshot_age_s=age)  # fmt: skip
+        return deny(SIDE_MISMATCH, {**ctx, "exchange_side": side_of(ex),
+                                    "ledger_side": side_of(led)})  # fmt: skip
     # 4. same size within tolerance
     diff, tol = abs(ex - led), tolerance(ex, cfg)
     if diff > tol:
-        return P33Decision(False, QTY_MISMATCH, {**ctx, "diff": fmt_decimal(diff),
-                                                "tolerance": fmt_decimal(tol)},
-                           snapshot_age_s=age)  # fmt: skip
-    # 5. cooldown
+        return deny(QTY_MISMATCH, {**ctx, "diff": fmt_decimal(diff), "tolerance": fmt_decimal(tol)})
+    # 5. cooldown: a recent order, or another plan's close still in flight
     last = ledger.last_order_time_epoch if ledger is not None else None
     if last is not None and now - last < cfg.cooldown_s:
-        return P33Decision(False, COOLDOWN_IN_FLIGHT,
-                           {**ctx, "since_last_order_s": round(now - last, 3),
-                            "cooldown_s": cfg.cooldown_s}, snapshot_age_s=age)  # fmt: skip
+        return deny(COOLDOWN_IN_FLIGHT, {**ctx, "since_last_order_s": round(now - last, 3),
+                                         "cooldown_s": cfg.cooldown_s})  # fmt: skip
+    if in_flight_plan is not None:
+        return deny(COOLDOWN_IN_FLIGHT, {**ctx, "in_flight_plan": in_flight_plan,
+                                         "cooldown_s": cfg.cooldown_s})  # fmt: skip
     # 6. safe close quantity
     qty = safe_close_qty(act, ex, snapshot.step_size)
     full = qty == abs(ex)
     if qty <= 0 or (qty < snapshot.min_qty and not full):
-        return P33Decision(False, BELOW_MIN_QTY, {**ctx, "safe_close_qty": fmt_decimal(qty),
-                                                 "min_qty": fmt_decimal(snapshot.min_qty),
-                                                 "step_size": fmt_decimal(snapshot.step_size)},
-                           snapshot_age_s=age)  # fmt: skip
+        return deny(BELOW_MIN_QTY, {**ctx, "safe_close_qty": fmt_decimal(qty),
+                                    "min_qty": fmt_decimal(snapshot.min_qty),
+                                    "step_size": fmt_decimal(snapshot.step_size)})  # fmt: skip
     return P33Decision(True, OK, {**ctx, "safe_close_qty": fmt_decimal(qty)}, qty, side_of(ex), age)

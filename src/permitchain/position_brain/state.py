@@ -1,36 +1,57 @@
 """P3.3's Redis state: exchange snapshots, the shadow ledger, reconcile.
 
-The ledger is written by the position brain only. Each result is applied once: results are
-applied in stream order and a result whose stream id is not above ``last_result_id`` is a
-repeat (WATCH/MULTI on the ledger key makes the read-compute-write atomic, with Decimal
-arithmetic). Only confirmed fills change the amount; any order sent sets the cooldown clock.
+The ledger (``quantum:position:ledger:<SYMBOL>``) is written by the position brain only.
+
+* Each result is applied once, per plan: the plan ids already applied live in the ledger hash
+  itself (field ``applied_plans``, JSON ``{plan_id: ts}``, entries older than
+  ``APPLIED_PLANS_TTL_S`` pruned, at most ``APPLIED_PLANS_MAX``), read and written in the same
+  WATCH/MULTI transaction as the amount. The same entry delivered twice, or the same plan's
+  result arriving again under a new stream id, changes nothing. Deltas commute, so results
+  reclaimed out of stream order still add up.
+* Only confirmed fills (``filled``/``partially_filled`` with ``filled_qty`` > 0) change the
+  amount, by the signed fill (SELL reduces a long, BUY a short), in ``Decimal``.
+* Any order that reached the exchange (filled, partially filled, rejected, unknown) sets
+  ``last_order_time_epoch`` (never backwards) for the cooldown. ``blocked`` and ``dry_run``
+  results sent no order: they leave the ledger alone.
+* A ledger missing at first sight of a position is initialised from the exchange amount, with
+  a ``LEDGER_INIT`` audit entry; ``reconcile`` sets it to the exchange amount on purpose
+  (``RECONCILE``, new position epoch).
 """
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, TypeAlias, TypeVar
 
-from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from permitchain.exchange.base import PositionInfo, SymbolFilters
 from permitchain.keys import Keys
 from permitchain.models import Result, ResultStatus, fmt_decimal
 from permitchain.position_brain.checks import Ledger, Snapshot, side_of
-from permitchain.runtime.audit import AUDIT_MAXLEN, audit_fields
+from permitchain.runtime.audit import add_audit
+from permitchain.store import AsyncRedis
 
+S = TypeVar("S")
+T = TypeVar("T")
+Pipe: TypeAlias = Any  # a transaction pipeline of an AsyncRedis client
+Write = Callable[[Pipe], object]  # commands to queue inside MULTI
 SNAPSHOT_TTL_S = 3600
+APPLIED_PLANS_TTL_S = 7 * 86400  # as long as the executor keeps a plan's exec record
+APPLIED_PLANS_MAX = 1000
 LAYER = "position-brain"
-#: Results that mean an order reached the exchange (cooldown starts).
-ORDER_SENT = {ResultStatus.FILLED, ResultStatus.PARTIALLY_FILLED, ResultStatus.UNKNOWN,
-              ResultStatus.REJECTED}  # fmt: skip
+#: Results that mean an order reached the exchange (the cooldown starts).
+ORDER_SENT = frozenset({ResultStatus.FILLED, ResultStatus.PARTIALLY_FILLED,
+                        ResultStatus.UNKNOWN, ResultStatus.REJECTED})  # fmt: skip
 
 
-def _dec(v: str | None) -> Decimal | None:
+def decimal_or_none(v: str | None) -> Decimal | None:
+    """A finite Decimal, or None for a missing or unreadable value (never raises)."""
     if v is None or v == "":
         return None
     try:
@@ -41,133 +62,243 @@ def _dec(v: str | None) -> Decimal | None:
 
 
 def _float(v: str | None) -> float | None:
+    if v is None or v == "":
+        return None
     try:
-        return float(v) if v not in (None, "") else None  # type: ignore[arg-type]
+        return float(v)
     except ValueError:
         return None
 
 
-def snapshot_fields(p: PositionInfo, f: SymbolFilters, ts: float, source: str) -> dict[str, str]:
+def snapshot_fields(
+    symbol: str, p: PositionInfo | None, f: SymbolFilters, ts: float, source: str
+) -> dict[str, str]:
+    """A snapshot hash. ``p`` None: the exchange answered and holds no position (amount 0)."""
+    zero = Decimal(0)
+    amt = p.amt if p is not None else zero
     return {
-        "position_amt": fmt_decimal(p.amt), "side": p.side,
-        "entry_price": fmt_decimal(p.entry_price), "mark_price": fmt_decimal(p.mark_price),
-        "leverage": fmt_decimal(p.leverage), "unrealized_pnl": fmt_decimal(p.unrealized_pnl),
+        "symbol": symbol, "position_amt": fmt_decimal(amt), "side": side_of(amt),
+        "entry_price": fmt_decimal(p.entry_price if p else zero),
+        "mark_price": fmt_decimal(p.mark_price if p else zero),
+        "leverage": fmt_decimal(p.leverage if p else Decimal(1)),
+        "unrealized_pnl": fmt_decimal(p.unrealized_pnl if p else zero),
         "step_size": fmt_decimal(f.step_size), "min_qty": fmt_decimal(f.min_qty),
         "ts_epoch": f"{ts:.6f}", "ts_iso": datetime.fromtimestamp(ts, UTC).isoformat(),
         "source": source,
     }  # fmt: skip
 
 
-def parse_snapshot(h: dict[str, str]) -> Snapshot | None:
+def parse_snapshot(h: Mapping[str, str]) -> Snapshot | None:
     """A snapshot with any unreadable field is no snapshot (fail closed)."""
-    amt, step, min_qty = (
-        _dec(h.get("position_amt")),
-        _dec(h.get("step_size")),
-        _dec(h.get("min_qty")),
-    )
+    amt, step = decimal_or_none(h.get("position_amt")), decimal_or_none(h.get("step_size"))
+    min_qty = decimal_or_none(h.get("min_qty"))
     ts = _float(h.get("ts_epoch"))
     if amt is None or step is None or step <= 0 or min_qty is None or min_qty < 0 or ts is None:
         return None
     return Snapshot(position_amt=amt, ts_epoch=ts, step_size=step, min_qty=min_qty,
-                    mark_price=_dec(h.get("mark_price")))  # fmt: skip
+                    mark_price=decimal_or_none(h.get("mark_price")))  # fmt: skip
 
 
-def parse_ledger(h: dict[str, str]) -> Ledger | None:
-    amt = _dec(h.get("last_known_amt"))
+def parse_ledger(h: Mapping[str, str]) -> Ledger | None:
+    amt = decimal_or_none(h.get("last_known_amt"))
     if amt is None:
         return None
     return Ledger(amt=amt, last_order_time_epoch=_float(h.get("last_order_time_epoch")))
 
 
-def _sid(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
+def _applied_plans(raw: str | None) -> dict[str, float]:
+    try:
+        obj = json.loads(raw) if raw else {}
+    except json.JSONDecodeError:
+        return {}
+    if not isinstance(obj, dict):
+        return {}
+    return {k: float(v) for k, v in obj.items() if isinstance(v, int | float)}
 
 
 @dataclass(frozen=True, slots=True)
 class LedgerChange:
     applied: bool
-    before: Decimal | None
-    after: Decimal | None
+    reason: str  # applied | duplicate_plan | no_order | no_ledger
+    before: Decimal | None = None
+    after: Decimal | None = None
+    update: dict[str, str] | None = None  # the fields written
 
 
-async def apply_result(r: Redis, keys: Keys, result: Result, result_id: str) -> LedgerChange:
-    """Apply one result to the symbol's ledger, once. Returns what changed."""
-    key = keys.ledger(result.symbol)
+def ledger_update(h: Mapping[str, str], result: Result, result_id: str, now: float) -> LedgerChange:
+    """What applying ``result`` to the ledger hash ``h`` writes. Pure."""
+    before = decimal_or_none(h.get("last_known_amt"))
+    if result.status not in ORDER_SENT:
+        return LedgerChange(False, "no_order", before, before)
+    applied = _applied_plans(h.get("applied_plans"))
+    if result.plan_id in applied:
+        return LedgerChange(False, "duplicate_plan", before, before)
+    applied = {p: t for p, t in applied.items() if now - t < APPLIED_PLANS_TTL_S}
+    applied[result.plan_id] = now
+    if len(applied) > APPLIED_PLANS_MAX:
+        applied = dict(sorted(applied.items(), key=lambda kv: kv[1])[-APPLIED_PLANS_MAX:])
+    update = {"last_result_id": result_id, "last_update_ts": f"{now:.6f}",
+              "applied_plans": json.dumps(applied, separators=(",", ":"))}  # fmt: skip
+    last_order = _float(h.get("last_order_time_epoch"))
+    if last_order is None or result.ts >= last_order:
+        update["last_order_time_epoch"] = f"{result.ts:.6f}"
+        update["last_order_id"] = result.order_id
+    after, reason = before, "applied"
+    delta = result.signed_delta
+    if delta != 0:
+        if before is None:
+            # No ledger yet: the exchange amount it will be initialised from includes this fill.
+            reason = "no_ledger"
+        else:
+            after = before + delta
+            update["last_known_amt"] = fmt_decimal(after)
+            update["last_known_side"] = side_of(after)
+    return LedgerChange(True, reason, before, after, update)
+
+
+async def transact(
+    r: AsyncRedis, watch: str, read: Callable[[Pipe], Awaitable[S]],
+    decide: Callable[[S], tuple[T, Write | None]],
+) -> T:  # fmt: skip
+    """Optimistic transaction on ``watch``: read, decide, write in MULTI; again on a conflict.
+    ``decide`` returns its answer and the writes to queue (None: write nothing)."""
     async with r.pipeline(transaction=True) as pipe:
         while True:
             try:
-                await pipe.watch(key)
-                h: dict[str, str] = await pipe.hgetall(key)  # type: ignore[misc]
-                last = h.get("last_result_id")
-                if last and _sid(result_id) <= _sid(last):
-                    await pipe.unwatch()
-                    return LedgerChange(False, _dec(h.get("last_known_amt")), None)
-                before = _dec(h.get("last_known_amt"))
-                update = {"last_result_id": result_id, "last_update_ts": f"{time.time():.6f}"}
-                after = before
-                delta = result.signed_delta
-                if delta != 0 and before is not None:
-                    after = before + delta
-                    update["last_known_amt"] = fmt_decimal(after)
-                    update["last_known_side"] = side_of(after)
-                if result.status in ORDER_SENT:
-                    update["last_order_id"] = result.order_id
-                    update["last_order_time_epoch"] = f"{result.ts:.6f}"
+                await pipe.watch(watch)
+                answer, write = decide(await read(pipe))
+                if write is None:
+                    return answer
                 pipe.multi()
-                pipe.hset(key, mapping=update)
+                write(pipe)
                 await pipe.execute()
-                return LedgerChange(True, before, after)
+                return answer
             except WatchError:
                 continue
 
 
-async def init_ledger_if_missing(
-    r: Redis, keys: Keys, symbol: str, exchange_amt: Decimal, reason: str = "first_sight"
-) -> bool:
-    """Initialise a missing ledger from the exchange amount, with an audit entry."""
-    key = keys.ledger(symbol)
-    created = await r.hsetnx(key, "last_known_amt", fmt_decimal(exchange_amt))  # type: ignore[misc]
+async def apply_result(r: AsyncRedis, keys: Keys, result: Result, result_id: str) -> LedgerChange:
+    """Apply one result to its symbol's ledger, once per plan, atomically (WATCH/MULTI): the
+    amount, the applied plan ids and the audit entry are written together or not at all."""
+    key = keys.ledger(result.symbol)
+
+    async def read(pipe: Pipe) -> dict[str, str]:
+        h: dict[str, str] = await pipe.hgetall(key)
+        return h
+
+    def decide(h: dict[str, str]) -> tuple[LedgerChange, Write | None]:
+        change = ledger_update(h, result, result_id, time.time())
+        update = change.update
+        if update is None:
+            return change, None
+
+        def write(pipe: Pipe) -> None:
+            pipe.hset(key, mapping=update)
+            add_audit(pipe, keys, plan_id=result.plan_id, symbol=result.symbol, layer=LAYER,
+                      decision="LEDGER_APPLY", reason=change.reason, context={
+                          "result_id": result_id, "status": result.status.value,
+                          "filled_qty": fmt_decimal(result.filled_qty), "side": result.side,
+                          "ledger_before": _s(change.before),
+                          "ledger_after": _s(change.after)})  # fmt: skip
+
+        return change, write
+
+    return await transact(r, key, read, decide)
+
+
+def _s(d: Decimal | None) -> str | None:
+    return None if d is None else fmt_decimal(d)
+
+
+async def init_ledgers(r: AsyncRedis, keys: Keys, amounts: Mapping[str, Decimal]) -> list[str]:
+    """Initialise the missing ledgers among ``amounts`` from the exchange, each with an audit
+    entry. Two round trips whatever the number of symbols. Returns the symbols initialised."""
+    if not amounts:
+        return []
+    syms = list(amounts)
+    pipe = r.pipeline(transaction=False)
+    for sym in syms:
+        pipe.hsetnx(keys.ledger(sym), "last_known_amt", fmt_decimal(amounts[sym]))
+    created = [s for s, ok in zip(syms, await pipe.execute(), strict=True) if ok]
     if not created:
-        return False
+        return []
     now = time.time()
     pipe = r.pipeline(transaction=False)
-    pipe.hset(key, mapping={"last_known_side": side_of(exchange_amt),
-                            "last_update_ts": f"{now:.6f}"})  # fmt: skip
-    pipe.hsetnx(key, "epoch", "0")
-    pipe.xadd(keys.decisions, audit_fields(
-        plan_id="", symbol=symbol, layer=LAYER, decision="LEDGER_INIT", reason=reason,
-        context={"ledger_amt": fmt_decimal(exchange_amt), "source": "exchange"}, ts=now,
-    ), maxlen=AUDIT_MAXLEN, approximate=True)  # fmt: skip
+    for sym in created:
+        amt = amounts[sym]
+        pipe.hset(keys.ledger(sym), mapping={"last_known_side": side_of(amt),
+                                             "last_update_ts": f"{now:.6f}"})  # fmt: skip
+        pipe.hsetnx(keys.ledger(sym), "epoch", "0")
+        add_audit(pipe, keys, plan_id="", symbol=sym, layer=LAYER, decision="LEDGER_INIT",
+                  reason="first_sight", context={"ledger_amt": fmt_decimal(amt),
+                                                 "source": "exchange"}, ts=now)  # fmt: skip
     await pipe.execute()
-    return True
+    return created
 
 
 async def reconcile(
-    r: Redis, keys: Keys, symbol: str, exchange_amt: Decimal, *, operator: str, note: str,
+    r: AsyncRedis, keys: Keys, symbol: str, exchange_amt: Decimal, *, operator: str, note: str,
     dry_run: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
-    """Set the ledger to the exchange amount on purpose. Starts a new position epoch, so
-    plans made on the old beliefs are never the same plan as the ones made after."""
+    """Set the ledger to the exchange amount on purpose, with a ``RECONCILE`` audit entry.
+    Starts a new position epoch, so plans made on the old beliefs are never the same plan as
+    the ones made after. ``in_flight_plan`` in the answer: a close P3.3 allowed and whose result
+    has not arrived (reconciling under it may count its fill twice)."""
     key = keys.ledger(symbol)
-    h: dict[str, str] = await r.hgetall(key)  # type: ignore[misc]
-    before = h.get("last_known_amt")
-    epoch = int(h.get("epoch") or 0)
-    change = {
-        "symbol": symbol, "ledger_before": before, "ledger_after": fmt_decimal(exchange_amt),
-        "exchange_amt": fmt_decimal(exchange_amt), "epoch_before": epoch,
-        "epoch_after": epoch + 1, "operator": operator, "note": note, "dry_run": dry_run,
-    }  # fmt: skip
-    if dry_run:
-        return change
-    now = time.time()
-    pipe = r.pipeline(transaction=False)
-    pipe.hset(key, mapping={"last_known_amt": fmt_decimal(exchange_amt),
-                            "last_known_side": side_of(exchange_amt),
-                            "last_update_ts": f"{now:.6f}", "epoch": str(epoch + 1)})  # fmt: skip
-    pipe.xadd(keys.decisions, audit_fields(
-        plan_id="", symbol=symbol, layer=LAYER, decision="RECONCILE", reason="operator_reconcile",
-        context=change, ts=now,
-    ), maxlen=AUDIT_MAXLEN, approximate=True)  # fmt: skip
-    await pipe.execute()
-    return change
+
+    async def read(pipe: Pipe) -> tuple[dict[str, str], str | None]:
+        return await pipe.hgetall(key), await pipe.get(keys.inflight(symbol))
+
+    def decide(
+        state: tuple[dict[str, str], str | None],
+    ) -> tuple[dict[str, Any], Write | None]:
+        h, in_flight = state
+        before, epoch = h.get("last_known_amt"), int(h.get("epoch") or 0)
+        before_d = decimal_or_none(before)
+        change: dict[str, Any] = {
+            "symbol": symbol, "ledger_before": before, "ledger_after": fmt_decimal(exchange_amt),
+            "exchange_amt": fmt_decimal(exchange_amt),
+            "diff": None if before_d is None else fmt_decimal(exchange_amt - before_d),
+            "epoch_before": epoch, "epoch_after": epoch + 1, "in_flight_plan": in_flight,
+            "operator": operator, "note": note, "dry_run": dry_run,
+        }  # fmt: skip
+        if dry_run:
+            return change, None
+
+        def write(pipe: Pipe) -> None:
+            now = time.time()
+            pipe.hset(key, mapping={"last_known_amt": fmt_decimal(exchange_amt),
+                                    "last_known_side": side_of(exchange_amt),
+                                    "last_update_ts": f"{now:.6f}",
+                                    "epoch": str(epoch + 1)})  # fmt: skip
+            add_audit(
+                pipe,
+                keys,
+                plan_id="",
+                symbol=symbol,
+                layer=LAYER,
+                decision="RECONCILE",
+                reason="operator_reconcile",
+                context=change,
+                ts=now,
+            )
+
+        return change, write
+
+    return await transact(r, key, read, decide)
+
+
+async def release_claim(r: AsyncRedis, keys: Keys, symbol: str, plan_id: str) -> bool:
+    """Drop the symbol's in-flight claim if (and only if) ``plan_id`` holds it."""
+    key = keys.inflight(symbol)
+
+    async def read(pipe: Pipe) -> str | None:
+        holder: str | None = await pipe.get(key)
+        return holder
+
+    def decide(holder: str | None) -> tuple[bool, Write | None]:
+        if holder != plan_id:
+            return False, None
+        return True, lambda pipe: pipe.delete(key)
+
+    return await transact(r, key, read, decide)

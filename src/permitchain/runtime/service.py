@@ -3,10 +3,10 @@
 A service is a set of :class:`Consumer` loops (one consumer group on one stream each) and
 background tasks, run by :class:`ServiceRunner` until SIGTERM/SIGINT. On the first signal the
 loops stop reading, in-flight entries finish (or stay pending, to be reclaimed: nothing is
-lost), the heartbeat is removed and Redis closed; a second signal exits at once.
+lost), the heartbeat is removed and AsyncRedis closed; a second signal exits at once.
 
 Entry handling: the handler returns → XACK. It raises ``ContractError`` → the entry goes to
-the dead-letter stream and is acked (never a crash loop). It raises ``StoreError`` or a Redis
+the dead-letter stream and is acked (never a crash loop). It raises ``StoreError`` or a AsyncRedis
 fault → not acked, retried after a backoff. Any other exception → retried up to
 ``max_failures`` times in this process, then dead-lettered with the error.
 """
@@ -22,27 +22,29 @@ import random
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
 
-import redis.asyncio as aioredis
 import redis.exceptions
 from prometheus_client import Counter, Gauge, start_http_server
 
 from permitchain import __version__
 from permitchain.errors import ContractError, StoreError
 from permitchain.keys import Keys
-from permitchain.store import REDIS_FAULTS
+from permitchain.store import REDIS_FAULTS, AsyncRedis
 
+uvloop: Any
 try:
     import uvloop
-except ImportError:  # pragma: no cover
+except ImportError:  # pragma: no cover - a declared dependency on Linux
     uvloop = None
 
 log = logging.getLogger("permitchain.runtime")
 
 Handler = Callable[[str, dict[str, str]], Awaitable[None]]
-Task = Callable[[asyncio.Event], Awaitable[None]]
+Task = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 ENTRIES = Counter(
     "permitchain_stream_entries_total", "Stream entries handled", ["service", "stream", "outcome"]
@@ -50,10 +52,17 @@ ENTRIES = Counter(
 DEADLETTERS = Counter(
     "permitchain_deadletter_total", "Entries sent to the dead-letter stream", ["service", "stream"]
 )
-STORE_ERRORS = Counter("permitchain_store_errors_total", "Redis faults seen", ["service"])
+STORE_ERRORS = Counter("permitchain_store_errors_total", "AsyncRedis faults seen", ["service"])
 UP = Gauge("permitchain_service_up", "1 while the service runs", ["service"])
+TASK_RESTARTS = Counter(
+    "permitchain_task_restarts_total",
+    "Service loops restarted after a failure",
+    ["service", "task"],
+)
 
 DEADLETTER_MAXLEN = 100_000
+#: Faults after which an entry stays pending and is retried (never dead-lettered).
+RETRYABLE: tuple[type[BaseException], ...] = (StoreError, *REDIS_FAULTS)
 HEARTBEAT_EVERY_S = 5.0
 HEARTBEAT_TTL_S = 15
 
@@ -99,7 +108,7 @@ class Consumer:
     failures: dict[str, int] = field(default_factory=dict)
 
 
-async def ensure_group(r: aioredis.Redis, stream: str, group: str) -> None:
+async def ensure_group(r: AsyncRedis, stream: str, group: str) -> None:
     """Create the group at ``$`` (new entries only, never history) if it does not exist."""
     try:
         await r.xgroup_create(stream, group, id="$", mkstream=True)
@@ -112,7 +121,7 @@ class ServiceRunner:
     def __init__(
         self,
         name: str,
-        redis: aioredis.Redis,
+        redis: AsyncRedis,
         keys: Keys,
         *,
         consumers: list[Consumer] | None = None,
@@ -161,19 +170,14 @@ class ServiceRunner:
         self.start_metrics()
         UP.labels(self.name).set(1)
         await self._until_store_ready()
-        runners = [asyncio.create_task(self._heartbeat_loop(), name="heartbeat")]
-        runners += [
-            asyncio.create_task(self._consume_loop(c), name=f"consume:{c.stream}:{c.group}")
-            for c in self.consumers
+        loops: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = [
+            ("heartbeat", self._heartbeat_loop)
         ]
-        runners += [asyncio.create_task(t(self.stop), name=getattr(t, "__name__", "task"))
-                    for t in self.tasks]  # fmt: skip
-        stopper = asyncio.create_task(self.stop.wait())
-        done, _ = await asyncio.wait([stopper, *runners], return_when=asyncio.FIRST_COMPLETED)
-        for t in done:
-            if t is not stopper and t.exception() is not None:
-                log.error("%s: task %s failed: %r", self.name, t.get_name(), t.exception())
-        self.stop.set()
+        loops += [(f"consume:{c.stream}:{c.group}", partial(self._consume_loop, c))
+                  for c in self.consumers]  # fmt: skip
+        loops += [(getattr(t, "__name__", "task"), partial(t, self.stop)) for t in self.tasks]
+        runners = [asyncio.create_task(self._supervise(n, f), name=n) for n, f in loops]
+        await self.stop.wait()
         # Let handlers in flight finish (bounded), then cancel what still runs.
         if self._handler_tasks:
             await asyncio.wait(self._handler_tasks, timeout=5.0)
@@ -187,6 +191,26 @@ class ServiceRunner:
             await self.on_close()
         await self.r.aclose()
         log.info("%s: stopped", self.name)
+
+    async def _supervise(self, name: str, loop: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Keep one loop running until stop: a loop that fails or returns is restarted after
+        a backoff, so a fault in one part never stops (or silently ends) the service."""
+        backoff = Backoff(base_s=0.1, cap_s=5.0)
+        while not self.stop.is_set():
+            try:
+                await loop()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                TASK_RESTARTS.labels(self.name, name).inc()
+                delay = backoff.next_delay()
+                log.exception("%s: %s failed; restarting in %.2fs", self.name, name, delay)
+                await self._sleep(delay)
+                continue
+            if not self.stop.is_set():
+                TASK_RESTARTS.labels(self.name, name).inc()
+                log.error("%s: %s returned unexpectedly; restarting", self.name, name)
+                await self._sleep(backoff.next_delay())
 
     async def _until_store_ready(self) -> None:
         backoff = Backoff()
@@ -300,7 +324,7 @@ class ServiceRunner:
         except ContractError as e:
             outcome = "deadletter"
             await self._deadletter(c, entry_id, fields, str(e))
-        except (StoreError, *REDIS_FAULTS) as e:
+        except RETRYABLE as e:
             outcome = "store_error"
             STORE_ERRORS.labels(self.name).inc()
             log.warning("%s: %s %s left pending (store: %s)", self.name, c.stream, entry_id, e)

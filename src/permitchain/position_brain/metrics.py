@@ -1,0 +1,36 @@
+"""P3.3's Prometheus metrics (served on ``METRICS_PORT``, default 8045)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from prometheus_client import Counter, Gauge
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import REGISTRY, Collector
+
+SNAPSHOTS = Counter("p33_snapshot_total", "Snapshot writes per symbol", ["symbol", "status"])
+PERMITS = Counter("p33_permit_total", "P3.3 permits", ["symbol", "decision", "reason"])
+POSITION_AMT = Gauge("p33_position_amt", "Exchange position (signed)", ["symbol"])
+LEDGER_AMT = Gauge("p33_ledger_amt", "Ledger position (signed)", ["symbol"])
+POLL_SECONDS = Gauge("p33_poll_duration_seconds", "Duration of the last snapshot poll")
+
+
+class SnapshotAge(Collector):
+    """``p33_snapshot_age_sec{symbol}``: computed at scrape time from the last snapshot this
+    process wrote for the symbol, so it keeps growing while the exchange does not answer."""
+
+    def __init__(self) -> None:
+        self.written_at: dict[str, float] = {}
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        g = GaugeMetricFamily("p33_snapshot_age_sec", "Age of the last good snapshot",
+                              labels=["symbol"])  # fmt: skip
+        now = time.time()
+        for sym, ts in list(self.written_at.items()):
+            g.add_metric([sym], now - ts)
+        yield g
+
+
+SNAPSHOT_AGE = SnapshotAge()
+REGISTRY.register(SNAPSHOT_AGE)

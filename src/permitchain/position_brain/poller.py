@@ -1,0 +1,158 @@
+"""The snapshot poller: every ``POLL_INTERVAL_S``, every watched symbol's position in one
+exchange call, every snapshot written in one pipeline with the same ``ts_epoch``.
+
+Watched: the allowlist, every symbol with a ledger (a key scan every ``LEDGER_SCAN_S``) and
+every symbol the exchange reports a position for. A symbol the exchange knows (it has
+filters) but reports no position for gets a snapshot of amount 0: the exchange answered.
+A failed read writes nothing, never zeros: the old snapshots go stale and P3.3 denies
+``stale_exchange_state`` until the exchange answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from permitchain.errors import ExchangeError, StoreError
+from permitchain.exchange.base import Exchange, PositionInfo, SymbolFilters
+from permitchain.keys import Keys
+from permitchain.position_brain.metrics import (
+    LEDGER_AMT,
+    POLL_SECONDS,
+    POSITION_AMT,
+    SNAPSHOT_AGE,
+    SNAPSHOTS,
+)
+from permitchain.position_brain.state import (
+    SNAPSHOT_TTL_S,
+    decimal_or_none,
+    init_ledgers,
+    snapshot_fields,
+)
+from permitchain.runtime.clock import Clock
+from permitchain.store import REDIS_FAULTS, AsyncRedis
+
+log = logging.getLogger("permitchain.p33.poller")
+
+FILTER_REFRESH_S = 300.0
+LEDGER_SCAN_S = 30.0
+STORE_FAULTS: tuple[type[BaseException], ...] = (StoreError, *REDIS_FAULTS)
+
+
+@dataclass(frozen=True, slots=True)
+class PollOutcome:
+    ok: bool  # the exchange answered
+    ts: float | None = None  # the ts_epoch of every snapshot written
+    written: tuple[str, ...] = ()
+    initialised: tuple[str, ...] = ()  # ledgers initialised at first sight
+    duration_s: float = 0.0
+    unknown: tuple[str, ...] = field(default=())  # watched, but the exchange has no such symbol
+
+
+class SnapshotPoller:
+    def __init__(self, r: AsyncRedis, keys: Keys, exchange: Exchange, clock: Clock, *,
+                 allow_list: Iterable[str], poll_interval_s: float) -> None:  # fmt: skip
+        self.r, self.k, self.ex, self.clock = r, keys, exchange, clock
+        self.allow_list = frozenset(allow_list)
+        self.poll_interval_s = poll_interval_s
+        self.filters: dict[str, SymbolFilters] = {}
+        self._filters_at = -FILTER_REFRESH_S
+        self._ledger_symbols: set[str] = set()
+        self._ledger_scan_at = -LEDGER_SCAN_S
+        self.poll_now = asyncio.Event()  # set it to poll at once (after a fill)
+
+    async def watched(self) -> set[str]:
+        if time.monotonic() - self._ledger_scan_at > LEDGER_SCAN_S:
+            prefix = self.k.ledger("")
+            self._ledger_symbols = {
+                key[len(prefix):] async for key in self.r.scan_iter(match=self.k.ledger_pattern,
+                                                                   count=1000)
+            }  # fmt: skip
+            self._ledger_scan_at = time.monotonic()
+        return set(self.allow_list) | self._ledger_symbols
+
+    async def _read_exchange(self) -> dict[str, PositionInfo]:
+        """One positions call (and the filters, when due or when a symbol is new)."""
+        refreshed = False
+        if time.monotonic() - self._filters_at > FILTER_REFRESH_S:
+            self.filters = await self.ex.filters(None)
+            self._filters_at, refreshed = time.monotonic(), True
+        positions = await self.ex.fetch_positions(None)
+        new = [s for s in positions if s not in self.filters]
+        if new and not refreshed:  # listed since the last refresh
+            self.filters.update(await self.ex.filters(new))
+        return positions
+
+    async def poll_once(self) -> PollOutcome:
+        """One poll: one exchange read, one pipeline of writes, one more for new ledgers."""
+        started = time.monotonic()
+        watched = await self.watched()
+        try:
+            positions = await self._read_exchange()
+        except ExchangeError as e:
+            for sym in watched:
+                SNAPSHOTS.labels(sym, "error").inc()
+            log.warning("exchange read failed; snapshots left to go stale: %s", e)
+            return PollOutcome(ok=False, duration_s=time.monotonic() - started)
+        now = self.clock.now()
+        pipe = self.r.pipeline(transaction=False)
+        written: list[str] = []
+        unknown: list[str] = []
+        for sym in sorted(watched | positions.keys()):
+            f = self.filters.get(sym)
+            if f is None:
+                unknown.append(sym)
+                SNAPSHOTS.labels(sym, "unknown_symbol").inc()
+                continue
+            key = self.k.snapshot(sym)
+            fields = snapshot_fields(sym, positions.get(sym), f, now, self.ex.name)
+            pipe.hset(key, mapping=fields)
+            pipe.expire(key, SNAPSHOT_TTL_S)
+            pipe.hget(self.k.ledger(sym), "last_known_amt")
+            written.append(sym)
+        replies = await pipe.execute()
+        missing: dict[str, Decimal] = {}
+        for i, sym in enumerate(written):
+            pos = positions.get(sym)
+            amt = pos.amt if pos is not None else Decimal(0)
+            SNAPSHOTS.labels(sym, "ok" if sym in positions else "flat").inc()
+            SNAPSHOT_AGE.written_at[sym] = now
+            POSITION_AMT.labels(sym).set(float(amt))
+            raw = replies[3 * i + 2]
+            ledger_amt = decimal_or_none(raw)
+            if ledger_amt is not None:
+                LEDGER_AMT.labels(sym).set(float(ledger_amt))
+            elif raw is None and amt != 0:
+                missing[sym] = amt
+        initialised = await init_ledgers(self.r, self.k, missing)
+        for sym in initialised:
+            LEDGER_AMT.labels(sym).set(float(missing[sym]))
+            self._ledger_symbols.add(sym)
+            log.info("[LEDGER] symbol=%s initialised from the exchange: %s", sym, missing[sym])
+        duration = time.monotonic() - started
+        POLL_SECONDS.set(duration)
+        return PollOutcome(True, now, tuple(written), tuple(initialised), duration, tuple(unknown))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll until ``stop``; every ``poll_interval_s``, or at once when ``poll_now`` is set."""
+        while not stop.is_set():
+            started = time.monotonic()
+            self.poll_now.clear()  # a request made during this poll triggers the next one
+            try:
+                await self.poll_once()
+            except STORE_FAULTS as e:
+                log.warning("poll failed (store): %s", e)
+            except Exception:
+                log.exception("poll failed")
+            delay = max(0.0, self.poll_interval_s - (time.monotonic() - started))
+            waiters = [asyncio.ensure_future(stop.wait()),
+                       asyncio.ensure_future(self.poll_now.wait())]  # fmt: skip
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+            for w in waiters:
+                w.cancel()

@@ -1,0 +1,165 @@
+"""The shadow ledger: signed amounts, confirmed fills only, each plan's result applied once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from decimal import Decimal
+from typing import Any
+
+import redis
+
+from permitchain.keys import Keys
+from permitchain.models import Result
+from permitchain.position_brain.state import (
+    APPLIED_PLANS_TTL_S,
+    apply_result,
+    init_ledgers,
+    ledger_update,
+    parse_ledger,
+)
+from permitchain.settings import Settings
+from tests.position_brain.helpers import brain, plan, result, running
+
+D = Decimal
+LEDGER = {"last_known_amt": "0.062", "last_known_side": "LONG", "epoch": "0"}
+
+
+# -- the rules (pure) ------------------------------------------------------------------------
+def test_a_sell_fill_reduces_a_long_and_a_buy_fill_reduces_a_short() -> None:
+    ch = ledger_update(LEDGER, result(plan(), filled="0.046"), "1-0", time.time())
+    assert ch.applied and ch.after == D("0.016") and ch.update is not None
+    assert ch.update["last_known_amt"] == "0.016" and ch.update["last_known_side"] == "LONG"
+    short = {**LEDGER, "last_known_amt": "-0.062"}
+    ch = ledger_update(short, result(plan(), side="BUY", filled="0.062"), "1-0", time.time())
+    assert ch.after == 0 and ch.update is not None and ch.update["last_known_side"] == "NONE"
+
+
+def test_only_confirmed_fills_change_the_amount() -> None:
+    p = plan()
+    for status in ("unknown", "rejected"):  # an order was sent: cooldown clock, no amount
+        ch = ledger_update(LEDGER, result(p, status, filled="0.046", ts=123.0), "1-0", 200.0)
+        assert ch.applied and ch.after == D("0.062") and ch.update is not None
+        assert "last_known_amt" not in ch.update
+        assert ch.update["last_order_time_epoch"] == "123.000000"
+    for status in ("blocked", "dry_run"):  # nothing reached the exchange: nothing written
+        ch = ledger_update(LEDGER, result(p, status), "1-0", 200.0)
+        assert not ch.applied and ch.update is None
+    ch = ledger_update(LEDGER, result(p, "partially_filled", filled="0.01"), "1-0", 200.0)
+    assert ch.after == D("0.052")
+
+
+def test_a_plan_already_applied_is_not_applied_again_and_old_entries_expire() -> None:
+    now = time.time()
+    old, p = plan(tranche=9), plan()
+    h = {
+        **LEDGER,
+        "applied_plans": json.dumps(
+            {p.plan_id: now - 5, old.plan_id: now - APPLIED_PLANS_TTL_S - 1}
+        ),
+    }
+    ch = ledger_update(h, result(p), "9-0", now)
+    assert (ch.applied, ch.reason, ch.update) == (False, "duplicate_plan", None)
+    ch = ledger_update(h, result(plan(tranche=2)), "9-0", now)
+    assert ch.update is not None
+    assert set(json.loads(ch.update["applied_plans"])) == {p.plan_id, plan(tranche=2).plan_id}
+
+
+def test_the_cooldown_clock_never_goes_backwards() -> None:
+    h = {**LEDGER, "last_order_time_epoch": "500.0", "last_order_id": "7"}
+    ch = ledger_update(h, result(plan(), ts=400.0), "1-0", 600.0)
+    assert ch.update is not None and "last_order_time_epoch" not in ch.update
+
+
+# -- on a real server ------------------------------------------------------------------------
+def _fields(r: redis.Redis, keys: Keys, symbol: str = "BTCUSDT") -> dict[str, Any]:
+    return r.hgetall(keys.ledger(symbol))  # type: ignore[return-value]
+
+
+def test_the_same_result_twice_and_the_same_plan_under_a_new_id_apply_once(
+    arun: Any, r: redis.Redis, keys: Keys, settings: Settings, redis_url: str
+) -> None:
+    r.hset(keys.ledger("BTCUSDT"), mapping=LEDGER)
+    p, other = plan(), plan(tranche=1)
+    fill, fill2 = result(p, filled="0.046").to_fields(), result(other, filled="0.006").to_fields()
+
+    async def body(ar: Any) -> None:
+        pb, _sim = brain(ar, keys, settings)
+        # the handler called twice with one entry id (a redelivery)
+        await pb.handle_result("1-1", fill)
+        await pb.handle_result("1-1", fill)
+        async with running(pb, redis_url, poller=False):
+            # the same plan's result under two new stream ids, then another plan's result
+            await ar.xadd(keys.result_stream, fill)
+            await ar.xadd(keys.result_stream, fill)
+            sentinel = await ar.xadd(keys.result_stream, fill2)
+            await _wait_applied(ar, keys, other.plan_id, sentinel)
+
+    arun(body)
+    led = _fields(r, keys)
+    assert led["last_known_amt"] == "0.01"  # 0.062 − 0.046 − 0.006, the first fill once
+    assert set(json.loads(led["applied_plans"])) == {p.plan_id, other.plan_id}
+    applies = [f for _i, f in r.xrange(keys.decisions) if f["decision"] == "LEDGER_APPLY"]
+    assert [a["plan_id"] for a in applies] == [p.plan_id, other.plan_id]
+    pending = r.xpending(keys.result_stream, "p33-ledger")
+    assert pending["pending"] == 0
+
+
+async def _wait_applied(ar: Any, keys: Keys, plan_id: str, after: str) -> None:
+    """Until the p33-ledger group has acked ``after`` (stream + group state, no fixed sleep)."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        groups = await ar.xinfo_groups(keys.result_stream)
+        g = next(g for g in groups if g["name"] == "p33-ledger")
+        if g["last-delivered-id"] == after and g["pending"] == 0:
+            return
+        await ar.xread({keys.decisions: "$"}, block=100)
+    raise TimeoutError(f"result of {plan_id} not applied")
+
+
+def test_concurrent_deliveries_of_one_plan_apply_once(arun: Any, r: redis.Redis,
+                                                      keys: Keys) -> None:  # fmt: skip
+    r.hset(keys.ledger("BTCUSDT"), mapping=LEDGER)
+    res = Result.from_fields(result(plan(), filled="0.002").to_fields())
+
+    async def body(ar: Any) -> list[bool]:
+        changes = await asyncio.gather(*(apply_result(ar, keys, res, f"{i}-0") for i in range(20)))
+        return [c.applied for c in changes]
+
+    assert sorted(arun(body)) == [False] * 19 + [True]
+    assert _fields(r, keys)["last_known_amt"] == "0.06"
+
+
+def test_new_or_rejected_results_do_not_change_the_amount(
+    arun: Any, r: redis.Redis, keys: Keys, settings: Settings
+) -> None:
+    r.hset(keys.ledger("BTCUSDT"), mapping=LEDGER)
+
+    async def body(ar: Any) -> None:
+        pb, _sim = brain(ar, keys, settings)
+        # an order accepted but never filled (executor: unknown, 0 filled), a rejection, a block
+        for i, status in enumerate(("unknown", "rejected", "blocked")):
+            await pb.handle_result(f"{i + 1}-0", result(plan(tranche=i), status).to_fields())
+
+    arun(body)
+    led = _fields(r, keys)
+    assert led["last_known_amt"] == "0.062"
+    assert float(led["last_order_time_epoch"]) > time.time() - 60  # the cooldown started
+    assert parse_ledger(led) is not None
+
+
+def test_a_missing_ledger_is_initialised_once_with_an_audit_entry(arun: Any, r: redis.Redis,
+                                                                  keys: Keys) -> None:  # fmt: skip
+    async def body(ar: Any) -> tuple[list[str], list[str]]:
+        first = await init_ledgers(ar, keys, {"BTCUSDT": D("-0.5"), "ETHUSDT": D("2")})
+        again = await init_ledgers(ar, keys, {"BTCUSDT": D("-0.7")})
+        return first, again
+
+    first, again = arun(body)
+    assert (sorted(first), again) == (["BTCUSDT", "ETHUSDT"], [])
+    led = _fields(r, keys)
+    assert (led["last_known_amt"], led["last_known_side"], led["epoch"]) == ("-0.5", "SHORT", "0")
+    inits = [f for _i, f in r.xrange(keys.decisions) if f["decision"] == "LEDGER_INIT"]
+    assert sorted(f["symbol"] for f in inits) == ["BTCUSDT", "ETHUSDT"]
+    assert json.loads(inits[0]["context"])["source"] == "exchange"

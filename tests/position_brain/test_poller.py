@@ -1,0 +1,89 @@
+"""The snapshot poller on a real server: one exchange call for every symbol, stale on error."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from typing import Any
+
+import redis
+
+from permitchain.exchange.sim import DEFAULT_FILTERS, SimExchange
+from permitchain.keys import Keys
+from permitchain.position_brain.poller import SnapshotPoller
+from permitchain.runtime.clock import SystemClock
+from tests.position_brain.helpers import CountingExchange
+
+N = 500
+
+
+def _list_many(r: redis.Redis, keys: Keys, n: int) -> list[str]:
+    """n symbols on the simulated exchange, longs and shorts, in one pipeline."""
+    syms = [f"S{i:03d}USDT" for i in range(n)]
+    pipe = r.pipeline(transaction=False)
+    for i, s in enumerate(syms):
+        pipe.hset(keys.sim_filters(s), mapping=DEFAULT_FILTERS)
+        pipe.sadd(keys.sim_symbols, s)
+        amt = f"{'-' if i % 2 else ''}{(i % 50 + 1) / 1000:.3f}"
+        pipe.hset(keys.sim_position(s), mapping={"amt": amt, "entry_price": "100",
+                                                "mark_price": "101"})  # fmt: skip
+    pipe.execute()
+    return syms
+
+
+def test_500_symbols_in_one_exchange_call_one_ts(arun: Any, r: redis.Redis, keys: Keys) -> None:
+    syms = _list_many(r, keys, N)
+
+    async def body(ar: Any) -> tuple[Any, Any, dict[str, int], float]:
+        ex = CountingExchange(SimExchange(ar, keys))
+        poller = SnapshotPoller(ar, keys, ex, SystemClock(), allow_list=["BTCUSDT"],
+                                poll_interval_s=5)  # fmt: skip
+        first = await poller.poll_once()  # lists the filters, initialises 500 ledgers
+        calls_first = dict(ex.calls)
+        started = time.perf_counter()
+        second = await poller.poll_once()  # the steady state
+        return first, second, calls_first, time.perf_counter() - started
+
+    first, second, calls_first, steady_s = arun(body)
+    assert calls_first == {"fetch_positions": 1, "filters": 1}
+    assert first.ok and len(first.written) == N and sorted(first.initialised) == syms
+    assert first.unknown == ("BTCUSDT",)  # allowlisted, not listed on this exchange
+    pipe = r.pipeline(transaction=False)
+    for s in syms:
+        pipe.hgetall(keys.snapshot(s))
+    snaps = pipe.execute()
+    assert {h["ts_epoch"] for h in snaps} == {f"{second.ts:.6f}"}  # one poll, one ts
+    assert snaps[1]["position_amt"] == "-0.002" and snaps[1]["side"] == "SHORT"
+    assert snaps[1]["step_size"] == "0.001" and snaps[1]["source"] == "sim"
+    assert all(0 < r.ttl(keys.snapshot(s)) <= 3600 for s in syms[:5])
+    assert not r.exists(keys.snapshot("BTCUSDT"))
+    inits = [f for _i, f in r.xrange(keys.decisions) if f["decision"] == "LEDGER_INIT"]
+    assert len(inits) == N
+    print(f"\npoll of {N} symbols: first {first.duration_s * 1000:.1f} ms "
+          f"(with {N} ledger inits), steady {steady_s * 1000:.1f} ms")  # fmt: skip
+    assert steady_s < 1.0  # POLL_INTERVAL_S is 5; a serial poll would take seconds
+
+
+def test_a_known_symbol_without_a_position_is_flat_an_error_writes_nothing(
+    arun: Any, r: redis.Redis, keys: Keys
+) -> None:
+    async def body(ar: Any) -> tuple[Any, Any]:
+        sim = SimExchange(ar, keys)
+        await sim.list_symbol("ETHUSDT")
+        await sim.set_position("BTCUSDT", Decimal("0.062"), Decimal(100))
+        poller = SnapshotPoller(ar, keys, sim, SystemClock(), allow_list=["ETHUSDT", "BTCUSDT"],
+                                poll_interval_s=5)  # fmt: skip
+        ok = await poller.poll_once()
+        await sim.set_fault(fetch_fail="1")
+        await sim.set_position("BTCUSDT", Decimal("0.01"))
+        return ok, await poller.poll_once()
+
+    ok, failed = arun(body)
+    assert ok.ok and set(ok.written) == {"BTCUSDT", "ETHUSDT"}
+    eth = r.hgetall(keys.snapshot("ETHUSDT"))
+    assert (eth["position_amt"], eth["side"]) == ("0", "NONE")
+    assert not r.exists(keys.ledger("ETHUSDT"))  # no position, nothing to initialise
+    assert not failed.ok and failed.written == ()
+    btc = r.hgetall(keys.snapshot("BTCUSDT"))
+    assert btc["position_amt"] == "0.062"  # the old snapshot, left to go stale: never zeros
+    assert btc["ts_epoch"] == f"{ok.ts:.6f}"
