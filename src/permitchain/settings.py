@@ -169,7 +169,7 @@ def env_names() -> dict[str, str]:
 
 
 def _read_env_file(path: Path) -> dict[str, str]:
-    values: dict[str, str] = {}
+    values: dict[str, Any] = {}
     for lineno, raw in enumerate(path.read_text().splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -204,7 +204,7 @@ def load_settings(
     """
     env = dict(os.environ if environ is None else environ)
     known = set(env_names())
-    values: dict[str, str] = {}
+    values: dict[str, Any] = {}
     file_path = env_file or env.get("PERMITCHAIN_ENV_FILE")
     if file_path:
         path = Path(file_path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, TypeAlias
 
 import redis
 import redis.asyncio as aioredis
@@ -12,6 +12,13 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
 from permitchain.errors import ConfigError, StoreError
+
+#: Our clients always decode replies to ``str``. redis-py's stubs cannot see that
+#: (``decode_responses=True``): they type every reply ``bytes | str`` and every asyncio
+#: method ``Awaitable[T] | T``. Rather than casts and ignores on every call, the client is
+#: typed ``Any`` here, at the one boundary where it is built.
+AsyncRedis: TypeAlias = Any
+SyncRedis: TypeAlias = Any
 
 #: redis-py exceptions that mean "the store failed", as opposed to a bug in our command.
 REDIS_FAULTS: tuple[type[BaseException], ...] = (
@@ -41,7 +48,7 @@ def _require(url: str | None) -> str:
     return url
 
 
-def async_client(url: str | None, *, max_connections: int = 32) -> aioredis.Redis:
+def async_client(url: str | None, *, max_connections: int = 32) -> AsyncRedis:
     """An asyncio client with a bounded pool; every service uses one for its life."""
     return aioredis.Redis.from_url(
         _require(url),
@@ -51,7 +58,7 @@ def async_client(url: str | None, *, max_connections: int = 32) -> aioredis.Redi
     )
 
 
-def sync_client(url: str | None) -> redis.Redis:
+def sync_client(url: str | None) -> SyncRedis:
     """A blocking client for the CLI."""
     return redis.Redis.from_url(
         _require(url),

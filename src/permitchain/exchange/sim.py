@@ -1,4 +1,4 @@
-"""The simulated exchange: state in Redis under ``quantum:sim:*`` so every process sees the
+"""The simulated exchange: state in AsyncRedis under ``quantum:sim:*`` so every process sees the
 same account. Behaves like a careful exchange: reduce-only orders that would not reduce are
 rejected (code -2022), quantities off the step are rejected (-1111), a repeated client order
 id returns the existing order and never fills twice.
@@ -17,8 +17,6 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from redis.asyncio import Redis
-
 from permitchain.errors import ExchangeUnavailable, OrderOutcomeUnknown, OrderRejected, StoreError
 from permitchain.exchange.base import (
     OrderInfo,
@@ -30,7 +28,7 @@ from permitchain.exchange.base import (
 from permitchain.keys import Keys
 from permitchain.models import fmt_decimal
 from permitchain.scripts import Scripts
-from permitchain.store import atranslate
+from permitchain.store import AsyncRedis, atranslate
 
 ORDER_TTL_S = 7 * 86400
 DEFAULT_FILTERS = {
@@ -75,7 +73,7 @@ class SimExchange:
 
     name = "sim"
 
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    def __init__(self, redis: AsyncRedis, keys: Keys) -> None:
         self.r = redis
         self.k = keys
         self.scripts = Scripts(redis)
@@ -84,9 +82,9 @@ class SimExchange:
     async def list_symbol(self, symbol: str, **filters: str) -> None:
         async with atranslate():
             fk = self.k.sim_filters(symbol)
-            existing = await self.r.hgetall(fk)  # type: ignore[misc]
-            await self.r.hset(fk, mapping={**DEFAULT_FILTERS, **existing, **filters})  # type: ignore[misc]
-            await self.r.sadd(self.k.sim_symbols, symbol)  # type: ignore[misc]
+            existing = await self.r.hgetall(fk)
+            await self.r.hset(fk, mapping={**DEFAULT_FILTERS, **existing, **filters})
+            await self.r.sadd(self.k.sim_symbols, symbol)
 
     async def set_position(
         self, symbol: str, amt: Decimal, entry_price: Decimal | None = None
@@ -96,18 +94,18 @@ class SimExchange:
         if entry_price is not None:
             mapping["entry_price"] = fmt_decimal(entry_price)
         async with atranslate():
-            await self.r.hset(self.k.sim_position(symbol), mapping=mapping)  # type: ignore[misc]
+            await self.r.hset(self.k.sim_position(symbol), mapping=mapping)
 
     async def set_price(self, symbol: str, price: Decimal) -> None:
         await self.list_symbol(symbol)
         async with atranslate():
-            await self.r.hset(  # type: ignore[misc]
+            await self.r.hset(
                 self.k.sim_position(symbol), mapping={"mark_price": fmt_decimal(price)}
             )
 
     async def set_fault(self, **config: str) -> None:
         async with atranslate():
-            await self.r.hset(self.k.sim_config, mapping=config)  # type: ignore[misc]
+            await self.r.hset(self.k.sim_config, mapping=config)
 
     async def clear_faults(self) -> None:
         async with atranslate():
@@ -115,12 +113,12 @@ class SimExchange:
 
     async def symbols(self) -> list[str]:
         async with atranslate():
-            return sorted(await self.r.smembers(self.k.sim_symbols))  # type: ignore[misc]
+            return sorted(await self.r.smembers(self.k.sim_symbols))
 
     # -- Exchange protocol ------------------------------------------------------------------
     async def _config(self) -> dict[str, str]:
         async with atranslate():
-            cfg: dict[str, str] = await self.r.hgetall(self.k.sim_config)  # type: ignore[misc]
+            cfg: dict[str, str] = await self.r.hgetall(self.k.sim_config)
         latency = int(cfg.get("latency_ms") or 0)
         if latency:
             await asyncio.sleep(latency / 1000)
@@ -173,7 +171,7 @@ class SimExchange:
     async def fetch_order(self, symbol: str, client_order_id: str) -> OrderInfo | None:
         await self._config()
         async with atranslate():
-            h = await self.r.hgetall(self.k.sim_order(symbol, client_order_id))  # type: ignore[misc]
+            h = await self.r.hgetall(self.k.sim_order(symbol, client_order_id))
         return _order(h) if h else None
 
     async def place_reduce_only_market(
@@ -213,7 +211,9 @@ class SimExchange:
         if qty <= 0 or qty % f.step_size != 0:
             raise OrderRejected(f"sim: precision is over the maximum ({qty})", code=-1111)
         if qty < f.min_qty or (f.max_qty is not None and qty > f.max_qty):
-            raise OrderRejected(f"sim: quantity {qty} outside [{f.min_qty}, {f.max_qty}]", -4003)
+            raise OrderRejected(
+                f"sim: quantity {qty} outside [{f.min_qty}, {f.max_qty}]", code=-4003
+            )
         reduces = (side == "SELL" and amt > 0) or (side == "BUY" and amt < 0)
         if not reduces or qty > abs(amt):
             raise OrderRejected("sim: ReduceOnly Order is rejected.", code=-2022)
@@ -238,7 +238,7 @@ class SimExchange:
         if res[0] == "retry":
             return None
         if res[0] == "exists":
-            h = await self.r.hgetall(order_key)  # type: ignore[misc]
+            h = await self.r.hgetall(order_key)
             return _order(h)
         if fill:
             async with atranslate():
@@ -266,7 +266,7 @@ class SimExchange:
         await self._config()
         order_key = self.k.sim_order(symbol, client_order_id)
         async with atranslate():
-            existing = await self.r.hgetall(order_key)  # type: ignore[misc]
+            existing = await self.r.hgetall(order_key)
             if existing:
                 return _order(existing)
             oid = await self.r.incr(f"{self.k.sim_position(symbol).rsplit(':', 1)[0]}:order_seq")
@@ -278,7 +278,7 @@ class SimExchange:
                 "created_at": f"{time.time():.6f}",
             }  # fmt: skip
             pipe = self.r.pipeline(transaction=True)
-            prev = await self.r.hget(self.k.sim_stop(symbol), "client_order_id")  # type: ignore[misc]
+            prev = await self.r.hget(self.k.sim_stop(symbol), "client_order_id")
             if prev:
                 pipe.hset(self.k.sim_order(symbol, prev), "status", "CANCELED")
             pipe.hset(order_key, mapping=fields)

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from redis.asyncio import Redis
-
 from permitchain.keys import Keys
 from permitchain.runtime.audit import AUDIT_MAXLEN, audit_fields
+from permitchain.store import AsyncRedis
 
 PERMIT_EVENTS_MAXLEN = 100_000
 
 
 async def write_permit(
-    r: Redis, keys: Keys, *, key: str, permit_json: str, ttl_s: int, plan_id: str, symbol: str,
+    r: AsyncRedis, keys: Keys, *, key: str, permit_json: str, ttl_s: int, plan_id: str, symbol: str,
     layer: str, decision: str, reason: str, context: dict[str, Any], ts: float,
 ) -> bool:  # fmt: skip
     """Returns False when a permit for this plan already existed (the first decision stands)."""

@@ -3,10 +3,10 @@
 A service is a set of :class:`Consumer` loops (one consumer group on one stream each) and
 background tasks, run by :class:`ServiceRunner` until SIGTERM/SIGINT. On the first signal the
 loops stop reading, in-flight entries finish (or stay pending, to be reclaimed: nothing is
-lost), the heartbeat is removed and Redis closed; a second signal exits at once.
+lost), the heartbeat is removed and AsyncRedis closed; a second signal exits at once.
 
 Entry handling: the handler returns → XACK. It raises ``ContractError`` → the entry goes to
-the dead-letter stream and is acked (never a crash loop). It raises ``StoreError`` or a Redis
+the dead-letter stream and is acked (never a crash loop). It raises ``StoreError`` or a AsyncRedis
 fault → not acked, retried after a backoff. Any other exception → retried up to
 ``max_failures`` times in this process, then dead-lettered with the error.
 """
@@ -22,27 +22,28 @@ import random
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
-import redis.asyncio as aioredis
 import redis.exceptions
 from prometheus_client import Counter, Gauge, start_http_server
 
 from permitchain import __version__
 from permitchain.errors import ContractError, StoreError
 from permitchain.keys import Keys
-from permitchain.store import REDIS_FAULTS
+from permitchain.store import REDIS_FAULTS, AsyncRedis
 
+uvloop: Any
 try:
     import uvloop
-except ImportError:  # pragma: no cover
+except ImportError:  # pragma: no cover - a declared dependency on Linux
     uvloop = None
 
 log = logging.getLogger("permitchain.runtime")
 
 Handler = Callable[[str, dict[str, str]], Awaitable[None]]
-Task = Callable[[asyncio.Event], Awaitable[None]]
+Task = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 ENTRIES = Counter(
     "permitchain_stream_entries_total", "Stream entries handled", ["service", "stream", "outcome"]
@@ -50,10 +51,12 @@ ENTRIES = Counter(
 DEADLETTERS = Counter(
     "permitchain_deadletter_total", "Entries sent to the dead-letter stream", ["service", "stream"]
 )
-STORE_ERRORS = Counter("permitchain_store_errors_total", "Redis faults seen", ["service"])
+STORE_ERRORS = Counter("permitchain_store_errors_total", "AsyncRedis faults seen", ["service"])
 UP = Gauge("permitchain_service_up", "1 while the service runs", ["service"])
 
 DEADLETTER_MAXLEN = 100_000
+#: Faults after which an entry stays pending and is retried (never dead-lettered).
+RETRYABLE: tuple[type[BaseException], ...] = (StoreError, *REDIS_FAULTS)
 HEARTBEAT_EVERY_S = 5.0
 HEARTBEAT_TTL_S = 15
 
@@ -99,7 +102,7 @@ class Consumer:
     failures: dict[str, int] = field(default_factory=dict)
 
 
-async def ensure_group(r: aioredis.Redis, stream: str, group: str) -> None:
+async def ensure_group(r: AsyncRedis, stream: str, group: str) -> None:
     """Create the group at ``$`` (new entries only, never history) if it does not exist."""
     try:
         await r.xgroup_create(stream, group, id="$", mkstream=True)
@@ -112,7 +115,7 @@ class ServiceRunner:
     def __init__(
         self,
         name: str,
-        redis: aioredis.Redis,
+        redis: AsyncRedis,
         keys: Keys,
         *,
         consumers: list[Consumer] | None = None,
@@ -300,7 +303,7 @@ class ServiceRunner:
         except ContractError as e:
             outcome = "deadletter"
             await self._deadletter(c, entry_id, fields, str(e))
-        except (StoreError, *REDIS_FAULTS) as e:
+        except RETRYABLE as e:
             outcome = "store_error"
             STORE_ERRORS.labels(self.name).inc()
             log.warning("%s: %s %s left pending (store: %s)", self.name, c.stream, entry_id, e)

@@ -1,0 +1,163 @@
+"""Run the chain's services as separate processes: used by ``up``, ``demo``, ``bench``, tests.
+
+``Chain`` starts an embedded server when no ``REDIS_URL`` is given, starts each service as
+``python -m permitchain run SERVICE`` with the same settings, waits for their heartbeats,
+and stops (SIGTERM) or kills (SIGKILL) them on request.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import IO
+
+import permitchain
+from permitchain.embedded import EmbeddedServer
+from permitchain.keys import Keys
+from permitchain.services import SERVICE_NAMES
+from permitchain.store import sync_client
+
+SRC_DIR = str(Path(permitchain.__file__).resolve().parent.parent)
+
+
+def runtime_dir() -> Path:
+    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    d = Path(base) / f"permitchain-{os.getuid()}"
+    d.mkdir(mode=0o700, exist_ok=True)
+    return d
+
+
+def url_file() -> Path:
+    """Where ``permitchain up`` leaves the embedded server's URL for other commands."""
+    return runtime_dir() / "redis_url"
+
+
+class Chain:
+    def __init__(
+        self,
+        env: Mapping[str, str] | None = None,
+        *,
+        redis_url: str | None = None,
+        log_dir: Path | None = None,
+        prefer_path_server: bool = False,
+    ) -> None:
+        self.env = dict(env or {})
+        self.redis_url = redis_url or self.env.get("REDIS_URL")
+        self.server: EmbeddedServer | None = None
+        self.log_dir = log_dir
+        self.prefer_path_server = prefer_path_server
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._logs: dict[str, IO[bytes]] = {}
+
+    # -- server -----------------------------------------------------------------------------
+    def ensure_redis(self) -> str:
+        if self.redis_url is None:
+            self.server = EmbeddedServer(prefer_path=self.prefer_path_server).start()
+            self.redis_url = self.server.url
+        self.env["REDIS_URL"] = self.redis_url
+        return self.redis_url
+
+    @property
+    def keys(self) -> Keys:
+        return Keys(self.env.get("KEY_PREFIX", "quantum"))
+
+    def child_env(self) -> dict[str, str]:
+        env = {**os.environ, **self.env}
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (SRC_DIR, env.get("PYTHONPATH")) if p)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        return env
+
+    # -- services ---------------------------------------------------------------------------
+    def start(self, names: Iterable[str] = SERVICE_NAMES) -> None:
+        self.ensure_redis()
+        for name in names:
+            self.start_service(name)
+
+    def start_service(self, name: str) -> subprocess.Popen[bytes]:
+        if name in self.procs and self.procs[name].poll() is None:
+            return self.procs[name]
+        out: IO[bytes] | None = None
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            out = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - kept open while it runs
+            self._logs[name] = out
+        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "permitchain", "run", name],
+            env=self.child_env(), stdout=out, stderr=subprocess.STDOUT if out else None,
+        )  # fmt: skip
+        self.procs[name] = proc
+        return proc
+
+    def signal_service(self, name: str, sig: int) -> None:
+        p = self.procs.get(name)
+        if p is not None and p.poll() is None:
+            p.send_signal(sig)
+
+    def kill_service(self, name: str) -> None:
+        self.signal_service(name, signal.SIGKILL)
+        p = self.procs.get(name)
+        if p is not None:
+            p.wait(10)
+
+    def stop_service(self, name: str, timeout_s: float = 15.0) -> int | None:
+        p = self.procs.get(name)
+        if p is None:
+            return None
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        return p.returncode
+
+    def wait_ready(self, names: Iterable[str] = SERVICE_NAMES, timeout_s: float = 30.0) -> None:
+        """Until every named service has written its heartbeat (raises on timeout/exit)."""
+        r = sync_client(self.ensure_redis())
+        pending = set(names)
+        deadline = time.monotonic() + timeout_s
+        try:
+            while pending:
+                for name in list(pending):
+                    p = self.procs.get(name)
+                    if p is not None and p.poll() is not None:
+                        raise RuntimeError(f"{name} exited with {p.returncode}{self._tail(name)}")
+                    hb = r.get(self.keys.heartbeat(name))
+                    if hb and json.loads(hb).get("pid") == (p.pid if p else None):
+                        pending.discard(name)
+                if pending and time.monotonic() > deadline:
+                    raise TimeoutError(f"no heartbeat from {sorted(pending)}")
+                if pending:
+                    time.sleep(0.05)
+        finally:
+            r.close()
+
+    def _tail(self, name: str) -> str:
+        if self.log_dir is None:
+            return ""
+        path = self.log_dir / f"{name}.log"
+        return "\n" + path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+    def stop(self) -> None:
+        for name in list(self.procs):
+            self.stop_service(name)
+        for f in self._logs.values():
+            f.close()
+        self._logs.clear()
+        if self.server is not None:
+            self.server.cleanup()
+            self.server = None
+
+    def __enter__(self) -> Chain:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,1 @@
+"""The ``permitchain`` command line."""

@@ -1,0 +1,70 @@
+"""What every command needs: settings, a AsyncRedis client, a console, clean errors."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+from collections.abc import Awaitable, Callable
+from typing import NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+
+from permitchain.chain import url_file
+from permitchain.errors import ConfigError, PermitchainError
+from permitchain.keys import Keys
+from permitchain.settings import Settings, load_settings
+from permitchain.store import REDIS_FAULTS, AsyncRedis, async_client
+
+console = Console()
+err_console = Console(stderr=True)
+T = TypeVar("T")
+
+
+def fail(msg: str, code: int = 2) -> NoReturn:
+    err_console.print(f"[bold red]error:[/] {msg}")
+    raise typer.Exit(code)
+
+
+def settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as e:
+        fail(f"configuration: {e}")
+
+
+def redis_url(s: Settings) -> str:
+    """REDIS_URL, else the URL a running `permitchain up` left behind."""
+    if s.redis_url:
+        return s.redis_url
+    f = url_file()
+    if f.exists():
+        return f.read_text().strip()
+    fail("REDIS_URL is not set and no `permitchain up` is running on this machine")
+
+
+def operator() -> str:
+    try:
+        return getpass.getuser()
+    except OSError:
+        return "unknown"
+
+
+def run_async(fn: Callable[[AsyncRedis, Keys, Settings], Awaitable[T]]) -> T:
+    """Run one async command body with a client; AsyncRedis faults become a clean error."""
+    s = settings()
+    url = redis_url(s)
+
+    async def main() -> T:
+        r = async_client(url, max_connections=8)
+        try:
+            return await fn(r, Keys(s.key_prefix), s)
+        finally:
+            await r.aclose()
+
+    try:
+        return asyncio.run(main())
+    except REDIS_FAULTS as e:
+        fail(f"redis at {url}: {e}")
+    except PermitchainError as e:
+        fail(str(e))

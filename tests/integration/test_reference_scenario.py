@@ -1,0 +1,59 @@
+"""DESIGN.md §8 end to end, with the services as separate processes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from permitchain.chain import Chain
+from permitchain.exchange.sim import SimExchange
+from permitchain.scenario import ENTRY, EXCHANGE_AMT, MARK, SYMBOL, run_scenario, seed_ledger
+from permitchain.store import async_client
+
+pytestmark = pytest.mark.slow
+
+
+def test_reference_scenario(chain_factory: Callable[..., Chain], redis_url: str) -> None:
+    chain = chain_factory()
+    steps: dict[str, Any] = {}
+
+    async def body() -> Any:
+        r = async_client(redis_url)
+        sim = SimExchange(r, chain.keys)
+        try:
+            await sim.list_symbol(SYMBOL, step_size="0.001", min_qty="0.001")
+            await sim.set_position(SYMBOL, EXCHANGE_AMT, ENTRY)
+            await sim.set_price(SYMBOL, MARK)
+            await seed_ledger(r, chain.keys)
+            await asyncio.to_thread(chain.start)
+            await asyncio.to_thread(chain.wait_ready)
+            out = await run_scenario(r, chain.keys, sim, emit=lambda n, d: steps.update({n: d}))
+            fills = await r.xrange(chain.keys.sim_fills)
+            position = (await sim.fetch_positions([SYMBOL]))[SYMBOL].amt
+            return out, fills, position
+        finally:
+            await r.aclose()
+
+    out, fills, position = asyncio.run(body())
+    first, second = steps["first_result"], steps["second_result"]
+    # the first plan: P3.3 denies the qty mismatch, the executor blocks, nothing is sent
+    assert first["status"] == "blocked" and first["reason"] == "p33_denied"
+    assert first["executed"] == "false" and first["client_order_id"] == ""
+    p33_first = steps["permits_first"]["position-brain"]
+    assert p33_first["reason"] == "reconcile_required_qty_mismatch"
+    assert p33_first["context"]["diff"] == "0.06" and p33_first["context"]["tolerance"] == "0.001"
+    assert steps["permits_first"]["governor"]["reason"] == "testnet_auto_approve"
+    # after reconcile: a new epoch, a new plan, a 0.046 reduce-only close
+    assert steps["reconcile"]["ledger_after"] == "0.062"
+    assert steps["proposal_second"]["plan_id"] != steps["proposal"]["plan_id"]
+    assert steps["permits_second"]["position-brain"]["safe_close_qty"] == "0.046"
+    assert second["status"] == "filled" and second["executed"] == "true"
+    assert second["filled_qty"] == "0.046" and second["reduce_only"] == "true"
+    assert steps["order"]["order"]["reduce_only"] is True
+    assert [f["qty"] for _i, f in fills] == ["0.046"]  # exactly one fill in all
+    assert str(position) == "0.016"
+    assert steps["ledger"]["last_known_amt"] == "0.016"
+    assert out.ok()
