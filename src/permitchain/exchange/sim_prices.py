@@ -36,11 +36,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 
-from permitchain.errors import StoreError
 from permitchain.exchange.sim import SimExchange
 from permitchain.exchange.sim_stops import trigger_stop
-from permitchain.runtime.service import Backoff
-from permitchain.store import REDIS_FAULTS
+from permitchain.runtime.service import RETRYABLE, Backoff
 
 log = logging.getLogger("permitchain.sim.prices")
 
@@ -191,7 +189,7 @@ async def drive_prices(
             await step_prices(sim, symbols, seed, walks, regimes=regimes,
                               switch_prob=switch_prob)  # fmt: skip
             backoff.reset()
-        except (StoreError, *REDIS_FAULTS) as e:
+        except RETRYABLE as e:
             delay = max(delay, backoff.next_delay())
             log.warning("sim: price step failed (%s); retrying in %.2fs", e, delay)
         with contextlib.suppress(TimeoutError):

@@ -63,9 +63,9 @@ async def trigger_stop(sim: SimExchange, symbol: str) -> OrderInfo | None:
         async with atranslate(), sim.r.pipeline(transaction=True) as pipe:
             try:
                 await pipe.watch(pos_key, stop_key)
-                stop: dict[str, str] = await pipe.hgetall(stop_key)  # type: ignore[misc]
-                pos: dict[str, str] = await pipe.hgetall(pos_key)  # type: ignore[misc]
-                filt: dict[str, str] = await pipe.hgetall(k.sim_filters(symbol))  # type: ignore[misc]
+                stop: dict[str, str] = await pipe.hgetall(stop_key)
+                pos: dict[str, str] = await pipe.hgetall(pos_key)
+                filt: dict[str, str] = await pipe.hgetall(k.sim_filters(symbol))
                 if stop.get("status") != "NEW" or not pos.get("mark_price"):
                     return None
                 amt, mark = _dec(pos.get("amt")), _dec(pos["mark_price"])

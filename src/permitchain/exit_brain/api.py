@@ -28,12 +28,11 @@ import time
 import uuid
 from decimal import Decimal
 
-from redis.asyncio import Redis
-
 from permitchain.errors import ContractError
 from permitchain.keys import Keys
 from permitchain.models import Action, Proposal, make_plan_id
 from permitchain.settings import Settings
+from permitchain.store import AsyncRedis
 
 PROPOSAL_STREAM_MAXLEN = 100_000
 DEFAULT_TTL_S: int = Settings.model_fields["proposal_ttl_s"].default
@@ -107,7 +106,7 @@ def build_proposal(
     return p
 
 
-async def submit_proposal(r: Redis, keys: Keys, proposal: Proposal, *, ttl_s: int) -> str:
+async def submit_proposal(r: AsyncRedis, keys: Keys, proposal: Proposal, *, ttl_s: int) -> str:
     """Write the proposal hash and its event in one round trip; returns the stream entry id."""
     fields = proposal.to_fields()
     key = keys.proposal(proposal.symbol)
@@ -120,13 +119,13 @@ async def submit_proposal(r: Redis, keys: Keys, proposal: Proposal, *, ttl_s: in
     return str(entry_id)
 
 
-async def current_epoch(r: Redis, keys: Keys, symbol: str) -> int:
+async def current_epoch(r: AsyncRedis, keys: Keys, symbol: str) -> int:
     """The position epoch P3.3 keeps for the symbol (bumped by reconcile)."""
-    return parse_epoch(await r.hget(keys.ledger(symbol), "epoch"))  # type: ignore[misc]
+    return parse_epoch(await r.hget(keys.ledger(symbol), "epoch"))
 
 
 async def propose(
-    r: Redis,
+    r: AsyncRedis,
     keys: Keys,
     symbol: str,
     action: Action | str,

@@ -26,9 +26,8 @@ from collections import defaultdict, deque
 from decimal import Decimal
 
 from prometheus_client import Counter, Gauge
-from redis.asyncio import Redis
 
-from permitchain.errors import ContractError, ExchangeError, StoreError
+from permitchain.errors import ContractError, ExchangeError
 from permitchain.exchange.base import Exchange, PositionInfo
 from permitchain.exchange.factory import make_exchange
 from permitchain.exchange.sim import SimExchange
@@ -39,9 +38,9 @@ from permitchain.exit_brain.kernel import ExitParams, PositionView, decide, to4
 from permitchain.keys import Keys
 from permitchain.models import Proposal, fmt_decimal
 from permitchain.runtime.clock import Clock
-from permitchain.runtime.service import Backoff, ServiceRunner
+from permitchain.runtime.service import RETRYABLE, Backoff, ServiceRunner, Task
 from permitchain.settings import ExchangeKind, Settings
-from permitchain.store import REDIS_FAULTS
+from permitchain.store import AsyncRedis
 
 log = logging.getLogger("permitchain.exit_brain")
 
@@ -61,13 +60,14 @@ NO_PRICE = "no_price"
 NO_ENTRY_PRICE = "no_entry_price"
 BAD_STATE = "bad_state"
 EPOCH_REGRESSED = "epoch_regressed"
+WARMING_UP = "warming_up"
 FILTER_REFRESH_S = 300.0
 SOURCE = "exit-brain"
 
 
 class ExitBrain:
     def __init__(
-        self, r: Redis, keys: Keys, settings: Settings, clock: Clock, exchange: Exchange
+        self, r: AsyncRedis, keys: Keys, settings: Settings, clock: Clock, exchange: Exchange
     ) -> None:
         self.r, self.k, self.s, self.clock, self.ex = r, keys, settings, clock, exchange
         self.symbols = sorted(settings.allow_list)
@@ -110,31 +110,25 @@ class ExitBrain:
         self, symbol: str, pos: PositionInfo | None, mark: Decimal | None, epoch: int,
         raw: dict[str, str], now: float,
     ) -> Proposal | None:  # fmt: skip
+        """Decide for one symbol; write the proposal (and then the state) if there is one."""
         history = self.marks[symbol]
         if mark is not None and mark > 0:
             history.append(mark)
         else:
             history.clear()
         held = pos is not None and pos.amt != 0
-        try:
-            stored = state.parse_state(raw)
-        except ContractError as e:
-            return self.skip(symbol, BAD_STATE, str(e)) if held else None
-        st = state.advance(stored, epoch, pos.side if pos is not None else "NONE", now)
-        if st is None:
-            detail = f"ledger epoch {epoch} < exit state epoch; delete {self.k.exit_state(symbol)}"
-            return self.skip(symbol, EPOCH_REGRESSED, detail) if held else None
-        if st != stored:
-            await state.save(self.r, self.k, symbol, st, now)
+        st, problem = await self.track(symbol, pos.side if pos is not None else "NONE", epoch,
+                                       raw, now)  # fmt: skip
         if pos is None or not held:
             for gauge in (KILL_SCORE, R_NET):
                 with contextlib.suppress(KeyError):
                     gauge.remove(symbol)
             return None
-        if mark is None or mark <= 0:
-            return self.skip(symbol, NO_PRICE, "no mark price from the exchange")
-        if pos.entry_price <= 0:
-            return self.skip(symbol, NO_ENTRY_PRICE, "position without an entry price")
+        problem = problem or self.data_problem(symbol, pos, mark)
+        if problem is not None:
+            self.skip(symbol, *problem)
+            return None
+        assert st is not None and mark is not None  # else track/data_problem gave a reason
         self._skipping.pop(symbol, None)
         is_long = pos.amt > 0
         opened_at = st.opened_at if st.opened_at is not None else now
@@ -163,11 +157,44 @@ class ExitBrain:
         )  # fmt: skip
         return p
 
+    async def track(
+        self, symbol: str, side: str, epoch: int, raw: dict[str, str], now: float
+    ) -> tuple[state.Stored | None, tuple[str, str] | None]:
+        """The symbol's state for this epoch and side (saved when it changed), or a skip
+        reason and detail when it cannot be trusted."""
+        try:
+            stored = state.parse_state(raw)
+        except ContractError as e:
+            return None, (BAD_STATE, str(e))
+        st = state.advance(stored, epoch, side, now)
+        if stored is None and side == "NONE":
+            return None, None  # never held: nothing to keep
+        if st is None:
+            key = self.k.exit_state(symbol)
+            return None, (EPOCH_REGRESSED, f"ledger epoch {epoch} < exit state's; delete {key}")
+        if st != stored:
+            await state.save(self.r, self.k, symbol, st, now)
+        return st, None
+
+    def data_problem(
+        self, symbol: str, pos: PositionInfo, mark: Decimal | None
+    ) -> tuple[str, str] | None:
+        """Why the data of a held position is not enough to decide, or None."""
+        if mark is None or mark <= 0:
+            return NO_PRICE, "no mark price from the exchange"
+        if pos.entry_price <= 0:
+            return NO_ENTRY_PRICE, "position without an entry price"
+        seen = len(self.marks[symbol])
+        if seen <= market.MIN_RETURNS:
+            return WARMING_UP, f"{seen} of {market.MIN_RETURNS + 1} consecutive marks"
+        return None
+
     def skip(self, symbol: str, reason: str, detail: str) -> None:
         SKIPPED.labels(symbol, reason).inc()
         first = self._skipping.get(symbol) != reason
         self._skipping[symbol] = reason
-        log.log(logging.WARNING if first else logging.DEBUG,
+        level = logging.INFO if reason == WARMING_UP else logging.WARNING
+        log.log(level if first else logging.DEBUG,
                 "[SKIP] symbol=%s reason=%s %s", symbol, reason, detail)  # fmt: skip
 
     async def refresh_ticks(self, now: float) -> None:
@@ -193,7 +220,7 @@ class ExitBrain:
                 await self.cycle()
                 CYCLES.labels("ok").inc()
                 backoff.reset()
-            except (StoreError, *REDIS_FAULTS) as e:
+            except RETRYABLE as e:
                 CYCLES.labels("store_error").inc()
                 delay = max(delay, backoff.next_delay())
                 log.warning("exit-brain: cycle failed (store: %s); retrying in %.2fs", e, delay)
@@ -202,11 +229,11 @@ class ExitBrain:
 
 
 async def build_exit_brain(
-    r: Redis, keys: Keys, settings: Settings, clock: Clock, port: int
+    r: AsyncRedis, keys: Keys, settings: Settings, clock: Clock, port: int
 ) -> ServiceRunner:
     ex = make_exchange(settings, r, keys)
     brain = ExitBrain(r, keys, settings, clock, ex)
-    tasks = [brain.run]
+    tasks: list[Task] = [brain.run]
     if settings.exchange is ExchangeKind.SIM and settings.sim_drive_prices:
         sim = ex if isinstance(ex, SimExchange) else SimExchange(r, keys)
 

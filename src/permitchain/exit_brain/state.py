@@ -18,13 +18,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
-from redis.asyncio import Redis
-
 from permitchain.errors import ContractError
 from permitchain.exit_brain.api import parse_epoch
 from permitchain.exit_brain.kernel import Book
 from permitchain.keys import Keys
 from permitchain.models import fmt_decimal, fmt_ts
+from permitchain.store import AsyncRedis
 
 SIDES = ("LONG", "SHORT", "NONE")
 
@@ -90,7 +89,7 @@ def advance(stored: Stored | None, epoch: int, side: str, now: float) -> Stored 
 
 
 async def load(
-    r: Redis, keys: Keys, symbols: Sequence[str]
+    r: AsyncRedis, keys: Keys, symbols: Sequence[str]
 ) -> dict[str, tuple[int, dict[str, str]]]:
     """Per symbol: the P3.3 position epoch and the raw exit state, in one round trip."""
     pipe = r.pipeline(transaction=False)
@@ -101,5 +100,5 @@ async def load(
     return {s: (parse_epoch(rows[2 * i]), rows[2 * i + 1]) for i, s in enumerate(symbols)}
 
 
-async def save(r: Redis, keys: Keys, symbol: str, st: Stored, now: float) -> None:
-    await r.hset(keys.exit_state(symbol), mapping=state_fields(st, now))  # type: ignore[misc]
+async def save(r: AsyncRedis, keys: Keys, symbol: str, st: Stored, now: float) -> None:
+    await r.hset(keys.exit_state(symbol), mapping=state_fields(st, now))
