@@ -9,12 +9,13 @@ from typing import Any
 import pytest
 
 from permitchain.apply_layer.planner import PlannerPolicy, make_plan
-from permitchain.errors import ContractError
+from permitchain.errors import ConfigError, ContractError
 from permitchain.exit_brain import state
 from permitchain.exit_brain.api import build_proposal, expected_plan_id, propose
 from permitchain.exit_brain.kernel import Book
 from permitchain.keys import Keys
 from permitchain.models import Action, PlanDecision, Proposal
+from permitchain.settings import load_settings
 
 NOW = 1_700_000_000.0
 
@@ -92,3 +93,19 @@ def test_state_advance_rules() -> None:
     assert flat is not None and flat.opened_at is None and flat.book == old.book
     assert state.advance(old, 1, "LONG", NOW) is None  # the epoch went backwards
     assert state.advance(None, 0, "LONG", NOW) == state.Stored(Book(), "LONG", NOW)
+
+
+def test_exit_settings_load_from_the_environment() -> None:
+    s = load_settings(
+        {
+            "EXIT_INTERVAL_S": "0.5",
+            "SIM_DRIVE_PRICES": "false",
+            "EXIT_RISK_FRACTION": "0.02",
+            "SIM_PRICE_SEED": "11",
+        }
+    )
+    assert (s.exit_interval_s, s.sim_drive_prices, s.sim_price_seed) == (0.5, False, 11)
+    assert s.exit_risk_fraction == Decimal("0.02") and s.exit_fee_rate == Decimal("0.0004")
+    for bad in ({"EXIT_RISK_FRACTION": "0"}, {"SIM_DRIVE_PRICE": "true"}, {"EXIT_INTERVAL_S": "x"}):
+        with pytest.raises(ConfigError, match=next(iter(bad))[:14]):
+            load_settings(bad)
