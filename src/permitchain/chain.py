@@ -47,8 +47,11 @@ class Chain:
         redis_url: str | None = None,
         log_dir: Path | None = None,
         prefer_path_server: bool = False,
+        service_env: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         self.env = dict(env or {})
+        #: Per-service overrides (e.g. each service's own REDIS_URL with its ACL user).
+        self.service_env = {k: dict(v) for k, v in (service_env or {}).items()}
         self.redis_url = redis_url or self.env.get("REDIS_URL")
         self.server: EmbeddedServer | None = None
         self.log_dir = log_dir
@@ -68,8 +71,8 @@ class Chain:
     def keys(self) -> Keys:
         return Keys(self.env.get("KEY_PREFIX", "quantum"))
 
-    def child_env(self) -> dict[str, str]:
-        env = {**os.environ, **self.env}
+    def child_env(self, service: str | None = None) -> dict[str, str]:
+        env = {**os.environ, **self.env, **self.service_env.get(service or "", {})}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (SRC_DIR, env.get("PYTHONPATH")) if p)
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
@@ -90,7 +93,7 @@ class Chain:
             self._logs[name] = out
         proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             [sys.executable, "-m", "permitchain", "run", name],
-            env=self.child_env(), stdout=out, stderr=subprocess.STDOUT if out else None,
+            env=self.child_env(name), stdout=out, stderr=subprocess.STDOUT if out else None,
         )  # fmt: skip
         self.procs[name] = proc
         return proc

@@ -8,6 +8,8 @@ from typing import Any, TypeAlias
 
 import redis
 import redis.asyncio as aioredis
+import redis.asyncio.sentinel as aiosentinel
+import redis.sentinel
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
@@ -42,6 +44,41 @@ def _client_kwargs() -> dict[str, Any]:
     }
 
 
+class _SentinelRedis(aioredis.Redis):
+    """A master client that also closes its sentinel connections."""
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        manager = getattr(self.connection_pool, "sentinel_manager", None)
+        for s in getattr(manager, "sentinels", []):
+            await s.aclose()
+
+
+def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, dict[str, Any]]:
+    """``redis+sentinel://[user:password@]host:port[,host:port…]/service_name[/db]``."""
+    rest = url.removeprefix("redis+sentinel://")
+    auth, _, rest = rest.rpartition("@")
+    hosts, _, path = rest.partition("/")
+    parts = [p for p in path.split("/") if p]
+    if not hosts or not parts:
+        raise ConfigError(
+            "REDIS_URL: sentinel URLs are redis+sentinel://host:port[,…]/service[/db]"
+        )
+    nodes = []
+    for h in hosts.split(","):
+        host, _, port = h.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"REDIS_URL: bad sentinel address {h!r} (host:port)")
+        nodes.append((host, int(port)))
+    kw: dict[str, Any] = {"db": int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0}
+    if auth:
+        user, sep, password = auth.partition(":")
+        kw.update(username=user or None, password=password if sep else user)
+        if not sep:
+            kw["username"] = None
+    return nodes, parts[0], kw
+
+
 def _require(url: str | None) -> str:
     if not url:
         raise ConfigError("REDIS_URL: not set (services need a server; `up` starts one)")
@@ -49,7 +86,15 @@ def _require(url: str | None) -> str:
 
 
 def async_client(url: str | None, *, max_connections: int = 32) -> AsyncRedis:
-    """An asyncio client with a bounded pool; every service uses one for its life."""
+    """An asyncio client with a bounded pool; every service uses one for its life.
+    ``redis+sentinel://`` URLs give a client that follows the master through failovers."""
+    url = _require(url)
+    if url.startswith("redis+sentinel://"):
+        nodes, service, kw = parse_sentinel_url(url)
+        sentinel = aiosentinel.Sentinel(nodes, socket_connect_timeout=2.0)  # type: ignore[no-untyped-call]
+        return sentinel.master_for(service, redis_class=_SentinelRedis,
+                                   max_connections=max_connections,
+                                   **kw, **_client_kwargs())  # fmt: skip
     return aioredis.Redis.from_url(
         _require(url),
         max_connections=max_connections,
@@ -60,6 +105,13 @@ def async_client(url: str | None, *, max_connections: int = 32) -> AsyncRedis:
 
 def sync_client(url: str | None) -> SyncRedis:
     """A blocking client for the CLI."""
+    url = _require(url)
+    if url.startswith("redis+sentinel://"):
+        nodes, service, kw = parse_sentinel_url(url)
+        s = redis.sentinel.Sentinel(nodes, socket_connect_timeout=2.0)  # type: ignore[no-untyped-call]
+        return s.master_for(  # type: ignore[no-untyped-call]
+            service, **kw, **_client_kwargs()
+        )
     return redis.Redis.from_url(
         _require(url),
         retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 2),

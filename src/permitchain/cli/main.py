@@ -15,7 +15,9 @@ from rich.table import Table
 
 from permitchain import __version__
 from permitchain.chain import Chain, url_file
+from permitchain.cli import bench as bench_cmd
 from permitchain.cli import control
+from permitchain.cli import security as security_cmd
 from permitchain.cli.common import console, fail, operator, run_async, settings
 from permitchain.errors import ConfigError
 from permitchain.exchange.factory import make_exchange
@@ -342,6 +344,10 @@ def sim_show(symbol: Annotated[str | None, typer.Argument()] = None) -> None:
             fmt_decimal(f.min_qty) if f else "-",
         )
     console.print(t)
+
+
+app.command("bench")(bench_cmd.bench)
+app.command("acl")(security_cmd.acl)
 
 
 def main() -> None:

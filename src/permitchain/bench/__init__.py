@@ -1,0 +1,1 @@
+"""``permitchain bench``: latency, throughput and footprint of the chain, end to end."""

@@ -1,0 +1,171 @@
+"""Load generation and measurement against a running chain.
+
+Each proposal is a distinct decision (its own tranche number), so each becomes its own
+plan. Proposals are offered open-loop at a fixed rate (latency runs) or with a bounded
+window of plans in flight (throughput runs); results are read from the result stream as
+they arrive. A plan counts as *verified* when its result says filled, its filled quantity
+equals P3.3's safe_close_qty and a fill with its client order id exists on the exchange.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from permitchain.exchange.sim import SimExchange
+from permitchain.keys import Keys
+from permitchain.models import Proposal, make_plan_id
+from permitchain.store import AsyncRedis
+
+BENCH_ENTRY = Decimal(100)
+BENCH_POSITION = Decimal(1_000_000)
+
+
+def bench_symbols(n: int) -> list[str]:
+    return [f"BENCH{i:04d}USDT" for i in range(n)]
+
+
+async def seed(r: AsyncRedis, keys: Keys, symbols: list[str]) -> None:
+    """Large positions whose ledgers agree with the exchange."""
+    sim = SimExchange(r, keys)
+    pipe = r.pipeline(transaction=False)
+    for s in symbols:
+        pipe.hset(keys.sim_filters(s), mapping={"step_size": "0.001", "min_qty": "0.001",
+                                                "max_qty": "100000000", "min_notional": "0",
+                                                "tick_size": "0.01"})  # fmt: skip
+        pipe.sadd(keys.sim_symbols, s)
+        pipe.hset(
+            keys.sim_position(s),
+            mapping={"amt": str(BENCH_POSITION), "entry_price": "100", "mark_price": "101"},
+        )
+        pipe.hset(
+            keys.ledger(s),
+            mapping={
+                "last_known_amt": str(BENCH_POSITION),
+                "last_known_side": "LONG",
+                "epoch": "0",
+            },
+        )
+    await pipe.execute()
+    del sim
+
+
+@dataclass
+class Sample:
+    plan_id: str
+    symbol: str
+    sent_at: float
+    done_at: float | None = None
+    result: dict[str, str] = field(default_factory=dict)
+
+
+class Load:
+    """Submits proposals and collects their results."""
+
+    def __init__(self, r: AsyncRedis, keys: Keys, symbols: list[str], run_id: int) -> None:
+        self.r, self.k, self.symbols = r, keys, symbols
+        self.run_id = run_id
+        self.samples: dict[str, Sample] = {}
+        self.seq = 0
+        self.last_result = "$"
+        self.done = asyncio.Event()
+        self.expected = 0
+
+    def _proposal(self) -> tuple[Proposal, str]:
+        self.seq += 1
+        sym = self.symbols[self.seq % len(self.symbols)]
+        tranche = self.run_id * 10_000_000 + self.seq
+        p = Proposal(proposal_id=f"b{self.run_id}-{self.seq}", symbol=sym, action="PARTIAL_25",
+                     kill_score=Decimal("0.9"), position_epoch=0, tranche=tranche,
+                     ts_epoch=time.time(), source="bench")  # fmt: skip
+        return p, make_plan_id(sym, "PARTIAL_25", 0, tranche)
+
+    async def submit(self, n: int) -> None:
+        pipe = self.r.pipeline(transaction=False)
+        now = time.time()
+        for _ in range(n):
+            p, pid = self._proposal()
+            p = p.model_copy(update={"ts_epoch": now})
+            pipe.xadd(self.k.proposal_stream, p.to_fields(), maxlen=200_000, approximate=True)
+            self.samples[pid] = Sample(pid, p.symbol, now)
+        await pipe.execute()
+
+    async def start_reader(self) -> None:
+        info = await self.r.xinfo_stream(self.k.result_stream) if await self.r.exists(
+            self.k.result_stream) else None  # fmt: skip
+        self.last_result = (info or {}).get("last-generated-id") or "0-0"
+
+    async def read_results(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            resp = await self.r.xread({self.k.result_stream: self.last_result}, count=5000,
+                                      block=200)  # fmt: skip
+            now = time.time()
+            for _s, entries in resp or []:
+                for entry_id, f in entries:
+                    self.last_result = entry_id
+                    s = self.samples.get(f.get("plan_id", ""))
+                    if s is not None and s.done_at is None:
+                        s.done_at, s.result = now, f
+            if self.expected and self.completed() >= self.expected:
+                self.done.set()
+
+    def completed(self) -> int:
+        return sum(1 for s in self.samples.values() if s.done_at is not None)
+
+    async def offered_rate(self, rate: float, duration_s: float) -> None:
+        """Open loop: ``rate`` proposals per second for ``duration_s``, in 1 ms ticks."""
+        total = int(rate * duration_s)
+        self.expected = len(self.samples) + total
+        start = time.perf_counter()
+        sent = 0
+        while sent < total:
+            due = min(total, int((time.perf_counter() - start) * rate) + 1)
+            if due > sent:
+                await self.submit(due - sent)
+                sent = due
+            await asyncio.sleep(max(0.0, start + sent / rate - time.perf_counter()))
+
+    async def closed_loop(self, window: int, duration_s: float) -> float:
+        """Keep ``window`` plans in flight for ``duration_s``; returns the elapsed time."""
+        start = time.perf_counter()
+        while time.perf_counter() - start < duration_s:
+            in_flight = len(self.samples) - self.completed()
+            if in_flight < window:
+                await self.submit(min(500, window - in_flight))
+            else:
+                await asyncio.sleep(0.001)
+        self.expected = len(self.samples)
+        return time.perf_counter() - start
+
+
+async def verify(r: AsyncRedis, keys: Keys, samples: list[Sample]) -> dict[str, Any]:
+    """Every plan: filled, filled == P3.3's safe qty, one exchange fill with its client id."""
+    fills: dict[str, int] = {}
+    last = "0-0"
+    while True:
+        batch = await r.xrange(keys.sim_fills, min=f"({last}" if last != "0-0" else "-",
+                               count=10_000)  # fmt: skip
+        if not batch:
+            break
+        for entry_id, f in batch:
+            fills[f["client_order_id"]] = fills.get(f["client_order_id"], 0) + 1
+            last = entry_id
+    bad: list[str] = []
+    missing = 0
+    for s in samples:
+        if s.done_at is None:
+            missing += 1
+            continue
+        f = s.result
+        ok = (f.get("status") == "filled" and f.get("executed") == "true"
+              and f.get("filled_qty") == f.get("requested_qty")
+              and fills.get(f.get("client_order_id", ""), 0) == 1)  # fmt: skip
+        if not ok:
+            bad.append(f"{s.plan_id}:{f.get('status')}:{f.get('reason')}")
+    doubles = sum(1 for n in fills.values() if n > 1)
+    return {"plans": len(samples), "verified": len(samples) - missing - len(bad),
+            "missing": missing, "failed": len(bad), "double_fills": doubles,
+            "failures_sample": bad[:5]}  # fmt: skip

@@ -1,0 +1,237 @@
+"""Orchestration of one benchmark run: chain up, floor, latency phases, throughput, footprint.
+
+Benchmark profile (documented in docs/performance.md): the sim exchange with zero latency,
+``COOLDOWN_S=0`` (many closes per symbol), ``QTY_TOLERANCE_PCT=60`` (the snapshot may trail
+the ledger by a fill between polls), ``LOG_LEVEL=WARNING``. Every check still runs on every
+plan; only these thresholds differ from production defaults.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from permitchain.bench.load import Load, Sample, bench_symbols, seed, verify
+from permitchain.chain import Chain
+from permitchain.keys import Keys
+from permitchain.store import AsyncRedis, async_client
+
+#: Sequential Redis round trips on the critical path of one plan (see docs/performance.md).
+CRITICAL_PATH_RTTS = 14
+PLANS_PER_SYMBOL = 40
+#: The exit brain is not on the measured path (the bench writes proposals itself).
+GATE_SERVICES = ("apply-layer", "governor", "position-brain")
+
+
+@dataclass
+class BenchConfig:
+    rates: list[float] = field(default_factory=lambda: [100.0, 1000.0])
+    rate_duration_s: float = 10.0
+    throughput_s: float = 60.0
+    window: int = 2000
+    redis_url: str | None = None
+    quick: bool = False
+
+    @classmethod
+    def quick_config(cls, redis_url: str | None = None) -> BenchConfig:
+        return cls(rates=[50.0], rate_duration_s=2.0, throughput_s=3.0, window=200,
+                   redis_url=redis_url, quick=True)  # fmt: skip
+
+    def total_plans(self) -> int:
+        return int(sum(self.rates) * self.rate_duration_s + 3000 * self.throughput_s)
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return math.nan
+    s = sorted(values)
+    k = min(len(s) - 1, max(0, math.ceil(p / 100 * len(s)) - 1))
+    return s[k]
+
+
+def summarize_ms(values_s: list[float]) -> dict[str, float]:
+    ms = [v * 1000 for v in values_s]
+    return {"n": len(ms), "p50_ms": pct(ms, 50), "p90_ms": pct(ms, 90), "p99_ms": pct(ms, 99),
+            "max_ms": max(ms) if ms else math.nan}  # fmt: skip
+
+
+def rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+async def rtt_floor(r: AsyncRedis, n: int = 2000) -> float:
+    samples = []
+    for _ in range(n):
+        t = time.perf_counter()
+        await r.ping()
+        samples.append(time.perf_counter() - t)
+    return statistics.median(samples)
+
+
+async def per_hop(r: AsyncRedis, keys: Keys, samples: list[Sample]) -> dict[str, dict[str, float]]:
+    """Per-hop latencies from the plans' own timestamps (plan, permits, exec record, result)."""
+    wanted = {s.plan_id: s for s in samples if s.done_at is not None}
+    plans: dict[str, dict[str, str]] = {}
+    for _id, f in await r.xrevrange(keys.plan_stream, count=len(wanted) * 2 + 1000):
+        if f.get("plan_id") in wanted:
+            plans[f["plan_id"]] = f
+    permits: dict[tuple[str, str], float] = {}
+    for _id, f in await r.xrevrange(keys.decisions, count=len(wanted) * 12 + 5000):
+        if f.get("plan_id") in wanted and f.get("layer") in ("governor", "position-brain"):
+            ctx = json.loads(f.get("context") or "{}")
+            created = (ctx.get("permit") or {}).get("created_at")
+            if created:
+                permits[(f["plan_id"], f["layer"])] = float(created)
+    pipe = r.pipeline(transaction=False)
+    ids = list(wanted)
+    for pid in ids:
+        pipe.hget(keys.exec_record(pid), "permitted_at")
+    permitted = dict(zip(ids, await pipe.execute(), strict=True))
+    hops: dict[str, list[float]] = {
+        k: []
+        for k in (
+            "planner",
+            "governor",
+            "p33",
+            "executor_wait",
+            "order_and_result",
+            "result_to_reader",
+        )
+    }
+    for pid, s in wanted.items():
+        plan = plans.get(pid)
+        g, p = permits.get((pid, "governor")), permits.get((pid, "position-brain"))
+        pa = permitted.get(pid)
+        if not plan or g is None or p is None or not pa:
+            continue
+        created, proposal_ts = float(plan["created_at"]), float(plan["proposal_ts"])
+        result_ts = float(s.result.get("ts", "nan"))
+        hops["planner"].append(created - proposal_ts)
+        hops["governor"].append(g - created)
+        hops["p33"].append(p - created)
+        hops["executor_wait"].append(float(pa) - max(g, p))
+        hops["order_and_result"].append(result_ts - float(pa))
+        hops["result_to_reader"].append((s.done_at or result_ts) - result_ts)
+    return {k: summarize_ms(v) for k, v in hops.items()}
+
+
+async def measure(
+    cfg: BenchConfig, chain: Chain, progress: Callable[[str], None]
+) -> dict[str, Any]:
+    url = chain.ensure_redis()
+    r = async_client(url, max_connections=16)
+    keys = chain.keys
+    out: dict[str, Any] = {"config": {k: v for k, v in cfg.__dict__.items() if k != "redis_url"}}
+    try:
+        out["floor"] = {"rtt_p50_ms": await rtt_floor(r) * 1000,
+                        "critical_path_rtts": CRITICAL_PATH_RTTS}  # fmt: skip
+        out["floor"]["floor_ms"] = out["floor"]["rtt_p50_ms"] * CRITICAL_PATH_RTTS
+        mem0 = (await r.info("memory"))["used_memory"]
+        rss0 = {n: rss_mb(p.pid) for n, p in chain.procs.items()}
+        stop = asyncio.Event()
+        out["latency"] = {}
+        for i, rate in enumerate(cfg.rates):
+            progress(f"latency at {rate:g} plans/s for {cfg.rate_duration_s:g}s")
+            load = Load(r, keys, _symbols(chain), run_id=i + 1)
+            await load.start_reader()
+            reader = asyncio.create_task(load.read_results(stop))
+            await load.offered_rate(rate, cfg.rate_duration_s)
+            await _drain(load)
+            await _cancel(reader)
+            samples = list(load.samples.values())
+            lat = [s.done_at - s.sent_at for s in samples if s.done_at is not None]
+            out["latency"][f"{rate:g}"] = {**summarize_ms(lat),
+                                           "verify": await verify(r, keys, samples),
+                                           "samples_ms": [x * 1000 for x in lat]}  # fmt: skip
+            if i == 0:
+                out["hops"] = await per_hop(r, keys, samples[-2000:])
+        progress(f"throughput: {cfg.window} plans in flight for {cfg.throughput_s:g}s")
+        load = Load(r, keys, _symbols(chain), run_id=99)
+        await load.start_reader()
+        reader = asyncio.create_task(load.read_results(stop))
+        elapsed = await load.closed_loop(cfg.window, cfg.throughput_s)
+        await _drain(load)
+        await _cancel(reader)
+        samples = list(load.samples.values())
+        v = await verify(r, keys, samples)
+        out["throughput"] = {"plans": len(samples), "seconds": elapsed,
+                             "plans_per_s": v["verified"] / elapsed if elapsed else 0.0,
+                             "verify": v}  # fmt: skip
+        out["footprint"] = {
+            "redis_used_memory_mb": {"start": mem0 / 2**20,
+                                     "end": (await r.info("memory"))["used_memory"] / 2**20},
+            "rss_mb": {n: {"start": rss0.get(n), "end": rss_mb(p.pid)}
+                       for n, p in chain.procs.items()},
+        }  # fmt: skip
+    finally:
+        await r.aclose()
+    return out
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def _symbols(chain: Chain) -> list[str]:
+    return chain.env["ALLOW_LIST_SYMBOLS"].split(",")
+
+
+async def _drain(load: Load, timeout_s: float = 30.0) -> None:
+    """Wait until every submitted plan has a result (or the timeout)."""
+    load.expected = len(load.samples)
+    if load.completed() >= load.expected:
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(load.done.wait(), timeout_s)
+
+
+def run(cfg: BenchConfig, progress: Callable[[str], None]) -> dict[str, Any]:
+    n_symbols = max(10, math.ceil(cfg.total_plans() / PLANS_PER_SYMBOL))
+    symbols = bench_symbols(n_symbols)
+    env = {"APPLY_MODE": "testnet", "EXCHANGE": "sim", "COOLDOWN_S": "0",
+           "QTY_TOLERANCE_PCT": "60", "LOG_LEVEL": "WARNING", "METRICS_PORT": "0",
+           "KEY_PREFIX": f"bench{int(time.time())}", "ALLOW_LIST_SYMBOLS": ",".join(symbols),
+           "POLL_INTERVAL_S": "1"}  # fmt: skip
+    with Chain(env, redis_url=cfg.redis_url) as chain:
+        url = chain.ensure_redis()
+        progress(f"redis {'embedded ' + chain.server.name if chain.server else ''} {url}; "
+                 f"seeding {n_symbols} symbols")  # fmt: skip
+
+        async def do_seed() -> None:
+            r = async_client(url)
+            try:
+                await seed(r, chain.keys, symbols)
+            finally:
+                await r.aclose()
+
+        asyncio.run(do_seed())
+        chain.start(GATE_SERVICES)
+        chain.wait_ready(GATE_SERVICES)
+        progress("services up: " + ", ".join(GATE_SERVICES))
+        result = asyncio.run(measure(cfg, chain, progress))
+        result["machine"] = machine()
+        result["server"] = chain.server.name if chain.server else "external"
+        return result
+
+
+def machine() -> dict[str, Any]:
+    return {"cpus": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform()}  # fmt: skip

@@ -1,0 +1,134 @@
+"""``permitchain bench``: run the benchmark and print a table, JSON, and a PNG histogram."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from permitchain.bench.runner import BenchConfig, run
+from permitchain.cli.common import console, fail, settings
+
+
+def _f(v: Any, nd: int = 2) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:.{nd}f}" if isinstance(v, float) else str(v)
+
+
+def render(res: dict[str, Any]) -> None:
+    fl = res["floor"]
+    console.print(
+        f"[bold]floor[/]: redis round trip p50 {fl['rtt_p50_ms'] * 1000:.0f} µs × "
+        f"{fl['critical_path_rtts']} sequential round trips = {fl['floor_ms']:.2f} ms"
+    )
+    t = Table(title="end-to-end latency (proposal written → result read)")
+    for c in (
+        "offered plans/s",
+        "plans",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "max ms",
+        "verified",
+        "× floor (p50)",
+    ):
+        t.add_column(c, justify="right")
+    for rate, v in res["latency"].items():
+        t.add_row(
+            rate,
+            str(v["n"]),
+            _f(v["p50_ms"]),
+            _f(v["p90_ms"]),
+            _f(v["p99_ms"]),
+            _f(v["max_ms"]),
+            f"{v['verify']['verified']}/{v['verify']['plans']}",
+            _f(v["p50_ms"] / fl["floor_ms"], 1),
+        )
+    console.print(t)
+    h = Table(title="per hop (first latency phase)")
+    for c in ("hop", "p50 ms", "p90 ms", "p99 ms", "max ms"):
+        h.add_column(c, justify="right")
+    for name, v in res.get("hops", {}).items():
+        h.add_row(
+            name, _f(v["p50_ms"], 3), _f(v["p90_ms"], 3), _f(v["p99_ms"], 3), _f(v["max_ms"], 3)
+        )
+    console.print(h)
+    tp = res["throughput"]
+    console.print(
+        f"[bold]throughput[/]: {tp['plans_per_s']:.0f} plans/s verified over "
+        f"{tp['seconds']:.1f}s ({tp['verify']['verified']}/{tp['plans']} verified, "
+        f"{tp['verify']['double_fills']} double fills)"
+    )
+    fp = res["footprint"]
+    mem = fp["redis_used_memory_mb"]
+    console.print(
+        f"[bold]redis memory[/]: {mem['start']:.1f} → {mem['end']:.1f} MB; "
+        + ", ".join(
+            f"{n} {_f(v['start'], 0)}→{_f(v['end'], 0)} MB" for n, v in fp["rss_mb"].items()
+        )
+    )
+
+
+def plot(res: dict[str, Any], samples_path: Path) -> None:
+    try:
+        import matplotlib  # noqa: PLC0415 - optional extra
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # noqa: PLC0415
+    except ImportError:
+        fail("--plot needs matplotlib: pip install 'permitchain[plot]'")
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for rate, v in res["latency"].items():
+        data = v.get("samples_ms") or []
+        if data:
+            ax.hist(data, bins=60, alpha=0.6, label=f"{rate} plans/s (p50 {v['p50_ms']:.2f} ms)")
+    ax.set_xlabel("end-to-end latency (ms)")
+    ax.set_ylabel("plans")
+    ax.set_yscale("log")
+    ax.legend()
+    ax.set_title("permitchain: proposal → result")
+    fig.tight_layout()
+    fig.savefig(samples_path, dpi=110)
+    console.print(f"histogram: {samples_path}")
+
+
+def bench(
+    quick: Annotated[bool, typer.Option("--quick", help="Short smoke run (correctness)")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON")] = False,
+    plot_png: Annotated[Path | None, typer.Option("--plot", help="Write a PNG histogram")] = None,
+    rates: Annotated[str, typer.Option(help="Offered rates, comma separated")] = "100,1000",
+    duration: Annotated[float, typer.Option(help="Seconds per latency phase")] = 10.0,
+    throughput_s: Annotated[float, typer.Option(help="Seconds of the throughput phase")] = 60.0,
+    window: Annotated[int, typer.Option(help="Plans in flight in the throughput phase")] = 2000,
+) -> None:
+    """Measure the chain: latency at fixed rates, sustained throughput, per hop, footprint."""
+    s = settings()
+    if quick:
+        cfg = BenchConfig.quick_config(s.redis_url)
+    else:
+        try:
+            rate_list = [float(x) for x in rates.split(",") if x]
+        except ValueError:
+            fail(f"--rates: not numbers: {rates!r}")
+        cfg = BenchConfig(rates=rate_list, rate_duration_s=duration, throughput_s=throughput_s,
+                          window=window, redis_url=s.redis_url)  # fmt: skip
+    res = run(cfg, progress=lambda m: console.print(f"[dim]bench:[/] {m}"))
+    if plot_png is not None:
+        plot(res, plot_png)
+    for v in res["latency"].values():
+        v.pop("samples_ms", None)
+    if as_json:
+        console.print_json(json.dumps(res, default=str))
+    else:
+        render(res)
+    ok = all(
+        v["verify"]["failed"] == 0 and v["verify"]["missing"] == 0 for v in res["latency"].values()
+    )
+    ok = ok and res["throughput"]["verify"]["failed"] == 0
+    ok = ok and res["throughput"]["verify"]["double_fills"] == 0
+    raise typer.Exit(0 if ok else 1)

@@ -1,0 +1,1 @@
+"""Least privilege: Redis ACL users per service."""

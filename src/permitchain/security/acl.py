@@ -1,0 +1,106 @@
+"""Redis ACL rules giving each service only the keys and commands it needs.
+
+One user per service. Permissions are Redis 7 *selectors*: each ``(commands keys)`` pair
+allows those commands on those keys only, so the governor may ``SET`` governor permits but
+neither P3.3 permits nor ``DEL`` on any permit, the position brain may write P3.3 permits
+only, and only the apply layer (the executor's consume script) may delete permits.
+
+Scripts run with their caller's permissions: every command a script calls is checked too,
+so the selectors below cover the scripts each service runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from permitchain.keys import Keys
+
+#: Commands every client needs: connection set-up, script loading, keyless reads. (redis-py
+#: also sends CLIENT SETINFO, which servers before 7.2 lack; it ignores a refusal.)
+BASE = ("+ping", "+hello", "+client|setname", "+select", "+info",
+        "+script|load", "+script|exists", "+time", "+scan", "+multi", "+exec",
+        "+discard")  # fmt: skip
+GROUP_CMDS = ("+xreadgroup", "+xack", "+xautoclaim", "+xgroup|create", "+xinfo|stream",
+              "+xinfo|groups", "+xpending")  # fmt: skip
+SIM_READ = ("+hgetall", "+hget", "+smembers")
+SIM_WRITE = (*SIM_READ, "+evalsha", "+eval", "+hset", "+hsetnx", "+incr", "+incrby",
+             "+expire", "+xadd", "+sadd", "+exists")  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    commands: tuple[str, ...]
+    keys: tuple[str, ...]  # ACL key patterns: "~p" read+write, "%R~p" read, "%W~p" write
+
+    def selector(self) -> str:
+        return "(" + " ".join([*self.keys, *self.commands]) + ")"
+
+
+def grants(service: str, k: Keys) -> list[Grant]:
+    p = k.prefix
+    common = [
+        Grant(("+set", "+del"), (f"~{k.heartbeat(service)}",)),
+        Grant(("+xadd",), (f"%W~{k.decisions}", f"%W~{k.deadletter}")),
+    ]
+
+    def group(stream: str) -> Grant:
+        return Grant(GROUP_CMDS, (f"~{stream}",))
+
+    if service == "governor":
+        return [*common, group(k.plan_stream), group(k.result_stream),
+                Grant(("+get",), (f"%R~{k.trading_state}",)),
+                Grant(("+hmget", "+hgetall"), (f"%R~{p}:position:snapshot:*",)),
+                Grant(("+set",), (f"%W~{p}:permit:{{*",)),
+                Grant(("+xadd",), (f"%W~{k.permit_event_stream}",)),
+                Grant(("+evalsha", "+eval", "+zadd", "+zrem", "+zcard", "+zcount", "+zrange",
+                       "+zrangebyscore", "+zremrangebyscore", "+zscore", "+get", "+set",
+                       "+incrbyfloat", "+expire", "+pexpire", "+del", "+hset", "+hget",
+                       "+hgetall", "+hdel"), (f"~{p}:gov:*",))]  # fmt: skip
+    if service == "position-brain":
+        return [*common, group(k.plan_stream), group(k.result_stream),
+                Grant(("+hset", "+expire", "+hgetall", "+exists"),
+                      (f"~{p}:position:snapshot:*",)),
+                Grant(("+hgetall", "+hget", "+hset", "+hsetnx", "+watch", "+unwatch", "+multi",
+                       "+exec", "+exists", "+set", "+expire"),
+                      (f"~{p}:position:ledger:*", f"~{p}:position:applied:*")),
+                Grant(("+set", "+get"), (f"~{p}:position:inflight:*",)),
+                Grant(("+set",), (f"%W~{p}:permit:p33:{{*",)),
+                Grant(("+xadd",), (f"%W~{k.permit_event_stream}",)),
+                Grant(("+get",), (f"%R~{k.trading_state}",)),
+                Grant(SIM_READ, (f"%R~{p}:sim:*",))]  # fmt: skip
+    if service == "apply-layer":
+        return [*common, group(k.proposal_stream), group(k.plan_stream),
+                Grant(("+hgetall",), (f"%R~{p}:harvest:proposal:*",)),
+                Grant(("+evalsha", "+eval", "+set", "+xadd"),
+                      (f"~{p}:apply:stream_published:{{*", f"~{k.plan_stream}")),
+                Grant(("+evalsha", "+eval", "+get", "+del", "+type", "+ttl", "+hget", "+hset",
+                       "+hsetnx", "+hgetall", "+expire"), (f"~{p}:permit:*", f"~{p}:exec:*")),
+                Grant(("+xadd",), (f"%W~{k.result_stream}",)),
+                Grant(("+xread", "+xinfo|stream", "+xadd"), (f"~{k.permit_event_stream}",)),
+                Grant(("+get",), (f"%R~{k.trading_state}",)),
+                Grant(("+hgetall", "+hget"), (f"%R~{p}:position:snapshot:*",)),
+                Grant(SIM_WRITE, (f"~{p}:sim:*",))]  # fmt: skip
+    if service == "exit-brain":
+        return [*common,
+                Grant(("+del", "+hset", "+expire"), (f"%W~{p}:harvest:proposal:*",)),
+                Grant(("+xadd",), (f"%W~{k.proposal_stream}",)),
+                Grant(("+hget", "+hgetall"), (f"%R~{p}:position:ledger:*",)),
+                Grant(("+hgetall", "+hget", "+hset", "+hsetnx", "+get", "+set", "+expire",
+                       "+del"), (f"~{p}:exit:*",)),
+                Grant(SIM_WRITE, (f"~{p}:sim:*",))]  # fmt: skip
+    raise ValueError(f"unknown service {service!r}")
+
+
+def password_env(service: str) -> str:
+    return "PERMITCHAIN_ACL_PASSWORD_" + service.upper().replace("-", "_")
+
+
+def username(service: str, suffix: str = "") -> str:
+    return f"permitchain-{service}{suffix}"
+
+
+def setuser_args(service: str, keys: Keys, password: str, suffix: str = "") -> list[str]:
+    """Arguments of ``ACL SETUSER`` for one service (``reset`` first: nothing else granted)."""
+    return ["ACL", "SETUSER", username(service, suffix), "reset", "on", f">{password}",
+            "resetkeys", "resetchannels", *BASE,
+            *[g.selector() for g in grants(service, keys)]]  # fmt: skip
