@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable
 from decimal import Decimal
 from itertools import islice
@@ -20,6 +21,8 @@ from permitchain.exchange.sim_prices import (
 )
 from permitchain.exchange.sim_stops import stop_outcome, trigger_stop
 from permitchain.keys import Keys
+from permitchain.security.acl import setuser_args, username
+from permitchain.store import async_client
 
 SYM = "BTCUSDT"
 D = Decimal
@@ -109,8 +112,8 @@ def test_stop_triggers_once_on_the_sim(arun: Callable[..., Any], keys: Keys) -> 
     assert again is None  # a filled stop never fills twice
     assert pos.amt == D("0.046")
     assert stored is not None and stored.status.value == "FILLED"
-    assert [(f["type"], f["qty"], f["position_after"]) for _i, f in fills] == [
-        ("STOP_MARKET", "0.016", "0.046")
+    assert [(f["client_order_id"], f["qty"], f["position_after"]) for _i, f in fills] == [
+        ("pc-test-sl-fill", "0.016", "0.046")
     ]
 
 
@@ -159,3 +162,63 @@ def test_drive_prices_steps_until_stopped(arun: Callable[..., Any], keys: Keys) 
 
     writes = arun(body)
     assert len(writes) == 3
+
+
+def test_racing_triggers_fill_once_and_a_half_done_trigger_completes(
+    arun: Callable[..., Any], keys: Keys
+) -> None:
+    async def body(r: Any) -> Any:
+        sim = SimExchange(r, keys)
+        await sim.list_symbol(SYM, step_size="0.001", min_qty="0.001")
+        await sim.set_position(SYM, D("0.062"), D(100))
+        await sim.place_stop_market(SYM, "SELL", D("100.2"), D("0.016"), "pc-race-sl")
+        await sim.set_price(SYM, D(100))
+        raced = await asyncio.gather(*(trigger_stop(sim, SYM) for _ in range(5)))
+        # a trigger that died after the fill, before marking the stop: the next one completes
+        await sim.place_stop_market(SYM, "SELL", D("99.5"), D("0.010"), "pc-half-sl")
+        await sim.set_price(SYM, D(99))
+        await sim._try_market(SYM, "SELL", D("0.010"), "pc-half-sl-fill", fill=True)
+        resumed = await trigger_stop(sim, SYM)
+        pos = (await sim.fetch_positions([SYM]))[SYM].amt
+        return raced, resumed, pos, await r.xrange(keys.sim_fills)
+
+    raced, resumed, pos, fills = arun(body)
+    done = [o for o in raced if o is not None]
+    assert done and all(o.status.value == "FILLED" for o in done)
+    assert resumed is not None and resumed.filled_qty == D("0.010")
+    assert [f["client_order_id"] for _i, f in fills] == ["pc-race-sl-fill", "pc-half-sl-fill"]
+    assert pos == D("0.036")  # 0.062 − 0.016 − 0.010: each stop filled exactly once
+
+
+def test_driver_and_stops_work_with_the_exit_brains_least_privilege(
+    r: Any, keys: Keys, redis_url: str, arun: Callable[..., Any]
+) -> None:
+    if int(r.info("server")["redis_version"].split(".")[0]) < 7:
+        pytest.skip("ACL selectors need a Redis-compatible server >= 7")
+    suffix, pw = f"-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    user = username("exit-brain", suffix)
+    r.execute_command(*setuser_args("exit-brain", keys, pw, suffix))
+    url = redis_url.replace("redis://", f"redis://{user}:{pw}@")
+
+    async def setup(admin: Any) -> None:
+        sim = SimExchange(admin, keys)
+        await sim.list_symbol(SYM, step_size="0.001", min_qty="0.001")
+        await sim.set_position(SYM, D("0.062"), D(100))
+        await sim.place_stop_market(SYM, "SELL", D("150"), D("0.016"), "pc-acl-sl")
+
+    async def as_exit_brain() -> Any:
+        client = async_client(url)
+        try:
+            sim = SimExchange(client, keys)
+            prices = await step_prices(sim, [SYM], 1, {})  # writes the mark, triggers the stop
+            return prices, await sim.fetch_order(SYM, "pc-acl-sl")
+        finally:
+            await client.aclose()
+
+    try:
+        arun(setup)
+        prices, order = asyncio.run(as_exit_brain())
+    finally:
+        r.execute_command("ACL", "DELUSER", user)
+    assert SYM in prices
+    assert order is not None and order.status.value == "FILLED"  # mark ≈ 100 ≤ stop 150

@@ -140,12 +140,13 @@ async def step_prices(
     Returns the new marks."""
     pipe = sim.r.pipeline(transaction=False)
     for s in symbols:
-        pipe.hmget(sim.k.sim_position(s), ["mark_price", "entry_price"])
+        pipe.hgetall(sim.k.sim_position(s))
         pipe.hget(sim.k.sim_filters(s), "tick_size")
     rows = await pipe.execute()
     out: dict[str, Decimal] = {}
     for i, s in enumerate(symbols):
-        (mark, entry), tick = rows[2 * i], rows[2 * i + 1]
+        pos, tick = rows[2 * i], rows[2 * i + 1]
+        mark, entry = pos.get("mark_price"), pos.get("entry_price")
         current = Decimal(mark or entry) if (mark or entry) else None
         walk = walks.get(s)
         if walk is None:

@@ -5,7 +5,12 @@ The sim keeps our one live stop per symbol in ``quantum:sim:{<SYMBOL>}:stop`` (w
 ``SimExchange.place_stop_market``). When the mark crosses it, the stop fills at the mark for
 min(its quantity, |position|) rounded down to the step: reduce-only, it never opens or flips
 a position. A stop that would not reduce (the position is flat or on the other side) expires.
-The position and the order change in one transaction (WATCH on the position and the stop).
+
+The fill goes through the sim's own market-order path (``sim_order.lua``: compare-and-set on
+the position, one order record per client order id) as the order ``<stop id>-fill``, so a
+stop fills at most once even when two triggers race or one dies half-way; the stop is then
+marked FILLED with that order's quantity and price. (No WATCH: the exit brain's least-privilege
+Redis user runs scripts on the sim's keys, not optimistic transactions.)
 
 Like a real exchange's stop, this fill happens outside the chain: the P3.3 ledger does not
 see it, so the next plan for the symbol meets ``no_position`` or a quantity mismatch until
@@ -18,15 +23,13 @@ import time
 from dataclasses import dataclass
 from decimal import Decimal
 
-from redis.exceptions import WatchError
-
-from permitchain.exchange.base import OrderInfo, round_down
+from permitchain.errors import OrderRejected
+from permitchain.exchange.base import OrderInfo, Side, round_down
 from permitchain.exchange.sim import SimExchange, _dec, _filters, _order
 from permitchain.models import fmt_decimal
 from permitchain.store import atranslate
 
 MAX_TRIES = 20
-FILLS_MAXLEN = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,49 +58,42 @@ async def trigger_stop(sim: SimExchange, symbol: str) -> OrderInfo | None:
     """Fill or expire the symbol's live stop if the current mark crossed it.
 
     Returns the stop order as it now stands, or None when there is no live stop, no mark,
-    or the mark has not crossed it.
+    the mark has not crossed it, or the position kept moving (tried again next step).
     """
     k = sim.k
-    pos_key, stop_key = k.sim_position(symbol), k.sim_stop(symbol)
+    stop_key = k.sim_stop(symbol)
     for _ in range(MAX_TRIES):
-        async with atranslate(), sim.r.pipeline(transaction=True) as pipe:
-            try:
-                await pipe.watch(pos_key, stop_key)
-                stop: dict[str, str] = await pipe.hgetall(stop_key)
-                pos: dict[str, str] = await pipe.hgetall(pos_key)
-                filt: dict[str, str] = await pipe.hgetall(k.sim_filters(symbol))
-                if stop.get("status") != "NEW" or not pos.get("mark_price"):
-                    return None
-                amt, mark = _dec(pos.get("amt")), _dec(pos["mark_price"])
-                out = stop_outcome(
-                    stop["side"], _dec(stop["stop_price"]), _dec(stop["requested_qty"]),
-                    amt, mark, _filters(symbol, filt).step_size if filt else Decimal("0.001"),
-                )  # fmt: skip
-                if out is None:
-                    return None
-                now = time.time()
-                update = {
-                    "status": out.status, "filled_qty": fmt_decimal(out.qty),
-                    "avg_price": fmt_decimal(mark) if out.qty else "",
-                    "triggered_at": f"{now:.6f}",
-                }  # fmt: skip
-                pipe.multi()
-                pipe.hset(k.sim_order(symbol, stop["client_order_id"]), mapping=update)
-                pipe.hset(stop_key, mapping=update)
-                if out.qty:
-                    pipe.hset(pos_key, "amt", fmt_decimal(out.new_amt))
-                await pipe.execute()
-            except WatchError:
-                continue
+        async with atranslate():
+            pipe = sim.r.pipeline(transaction=False)
+            pipe.hgetall(stop_key)
+            pipe.hgetall(k.sim_position(symbol))
+            pipe.hgetall(k.sim_filters(symbol))
+            stop, pos, filt = await pipe.execute()
+        if stop.get("status") != "NEW" or not pos.get("mark_price"):
+            return None
+        side: Side = "SELL" if stop["side"] == "SELL" else "BUY"
+        mark = _dec(pos["mark_price"])
+        step = _filters(symbol, filt).step_size if filt else Decimal("0.001")
+        out = stop_outcome(side, _dec(stop["stop_price"]), _dec(stop["requested_qty"]),
+                           _dec(pos.get("amt")), mark, step)  # fmt: skip
+        if out is None:
+            return None
+        update = {"status": out.status, "filled_qty": "0", "avg_price": "",
+                  "triggered_at": f"{time.time():.6f}"}  # fmt: skip
         if out.qty:
-            # The fills log lives outside the symbol's slot: written after, like market fills.
-            async with atranslate():
-                await sim.r.xadd(k.sim_fills, {
-                    "symbol": symbol, "client_order_id": stop["client_order_id"],
-                    "order_id": stop.get("order_id", ""), "side": stop["side"],
-                    "type": "STOP_MARKET", "qty": fmt_decimal(out.qty),
-                    "price": fmt_decimal(mark), "position_before": fmt_decimal(amt),
-                    "position_after": fmt_decimal(out.new_amt), "ts": f"{now:.6f}",
-                }, maxlen=FILLS_MAXLEN, approximate=True)  # fmt: skip
+            try:
+                coid = f"{stop['client_order_id']}-fill"
+                fill = await sim._try_market(symbol, side, out.qty, coid, fill=True)
+            except OrderRejected:
+                continue  # the position changed under us: read again
+            if fill is None:
+                continue
+            update.update(filled_qty=fmt_decimal(fill.filled_qty), fill_order_id=fill.order_id,
+                          avg_price=fmt_decimal(fill.avg_price or mark))  # fmt: skip
+        async with atranslate():
+            pipe = sim.r.pipeline(transaction=False)
+            pipe.hset(k.sim_order(symbol, stop["client_order_id"]), mapping=update)
+            pipe.hset(stop_key, mapping=update)
+            await pipe.execute()
         return _order({**stop, **update})
     return None
