@@ -116,11 +116,13 @@ def components(returns: Sequence[float], is_long: bool, age_s: float) -> Compone
     """The four kill-score components from recent returns and the position's age."""
     regime = regime_estimate(returns)
     sig = sigmas(returns)
+    flip, drop = 0.0, 0.0
+    if regime is not None:
+        flip = float(regime_flip(regime.trend, regime.chop, regime.mean_reversion))
+        drop = ts_drop(trend_strength(regime, is_long))
     return Components(
-        regime_flip=float(regime_flip(regime.trend, regime.chop, regime.mean_reversion))
-        if regime is not None
-        else 0.0,
+        regime_flip=flip,
         sigma_spike=sigma_spike(*sig) if sig is not None else 0.0,
-        ts_drop=ts_drop(trend_strength(regime, is_long)) if regime is not None else 0.0,
+        ts_drop=drop,
         age_penalty=age_penalty(age_s),
     )
