@@ -89,6 +89,9 @@ class Chain:
         out: IO[bytes] | None = None
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
+            old = self._logs.pop(name, None)
+            if old is not None:
+                old.close()
             out = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - kept open while it runs
             self._logs[name] = out
         proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module

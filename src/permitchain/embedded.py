@@ -69,10 +69,13 @@ class EmbeddedServer:
         prefer_path: bool = False,
         port: int | None = None,
         extra_args: list[str] | None = None,
+        persist: bool = False,
     ) -> None:
         self.binary = find_server_binary(prefer_path)
         self.port = port or free_port()
         self.extra_args = extra_args or []
+        #: keep data across a stop/start (append-only file, fsync always): outage tests
+        self.persist = persist
         self.dir = Path(tempfile.mkdtemp(prefix="permitchain-redis-"))
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -87,7 +90,8 @@ class EmbeddedServer:
     def start(self, timeout_s: float = 10.0) -> EmbeddedServer:
         args = [
             self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
-            "--save", "", "--appendonly", "no", "--dir", str(self.dir),
+            "--save", "", "--appendonly", "yes" if self.persist else "no",
+            "--appendfsync", "always", "--dir", str(self.dir),
             "--logfile", str(self.dir / "server.log"), "--protected-mode", "yes",
             *self.extra_args,
         ]  # fmt: skip

@@ -194,7 +194,17 @@ class Executor:
         """The plan already has an exec record (a redelivery, or a restart mid-flight)."""
         if state in ("submitted", "permitted"):
             await self.recover(plan.plan_id)
+        else:
+            await self.complete_result(plan)
         log.info("[PERMIT_WAIT] SKIP plan=%s reason=already_executed state=%s", plan.plan_id, state)
+
+    async def complete_result(self, plan: Plan) -> None:
+        """A terminal exec record whose result was never written (the executor died between
+        the two): write it now from the record. ``finish`` writes a plan's result once."""
+        h: dict[str, str] = await self.r.hgetall(self.k.exec_record(plan.plan_id))
+        if not h or h.get("result_ts") or h.get("state") != "blocked":
+            return
+        await self.blocked_result(plan, h.get("reason", "blocked"), h.get("detail", ""), 0.0, {})
 
     # -- the order ------------------------------------------------------------------------
     async def execute(self, plan: Plan, verdict: dict[str, Any], wait_s: float) -> None:
@@ -372,6 +382,10 @@ class Executor:
             # Consumed, but no order was sent (submitted is written before sending).
             await self._set_exec(plan_id, state="blocked", reason="recovered_unsent")
             log.warning("[RECOVER] plan=%s was consumed but never sent: blocked", plan_id)
+            fake = _RecoveredPlan(plan_id, symbol)
+            await self.finish(fake, Result(  # type: ignore[arg-type]
+                plan_id=plan_id, symbol=symbol, executed=False, status=ResultStatus.BLOCKED,
+                reason="recovered_unsent", ts=self.clock.now()), exec_state=None)  # fmt: skip
             return
         if state != "submitted":
             return

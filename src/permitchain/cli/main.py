@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
 import time
@@ -16,14 +15,14 @@ from rich.table import Table
 from permitchain import __version__
 from permitchain.chain import Chain, url_file
 from permitchain.cli import bench as bench_cmd
-from permitchain.cli import control
+from permitchain.cli import control, inspect
 from permitchain.cli import security as security_cmd
 from permitchain.cli.common import console, fail, operator, run_async, settings
 from permitchain.errors import ConfigError
 from permitchain.exchange.factory import make_exchange
 from permitchain.exchange.sim import SimExchange
 from permitchain.exit_brain.api import current_epoch, new_proposal_id, submit_proposal
-from permitchain.governor.policy import TradingState, parse_trading_state
+from permitchain.governor.policy import TradingState
 from permitchain.keys import Keys
 from permitchain.models import Proposal, fmt_decimal
 from permitchain.position_brain.state import reconcile as reconcile_ledger
@@ -41,6 +40,7 @@ app = typer.Typer(
 sim_app = typer.Typer(help="Drive the simulated exchange (positions, prices, faults).",
                       no_args_is_help=True)  # fmt: skip
 app.add_typer(sim_app, name="sim")
+inspect.register(app)
 
 
 def _dec(value: str, name: str) -> Decimal:
@@ -229,41 +229,6 @@ def reduce_(reason: ReasonOpt = "") -> None:
 def resume(reason: ReasonOpt = "") -> None:
     """ACTIVE again."""
     _set_state(TradingState.ACTIVE, reason)
-
-
-@app.command()
-def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Which services are alive, and the trading state."""
-
-    async def body(r: Redis, k: Keys, s: Settings) -> dict[str, Any]:
-        now = time.time()
-        services = {}
-        for name in SERVICE_NAMES:
-            raw = await r.get(k.heartbeat(name))
-            hb = json.loads(raw) if raw else None
-            services[name] = {"up": hb is not None,
-                              "age_s": round(now - hb["ts"], 1) if hb else None,
-                              "version": hb.get("version") if hb else None,
-                              "pid": hb.get("pid") if hb else None}  # fmt: skip
-        state = parse_trading_state(await r.get(k.trading_state))
-        return {"services": services, "trading_state": state.value}
-
-    out = run_async(body)
-    healthy = all(v["up"] for v in out["services"].values())
-    out["healthy"] = healthy
-    if as_json:
-        console.print_json(json.dumps(out))
-    else:
-        t = Table(title="services")
-        for col in ("service", "state", "heartbeat age", "version", "pid"):
-            t.add_column(col)
-        for name, v in out["services"].items():
-            t.add_row(name, "[green]up[/]" if v["up"] else "[red]down[/]",
-                      f"{v['age_s']}s" if v["up"] else "-", v["version"] or "-",
-                      str(v["pid"] or "-"))  # fmt: skip
-        console.print(t)
-        console.print(f"trading state: [bold]{out['trading_state']}[/]")
-    raise typer.Exit(0 if healthy else 1)
 
 
 # -- sim ------------------------------------------------------------------------------------

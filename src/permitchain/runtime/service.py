@@ -24,6 +24,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import redis.exceptions
@@ -53,6 +54,11 @@ DEADLETTERS = Counter(
 )
 STORE_ERRORS = Counter("permitchain_store_errors_total", "AsyncRedis faults seen", ["service"])
 UP = Gauge("permitchain_service_up", "1 while the service runs", ["service"])
+TASK_RESTARTS = Counter(
+    "permitchain_task_restarts_total",
+    "Service loops restarted after a failure",
+    ["service", "task"],
+)
 
 DEADLETTER_MAXLEN = 100_000
 #: Faults after which an entry stays pending and is retried (never dead-lettered).
@@ -164,19 +170,14 @@ class ServiceRunner:
         self.start_metrics()
         UP.labels(self.name).set(1)
         await self._until_store_ready()
-        runners = [asyncio.create_task(self._heartbeat_loop(), name="heartbeat")]
-        runners += [
-            asyncio.create_task(self._consume_loop(c), name=f"consume:{c.stream}:{c.group}")
-            for c in self.consumers
+        loops: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = [
+            ("heartbeat", self._heartbeat_loop)
         ]
-        runners += [asyncio.create_task(t(self.stop), name=getattr(t, "__name__", "task"))
-                    for t in self.tasks]  # fmt: skip
-        stopper = asyncio.create_task(self.stop.wait())
-        done, _ = await asyncio.wait([stopper, *runners], return_when=asyncio.FIRST_COMPLETED)
-        for t in done:
-            if t is not stopper and t.exception() is not None:
-                log.error("%s: task %s failed: %r", self.name, t.get_name(), t.exception())
-        self.stop.set()
+        loops += [(f"consume:{c.stream}:{c.group}", partial(self._consume_loop, c))
+                  for c in self.consumers]  # fmt: skip
+        loops += [(getattr(t, "__name__", "task"), partial(t, self.stop)) for t in self.tasks]
+        runners = [asyncio.create_task(self._supervise(n, f), name=n) for n, f in loops]
+        await self.stop.wait()
         # Let handlers in flight finish (bounded), then cancel what still runs.
         if self._handler_tasks:
             await asyncio.wait(self._handler_tasks, timeout=5.0)
@@ -190,6 +191,26 @@ class ServiceRunner:
             await self.on_close()
         await self.r.aclose()
         log.info("%s: stopped", self.name)
+
+    async def _supervise(self, name: str, loop: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Keep one loop running until stop: a loop that fails or returns is restarted after
+        a backoff, so a fault in one part never stops (or silently ends) the service."""
+        backoff = Backoff(base_s=0.1, cap_s=5.0)
+        while not self.stop.is_set():
+            try:
+                await loop()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                TASK_RESTARTS.labels(self.name, name).inc()
+                delay = backoff.next_delay()
+                log.exception("%s: %s failed; restarting in %.2fs", self.name, name, delay)
+                await self._sleep(delay)
+                continue
+            if not self.stop.is_set():
+                TASK_RESTARTS.labels(self.name, name).inc()
+                log.error("%s: %s returned unexpectedly; restarting", self.name, name)
+                await self._sleep(backoff.next_delay())
 
     async def _until_store_ready(self) -> None:
         backoff = Backoff()

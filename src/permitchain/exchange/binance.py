@@ -1,0 +1,421 @@
+"""Binance USDⓈ-M futures through async ccxt (``binanceusdm``), behind the ``Exchange`` protocol.
+
+ccxt does the transport, signing, clock offset and error mapping; we call its implicit
+endpoint methods with exactly the parameters Binance documents and parse the raw answers
+ourselves, so every quantity and price stays a ``Decimal`` from the wire (ccxt's unified
+structures use floats).
+
+* ``EXCHANGE=binance-demo`` uses ccxt's demo-trading URLs, ``EXCHANGE=binance`` the live
+  ones. ``base_url`` (``BINANCE_BASE_URL``) points every URL of both tables at another host
+  (tests use a fake on 127.0.0.1), and the linear error table keeps applying to it: stock
+  ccxt picks that table by hostname and would otherwise map e.g. -2022 to a bare error.
+* Position mode: read from ``GET /fapi/v1/positionSide/dual`` (refreshed every
+  ``REFRESH_S`` and after -4061), unless fixed with ``hedge_mode``. One-way orders carry
+  ``reduceOnly=true``; hedge-mode orders carry ``positionSide`` LONG/SHORT instead.
+* Stops (UPDATE_SL) are conditional orders, which Binance only takes on the algo endpoints
+  (``/fapi/v1/algoOrder``); after placing one we cancel our previous stops on that symbol.
+* Every ccxt error, and every answer we cannot parse, becomes one of ours in ``_call``
+  (the one boundary), keeping Binance's code.
+* ccxt's client-side throttle is off by default (``rate_limit``): its leaky bucket turns the
+  weight of one request into a wait before the *next* one (GET positionSide/dual weighs 30:
+  1.5 s added to the order that follows it). Our volume (one positionRisk per poll, a few
+  orders an hour) is far below Binance's limits, and 429/418 arrive as ``RateLimited``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from decimal import ROUND_DOWN, ROUND_HALF_EVEN, ROUND_UP, Decimal
+from typing import Any, Literal
+
+import ccxt.async_support as ccxt_async
+from ccxt.base import errors as cx
+
+from permitchain.errors import (
+    ClockSkew,
+    ExchangeError,
+    ExchangeUnavailable,
+    OrderOutcomeUnknown,
+    OrderRejected,
+    RateLimited,
+)
+from permitchain.exchange.base import OrderInfo, OrderStatus, PositionInfo, Side, SymbolFilters
+from permitchain.exchange.base import round_down as round_qty_down
+from permitchain.models import fmt_decimal
+
+log = logging.getLogger("permitchain.exchange.binance")
+
+Kind = Literal["read", "order"]
+REFRESH_S = 300.0  # filters, position mode and clock offset
+OWN_PREFIX = "pc-"  # our client order ids (apply_layer.executor.client_order_id)
+DUPLICATE_CODES = {-4116, -20132}  # client (algo) id already used: the order exists
+UNKNOWN_CODES = {-1006, -1007}  # "execution status unknown"
+RATE_CODES = {-1003, -1015}
+CLOCK_CODE, NOT_FOUND_CODE, MODE_CODE, PRECISION_CODE = -1021, -2013, -4061, -1111
+ORDER_FILTERS_MAX_AGE_S = 3600.0  # orders use cached filters this long (refreshed on -1111)
+ORDER_STATUS = {s.value: s for s in OrderStatus} | {"EXPIRED_IN_MATCH": OrderStatus.EXPIRED}
+ALGO_STATUS = {"NEW": OrderStatus.NEW, "TRIGGERING": OrderStatus.NEW,
+               "TRIGGERED": OrderStatus.FILLED, "FINISHED": OrderStatus.FILLED,
+               "CANCELED": OrderStatus.CANCELED, "REJECTED": OrderStatus.REJECTED,
+               "EXPIRED": OrderStatus.EXPIRED}  # fmt: skip
+# Field names of a plain order and of an algo (conditional) order, and their status tables.
+PLAIN_FIELDS = ("clientOrderId", "orderId", "type", "status", "origQty", "stopPrice", ORDER_STATUS)
+ALGO_FIELDS = ("clientAlgoId", "algoId", "orderType", "algoStatus", "quantity", "triggerPrice",
+               ALGO_STATUS)  # fmt: skip
+
+
+class _Client(ccxt_async.binanceusdm):  # type: ignore[misc]
+    """ccxt's client, plus: the linear error table for our base URL, and the HTTP status,
+    Binance code and Retry-After recorded on every error it raises (read by ``translate``)."""
+
+    def __init__(self, config: dict[str, Any], base_url: str | None) -> None:
+        super().__init__(config)
+        self.pc_base = base_url
+
+    def get_exceptions_by_url(self, url: str | None, exact_or_broad: str) -> Any:
+        if self.pc_base and url and url.startswith(self.pc_base + "/fapi/"):
+            return self.safe_dict(self.safe_dict(self.exceptions, "linear", {}), exact_or_broad, {})
+        return super().get_exceptions_by_url(url, exact_or_broad)
+
+    def handle_errors(self, *args: Any) -> Any:
+        # args: status, reason, url, method, headers, body, json response, request headers, body
+        try:
+            return super().handle_errors(*args)
+        except cx.BaseError as e:
+            _annotate(e, args[0], args[4], args[6])
+            raise
+
+    def handle_http_status_code(self, *args: Any) -> Any:
+        # args: status, reason, url, method, body
+        try:
+            return super().handle_http_status_code(*args)
+        except cx.BaseError as e:
+            _annotate(e, args[0], None, None)
+            raise
+
+
+def _annotate(e: Exception, status: int, headers: Any, response: Any) -> None:
+    try:
+        bcode: int | None = int(response["code"]) if isinstance(response, dict) else None
+    except (KeyError, TypeError, ValueError):
+        bcode = None
+    retry = (headers or {}).get("Retry-After")
+    e.pc_status = status  # type: ignore[attr-defined]
+    e.pc_code = bcode if bcode not in (0, 200) else None  # type: ignore[attr-defined]
+    e.pc_retry_after = float(retry) if retry and retry.isdigit() else None  # type: ignore[attr-defined]
+
+
+def translate(e: Exception, kind: Kind) -> ExchangeError:
+    """A ccxt (or socket) error → ours. ``kind='order'``: the request placed an order."""
+    status: int | None = getattr(e, "pc_status", None)
+    bcode: int | None = getattr(e, "pc_code", None)
+    code = bcode if bcode is not None else (status if status and status >= 400 else None)
+    msg = "binance: " + re.sub(r"signature=[0-9a-f]+", "signature=…", str(e) or type(e).__name__)
+    if isinstance(e, cx.DDoSProtection) or status in (418, 429) or bcode in RATE_CODES:
+        default = 60.0 if status == 418 else 1.0
+        return RateLimited(
+            msg, code=code, retry_after_s=getattr(e, "pc_retry_after", None) or default
+        )
+    if bcode == CLOCK_CODE or isinstance(e, cx.InvalidNonce):
+        return ClockSkew(msg, code=code)
+    if kind == "read":
+        return ExchangeUnavailable(msg, code=code)
+    if bcode is None or bcode in UNKNOWN_CODES or (status or 0) >= 500:
+        return OrderOutcomeUnknown(msg, code=code)  # timeout, network, 5xx: it may exist
+    return OrderRejected(msg, code=code)  # Binance answered 4xx with a code: not placed
+
+
+def _d(v: Any, default: str = "0") -> Decimal:
+    return Decimal(str(v)) if v not in (None, "") else Decimal(default)
+
+
+def parse_filters(info: dict[str, Any]) -> dict[str, SymbolFilters]:
+    """exchangeInfo → filters of every TRADING symbol. We send MARKET orders, so the market
+    filter binds too: the step is the coarser of LOT_SIZE and MARKET_LOT_SIZE (equal on
+    Binance today), the maximum is MARKET_LOT_SIZE's."""
+    out: dict[str, SymbolFilters] = {}
+    for s in info.get("symbols", []):
+        if s.get("status") != "TRADING":
+            continue
+        f = {x["filterType"]: x for x in s.get("filters", [])}
+        lot = f.get("LOT_SIZE", {})
+        mkt = f.get("MARKET_LOT_SIZE", lot)
+        out[s["symbol"]] = SymbolFilters(
+            symbol=s["symbol"],
+            step_size=max(_d(lot.get("stepSize")), _d(mkt.get("stepSize"))),
+            min_qty=max(_d(lot.get("minQty")), _d(mkt.get("minQty"))),
+            max_qty=_d(mkt["maxQty"]) if mkt.get("maxQty") else None,
+            min_notional=_d(f.get("MIN_NOTIONAL", {}).get("notional")),
+            tick_size=_d(f.get("PRICE_FILTER", {}).get("tickSize"), "0.01"),
+        )
+    return out
+
+
+def parse_positions(
+    rows: Iterable[dict[str, Any]], listed: Iterable[str], wanted: Sequence[str] | None
+) -> dict[str, PositionInfo]:
+    """positionRisk v3 rows → one PositionInfo per wanted symbol (every listed symbol when
+    ``wanted`` is None; flat ones with amt 0 and prices 0). A hedge-mode symbol holding both
+    a long and a short is left out: the chain has one position per symbol, and a missing
+    snapshot makes P3.3 deny (fail closed)."""
+    by_symbol: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        if _d(r.get("positionAmt")) != 0:
+            by_symbol.setdefault(r["symbol"], []).append(r)
+    known = set(listed) | by_symbol.keys()
+    out: dict[str, PositionInfo] = {}
+    for sym in sorted(known if wanted is None else known.intersection(wanted)):
+        held = by_symbol.get(sym, [])
+        if len(held) > 1:
+            log.warning("%s: long and short held at once (hedge mode); no snapshot", sym)
+            continue
+        if not held:
+            out[sym] = PositionInfo(sym, Decimal(0), Decimal(0), Decimal(0))
+            continue
+        r = held[0]
+        margin = _d(r.get("positionInitialMargin"))
+        lev = abs(_d(r.get("notional"))) / margin if margin > 0 else Decimal(1)
+        out[sym] = PositionInfo(
+            symbol=sym, amt=_d(r.get("positionAmt")), entry_price=_d(r.get("entryPrice")),
+            mark_price=_d(r.get("markPrice")),
+            leverage=max(Decimal(1), lev.quantize(Decimal(1), rounding=ROUND_HALF_EVEN)),
+            unrealized_pnl=_d(r.get("unRealizedProfit")),
+        )  # fmt: skip
+    return out
+
+
+def _reduce_flag(raw: dict[str, Any]) -> bool:
+    hedge_close = (raw.get("positionSide"), raw.get("side")) in (("LONG", "SELL"), ("SHORT", "BUY"))
+    return bool(raw.get("reduceOnly")) or hedge_close
+
+
+def parse_order(raw: dict[str, Any], *, algo: bool = False) -> OrderInfo:
+    """A plain order (``/fapi/v1/order``) or, with ``algo``, a conditional one."""
+    coid, oid, typ, status, qty, stop, table = ALGO_FIELDS if algo else PLAIN_FIELDS
+    avg, stop_price = _d(raw.get("avgPrice")), _d(raw.get(stop))
+    return OrderInfo(
+        symbol=raw["symbol"], client_order_id=raw[coid], order_id=str(raw[oid]),
+        side=raw["side"], type=raw.get(typ, ""),
+        status=table.get(raw.get(status, ""), OrderStatus.NEW),
+        requested_qty=_d(raw.get(qty)), filled_qty=_d(raw.get("executedQty")),
+        avg_price=avg if avg > 0 else None, reduce_only=_reduce_flag(raw),
+        stop_price=stop_price if stop_price > 0 else None,
+    )  # fmt: skip
+
+
+def parse_algo_order(raw: dict[str, Any]) -> OrderInfo:
+    return parse_order(raw, algo=True)
+
+
+def _point_urls(urls: dict[str, Any], base: str) -> None:
+    """Every URL of a ccxt url table → the same path on ``base``."""
+    for key, url in list(urls.items()):
+        if isinstance(url, str) and url.startswith("https://"):
+            urls[key] = base + "/" + url.split("/", 3)[3]
+
+
+class BinanceExchange:
+    """The ``Exchange`` protocol on Binance USDⓈ-M futures (demo trading or live)."""
+
+    def __init__(self, api_key: str, api_secret: str, *, demo: bool,
+                 base_url: str | None = None, hedge_mode: bool | None = None,
+                 timeout_s: float = 10.0, recv_window_ms: int = 5000,
+                 rate_limit: bool = False, refresh_s: float = REFRESH_S) -> None:  # fmt: skip
+        self.name = "binance-demo" if demo else "binance"
+        base = base_url.rstrip("/") if base_url else None
+        self._api = _Client({"apiKey": api_key, "secret": api_secret,
+                             "timeout": int(timeout_s * 1000), "enableRateLimit": rate_limit,
+                             "options": {"recvWindow": recv_window_ms}}, base)  # fmt: skip
+        if demo:
+            self._api.enable_demo_trading(True)
+        if base is not None:
+            for table in ("api", "demo", "test"):
+                _point_urls(self._api.urls[table], base)
+            if base.startswith("http://"):
+                self._api.timeout_on_exit = 0  # ccxt waits 250 ms on close for TLS only
+        self._fixed_mode = hedge_mode
+        self._hedge: bool | None = hedge_mode
+        self._filters: dict[str, SymbolFilters] = {}
+        self.refresh_s = refresh_s
+        self._filters_at = self._mode_at = self._clock_at = float("-inf")
+
+    def __repr__(self) -> str:  # never show the keys
+        return f"BinanceExchange(name={self.name!r}, url={self._api.urls['api']['fapiPublic']!r})"
+
+    # -- the boundary ----------------------------------------------------------------------
+    async def _call(self, kind: Kind, method: str, params: dict[str, str] | None = None, *,
+                    parse: Callable[[Any], Any] = lambda raw: raw,
+                    missing_ok: bool = False) -> Any:  # fmt: skip
+        """Call a ccxt method and parse its answer; translate every failure (the one place
+        this happens). With ``missing_ok``, "order does not exist" (-2013) returns None."""
+        try:
+            raw = await getattr(self._api, method)(params or {})
+        except (cx.BaseError, OSError) as e:
+            err = translate(e, kind)
+            if missing_ok and (err.code == NOT_FOUND_CODE or isinstance(e, cx.OrderNotFound)):
+                return None
+            if isinstance(err, ClockSkew):
+                await self._resync_clock()
+            if err.code == MODE_CODE and self._fixed_mode is None:
+                self._mode_at = float("-inf")  # position mode changed under us: read it again
+            if err.code == PRECISION_CODE:
+                self._filters_at = float("-inf")  # filters may have changed: read them again
+            raise err from e
+        try:
+            return parse(raw)
+        except (KeyError, TypeError, ValueError, ArithmeticError, AttributeError) as e:
+            unexpected = OrderOutcomeUnknown if kind == "order" else ExchangeUnavailable
+            raise unexpected(f"binance: {method}: unexpected answer ({e!r})") from e
+
+    async def _resync_clock(self) -> None:
+        try:
+            await self._call("read", "load_time_difference")
+            self._clock_at = time.monotonic()
+            log.info("binance: clock offset %s ms", self._api.options.get("timeDifference"))
+        except ExchangeError as e:
+            log.warning("binance: clock resync failed: %s", e)
+
+    async def _ready(self, *, orders: bool) -> None:
+        now = time.monotonic()
+        if now - self._clock_at > self.refresh_s:
+            await self._resync_clock()
+        if orders and self._fixed_mode is None and now - self._mode_at > self.refresh_s:
+            self._hedge = await self._call(
+                "read",
+                "fapiPrivateGetPositionSideDual",
+                parse=lambda raw: bool(raw["dualSidePosition"]),
+            )
+            self._mode_at = now
+
+    def _closing(self, side: Side) -> dict[str, str]:
+        if self._hedge:
+            return {"positionSide": "LONG" if side == "SELL" else "SHORT"}
+        return {"reduceOnly": "true"}
+
+    # -- reads -----------------------------------------------------------------------------
+    async def filters(self, symbols: Sequence[str] | None = None) -> dict[str, SymbolFilters]:
+        if time.monotonic() - self._filters_at > self.refresh_s or not self._filters:
+            self._filters = await self._call(
+                "read", "fapiPublicGetExchangeInfo", parse=parse_filters
+            )
+            self._filters_at = time.monotonic()
+        if symbols is None:
+            return dict(self._filters)
+        return {s: self._filters[s] for s in symbols if s in self._filters}
+
+    async def fetch_positions(
+        self, symbols: Sequence[str] | None = None
+    ) -> dict[str, PositionInfo]:
+        listed = await self.filters()
+        await self._ready(orders=False)
+        positions: dict[str, PositionInfo] = await self._call(
+            "read",
+            "fapiPrivateV3GetPositionRisk",
+            parse=lambda rows: parse_positions(rows, listed, symbols),
+        )
+        return positions
+
+    async def mark_prices(self, symbols: Sequence[str] | None = None) -> dict[str, Decimal]:
+        want = None if symbols is None else set(symbols)
+        prices: dict[str, Decimal] = await self._call(
+            "read", "fapiPublicGetPremiumIndex",
+            parse=lambda rows: {r["symbol"]: _d(r["markPrice"]) for r in rows
+                                if want is None or r["symbol"] in want})  # fmt: skip
+        return prices
+
+    async def fetch_order(self, symbol: str, client_order_id: str) -> OrderInfo | None:
+        """A plain order, else a conditional (algo) one, with this client id; else None."""
+        order = await self._fetch_plain(symbol, client_order_id)
+        return order if order is not None else await self._fetch_algo(client_order_id)
+
+    async def _fetch_plain(self, symbol: str, client_order_id: str) -> OrderInfo | None:
+        await self._ready(orders=False)
+        order: OrderInfo | None = await self._call(
+            "read", "fapiPrivateGetOrder", {"symbol": symbol, "origClientOrderId": client_order_id},
+            parse=parse_order, missing_ok=True)  # fmt: skip
+        return order
+
+    async def _fetch_algo(self, client_order_id: str) -> OrderInfo | None:
+        order: OrderInfo | None = await self._call(
+            "read", "fapiPrivateGetAlgoOrder", {"clientAlgoId": client_order_id},
+            parse=parse_algo_order, missing_ok=True)  # fmt: skip
+        return order
+
+    # -- orders ----------------------------------------------------------------------------
+    async def _order_qty(self, symbol: str, qty: Decimal) -> tuple[SymbolFilters, str]:
+        fresh = time.monotonic() - self._filters_at < ORDER_FILTERS_MAX_AGE_S
+        f = self._filters.get(symbol) if fresh else None  # no exchangeInfo on every order
+        if f is None:
+            f = (await self.filters([symbol])).get(symbol)
+        if f is None:
+            raise OrderRejected(f"binance: {symbol} is not a trading symbol", code=-1121)
+        q = round_qty_down(qty, f.step_size)
+        if q <= 0:
+            raise OrderRejected(f"binance: {symbol} qty {qty} is below one step {f.step_size}")
+        await self._ready(orders=True)
+        return f, fmt_decimal(q)
+
+    async def _place(self, method: str, params: dict[str, str],
+                     parse: Callable[[dict[str, Any]], OrderInfo],
+                     lookup: Callable[[], Awaitable[OrderInfo | None]]) -> OrderInfo:  # fmt: skip
+        """Send once; a duplicate client id means the order exists: return it, never resend."""
+        try:
+            order: OrderInfo = await self._call("order", method, params, parse=parse)
+            return order
+        except OrderRejected as e:
+            if e.code in DUPLICATE_CODES and (found := await lookup()) is not None:
+                return found
+            raise
+
+    async def place_reduce_only_market(
+        self, symbol: str, side: Side, qty: Decimal, client_order_id: str
+    ) -> OrderInfo:
+        _, q = await self._order_qty(symbol, qty)
+        existing = await self._fetch_plain(symbol, client_order_id)
+        if existing is not None:  # Binance only refuses ids of *open* orders; we refuse all
+            return existing
+        params = {"symbol": symbol, "side": side, "type": "MARKET", "quantity": q,
+                  "newClientOrderId": client_order_id, "newOrderRespType": "RESULT",
+                  **self._closing(side)}  # fmt: skip
+        return await self._place("fapiPrivatePostOrder", params, parse_order,
+                                 lambda: self._fetch_plain(symbol, client_order_id))  # fmt: skip
+
+    async def place_stop_market(
+        self, symbol: str, side: Side, stop_price: Decimal, qty: Decimal, client_order_id: str
+    ) -> OrderInfo:
+        f, q = await self._order_qty(symbol, qty)
+        # Trigger rounded to the tick towards the market: the stop never ends up looser.
+        rounding = ROUND_UP if side == "SELL" else ROUND_DOWN
+        trigger = (stop_price / f.tick_size).to_integral_value(rounding=rounding) * f.tick_size
+        order = await self._fetch_algo(client_order_id)
+        if order is None:
+            params = {"algoType": "CONDITIONAL", "symbol": symbol, "side": side,
+                      "type": "STOP_MARKET", "quantity": q, "triggerPrice": fmt_decimal(trigger),
+                      "workingType": "MARK_PRICE", "clientAlgoId": client_order_id,
+                      **self._closing(side)}  # fmt: skip
+            order = await self._place("fapiPrivatePostAlgoOrder", params, parse_algo_order,
+                                      lambda: self._fetch_algo(client_order_id))  # fmt: skip
+        await self._cancel_previous_stops(symbol, side, keep=client_order_id)
+        return order
+
+    async def _cancel_previous_stops(self, symbol: str, side: Side, keep: str) -> None:
+        """Cancel our other open stops on this symbol and side (after the new one is in
+        place, so the position is never without a stop). Failures are logged, not raised."""
+        try:
+            stops = await self._call(
+                "read", "fapiPrivateGetOpenAlgoOrders", {"symbol": symbol},
+                parse=lambda rows: [
+                    (str(o["clientAlgoId"]), str(o["algoId"])) for o in rows
+                    if o["side"] == side and o["orderType"] == "STOP_MARKET"])  # fmt: skip
+            for coid, algo_id in stops:
+                if coid.startswith(OWN_PREFIX) and coid != keep:
+                    await self._call("order", "fapiPrivateDeleteAlgoOrder", {"algoId": algo_id})
+                    log.info("binance: %s: cancelled previous stop %s", symbol, coid)
+        except ExchangeError as e:
+            log.warning("binance: %s: previous stop not cancelled: %s", symbol, e)
+
+    async def close(self) -> None:
+        await self._api.close()

@@ -1,0 +1,44 @@
+"""Typed reads for the ops commands. Our clients decode responses (``str``); redis-py's
+annotations cover every client, so the casts live here, once."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from redis.asyncio import Redis
+
+Entries = list[tuple[str, dict[str, str]]]
+
+
+async def get(r: Redis, key: str) -> str | None:
+    return cast(str | None, await r.get(key))
+
+
+async def hgetall(r: Redis, key: str) -> dict[str, str]:
+    return cast(dict[str, str], await r.hgetall(key))
+
+
+async def xrange(r: Redis, stream: str, lo: str = "-", hi: str = "+", count: int | None = None
+                 ) -> Entries:  # fmt: skip
+    return cast(Entries, await r.xrange(stream, min=lo, max=hi, count=count))
+
+
+async def xrevrange(r: Redis, stream: str, hi: str = "+", lo: str = "-",
+                    count: int | None = None) -> Entries:  # fmt: skip
+    return cast(Entries, await r.xrevrange(stream, max=hi, min=lo, count=count))
+
+
+async def xread(r: Redis, positions: dict[str, str], *, count: int, block_ms: int
+                ) -> list[tuple[str, Entries]]:  # fmt: skip
+    resp = await r.xread(positions, count=count, block=block_ms)  # type: ignore[arg-type]
+    return cast(list[tuple[str, Entries]], resp or [])
+
+
+async def xinfo_groups(r: Redis, stream: str) -> list[dict[str, Any]]:
+    return await r.xinfo_groups(stream)
+
+
+async def xpending(r: Redis, stream: str, group: str, lo: str = "-", hi: str = "+",
+                   count: int = 20) -> list[dict[str, Any]]:  # fmt: skip
+    rows = await r.xpending_range(stream, group, min=lo, max=hi, count=count)
+    return cast(list[dict[str, Any]], rows)

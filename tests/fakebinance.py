@@ -1,0 +1,916 @@
+"""A fake Binance USDⓈ-M futures REST server for tests (aiohttp, 127.0.0.1 only).
+
+It speaks the endpoints our adapter and ccxt's ``binanceusdm`` use, checks every signed
+request the way Binance does (``X-MBX-APIKEY``, HMAC-SHA256 over query string + body,
+``timestamp`` inside ``recvWindow`` → -1021), and keeps its own position book: market orders
+fill at the mark price, reduce-only orders that would open or flip a position are refused
+(-2022), quantities off the step (-1111) or written with an exponent (-1100) are refused, a
+repeated client order id is refused (-4116), stop orders on ``/fapi/v1/order`` are refused
+(-4120, they live on the algo endpoints since 2025-12) and unknown paths answer 404 with the
+path in the message (and are recorded in ``unknown_paths``).
+
+Two ways to run it:
+
+* in-process: ``fake = FakeBinance(); url = fake.start()`` (own thread and event loop);
+  the test calls ``fake.set_position(...)`` etc. directly, then ``fake.stop()``.
+* as a process: ``python tests/fakebinance.py --port 0`` prints ``FAKEBINANCE_URL=<url>``
+  and serves until SIGTERM/SIGINT; control it with ``AdminClient(url).call("set_position",
+  symbol="BTCUSDT", amt="0.062")`` (POST ``/_admin/<method>`` with JSON keyword arguments).
+
+Faults (``fail_next``): an error code/status on the next N matching requests, optionally
+after the request was carried out (``accept=True``: the order exists, the caller sees the
+error), 429/418 with ``Retry-After``, 5xx, ``hang`` (carry out, then never answer until the
+client gives up), ``drop`` (carry out, then close the connection) or ``garbage`` (carry out,
+answer 200 with an unexpected body), plus ``delay_ms`` on every request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import re
+import signal
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+
+API_KEY = "fake-api-key"
+API_SECRET = "fake-api-secret"
+NUMBER_RE = re.compile(r"^\d{1,20}(\.\d{1,20})?$")
+HANG_S = 30.0
+
+DEFAULT_SYMBOLS: dict[str, dict[str, str]] = {
+    "BTCUSDT": {
+        "step_size": "0.001",
+        "min_qty": "0.001",
+        "max_qty": "1000",
+        "market_max_qty": "120",
+        "min_notional": "100",
+        "tick_size": "0.1",
+        "price": "100",
+    },
+    "ETHUSDT": {
+        "step_size": "0.001",
+        "min_qty": "0.001",
+        "max_qty": "10000",
+        "market_max_qty": "2000",
+        "min_notional": "20",
+        "tick_size": "0.01",
+        "price": "2500",
+    },
+    "SOLUSDT": {
+        "step_size": "1",
+        "min_qty": "1",
+        "max_qty": "1000000",
+        "market_max_qty": "5000",
+        "min_notional": "5",
+        "tick_size": "0.01",
+        "price": "150",
+    },
+}
+
+
+class FakeError(Exception):
+    """An error answer: HTTP status and Binance's ``{"code", "msg"}``."""
+
+    def __init__(self, code: int, msg: str, status: int = 400) -> None:
+        super().__init__(msg)
+        self.code, self.msg, self.status = code, msg, status
+
+
+@dataclass
+class Fault:
+    count: int
+    path: str | None = None
+    method: str | None = None
+    code: int | None = None
+    msg: str = "injected fault"
+    status: int = 400
+    accept: bool = False  # carry the request out before answering with the error
+    mode: str = "error"  # error | hang | drop | garbage (these three carry the request out)
+    retry_after_s: int | None = None
+
+    def matches(self, method: str, path: str) -> bool:
+        return (self.path is None or self.path == path) and (
+            self.method is None or self.method == method
+        )
+
+
+@dataclass
+class Position:
+    amt: Decimal = Decimal(0)
+    entry: Decimal = Decimal(0)
+    leverage: int = 20
+
+
+@dataclass
+class State:
+    symbols: dict[str, dict[str, Decimal]] = field(default_factory=dict)
+    prices: dict[str, Decimal] = field(default_factory=dict)
+    positions: dict[tuple[str, str], Position] = field(default_factory=dict)
+    orders: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    algo_orders: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dual: bool = False
+    fill: bool = True
+    clock_offset_ms: int = 0
+    delay_ms: int = 0
+    faults: list[Fault] = field(default_factory=list)
+    requests: list[tuple[str, str]] = field(default_factory=list)
+    unknown_paths: list[str] = field(default_factory=list)
+    next_id: int = 8_000_000
+
+
+def _num(params: dict[str, str], name: str, *, required: bool = True) -> Decimal | None:
+    raw = params.get(name)
+    if raw is None:
+        if required:
+            raise FakeError(
+                -1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed."
+            )
+        return None
+    if not NUMBER_RE.match(raw):
+        raise FakeError(
+            -1100,
+            f"Illegal characters found in parameter '{name}'; legal range is "
+            "'^([0-9]{1,20})(\\.[0-9]{1,20})?$'.",
+        )
+    return Decimal(raw)
+
+
+def _s(d: Decimal) -> str:
+    s = format(d, "f")
+    return s.rstrip("0").rstrip(".") if "." in s else s
+
+
+class FakeBinance:
+    """The fake exchange. Thread-safe: handlers and test code share ``self.lock``."""
+
+    def __init__(self, api_key: str = API_KEY, api_secret: str = API_SECRET) -> None:
+        self.api_key, self.api_secret = api_key, api_secret
+        self.lock = threading.RLock()
+        self.state = State()
+        self.reset()
+        self.url = ""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self._stopping: asyncio.Event | None = None
+
+    # -- administration (tests; also reachable as POST /_admin/<name>) --------------------
+    def reset(self) -> None:
+        with self.lock:
+            self.state = State()
+            for sym, spec in DEFAULT_SYMBOLS.items():
+                self.add_symbol(sym, **spec)
+
+    def add_symbol(
+        self,
+        symbol: str,
+        step_size: str = "0.001",
+        min_qty: str = "0.001",
+        max_qty: str = "1000",
+        market_max_qty: str | None = None,
+        min_notional: str = "5",
+        tick_size: str = "0.01",
+        price: str = "100",
+        market_step_size: str | None = None,
+        status: str = "TRADING",
+    ) -> None:
+        with self.lock:
+            self.state.symbols[symbol] = {
+                "step_size": Decimal(step_size),
+                "min_qty": Decimal(min_qty),
+                "max_qty": Decimal(max_qty),
+                "market_max_qty": Decimal(market_max_qty or max_qty),
+                "market_step_size": Decimal(market_step_size or step_size),
+                "min_notional": Decimal(min_notional),
+                "tick_size": Decimal(tick_size),
+                "trading": Decimal(1 if status == "TRADING" else 0),
+            }
+            self.state.prices.setdefault(symbol, Decimal(price))
+
+    def add_symbols(self, count: int, prefix: str = "SYM") -> list[str]:
+        names = [f"{prefix}{i:04d}USDT" for i in range(count)]
+        for n in names:
+            self.add_symbol(n)
+        return names
+
+    def set_price(self, symbol: str, price: str) -> None:
+        with self.lock:
+            self.state.prices[symbol] = Decimal(price)
+
+    def set_position(
+        self,
+        symbol: str,
+        amt: str,
+        entry_price: str | None = None,
+        position_side: str = "BOTH",
+        leverage: int = 20,
+    ) -> None:
+        with self.lock:
+            entry = Decimal(entry_price) if entry_price else self.state.prices[symbol]
+            self.state.positions[(symbol, position_side)] = Position(Decimal(amt), entry, leverage)
+
+    def set_dual(self, enabled: bool) -> None:
+        with self.lock:
+            self.state.dual = enabled
+
+    def set_fill(self, enabled: bool) -> None:
+        """``False``: market orders are accepted and stay NEW (never filled)."""
+        with self.lock:
+            self.state.fill = enabled
+
+    def set_clock_offset(self, offset_ms: int) -> None:
+        with self.lock:
+            self.state.clock_offset_ms = offset_ms
+
+    def set_delay(self, delay_ms: int) -> None:
+        with self.lock:
+            self.state.delay_ms = delay_ms
+
+    def fail_next(self, count: int = 1, **kw: Any) -> None:
+        with self.lock:
+            self.state.faults.append(Fault(count=count, **kw))
+
+    def clear_faults(self) -> None:
+        with self.lock:
+            self.state.faults.clear()
+            self.state.delay_ms = 0
+
+    def position(self, symbol: str, position_side: str = "BOTH") -> str:
+        with self.lock:
+            return _s(self.state.positions.get((symbol, position_side), Position()).amt)
+
+    def orders(self, symbol: str | None = None) -> list[dict[str, Any]]:
+        with self.lock:
+            return [
+                dict(o)
+                for o in self.state.orders.values()
+                if symbol is None or o["symbol"] == symbol
+            ]
+
+    def algo_orders(self, symbol: str | None = None) -> list[dict[str, Any]]:
+        with self.lock:
+            return [
+                dict(o)
+                for o in self.state.algo_orders.values()
+                if symbol is None or o["symbol"] == symbol
+            ]
+
+    def request_count(self, path: str, method: str | None = None) -> int:
+        with self.lock:
+            return sum(
+                1 for m, p in self.state.requests if p == path and (method is None or m == method)
+            )
+
+    def requests(self) -> list[list[str]]:
+        with self.lock:
+            return [[m, p] for m, p in self.state.requests]
+
+    def unknown_paths(self) -> list[str]:
+        with self.lock:
+            return list(self.state.unknown_paths)
+
+    ADMIN = frozenset(
+        {
+            "reset",
+            "add_symbol",
+            "add_symbols",
+            "set_price",
+            "set_position",
+            "set_dual",
+            "set_fill",
+            "set_clock_offset",
+            "set_delay",
+            "fail_next",
+            "clear_faults",
+            "position",
+            "orders",
+            "algo_orders",
+            "request_count",
+            "requests",
+            "unknown_paths",
+        }
+    )
+
+    # -- serving ---------------------------------------------------------------------------
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        return app
+
+    async def serve(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        self._stopping = asyncio.Event()
+        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        server = site._server
+        assert server is not None
+        sock_port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://{host}:{sock_port}"
+        return self.url
+
+    async def shutdown(self) -> None:
+        if self._stopping is not None:
+            self._stopping.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def start(self) -> str:
+        """Serve from a background thread; returns the base URL."""
+        ready = threading.Event()
+        failed: list[BaseException] = []
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(self.serve())
+            except BaseException as e:
+                failed.append(e)
+                loop.close()
+                raise
+            finally:
+                ready.set()
+            loop.run_forever()
+            loop.run_until_complete(self.shutdown())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name="fakebinance", daemon=True)
+        self._thread.start()
+        if not ready.wait(10) or failed:
+            raise RuntimeError(f"fakebinance did not start: {failed}")
+        return self.url
+
+    def stop(self) -> None:
+        if self._loop is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+            self._loop = self._thread = None
+
+    # -- request handling ------------------------------------------------------------------
+    def _now_ms(self) -> int:
+        return int(time.time() * 1000) + self.state.clock_offset_ms
+
+    def _take_fault(self, method: str, path: str) -> Fault | None:
+        for f in self.state.faults:
+            if f.count > 0 and f.matches(method, path):
+                f.count -= 1
+                return f
+        return None
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        path, method = request.path, request.method
+        body = await request.text()
+        if path.startswith("/_admin/"):
+            return self._admin(path.removeprefix("/_admin/"), body)
+        with self.lock:
+            self.state.requests.append((method, path))
+            fault = self._take_fault(method, path)
+            delay = self.state.delay_ms
+        if delay:
+            await asyncio.sleep(delay / 1000)
+        if fault is not None and not fault.accept and fault.mode == "error":
+            return self._fault_response(fault)
+        try:
+            with self.lock:
+                result = self._handle(request, method, path, body)
+        except FakeError as e:
+            return web.json_response({"code": e.code, "msg": e.msg}, status=e.status)
+        if fault is not None:
+            if fault.mode == "hang":
+                assert self._stopping is not None
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), HANG_S)
+            elif fault.mode == "garbage":
+                return web.json_response({"unexpected": "answer"})
+            elif fault.mode == "drop":
+                assert request.transport is not None
+                request.transport.close()
+            return self._fault_response(fault)
+        return web.json_response(result)
+
+    @staticmethod
+    def _fault_response(fault: Fault) -> web.Response:
+        headers = {"Retry-After": str(fault.retry_after_s)} if fault.retry_after_s else {}
+        if fault.code is None:
+            return web.Response(
+                status=fault.status,
+                text=f"<html>{fault.msg}</html>",
+                content_type="text/html",
+                headers=headers,
+            )
+        return web.json_response(
+            {"code": fault.code, "msg": fault.msg}, status=fault.status, headers=headers
+        )
+
+    def _admin(self, name: str, body: str) -> web.Response:
+        if name not in self.ADMIN:
+            return web.json_response({"error": f"unknown admin call {name}"}, status=404)
+        kwargs = json.loads(body) if body else {}
+        return web.json_response({"result": getattr(self, name)(**kwargs)})
+
+    def _signed(self, request: web.Request, body: str) -> dict[str, str]:
+        """Check key, signature and timestamp exactly like Binance; return the parameters."""
+        if request.headers.get("X-MBX-APIKEY") != self.api_key:
+            raise FakeError(-2015, "Invalid API-key, IP, or permissions for action.", 401)
+        qs = request.query_string
+        payload, sig = "", ""
+        for part in (qs, body):
+            if not part:
+                continue
+            head, sep, tail = part.rpartition("signature=")
+            if sep and not sig:
+                payload += head.removesuffix("&")
+                sig = tail
+            else:
+                payload += part
+        want = hmac.new(self.api_secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(sig, want):
+            raise FakeError(-1022, "Signature for this request is not valid.")
+        params = dict(parse_qsl(qs, keep_blank_values=True))
+        params.update(parse_qsl(body, keep_blank_values=True))
+        ts, window = int(params.get("timestamp", "0")), int(params.get("recvWindow", "5000"))
+        now = self._now_ms()
+        if ts < now - window or ts > now + 1000:
+            raise FakeError(-1021, "Timestamp for this request is outside of the recvWindow.")
+        return params
+
+    def _handle(self, request: web.Request, method: str, path: str, body: str) -> Any:
+        public = {
+            ("GET", "/fapi/v1/ping"): lambda p: {},
+            ("GET", "/fapi/v1/time"): lambda p: {"serverTime": self._now_ms()},
+            ("GET", "/fapi/v1/exchangeInfo"): self._exchange_info,
+            ("GET", "/fapi/v1/premiumIndex"): self._premium_index,
+        }
+        private = {
+            ("GET", "/fapi/v3/positionRisk"): self._position_risk,
+            ("GET", "/fapi/v3/account"): self._account,
+            ("GET", "/fapi/v2/account"): self._account,
+            ("GET", "/fapi/v1/leverageBracket"): self._leverage_bracket,
+            ("GET", "/fapi/v1/positionSide/dual"): lambda p: {"dualSidePosition": self.state.dual},
+            ("POST", "/fapi/v1/order"): self._new_order,
+            ("GET", "/fapi/v1/order"): self._get_order,
+            ("DELETE", "/fapi/v1/order"): self._cancel_order,
+            ("GET", "/fapi/v1/openOrders"): self._open_orders,
+            ("POST", "/fapi/v1/algoOrder"): self._new_algo,
+            ("GET", "/fapi/v1/algoOrder"): self._get_algo,
+            ("DELETE", "/fapi/v1/algoOrder"): self._cancel_algo,
+            ("GET", "/fapi/v1/openAlgoOrders"): self._open_algos,
+        }
+        if (method, path) in public:
+            return public[(method, path)](dict(request.query))
+        if (method, path) in private:
+            return private[(method, path)](self._signed(request, body))
+        self.state.unknown_paths.append(f"{method} {path}")
+        print(f"fakebinance: unknown path {method} {path}", file=sys.stderr, flush=True)
+        raise FakeError(-5000, f"fakebinance: unknown path {method} {path}", 404)
+
+    # -- market data -----------------------------------------------------------------------
+    def _symbol(self, params: dict[str, str]) -> tuple[str, dict[str, Decimal]]:
+        sym = params.get("symbol", "")
+        spec = self.state.symbols.get(sym)
+        if spec is None:
+            raise FakeError(-1121, "Invalid symbol.")
+        return sym, spec
+
+    def _exchange_info(self, params: dict[str, str]) -> dict[str, Any]:
+        out = []
+        for sym, f in self.state.symbols.items():
+            out.append(
+                {
+                    "symbol": sym,
+                    "pair": sym,
+                    "contractType": "PERPETUAL",
+                    "deliveryDate": 4133404800000,
+                    "onboardDate": 1569398400000,
+                    "status": "TRADING" if f["trading"] else "SETTLING",
+                    "baseAsset": sym.removesuffix("USDT"),
+                    "quoteAsset": "USDT",
+                    "marginAsset": "USDT",
+                    "pricePrecision": 2,
+                    "quantityPrecision": 3,
+                    "baseAssetPrecision": 8,
+                    "quotePrecision": 8,
+                    "underlyingType": "COIN",
+                    "underlyingSubType": [],
+                    "triggerProtect": "0.0500",
+                    "liquidationFee": "0.012500",
+                    "marketTakeBound": "0.05",
+                    "maxMoveOrderLimit": 10000,
+                    "filters": [
+                        {
+                            "filterType": "PRICE_FILTER",
+                            "minPrice": _s(f["tick_size"]),
+                            "maxPrice": "4529764",
+                            "tickSize": _s(f["tick_size"]),
+                        },
+                        {
+                            "filterType": "LOT_SIZE",
+                            "stepSize": _s(f["step_size"]),
+                            "minQty": _s(f["min_qty"]),
+                            "maxQty": _s(f["max_qty"]),
+                        },
+                        {
+                            "filterType": "MARKET_LOT_SIZE",
+                            "stepSize": _s(f["market_step_size"]),
+                            "minQty": _s(f["min_qty"]),
+                            "maxQty": _s(f["market_max_qty"]),
+                        },
+                        {"filterType": "MAX_NUM_ORDERS", "limit": 200},
+                        {"filterType": "MAX_NUM_ALGO_ORDERS", "limit": 10},
+                        {"filterType": "MIN_NOTIONAL", "notional": _s(f["min_notional"])},
+                        {
+                            "filterType": "PERCENT_PRICE",
+                            "multiplierUp": "1.0500",
+                            "multiplierDown": "0.9500",
+                            "multiplierDecimal": "4",
+                        },
+                    ],
+                    "orderTypes": [
+                        "LIMIT",
+                        "MARKET",
+                        "STOP",
+                        "STOP_MARKET",
+                        "TAKE_PROFIT",
+                        "TAKE_PROFIT_MARKET",
+                        "TRAILING_STOP_MARKET",
+                    ],
+                    "timeInForce": ["GTC", "IOC", "FOK", "GTX", "GTD"],
+                    "permissionSets": ["GRID", "COPY"],
+                }
+            )
+        return {
+            "timezone": "UTC",
+            "serverTime": self._now_ms(),
+            "futuresType": "U_MARGINED",
+            "rateLimits": [],
+            "exchangeFilters": [],
+            "assets": [{"asset": "USDT", "marginAvailable": True, "autoAssetExchange": "0"}],
+            "symbols": out,
+        }
+
+    def _mark(self, sym: str) -> dict[str, Any]:
+        p = _s(self.state.prices[sym])
+        return {
+            "symbol": sym,
+            "markPrice": p,
+            "indexPrice": p,
+            "estimatedSettlePrice": p,
+            "lastFundingRate": "0.00010000",
+            "interestRate": "0.00010000",
+            "nextFundingTime": self._now_ms() + 3_600_000,
+            "time": self._now_ms(),
+        }
+
+    def _premium_index(self, params: dict[str, str]) -> Any:
+        if "symbol" in params:
+            return self._mark(self._symbol(params)[0])
+        return [self._mark(s) for s in self.state.symbols]
+
+    # -- account ---------------------------------------------------------------------------
+    def _position_rows(self, symbol: str | None) -> list[dict[str, Any]]:
+        rows = []
+        for (sym, side), pos in sorted(self.state.positions.items()):
+            if pos.amt == 0 or (symbol is not None and sym != symbol):
+                continue
+            mark = self.state.prices[sym]
+            notional = pos.amt * mark
+            margin = abs(notional) / pos.leverage
+            rows.append(
+                {
+                    "symbol": sym,
+                    "positionSide": side,
+                    "positionAmt": _s(pos.amt),
+                    "entryPrice": _s(pos.entry),
+                    "breakEvenPrice": _s(pos.entry),
+                    "markPrice": _s(mark),
+                    "unRealizedProfit": _s((mark - pos.entry) * pos.amt),
+                    "liquidationPrice": "0",
+                    "isolatedMargin": "0",
+                    "notional": _s(notional),
+                    "marginAsset": "USDT",
+                    "isolatedWallet": "0",
+                    "initialMargin": _s(margin),
+                    "maintMargin": _s(margin / 10),
+                    "positionInitialMargin": _s(margin),
+                    "openOrderInitialMargin": "0",
+                    "adl": 1,
+                    "bidNotional": "0",
+                    "askNotional": "0",
+                    "updateTime": self._now_ms(),
+                }
+            )
+        return rows
+
+    def _position_risk(self, params: dict[str, str]) -> list[dict[str, Any]]:
+        return self._position_rows(params.get("symbol"))
+
+    def _account(self, params: dict[str, str]) -> dict[str, Any]:
+        return {
+            "totalWalletBalance": "10000",
+            "availableBalance": "10000",
+            "assets": [{"asset": "USDT", "walletBalance": "10000", "availableBalance": "10000"}],
+            "positions": self._position_rows(None),
+        }
+
+    def _leverage_bracket(self, params: dict[str, str]) -> list[dict[str, Any]]:
+        return [
+            {
+                "symbol": s,
+                "notionalCoef": 1.0,
+                "brackets": [
+                    {
+                        "bracket": 1,
+                        "initialLeverage": 125,
+                        "notionalCap": 50000,
+                        "notionalFloor": 0,
+                        "maintMarginRatio": 0.004,
+                        "cum": 0.0,
+                    }
+                ],
+            }
+            for s in self.state.symbols
+        ]
+
+    # -- orders ----------------------------------------------------------------------------
+    def _check_qty(self, qty: Decimal, step: Decimal, lo: Decimal, hi: Decimal) -> None:
+        if qty <= 0:
+            raise FakeError(-4003, "Quantity less than or equal to zero.")
+        if qty % step != 0:
+            raise FakeError(-1111, "Precision is over the maximum defined for this asset.")
+        if qty < lo:
+            raise FakeError(-4003, f"Quantity less than minimum quantity {_s(lo)}.")
+        if qty > hi:
+            raise FakeError(-4005, "Quantity greater than max quantity.")
+
+    def _position_side(self, params: dict[str, str]) -> str:
+        ps = params.get("positionSide", "BOTH")
+        if self.state.dual != (ps in ("LONG", "SHORT")):
+            raise FakeError(-4061, "Order's position side does not match user's setting.")
+        if self.state.dual and "reduceOnly" in params:
+            raise FakeError(-1106, "Parameter 'reduceOnly' sent when not required.")
+        return ps
+
+    def _reducing(self, params: dict[str, str], ps: str, side: str) -> bool:
+        """Does this order only reduce? (hedge mode: SELL on LONG or BUY on SHORT)."""
+        if ps == "BOTH":
+            return params.get("reduceOnly") == "true"
+        return (ps, side) in (("LONG", "SELL"), ("SHORT", "BUY"))
+
+    def _check_reduce(self, sym: str, ps: str, side: str, qty: Decimal | None) -> None:
+        amt = self.state.positions.get((sym, ps), Position()).amt
+        reduces = (side == "SELL" and amt > 0) or (side == "BUY" and amt < 0)
+        if not reduces or (qty is not None and qty > abs(amt)):
+            raise FakeError(-2022, "ReduceOnly Order is rejected.")
+
+    def _duplicate(self, sym: str, coid: str) -> None:
+        if (sym, coid) in self.state.orders or coid in self.state.algo_orders:
+            raise FakeError(-4116, "ClientOrderId is duplicated.")
+
+    def _new_order(self, params: dict[str, str]) -> dict[str, Any]:
+        sym, spec = self._symbol(params)
+        otype, side = params.get("type", ""), params.get("side", "")
+        if otype in (
+            "STOP",
+            "STOP_MARKET",
+            "TAKE_PROFIT",
+            "TAKE_PROFIT_MARKET",
+            "TRAILING_STOP_MARKET",
+        ):
+            raise FakeError(
+                -4120,
+                "Order type not supported for this endpoint. Please use the "
+                "Algo Order API endpoints instead.",
+            )
+        if otype != "MARKET" or side not in ("BUY", "SELL"):
+            raise FakeError(-1116, "Invalid orderType.")
+        ps = self._position_side(params)
+        qty = _num(params, "quantity")
+        assert qty is not None
+        self._check_qty(qty, spec["market_step_size"], spec["min_qty"], spec["market_max_qty"])
+        coid = params.get("newClientOrderId") or f"fake-{self.state.next_id}"
+        self._duplicate(sym, coid)
+        reduce_only = self._reducing(params, ps, side)
+        price = self.state.prices[sym]
+        if reduce_only:
+            self._check_reduce(sym, ps, side, qty)
+        elif qty * price < spec["min_notional"]:
+            raise FakeError(
+                -4164,
+                f"Order's notional must be no smaller than "
+                f"{_s(spec['min_notional'])} (unless you choose reduce only).",
+            )
+        self.state.next_id += 1
+        order = {
+            "orderId": self.state.next_id,
+            "symbol": sym,
+            "status": "NEW",
+            "clientOrderId": coid,
+            "price": "0",
+            "avgPrice": "0",
+            "origQty": _s(qty),
+            "executedQty": "0",
+            "cumQty": "0",
+            "cumQuote": "0",
+            "timeInForce": "GTC",
+            "type": "MARKET",
+            "reduceOnly": params.get("reduceOnly") == "true",
+            "closePosition": False,
+            "side": side,
+            "positionSide": ps,
+            "stopPrice": "0",
+            "workingType": "CONTRACT_PRICE",
+            "priceProtect": False,
+            "origType": "MARKET",
+            "priceMatch": "NONE",
+            "selfTradePreventionMode": "EXPIRE_MAKER",
+            "goodTillDate": 0,
+            "time": self._now_ms(),
+            "updateTime": self._now_ms(),
+        }
+        if self.state.fill:
+            self._fill(order, sym, ps, side, qty, price)
+        self.state.orders[(sym, coid)] = order
+        return dict(order)
+
+    def _fill(
+        self, order: dict[str, Any], sym: str, ps: str, side: str, qty: Decimal, price: Decimal
+    ) -> None:
+        pos = self.state.positions.setdefault((sym, ps), Position())
+        signed = qty if side == "BUY" else -qty
+        new_amt = pos.amt + signed
+        if pos.amt == 0 or (pos.amt > 0) == (signed > 0):
+            pos.entry = (pos.entry * abs(pos.amt) + price * qty) / abs(new_amt)
+        elif new_amt == 0 or (new_amt > 0) != (pos.amt > 0):
+            pos.entry = price if new_amt != 0 else Decimal(0)
+        pos.amt = new_amt
+        order.update(
+            status="FILLED",
+            avgPrice=_s(price),
+            executedQty=_s(qty),
+            cumQty=_s(qty),
+            cumQuote=_s(qty * price),
+            updateTime=self._now_ms(),
+        )
+
+    def _find_order(self, params: dict[str, str]) -> dict[str, Any]:
+        sym, _ = self._symbol(params)
+        coid, oid = params.get("origClientOrderId"), params.get("orderId")
+        for (s, c), o in self.state.orders.items():
+            if s == sym and (c == coid or str(o["orderId"]) == oid):
+                return o
+        raise FakeError(-2013, "Order does not exist.")
+
+    def _get_order(self, params: dict[str, str]) -> dict[str, Any]:
+        return dict(self._find_order(params))
+
+    def _cancel_order(self, params: dict[str, str]) -> dict[str, Any]:
+        try:
+            o = self._find_order(params)
+        except FakeError:
+            raise FakeError(-2011, "Unknown order sent.") from None
+        if o["status"] != "NEW":
+            raise FakeError(-2011, "Unknown order sent.")
+        o["status"] = "CANCELED"
+        return dict(o)
+
+    def _open_orders(self, params: dict[str, str]) -> list[dict[str, Any]]:
+        sym = params.get("symbol")
+        return [
+            dict(o)
+            for o in self.state.orders.values()
+            if o["status"] == "NEW" and sym in (None, o["symbol"])
+        ]
+
+    # -- algo (conditional) orders ---------------------------------------------------------
+    def _new_algo(self, params: dict[str, str]) -> dict[str, Any]:
+        sym, spec = self._symbol(params)
+        if params.get("algoType") != "CONDITIONAL":
+            raise FakeError(-1116, "Invalid algoType.")
+        otype, side = params.get("type", ""), params.get("side", "")
+        if otype != "STOP_MARKET" or side not in ("BUY", "SELL"):
+            raise FakeError(-1116, "Invalid orderType.")
+        ps = self._position_side(params)
+        qty = _num(params, "quantity")
+        trigger = _num(params, "triggerPrice")
+        assert qty is not None and trigger is not None
+        self._check_qty(qty, spec["step_size"], spec["min_qty"], spec["max_qty"])
+        if trigger % spec["tick_size"] != 0:
+            raise FakeError(-1111, "Precision is over the maximum defined for this asset.")
+        coid = params.get("clientAlgoId") or f"fake-algo-{self.state.next_id}"
+        self._duplicate(sym, coid)
+        if self._reducing(params, ps, side):
+            self._check_reduce(sym, ps, side, None)
+        self.state.next_id += 1
+        algo = {
+            "algoId": self.state.next_id,
+            "clientAlgoId": coid,
+            "algoType": "CONDITIONAL",
+            "orderType": otype,
+            "symbol": sym,
+            "side": side,
+            "positionSide": ps,
+            "timeInForce": "GTC",
+            "quantity": _s(qty),
+            "algoStatus": "NEW",
+            "triggerPrice": _s(trigger),
+            "price": "0",
+            "icebergQuantity": None,
+            "selfTradePreventionMode": "EXPIRE_MAKER",
+            "workingType": params.get("workingType", "CONTRACT_PRICE"),
+            "priceMatch": "NONE",
+            "closePosition": False,
+            "priceProtect": params.get("priceProtect") == "TRUE",
+            "reduceOnly": params.get("reduceOnly") == "true",
+            "createTime": self._now_ms(),
+            "updateTime": self._now_ms(),
+            "triggerTime": 0,
+            "goodTillDate": 0,
+        }
+        self.state.algo_orders[coid] = algo
+        return dict(algo)
+
+    def _find_algo(self, params: dict[str, str]) -> dict[str, Any]:
+        coid, aid = params.get("clientAlgoId"), params.get("algoId")
+        for c, o in self.state.algo_orders.items():
+            if c == coid or str(o["algoId"]) == aid:
+                return o
+        raise FakeError(-2013, "Order does not exist.")
+
+    def _get_algo(self, params: dict[str, str]) -> dict[str, Any]:
+        return dict(self._find_algo(params))
+
+    def _cancel_algo(self, params: dict[str, str]) -> dict[str, Any]:
+        o = self._find_algo(params)
+        if o["algoStatus"] != "NEW":
+            raise FakeError(-2011, "Unknown order sent.")
+        o.update(algoStatus="CANCELED", updateTime=self._now_ms())
+        return {
+            "algoId": o["algoId"],
+            "clientAlgoId": o["clientAlgoId"],
+            "code": "200",
+            "msg": "success",
+        }
+
+    def _open_algos(self, params: dict[str, str]) -> list[dict[str, Any]]:
+        sym = params.get("symbol")
+        return [
+            dict(o)
+            for o in self.state.algo_orders.values()
+            if o["algoStatus"] == "NEW" and sym in (None, o["symbol"])
+        ]
+
+
+class AdminClient:
+    """Control a fake running in another process: ``call(name, **kwargs)``."""
+
+    def __init__(self, url: str) -> None:
+        if not url.startswith("http://127.0.0.1:"):
+            raise ValueError(f"fakebinance admin only on 127.0.0.1, got {url}")
+        self.url = url
+
+    def call(self, name: str, **kwargs: Any) -> Any:
+        req = urllib.request.Request(  # noqa: S310 (http to 127.0.0.1 only, checked above)
+            f"{self.url}/_admin/{name}",
+            data=json.dumps(kwargs).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
+            return json.loads(resp.read())["result"]
+
+
+async def _main(port: int, api_key: str, api_secret: str) -> None:
+    fake = FakeBinance(api_key, api_secret)
+    url = await fake.serve(port=port)
+    print(f"FAKEBINANCE_URL={url}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await fake.shutdown()
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description="fake Binance USD-M REST server (127.0.0.1)")
+    ap.add_argument("--port", type=int, default=0, help="0: any free port")
+    ap.add_argument("--api-key", default=API_KEY)
+    ap.add_argument("--api-secret", default=API_SECRET)
+    a = ap.parse_args()
+    asyncio.run(_main(a.port, a.api_key, a.api_secret))
