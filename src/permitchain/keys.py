@@ -36,6 +36,16 @@ class Keys:
     def proposal_stream(self) -> str:
         return f"{self.prefix}:stream:harvest.proposal"
 
+    # -- exit brain -----------------------------------------------------------------------
+    def exit_state(self, symbol: str) -> str:
+        """The exit brain's bookkeeping for the symbol's position (epoch, tranches proposed,
+        stop, first seen). HASH, no TTL: it must outlive the position's plans."""
+        return f"{self.prefix}:exit:state:{symbol}"
+
+    @property
+    def exit_state_pattern(self) -> str:
+        return f"{self.prefix}:exit:state:*"
+
     # -- plans ----------------------------------------------------------------------------
     @property
     def plan_stream(self) -> str:
