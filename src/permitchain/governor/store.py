@@ -1,0 +1,132 @@
+"""The governor's Redis work: reading its inputs, reserving slots, settling results.
+
+* Inputs: trading state, the P3.3 snapshot (qty and notional), per-symbol counts and today's
+  risk-increasing notional, in one pipeline. A trading state that cannot be read as one of
+  the three names (wrong type, bad bytes, garbage) is HALTED; only a lost connection raises
+  (the plan stays pending and is retried).
+* Reserve: ``governor_reserve.lua`` checks the limits again and takes the slot in one step.
+* Settle: a result confirms (sorted set of executions, trimmed past one hour) or releases.
+"""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from redis.asyncio import Redis
+
+from permitchain.governor.policy import GovernorInput, TradingState, parse_trading_state
+from permitchain.governor.rates import (
+    WINDOW_5MIN_S,
+    WINDOW_HOUR_S,
+    RateCounts,
+    Settlement,
+    count_windows,
+)
+from permitchain.keys import Keys
+from permitchain.models import fmt_decimal
+from permitchain.scripts import Scripts
+
+EXECUTIONS_TTL_S = WINDOW_HOUR_S + 300
+NOTIONAL_TTL_S = 2 * 86400
+#: Counts that could not be read: as good as "at every limit" (fail closed).
+UNREADABLE = 1 << 30
+
+
+def utc_day(now: float) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(now))
+
+
+def _dec(v: object) -> Decimal | None:
+    if not isinstance(v, str) or not v:
+        return None
+    try:
+        d = Decimal(v)
+    except InvalidOperation:
+        return None
+    return d if d.is_finite() else None
+
+
+def state_from_reply(reply: object) -> TradingState:
+    """A GET reply (or the error a pipeline returned in its place) → trading state."""
+    if isinstance(reply, BaseException):
+        return TradingState.HALTED
+    if isinstance(reply, bytes):
+        try:
+            reply = reply.decode("utf-8")
+        except UnicodeDecodeError:
+            return TradingState.HALTED
+    return parse_trading_state(reply)
+
+
+class GovernorStore:
+    def __init__(self, r: Redis, keys: Keys) -> None:
+        self.r, self.k = r, keys
+        self.scripts = Scripts(r)
+
+    def _get_state(self, pipe: Any) -> None:
+        # Raw bytes: a value that is not UTF-8 must become HALTED, not a decoding crash.
+        pipe.execute_command("GET", self.k.trading_state, NEVER_DECODE=True)
+
+    async def trading_state(self) -> TradingState:
+        pipe = self.r.pipeline(transaction=False)
+        self._get_state(pipe)
+        (reply,) = await pipe.execute(raise_on_error=False)
+        return state_from_reply(reply)
+
+    async def read_input(self, symbol: str, now: float) -> GovernorInput:
+        pipe = self.r.pipeline(transaction=False)
+        self._get_state(pipe)
+        pipe.hmget(self.k.snapshot(symbol), ["position_amt", "mark_price", "step_size"])
+        pipe.zrange(self.k.governor_executions(symbol), 0, -1, withscores=True)
+        pipe.zrange(self.k.governor_reservations(symbol), 0, -1, withscores=True)
+        pipe.hvals(self.k.governor_notional(utc_day(now)))
+        raw_state, snap, executed, reserved, notionals = await pipe.execute(raise_on_error=False)
+        if isinstance(snap, BaseException):
+            snap = [None, None, None]
+        if isinstance(executed, BaseException) or isinstance(reserved, BaseException):
+            counts = RateCounts(UNREADABLE, UNREADABLE)
+        else:
+            counts = count_windows((t for _, t in executed), (e for _, e in reserved), now)
+        if isinstance(notionals, BaseException):
+            today = Decimal(UNREADABLE)
+        else:
+            today = sum((_dec(v) or Decimal(0) for v in notionals), Decimal(0))
+        amt, mark, step = (_dec(v) for v in snap)
+        return GovernorInput(
+            trading_state=state_from_reply(raw_state), position_amt=amt, mark_price=mark,
+            step_size=step, exec_last_hour=counts.last_hour, exec_last_5min=counts.last_5min,
+            notional_today=today,
+        )  # fmt: skip
+
+    async def reserve(self, symbol: str, plan_id: str, now: float, ttl_s: float,
+                      max_5min: int, max_hour: int) -> tuple[str, int, int]:  # fmt: skip
+        """→ (verdict, count_5min, count_hour); verdict ``reserved``, ``already``,
+        ``rate_limit_5min`` or ``rate_limit_hour`` (see the script's header)."""
+        verdict, c5, ch = await self.scripts.governor_reserve(
+            keys=[self.k.governor_executions(symbol), self.k.governor_reservations(symbol)],
+            args=[plan_id, f"{now:.6f}", f"{ttl_s:.3f}", max_5min, max_hour, WINDOW_5MIN_S,
+                  WINDOW_HOUR_S],
+        )  # fmt: skip
+        return str(verdict), int(c5), int(ch)
+
+    async def add_notional(self, plan_id: str, notional: Decimal, now: float) -> None:
+        """Count a risk-increasing grant against today's DAILY_NOTIONAL_CAP (once per plan)."""
+        key = self.k.governor_notional(utc_day(now))
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hsetnx(key, plan_id, fmt_decimal(notional))
+        pipe.expire(key, NOTIONAL_TTL_S)
+        await pipe.execute()
+
+    async def settle(self, symbol: str, plan_id: str, action: Settlement, ts: float) -> None:
+        """Confirm (record the execution at the result's time) or release, atomically.
+        Idempotent: a result seen twice changes nothing the second time."""
+        executions = self.k.governor_executions(symbol)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.zrem(self.k.governor_reservations(symbol), plan_id)
+        if action is Settlement.CONFIRM:
+            pipe.zadd(executions, {plan_id: ts})
+            pipe.zremrangebyscore(executions, "-inf", ts - WINDOW_HOUR_S)
+            pipe.expire(executions, EXECUTIONS_TTL_S)
+        await pipe.execute()
