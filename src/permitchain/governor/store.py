@@ -60,24 +60,31 @@ def state_from_reply(reply: object) -> TradingState:
     return parse_trading_state(reply)
 
 
+def queue_state_read(pipe: Any, keys: Keys) -> None:
+    # Raw bytes: a value that is not UTF-8 must become HALTED, not a decoding crash.
+    pipe.execute_command("GET", keys.trading_state, NEVER_DECODE=True)
+
+
+async def read_trading_state(r: Redis, keys: Keys) -> TradingState:
+    """The trading state, fail-closed: a wrong key type, bad bytes or an unknown value is
+    HALTED (only a lost connection raises)."""
+    pipe = r.pipeline(transaction=False)
+    queue_state_read(pipe, keys)
+    (reply,) = await pipe.execute(raise_on_error=False)
+    return state_from_reply(reply)
+
+
 class GovernorStore:
     def __init__(self, r: Redis, keys: Keys) -> None:
         self.r, self.k = r, keys
         self.scripts = Scripts(r)
 
-    def _get_state(self, pipe: Any) -> None:
-        # Raw bytes: a value that is not UTF-8 must become HALTED, not a decoding crash.
-        pipe.execute_command("GET", self.k.trading_state, NEVER_DECODE=True)
-
     async def trading_state(self) -> TradingState:
-        pipe = self.r.pipeline(transaction=False)
-        self._get_state(pipe)
-        (reply,) = await pipe.execute(raise_on_error=False)
-        return state_from_reply(reply)
+        return await read_trading_state(self.r, self.k)
 
     async def read_input(self, symbol: str, now: float) -> GovernorInput:
         pipe = self.r.pipeline(transaction=False)
-        self._get_state(pipe)
+        queue_state_read(pipe, self.k)
         pipe.hmget(self.k.snapshot(symbol), ["position_amt", "mark_price", "step_size"])
         pipe.zrange(self.k.governor_executions(symbol), 0, -1, withscores=True)
         pipe.zrange(self.k.governor_reservations(symbol), 0, -1, withscores=True)
