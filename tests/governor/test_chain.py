@@ -1,0 +1,102 @@
+"""The governor in the running chain (services as separate processes): the kill switch from
+the CLI, and a stale backlog that both gatekeepers refuse."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from permitchain.chain import Chain
+from permitchain.exchange.sim import SimExchange
+from permitchain.exit_brain.api import current_epoch, new_proposal_id, submit_proposal
+from permitchain.keys import Keys
+from permitchain.models import Action, Proposal, make_plan_id
+from permitchain.scenario import ENTRY, MARK, SYMBOL, audit_for, wait_result, wait_snapshot
+from permitchain.store import async_client
+
+from .plans import plan
+
+pytestmark = pytest.mark.slow
+PLAN_MAX_AGE_S = 30
+
+
+def ctl(chain: Chain, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "permitchain", *args], env=chain.child_env(),
+                          capture_output=True, text=True, timeout=30, check=True)  # fmt: skip
+
+
+async def propose(r: Redis, keys: Keys, action: Action, tranche: int) -> str:
+    epoch = await current_epoch(r, keys, SYMBOL)
+    p = Proposal(proposal_id=new_proposal_id(), symbol=SYMBOL, action=action.value,
+                 kill_score=Decimal("0.7"), position_epoch=epoch, tranche=tranche,
+                 ts_epoch=time.time(), source="test")  # fmt: skip
+    await submit_proposal(r, keys, p, ttl_s=60)
+    return make_plan_id(SYMBOL, action.value, epoch, tranche)
+
+
+def by_layer(audit: list[dict[str, Any]]) -> dict[str, tuple[str, str]]:
+    return {a["layer"]: (a["decision"], a["reason"]) for a in audit}
+
+
+async def start(chain: Chain, r: Redis) -> None:
+    sim = SimExchange(r, chain.keys)
+    await sim.list_symbol(SYMBOL, step_size="0.001", min_qty="0.001")
+    await sim.set_position(SYMBOL, Decimal("0.062"), ENTRY)
+    await sim.set_price(SYMBOL, MARK)
+    await asyncio.to_thread(chain.start)
+    await asyncio.to_thread(chain.wait_ready)
+    await wait_snapshot(r, chain.keys)
+
+
+def test_halt_resume_and_a_stale_backlog(chain_factory: Callable[..., Chain],
+                                         redis_url: str) -> None:  # fmt: skip
+    chain = chain_factory(COOLDOWN_S="0", PLAN_MAX_AGE_S=str(PLAN_MAX_AGE_S))
+    k = chain.keys
+
+    async def body() -> dict[str, Any]:
+        r = async_client(redis_url)
+        try:
+            await start(chain, r)
+            out: dict[str, Any] = {}
+            out["halt"] = await asyncio.to_thread(ctl, chain, "halt", "--reason", "drill")
+            halted = await propose(r, k, Action.PARTIAL_25, 1)
+            out["halted"] = await wait_result(r, k, halted)
+            out["halted_audit"] = by_layer(await audit_for(r, k, halted))
+            await asyncio.to_thread(ctl, chain, "resume", "--reason", "drill over")
+            # a plan from long ago, as a backlog replayed after a restart would put it
+            old = plan(Action.PARTIAL_50, mode="testnet", tranche=9,
+                       created_at=time.time() - 4 * PLAN_MAX_AGE_S)  # fmt: skip
+            await r.xadd(k.plan_stream, old.to_fields())  # type: ignore[arg-type]
+            fresh = await propose(r, k, Action.PARTIAL_25, 2)
+            out["fresh"] = await wait_result(r, k, fresh)
+            # each gatekeeper reads plans in stream order: the old plan was judged first
+            out["old"] = await wait_result(r, k, old.plan_id)
+            out["old_audit"] = by_layer(await audit_for(r, k, old.plan_id))
+            out["fills"] = [f for _i, f in await r.xrange(k.sim_fills)]
+            out["fresh_id"], out["halted_id"], out["old_id"] = fresh, halted, old.plan_id
+            return out
+        finally:
+            await r.aclose()
+
+    out = asyncio.run(body())
+    assert "HALTED" in out["halt"].stdout
+    # halted: the governor denies, the executor blocks, no order
+    assert out["halted"]["status"] == "blocked"
+    assert out["halted"]["reason"] == "governor_denied"
+    assert out["halted_audit"]["governor"] == ("DENY", "trading_halted")
+    # resumed: the next plan goes through
+    assert out["fresh"]["status"] == "filled" and out["fresh"]["filled_qty"] == "0.015"
+    assert out["old_audit"]["governor"] == ("DENY", "plan_expired")
+    assert out["old_audit"]["position-brain"] == ("DENY", "plan_expired")
+    assert out["old"]["status"] == "blocked" and out["old"]["reason"] == "plan_expired"
+    assert out["old"]["executed"] == "false" and out["old"]["client_order_id"] == ""
+    # exactly one order reached the exchange: the fresh plan's
+    assert [f["client_order_id"] for f in out["fills"]] == [f"pc-{out['fresh_id']}"]
