@@ -19,7 +19,14 @@ from permitchain.exchange.sim import SimExchange
 from permitchain.exit_brain.api import current_epoch, new_proposal_id, submit_proposal
 from permitchain.keys import Keys
 from permitchain.models import Action, Proposal, make_plan_id
-from permitchain.scenario import ENTRY, MARK, SYMBOL, audit_for, wait_result, wait_snapshot
+from permitchain.scenario import (
+    ENTRY,
+    MARK,
+    SYMBOL,
+    audit_for,
+    wait_result,
+    wait_snapshot,
+)
 from permitchain.store import async_client
 
 from .plans import plan
@@ -33,11 +40,12 @@ def ctl(chain: Chain, *args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=30, check=True)  # fmt: skip
 
 
-async def propose(r: Redis, keys: Keys, action: Action, tranche: int) -> str:
+async def propose(r: Redis, keys: Keys, action: Action, tranche: int,
+                  new_sl: Decimal | None = None) -> str:  # fmt: skip
     epoch = await current_epoch(r, keys, SYMBOL)
     p = Proposal(proposal_id=new_proposal_id(), symbol=SYMBOL, action=action.value,
                  kill_score=Decimal("0.7"), position_epoch=epoch, tranche=tranche,
-                 ts_epoch=time.time(), source="test")  # fmt: skip
+                 new_sl=new_sl, ts_epoch=time.time(), source="test")  # fmt: skip
     await submit_proposal(r, keys, p, ttl_s=60)
     return make_plan_id(SYMBOL, action.value, epoch, tranche)
 
@@ -100,3 +108,33 @@ def test_halt_resume_and_a_stale_backlog(chain_factory: Callable[..., Chain],
     assert out["old"]["executed"] == "false" and out["old"]["client_order_id"] == ""
     # exactly one order reached the exchange: the fresh plan's
     assert [f["client_order_id"] for f in out["fills"]] == [f"pc-{out['fresh_id']}"]
+
+
+def test_production_rate_limit_in_the_chain(chain_factory: Callable[..., Chain],
+                                            redis_url: str) -> None:  # fmt: skip
+    """APPLY_MODE=production, signed permits: two executions in five minutes, the third denied."""
+    chain = chain_factory(APPLY_MODE="production", PERMIT_KEY_GOVERNOR="g-key",
+                          PERMIT_KEY_P33="p-key", COOLDOWN_S="0")  # fmt: skip
+    k = chain.keys
+
+    async def body() -> tuple[list[dict[str, str]], list[dict[str, Any]], int]:
+        r = async_client(redis_url)
+        try:
+            await start(chain, r)
+            results, audits = [], []
+            # stop moves: they leave the position as it is, so P3.3 (snapshot and ledger)
+            # allows each one and only the governor's count decides
+            for tranche in (1, 2, 3):
+                pid = await propose(r, k, Action.UPDATE_SL, tranche, new_sl=Decimal(100 + tranche))
+                results.append(await wait_result(r, k, pid))
+                audits.append(by_layer(await audit_for(r, k, pid)))
+            return results, audits, await r.xlen(k.sim_fills)
+        finally:
+            await r.aclose()
+
+    results, audits, fills = asyncio.run(body())
+    assert [a["governor"] for a in audits] == [
+        ("GRANT", "policy_ok"), ("GRANT", "policy_ok"), ("DENY", "rate_limit_5min")]  # fmt: skip
+    assert [res["status"] for res in results] == ["filled", "filled", "blocked"]
+    assert results[2]["reason"] == "governor_denied"
+    assert fills == 0  # stop orders, no market fill
