@@ -260,3 +260,24 @@ def test_grant_permit_is_signed_audited_and_carries_qty(
     assert [(a["layer"], a["decision"], a["reason"]) for a in audit] == [
         ("governor", "GRANT", "policy_ok")]  # fmt: skip
     assert json.loads(audit[0]["context"])["reservation"] == "reserved"
+
+
+def test_redelivery_keeps_the_first_decision_and_holds_no_slot(
+    arun: Callable[..., Any], r: redis.Redis, keys: Keys, redis_url: str, prefix: str
+) -> None:
+    seed_snapshot(r, keys)
+    p1, p2, p3 = (plan(a, created_at=T0) for a in
+                  (Action.PARTIAL_25, Action.PARTIAL_50, Action.PARTIAL_75))  # fmt: skip
+
+    async def body(ar: Any) -> None:
+        gov = Governor(ar, keys, gov_settings(redis_url, prefix), FixedClock(T0))
+        for i, p in enumerate((p1, p2, p3)):
+            await gov.handle(f"1-{i}", p.to_fields())  # p3: rate_limit_5min
+        await gov.handle_result("2-1", _result(p1, ResultStatus.REJECTED, T0 + 1))
+        await gov.handle("1-2", p3.to_fields())  # redelivered: would be granted now
+
+    arun(body)
+    got = permit(r, keys, p3)
+    assert (got.decision, got.reason) == ("DENY", "rate_limit_5min")
+    assert [m for m, _s in r.zrange(keys.governor_reservations(SYM), 0, -1, withscores=True)] == [
+        p2.plan_id]  # fmt: skip

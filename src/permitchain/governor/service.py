@@ -27,7 +27,7 @@ from permitchain.governor.policy import (
     decide,
     is_reduce_only,
 )
-from permitchain.governor.rates import reservation_ttl_s, settlement
+from permitchain.governor.rates import Settlement, reservation_ttl_s, settlement
 from permitchain.governor.store import GovernorStore
 from permitchain.keys import GROUP_GOVERNOR, GROUP_GOVERNOR_RESULTS, Keys
 from permitchain.models import GovernorPermit, Plan, Result
@@ -86,7 +86,11 @@ class Governor:
         decision = decide(plan, inp, self.policy, now)
         if decision.granted and decision.reason == POLICY_OK:
             decision = await self.reserve(plan, decision, now)
-        await self.issue(plan, decision, now)
+        written = await self.issue(plan, decision, now)
+        if not written and decision.context.get("reservation") == "reserved":
+            # A redelivery whose first decision stands (permits are written once): the slot
+            # just taken backs no permit, so give it back at once.
+            await self.store.settle(plan.symbol, plan.plan_id, Settlement.RELEASE, now)
 
     async def reserve(self, plan: Plan, d: GovernorDecision, now: float) -> GovernorDecision:
         """Take the slot atomically; a limit reached meanwhile (another plan, another governor)
@@ -109,7 +113,9 @@ class Governor:
         await self.store.settle(result.symbol, result.plan_id, action, result.ts)
         SETTLED.labels(result.symbol, action.value).inc()
 
-    async def issue(self, plan: Plan, d: GovernorDecision, now: float) -> None:
+    async def issue(self, plan: Plan, d: GovernorDecision, now: float) -> bool:
+        """Write the permit (once), its wake-up event and audit entry. False when a permit for
+        the plan already existed."""
         permit = GovernorPermit(
             plan_id=plan.plan_id, symbol=plan.symbol, decision="GRANT" if d.granted else "DENY",
             granted=d.granted, reason=d.reason, computed_qty=d.computed_qty,
@@ -121,7 +127,7 @@ class Governor:
                 update={"sig": sign(permit.body(), self.s.permit_key_governor.get_secret_value())}
             )
         decision = permit.decision
-        await write_permit(
+        written = await write_permit(
             self.r, self.k, key=self.k.permit_governor(plan.plan_id), permit_json=permit.to_json(),
             ttl_s=self.s.permit_ttl_s, plan_id=plan.plan_id, symbol=plan.symbol, layer=LAYER,
             decision=decision, reason=d.reason, context={"permit": permit.body(), **d.context},
@@ -130,6 +136,7 @@ class Governor:
         PERMITS.labels(plan.symbol, decision, d.reason).inc()
         log_decision(log, layer=LAYER, plan_id=plan.plan_id, symbol=plan.symbol,
                      decision=decision, reason=d.reason)  # fmt: skip
+        return written
 
     async def watch_state(self, stop: asyncio.Event) -> None:
         """Keep ``governor_trading_state`` current between plans."""
