@@ -4,9 +4,11 @@ the CLI, and a stale backlog that both gatekeepers refuse."""
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -50,6 +52,11 @@ async def propose(r: Redis, keys: Keys, action: Action, tranche: int,
     return make_plan_id(SYMBOL, action.value, epoch, tranche)
 
 
+def metrics(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        return str(resp.read().decode())
+
+
 def by_layer(audit: list[dict[str, Any]]) -> dict[str, tuple[str, str]]:
     return {a["layer"]: (a["decision"], a["reason"]) for a in audit}
 
@@ -90,6 +97,8 @@ def test_halt_resume_and_a_stale_backlog(chain_factory: Callable[..., Chain],
             out["old_audit"] = by_layer(await audit_for(r, k, old.plan_id))
             out["fills"] = [f for _i, f in await r.xrange(k.sim_fills)]
             out["fresh_id"], out["halted_id"], out["old_id"] = fresh, halted, old.plan_id
+            hb = json.loads(await r.get(k.heartbeat("governor")) or "{}")
+            out["metrics"] = await asyncio.to_thread(metrics, hb["metrics_port"])
             return out
         finally:
             await r.aclose()
@@ -108,6 +117,13 @@ def test_halt_resume_and_a_stale_backlog(chain_factory: Callable[..., Chain],
     assert out["old"]["executed"] == "false" and out["old"]["client_order_id"] == ""
     # exactly one order reached the exchange: the fresh plan's
     assert [f["client_order_id"] for f in out["fills"]] == [f"pc-{out['fresh_id']}"]
+    # the governor's own metrics (the port it bound, from its heartbeat)
+    m = out["metrics"]
+    for decision, reason in (("DENY", "trading_halted"), ("DENY", "plan_expired"),
+                             ("GRANT", "testnet_auto_approve")):  # fmt: skip
+        assert (f'governor_permit_total{{decision="{decision}",reason="{reason}",'
+                f'symbol="BTCUSDT"}} 1.0') in m  # fmt: skip
+    assert "governor_trading_state 0.0" in m
 
 
 def test_production_rate_limit_in_the_chain(chain_factory: Callable[..., Chain],

@@ -141,7 +141,11 @@ class Governor:
     async def watch_state(self, stop: asyncio.Event) -> None:
         """Keep ``governor_trading_state`` current between plans."""
         while not stop.is_set():
-            with contextlib.suppress(*REDIS_FAULTS):
+            try:
                 TRADING_STATE.set(_STATE_VALUE[await self.store.trading_state()])
+            except REDIS_FAULTS:
+                TRADING_STATE.set(_STATE_VALUE[TradingState.HALTED])  # unreadable: HALTED
+            except Exception:  # a gauge must never stop the governor
+                log.exception("trading-state gauge refresh failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), STATE_REFRESH_S)
