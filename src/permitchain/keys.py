@@ -91,15 +91,15 @@ class Keys:
     # -- governor rate store (one hash tag per symbol: the reserve script touches one slot) --
     def governor_executions(self, symbol: str) -> str:
         """ZSET plan_id → result ts of confirmed executions; trimmed past one hour."""
-        return f"{self.prefix}:governor:{{{symbol}}}:executions"
+        return f"{self.prefix}:gov:{{{symbol}}}:executions"
 
     def governor_reservations(self, symbol: str) -> str:
         """ZSET plan_id → expiry of slots reserved by a grant, until its result (or expiry)."""
-        return f"{self.prefix}:governor:{{{symbol}}}:reservations"
+        return f"{self.prefix}:gov:{{{symbol}}}:reservations"
 
     def governor_notional(self, day: str) -> str:
         """HASH plan_id → notional of risk-increasing grants on one UTC day (YYYY-MM-DD)."""
-        return f"{self.prefix}:governor:notional:{day}"
+        return f"{self.prefix}:gov:notional:{day}"
 
     # -- control and audit ----------------------------------------------------------------
     @property

@@ -33,5 +33,5 @@ def test_governor_consumes_plans_and_results_in_its_own_groups() -> None:
     ]
     assert GROUP_GOVERNOR_RESULTS == "governor-results"
     assert gov.reservation_ttl_s == 61.2  # PERMIT_TTL_SECONDS 60 + APPLY_PERMIT_WAIT_MS 1200
-    assert k.governor_executions("BTCUSDT") == "quantum:governor:{BTCUSDT}:executions"
-    assert k.governor_reservations("BTCUSDT") == "quantum:governor:{BTCUSDT}:reservations"
+    assert k.governor_executions("BTCUSDT") == "quantum:gov:{BTCUSDT}:executions"
+    assert k.governor_reservations("BTCUSDT") == "quantum:gov:{BTCUSDT}:reservations"

@@ -44,7 +44,7 @@ async def set_trading_state(
     )  # fmt: skip
     pipe = r.pipeline(transaction=True)
     pipe.set(keys.trading_state, state.value)
-    pipe.xadd(keys.decisions, fields, maxlen=AUDIT_MAXLEN, approximate=True)  # type: ignore[arg-type]
+    pipe.xadd(keys.decisions, fields, maxlen=AUDIT_MAXLEN, approximate=True)
     await pipe.execute()
     after = await read_trading_state(r, keys)
     if after is not state:

@@ -17,7 +17,6 @@ import contextlib
 import logging
 
 from prometheus_client import Counter, Gauge
-from redis.asyncio import Redis
 
 from permitchain.governor.policy import (
     POLICY_OK,
@@ -37,7 +36,7 @@ from permitchain.runtime.permits import write_permit
 from permitchain.runtime.service import Consumer
 from permitchain.settings import Settings
 from permitchain.signing import sign
-from permitchain.store import REDIS_FAULTS
+from permitchain.store import REDIS_FAULTS, AsyncRedis
 
 log = logging.getLogger("permitchain.governor")
 LAYER = "governor"
@@ -64,7 +63,7 @@ def policy_from(settings: Settings) -> GovernorPolicy:
 
 
 class Governor:
-    def __init__(self, r: Redis, keys: Keys, settings: Settings, clock: Clock) -> None:
+    def __init__(self, r: AsyncRedis, keys: Keys, settings: Settings, clock: Clock) -> None:
         self.r, self.k, self.s, self.clock = r, keys, settings, clock
         self.policy = policy_from(settings)
         self.store = GovernorStore(r, keys)

@@ -14,8 +14,6 @@ import time
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from redis.asyncio import Redis
-
 from permitchain.governor.policy import GovernorInput, TradingState, parse_trading_state
 from permitchain.governor.rates import (
     WINDOW_5MIN_S,
@@ -27,6 +25,7 @@ from permitchain.governor.rates import (
 from permitchain.keys import Keys
 from permitchain.models import fmt_decimal
 from permitchain.scripts import Scripts
+from permitchain.store import AsyncRedis
 
 EXECUTIONS_TTL_S = WINDOW_HOUR_S + 300
 NOTIONAL_TTL_S = 2 * 86400
@@ -65,7 +64,7 @@ def queue_state_read(pipe: Any, keys: Keys) -> None:
     pipe.execute_command("GET", keys.trading_state, NEVER_DECODE=True)
 
 
-async def read_trading_state(r: Redis, keys: Keys) -> TradingState:
+async def read_trading_state(r: AsyncRedis, keys: Keys) -> TradingState:
     """The trading state, fail-closed: a wrong key type, bad bytes or an unknown value is
     HALTED (only a lost connection raises)."""
     pipe = r.pipeline(transaction=False)
@@ -75,7 +74,7 @@ async def read_trading_state(r: Redis, keys: Keys) -> TradingState:
 
 
 class GovernorStore:
-    def __init__(self, r: Redis, keys: Keys) -> None:
+    def __init__(self, r: AsyncRedis, keys: Keys) -> None:
         self.r, self.k = r, keys
         self.scripts = Scripts(r)
 
@@ -88,7 +87,7 @@ class GovernorStore:
         pipe.hmget(self.k.snapshot(symbol), ["position_amt", "mark_price", "step_size"])
         pipe.zrange(self.k.governor_executions(symbol), 0, -1, withscores=True)
         pipe.zrange(self.k.governor_reservations(symbol), 0, -1, withscores=True)
-        pipe.hvals(self.k.governor_notional(utc_day(now)))
+        pipe.hgetall(self.k.governor_notional(utc_day(now)))
         raw_state, snap, executed, reserved, notionals = await pipe.execute(raise_on_error=False)
         if isinstance(snap, BaseException):
             snap = [None, None, None]
@@ -99,7 +98,7 @@ class GovernorStore:
         if isinstance(notionals, BaseException):
             today = Decimal(UNREADABLE)
         else:
-            today = sum((_dec(v) or Decimal(0) for v in notionals), Decimal(0))
+            today = sum((_dec(v) or Decimal(0) for v in notionals.values()), Decimal(0))
         amt, mark, step = (_dec(v) for v in snap)
         return GovernorInput(
             trading_state=state_from_reply(raw_state), position_amt=amt, mark_price=mark,
@@ -122,7 +121,7 @@ class GovernorStore:
         """Count a risk-increasing grant against today's DAILY_NOTIONAL_CAP (once per plan)."""
         key = self.k.governor_notional(utc_day(now))
         pipe = self.r.pipeline(transaction=True)
-        pipe.hsetnx(key, plan_id, fmt_decimal(notional))
+        pipe.hset(key, plan_id, fmt_decimal(notional))  # per plan: a redelivery rewrites it
         pipe.expire(key, NOTIONAL_TTL_S)
         await pipe.execute()
 

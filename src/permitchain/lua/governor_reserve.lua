@@ -4,8 +4,8 @@
 -- and the reservation is taken in the same step. Both keys carry the symbol as a hash tag,
 -- so the script touches one slot.
 --
--- KEYS[1]  confirmed executions  quantum:governor:{<SYMBOL>}:executions   (ZSET plan_id → result ts)
--- KEYS[2]  live reservations     quantum:governor:{<SYMBOL>}:reservations (ZSET plan_id → expires at)
+-- KEYS[1]  confirmed executions  quantum:gov:{<SYMBOL>}:executions   (ZSET plan_id → result ts)
+-- KEYS[2]  live reservations     quantum:gov:{<SYMBOL>}:reservations (ZSET plan_id → expires at)
 -- ARGV[1]  plan_id
 -- ARGV[2]  now, epoch seconds (the governor's clock)
 -- ARGV[3]  reservation TTL, seconds (PERMIT_TTL_SECONDS + APPLY_PERMIT_WAIT_MS)
