@@ -39,7 +39,8 @@ def gov_settings(redis_url: str, prefix: str, **kw: Any) -> Settings:
 
 def seed_snapshot(r: redis.Redis, keys: Keys) -> None:
     r.hset(keys.snapshot(SYM), mapping={"position_amt": "0.062", "mark_price": "107",
-                                        "step_size": "0.001"})  # fmt: skip
+                                        "step_size": "0.001", "min_qty": "0.001",
+                                        "ts_epoch": str(T0)})  # fmt: skip
 
 
 def permit(r: redis.Redis, keys: Keys, p: Plan) -> GovernorPermit:
@@ -281,3 +282,19 @@ def test_redelivery_keeps_the_first_decision_and_holds_no_slot(
     assert (got.decision, got.reason) == ("DENY", "rate_limit_5min")
     assert [m for m, _s in r.zrange(keys.governor_reservations(SYM), 0, -1, withscores=True)] == [
         p2.plan_id]  # fmt: skip
+
+
+def test_inputs_fail_closed_on_damaged_keys(
+    arun: Callable[..., Any], r: redis.Redis, keys: Keys
+) -> None:
+    r.hset(keys.snapshot(SYM), mapping={"position_amt": "0.062", "mark_price": "107"})
+    r.hset(keys.governor_notional("2027-01-15"), mapping={"a": "10", "b": "garbage"})
+    r.set(keys.governor_executions(SYM), "not a zset")
+
+    async def body(ar: Any) -> Any:
+        return await GovernorStore(ar, keys).read_input(SYM, T0)  # T0 is 2027-01-15 UTC
+
+    got = arun(body)
+    assert (got.position_amt, got.mark_price) == (None, None)  # incomplete snapshot: none
+    assert got.notional_today > Decimal(10**9)  # unreadable: over every cap
+    assert got.exec_last_5min > 10**9 and got.exec_last_hour > 10**9  # unreadable: at limits

@@ -1,6 +1,7 @@
 """The governor's Redis work: reading its inputs, reserving slots, settling results.
 
-* Inputs: trading state, the P3.3 snapshot (qty and notional), per-symbol counts and today's
+* Inputs: trading state, the P3.3 snapshot (read with P3.3's own parser: a snapshot with an
+  unreadable field is none, so qty and notional stay unknown), per-symbol counts and today's
   risk-increasing notional, in one pipeline. A trading state that cannot be read as one of
   the three names (wrong type, bad bytes, garbage) is HALTED; only a lost connection raises
   (the plan stays pending and is retried).
@@ -11,7 +12,7 @@
 from __future__ import annotations
 
 import time
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from permitchain.governor.policy import GovernorInput, TradingState, parse_trading_state
@@ -23,7 +24,8 @@ from permitchain.governor.rates import (
     count_windows,
 )
 from permitchain.keys import Keys
-from permitchain.models import fmt_decimal
+from permitchain.models import fmt_decimal, parse_decimal
+from permitchain.position_brain.state import parse_snapshot
 from permitchain.scripts import Scripts
 from permitchain.store import AsyncRedis
 
@@ -37,14 +39,12 @@ def utc_day(now: float) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(now))
 
 
-def _dec(v: object) -> Decimal | None:
-    if not isinstance(v, str) or not v:
-        return None
+def _notional_today(values: Any) -> Decimal:
+    """Sum of today's risk-increasing grants; anything unreadable counts as over every cap."""
     try:
-        d = Decimal(v)
-    except InvalidOperation:
-        return None
-    return d if d.is_finite() else None
+        return sum((parse_decimal(v, "notional") for v in values), Decimal(0))
+    except ValueError:
+        return Decimal(UNREADABLE)
 
 
 def state_from_reply(reply: object) -> TradingState:
@@ -84,26 +84,24 @@ class GovernorStore:
     async def read_input(self, symbol: str, now: float) -> GovernorInput:
         pipe = self.r.pipeline(transaction=False)
         queue_state_read(pipe, self.k)
-        pipe.hmget(self.k.snapshot(symbol), ["position_amt", "mark_price", "step_size"])
+        pipe.hgetall(self.k.snapshot(symbol))
         pipe.zrange(self.k.governor_executions(symbol), 0, -1, withscores=True)
         pipe.zrange(self.k.governor_reservations(symbol), 0, -1, withscores=True)
         pipe.hgetall(self.k.governor_notional(utc_day(now)))
         raw_state, snap, executed, reserved, notionals = await pipe.execute(raise_on_error=False)
-        if isinstance(snap, BaseException):
-            snap = [None, None, None]
+        snapshot = None if isinstance(snap, BaseException) else parse_snapshot(snap)
         if isinstance(executed, BaseException) or isinstance(reserved, BaseException):
             counts = RateCounts(UNREADABLE, UNREADABLE)
         else:
             counts = count_windows((t for _, t in executed), (e for _, e in reserved), now)
-        if isinstance(notionals, BaseException):
-            today = Decimal(UNREADABLE)
-        else:
-            today = sum((_dec(v) or Decimal(0) for v in notionals.values()), Decimal(0))
-        amt, mark, step = (_dec(v) for v in snap)
+        today = (Decimal(UNREADABLE) if isinstance(notionals, BaseException)
+                 else _notional_today(notionals.values()))  # fmt: skip
         return GovernorInput(
-            trading_state=state_from_reply(raw_state), position_amt=amt, mark_price=mark,
-            step_size=step, exec_last_hour=counts.last_hour, exec_last_5min=counts.last_5min,
-            notional_today=today,
+            trading_state=state_from_reply(raw_state),
+            position_amt=snapshot.position_amt if snapshot else None,
+            mark_price=snapshot.mark_price if snapshot else None,
+            step_size=snapshot.step_size if snapshot else None,
+            exec_last_hour=counts.last_hour, exec_last_5min=counts.last_5min, notional_today=today,
         )  # fmt: skip
 
     async def reserve(self, symbol: str, plan_id: str, now: float, ttl_s: float,
