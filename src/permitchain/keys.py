@@ -14,6 +14,7 @@ GROUP_GOVERNOR = "governor"
 GROUP_P33 = "p33"
 GROUP_EXECUTOR = "executor"
 GROUP_P33_LEDGER = "p33-ledger"
+GROUP_GOVERNOR_RESULTS = "governor-results"
 
 SERVICES = ("exit-brain", "apply-layer", "governor", "position-brain")
 
@@ -96,6 +97,19 @@ class Keys:
     @property
     def ledger_pattern(self) -> str:
         return f"{self.prefix}:position:ledger:*"
+
+    # -- governor rate store (one hash tag per symbol: the reserve script touches one slot) --
+    def governor_executions(self, symbol: str) -> str:
+        """ZSET plan_id → result ts of confirmed executions; trimmed past one hour."""
+        return f"{self.prefix}:gov:{{{symbol}}}:executions"
+
+    def governor_reservations(self, symbol: str) -> str:
+        """ZSET plan_id → expiry of slots reserved by a grant, until its result (or expiry)."""
+        return f"{self.prefix}:gov:{{{symbol}}}:reservations"
+
+    def governor_notional(self, day: str) -> str:
+        """HASH plan_id → notional of risk-increasing grants on one UTC day (YYYY-MM-DD)."""
+        return f"{self.prefix}:gov:notional:{day}"
 
     # -- control and audit ----------------------------------------------------------------
     @property

@@ -10,7 +10,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-SCRIPT_NAMES = ("consume_permits", "publish_plan", "block_plan", "sim_order")
+SCRIPT_NAMES = ("consume_permits", "publish_plan", "block_plan", "sim_order", "governor_reserve")
 
 
 @cache
@@ -26,3 +26,4 @@ class Scripts:
         self.publish_plan = client.register_script(source("publish_plan"))
         self.block_plan = client.register_script(source("block_plan"))
         self.sim_order = client.register_script(source("sim_order"))
+        self.governor_reserve = client.register_script(source("governor_reserve"))
