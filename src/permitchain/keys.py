@@ -14,6 +14,7 @@ GROUP_GOVERNOR = "governor"
 GROUP_P33 = "p33"
 GROUP_EXECUTOR = "executor"
 GROUP_P33_LEDGER = "p33-ledger"
+GROUP_GOVERNOR_RESULTS = "governor-results"
 
 SERVICES = ("exit-brain", "apply-layer", "governor", "position-brain")
 
@@ -35,6 +36,16 @@ class Keys:
     @property
     def proposal_stream(self) -> str:
         return f"{self.prefix}:stream:harvest.proposal"
+
+    # -- exit brain -----------------------------------------------------------------------
+    def exit_state(self, symbol: str) -> str:
+        """The exit brain's bookkeeping for the symbol's position (epoch, tranches proposed,
+        stop, first seen). HASH, no TTL: it must outlive the position's plans."""
+        return f"{self.prefix}:exit:state:{symbol}"
+
+    @property
+    def exit_state_pattern(self) -> str:
+        return f"{self.prefix}:exit:state:*"
 
     # -- plans ----------------------------------------------------------------------------
     @property
@@ -86,6 +97,19 @@ class Keys:
     @property
     def ledger_pattern(self) -> str:
         return f"{self.prefix}:position:ledger:*"
+
+    # -- governor rate store (one hash tag per symbol: the reserve script touches one slot) --
+    def governor_executions(self, symbol: str) -> str:
+        """ZSET plan_id → result ts of confirmed executions; trimmed past one hour."""
+        return f"{self.prefix}:gov:{{{symbol}}}:executions"
+
+    def governor_reservations(self, symbol: str) -> str:
+        """ZSET plan_id → expiry of slots reserved by a grant, until its result (or expiry)."""
+        return f"{self.prefix}:gov:{{{symbol}}}:reservations"
+
+    def governor_notional(self, day: str) -> str:
+        """HASH plan_id → notional of risk-increasing grants on one UTC day (YYYY-MM-DD)."""
+        return f"{self.prefix}:gov:notional:{day}"
 
     # -- control and audit ----------------------------------------------------------------
     @property

@@ -11,7 +11,8 @@ from importlib import resources
 from typing import Any
 
 SCRIPT_NAMES = (
-    "consume_permits", "publish_plan", "block_plan", "sim_order", "exec_transition",
+    "consume_permits", "publish_plan", "block_plan", "sim_order", "governor_reserve",
+    "exec_transition",
 )  # fmt: skip
 
 
@@ -28,4 +29,5 @@ class Scripts:
         self.publish_plan = client.register_script(source("publish_plan"))
         self.block_plan = client.register_script(source("block_plan"))
         self.sim_order = client.register_script(source("sim_order"))
+        self.governor_reserve = client.register_script(source("governor_reserve"))
         self.exec_transition = client.register_script(source("exec_transition"))

@@ -27,11 +27,6 @@ def check_startup(settings: Settings) -> None:
         raise ConfigError(
             "APPLY_MODE=production needs PERMIT_KEY_GOVERNOR and PERMIT_KEY_P33 (permit signing)"
         )
-    if settings.apply_mode is ApplyMode.PRODUCTION:
-        raise ConfigError(
-            "APPLY_MODE=production: the governor's rate-limit store is not in this build yet; "
-            "use dry_run or testnet"
-        )
 
 
 def metrics_port(name: str, settings: Settings) -> int:
@@ -50,7 +45,8 @@ async def build(name: str, settings: Settings) -> ServiceRunner:
     port = metrics_port(name, settings)
     if name == "governor":
         gov = Governor(r, keys, settings, clock)
-        return ServiceRunner(name, r, keys, consumers=[gov.consumer()], metrics_port=port)
+        return ServiceRunner(name, r, keys, consumers=gov.consumers(), tasks=[gov.watch_state],
+                             metrics_port=port)  # fmt: skip
     if name == "position-brain":
         ex = make_exchange(settings, r, keys)
         pb = PositionBrain(r, keys, settings, clock, ex)

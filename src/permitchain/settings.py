@@ -98,6 +98,20 @@ class Settings(BaseSettings):
 
     # --- exit brain ---------------------------------------------------------------------
     full_close_score: Decimal = _f(Decimal("0.6"), "FULL_CLOSE_SCORE", ge=0, le=1)
+    exit_interval_s: float = _f(2.0, "EXIT_INTERVAL_S", gt=0)
+    # Initial risk per unit as a fraction of entry (the stop distance a trade opens with):
+    # 1 R = entry × EXIT_RISK_FRACTION.
+    exit_risk_fraction: Decimal = _f(Decimal("0.01"), "EXIT_RISK_FRACTION", gt=0, lt=1)
+    # Fee per side as a fraction of notional; round trip per unit = rate × (entry + mark).
+    exit_fee_rate: Decimal = _f(Decimal("0.0004"), "EXIT_FEE_RATE", ge=0, lt=Decimal("0.1"))
+    exit_full_close_retry_s: float = _f(60.0, "EXIT_FULL_CLOSE_RETRY_S", gt=0)
+
+    # --- simulated exchange -------------------------------------------------------------
+    # With EXCHANGE=sim the exit brain drives sim prices (seeded random walk) and triggers
+    # the sim's reduce-only stops; ignored for any other exchange.
+    sim_drive_prices: bool = _f(True, "SIM_DRIVE_PRICES")
+    sim_price_seed: int = _f(7, "SIM_PRICE_SEED")
+    sim_price_interval_s: float = _f(1.0, "SIM_PRICE_INTERVAL_S", gt=0)
 
     # --- operations ---------------------------------------------------------------------
     metrics_port: int | None = _f(None, "METRICS_PORT", ge=0, le=65535)

@@ -1,26 +1,52 @@
-"""Trading state: ``halt``, ``reduce``, ``resume`` (with the operator's reason, audited)."""
+"""Trading state: ``halt``, ``reduce``, ``resume`` (with the operator's reason, audited).
+
+The state change and its audit entry are one MULTI/EXEC transaction: there is never a state
+without the entry that says who set it and why, nor an entry for a change that did not
+happen. The state before is read fail-closed (a wrong key type or garbage reads HALTED and is
+recorded as found); SET replaces whatever the key held, so ``resume`` repairs a broken key.
+"""
 
 from __future__ import annotations
 
 import time
 
-from permitchain.governor.policy import TradingState, parse_trading_state
+from permitchain.errors import StoreError
+from permitchain.governor.policy import TradingState
+from permitchain.governor.store import read_trading_state
 from permitchain.keys import Keys
 from permitchain.runtime.audit import AUDIT_MAXLEN, audit_fields
 from permitchain.settings import Settings
 from permitchain.store import AsyncRedis
 
+OPERATOR_LAYER = "operator"
+MAX_REASON_CHARS = 500
+NO_REASON = "(no reason given)"
+
+
+def clean_reason(reason: str) -> str:
+    """One line, bounded: the audit stream is read by people and by `explain`."""
+    text = " ".join(reason.split())[:MAX_REASON_CHARS]
+    return text or NO_REASON
+
 
 async def set_trading_state(
     r: AsyncRedis, keys: Keys, _s: Settings, state: TradingState, *, reason: str, operator: str
 ) -> tuple[TradingState, TradingState]:
-    before = parse_trading_state(await r.get(keys.trading_state))
-    pipe = r.pipeline(transaction=False)
-    pipe.set(keys.trading_state, state.value)
-    pipe.xadd(keys.decisions, audit_fields(
-        plan_id="", layer="operator", decision=f"TRADING_{state.value}", reason=reason or "-",
-        context={"before": before.value, "after": state.value, "operator": operator},
+    """Set the state and audit it atomically; returns (before, after) as read back."""
+    before = await read_trading_state(r, keys)
+    raw_type = await r.type(keys.trading_state)
+    fields = audit_fields(
+        plan_id="", layer=OPERATOR_LAYER, decision=f"TRADING_{state.value}",
+        reason=clean_reason(reason),
+        context={"before": before.value, "after": state.value, "operator": operator,
+                 "key_type_before": raw_type},
         ts=time.time(),
-    ), maxlen=AUDIT_MAXLEN, approximate=True)  # fmt: skip
+    )  # fmt: skip
+    pipe = r.pipeline(transaction=True)
+    pipe.set(keys.trading_state, state.value)
+    pipe.xadd(keys.decisions, fields, maxlen=AUDIT_MAXLEN, approximate=True)
     await pipe.execute()
-    return before, state
+    after = await read_trading_state(r, keys)
+    if after is not state:
+        raise StoreError(f"trading state reads {after.value} after setting {state.value}")
+    return before, after

@@ -19,7 +19,8 @@ from permitchain.scenario import ENTRY, EXCHANGE_AMT, MARK, SYMBOL, run_scenario
 from permitchain.store import async_client
 
 DEMO_ENV = {"APPLY_MODE": "testnet", "EXCHANGE": "sim", "METRICS_PORT": "0",
-            "LOG_LEVEL": "WARNING", "POLL_INTERVAL_S": "1"}  # fmt: skip
+            "LOG_LEVEL": "WARNING", "POLL_INTERVAL_S": "1",
+            "SIM_DRIVE_PRICES": "false"}  # fmt: skip
 
 
 def _kv(d: dict[str, Any], title: str, keys: list[str] | None = None) -> Table:

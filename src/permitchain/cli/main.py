@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from redis.asyncio import Redis
+from rich.markup import escape
 from rich.table import Table
 
 from permitchain import __version__
@@ -220,28 +221,31 @@ def _set_state(state: TradingState, reason: str) -> None:
         return await control.set_trading_state(r, k, s, state, reason=reason, operator=operator())
 
     before, after = run_async(body)
-    console.print(f"trading state {before.value} → [bold]{after.value}[/]"
-                  + (f" ({reason})" if reason else ""))  # fmt: skip
+    why = escape(control.clean_reason(reason))
+    console.print(f"trading state {before.value} → [bold]{after.value}[/] ({why}); "
+                  "recorded in the audit stream")  # fmt: skip
+    if after is not TradingState.ACTIVE:
+        console.print('undo with: permitchain resume --reason "…"')
 
 
-ReasonOpt = Annotated[str, typer.Option(help="Why (recorded in the audit stream)")]
+ReasonOpt = Annotated[str, typer.Option(help="Why (recorded in the audit stream with your name)")]
 
 
 @app.command()
 def halt(reason: ReasonOpt = "") -> None:
-    """HALTED: every plan is denied until `resume`."""
+    """HALTED: every plan is denied (`trading_halted`) and no order is sent, until `resume`."""
     _set_state(TradingState.HALTED, reason)
 
 
 @app.command("reduce")
 def reduce_(reason: ReasonOpt = "") -> None:
-    """REDUCING: only reduce-only plans pass (all of ours are)."""
+    """REDUCING: only reduce-only plans pass (all of ours are); `resume` to undo."""
     _set_state(TradingState.REDUCING, reason)
 
 
 @app.command()
 def resume(reason: ReasonOpt = "") -> None:
-    """ACTIVE again."""
+    """ACTIVE again: plans are judged by the policy as usual."""
     _set_state(TradingState.ACTIVE, reason)
 
 

@@ -1,28 +1,87 @@
-"""Exit kernel: pure functions from components and position to an exit decision.
+"""Exit kernel: pure functions from components, position and bookkeeping to an exit decision.
 
-kill_score = sigmoid(w_regime·regime + w_sigma·sigma + w_ts·ts_drop + w_age·age), default
-weights 1.0, 0.5, 0.5, 0.3. Every component is ≥ 0, so the score is ≥ 0.5 whenever no
-component fires (sigmoid(0) = 0.5): a threshold of 0.5 therefore lets every proposal through
-and gates nothing; a threshold above 0.5 requires some evidence of a deteriorating trade.
+No Redis, no clock of its own, no I/O. Prices, R and stops are ``Decimal``; the components
+are ``float`` (they come from statistics over returns, see :mod:`.market`).
+
+**Kill score.** ``kill_score = sigmoid(w_regime·regime + w_sigma·sigma + w_ts·ts_drop +
+w_age·age)``, default weights 1.0, 0.5, 0.5, 0.3, over four components:
+
+* regime flip ∈ {0, 1}: 1 when the trend probability is < 0.3 and chop + mean reversion > 0.5;
+* sigma spike = clamp(σ/σ_ref − 1, 0, 2);
+* time-series drop = clamp(0.3 − trend strength, 0, 0.5);
+* age penalty = clamp(age_s / 86400, 0, 1).
+
+Every component is ≥ 0, so the score is ≥ 0.5 whenever no component fires (sigmoid(0) = 0.5)
+and at most sigmoid(2.55) ≈ 0.9276. The planner's ``KILL_SCORE_THRESHOLD`` (0.5) is the
+minimum score a proposal needs to become an EXECUTE plan: at 0.5 it lets every proposal of
+this kernel through (it gates only hand-made proposals with lower scores); above 0.5 it
+demands evidence of a deteriorating trade even for profit harvests. ``FULL_CLOSE_SCORE``
+(0.6) is this kernel's own line between "close everything" and "harvest by R".
+
+The score is computed from the components rounded to 4 places, the values the proposal
+carries, so anyone can recompute it from the proposal: (0, 0.1084, 0.1789, 0.0417) → 0.5390.
+
+**R_net** (:func:`r_net`), in units of the initial risk:
+``((mark − entry)·dir − fee_rate·(entry + mark)) / (entry·risk_fraction)``, dir = +1 long,
+−1 short: unrealised PnL per unit minus round-trip fees per unit, over the initial risk per
+unit. Truncated toward zero to 4 places; decisions use that reported value.
+
+**Decision** (:func:`decide`), first match wins:
+
+1. kill score ≥ ``full_close_score`` → ``FULL_CLOSE_PROPOSED`` (tranche = attempt number;
+   another attempt only after ``full_close_retry_s`` and at most ``max_full_close_attempts``
+   per epoch; while one is pending → HOLD);
+2. R_net reaches a harvest level not yet proposed for this position epoch: 2 → PARTIAL_25
+   (tranche 1), 4 → PARTIAL_50 (2), 6 → PARTIAL_75 (3); the highest level reached wins and
+   the lower ones are spent with it. A stop move (below) rides along as ``new_sl``;
+3. R_net ≥ 1.5 and break-even + 0.2 % tightens the current stop → ``UPDATE_SL`` (tranche =
+   the stop move's number in this epoch);
+4. otherwise HOLD: nothing is written.
+
+The planner derives ``plan_id`` from (symbol, action, position epoch, tranche), so each of
+these is one plan per position epoch however often it is proposed.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Decimal
+from dataclasses import dataclass, replace
+from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 
 from permitchain.models import Action
 
 FOUR = Decimal("0.0001")
+SECONDS_PER_DAY = 86400.0
+TREND_FLIP_BELOW = 0.3  # trend probability under which the regime counts as flipped
+CHOP_MR_ABOVE = 0.5  # chop + mean-reversion probability above which it counts as flipped
+TS_LEVEL = 0.3  # trend strength under which the time-series drop starts to count
 
 
+def clamp(x: float, lo: float, hi: float) -> float:
+    return max(lo, min(hi, x))
+
+
+def to4(x: float) -> Decimal:
+    """A float component as the 4-place decimal the proposal carries."""
+    return Decimal(repr(float(x))).quantize(FOUR, rounding=ROUND_HALF_EVEN)
+
+
+# ---------------------------------------------------------------------------------------
+# Components and kill score
+# ---------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Components:
     regime_flip: float = 0.0
     sigma_spike: float = 0.0
     ts_drop: float = 0.0
     age_penalty: float = 0.0
+
+    def rounded(self) -> Components:
+        """The components as reported: each rounded half-even to 4 places."""
+        return Components(*(float(to4(v)) for v in self.as_tuple()))
+
+    def as_tuple(self) -> tuple[float, float, float, float]:
+        return (self.regime_flip, self.sigma_spike, self.ts_drop, self.age_penalty)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,18 +96,59 @@ def sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x))
 
 
+def regime_flip(trend: float, chop: float, mean_reversion: float) -> int:
+    """1 when the trend probability is < 0.3 and chop + mean reversion > 0.5, else 0."""
+    return int(trend < TREND_FLIP_BELOW and chop + mean_reversion > CHOP_MR_ABOVE)
+
+
+def sigma_spike(sigma: float, sigma_ref: float) -> float:
+    """clamp(σ/σ_ref − 1, 0, 2); 0 without a positive reference."""
+    if sigma_ref <= 0 or not math.isfinite(sigma / sigma_ref):
+        return 0.0
+    return clamp(sigma / sigma_ref - 1.0, 0.0, 2.0)
+
+
+def ts_drop(trend_strength: float) -> float:
+    """clamp(0.3 − trend strength, 0, 0.5); trend strength in [−1, 1], > 0 in the trade's
+    favour."""
+    return clamp(TS_LEVEL - trend_strength, 0.0, 0.5)
+
+
+def age_penalty(age_s: float) -> float:
+    """clamp(age / 1 day, 0, 1)."""
+    return clamp(age_s / SECONDS_PER_DAY, 0.0, 1.0)
+
+
 def kill_score(c: Components, w: Weights = Weights()) -> Decimal:
-    """The kill score, rounded to 4 places (0.5390 for DESIGN.md §8's components)."""
+    """The kill score of the components as given, rounded half-even to 4 places."""
     x = (
         w.regime * c.regime_flip
         + w.sigma * c.sigma_spike
         + w.ts * c.ts_drop
         + w.age * c.age_penalty
     )
-    return Decimal(str(sigmoid(x))).quantize(FOUR, rounding=ROUND_HALF_EVEN)
+    return Decimal(repr(sigmoid(x))).quantize(FOUR, rounding=ROUND_HALF_EVEN)
 
 
-#: R_net levels of the harvest tranches, highest first.
+# ---------------------------------------------------------------------------------------
+# R_net and stops
+# ---------------------------------------------------------------------------------------
+def r_net(
+    entry: Decimal, mark: Decimal, is_long: bool, risk_fraction: Decimal, fee_rate: Decimal
+) -> Decimal:
+    """Net R: (PnL per unit − round-trip fees per unit) / (entry × risk_fraction).
+
+    All terms are quote currency per unit of the base asset. Truncated toward zero to 4
+    places, so a reported 2.0000 really is ≥ 2.
+    """
+    if entry <= 0 or mark <= 0 or risk_fraction <= 0:
+        raise ValueError(f"r_net needs positive prices and risk (entry={entry}, mark={mark})")
+    pnl = (mark - entry) if is_long else (entry - mark)
+    fees = fee_rate * (entry + mark)
+    return ((pnl - fees) / (entry * risk_fraction)).quantize(FOUR, rounding=ROUND_DOWN)
+
+
+#: R_net levels of the harvest tranches, highest first: (level, action, tranche).
 TRANCHES: tuple[tuple[Decimal, Action, int], ...] = (
     (Decimal(6), Action.PARTIAL_75, 3),
     (Decimal(4), Action.PARTIAL_50, 2),
@@ -58,14 +158,131 @@ BREAK_EVEN_R = Decimal("1.5")
 BREAK_EVEN_BUFFER = Decimal("0.002")
 
 
-def harvest_action(r_net: Decimal, tranches_done: int) -> tuple[Action, int] | None:
+def harvest_action(r: Decimal, tranches_done: int) -> tuple[Action, int] | None:
     """The highest tranche R_net reaches that was not yet proposed for this position."""
     for level, action, n in TRANCHES:
-        if r_net >= level and n > tranches_done:
+        if r >= level and n > tranches_done:
             return action, n
     return None
 
 
-def break_even_stop(entry: Decimal, is_long: bool) -> Decimal:
-    """Break-even plus 0.2 % in the trade's favour: 100 → 100.2 for a long, 99.8 for a short."""
-    return entry * (1 + BREAK_EVEN_BUFFER) if is_long else entry * (1 - BREAK_EVEN_BUFFER)
+def to_tick(price: Decimal, tick: Decimal | None, *, up: bool) -> Decimal:
+    """Round a price to the tick, up or down (never to nearest: the caller says which side)."""
+    if tick is None or tick <= 0:
+        return price
+    steps = (price / tick).to_integral_value(rounding=ROUND_CEILING if up else ROUND_FLOOR)
+    return steps * tick
+
+
+def break_even_stop(entry: Decimal, is_long: bool, tick: Decimal | None = None) -> Decimal:
+    """Break-even plus 0.2 % in the trade's favour: 100 → 100.2 for a long, 99.8 for a short.
+    Rounded to the tick away from entry, so at least the 0.2 % stays locked in."""
+    if is_long:
+        return to_tick(entry * (1 + BREAK_EVEN_BUFFER), tick, up=True)
+    return to_tick(entry * (1 - BREAK_EVEN_BUFFER), tick, up=False)
+
+
+def initial_stop(entry: Decimal, is_long: bool, risk_fraction: Decimal) -> Decimal:
+    """The stop 1 R away from entry, assumed when no stop of ours is known."""
+    return entry * (1 - risk_fraction) if is_long else entry * (1 + risk_fraction)
+
+
+def tightens(candidate: Decimal, current: Decimal | None, is_long: bool) -> bool:
+    """A long's stop only moves up, a short's only down."""
+    if current is None:
+        return True
+    return candidate > current if is_long else candidate < current
+
+
+# ---------------------------------------------------------------------------------------
+# Decision
+# ---------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ExitParams:
+    weights: Weights = Weights()
+    full_close_score: Decimal = Decimal("0.6")
+    risk_fraction: Decimal = Decimal("0.01")
+    fee_rate: Decimal = Decimal("0.0004")
+    full_close_retry_s: float = 60.0
+    max_full_close_attempts: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class PositionView:
+    """What the kernel needs of a position: entry, mark, direction and the price tick."""
+
+    entry: Decimal
+    mark: Decimal
+    is_long: bool
+    tick: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Book:
+    """What was already proposed for one position epoch (kept in Redis by the runner)."""
+
+    epoch: int = 0
+    tranches_done: int = 0  # highest harvest tranche proposed (0 = none)
+    stop: Decimal | None = None  # tightest stop proposed
+    sl_moves: int = 0
+    full_close_attempts: int = 0
+    last_full_close_ts: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    action: Action
+    tranche: int
+    new_sl: Decimal | None
+    kill_score: Decimal
+    components: Components  # as reported (rounded)
+    r_net: Decimal
+    book: Book  # the bookkeeping after this decision (unchanged for HOLD)
+
+    @property
+    def proposes(self) -> bool:
+        return self.action is not Action.HOLD
+
+
+def stop_move(pos: PositionView, r: Decimal, book: Book, p: ExitParams) -> Decimal | None:
+    """Break-even + 0.2 % once R_net ≥ 1.5, only if it tightens the current stop (ours, or
+    the initial 1 R stop) and stays on the protective side of the mark."""
+    if r < BREAK_EVEN_R:
+        return None
+    candidate = break_even_stop(pos.entry, pos.is_long, pos.tick)
+    current = book.stop if book.stop is not None else initial_stop(
+        pos.entry, pos.is_long, p.risk_fraction
+    )  # fmt: skip
+    protective = candidate < pos.mark if pos.is_long else candidate > pos.mark
+    return candidate if protective and tightens(candidate, current, pos.is_long) else None
+
+
+def decide(
+    pos: PositionView, components: Components, book: Book, p: ExitParams, now: float
+) -> Decision:
+    """The exit decision for one position (see the module docstring for the rules)."""
+    comps = components.rounded()
+    score = kill_score(comps, p.weights)
+    r = r_net(pos.entry, pos.mark, pos.is_long, p.risk_fraction, p.fee_rate)
+
+    def out(
+        action: Action, tranche: int = 0, sl: Decimal | None = None, b: Book = book
+    ) -> Decision:
+        return Decision(action, tranche, sl, score, comps, r, b)
+
+    if score >= p.full_close_score:
+        n = book.full_close_attempts
+        due = n == 0 or now - book.last_full_close_ts >= p.full_close_retry_s
+        if n < p.max_full_close_attempts and due:
+            b = replace(book, full_close_attempts=n + 1, last_full_close_ts=now)
+            return out(Action.FULL_CLOSE_PROPOSED, n + 1, None, b)
+        return out(Action.HOLD)
+    sl = stop_move(pos, r, book, p)
+    harvest = harvest_action(r, book.tranches_done)
+    if harvest is not None:
+        action, n = harvest
+        return out(action, n, sl, replace(book, tranches_done=n, stop=sl or book.stop))
+    if sl is not None:
+        m = book.sl_moves + 1
+        return out(Action.UPDATE_SL, m, sl, replace(book, stop=sl, sl_moves=m))
+    return out(Action.HOLD)

@@ -1,16 +1,22 @@
-"""Governor policy: plan + trading state + snapshot → grant or deny. Pure; clock injected.
+"""Governor policy (P3.2): plan + trading state + snapshot + counts → grant or deny.
+
+Pure: no Redis, no clock of its own (``now`` is passed in). The runner (``service.py``) reads
+the inputs and the store (``store.py``) keeps the counts.
 
 Always, in every mode, in this order: plan age (``plan_expired``), mode (``mode_mismatch``),
 allowlist (``not_in_allowlist``), trading state (HALTED → ``trading_halted``; REDUCING lets
-reduce-only plans through, and all our plans are reduce-only; an unreadable or unknown state
-counts as HALTED). Then ``dry_run``/``testnet`` with ``TESTNET_AUTO_APPROVE`` grant
-(``testnet_auto_approve``); otherwise the production policy decides.
+only reduce-only plans through (``trading_reducing``), and all our plans are reduce-only; an
+unreadable or unknown state counts as HALTED). Then ``dry_run``/``testnet`` with
+``TESTNET_AUTO_APPROVE`` grant (``testnet_auto_approve``); otherwise the production policy:
+rate limits per symbol (``rate_limit_5min``, ``rate_limit_hour``), then, for risk-increasing
+plans only, ``notional_cap`` and ``daily_notional_cap``; else ``policy_ok``. A close that
+reduces risk is never blocked by a notional cap or by a high kill score.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 from enum import StrEnum
 from typing import Any
 
@@ -28,6 +34,8 @@ RATE_LIMIT_HOUR = "rate_limit_hour"
 RATE_LIMIT_5MIN = "rate_limit_5min"
 DAILY_NOTIONAL_CAP = "daily_notional_cap"
 NOTIONAL_CAP = "notional_cap"
+REDUCE_ONLY_TYPES = frozenset({"market_reduce_only", "stop_market_reduce_only"})
+AUTO_APPROVE_MODES = frozenset({"dry_run", "testnet"})
 
 
 class TradingState(StrEnum):
@@ -37,8 +45,8 @@ class TradingState(StrEnum):
 
 
 def parse_trading_state(raw: object) -> TradingState:
-    """Absent → ACTIVE. Anything but the three exact names (bytes, lower case, garbage) →
-    HALTED: the original kill switch compared bytes to str and could never fire."""
+    """Absent → ACTIVE. Anything but the three exact names (bytes, lower case, whitespace,
+    garbage) → HALTED: the original kill switch compared bytes to str and could never fire."""
     if raw is None:
         return TradingState.ACTIVE
     if isinstance(raw, str) and raw in TradingState.__members__:
@@ -57,15 +65,20 @@ class GovernorPolicy:
     max_notional_per_trade: Decimal = Decimal(1000)
     daily_notional_cap: Decimal = Decimal(10000)
 
+    @property
+    def auto_approves(self) -> bool:
+        return self.testnet_auto_approve and self.mode in AUTO_APPROVE_MODES
+
 
 @dataclass(frozen=True, slots=True)
 class GovernorInput:
     trading_state: TradingState
     position_amt: Decimal | None = None  # signed, from the P3.3 snapshot when known
     mark_price: Decimal | None = None
+    step_size: Decimal | None = None
     exec_last_hour: int = 0  # confirmed executions + live reservations, this symbol
     exec_last_5min: int = 0
-    notional_today: Decimal = Decimal(0)
+    notional_today: Decimal = Decimal(0)  # risk-increasing grants, this UTC day
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,14 +91,19 @@ class GovernorDecision:
 
 
 def is_reduce_only(plan: Plan) -> bool:
-    """Every step our planner emits is reduce-only (market close or reduce-only stop)."""
-    return all(s.type in ("market_reduce_only", "stop_market_reduce_only") for s in plan.steps)
+    """True when every step can only shrink the position (reduce-only close or stop).
+    Every plan our planner emits is; a plan without steps is not (nothing to vouch for)."""
+    return bool(plan.steps) and all(s.type in REDUCE_ONLY_TYPES for s in plan.steps)
 
 
 def estimate(plan: Plan, inp: GovernorInput) -> tuple[Decimal | None, Decimal | None]:
+    """computed_qty = |position| × close fraction (a stop move covers the whole position),
+    rounded down to the step size when known; computed_notional = qty × mark price."""
     if inp.position_amt is None:
         return None, None
     qty = abs(inp.position_amt) * (plan.close_fraction or Decimal(1))
+    if inp.step_size is not None and inp.step_size > 0:
+        qty = (qty / inp.step_size).to_integral_value(rounding=ROUND_DOWN) * inp.step_size
     notional = qty * inp.mark_price if inp.mark_price is not None else None
     return qty, notional
 
@@ -108,7 +126,7 @@ def decide(plan: Plan, inp: GovernorInput, policy: GovernorPolicy, now: float) -
         return deny(TRADING_HALTED)
     if inp.trading_state is TradingState.REDUCING and not is_reduce_only(plan):
         return deny(TRADING_REDUCING)
-    if policy.mode in ("dry_run", "testnet") and policy.testnet_auto_approve:
+    if policy.auto_approves:
         return GovernorDecision(True, TESTNET_AUTO_APPROVE, qty, notional)
     return production(plan, inp, policy, qty, notional)
 
@@ -117,27 +135,21 @@ def production(
     plan: Plan, inp: GovernorInput, policy: GovernorPolicy,
     qty: Decimal | None, notional: Decimal | None,
 ) -> GovernorDecision:  # fmt: skip
-    """Rate limits per symbol on confirmed executions plus live reservations. Notional caps
-    apply to risk-increasing plans only; our plans reduce risk, so they never hit them."""
+    """Rate limits per symbol on confirmed executions plus live reservations (the runner then
+    reserves atomically, which may still refuse). Notional caps apply to risk-increasing
+    plans only, and an unknown notional there denies."""
+
+    def deny(reason: str, **ctx: Any) -> GovernorDecision:
+        return GovernorDecision(False, reason, qty, notional, ctx)
+
     if inp.exec_last_5min >= policy.max_exec_per_5min:
-        return GovernorDecision(
-            False,
-            RATE_LIMIT_5MIN,
-            qty,
-            notional,
-            {"count": inp.exec_last_5min, "max": policy.max_exec_per_5min},
-        )
+        return deny(RATE_LIMIT_5MIN, count=inp.exec_last_5min, max=policy.max_exec_per_5min)
     if inp.exec_last_hour >= policy.max_exec_per_hour:
-        return GovernorDecision(
-            False,
-            RATE_LIMIT_HOUR,
-            qty,
-            notional,
-            {"count": inp.exec_last_hour, "max": policy.max_exec_per_hour},
-        )
-    if not is_reduce_only(plan) and notional is not None:
-        if notional > policy.max_notional_per_trade:
-            return GovernorDecision(False, NOTIONAL_CAP, qty, notional)
+        return deny(RATE_LIMIT_HOUR, count=inp.exec_last_hour, max=policy.max_exec_per_hour)
+    if not is_reduce_only(plan):
+        if notional is None or notional > policy.max_notional_per_trade:
+            return deny(NOTIONAL_CAP, max=str(policy.max_notional_per_trade))
         if inp.notional_today + notional > policy.daily_notional_cap:
-            return GovernorDecision(False, DAILY_NOTIONAL_CAP, qty, notional)
+            return deny(DAILY_NOTIONAL_CAP, today=str(inp.notional_today),
+                        cap=str(policy.daily_notional_cap))  # fmt: skip
     return GovernorDecision(True, POLICY_OK, qty, notional)

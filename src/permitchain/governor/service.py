@@ -1,88 +1,120 @@
-"""Governor runner: consumer group ``governor`` on the plan stream → governor permits."""
+"""Governor runner (P3.2): plans → governor permits; results → rate-limit bookkeeping.
+
+* Consumer group ``governor`` on the plan stream: read the inputs (``store.py``), decide
+  (``policy.py``, pure), reserve a slot when the production policy grants, then write the
+  permit (grant or deny, signed when ``PERMIT_KEY_GOVERNOR`` is set), the wake-up event and
+  the audit entry in one pipeline.
+* Consumer group ``governor-results`` on the result stream: each result confirms the plan's
+  execution (filled, partially filled, unknown) or releases its reservation (rejected,
+  blocked, dry run).
+* A task refreshes the trading-state gauge, so it is right even when no plan arrives.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from decimal import Decimal, InvalidOperation
 
 from prometheus_client import Counter, Gauge
-from redis.asyncio import Redis
 
 from permitchain.governor.policy import (
+    POLICY_OK,
     GovernorDecision,
-    GovernorInput,
     GovernorPolicy,
     TradingState,
     decide,
-    parse_trading_state,
+    is_reduce_only,
 )
-from permitchain.keys import GROUP_GOVERNOR, Keys
-from permitchain.models import GovernorPermit, Plan
+from permitchain.governor.rates import Settlement, reservation_ttl_s, settlement
+from permitchain.governor.store import GovernorStore
+from permitchain.keys import GROUP_GOVERNOR, GROUP_GOVERNOR_RESULTS, Keys
+from permitchain.models import GovernorPermit, Plan, Result
 from permitchain.runtime.clock import Clock
 from permitchain.runtime.logs import log_decision
 from permitchain.runtime.permits import write_permit
 from permitchain.runtime.service import Consumer
 from permitchain.settings import Settings
 from permitchain.signing import sign
-from permitchain.store import REDIS_FAULTS
+from permitchain.store import REDIS_FAULTS, AsyncRedis
 
 log = logging.getLogger("permitchain.governor")
 LAYER = "governor"
+STATE_REFRESH_S = 2.0
 PERMITS = Counter("governor_permit_total", "Governor permits", ["symbol", "decision", "reason"])
+SETTLED = Counter("governor_results_total", "Results settled", ["symbol", "settlement"])
 TRADING_STATE = Gauge(
     "governor_trading_state", "Trading state seen (0 ACTIVE, 1 REDUCING, 2 HALTED)"
 )
 _STATE_VALUE = {TradingState.ACTIVE: 0, TradingState.REDUCING: 1, TradingState.HALTED: 2}
 
 
-def _dec(v: str | None) -> Decimal | None:
-    try:
-        d = Decimal(v) if v else None
-    except InvalidOperation:
-        return None
-    return d if d is not None and d.is_finite() else None
+def policy_from(settings: Settings) -> GovernorPolicy:
+    return GovernorPolicy(
+        mode=settings.apply_mode.value,
+        allow_list=settings.allow_list,
+        plan_max_age_s=settings.plan_max_age_s,
+        testnet_auto_approve=settings.testnet_auto_approve,
+        max_exec_per_hour=settings.max_exec_per_hour,
+        max_exec_per_5min=settings.max_exec_per_5min,
+        max_notional_per_trade=settings.max_notional_per_trade,
+        daily_notional_cap=settings.daily_notional_cap,
+    )
 
 
 class Governor:
-    def __init__(self, r: Redis, keys: Keys, settings: Settings, clock: Clock) -> None:
+    def __init__(self, r: AsyncRedis, keys: Keys, settings: Settings, clock: Clock) -> None:
         self.r, self.k, self.s, self.clock = r, keys, settings, clock
-        self.policy = GovernorPolicy(
-            mode=settings.apply_mode.value,
-            allow_list=settings.allow_list,
-            plan_max_age_s=settings.plan_max_age_s,
-            testnet_auto_approve=settings.testnet_auto_approve,
-            max_exec_per_hour=settings.max_exec_per_hour,
-            max_exec_per_5min=settings.max_exec_per_5min,
-            max_notional_per_trade=settings.max_notional_per_trade,
-            daily_notional_cap=settings.daily_notional_cap,
-        )
+        self.policy = policy_from(settings)
+        self.store = GovernorStore(r, keys)
+        self.reservation_ttl_s = reservation_ttl_s(settings.permit_ttl_s, settings.permit_wait_ms)
 
-    def consumer(self) -> Consumer:
-        return Consumer(self.k.plan_stream, GROUP_GOVERNOR, self.handle)
-
-    async def read_input(self, plan: Plan) -> GovernorInput:
-        pipe = self.r.pipeline(transaction=False)
-        pipe.get(self.k.trading_state)
-        pipe.hmget(self.k.snapshot(plan.symbol), ["position_amt", "mark_price"])
-        try:
-            raw_state, (amt, mark) = await pipe.execute()
-            state = parse_trading_state(raw_state)
-        except REDIS_FAULTS:
-            raise
-        except Exception:
-            state, amt, mark = TradingState.HALTED, None, None
-        TRADING_STATE.set(_STATE_VALUE[state])
-        return GovernorInput(trading_state=state, position_amt=_dec(amt), mark_price=_dec(mark))
+    def consumers(self) -> list[Consumer]:
+        return [
+            Consumer(self.k.plan_stream, GROUP_GOVERNOR, self.handle),
+            Consumer(self.k.result_stream, GROUP_GOVERNOR_RESULTS, self.handle_result),
+        ]
 
     async def handle(self, entry_id: str, fields: dict[str, str]) -> None:
         plan = Plan.from_fields(fields)
         if not plan.is_execute:
             return
         now = self.clock.now()
-        decision = decide(plan, await self.read_input(plan), self.policy, now)
-        await self.issue(plan, decision, now)
+        inp = await self.store.read_input(plan.symbol, now)
+        TRADING_STATE.set(_STATE_VALUE[inp.trading_state])
+        decision = decide(plan, inp, self.policy, now)
+        if decision.granted and decision.reason == POLICY_OK:
+            decision = await self.reserve(plan, decision, now)
+        written = await self.issue(plan, decision, now)
+        if not written and decision.context.get("reservation") == "reserved":
+            # A redelivery whose first decision stands (permits are written once): the slot
+            # just taken backs no permit, so give it back at once.
+            await self.store.settle(plan.symbol, plan.plan_id, Settlement.RELEASE, now)
 
-    async def issue(self, plan: Plan, d: GovernorDecision, now: float) -> None:
+    async def reserve(self, plan: Plan, d: GovernorDecision, now: float) -> GovernorDecision:
+        """Take the slot atomically; a limit reached meanwhile (another plan, another governor)
+        turns the grant into a deny with the script's counts."""
+        verdict, c5, ch = await self.store.reserve(
+            plan.symbol, plan.plan_id, now, self.reservation_ttl_s,
+            self.policy.max_exec_per_5min, self.policy.max_exec_per_hour,
+        )  # fmt: skip
+        counts = {"count_5min": c5, "count_hour": ch}
+        if verdict not in ("reserved", "already"):
+            return GovernorDecision(False, verdict, d.computed_qty, d.computed_notional, counts)
+        if not is_reduce_only(plan) and d.computed_notional is not None:
+            await self.store.add_notional(plan.plan_id, d.computed_notional, now)
+        return GovernorDecision(True, d.reason, d.computed_qty, d.computed_notional,
+                                {**d.context, **counts, "reservation": verdict})  # fmt: skip
+
+    async def handle_result(self, entry_id: str, fields: dict[str, str]) -> None:
+        result = Result.from_fields(fields)
+        action = settlement(result.status)
+        await self.store.settle(result.symbol, result.plan_id, action, result.ts)
+        SETTLED.labels(result.symbol, action.value).inc()
+
+    async def issue(self, plan: Plan, d: GovernorDecision, now: float) -> bool:
+        """Write the permit (once), its wake-up event and audit entry. False when a permit for
+        the plan already existed."""
         permit = GovernorPermit(
             plan_id=plan.plan_id, symbol=plan.symbol, decision="GRANT" if d.granted else "DENY",
             granted=d.granted, reason=d.reason, computed_qty=d.computed_qty,
@@ -94,7 +126,7 @@ class Governor:
                 update={"sig": sign(permit.body(), self.s.permit_key_governor.get_secret_value())}
             )
         decision = permit.decision
-        await write_permit(
+        written = await write_permit(
             self.r, self.k, key=self.k.permit_governor(plan.plan_id), permit_json=permit.to_json(),
             ttl_s=self.s.permit_ttl_s, plan_id=plan.plan_id, symbol=plan.symbol, layer=LAYER,
             decision=decision, reason=d.reason, context={"permit": permit.body(), **d.context},
@@ -103,3 +135,16 @@ class Governor:
         PERMITS.labels(plan.symbol, decision, d.reason).inc()
         log_decision(log, layer=LAYER, plan_id=plan.plan_id, symbol=plan.symbol,
                      decision=decision, reason=d.reason)  # fmt: skip
+        return written
+
+    async def watch_state(self, stop: asyncio.Event) -> None:
+        """Keep ``governor_trading_state`` current between plans."""
+        while not stop.is_set():
+            try:
+                TRADING_STATE.set(_STATE_VALUE[await self.store.trading_state()])
+            except REDIS_FAULTS:
+                TRADING_STATE.set(_STATE_VALUE[TradingState.HALTED])  # unreadable: HALTED
+            except Exception:  # a gauge must never stop the governor
+                log.exception("trading-state gauge refresh failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), STATE_REFRESH_S)

@@ -20,7 +20,8 @@ import redis.exceptions
 from redis.asyncio import Redis
 
 from permitchain.apply_layer.planner_service import GROUP_PLANNER
-from permitchain.governor.policy import TradingState, parse_trading_state
+from permitchain.governor.policy import TradingState
+from permitchain.governor.store import read_trading_state
 from permitchain.keys import (
     GROUP_EXECUTOR,
     GROUP_GOVERNOR,
@@ -296,7 +297,7 @@ async def gather(
                     group,
                 )
             )
-    state = parse_trading_state(await rd.get(r, k.trading_state))
+    state = await read_trading_state(r, k)  # fail-closed: a wrong type or garbage is HALTED
     h.trading_state = state.value
     if state is not TradingState.ACTIVE:
         h.warnings.append(Problem("operator", f"trading state {state.value}", "trading_state"))

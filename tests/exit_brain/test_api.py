@@ -1,0 +1,111 @@
+"""The Python API for external proposals, and the exit state's rules."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from permitchain.apply_layer.planner import PlannerPolicy, make_plan
+from permitchain.errors import ConfigError, ContractError
+from permitchain.exit_brain import state
+from permitchain.exit_brain.api import build_proposal, expected_plan_id, propose
+from permitchain.exit_brain.kernel import Book
+from permitchain.keys import Keys
+from permitchain.models import Action, PlanDecision, Proposal
+from permitchain.settings import load_settings
+
+NOW = 1_700_000_000.0
+
+
+def test_build_proposal_defaults_and_identity() -> None:
+    p = build_proposal(
+        "BTCUSDT", Action.PARTIAL_25, new_sl="100.2", position_epoch=2, tranche=1, now=NOW
+    )
+    assert p.kill_score == Decimal("0.5") and p.source == "api" and p.new_sl == Decimal("100.2")
+    policy = PlannerPolicy(frozenset({"BTCUSDT"}), Decimal("0.5"), 60, 30, "testnet")
+    plan = make_plan(p, policy, NOW)
+    assert plan.decision is PlanDecision.EXECUTE and plan.plan_id == expected_plan_id(p)
+    assert Proposal.from_fields(p.to_fields()) == p
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"action": "CLOSE_EVERYTHING"}, "action: unknown"),
+        ({"symbol": "btc-usdt"}, "symbol"),
+        ({"kill_score": "1.5"}, "kill_score"),
+        ({"kill_score": 0.7}, "kill_score"),  # floats are refused: decimal strings only
+        ({"new_sl": "abc"}, "new_sl"),
+        ({"action": "UPDATE_SL"}, "UPDATE_SL needs"),
+        ({"tranche": -1}, "tranche"),
+    ],
+)
+def test_build_proposal_rejects(kwargs: dict[str, Any], message: str) -> None:
+    args = {"symbol": "BTCUSDT", "action": "PARTIAL_50", **kwargs}
+    with pytest.raises(ContractError, match=message):
+        build_proposal(args.pop("symbol"), args.pop("action"), **args)
+
+
+def test_propose_writes_hash_and_stream_with_the_ledger_epoch(
+    arun: Callable[..., Any], keys: Keys
+) -> None:
+    async def body(r: Any) -> Any:
+        await r.hset(keys.ledger("ETHUSDT"), mapping={"last_known_amt": "1", "epoch": "3"})
+        p = await propose(
+            r, keys, "ETHUSDT", "PARTIAL_50", kill_score="0.62", ttl_s=30, source="strategy-x"
+        )
+        return (
+            p,
+            await r.hgetall(keys.proposal("ETHUSDT")),
+            await r.ttl(keys.proposal("ETHUSDT")),
+            await r.xrange(keys.proposal_stream),
+        )
+
+    p, h, ttl, entries = arun(body)
+    assert p.position_epoch == 3 and p.source == "strategy-x"
+    assert h == p.to_fields() and 0 < ttl <= 30
+    assert [f for _i, f in entries] == [p.to_fields()]
+
+
+# -- exit state ---------------------------------------------------------------------------
+def test_state_round_trip_and_malformed() -> None:
+    st = state.Stored(Book(2, 1, Decimal("100.2"), 1, 0, 0.0), "LONG", NOW)
+    assert state.parse_state(state.state_fields(st, NOW)) == st
+    assert state.parse_state({}) is None
+    with pytest.raises(ContractError):
+        state.parse_state({"epoch": "x"})
+    with pytest.raises(ContractError):
+        state.parse_state({"epoch": "1", "side": "SIDEWAYS"})
+
+
+def test_state_advance_rules() -> None:
+    old = state.Stored(Book(epoch=2, tranches_done=3, stop=Decimal(101)), "LONG", NOW - 100)
+    same = state.advance(old, 2, "LONG", NOW)
+    assert same == old  # a restart keeps everything
+    newer = state.advance(old, 3, "LONG", NOW)
+    assert newer == state.Stored(Book(epoch=3), "LONG", NOW - 100)  # fresh book, same trade
+    flipped = state.advance(old, 2, "SHORT", NOW)
+    assert flipped is not None and flipped.opened_at == NOW and flipped.book == old.book
+    flat = state.advance(old, 2, "NONE", NOW)
+    assert flat is not None and flat.opened_at is None and flat.book == old.book
+    assert state.advance(old, 1, "LONG", NOW) is None  # the epoch went backwards
+    assert state.advance(None, 0, "LONG", NOW) == state.Stored(Book(), "LONG", NOW)
+
+
+def test_exit_settings_load_from_the_environment() -> None:
+    s = load_settings(
+        {
+            "EXIT_INTERVAL_S": "0.5",
+            "SIM_DRIVE_PRICES": "false",
+            "EXIT_RISK_FRACTION": "0.02",
+            "SIM_PRICE_SEED": "11",
+        }
+    )
+    assert (s.exit_interval_s, s.sim_drive_prices, s.sim_price_seed) == (0.5, False, 11)
+    assert s.exit_risk_fraction == Decimal("0.02") and s.exit_fee_rate == Decimal("0.0004")
+    for bad in ({"EXIT_RISK_FRACTION": "0"}, {"SIM_DRIVE_PRICE": "true"}, {"EXIT_INTERVAL_S": "x"}):
+        with pytest.raises(ConfigError, match=next(iter(bad))[:14]):
+            load_settings(bad)
