@@ -2,9 +2,10 @@
 
 Event-driven: each entry of ``quantum:stream:harvest.proposal`` becomes one plan at once. The
 sweep catches a proposal whose event was lost: every ``PLANNER_SWEEP_S`` it reads the proposal
-hashes of the allowlisted symbols (one pipelined round trip, no SCAN of the keyspace), skips
-plans already published (their dedupe key exists) and publishes the rest through the same
-atomic dedupe + XADD script; a sweep that finds nothing new writes nothing.
+hashes of the allowlisted symbols (one pipelined round trip, no SCAN of the keyspace) and
+publishes each live proposal's plan through the same atomic dedupe + XADD script; a plan
+already published (the usual case) is silent there, so a sweep that finds nothing new writes
+nothing.
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ class Planner:
         ctx: dict[str, Any] = {"proposal": fields, **({"error": error} if error else {})}
         await self.publish(plan, context=ctx)
 
-    async def publish(self, plan: Plan, context: dict[str, Any] | None = None) -> bool:
+    async def publish(self, plan: Plan, context: dict[str, Any] | None = None, *,
+                      audit_duplicate: bool = True) -> bool:  # fmt: skip
         flat: list[str] = []
         for k, v in plan.to_fields().items():
             flat += [k, v]
@@ -73,8 +75,10 @@ class Planner:
         )
         if new_id:
             decision, reason = plan.decision.value, plan.reason_codes[0]
-        else:
+        elif audit_duplicate:
             decision, reason = "DUPLICATE", DUPLICATE_PLAN
+        else:
+            return False
         audit = _audit(plan, decision, reason, {**(context or {}), "entry_id": new_id or ""})
         await self.r.xadd(self.k.decisions, cast("dict[Any, Any]", audit), maxlen=AUDIT_MAXLEN,
                           approximate=True)  # fmt: skip
@@ -96,30 +100,26 @@ class Planner:
                 log.warning("planner sweep: redis: %s", e)
 
     async def sweep_once(self) -> int:
-        """Publish the plans of live proposal hashes not published yet; returns how many."""
+        """Publish the plans of live proposal hashes not published yet; returns how many.
+        Already published (the usual case) is silent: no audit entry, no metric."""
         symbols = sorted(self.policy.allow_list)
         pipe = self.r.pipeline(transaction=False)
         for symbol in symbols:
             pipe.hgetall(self.k.proposal(symbol))
         rows = cast("list[dict[str, str]]", await pipe.execute())
         now = self.clock.now()
-        plans: list[tuple[Plan, dict[str, str]]] = []
+        n = 0
         for fields in rows:
             if not fields:
                 continue
-            with contextlib.suppress(ContractError):
+            try:
                 plan, _error = plan_from_fields(fields, self.policy, now)
-                if plan.reason_codes != (PROPOSAL_EXPIRED,):  # gone stale: nothing to catch
-                    plans.append((plan, fields))
-        if not plans:
-            return 0
-        pipe = self.r.pipeline(transaction=False)
-        for plan, _f in plans:
-            pipe.exists(self.k.dedupe(plan.plan_id))
-        published = await pipe.execute()
-        n = 0
-        for (plan, fields), seen in zip(plans, published, strict=True):
-            if not seen and await self.publish(plan, {"proposal": fields, "source": "sweep"}):
+            except ContractError:
+                continue
+            if plan.reason_codes == (PROPOSAL_EXPIRED,):
+                continue  # gone stale since: nothing to catch
+            if await self.publish(plan, {"proposal": fields, "source": "sweep"},
+                                  audit_duplicate=False):  # fmt: skip
                 log.warning("planner sweep: plan %s had no stream event", plan.plan_id)
                 n += 1
         return n

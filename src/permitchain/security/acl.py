@@ -77,6 +77,12 @@ def grants(service: str, k: Keys) -> list[Grant]:
                 Grant(("+evalsha", "+eval", "+get", "+del", "+type", "+ttl", "+hget", "+hset",
                        "+hsetnx", "+hgetall", "+expire"), (f"~{p}:permit:*", f"~{p}:exec:*")),
                 Grant(("+xadd",), (f"%W~{k.result_stream}",)),
+                # the executor's state moves (exec_transition.lua: the exec record, the open
+                # index, the result and its audit entry in one step) and the resolver's index
+                Grant(("+evalsha", "+eval", "+hget", "+hexists", "+hset", "+expire", "+zadd",
+                       "+zrem", "+xadd"), (f"~{p}:exec:*", f"~{p}:apply:exec_open",
+                                           f"~{k.result_stream}", f"~{k.decisions}")),
+                Grant(("+zrangebyscore", "+zrem"), (f"~{p}:apply:exec_open",)),
                 Grant(("+xread", "+xinfo|stream", "+xadd"), (f"~{k.permit_event_stream}",)),
                 Grant(("+get",), (f"%R~{k.trading_state}",)),
                 Grant(("+hgetall", "+hget"), (f"%R~{p}:position:snapshot:*",)),
