@@ -32,7 +32,7 @@ from redis.asyncio import Redis
 
 from permitchain.apply_layer.exec_store import FINAL_GUARD, ExecStore
 from permitchain.apply_layer.orders import OrderDesk, Submission, latency_ms
-from permitchain.apply_layer.resolver import Resolver
+from permitchain.apply_layer.resolver import Resolver, sender_id
 from permitchain.errors import ContractError
 from permitchain.exchange.base import Exchange
 from permitchain.governor.policy import TradingState, parse_trading_state
@@ -267,7 +267,8 @@ class Executor:
                 return
             moved, state = await self.store.move(
                 plan.plan_id, from_states=("permitted",), to="submitted", index="add",
-                fields={**sub.to_fields(), "submitted_at": f"{self.clock.now():.6f}"},
+                fields={**sub.to_fields(), "submitted_at": f"{self.clock.now():.6f}",
+                        "sender": sender_id()},
             )  # fmt: skip
             if not moved:
                 log.warning("plan %s: not sent, its exec record is %s", plan.plan_id, state)

@@ -5,10 +5,13 @@ An exec record in ``submitted`` (a crash between the order and its result, or a 
 still in flight elsewhere) or ``unknown`` (the order was NEW, or a lookup found nothing yet)
 is listed in the open index. The resolver looks each one up by client order id and writes
 the plan's one result when the exchange has a final answer (the state move and the result
-are one atomic step, so it can race the live path or another resolver safely). After
-``give_up_s`` without one, the result is a final ``unknown`` (never filled): P3.3's quantity
-check then stops the symbol until someone reconciles. On start, every open plan is resolved at once
-(``recover_all``); afterwards a periodic pass takes those older than ``grace_s``.
+are one atomic step, so it can race the live path or another resolver safely). Without one,
+the result is a final ``unknown`` (never filled; P3.3's quantity check stops the symbol if
+the order shows up later, until someone reconciles): at once when the order is not found and
+the process that sent it is dead (same host, its pid gone: a restart), after
+``not_found_s`` when it is not found, after ``give_up_s`` when it stays open. On start,
+every open plan is resolved at once (``recover_all``); afterwards a periodic pass takes those
+older than ``grace_s``.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 
 from permitchain.apply_layer.exec_store import FINAL_GUARD, ExecStore
 from permitchain.apply_layer.orders import OrderDesk, Submission
@@ -28,12 +33,32 @@ log = logging.getLogger("permitchain.executor")
 OPEN_STATES = ("submitted", "unknown")
 
 
+def sender_id() -> str:
+    """Who sends an order: written into the exec record with the submission."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def sender_dead(sender: str) -> bool:
+    """True when the process that sent the order was on this host and is gone (a restart)."""
+    host, _, pid = sender.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 class Resolver:
     def __init__(self, store: ExecStore, desk: OrderDesk, exchange: Exchange, clock: Clock, *,
-                 grace_s: float = 5.0, give_up_s: float = 120.0,
+                 grace_s: float = 5.0, not_found_s: float = 10.0, give_up_s: float = 120.0,
                  every_s: float = 2.0) -> None:  # fmt: skip
         self.store, self.desk, self.ex, self.clock = store, desk, exchange, clock
         self.grace_s = grace_s  # leave a young submit to the live path that sent it
+        self.not_found_s = not_found_s  # beyond any receive window: a request cannot land now
         self.give_up_s = give_up_s  # no final answer this long after submit: final unknown
         self.every_s = every_s
 
@@ -58,8 +83,12 @@ class Resolver:
                 log.warning("[RECOVER] plan=%s lookup failed: %s", plan_id, e)
                 return state
         age = self.clock.now() - float(h.get("submitted_at") or 0)
-        give_up = age >= self.give_up_s
-        error = f"no final answer for {sub.client_order_id} after {age:.0f}s" if give_up else ""
+        missing = order is None and (age >= self.not_found_s or sender_dead(h.get("sender", "")))
+        give_up = age >= self.give_up_s or missing
+        error = ""
+        if give_up:
+            error = f"no final answer for {sub.client_order_id} after {age:.1f}s" + (
+                " (not found; its sender is gone)" if missing else "")  # fmt: skip
         moved = await self.desk.conclude(
             sub, order, "", error, from_state=state, give_up=give_up, context={"recovered": True}
         )
