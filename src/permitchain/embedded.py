@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -70,17 +71,22 @@ class EmbeddedServer:
         port: int | None = None,
         extra_args: list[str] | None = None,
         persist: bool = False,
+        tls: tuple[Path, Path, Path] | None = None,
     ) -> None:
         self.binary = find_server_binary(prefer_path)
         self.port = port or free_port()
         self.extra_args = extra_args or []
         #: keep data across a stop/start (append-only file, fsync always): outage tests
         self.persist = persist
+        #: (cert, key, CA) to listen with TLS only (``rediss://``)
+        self.tls = tls
         self.dir = Path(tempfile.mkdtemp(prefix="permitchain-redis-"))
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
+        if self.tls is not None:
+            return f"rediss://127.0.0.1:{self.port}/0?ssl_ca_certs={self.tls[2]}"
         return f"redis://127.0.0.1:{self.port}/0"
 
     @property
@@ -93,6 +99,7 @@ class EmbeddedServer:
             "--save", "", "--appendonly", "yes" if self.persist else "no",
             "--appendfsync", "always", "--dir", str(self.dir),
             "--logfile", str(self.dir / "server.log"), "--protected-mode", "yes",
+            *self._tls_args(),
             *self.extra_args,
         ]  # fmt: skip
         self.proc = subprocess.Popen(  # noqa: S603 - fixed binary, our own arguments
@@ -103,16 +110,30 @@ class EmbeddedServer:
             if self.proc.poll() is not None:
                 log = (self.dir / "server.log").read_text(errors="replace")[-2000:]
                 raise ConfigError(f"embedded server exited at start: {log}")
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s,
-            ):
-                s.sendall(b"PING\r\n")
-                if s.recv(64).startswith(b"+PONG"):
+            with contextlib.suppress(OSError):
+                if self._ping():
                     return self
             time.sleep(0.02)
         self.stop()
         raise ConfigError(f"embedded server did not answer on port {self.port}")
+
+    def _tls_args(self) -> list[str]:
+        if self.tls is None:
+            return []
+        cert, key, ca = self.tls
+        return ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(cert),
+                "--tls-key-file", str(key), "--tls-ca-cert-file", str(ca),
+                "--tls-auth-clients", "no"]  # fmt: skip
+
+    def _ping(self) -> bool:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as raw:
+            if self.tls is None:
+                raw.sendall(b"PING\r\n")
+                return raw.recv(64).startswith(b"+PONG")
+            ctx = ssl.create_default_context(cafile=str(self.tls[2]))
+            with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(64).startswith(b"+PONG")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -394,11 +394,15 @@ class _Permit(_Msg):
                 out[name] = value
         return out
 
-    def to_json(self) -> str:
+    def issued(self) -> dict[str, Any]:
+        """The permit as written (with ``sig`` when signed): what the audit stream keeps."""
         body = self.body()
         if self.sig:
             body["sig"] = self.sig
-        return canonical_json(body)
+        return body
+
+    def to_json(self) -> str:
+        return canonical_json(self.issued())
 
     @classmethod
     def parse_obj(cls, obj: Any) -> Self:

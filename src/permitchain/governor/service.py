@@ -129,7 +129,7 @@ class Governor:
         written = await write_permit(
             self.r, self.k, key=self.k.permit_governor(plan.plan_id), permit_json=permit.to_json(),
             ttl_s=self.s.permit_ttl_s, plan_id=plan.plan_id, symbol=plan.symbol, layer=LAYER,
-            decision=decision, reason=d.reason, context={"permit": permit.body(), **d.context},
+            decision=decision, reason=d.reason, context={"permit": permit.issued(), **d.context},
             ts=now,
         )  # fmt: skip
         PERMITS.labels(plan.symbol, decision, d.reason).inc()

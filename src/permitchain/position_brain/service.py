@@ -149,7 +149,7 @@ class PositionBrain:
         await write_permit(
             self.r, self.k, key=self.k.permit_p33(plan.plan_id), permit_json=permit.to_json(),
             ttl_s=self.s.permit_ttl_s, plan_id=plan.plan_id, symbol=plan.symbol, layer=LAYER,
-            decision=decision, reason=d.reason, context={"permit": permit.body()}, ts=now,
+            decision=decision, reason=d.reason, context={"permit": permit.issued()}, ts=now,
         )  # fmt: skip
         PERMITS.labels(plan.symbol, decision, d.reason).inc()
         extra: dict[str, Any] = {k: v for k, v in d.context.items()
