@@ -58,3 +58,21 @@ def test_result_quantities_come_from_the_fill() -> None:
     still_new = order(OrderStatus.NEW, "0")
     res = make_result(sub, still_new, judge(still_new, "", give_up=False), "", 101)
     assert (res.status, res.executed) == (ResultStatus.UNKNOWN, False)
+
+
+def test_sender_dead_only_for_a_gone_process_on_this_host() -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from permitchain.apply_layer.resolver import sender_dead, sender_id
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    host = socket.gethostname()
+    assert sender_dead(f"{host}:{gone}")  # that process has exited
+    assert not sender_dead(sender_id())  # this process
+    assert not sender_dead(f"{host}:{os.getppid()}")  # alive
+    assert not sender_dead(f"another-host:{gone}")  # cannot tell: not dead
+    assert not sender_dead("")
