@@ -131,6 +131,23 @@ async def propose_reference(r: AsyncRedis, keys: Keys, proposal_ttl_s: int) -> t
     return p, make_plan_id(p.symbol, p.action, p.position_epoch, p.tranche)
 
 
+async def wait_audit(
+    r: AsyncRedis,
+    keys: Keys,
+    plan_id: str,
+    layers: tuple[str, ...] = ("governor", "position-brain"),
+    timeout_s: float = 10.0,
+) -> list[dict[str, Any]]:
+    """The plan's audit entries once every named layer has written one (a deny can end the
+    plan before the other gatekeeper's entry lands)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        audit = await audit_for(r, keys, plan_id)
+        if {a["layer"] for a in audit} >= set(layers) or time.monotonic() > deadline:
+            return audit
+        await r.xread({keys.decisions: "$"}, block=200)  # wake on the next audit entry
+
+
 def _permits(audit: list[dict[str, Any]]) -> dict[str, Any]:
     out = {}
     for a in audit:
@@ -157,7 +174,7 @@ async def run_scenario(
     p1, plan1 = await propose_reference(r, keys, proposal_ttl_s)
     step("proposal", {"proposal": p1.to_fields(), "plan_id": plan1})
     res1 = await wait_result(r, keys, plan1)
-    audit1 = await audit_for(r, keys, plan1)
+    audit1 = await wait_audit(r, keys, plan1)
     permits1 = _permits(audit1)
     step("permits_first", permits1)
     step("first_result", {**res1, "p33_reason": permits1.get("position-brain", {}).get("reason")})
@@ -170,7 +187,7 @@ async def run_scenario(
     p2, plan2 = await propose_reference(r, keys, proposal_ttl_s)
     step("proposal_second", {"proposal": p2.to_fields(), "plan_id": plan2})
     res2 = await wait_result(r, keys, plan2)
-    step("permits_second", _permits(await audit_for(r, keys, plan2)))
+    step("permits_second", _permits(await wait_audit(r, keys, plan2)))
     order = await exchange.fetch_order(SYMBOL, res2.get("client_order_id", ""))
     step("order", {"order": dataclasses.asdict(order) if order else None})
     step("second_result", res2)

@@ -303,7 +303,7 @@ def test_lost_response_is_looked_up_not_resent(arun: Any, keys: Keys, fast: Sett
     assert len(fills) == 1
 
 
-@pytest.mark.parametrize("state", ["HALTED", "garbage"])
+@pytest.mark.parametrize("state", ["HALTED", "garbage", "HASH"])
 def test_trading_halted_at_order_time(arun: Any, keys: Keys, fast: Settings, state: str) -> None:
     plan = plan_for(13)
 
@@ -311,7 +311,10 @@ def test_trading_halted_at_order_time(arun: Any, keys: Keys, fast: Settings, sta
         async with Bench(r, keys, fast) as b:
             await b.gov(plan)
             await b.p33(plan)
-            await r.set(keys.trading_state, state)
+            if state == "HASH":  # a wrong key type is HALTED too, never a crash
+                await r.hset(keys.trading_state, mapping={"state": "ACTIVE"})
+            else:
+                await r.set(keys.trading_state, state)
             await b.handle(plan)
             return await b.result(plan.plan_id), await b.fills()
 

@@ -35,7 +35,8 @@ from permitchain.apply_layer.orders import OrderDesk, Submission, latency_ms
 from permitchain.apply_layer.resolver import Resolver, sender_id
 from permitchain.errors import ContractError
 from permitchain.exchange.base import Exchange
-from permitchain.governor.policy import TradingState, parse_trading_state
+from permitchain.governor.policy import TradingState
+from permitchain.governor.store import read_trading_state
 from permitchain.keys import GROUP_EXECUTOR, Keys
 from permitchain.models import GovernorPermit, P33Allow, Plan, Result, ResultStatus, fmt_decimal
 from permitchain.runtime.clock import Clock
@@ -280,9 +281,9 @@ class Executor:
         return latency_ms(plan.proposal_ts, self.clock.now())
 
     async def halted(self) -> bool:
-        """Trading state right before the order; a read error counts as HALTED."""
+        """Trading state right before the order, read the governor's fail-closed way: a wrong
+        key type, garbage or a read error counts as HALTED."""
         try:
-            raw = await self.r.get(self.k.trading_state)
+            return await read_trading_state(self.r, self.k) is TradingState.HALTED
         except REDIS_FAULTS:
             return True
-        return parse_trading_state(raw) is TradingState.HALTED
