@@ -64,6 +64,7 @@ class CountingExchange:
     def __init__(self, inner: SimExchange) -> None:
         self.inner, self.name = inner, inner.name
         self.calls: dict[str, int] = {"fetch_positions": 0, "filters": 0}
+        self.args: list[list[str] | None] = []  # symbols asked for, per positions call
 
     async def filters(self, symbols: Sequence[str] | None = None) -> dict[str, SymbolFilters]:
         self.calls["filters"] += 1
@@ -72,6 +73,7 @@ class CountingExchange:
     async def fetch_positions(self, symbols: Sequence[str] | None = None
                               ) -> dict[str, PositionInfo]:  # fmt: skip
         self.calls["fetch_positions"] += 1
+        self.args.append(None if symbols is None else list(symbols))
         return await self.inner.fetch_positions(symbols)
 
     async def mark_prices(self, symbols: Sequence[str] | None = None) -> dict[str, Decimal]:

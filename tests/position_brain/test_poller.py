@@ -87,3 +87,24 @@ def test_a_known_symbol_without_a_position_is_flat_an_error_writes_nothing(
     btc = r.hgetall(keys.snapshot("BTCUSDT"))
     assert btc["position_amt"] == "0.062"  # the old snapshot, left to go stale: never zeros
     assert btc["ts_epoch"] == f"{ok.ts:.6f}"
+
+
+def test_a_fill_refreshes_only_its_symbol(arun: Any, r: redis.Redis, keys: Keys) -> None:
+    """Between full polls a fill costs one symbol's read: a busy chain never polls in a loop."""
+    syms = _list_many(r, keys, 20)
+
+    async def body(ar: Any) -> tuple[Any, Any, list[Any]]:
+        ex = CountingExchange(SimExchange(ar, keys))
+        poller = SnapshotPoller(ar, keys, ex, SystemClock(), allow_list=[], poll_interval_s=5)
+        full = await poller.poll_once()
+        poller.request(syms[3])
+        assert poller.poll_now.is_set() and poller.dirty == {syms[3]}
+        targeted = await poller.poll_once(set(poller.dirty))
+        return full, targeted, ex.args
+
+    full, targeted, args = arun(body)
+    assert targeted.written == (syms[3],)
+    assert args[-1] == [syms[3]]  # the exchange was asked for that one symbol only
+    stamps = {s: r.hget(keys.snapshot(s), "ts_epoch") for s in syms}
+    assert stamps[syms[3]] == f"{targeted.ts:.6f}"
+    assert all(stamps[s] == f"{full.ts:.6f}" for s in syms if s != syms[3])

@@ -144,16 +144,16 @@ async def measure(
         out["floor"]["floor_ms"] = out["floor"]["rtt_p50_ms"] * CRITICAL_PATH_RTTS
         mem0 = (await r.info("memory"))["used_memory"]
         rss0 = {n: rss_mb(p.pid) for n, p in chain.procs.items()}
-        stop = asyncio.Event()
         out["latency"] = {}
         for i, rate in enumerate(cfg.rates):
             progress(f"latency at {rate:g} plans/s for {cfg.rate_duration_s:g}s")
             load = Load(r, keys, _symbols(chain), run_id=i + 1)
             await load.start_reader()
+            stop = asyncio.Event()
             reader = asyncio.create_task(load.read_results(stop))
             await load.offered_rate(rate, cfg.rate_duration_s)
             await _drain(load)
-            await _cancel(reader)
+            await _stop(reader, stop)
             samples = list(load.samples.values())
             lat = [s.done_at - s.sent_at for s in samples if s.done_at is not None]
             out["latency"][f"{rate:g}"] = {**summarize_ms(lat),
@@ -164,10 +164,11 @@ async def measure(
         progress(f"throughput: {cfg.window} plans in flight for {cfg.throughput_s:g}s")
         load = Load(r, keys, _symbols(chain), run_id=99)
         await load.start_reader()
+        stop = asyncio.Event()
         reader = asyncio.create_task(load.read_results(stop))
         elapsed = await load.closed_loop(cfg.window, cfg.throughput_s)
         await _drain(load)
-        await _cancel(reader)
+        await _stop(reader, stop)
         samples = list(load.samples.values())
         v = await verify(r, keys, samples)
         out["throughput"] = {"plans": len(samples), "seconds": elapsed,
@@ -184,10 +185,11 @@ async def measure(
     return out
 
 
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+async def _stop(task: asyncio.Task[None], stop: asyncio.Event) -> None:
+    """Stop the reader between reads (it blocks at most 200 ms): cancelling a command in
+    flight is left to nobody."""
+    stop.set()
+    await task
 
 
 def _symbols(chain: Chain) -> list[str]:

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -64,7 +64,8 @@ class SnapshotPoller:
         self._filters_at = -FILTER_REFRESH_S
         self._ledger_symbols: set[str] = set()
         self._ledger_scan_at = -LEDGER_SCAN_S
-        self.poll_now = asyncio.Event()  # set it to poll at once (after a fill)
+        self.poll_now = asyncio.Event()  # set by request(): poll the dirty symbols at once
+        self.dirty: set[str] = set()
 
     async def watched(self) -> set[str]:
         if time.monotonic() - self._ledger_scan_at > LEDGER_SCAN_S:
@@ -76,24 +77,30 @@ class SnapshotPoller:
             self._ledger_scan_at = time.monotonic()
         return set(self.allow_list) | self._ledger_symbols
 
-    async def _read_exchange(self) -> dict[str, PositionInfo]:
+    def request(self, symbol: str) -> None:
+        """Refresh this symbol's snapshot now (after a fill), not at the next full poll."""
+        self.dirty.add(symbol)
+        self.poll_now.set()
+
+    async def _read_exchange(self, only: Collection[str] | None) -> dict[str, PositionInfo]:
         """One positions call (and the filters, when due or when a symbol is new)."""
         refreshed = False
         if time.monotonic() - self._filters_at > FILTER_REFRESH_S:
             self.filters = await self.ex.filters(None)
             self._filters_at, refreshed = time.monotonic(), True
-        positions = await self.ex.fetch_positions(None)
+        positions = await self.ex.fetch_positions(list(only) if only is not None else None)
         new = [s for s in positions if s not in self.filters]
         if new and not refreshed:  # listed since the last refresh
             self.filters.update(await self.ex.filters(new))
         return positions
 
-    async def poll_once(self) -> PollOutcome:
-        """One poll: one exchange read, one pipeline of writes, one more for new ledgers."""
+    async def poll_once(self, only: Collection[str] | None = None) -> PollOutcome:
+        """One poll: one exchange read, one pipeline of writes, one more for new ledgers.
+        ``only``: refresh just these symbols (a targeted poll after fills)."""
         started = time.monotonic()
-        watched = await self.watched()
+        watched = set(only) if only is not None else await self.watched()
         try:
-            positions = await self._read_exchange()
+            positions = await self._read_exchange(only)
         except ExchangeError as e:
             for sym in watched:
                 SNAPSHOTS.labels(sym, "error").inc()
@@ -139,17 +146,26 @@ class SnapshotPoller:
         return PollOutcome(True, now, tuple(written), tuple(initialised), duration, tuple(unknown))
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Poll until ``stop``; every ``poll_interval_s``, or at once when ``poll_now`` is set."""
+        """Poll until ``stop``: every symbol each ``poll_interval_s``; in between, at once,
+        only the symbols ``request()`` marked dirty (a fill costs one symbol's read, not a
+        full poll, however busy the chain is)."""
+        last_full = -self.poll_interval_s
         while not stop.is_set():
             started = time.monotonic()
+            full = started - last_full >= self.poll_interval_s
+            only = None if full else set(self.dirty)
+            self.dirty.clear()
             self.poll_now.clear()  # a request made during this poll triggers the next one
             try:
-                await self.poll_once()
+                if full or only:
+                    await self.poll_once(only)
+                if full:
+                    last_full = started
             except STORE_FAULTS as e:
                 log.warning("poll failed (store): %s", e)
             except Exception:
                 log.exception("poll failed")
-            delay = max(0.0, self.poll_interval_s - (time.monotonic() - started))
+            delay = max(0.0, last_full + self.poll_interval_s - time.monotonic())
             waiters = [asyncio.ensure_future(stop.wait()),
                        asyncio.ensure_future(self.poll_now.wait())]  # fmt: skip
             with contextlib.suppress(TimeoutError):

@@ -85,7 +85,7 @@ class PositionBrain:
         if result.signed_delta != 0:
             log.info("[LEDGER] symbol=%s plan=%s %s -> %s (result %s)", result.symbol,
                      result.plan_id, change.before, change.after, entry_id)  # fmt: skip
-            self.snapshots.poll_now.set()  # see the fill on the exchange now, not next interval
+            self.snapshots.request(result.symbol)  # see the fill on the exchange now
 
     # -- permits -----------------------------------------------------------------------------
     async def handle_plan(self, entry_id: str, fields: dict[str, str]) -> None:
