@@ -11,7 +11,7 @@ from permitchain.governor.service import Governor
 from permitchain.keys import Keys
 from permitchain.position_brain.service import PositionBrain
 from permitchain.runtime.clock import SystemClock
-from permitchain.runtime.service import Consumer, ServiceRunner
+from permitchain.runtime.service import Consumer, ServiceRunner, by_symbol
 from permitchain.settings import ApplyMode, Settings
 from permitchain.store import async_client
 
@@ -59,7 +59,8 @@ async def build(name: str, settings: Settings) -> ServiceRunner:
         await executor.recover_all()
         return ServiceRunner(
             name, r, keys,
-            consumers=[Consumer(keys.proposal_stream, GROUP_PLANNER, planner.handle),
+            consumers=[Consumer(keys.proposal_stream, GROUP_PLANNER, planner.handle,
+                                partition=by_symbol),
                        executor.consumer()],
             tasks=[planner.sweep, executor.permit_events, executor.resolver.run],
             metrics_port=port, on_close=ex.close,

@@ -73,6 +73,7 @@ class Load:
         self.last_result = "$"
         self.done = asyncio.Event()
         self.expected = 0
+        self.n_completed = 0
 
     def _proposal(self) -> tuple[Proposal, str]:
         self.seq += 1
@@ -109,11 +110,12 @@ class Load:
                     s = self.samples.get(f.get("plan_id", ""))
                     if s is not None and s.done_at is None:
                         s.done_at, s.result = now, f
+                        self.n_completed += 1
             if self.expected and self.completed() >= self.expected:
                 self.done.set()
 
     def completed(self) -> int:
-        return sum(1 for s in self.samples.values() if s.done_at is not None)
+        return self.n_completed
 
     async def offered_rate(self, rate: float, duration_s: float) -> None:
         """Open loop: ``rate`` proposals per second for ``duration_s``, in 1 ms ticks."""

@@ -210,8 +210,8 @@ def run(cfg: BenchConfig, progress: Callable[[str], None]) -> dict[str, Any]:
     symbols = bench_symbols(n_symbols)
     env = {"APPLY_MODE": "testnet", "EXCHANGE": "sim", "COOLDOWN_S": "0",
            "QTY_TOLERANCE_PCT": "60", "LOG_LEVEL": "WARNING", "METRICS_PORT": "0",
-           "KEY_PREFIX": f"bench{int(time.time())}", "ALLOW_LIST_SYMBOLS": ",".join(symbols),
-           "POLL_INTERVAL_S": "1"}  # fmt: skip
+           "KEY_PREFIX": f"bench{int(time.time())}",
+           "ALLOW_LIST_SYMBOLS": ",".join(symbols)}  # fmt: skip
     with Chain(env, redis_url=cfg.redis_url) as chain:
         url = chain.ensure_redis()
         progress(f"redis {'embedded ' + chain.server.name if chain.server else ''} {url}; "

@@ -33,7 +33,7 @@ from permitchain.models import GovernorPermit, Plan, Result
 from permitchain.runtime.clock import Clock
 from permitchain.runtime.logs import log_decision
 from permitchain.runtime.permits import write_permit
-from permitchain.runtime.service import Consumer
+from permitchain.runtime.service import Consumer, by_symbol
 from permitchain.settings import Settings
 from permitchain.signing import sign
 from permitchain.store import REDIS_FAULTS, AsyncRedis
@@ -71,8 +71,13 @@ class Governor:
 
     def consumers(self) -> list[Consumer]:
         return [
-            Consumer(self.k.plan_stream, GROUP_GOVERNOR, self.handle),
-            Consumer(self.k.result_stream, GROUP_GOVERNOR_RESULTS, self.handle_result),
+            Consumer(self.k.plan_stream, GROUP_GOVERNOR, self.handle, partition=by_symbol),
+            Consumer(
+                self.k.result_stream,
+                GROUP_GOVERNOR_RESULTS,
+                self.handle_result,
+                partition=by_symbol,
+            ),
         ]
 
     async def handle(self, entry_id: str, fields: dict[str, str]) -> None:

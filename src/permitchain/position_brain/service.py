@@ -38,7 +38,7 @@ from permitchain.position_brain.state import (
 from permitchain.runtime.clock import Clock
 from permitchain.runtime.logs import log_decision
 from permitchain.runtime.permits import write_permit
-from permitchain.runtime.service import Consumer
+from permitchain.runtime.service import Consumer, by_symbol
 from permitchain.settings import Settings
 from permitchain.signing import sign
 from permitchain.store import AsyncRedis
@@ -63,8 +63,10 @@ class PositionBrain:
 
     def consumers(self) -> list[Consumer]:
         return [
-            Consumer(self.k.plan_stream, GROUP_P33, self.handle_plan),
-            Consumer(self.k.result_stream, GROUP_P33_LEDGER, self.handle_result),
+            Consumer(self.k.plan_stream, GROUP_P33, self.handle_plan, partition=by_symbol),
+            Consumer(
+                self.k.result_stream, GROUP_P33_LEDGER, self.handle_result, partition=by_symbol
+            ),
         ]
 
     async def poller(self, stop: asyncio.Event) -> None:

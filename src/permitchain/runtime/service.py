@@ -67,6 +67,11 @@ HEARTBEAT_EVERY_S = 5.0
 HEARTBEAT_TTL_S = 15
 
 
+def by_symbol(fields: dict[str, str]) -> str:
+    """Partition key of a stream entry: its symbol (per-symbol order is what matters)."""
+    return fields.get("symbol", "")
+
+
 def consumer_name(service: str) -> str:
     """Stable per host and service (not per pid), so a restart takes back its own pending."""
     return f"{socket.gethostname()}:{service}"
@@ -91,7 +96,9 @@ class Consumer:
     """One consumer group on one stream.
 
     ``concurrent``: run each entry's handler as its own task (up to ``max_in_flight``), for
-    handlers that wait (the executor's permit wait); otherwise entries run in order.
+    handlers that wait (the executor's permit wait). Otherwise a batch read runs in order,
+    or, with ``partition`` (e.g. the symbol), in order within a partition and partitions
+    concurrently; the batch is acknowledged with one XACK.
     """
 
     stream: str
@@ -104,6 +111,7 @@ class Consumer:
     claim_idle_ms: int = 5000
     claim_every_s: float = 2.0
     max_failures: int = 3
+    partition: Callable[[dict[str, str]], str] | None = None
     in_flight: set[str] = field(default_factory=set)
     failures: dict[str, int] = field(default_factory=dict)
 
@@ -301,63 +309,104 @@ class ServiceRunner:
     async def _dispatch(
         self, c: Consumer, entries: list[tuple[str, dict[str, str] | None]]
     ) -> None:
-        for entry_id, fields in entries:
-            if entry_id in c.in_flight:
-                continue
-            if fields is None:  # entry trimmed away while pending: nothing to do
-                await self.r.xack(c.stream, c.group, entry_id)
-                continue
+        gone = [i for i, f in entries if f is None and i not in c.in_flight]
+        live = [(i, f) for i, f in entries if f is not None and i not in c.in_flight]
+        if gone:  # entries trimmed away while pending: nothing to do
+            await self.r.xack(c.stream, c.group, *gone)
+        if not live:
+            return
+        for entry_id, _ in live:
             c.in_flight.add(entry_id)
-            if c.concurrent:
-                t = asyncio.create_task(self._handle(c, entry_id, fields))
+        if c.concurrent:
+            for entry_id, fields in live:
+                t = asyncio.create_task(self._handle_batch(c, [(entry_id, fields)]))
                 self._handler_tasks.add(t)
                 t.add_done_callback(self._handler_tasks.discard)
-            else:
-                await self._handle(c, entry_id, fields)
+        else:
+            await self._handle_batch(c, live)
 
-    async def _handle(self, c: Consumer, entry_id: str, fields: dict[str, str]) -> None:
-        outcome = "ok"
+    async def _handle_batch(self, c: Consumer, live: list[tuple[str, dict[str, str]]]) -> None:
         try:
-            await c.handler(entry_id, fields)
-            await self.r.xack(c.stream, c.group, entry_id)
-            c.failures.pop(entry_id, None)
-        except ContractError as e:
-            outcome = "deadletter"
-            await self._deadletter(c, entry_id, fields, str(e))
-        except RETRYABLE as e:
-            outcome = "store_error"
-            STORE_ERRORS.labels(self.name).inc()
-            log.warning("%s: %s %s left pending (store: %s)", self.name, c.stream, entry_id, e)
-        except Exception as e:
-            n = c.failures.get(entry_id, 0) + 1
-            c.failures[entry_id] = n
-            log.exception("%s: handler failed on %s %s (%d/%d)",
-                          self.name, c.stream, entry_id, n, c.max_failures)  # fmt: skip
-            if n >= c.max_failures:
-                outcome = "deadletter"
-                c.failures.pop(entry_id, None)
-                await self._deadletter(c, entry_id, fields, f"{type(e).__name__}: {e}")
-            else:
-                outcome = "error"
+            errors = await self._run(c, live)
+            await self._settle(c, live, errors)
         finally:
-            c.in_flight.discard(entry_id)
-            ENTRIES.labels(self.name, c.stream, outcome).inc()
+            for entry_id, _ in live:
+                c.in_flight.discard(entry_id)
 
-    async def _deadletter(
-        self, c: Consumer, entry_id: str, fields: dict[str, str], err: str
-    ) -> None:
-        log.error("%s: dead-letter %s %s: %s", self.name, c.stream, entry_id, err)
-        DEADLETTERS.labels(self.name, c.stream).inc()
-        pipe = self.r.pipeline(transaction=True)
-        pipe.xadd(
-            self.k.deadletter,
-            {"source": c.stream, "group": c.group, "entry_id": entry_id, "service": self.name,
-             "fields": json.dumps(fields, default=str)[:65536], "error": err[:2000],
-             "ts": f"{time.time():.6f}"},
-            maxlen=DEADLETTER_MAXLEN, approximate=True,
-        )  # fmt: skip
-        pipe.xack(c.stream, c.group, entry_id)
+    async def _run(
+        self, c: Consumer, live: list[tuple[str, dict[str, str]]]
+    ) -> dict[str, BaseException | None]:
+        """Run the handler on each entry: in stream order within a partition (``c.partition``,
+        e.g. the symbol), partitions concurrently. Returns each entry's error, or None."""
+        out: dict[str, BaseException | None] = {}
+
+        async def in_order(items: list[tuple[str, dict[str, str]]]) -> None:
+            for entry_id, fields in items:
+                try:
+                    await c.handler(entry_id, fields)
+                    out[entry_id] = None
+                except Exception as e:  # classified in _settle
+                    out[entry_id] = e
+
+        if c.partition is None or len(live) == 1:
+            await in_order(live)
+            return out
+        groups: dict[str, list[tuple[str, dict[str, str]]]] = {}
+        for entry_id, fields in live:
+            groups.setdefault(c.partition(fields), []).append((entry_id, fields))
+        await asyncio.gather(*(in_order(g) for g in groups.values()))
+        return out
+
+    async def _settle(
+        self, c: Consumer, live: list[tuple[str, dict[str, str]]],
+        errors: dict[str, BaseException | None],
+    ) -> None:  # fmt: skip
+        """Ack what is done and dead-letter what cannot be handled, in one pipeline."""
+        ok: list[str] = []
+        dead: list[tuple[str, dict[str, str], str]] = []
+        for entry_id, fields in live:
+            e = errors.get(entry_id)
+            if e is None:
+                outcome = "ok"
+                ok.append(entry_id)
+                c.failures.pop(entry_id, None)
+            elif isinstance(e, ContractError):
+                outcome = "deadletter"
+                dead.append((entry_id, fields, str(e)))
+            elif isinstance(e, RETRYABLE):
+                outcome = "store_error"
+                STORE_ERRORS.labels(self.name).inc()
+                log.warning("%s: %s %s left pending (store: %s)", self.name, c.stream, entry_id, e)
+            else:
+                n = c.failures.get(entry_id, 0) + 1
+                c.failures[entry_id] = n
+                log.error("%s: handler failed on %s %s (%d/%d)", self.name, c.stream, entry_id,
+                          n, c.max_failures, exc_info=e)  # fmt: skip
+                if n >= c.max_failures:
+                    outcome = "deadletter"
+                    c.failures.pop(entry_id, None)
+                    dead.append((entry_id, fields, f"{type(e).__name__}: {e}"))
+                else:
+                    outcome = "error"
+            ENTRIES.labels(self.name, c.stream, outcome).inc()
+        if not ok and not dead:
+            return
+        pipe = self.r.pipeline(transaction=False)
+        for entry_id, fields, err in dead:
+            log.error("%s: dead-letter %s %s: %s", self.name, c.stream, entry_id, err)
+            DEADLETTERS.labels(self.name, c.stream).inc()
+            pipe.xadd(self.k.deadletter, _deadletter_fields(self.name, c, entry_id, fields, err),
+                      maxlen=DEADLETTER_MAXLEN, approximate=True)  # fmt: skip
+        pipe.xack(c.stream, c.group, *ok, *[d[0] for d in dead])
         await pipe.execute()
+
+
+def _deadletter_fields(
+    service: str, c: Consumer, entry_id: str, fields: dict[str, str], err: str
+) -> dict[str, str]:
+    return {"source": c.stream, "group": c.group, "entry_id": entry_id, "service": service,
+            "fields": json.dumps(fields, default=str)[:65536], "error": err[:2000],
+            "ts": f"{time.time():.6f}"}  # fmt: skip
 
 
 def run_service(runner_factory: Callable[[], Awaitable[ServiceRunner]]) -> None:
