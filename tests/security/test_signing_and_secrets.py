@@ -12,7 +12,7 @@ import redis
 
 from permitchain.chain import Chain
 from permitchain.exchange.sim import SimExchange
-from permitchain.models import GovernorPermit, P33Allow
+from permitchain.models import GovernorPermit, P33Allow, make_plan_id
 from permitchain.scenario import (
     ENTRY,
     EXCHANGE_AMT,
@@ -53,7 +53,9 @@ def test_signed_chain_and_no_secret_anywhere(
             await sim.set_position(SYMBOL, EXCHANGE_AMT, ENTRY)
             await ar.hset(k.ledger(SYMBOL), mapping={"last_known_amt": str(EXCHANGE_AMT),
                                                      "epoch": "7"})  # fmt: skip
-            _proposal, plan_id = await propose_reference(ar, k, 60)
+            # the plan id is known in advance (deterministic), so the forged permits are in
+            # place before the plan exists and the gatekeepers' SET NX leaves them there
+            plan_id = make_plan_id(SYMBOL, "PARTIAL_75", 7, 3)
             now = time.time()
             forged_gov = GovernorPermit(
                 plan_id=plan_id,
@@ -78,9 +80,10 @@ def test_signed_chain_and_no_secret_anywhere(
                 expires_at=now + 60,
                 sig="0" * 64,
             )
-            # written before the plan exists, so the gatekeepers' SET NX leaves them in place
             await ar.set(k.permit_governor(plan_id), forged_gov.to_json(), ex=60)
             await ar.set(k.permit_p33(plan_id), forged_p33.to_json(), ex=60)
+            _proposal, proposed = await propose_reference(ar, k, 60)
+            assert proposed == plan_id
             return ok, await wait_result(ar, k, plan_id)
         finally:
             await ar.aclose()

@@ -70,15 +70,18 @@ class Governor:
         self.reservation_ttl_s = reservation_ttl_s(settings.permit_ttl_s, settings.permit_wait_ms)
 
     def consumers(self) -> list[Consumer]:
-        return [
-            Consumer(self.k.plan_stream, GROUP_GOVERNOR, self.handle, partition=by_symbol),
-            Consumer(
-                self.k.result_stream,
-                GROUP_GOVERNOR_RESULTS,
-                self.handle_result,
-                partition=by_symbol,
-            ),
-        ]
+        plans = Consumer(self.k.plan_stream, GROUP_GOVERNOR, self.handle, partition=by_symbol)
+        if not self.counts_executions:
+            return [plans]
+        results = Consumer(self.k.result_stream, GROUP_GOVERNOR_RESULTS, self.handle_result,
+                           partition=by_symbol)  # fmt: skip
+        return [plans, results]
+
+    @property
+    def counts_executions(self) -> bool:
+        """Rate windows and reservations exist only where the production policy decides;
+        with auto-approve the result stream has nothing for the governor."""
+        return not (self.policy.mode in ("dry_run", "testnet") and self.policy.testnet_auto_approve)
 
     async def handle(self, entry_id: str, fields: dict[str, str]) -> None:
         plan = Plan.from_fields(fields)

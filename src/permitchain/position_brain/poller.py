@@ -54,6 +54,10 @@ class PollOutcome:
     unknown: tuple[str, ...] = field(default=())  # watched, but the exchange has no such symbol
 
 
+#: Least time between two targeted polls (after fills), so a busy chain batches them.
+TARGETED_MIN_GAP_S = 0.02
+
+
 class SnapshotPoller:
     def __init__(self, r: AsyncRedis, keys: Keys, exchange: Exchange, clock: Clock, *,
                  allow_list: Iterable[str], poll_interval_s: float) -> None:  # fmt: skip
@@ -166,6 +170,10 @@ class SnapshotPoller:
             except Exception:
                 log.exception("poll failed")
             delay = max(0.0, last_full + self.poll_interval_s - time.monotonic())
+            if not full:
+                # coalesce: fills arriving together cost one targeted read, not one each
+                await asyncio.sleep(min(delay, TARGETED_MIN_GAP_S))
+                delay = max(0.0, delay - TARGETED_MIN_GAP_S)
             waiters = [asyncio.ensure_future(stop.wait()),
                        asyncio.ensure_future(self.poll_now.wait())]  # fmt: skip
             with contextlib.suppress(TimeoutError):

@@ -56,6 +56,8 @@ def log_decision(
     **extra: Any,
 ) -> None:
     """One grep-able line per decision (and the same fields as JSON in json mode)."""
+    if not logger.isEnabledFor(level):
+        return
     tail = "".join(f" {k}={v}" for k, v in extra.items())
     logger.log(
         level,
