@@ -31,6 +31,7 @@ from permitchain.scripts import Scripts
 from permitchain.store import AsyncRedis, atranslate
 
 ORDER_TTL_S = 7 * 86400
+READ_CHUNK = 250
 DEFAULT_FILTERS = {
     "step_size": "0.001", "min_qty": "0.001", "max_qty": "1000", "min_notional": "5",
     "tick_size": "0.1",
@@ -140,12 +141,14 @@ class SimExchange:
         if cfg.get("fetch_fail") == "1":
             raise ExchangeUnavailable("sim: position endpoint failing (fault injected)")
         syms = list(symbols) if symbols is not None else await self.symbols()
+        rows: list[dict[str, str]] = []
         try:
             async with atranslate():
-                pipe = self.r.pipeline(transaction=False)
-                for s in syms:
-                    pipe.hgetall(self.k.sim_position(s))
-                rows = await pipe.execute()
+                for i in range(0, len(syms), READ_CHUNK):  # one event-loop slice per chunk
+                    pipe = self.r.pipeline(transaction=False)
+                    for s in syms[i : i + READ_CHUNK]:
+                        pipe.hgetall(self.k.sim_position(s))
+                    rows += await pipe.execute()
         except StoreError as e:
             raise ExchangeUnavailable(f"sim: {e}") from e
         out: dict[str, PositionInfo] = {}

@@ -17,6 +17,7 @@ import time
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from permitchain.errors import ExchangeError, StoreError
 from permitchain.exchange.base import Exchange, PositionInfo, SymbolFilters
@@ -54,6 +55,8 @@ class PollOutcome:
     unknown: tuple[str, ...] = field(default=())  # watched, but the exchange has no such symbol
 
 
+#: Symbols per pipeline when writing snapshots (one event-loop slice each).
+POLL_CHUNK = 200
 #: Least time between two targeted polls (after fills), so a busy chain batches them.
 TARGETED_MIN_GAP_S = 0.02
 
@@ -111,22 +114,26 @@ class SnapshotPoller:
             log.warning("exchange read failed; snapshots left to go stale: %s", e)
             return PollOutcome(ok=False, duration_s=time.monotonic() - started)
         now = self.clock.now()
-        pipe = self.r.pipeline(transaction=False)
         written: list[str] = []
         unknown: list[str] = []
+        todo: list[tuple[str, dict[str, str]]] = []
         for sym in sorted(watched | positions.keys()):
             f = self.filters.get(sym)
             if f is None:
                 unknown.append(sym)
                 SNAPSHOTS.labels(sym, "unknown_symbol").inc()
                 continue
-            key = self.k.snapshot(sym)
-            fields = snapshot_fields(sym, positions.get(sym), f, now, self.ex.name)
-            pipe.hset(key, mapping=fields)
-            pipe.expire(key, SNAPSHOT_TTL_S)
-            pipe.hget(self.k.ledger(sym), "last_known_amt")
+            todo.append((sym, snapshot_fields(sym, positions.get(sym), f, now, self.ex.name)))
             written.append(sym)
-        replies = await pipe.execute()
+        replies: list[Any] = []
+        for i in range(0, len(todo), POLL_CHUNK):  # chunks: plans interleave with a big poll
+            pipe = self.r.pipeline(transaction=False)
+            for sym, fields in todo[i : i + POLL_CHUNK]:
+                key = self.k.snapshot(sym)
+                pipe.hset(key, mapping=fields)
+                pipe.expire(key, SNAPSHOT_TTL_S)
+                pipe.hget(self.k.ledger(sym), "last_known_amt")
+            replies += await pipe.execute()
         missing: dict[str, Decimal] = {}
         for i, sym in enumerate(written):
             pos = positions.get(sym)
