@@ -53,6 +53,12 @@ class PlanDecision(StrEnum):
     SKIP = "SKIP"
 
 
+#: Reserved symbol of ``permitchain proof --canary``; never allowlisted (proof refuses).
+CANARY_SYMBOL = "PCCANARY"
+#: A canary plan's P3.3 quantity: a nominal size, never sent (the plan is dry_run).
+CANARY_SIZE = Decimal("0.001")
+
+
 class ResultStatus(StrEnum):
     FILLED = "filled"
     PARTIALLY_FILLED = "partially_filled"
@@ -326,6 +332,12 @@ class Plan(_Msg):
     @property
     def is_execute(self) -> bool:
         return self.decision is PlanDecision.EXECUTE
+
+    @property
+    def is_canary(self) -> bool:
+        """``proof --canary``'s probe: a dry_run plan for the reserved symbol. The executor
+        ends every dry_run plan before any order, so granting it can never move money."""
+        return self.symbol == CANARY_SYMBOL and self.source == "canary" and self.mode == "dry_run"
 
     @classmethod
     def from_fields(cls, f: dict[str, str]) -> Plan:

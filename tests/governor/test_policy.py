@@ -16,7 +16,7 @@ from permitchain.governor.policy import (
     parse_trading_state,
 )
 from permitchain.governor.rates import ReservationBook
-from permitchain.models import Action, ResultStatus
+from permitchain.models import CANARY_SYMBOL, Action, Plan, ResultStatus
 from permitchain.runtime.clock import FixedClock
 
 from .plans import T0, plan, risk_increasing
@@ -270,3 +270,26 @@ def test_every_reason_code_of_the_contract_is_defined() -> None:
              "plan_expired", "mode_mismatch", "rate_limit_hour", "rate_limit_5min",
              "daily_notional_cap", "notional_cap"}  # fmt: skip
     assert codes <= {v for k, v in vars(gp).items() if k.isupper() and isinstance(v, str)}
+
+
+# -- the canary (proof --canary) ----------------------------------------------------------
+def canary(mode: str = "dry_run", source: str = "canary") -> Plan:
+    p = plan(Action.PARTIAL_25, symbol=CANARY_SYMBOL, mode=mode)
+    return p.model_copy(update={"source": source})
+
+
+@pytest.mark.parametrize("gov_mode", ["dry_run", "testnet", "production"])
+def test_the_canary_is_granted_in_every_mode_unless_halted(gov_mode: str) -> None:
+    d = decide(canary(), inp(), pol(gov_mode), T0)
+    assert (d.granted, d.reason) == (True, gp.CANARY_DRY_RUN)
+    assert d.computed_qty == Decimal("0.015")  # 0.25 × 0.062 = 0.0155, down to the step
+    assert decide(canary(), inp(TradingState.HALTED), pol(gov_mode), T0).reason == "trading_halted"
+    old = canary().model_copy(update={"created_at": T0 - 60, "expires_at": T0 - 30})
+    assert decide(old, inp(), pol(gov_mode), T0).reason == "plan_expired"
+
+
+@pytest.mark.parametrize(("mode", "source"), [("testnet", "canary"), ("production", "canary"),
+                                              ("dry_run", "cli")])  # fmt: skip
+def test_only_a_dry_run_canary_gets_the_canary_treatment(mode: str, source: str) -> None:
+    d = decide(canary(mode, source), inp(), pol("dry_run"), T0)
+    assert not d.granted and d.reason in ("mode_mismatch", "not_in_allowlist")

@@ -180,7 +180,9 @@ def test_status_and_proof_see_a_stopped_position_brain(
     for layer in ("planner", "governor", "position-brain", "executor", "ledger"):
         assert by_name[f"canary {layer}"]["ok"], by_name[f"canary {layer}"]
     assert "executed false" in by_name["canary executor"]["detail"]
-    assert by_name["canary dry_run end to end"]["ok"] is None  # needs the canary hooks
+    assert "GRANT canary_dry_run" in by_name["canary governor"]["detail"]
+    assert "ALLOW ok" in by_name["canary position-brain"]["detail"]
+    assert by_name["canary dry_run end to end"]["ok"] is True  # two allows, then dry_run
     assert r.xlen(k.sim_fills) == 0  # the canary moved nothing
 
     chain.stop_service("position-brain")

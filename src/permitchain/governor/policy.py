@@ -34,6 +34,7 @@ RATE_LIMIT_HOUR = "rate_limit_hour"
 RATE_LIMIT_5MIN = "rate_limit_5min"
 DAILY_NOTIONAL_CAP = "daily_notional_cap"
 NOTIONAL_CAP = "notional_cap"
+CANARY_DRY_RUN = "canary_dry_run"
 REDUCE_ONLY_TYPES = frozenset({"market_reduce_only", "stop_market_reduce_only"})
 AUTO_APPROVE_MODES = frozenset({"dry_run", "testnet"})
 
@@ -118,6 +119,10 @@ def decide(plan: Plan, inp: GovernorInput, policy: GovernorPolicy, now: float) -
     if now > expires:
         return deny(PLAN_EXPIRED, age_s=round(now - plan.created_at, 3),
                     max_age_s=policy.plan_max_age_s)  # fmt: skip
+    if plan.is_canary:  # proof --canary: proves the allow path, ends dry_run at the executor
+        if inp.trading_state is TradingState.HALTED:
+            return deny(TRADING_HALTED)
+        return GovernorDecision(True, CANARY_DRY_RUN, qty, notional)
     if plan.mode != policy.mode:
         return deny(MODE_MISMATCH, plan_mode=plan.mode, governor_mode=policy.mode)
     if plan.symbol not in policy.allow_list:

@@ -8,12 +8,11 @@ follows them:
    write exactly one result that did not execute (``blocked`` or ``dry_run``), and P3.3's
    ledger consumer must take that result.
 
-It cannot move money, three times over: the executor ends every ``mode=dry_run`` plan as
-``dry_run`` before any order; the governor denies it (``mode_mismatch`` outside dry_run mode,
-``not_in_allowlist`` in it); P3.3 denies it (no exchange lists PCCANARY, so no snapshot).
-Today the canary therefore ends ``blocked``/``governor_denied``. The last step, a canary that
-ends ``dry_run`` after both gatekeepers allowed it, needs the hooks described in
-docs/operations.md ("The canary"); until they exist that step is reported as skipped.
+The governor grants it (``canary_dry_run``, unless trading is HALTED) and P3.3 allows a
+nominal quantity without reading a snapshot, claiming the symbol or touching a ledger; the
+last step checks the executor then ended it ``dry_run``. It cannot move money: the executor
+ends every ``mode=dry_run`` plan before any order is built, and only ``mode=dry_run``
+plans of ``source=canary`` for the reserved symbol get the canary treatment.
 """
 
 from __future__ import annotations
@@ -29,19 +28,14 @@ from redis.asyncio import Redis
 
 from permitchain.exit_brain.api import submit_proposal
 from permitchain.keys import GROUP_P33_LEDGER, Keys
-from permitchain.models import Plan, PlanDecision, Proposal, Step, make_plan_id
+from permitchain.models import CANARY_SYMBOL, Plan, PlanDecision, Proposal, Step, make_plan_id
 from permitchain.ops import reads as rd
 from permitchain.ops.check import Check
-from permitchain.ops.health import CANARY_SYMBOL
 from permitchain.ops.history import audit_entry
 from permitchain.scripts import Scripts
 from permitchain.settings import Settings
 
 CANARY_TIMEOUT_S = 10.0
-HOOK_NOTE = (
-    "needs the canary hooks (governor grants and P3.3 allows mode=dry_run canary "
-    "plans without side effects); see docs/operations.md, 'The canary'"
-)
 
 
 def canary_plan(s: Settings, nonce: str, now: float) -> Plan:
@@ -253,8 +247,13 @@ async def run_canary(r: Redis, k: Keys, s: Settings, timeout_s: float) -> list[C
         Check(
             "canary dry_run end to end",
             "apply-layer",
-            True if dry else None,
-            "both permits allowed, executor ended dry_run" if dry else HOOK_NOTE,
+            dry,
+            "both permits allowed, executor ended dry_run"
+            if dry
+            else f"expected a dry_run result after two allows, got "
+            f"{res[1].get('status')} {res[1].get('reason')}"
+            if res
+            else "no result",
         )
     )
     return checks

@@ -30,7 +30,7 @@ from permitchain.keys import (
     SERVICES,
     Keys,
 )
-from permitchain.models import fmt_decimal
+from permitchain.models import CANARY_SYMBOL, fmt_decimal
 from permitchain.ops import reads as rd
 from permitchain.ops.history import audit_entry
 from permitchain.position_brain.checks import (
@@ -44,7 +44,6 @@ from permitchain.position_brain.state import parse_ledger, parse_snapshot
 from permitchain.settings import Settings
 
 #: The reserved symbol of ``permitchain proof --canary`` (never traded; see ops/proof.py).
-CANARY_SYMBOL = "PCCANARY"
 #: A pending entry idle this long is stuck (live members reclaim after a few seconds).
 PENDING_STUCK_S = 30.0
 DEFAULT_MAX_LAG = 100

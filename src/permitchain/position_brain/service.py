@@ -15,11 +15,12 @@ import logging
 from decimal import Decimal
 from typing import Any
 
-from permitchain.exchange.base import Exchange
+from permitchain.exchange.base import Exchange, round_down
 from permitchain.keys import GROUP_P33, GROUP_P33_LEDGER, Keys
-from permitchain.models import P33Allow, P33Deny, Plan, Result
+from permitchain.models import CANARY_SIZE, CANARY_SYMBOL, P33Allow, P33Deny, Plan, Result
 from permitchain.position_brain.checks import (
     COOLDOWN_IN_FLIGHT,
+    OK,
     CheckConfig,
     P33Decision,
     PlanView,
@@ -73,8 +74,19 @@ class PositionBrain:
         await self.snapshots.run(stop)
 
     # -- ledger ------------------------------------------------------------------------------
+    async def allow_canary(self, plan: Plan) -> None:
+        """``proof --canary``: allow a nominal quantity without reading a snapshot, taking
+        the in-flight claim or touching a ledger (the plan ends dry_run at the executor)."""
+        qty = round_down(CANARY_SIZE * (plan.close_fraction or Decimal(1)), CANARY_SIZE / 1000)
+        d = P33Decision(True, OK, {"canary": True}, safe_close_qty=qty, side="LONG",
+                        snapshot_age_s=Decimal(0))  # fmt: skip
+        await self.issue(plan, d, exchange_amt=CANARY_SIZE, ledger_amt=CANARY_SIZE,
+                         now=self.clock.now())  # fmt: skip
+
     async def handle_result(self, entry_id: str, fields: dict[str, str]) -> None:
         result = Result.from_fields(fields)
+        if result.symbol == CANARY_SYMBOL:  # the canary's result touches no ledger
+            return
         change = await apply_result(self.r, self.k, result, entry_id)
         await release_claim(self.r, self.k, result.symbol, result.plan_id)
         if not change.applied:
@@ -93,6 +105,9 @@ class PositionBrain:
     async def handle_plan(self, entry_id: str, fields: dict[str, str]) -> None:
         plan = Plan.from_fields(fields)
         if not plan.is_execute:
+            return
+        if plan.is_canary:
+            await self.allow_canary(plan)
             return
         pipe = self.r.pipeline(transaction=False)
         pipe.exists(self.k.permit_p33(plan.plan_id))
