@@ -44,7 +44,7 @@ class BenchConfig:
 
     @classmethod
     def quick_config(cls, redis_url: str | None = None) -> BenchConfig:
-        return cls(rates=[50.0], rate_duration_s=2.0, throughput_s=3.0, window=200,
+        return cls(rates=[50.0], rate_duration_s=2.0, throughput_s=3.0, window=50,
                    redis_url=redis_url, quick=True)  # fmt: skip
 
     def total_plans(self) -> int:

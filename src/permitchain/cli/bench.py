@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from permitchain.bench.runner import BenchConfig, run
-from permitchain.cli.common import console, fail, settings
+from permitchain.cli.common import console, err_console, fail, settings
 
 
 def _f(v: Any, nd: int = 2) -> str:
@@ -117,13 +117,14 @@ def bench(
             fail(f"--rates: not numbers: {rates!r}")
         cfg = BenchConfig(rates=rate_list, rate_duration_s=duration, throughput_s=throughput_s,
                           window=window, redis_url=s.redis_url)  # fmt: skip
-    res = run(cfg, progress=lambda m: console.print(f"[dim]bench:[/] {m}"))
+    out = err_console if as_json else console  # --json: stdout carries the JSON only
+    res = run(cfg, progress=lambda m: out.print(f"[dim]bench:[/] {m}"))
     if plot_png is not None:
         plot(res, plot_png)
     for v in res["latency"].values():
         v.pop("samples_ms", None)
     if as_json:
-        console.print_json(json.dumps(res, default=str))
+        print(json.dumps(res, default=str))
     else:
         render(res)
     ok = all(
