@@ -47,3 +47,12 @@ def test_env_file_with_unknown_key_is_refused(tmp_path: Path) -> None:
     f.write_text("# comment\nAPPLY_MODE=dry_run\nCOOLDOWN_S=5\n")
     s = load_settings({"COOLDOWN_S": "7"}, env_file=f)
     assert s.apply_mode is ApplyMode.DRY_RUN and s.cooldown_s == 7.0  # environment wins
+
+
+@pytest.mark.parametrize("name", ["permitchain.env.example", "production.env.example"])
+def test_the_shipped_example_env_files_load(name: str) -> None:
+    path = Path(__file__).resolve().parents[2] / "deploy" / "config" / name
+    s = load_settings({}, env_file=path)
+    assert s.key_prefix == "quantum"
+    if name.startswith("production"):
+        assert s.apply_mode is ApplyMode.PRODUCTION and s.signing_enabled
