@@ -35,6 +35,10 @@ REDIS_FAULTS: tuple[type[BaseException], ...] = (
 )
 
 
+#: Longest a command waits for a free pooled connection before it fails (a store fault).
+POOL_WAIT_S = 5.0
+
+
 def _client_kwargs() -> dict[str, Any]:
     return {
         "decode_responses": True,
@@ -95,12 +99,16 @@ def async_client(url: str | None, *, max_connections: int = 32) -> AsyncRedis:
         return sentinel.master_for(service, redis_class=_SentinelRedis,
                                    max_connections=max_connections,
                                    **kw, **_client_kwargs())  # fmt: skip
-    return aioredis.Redis.from_url(
-        _require(url),
+    # A blocking pool: when every connection is busy a command waits for one (bounded by
+    # POOL_WAIT_S) instead of failing with "Too many connections".
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
         max_connections=max_connections,
+        timeout=POOL_WAIT_S,
         retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 2),
         **_client_kwargs(),
     )
+    return aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
 
 
 def sync_client(url: str | None) -> SyncRedis:

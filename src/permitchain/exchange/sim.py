@@ -180,23 +180,21 @@ class SimExchange:
     async def place_reduce_only_market(
         self, symbol: str, side: Side, qty: Decimal, client_order_id: str
     ) -> OrderInfo:
-        cfg = await self._config()
-        mode = cfg.get("order_mode", "fill")
-        if mode == "timeout":
-            raise OrderOutcomeUnknown("sim: request timed out (fault injected)")
-        if mode == "reject":
-            raise OrderRejected("sim: Margin is insufficient (fault injected)", code=-2019)
+        first = True
         for _ in range(50):
-            order = await self._try_market(symbol, side, qty, client_order_id, fill=mode != "new")
+            order = await self._try_market(symbol, side, qty, client_order_id, first=first)
+            first = False
             if order is not None:
-                if mode == "lose_response":
-                    raise OrderOutcomeUnknown("sim: response lost after acceptance (injected)")
                 return order
         raise OrderOutcomeUnknown("sim: position kept moving; order not placed")
 
     async def _try_market(
-        self, symbol: str, side: Side, qty: Decimal, coid: str, *, fill: bool
-    ) -> OrderInfo | None:
+        self, symbol: str, side: Side, qty: Decimal, coid: str, *, first: bool,
+        internal: bool = False,
+    ) -> OrderInfo | None:  # fmt: skip
+        """One attempt: read state and faults in one round trip, then compare-and-set (which
+        also records the fill) in a second. ``internal``: a fill inside the exchange (a
+        triggered stop), which the API's injected faults do not touch."""
         pos_key = self.k.sim_position(symbol)
         order_key = self.k.sim_order(symbol, coid)
         async with atranslate():
@@ -204,7 +202,17 @@ class SimExchange:
             pipe.hgetall(pos_key)
             pipe.hgetall(self.k.sim_filters(symbol))
             pipe.hgetall(order_key)
-            pos, filt, existing = await pipe.execute()
+            pipe.hgetall(self.k.sim_config)
+            pos, filt, existing, cfg = await pipe.execute()
+        mode = "fill" if internal else cfg.get("order_mode", "fill")
+        if first and not internal:
+            latency = int(cfg.get("latency_ms") or 0)
+            if latency:
+                await asyncio.sleep(latency / 1000)
+            if mode == "timeout":
+                raise OrderOutcomeUnknown("sim: request timed out (fault injected)")
+            if mode == "reject":
+                raise OrderRejected("sim: Margin is insufficient (fault injected)", code=-2019)
         if existing:
             return _order(existing)
         if not filt:
@@ -220,6 +228,7 @@ class SimExchange:
         reduces = (side == "SELL" and amt > 0) or (side == "BUY" and amt < 0)
         if not reduces or qty > abs(amt):
             raise OrderRejected("sim: ReduceOnly Order is rejected.", code=-2022)
+        fill = mode != "new"
         price = _dec(pos.get("mark_price"), pos.get("entry_price") or "0")
         new_amt = amt - qty if side == "SELL" else amt + qty
         now = time.time()
@@ -231,36 +240,27 @@ class SimExchange:
             "avg_price": fmt_decimal(price) if fill else "", "reduce_only": "true",
             "created_at": f"{now:.6f}",
         }  # fmt: skip
-        argv: list[Any] = [pos.get("amt", ""), fmt_decimal(new_amt) if fill else "", ORDER_TTL_S]
-        for k, v in fields.items():
+        fill_record = {
+            "symbol": symbol, "client_order_id": coid, "side": side, "qty": fmt_decimal(qty),
+            "price": fmt_decimal(price), "position_before": fmt_decimal(amt),
+            "position_after": fmt_decimal(new_amt), "ts": f"{now:.6f}",
+        } if fill else {}  # fmt: skip
+        argv: list[Any] = [pos.get("amt", ""), fmt_decimal(new_amt) if fill else "", ORDER_TTL_S,
+                           2 * len(fields)]  # fmt: skip
+        for k, v in [*fields.items(), *fill_record.items()]:
             argv += [k, v]
+        seq_key = f"{pos_key.rsplit(':', 1)[0]}:order_seq"
         async with atranslate():
             res = await self.scripts.sim_order(
-                keys=[pos_key, order_key, f"{pos_key.rsplit(':', 1)[0]}:order_seq"], args=argv
+                keys=[pos_key, order_key, seq_key, self.k.sim_fills], args=argv
             )
         if res[0] == "retry":
             return None
         if res[0] == "exists":
-            h = await self.r.hgetall(order_key)
-            return _order(h)
-        if fill:
             async with atranslate():
-                await self.r.xadd(
-                    self.k.sim_fills,
-                    {
-                        "symbol": symbol,
-                        "client_order_id": coid,
-                        "order_id": res[1],
-                        "side": side,
-                        "qty": fmt_decimal(qty),
-                        "price": fmt_decimal(price),
-                        "position_before": fmt_decimal(amt),
-                        "position_after": fmt_decimal(new_amt),
-                        "ts": f"{now:.6f}",
-                    },
-                    maxlen=100_000,
-                    approximate=True,
-                )
+                return _order(await self.r.hgetall(order_key))
+        if mode == "lose_response":
+            raise OrderOutcomeUnknown("sim: response lost after acceptance (injected)")
         return _order({**fields, "order_id": res[1]})
 
     async def place_stop_market(

@@ -83,7 +83,9 @@ async def trigger_stop(sim: SimExchange, symbol: str) -> OrderInfo | None:
         if out.qty:
             try:
                 coid = f"{stop['client_order_id']}-fill"
-                fill = await sim._try_market(symbol, side, out.qty, coid, fill=True)
+                fill = await sim._try_market(
+                    symbol, side, out.qty, coid, first=False, internal=True
+                )
             except OrderRejected:
                 continue  # the position changed under us: read again
             if fill is None:

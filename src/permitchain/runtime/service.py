@@ -112,6 +112,7 @@ class Consumer:
     claim_every_s: float = 2.0
     max_failures: int = 3
     partition: Callable[[dict[str, str]], str] | None = None
+    max_parallel: int = 16
     in_flight: set[str] = field(default_factory=set)
     failures: dict[str, int] = field(default_factory=dict)
 
@@ -354,7 +355,13 @@ class ServiceRunner:
         groups: dict[str, list[tuple[str, dict[str, str]]]] = {}
         for entry_id, fields in live:
             groups.setdefault(c.partition(fields), []).append((entry_id, fields))
-        await asyncio.gather(*(in_order(g) for g in groups.values()))
+        gate = asyncio.Semaphore(c.max_parallel)  # well below the connection pool's size
+
+        async def gated(items: list[tuple[str, dict[str, str]]]) -> None:
+            async with gate:
+                await in_order(items)
+
+        await asyncio.gather(*(gated(g) for g in groups.values()))
         return out
 
     async def _settle(
