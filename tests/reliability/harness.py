@@ -11,11 +11,13 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 import redis
 
+from permitchain.chain import Chain
 from permitchain.keys import Keys
 
 TERMINAL = {"filled", "rejected", "blocked", "dry_run", "unknown"}
@@ -181,3 +183,16 @@ def gatekeeper_denies(r: redis.Redis, k: Keys) -> dict[str, int]:
             if f.get("layer") in ("governor", "position-brain") and f.get("decision") == "DENY"
         )
     )
+
+
+def started_chain(
+    chain_factory: Callable[..., Chain], r: redis.Redis, symbols: list[str], **env: str
+) -> Chain:
+    """A chain for load tests: allowlisted, seeded symbols; no cooldown (load gets through);
+    fast polls; plans expire after 10 s. Started and ready."""
+    chain = chain_factory(**{"ALLOW_LIST_SYMBOLS": ",".join(symbols), "COOLDOWN_S": "0",
+                             "POLL_INTERVAL_S": "0.5", "PLAN_MAX_AGE_S": "10", **env})  # fmt: skip
+    seed_positions(r, chain.keys, symbols)
+    chain.start()
+    chain.wait_ready()
+    return chain

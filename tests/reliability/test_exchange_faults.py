@@ -35,8 +35,8 @@ from tests.reliability.harness import (
     Load,
     check_invariants,
     gatekeeper_denies,
-    seed_positions,
     settle,
+    started_chain,
     wait_fills,
     wait_resolved,
 )
@@ -93,13 +93,8 @@ def test_exchange_fault_fails_closed_and_recovers(
     fault: Fault, chain_factory: Callable[..., Chain], r: redis.Redis, redis_url: str
 ) -> None:
     symbols = [f"XF{i}USDT" for i in range(6)]
-    chain = chain_factory(ALLOW_LIST_SYMBOLS=",".join(symbols), COOLDOWN_S="0",
-                          POLL_INTERVAL_S="0.5", STALE_THRESHOLD_S=str(STALE_S),
-                          PLAN_MAX_AGE_S="10")  # fmt: skip
+    chain = started_chain(chain_factory, r, symbols, STALE_THRESHOLD_S=str(STALE_S))
     k = chain.keys
-    seed_positions(r, k, symbols)
-    chain.start()
-    chain.wait_ready()
     r.hset(k.sim_config, mapping=fault.config)
     on_at = time.time()
     load = Load(redis_url, k, symbols, rate=10)

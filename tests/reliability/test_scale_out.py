@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from permitchain.chain import Chain
-from tests.reliability.harness import Load, check_invariants, seed_positions, settle, wait_resolved
+from tests.reliability.harness import Load, check_invariants, settle, started_chain, wait_resolved
 
 pytestmark = pytest.mark.slow
 
@@ -68,12 +68,8 @@ def test_two_instances_of_each_service_share_the_work(
     tmp_path: Path,
 ) -> None:
     symbols = [f"SCALE{i}USDT" for i in range(8)]
-    chain = chain_factory(ALLOW_LIST_SYMBOLS=",".join(symbols), COOLDOWN_S="0",
-                          POLL_INTERVAL_S="0.5", PLAN_MAX_AGE_S="10")  # fmt: skip
+    chain = started_chain(chain_factory, r, symbols)
     k = chain.keys
-    seed_positions(r, k, symbols)
-    chain.start()
-    chain.wait_ready()
     seconds = {s: second_host(chain, s) for s in SCALED}
     # ready when the second instances have joined their groups (a consumer named scale2:…)
     deadline = time.monotonic() + 30
