@@ -11,11 +11,13 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 import redis
 
+from permitchain.chain import Chain
 from permitchain.keys import Keys
 
 TERMINAL = {"filled", "rejected", "blocked", "dry_run", "unknown"}
@@ -144,3 +146,53 @@ def check_invariants(
         ),
     }
     return violations, figures
+
+
+def open_plans(r: redis.Redis, k: Keys) -> int:
+    """Plans with an order out (exec state submitted or unknown) that have no result yet."""
+    from permitchain.apply_layer.exec_store import open_index
+
+    return int(r.zcard(open_index(k)))
+
+
+def wait_resolved(r: redis.Redis, k: Keys, timeout_s: float = 30.0) -> int:
+    """Until the executor's resolver has finished every open plan (or the timeout); returns
+    how many are still open."""
+    deadline = time.monotonic() + timeout_s
+    while (n := open_plans(r, k)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return n
+
+
+def wait_fills(r: redis.Redis, k: Keys, above: int, timeout_s: float = 30.0) -> bool:
+    """Until the simulated exchange has more than ``above`` fills (or the timeout)."""
+    deadline = time.monotonic() + timeout_s
+    while r.xlen(k.sim_fills) <= above:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def gatekeeper_denies(r: redis.Redis, k: Keys) -> dict[str, int]:
+    """Deny reasons of the two gatekeepers from the audit stream, as ``layer:reason``."""
+    return dict(
+        Counter(
+            f"{f['layer']}:{f.get('reason', '')}"
+            for _i, f in r.xrange(k.decisions)
+            if f.get("layer") in ("governor", "position-brain") and f.get("decision") == "DENY"
+        )
+    )
+
+
+def started_chain(
+    chain_factory: Callable[..., Chain], r: redis.Redis, symbols: list[str], **env: str
+) -> Chain:
+    """A chain for load tests: allowlisted, seeded symbols; no cooldown (load gets through);
+    fast polls; plans expire after 10 s. Started and ready."""
+    chain = chain_factory(**{"ALLOW_LIST_SYMBOLS": ",".join(symbols), "COOLDOWN_S": "0",
+                             "POLL_INTERVAL_S": "0.5", "PLAN_MAX_AGE_S": "10", **env})  # fmt: skip
+    seed_positions(r, chain.keys, symbols)
+    chain.start()
+    chain.wait_ready()
+    return chain
