@@ -21,7 +21,8 @@ from permitchain.models import Proposal, make_plan_id
 from permitchain.store import AsyncRedis
 
 BENCH_ENTRY = Decimal(100)
-BENCH_POSITION = Decimal(1_000_000)
+#: Large enough for ~120 quarter-closes per symbol before the step (0.001) is reached.
+BENCH_POSITION = Decimal(10) ** 12
 
 
 def bench_symbols(n: int) -> list[str]:
@@ -34,7 +35,7 @@ async def seed(r: AsyncRedis, keys: Keys, symbols: list[str]) -> None:
     pipe = r.pipeline(transaction=False)
     for s in symbols:
         pipe.hset(keys.sim_filters(s), mapping={"step_size": "0.001", "min_qty": "0.001",
-                                                "max_qty": "100000000", "min_notional": "0",
+                                                "max_qty": "1000000000000", "min_notional": "0",
                                                 "tick_size": "0.01"})  # fmt: skip
         pipe.sadd(keys.sim_symbols, s)
         pipe.hset(

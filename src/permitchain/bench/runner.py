@@ -28,6 +28,11 @@ from permitchain.store import AsyncRedis, async_client
 
 #: Sequential Redis round trips on the critical path of one plan (see docs/performance.md).
 CRITICAL_PATH_RTTS = 14
+#: Symbols the bench trades: one per PLANS_PER_SYMBOL plans of the run, at most
+#: BENCH_SYMBOLS. Plans for one symbol stay far enough apart that P3.3's snapshot (refreshed
+#: after each fill) sees the previous fill even when the chain is overloaded and queues
+#: compress them; positions allow ~120 closes per symbol.
+BENCH_SYMBOLS = 10_000
 PLANS_PER_SYMBOL = 40
 #: The exit brain is not on the measured path (the bench writes proposals itself).
 GATE_SERVICES = ("apply-layer", "governor", "position-brain")
@@ -206,7 +211,7 @@ async def _drain(load: Load, timeout_s: float = 30.0) -> None:
 
 
 def run(cfg: BenchConfig, progress: Callable[[str], None]) -> dict[str, Any]:
-    n_symbols = max(10, math.ceil(cfg.total_plans() / PLANS_PER_SYMBOL))
+    n_symbols = min(BENCH_SYMBOLS, max(10, math.ceil(cfg.total_plans() / PLANS_PER_SYMBOL)))
     symbols = bench_symbols(n_symbols)
     env = {"APPLY_MODE": "testnet", "EXCHANGE": "sim", "COOLDOWN_S": "0",
            "QTY_TOLERANCE_PCT": "60", "LOG_LEVEL": "WARNING", "METRICS_PORT": "0",

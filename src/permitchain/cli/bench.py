@@ -94,7 +94,7 @@ def plot(res: dict[str, Any], samples_path: Path) -> None:
     ax.set_title("permitchain: proposal → result")
     fig.tight_layout()
     fig.savefig(samples_path, dpi=110)
-    console.print(f"histogram: {samples_path}")
+    err_console.print(f"histogram: {samples_path}")
 
 
 def bench(
