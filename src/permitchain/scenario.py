@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from permitchain.chain import Chain
 from permitchain.exchange.base import Exchange
+from permitchain.exchange.sim import SimExchange
 from permitchain.exit_brain.api import current_epoch, new_proposal_id, submit_proposal
 from permitchain.exit_brain.kernel import (
     Components,
@@ -29,7 +31,7 @@ from permitchain.exit_brain.kernel import (
 from permitchain.keys import Keys
 from permitchain.models import Proposal, fmt_decimal, make_plan_id
 from permitchain.position_brain.state import reconcile
-from permitchain.store import AsyncRedis
+from permitchain.store import AsyncRedis, async_client
 
 SYMBOL = "BTCUSDT"
 ENTRY = Decimal(100)
@@ -57,6 +59,39 @@ class Outcome:
             and second.get("filled_qty") == "0.046"
             and ledger.get("last_known_amt") == "0.016"
         )
+
+
+async def seed(r: AsyncRedis, keys: Keys, *, ledger: bool = True) -> SimExchange:
+    """The reference position on the simulated exchange and, unless ``ledger=False``, the
+    demo's ledger of 0.002. Returns the simulated exchange."""
+    sim = SimExchange(r, keys)
+    await sim.list_symbol(SYMBOL, step_size="0.001", min_qty="0.001", min_notional="5")
+    await sim.set_position(SYMBOL, EXCHANGE_AMT, ENTRY)
+    await sim.set_price(SYMBOL, MARK)
+    if ledger:
+        await seed_ledger(r, keys)
+    return sim
+
+
+def run_reference(
+    chain: Chain, url: str, *, emit: Emit, on_ready: Callable[[], None] | None = None
+) -> Outcome:
+    """Seed, start the chain's services (separate processes), run the scenario through them.
+    The services keep running afterwards; the caller stops the chain."""
+
+    async def body() -> Outcome:
+        r = async_client(url)
+        try:
+            sim = await seed(r, chain.keys)
+            await asyncio.to_thread(chain.start)
+            await asyncio.to_thread(chain.wait_ready)
+            if on_ready is not None:
+                on_ready()
+            return await run_scenario(r, chain.keys, sim, emit=emit)
+        finally:
+            await r.aclose()
+
+    return asyncio.run(body())
 
 
 async def seed_ledger(r: AsyncRedis, keys: Keys) -> None:

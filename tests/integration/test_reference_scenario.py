@@ -2,42 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+import redis
 
 from permitchain.chain import Chain
-from permitchain.exchange.sim import SimExchange
-from permitchain.scenario import ENTRY, EXCHANGE_AMT, MARK, SYMBOL, run_scenario, seed_ledger
-from permitchain.store import async_client
+from permitchain.scenario import SYMBOL, run_reference
 
 pytestmark = pytest.mark.slow
 
 
-def test_reference_scenario(chain_factory: Callable[..., Chain], redis_url: str) -> None:
+def test_reference_scenario(chain_factory: Callable[..., Chain], redis_url: str,
+                            r: redis.Redis) -> None:  # fmt: skip
     chain = chain_factory()
     steps: dict[str, Any] = {}
-
-    async def body() -> Any:
-        r = async_client(redis_url)
-        sim = SimExchange(r, chain.keys)
-        try:
-            await sim.list_symbol(SYMBOL, step_size="0.001", min_qty="0.001")
-            await sim.set_position(SYMBOL, EXCHANGE_AMT, ENTRY)
-            await sim.set_price(SYMBOL, MARK)
-            await seed_ledger(r, chain.keys)
-            await asyncio.to_thread(chain.start)
-            await asyncio.to_thread(chain.wait_ready)
-            out = await run_scenario(r, chain.keys, sim, emit=lambda n, d: steps.update({n: d}))
-            fills = await r.xrange(chain.keys.sim_fills)
-            position = (await sim.fetch_positions([SYMBOL]))[SYMBOL].amt
-            return out, fills, position
-        finally:
-            await r.aclose()
-
-    out, fills, position = asyncio.run(body())
+    out = run_reference(chain, redis_url, emit=lambda n, d: steps.update({n: d}))
+    fills = r.xrange(chain.keys.sim_fills)
+    position = r.hget(chain.keys.sim_position(SYMBOL), "amt")
     first, second = steps["first_result"], steps["second_result"]
     # the first plan: P3.3 denies the qty mismatch, the executor blocks, nothing is sent
     assert first["status"] == "blocked" and first["reason"] == "p33_denied"
@@ -54,6 +37,6 @@ def test_reference_scenario(chain_factory: Callable[..., Chain], redis_url: str)
     assert second["filled_qty"] == "0.046" and second["reduce_only"] == "true"
     assert steps["order"]["order"]["reduce_only"] is True
     assert [f["qty"] for _i, f in fills] == ["0.046"]  # exactly one fill in all
-    assert str(position) == "0.016"
+    assert position == "0.016"
     assert steps["ledger"]["last_known_amt"] == "0.016"
     assert out.ok()

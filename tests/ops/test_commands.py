@@ -18,9 +18,8 @@ import pytest
 import redis
 
 from permitchain.chain import Chain
-from permitchain.exchange.sim import SimExchange
 from permitchain.position_brain.checks import QTY_MISMATCH
-from permitchain.scenario import ENTRY, EXCHANGE_AMT, MARK, SYMBOL, run_scenario, seed_ledger
+from permitchain.scenario import SYMBOL, run_reference, seed
 from permitchain.store import async_client
 
 pytestmark = pytest.mark.slow
@@ -63,20 +62,16 @@ def start(chain: Chain, redis_url: str, *, scenario: bool) -> dict[str, Any]:
     """The reference position on the simulated exchange, the chain up, and (optionally) the
     reference scenario run through it. Returns the scenario's steps."""
     steps: dict[str, Any] = {}
+    if scenario:
+        run_reference(chain, redis_url, emit=lambda n, d: steps.update({n: d}))
+        return steps
 
     async def body() -> None:
         ar = async_client(redis_url)
-        sim = SimExchange(ar, chain.keys)
         try:
-            await sim.list_symbol(SYMBOL, step_size="0.001", min_qty="0.001")
-            await sim.set_position(SYMBOL, EXCHANGE_AMT, ENTRY)
-            await sim.set_price(SYMBOL, MARK)
-            if scenario:
-                await seed_ledger(ar, chain.keys)
+            await seed(ar, chain.keys, ledger=False)
             await asyncio.to_thread(chain.start)
             await asyncio.to_thread(chain.wait_ready)
-            if scenario:
-                await run_scenario(ar, chain.keys, sim, emit=lambda n, d: steps.update({n: d}))
         finally:
             await ar.aclose()
 

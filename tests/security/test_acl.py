@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -12,14 +11,12 @@ import pytest
 import redis
 
 from permitchain.chain import Chain
-from permitchain.exchange.sim import SimExchange
 from permitchain.keys import Keys
 from permitchain.models import make_plan_id
-from permitchain.scenario import ENTRY, EXCHANGE_AMT, MARK, SYMBOL, run_scenario, seed_ledger
+from permitchain.scenario import run_reference
 from permitchain.scripts import Scripts
 from permitchain.security.acl import setuser_args, username
 from permitchain.services import SERVICE_NAMES
-from permitchain.store import async_client
 
 PLAN = make_plan_id("BTCUSDT", "PARTIAL_75", 0, 3)
 
@@ -99,21 +96,6 @@ def test_reference_scenario_with_least_privilege(
     chain = chain_factory()
     chain.service_env = {svc: {"REDIS_URL": url} for svc, url in users.items()}
 
-    async def body() -> bool:
-        r = async_client(redis_url)
-        sim = SimExchange(r, chain.keys)
-        try:
-            await sim.list_symbol(SYMBOL, step_size="0.001", min_qty="0.001")
-            await sim.set_position(SYMBOL, EXCHANGE_AMT, ENTRY)
-            await sim.set_price(SYMBOL, MARK)
-            await seed_ledger(r, chain.keys)
-            await asyncio.to_thread(chain.start)
-            await asyncio.to_thread(chain.wait_ready)
-            out = await run_scenario(r, chain.keys, sim, emit=lambda n, d: None)
-            return out.ok()
-        finally:
-            await r.aclose()
-
-    assert asyncio.run(body())
+    assert run_reference(chain, redis_url, emit=lambda n, d: None).ok()
     logs = "".join(p.read_text() for p in (chain.log_dir or []).glob("*.log"))  # type: ignore[union-attr]
     assert "NOPERM" not in logs and "NoPermission" not in logs

@@ -16,13 +16,11 @@ from permitchain.models import GovernorPermit, P33Allow, make_plan_id
 from permitchain.scenario import (
     ENTRY,
     EXCHANGE_AMT,
-    MARK,
     SYMBOL,
     propose_reference,
-    run_scenario,
-    seed_ledger,
+    run_reference,
     wait_result,
-)  # fmt: skip
+)
 from permitchain.store import async_client
 
 pytestmark = pytest.mark.slow
@@ -38,19 +36,13 @@ def test_signed_chain_and_no_secret_anywhere(
                           BINANCE_API_SECRET=BINANCE_SECRET, LOG_LEVEL="DEBUG")  # fmt: skip
     k = chain.keys
 
-    async def body() -> tuple[bool, dict[str, str]]:
+    ok = run_reference(chain, redis_url, emit=lambda n, d: None).ok()
+
+    async def body() -> dict[str, str]:
+        """A permit typed in by hand (no valid signature) executes nothing."""
         ar = async_client(redis_url)
-        sim = SimExchange(ar, k)
         try:
-            await sim.list_symbol(SYMBOL, step_size="0.001", min_qty="0.001")
-            await sim.set_position(SYMBOL, EXCHANGE_AMT, ENTRY)
-            await sim.set_price(SYMBOL, MARK)
-            await seed_ledger(ar, k)
-            await asyncio.to_thread(chain.start)
-            await asyncio.to_thread(chain.wait_ready)
-            ok = (await run_scenario(ar, k, sim, emit=lambda n, d: None)).ok()
-            # a permit typed in by hand (no valid signature) executes nothing
-            await sim.set_position(SYMBOL, EXCHANGE_AMT, ENTRY)
+            await SimExchange(ar, k).set_position(SYMBOL, EXCHANGE_AMT, ENTRY)
             await ar.hset(k.ledger(SYMBOL), mapping={"last_known_amt": str(EXCHANGE_AMT),
                                                      "epoch": "7"})  # fmt: skip
             # the plan id is known in advance (deterministic), so the forged permits are in
@@ -84,11 +76,11 @@ def test_signed_chain_and_no_secret_anywhere(
             await ar.set(k.permit_p33(plan_id), forged_p33.to_json(), ex=60)
             _proposal, proposed = await propose_reference(ar, k, 60)
             assert proposed == plan_id
-            return ok, await wait_result(ar, k, plan_id)
+            return await wait_result(ar, k, plan_id)
         finally:
             await ar.aclose()
 
-    ok, forged = asyncio.run(body())
+    forged = asyncio.run(body())
     assert ok  # the reference scenario passes with signed permits
     assert forged["status"] == "blocked" and forged["reason"] == "permit_invalid"
     assert r.xlen(k.sim_fills) == 1  # only the scenario's own close

@@ -4,7 +4,6 @@ Skipped with a reason where openssl is missing or the server binary was built wi
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,9 +13,7 @@ import pytest
 from permitchain.chain import Chain
 from permitchain.embedded import EmbeddedServer
 from permitchain.errors import ConfigError
-from permitchain.exchange.sim import SimExchange
-from permitchain.scenario import ENTRY, EXCHANGE_AMT, MARK, SYMBOL, run_scenario, seed_ledger
-from permitchain.store import async_client
+from permitchain.scenario import run_reference
 
 pytestmark = pytest.mark.slow
 
@@ -93,23 +90,8 @@ def test_reference_scenario_over_tls(tmp_path: Path, prefix: str) -> None:
     }
     chain = Chain(env, redis_url=server.url, log_dir=tmp_path / "logs")
 
-    async def body() -> bool:
-        r = async_client(server.url)
-        sim = SimExchange(r, chain.keys)
-        try:
-            await sim.list_symbol(SYMBOL, step_size="0.001", min_qty="0.001")
-            await sim.set_position(SYMBOL, EXCHANGE_AMT, ENTRY)
-            await sim.set_price(SYMBOL, MARK)
-            await seed_ledger(r, chain.keys)
-            await asyncio.to_thread(chain.start)
-            await asyncio.to_thread(chain.wait_ready)
-            out = await run_scenario(r, chain.keys, sim, emit=lambda n, d: None)
-            return out.ok()
-        finally:
-            await r.aclose()
-
     try:
-        assert asyncio.run(body())
+        assert run_reference(chain, server.url, emit=lambda n, d: None).ok()
     finally:
         chain.stop()
         server.cleanup()

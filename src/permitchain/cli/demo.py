@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import tempfile
 from decimal import Decimal
@@ -14,9 +13,7 @@ from rich.table import Table
 
 from permitchain.chain import Chain
 from permitchain.cli.common import console, settings
-from permitchain.exchange.sim import SimExchange
-from permitchain.scenario import ENTRY, EXCHANGE_AMT, MARK, SYMBOL, run_scenario, seed_ledger
-from permitchain.store import async_client
+from permitchain.scenario import SYMBOL, run_reference
 
 DEMO_ENV = {"APPLY_MODE": "testnet", "EXCHANGE": "sim", "METRICS_PORT": "0",
             "LOG_LEVEL": "WARNING", "POLL_INTERVAL_S": "1",
@@ -108,27 +105,15 @@ def run_demo(*, keep: bool = False) -> int:
         f"service logs in {log_dir}"
     )
 
-    async def scenario() -> bool:
-        r = async_client(url)
-        sim = SimExchange(r, chain.keys)
-        try:
-            await sim.list_symbol(SYMBOL, step_size="0.001", min_qty="0.001", min_notional="5")
-            await sim.set_position(SYMBOL, EXCHANGE_AMT, ENTRY)
-            await sim.set_price(SYMBOL, MARK)
-            await seed_ledger(r, chain.keys)
-            await asyncio.to_thread(chain.start)
-            await asyncio.to_thread(chain.wait_ready)
-            console.print(
-                "services up: exit-brain, apply-layer, governor, position-brain "
-                "(separate processes)\n"
-            )
-            out = await run_scenario(r, chain.keys, sim, emit=emit)
-            return out.ok()
-        finally:
-            await r.aclose()
+    def ready() -> None:
+        console.print("services up: exit-brain, apply-layer, governor, position-brain "
+                      "(separate processes)\n")  # fmt: skip
 
     try:
-        ok = asyncio.run(scenario())
+        ok = run_reference(chain, url, emit=emit, on_ready=ready).ok()
+    except (TimeoutError, RuntimeError) as e:  # a step never came, or a service died
+        console.print(f"\n[bold red]{e}[/] (service logs in {log_dir})")
+        ok = False
     finally:
         if not keep:
             chain.stop()
