@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from permitchain.chain import Chain
 from permitchain.keys import Keys
 from permitchain.models import make_plan_id
+from tests.reliability.harness import seed_positions
 
 pytestmark = pytest.mark.slow
 
@@ -103,18 +104,8 @@ SENSIBLE = {
 def running(chain_factory: Callable[..., Chain], r: redis.Redis) -> Chain:
     chain = chain_factory(APPLY_PERMIT_WAIT_MS="300")
     k = chain.keys
-    for s in SYMBOLS:  # real positions: any order that got through would fill and show
-        r.hset(
-            k.sim_filters(s),
-            mapping={
-                "step_size": "0.001",
-                "min_qty": "0.001",
-                "max_qty": "1000",
-                "min_notional": "0",
-            },
-        )
-        r.sadd(k.sim_symbols, s)
-        r.hset(k.sim_position(s), mapping={"amt": "1", "entry_price": "100", "mark_price": "100"})
+    # real positions: any order that got through would fill and show
+    seed_positions(r, k, SYMBOLS, amt="1")
     chain.start()
     chain.wait_ready()
     return chain
