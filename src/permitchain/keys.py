@@ -30,10 +30,6 @@ class Keys:
         return f"{self.prefix}:harvest:proposal:{symbol}"
 
     @property
-    def proposal_pattern(self) -> str:
-        return f"{self.prefix}:harvest:proposal:*"
-
-    @property
     def proposal_stream(self) -> str:
         return f"{self.prefix}:stream:harvest.proposal"
 
@@ -42,10 +38,6 @@ class Keys:
         """The exit brain's bookkeeping for the symbol's position (epoch, tranches proposed,
         stop, first seen). HASH, no TTL: it must outlive the position's plans."""
         return f"{self.prefix}:exit:state:{symbol}"
-
-    @property
-    def exit_state_pattern(self) -> str:
-        return f"{self.prefix}:exit:state:*"
 
     # -- plans ----------------------------------------------------------------------------
     @property
@@ -70,10 +62,6 @@ class Keys:
     # -- execution ------------------------------------------------------------------------
     def exec_record(self, plan_id: str) -> str:
         return f"{self.prefix}:exec:{{{plan_id}}}"
-
-    @property
-    def exec_pattern(self) -> str:
-        return f"{self.prefix}:exec:*"
 
     @property
     def result_stream(self) -> str:

@@ -480,9 +480,6 @@ class P33Deny(_Permit):
     context: dict[str, Any] = {}
 
 
-P33Permit = P33Allow | P33Deny
-
-
 def parse_p33(raw: str | bytes) -> P33Allow | P33Deny:
     try:
         obj = json.loads(raw)

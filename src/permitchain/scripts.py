@@ -10,11 +10,6 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-SCRIPT_NAMES = (
-    "consume_permits", "publish_plan", "block_plan", "sim_order", "governor_reserve",
-    "exec_transition",
-)  # fmt: skip
-
 
 @cache
 def source(name: str) -> str:

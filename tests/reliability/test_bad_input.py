@@ -22,9 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from permitchain.chain import Chain
-from permitchain.keys import Keys
 from permitchain.models import make_plan_id
-from tests.reliability.harness import seed_positions
+from tests.reliability.harness import seed_positions, settle
 
 pytestmark = pytest.mark.slow
 
@@ -109,20 +108,6 @@ def running(chain_factory: Callable[..., Chain], r: redis.Redis) -> Chain:
     chain.start()
     chain.wait_ready()
     return chain
-
-
-def settle(r: redis.Redis, k: Keys, timeout_s: float = 60.0) -> dict[str, Any]:
-    """Until every consumer group has read and acknowledged everything."""
-    streams = [k.proposal_stream, k.plan_stream, k.result_stream]
-    deadline = time.monotonic() + timeout_s
-    while True:
-        state = {}
-        for s in streams:
-            for g in r.xinfo_groups(s) if r.exists(s) else []:
-                state[f"{s}/{g['name']}"] = (g.get("lag"), g["pending"])
-        if all(v == (0, 0) for v in state.values()) or time.monotonic() > deadline:
-            return state
-        time.sleep(0.2)
 
 
 COUNT = {"inputs": 0}

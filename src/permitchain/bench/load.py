@@ -15,12 +15,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from permitchain.exchange.sim import SimExchange
 from permitchain.keys import Keys
 from permitchain.models import Proposal, make_plan_id
 from permitchain.store import AsyncRedis
 
-BENCH_ENTRY = Decimal(100)
 #: Large enough for ~120 quarter-closes per symbol before the step (0.001) is reached.
 BENCH_POSITION = Decimal(10) ** 12
 
@@ -31,7 +29,6 @@ def bench_symbols(n: int) -> list[str]:
 
 async def seed(r: AsyncRedis, keys: Keys, symbols: list[str]) -> None:
     """Large positions whose ledgers agree with the exchange."""
-    sim = SimExchange(r, keys)
     pipe = r.pipeline(transaction=False)
     for s in symbols:
         pipe.hset(keys.sim_filters(s), mapping={"step_size": "0.001", "min_qty": "0.001",
@@ -51,7 +48,6 @@ async def seed(r: AsyncRedis, keys: Keys, symbols: list[str]) -> None:
             },
         )
     await pipe.execute()
-    del sim
 
 
 @dataclass

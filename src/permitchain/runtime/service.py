@@ -275,13 +275,9 @@ class ServiceRunner:
                     block=None if own_pending else c.block_ms,
                 )  # fmt: skip
                 entries = resp[0][1] if resp else []
-                if own_pending and not entries:
-                    own_pending = False
-                    continue
-                await self._dispatch(c, entries)
-                if own_pending:
-                    # Pending entries stay in our PEL until acked; move on after one pass.
-                    own_pending = False
+                if entries:
+                    await self._dispatch(c, entries)
+                own_pending = False  # one pass over our own pending list, then new entries
                 backoff.reset()
             except REDIS_FAULTS as e:
                 STORE_ERRORS.labels(self.name).inc()
