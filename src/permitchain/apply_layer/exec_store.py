@@ -19,6 +19,8 @@ from typing import Any, cast
 from prometheus_client import Counter, Histogram
 from redis.asyncio import Redis
 
+from permitchain.governor.policy import TradingState
+from permitchain.governor.store import queue_state_read, state_from_reply
 from permitchain.keys import Keys
 from permitchain.models import SCHEMA, Result
 from permitchain.runtime.audit import AUDIT_MAXLEN, audit_fields
@@ -92,13 +94,31 @@ class ExecStore:
     ) -> tuple[bool, str]:  # fmt: skip
         """Compare-and-set the exec state; returns (moved, state now)."""
         res = await self.scripts.exec_transition(
-            keys=[self.k.exec_record(plan_id), self.open_key, self.k.result_stream,
-                  self.k.decisions],
+            keys=self._transition_keys(plan_id),
             args=[",".join(from_states), to, guard, index, plan_id, EXEC_TTL_S, RESULT_MAXLEN,
                   AUDIT_MAXLEN, *_flat(fields or {}),
                   *_flat(result.to_fields() if result else {}), *_flat(audit or {})],
         )  # fmt: skip
         return bool(int(res[0])), str(res[1])
+
+    async def submit(
+        self, plan_id: str, *, fields: Mapping[str, str]
+    ) -> tuple[TradingState, bool, str]:
+        """Read the trading state and move ``permitted → submitted`` (open index: add) in one
+        round trip, the read first. Returns (trading state, moved, exec state now)."""
+        pipe = self.r.pipeline(transaction=False)
+        queue_state_read(pipe, self.k)
+        await self.scripts.exec_transition(keys=self._transition_keys(plan_id), args=[
+            "permitted", "submitted", "", "add", plan_id, EXEC_TTL_S, RESULT_MAXLEN,
+            AUDIT_MAXLEN, *_flat(fields), "0", "0"], client=pipe)  # fmt: skip
+        state_reply, res = await pipe.execute(raise_on_error=False)
+        if isinstance(res, BaseException):
+            raise res
+        return state_from_reply(state_reply), bool(int(res[0])), str(res[1])
+
+    def _transition_keys(self, plan_id: str) -> list[str]:
+        return [self.k.exec_record(plan_id), self.open_key, self.k.result_stream,
+                self.k.decisions]  # fmt: skip
 
     async def publish(
         self, result: Result, *, from_states: Iterable[str], to: str,
