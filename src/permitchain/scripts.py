@@ -6,9 +6,12 @@ fallback to EVAL, usable inside pipelines. Every key a script touches is passed 
 
 from __future__ import annotations
 
+import weakref
 from functools import cache
 from importlib import resources
 from typing import Any
+
+_BY_CLIENT: weakref.WeakKeyDictionary[Any, Scripts] = weakref.WeakKeyDictionary()
 
 
 @cache
@@ -26,3 +29,13 @@ class Scripts:
         self.sim_order = client.register_script(source("sim_order"))
         self.governor_reserve = client.register_script(source("governor_reserve"))
         self.exec_transition = client.register_script(source("exec_transition"))
+        self.ledger_apply = client.register_script(source("ledger_apply"))
+        self.release_claim = client.register_script(source("release_claim"))
+
+
+def scripts_for(client: Any) -> Scripts:
+    """The client's registered scripts, made once per client."""
+    s = _BY_CLIENT.get(client)
+    if s is None:
+        s = _BY_CLIENT[client] = Scripts(client)
+    return s

@@ -5,9 +5,9 @@ The ledger (``quantum:position:ledger:<SYMBOL>``) is written by the position bra
 * Each result is applied once, per plan: the plan ids already applied live in the ledger hash
   itself (field ``applied_plans``, JSON ``{plan_id: ts}``, entries older than
   ``APPLIED_PLANS_TTL_S`` pruned, at most ``APPLIED_PLANS_MAX``), read and written in the same
-  WATCH/MULTI transaction as the amount. The same entry delivered twice, or the same plan's
-  result arriving again under a new stream id, changes nothing. Deltas commute, so results
-  reclaimed out of stream order still add up.
+  compare-and-set step as the amount (``ledger_apply.lua``). The same entry delivered twice,
+  or the same plan's result arriving again under a new stream id, changes nothing. Deltas
+  commute, so results reclaimed out of stream order still add up.
 * Only confirmed fills (``filled``/``partially_filled`` with ``filled_qty`` > 0) change the
   amount, by the signed fill (SELL reduces a long, BUY a short), in ``Decimal``.
 * Any order that reached the exchange (filled, partially filled, rejected, unknown) sets
@@ -34,7 +34,8 @@ from permitchain.exchange.base import PositionInfo, SymbolFilters
 from permitchain.keys import Keys
 from permitchain.models import Result, ResultStatus, fmt_decimal
 from permitchain.position_brain.checks import Ledger, Snapshot, side_of
-from permitchain.runtime.audit import add_audit
+from permitchain.runtime.audit import AUDIT_MAXLEN, add_audit, audit_fields
+from permitchain.scripts import scripts_for
 from permitchain.store import AsyncRedis
 
 S = TypeVar("S")
@@ -177,33 +178,43 @@ async def transact(
                 continue
 
 
+#: The ledger fields ``ledger_update`` reads: the compare-and-set checks them unchanged.
+LEDGER_READ_FIELDS = ("last_known_amt", "applied_plans", "last_order_time_epoch", "epoch")
+ABSENT = "\x00absent"
+
+
+def _flat(fields: Mapping[str, str]) -> list[str]:
+    out = [str(len(fields))]
+    for k, v in fields.items():
+        out += [k, v]
+    return out
+
+
 async def apply_result(r: AsyncRedis, keys: Keys, result: Result, result_id: str) -> LedgerChange:
-    """Apply one result to its symbol's ledger, once per plan, atomically (WATCH/MULTI): the
-    amount, the applied plan ids and the audit entry are written together or not at all."""
+    """Apply one result to its symbol's ledger, once per plan, atomically: read, decide, then
+    ``ledger_apply.lua`` writes the amount, the applied plan ids and the audit entry together,
+    only if the fields read are unchanged (else read and decide again)."""
     key = keys.ledger(result.symbol)
-
-    async def read(pipe: Pipe) -> dict[str, str]:
-        h: dict[str, str] = await pipe.hgetall(key)
-        return h
-
-    def decide(h: dict[str, str]) -> tuple[LedgerChange, Write | None]:
+    scripts = scripts_for(r)
+    while True:
+        h: dict[str, str] = await r.hgetall(key)
         change = ledger_update(h, result, result_id, time.time())
-        update = change.update
-        if update is None:
-            return change, None
-
-        def write(pipe: Pipe) -> None:
-            pipe.hset(key, mapping=update)
-            add_audit(pipe, keys, plan_id=result.plan_id, symbol=result.symbol, layer=LAYER,
-                      decision="LEDGER_APPLY", reason=change.reason, context={
-                          "result_id": result_id, "status": result.status.value,
-                          "filled_qty": fmt_decimal(result.filled_qty), "side": result.side,
-                          "ledger_before": _s(change.before),
-                          "ledger_after": _s(change.after)})  # fmt: skip
-
-        return change, write
-
-    return await transact(r, key, read, decide)
+        if change.update is None:
+            return change
+        audit = audit_fields(
+            plan_id=result.plan_id, symbol=result.symbol, layer=LAYER, decision="LEDGER_APPLY",
+            reason=change.reason, context={
+                "result_id": result_id, "status": result.status.value,
+                "filled_qty": fmt_decimal(result.filled_qty), "side": result.side,
+                "ledger_before": _s(change.before), "ledger_after": _s(change.after)},
+        )  # fmt: skip
+        expect = {f: h.get(f, ABSENT) for f in LEDGER_READ_FIELDS}
+        written = await scripts.ledger_apply(
+            keys=[key, keys.decisions],
+            args=[AUDIT_MAXLEN, ABSENT, *_flat(expect), *_flat(change.update), *_flat(audit)],
+        )  # fmt: skip
+        if int(written):
+            return change
 
 
 def _s(d: Decimal | None) -> str | None:
@@ -290,15 +301,5 @@ async def reconcile(
 
 async def release_claim(r: AsyncRedis, keys: Keys, symbol: str, plan_id: str) -> bool:
     """Drop the symbol's in-flight claim if (and only if) ``plan_id`` holds it."""
-    key = keys.inflight(symbol)
-
-    async def read(pipe: Pipe) -> str | None:
-        holder: str | None = await pipe.get(key)
-        return holder
-
-    def decide(holder: str | None) -> tuple[bool, Write | None]:
-        if holder != plan_id:
-            return False, None
-        return True, lambda pipe: pipe.delete(key)
-
-    return await transact(r, key, read, decide)
+    released = await scripts_for(r).release_claim(keys=[keys.inflight(symbol)], args=[plan_id])
+    return bool(int(released))
