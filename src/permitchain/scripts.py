@@ -7,6 +7,7 @@ fallback to EVAL, usable inside pipelines. Every key a script touches is passed 
 from __future__ import annotations
 
 import weakref
+from collections.abc import Mapping
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -31,6 +32,14 @@ class Scripts:
         self.exec_transition = client.register_script(source("exec_transition"))
         self.ledger_apply = client.register_script(source("ledger_apply"))
         self.release_claim = client.register_script(source("release_claim"))
+
+
+def flat_pairs(fields: Mapping[str, str]) -> list[str]:
+    """A script argument block: the number of pairs, then name, value, name, value…"""
+    out: list[str] = [str(len(fields))]
+    for k, v in fields.items():
+        out += [k, v]
+    return out
 
 
 def scripts_for(client: Any) -> Scripts:

@@ -24,7 +24,7 @@ from permitchain.governor.store import queue_state_read, state_from_reply
 from permitchain.keys import Keys
 from permitchain.models import SCHEMA, Result
 from permitchain.runtime.audit import AUDIT_MAXLEN, audit_fields
-from permitchain.scripts import Scripts
+from permitchain.scripts import Scripts, flat_pairs
 
 EXEC_TTL_S = 7 * 86400
 RESULT_MAXLEN = 100_000
@@ -44,13 +44,6 @@ CHAIN_LATENCY = Histogram(
 def open_index(keys: Keys) -> str:
     """ZSET of plans with an order out (state submitted or unknown), scored by submit time."""
     return f"{keys.prefix}:apply:exec_open"
-
-
-def _flat(fields: Mapping[str, str]) -> list[str]:
-    out: list[str] = [str(len(fields))]
-    for k, v in fields.items():
-        out += [k, v]
-    return out
 
 
 class ExecStore:
@@ -96,8 +89,8 @@ class ExecStore:
         res = await self.scripts.exec_transition(
             keys=self._transition_keys(plan_id),
             args=[",".join(from_states), to, guard, index, plan_id, EXEC_TTL_S, RESULT_MAXLEN,
-                  AUDIT_MAXLEN, *_flat(fields or {}),
-                  *_flat(result.to_fields() if result else {}), *_flat(audit or {})],
+                  AUDIT_MAXLEN, *flat_pairs(fields or {}),
+                  *flat_pairs(result.to_fields() if result else {}), *flat_pairs(audit or {})],
         )  # fmt: skip
         return bool(int(res[0])), str(res[1])
 
@@ -110,7 +103,7 @@ class ExecStore:
         queue_state_read(pipe, self.k)
         await self.scripts.exec_transition(keys=self._transition_keys(plan_id), args=[
             "permitted", "submitted", "", "add", plan_id, EXEC_TTL_S, RESULT_MAXLEN,
-            AUDIT_MAXLEN, *_flat(fields), "0", "0"], client=pipe)  # fmt: skip
+            AUDIT_MAXLEN, *flat_pairs(fields), "0", "0"], client=pipe)  # fmt: skip
         state_reply, res = await pipe.execute(raise_on_error=False)
         if isinstance(res, BaseException):
             raise res

@@ -15,6 +15,7 @@
 
 local absent = ARGV[2]
 local i = 3
+-- (the same argument-block reader as exec_transition.lua: scripts cannot share code)
 local function pairs_at()
   local n = tonumber(ARGV[i])
   local out = {}

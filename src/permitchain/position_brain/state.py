@@ -35,7 +35,7 @@ from permitchain.keys import Keys
 from permitchain.models import Result, ResultStatus, fmt_decimal
 from permitchain.position_brain.checks import Ledger, Snapshot, side_of
 from permitchain.runtime.audit import AUDIT_MAXLEN, add_audit, audit_fields
-from permitchain.scripts import scripts_for
+from permitchain.scripts import flat_pairs, scripts_for
 from permitchain.store import AsyncRedis
 
 S = TypeVar("S")
@@ -183,13 +183,6 @@ LEDGER_READ_FIELDS = ("last_known_amt", "applied_plans", "last_order_time_epoch"
 ABSENT = "\x00absent"
 
 
-def _flat(fields: Mapping[str, str]) -> list[str]:
-    out = [str(len(fields))]
-    for k, v in fields.items():
-        out += [k, v]
-    return out
-
-
 async def apply_result(r: AsyncRedis, keys: Keys, result: Result, result_id: str) -> LedgerChange:
     """Apply one result to its symbol's ledger, once per plan, atomically: read, decide, then
     ``ledger_apply.lua`` writes the amount, the applied plan ids and the audit entry together,
@@ -211,7 +204,8 @@ async def apply_result(r: AsyncRedis, keys: Keys, result: Result, result_id: str
         expect = {f: h.get(f, ABSENT) for f in LEDGER_READ_FIELDS}
         written = await scripts.ledger_apply(
             keys=[key, keys.decisions],
-            args=[AUDIT_MAXLEN, ABSENT, *_flat(expect), *_flat(change.update), *_flat(audit)],
+            args=[AUDIT_MAXLEN, ABSENT, *flat_pairs(expect), *flat_pairs(change.update),
+                  *flat_pairs(audit)],
         )  # fmt: skip
         if int(written):
             return change
