@@ -77,9 +77,20 @@ _BLOCK = frozenset({"BLOCK", b"BLOCK", "block", b"block"})
 
 
 def pack(args: Sequence[Any]) -> bytes:
-    """RESP encoding, with redis-py's argument rules (str, bytes, int, float; no bool)."""
+    """RESP encoding, with redis-py's argument rules (str, bytes, int, float; no bool), in C
+    (hiredis) for the usual arguments."""
     first = args[0]
-    parts: list[Any] = (first.split() if isinstance(first, str) else [first]) + list(args[1:])
+    if isinstance(first, str) and " " in first:  # "SCRIPT LOAD": the server wants two words
+        args = (*first.split(), *args[1:])
+    try:
+        packed: bytes = hiredis.pack_command(tuple(args))
+        return packed
+    except TypeError:  # a bool, memoryview or other type: the rules below decide
+        return _pack_py(args)
+
+
+def _pack_py(args: Sequence[Any]) -> bytes:
+    parts = list(args)
     out = [b"*%d\r\n" % len(parts)]
     for a in parts:
         if isinstance(a, str):
