@@ -11,9 +11,12 @@ pipelines) and replaces only the transport, for the commands where that is safe:
   connection per client, written at once and matched to its reply in order (commands issued
   by concurrent tasks share the connection: they are pipelined on the wire), replies parsed
   by hiredis in C;
-* blocking reads (``XREAD``/``XREADGROUP`` with ``BLOCK``), ``WATCH``/``MULTI``/``EXEC``
-  transactions, ``SELECT``/``AUTH``/``CLIENT``/pub-sub and every other command in
-  :data:`POOL_ONLY` use redis-py's own pooled connections, unchanged.
+* a blocking stream read (``XREAD``/``XREADGROUP`` with ``BLOCK`` > 0) takes a connection of
+  its own (a *lane*: one per reader at a time, kept for the next read, dropped when the read
+  was cancelled), its reply due ``BLOCK`` plus :data:`COMMAND_TIMEOUT_S` after sending;
+* ``WATCH``/``MULTI``/``EXEC`` transactions, ``SELECT``/``AUTH``/``CLIENT``/pub-sub, every
+  other command in :data:`POOL_ONLY` and reads blocking for ever use redis-py's own pooled
+  connections, unchanged.
 
 Fail-closed as the pool is: a lost connection fails every command in flight with
 ``redis.exceptions.ConnectionError`` (never retried here: an XADD or a script may have run,
@@ -61,16 +64,27 @@ POOL_ONLY = frozenset({
 #: The lean connection speaks RESP2: redis-py's RESP2 callbacks give its usual Python shapes.
 _CALLBACKS: Any = get_response_callbacks(user_protocol=2, legacy_responses=True)
 RESP2_CALLBACKS: Any = CaseInsensitiveDict(_CALLBACKS)
+#: the same, by upper-case name (redis-py's command methods send them so): a plain lookup
+_UPPER_CALLBACKS: dict[str, Any] = {k.upper(): v for k, v in _CALLBACKS.items()}
 
 
 def lean_ok(args: Sequence[Any]) -> bool:
-    """May this command use the lean connection?"""
+    """May this command use the shared lean connection (it neither blocks nor changes
+    connection state)?"""
     head = str(args[0]).split(" ", 1)[0].upper()
     if head in POOL_ONLY:
         return False
-    if head in ("XREAD", "XREADGROUP"):
-        return not any(a in _BLOCK for a in args[1:] if isinstance(a, str | bytes))
-    return True
+    return block_ms(args) is None
+
+
+def block_ms(args: Sequence[Any]) -> int | None:
+    """The BLOCK milliseconds of an XREAD/XREADGROUP, None when it does not block."""
+    if str(args[0]).upper() not in ("XREAD", "XREADGROUP"):
+        return None
+    for i, a in enumerate(args[1:-1], start=1):
+        if isinstance(a, str | bytes) and a in _BLOCK:
+            return int(args[i + 1])
+    return None
 
 
 _BLOCK = frozenset({"BLOCK", b"BLOCK", "block", b"block"})
@@ -127,6 +141,7 @@ class _Proto(asyncio.Protocol):
         self.loop = loop
         self.reader = hiredis.Reader(encoding="utf-8")
         self.raw = False  # the reader's current mode (NEVER_DECODE replies are bytes)
+        #: (reply future, reply undecoded, deadline on the monotonic clock)
         self.waiting: deque[tuple[asyncio.Future[Any], bool, float]] = deque()
         self.transport: asyncio.Transport | None = None
         self.closed = False
@@ -145,7 +160,7 @@ class _Proto(asyncio.Protocol):
         """A reply overdue by COMMAND_TIMEOUT_S: the server hangs; drop the connection."""
         if self.closed:
             return
-        if self.waiting and time.monotonic() - self.waiting[0][2] > COMMAND_TIMEOUT_S:
+        if self.waiting and time.monotonic() > self.waiting[0][2]:
             self.error = redis.exceptions.TimeoutError
             assert self.transport is not None
             self.transport.abort()
@@ -192,14 +207,17 @@ class _Proto(asyncio.Protocol):
             if not fut.done():
                 fut.set_exception(self.error(msg))
 
-    def send(self, data: bytes, raws: Iterable[bool]) -> list[asyncio.Future[Any]]:
+    def send(self, data: bytes, raws: Iterable[bool], wait_s: float = 0.0
+             ) -> list[asyncio.Future[Any]]:  # fmt: skip
+        """Write ``data`` (one command per ``raws`` entry); each reply is due within
+        COMMAND_TIMEOUT_S plus ``wait_s`` (a blocking read's own wait)."""
         if self.closed or self.transport is None:
             raise redis.exceptions.ConnectionError("connection lost")
-        now = time.monotonic()
+        deadline = time.monotonic() + COMMAND_TIMEOUT_S + wait_s
         futs = []
         for raw in raws:
             fut = self.loop.create_future()
-            self.waiting.append((fut, raw, now))
+            self.waiting.append((fut, raw, deadline))
             futs.append(fut)
         self.transport.write(data)
         return futs
@@ -262,10 +280,18 @@ class Lean:
                 raise _error(reply)
         return p
 
-    async def call(self, args: Sequence[Any], raw: bool = False) -> Any:
+    async def call(self, args: Sequence[Any], raw: bool = False, wait_s: float = 0.0) -> Any:
         p = await self.connection()
-        (fut,) = p.send(pack(args), (raw,))
+        (fut,) = p.send(pack(args), (raw,), wait_s)
         return await fut
+
+    def clone(self) -> Lean:
+        return Lean(self.host, self.port, db=self.db, username=self.username,
+                    password=self.password)  # fmt: skip
+
+    def close(self) -> None:
+        if self.proto is not None and self.proto.transport is not None:
+            self.proto.transport.close()
 
     async def call_many(self, commands: Sequence[tuple[Sequence[Any], bool]]) -> list[Any]:
         p = await self.connection()
@@ -280,9 +306,12 @@ def finish(callbacks: Any, name: Any, reply: Any, options: dict[str, Any]) -> An
         if EMPTY_RESPONSE in options:
             return options[EMPTY_RESPONSE]
         raise _error(reply)
-    options.pop(EMPTY_RESPONSE, None)
-    options.pop("keys", None)
-    cb = callbacks.get(name)
+    if options:
+        options.pop(EMPTY_RESPONSE, None)
+        options.pop("keys", None)
+    cb = _UPPER_CALLBACKS.get(name)
+    if cb is None and isinstance(name, str) and not name.isupper():
+        cb = callbacks.get(name)
     return cb(reply, **options) if cb is not None else reply
 
 
@@ -301,17 +330,16 @@ class LeanPipeline(Pipeline):
         for s in to_load:
             commands.append((("SCRIPT LOAD", s.script), False))
         commands += [(args, bool(options.get(NEVER_DECODE))) for args, options in stack]
-        try:
-            replies = await self.lean.call_many(commands)
-        finally:
-            await self.reset()  # type: ignore[no-untyped-call]
+        # Nothing of the pool's was used (no connection, no WATCH): reset() reduces to this.
+        self.command_stack, self.scripts = [], set()
+        replies = await self.lean.call_many(commands)
         for s, reply in zip(to_load, replies, strict=False):
             if isinstance(reply, hiredis.ReplyError):
                 raise _error(reply)
             self.lean.loaded.add(s.sha)
         out: list[Any] = []
         for (args, options), reply in zip(stack, replies[len(to_load) :], strict=True):
-            opts = {k: v for k, v in options.items() if k != NEVER_DECODE}
+            opts = {k: v for k, v in options.items() if k != NEVER_DECODE} if options else {}
             try:
                 out.append(finish(RESP2_CALLBACKS, args[0], reply, opts))
             except redis.exceptions.ResponseError as e:
@@ -326,13 +354,40 @@ class LeanRedis(aioredis.Redis):
 
     lean: Lean | None = None
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: idle connections for blocking stream reads (one per reader at a time)
+        self.lanes: list[Lean] = []
+
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         lean = self.lean
-        if lean is None or not lean_ok(args):
+        if lean is None or str(args[0]).split(" ", 1)[0].upper() in POOL_ONLY:
+            return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+        wait = block_ms(args)
+        if wait == 0:  # blocks for ever: no reply deadline fits; the pool's transport
             return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
         raw = bool(options.pop(NEVER_DECODE, False))
-        reply = await lean.call(args, raw)
+        if wait is None:
+            reply = await lean.call(args, raw)
+        else:
+            reply = await self._blocking_read(args, raw, wait / 1000)
         return finish(RESP2_CALLBACKS, args[0], reply, options)
+
+    async def _blocking_read(self, args: Sequence[Any], raw: bool, wait_s: float) -> Any:
+        """A blocking stream read on a connection of its own (a lane), returned for reuse
+        only when the read completed (a cancelled read may still be in flight on it)."""
+        assert self.lean is not None
+        lane = self.lanes.pop() if self.lanes else self.lean.clone()
+        done = False
+        try:
+            reply = await lane.call(args, raw, wait_s)
+            done = True
+            return reply
+        finally:
+            if done and lane.proto is not None and not lane.proto.closed:
+                self.lanes.append(lane)
+            else:
+                lane.close()
 
     def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Any:
         if self.lean is None or transaction:
@@ -342,9 +397,11 @@ class LeanRedis(aioredis.Redis):
         return p
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
-        lean = self.lean
-        if lean is not None and lean.proto is not None and lean.proto.transport is not None:
-            lean.proto.transport.close()
+        if self.lean is not None:
+            self.lean.close()
+        for lane in self.lanes:
+            lane.close()
+        self.lanes.clear()
         await super().aclose(close_connection_pool)
 
 

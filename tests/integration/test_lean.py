@@ -43,6 +43,11 @@ async def _sequence(c: Any, p: str) -> list[Any]:
     await c.xgroup_create(f"{p}:x", "g", id="0")
     got = await c.xreadgroup("g", "c1", {f"{p}:x": ">"}, count=10)  # no BLOCK: lean
     out.append([(s, [f for _i, f in es]) for s, es in got])
+    out.append(await c.xreadgroup("g", "c1", {f"{p}:x": ">"}, count=10, block=20))  # timeout
+    await c.xadd(f"{p}:x", {"f": "2"})
+    got = await c.xreadgroup("g", "c1", {f"{p}:x": ">"}, count=10, block=1000)  # a lane
+    out.append([(s, [f for _i, f in es]) for s, es in got])
+    out.append(await c.xread({f"{p}:x": "$"}, block=20))  # timeout
     out.append(await c.xack(f"{p}:x", "g", sid))
     out.append(await c.xinfo_stream(f"{p}:x") is not None)
     out.append(await c.ttl(f"{p}:missing"))
@@ -155,8 +160,31 @@ def test_blocking_reads_do_not_hold_the_lean_connection(redis_url: str, prefix: 
 
     run(body)
     assert not lean.lean_ok(["XREADGROUP", "GROUP", "g", "c", b"BLOCK", 1000, b"STREAMS", "s"])
+    assert lean.block_ms(["XREADGROUP", "GROUP", "g", "c", b"BLOCK", 1000, b"STREAMS", "s"]) == 1000
     assert lean.lean_ok(["XREADGROUP", "GROUP", "g", "c", b"COUNT", 10, b"STREAMS", "s", "0"])
     assert not lean.lean_ok(["WATCH", "k"]) and not lean.lean_ok(["CLIENT LIST"])
+
+
+def test_a_cancelled_blocking_read_drops_its_lane(redis_url: str, prefix: str) -> None:
+    async def body() -> None:
+        c = async_client(redis_url)
+        try:
+            assert isinstance(c, lean.LeanRedis)
+            await c.xread({f"{prefix}:x": "$"}, block=10)
+            assert len(c.lanes) == 1  # a completed read returns its lane
+            t = asyncio.create_task(c.xread({f"{prefix}:x": "$"}, block=5000))
+            await asyncio.sleep(0.05)
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+            assert c.lanes == []  # its reply may still come: the lane is dropped, not reused
+            await c.xadd(f"{prefix}:x", {"f": "1"})
+            got = await c.xread({f"{prefix}:x": "0-0"}, block=1000)
+            assert [f for _s, es in got for _i, f in es] == [{"f": "1"}]
+        finally:
+            await c.aclose()
+
+    run(body)
 
 
 def test_a_lost_connection_fails_in_flight_commands_and_reconnects(redis_url: str) -> None:

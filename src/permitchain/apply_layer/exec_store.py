@@ -83,14 +83,14 @@ class ExecStore:
     async def move(
         self, plan_id: str, *, from_states: Iterable[str], to: str,
         fields: Mapping[str, str] | None = None, index: str = "keep", guard: str = "",
-        result: Result | None = None, audit: Mapping[str, str] | None = None,
+        result: Mapping[str, str] | None = None, audit: Mapping[str, str] | None = None,
     ) -> tuple[bool, str]:  # fmt: skip
         """Compare-and-set the exec state; returns (moved, state now)."""
         res = await self.scripts.exec_transition(
             keys=self._transition_keys(plan_id),
             args=[",".join(from_states), to, guard, index, plan_id, EXEC_TTL_S, RESULT_MAXLEN,
                   AUDIT_MAXLEN, *flat_pairs(fields or {}),
-                  *flat_pairs(result.to_fields() if result else {}), *flat_pairs(audit or {})],
+                  *flat_pairs(result or {}), *flat_pairs(audit or {})],
         )  # fmt: skip
         return bool(int(res[0])), str(res[1])
 
@@ -118,17 +118,18 @@ class ExecStore:
         fields: Mapping[str, str] | None = None, context: Mapping[str, Any] | None = None,
     ) -> bool:  # fmt: skip
         """Move to ``to`` and publish the plan's one ``result`` with its audit entry."""
+        result_fields = result.to_fields()
         audit = audit_fields(
             plan_id=result.plan_id, symbol=result.symbol, layer=LAYER,
             decision="EXECUTED" if result.executed else result.status.value.upper(),
-            reason=result.reason, context={"result": result.to_fields(), **(context or {})},
+            reason=result.reason, context={"result": result_fields, **(context or {})},
             ts=result.ts,
         )  # fmt: skip
-        state_fields = {"reason": result.reason, "filled_qty": result.to_fields()["filled_qty"],
+        state_fields = {"reason": result.reason, "filled_qty": result_fields["filled_qty"],
                         "order_id": result.order_id, **(fields or {})}  # fmt: skip
         moved, _ = await self.move(
             result.plan_id, from_states=from_states, to=to, fields=state_fields, index="rem",
-            guard=FINAL_GUARD, result=result, audit=audit,
+            guard=FINAL_GUARD, result=result_fields, audit=audit,
         )  # fmt: skip
         if moved:
             EXEC_STATUS.labels(result.symbol, result.status.value, result.reason).inc()

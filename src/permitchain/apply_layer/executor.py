@@ -257,31 +257,30 @@ class Executor:
                  state)  # fmt: skip
 
     # -- the order ------------------------------------------------------------------------
-    def permit_problem(self, gov_raw: str, p33_raw: str) -> str:
+    def permit_problem(self, gov_raw: str, p33_raw: str) -> tuple[str, P33Allow | None]:
         """After an ``ok`` consume: the permits parse as the contract says and each permit
-        whose issuer has a key configured carries a valid signature. Returns what is wrong,
-        or ''."""
+        whose issuer has a key configured carries a valid signature. Returns what is wrong
+        (or ''), and the P3.3 permit as parsed."""
         try:
             gov = GovernorPermit.from_json(gov_raw)
-            P33Allow.from_json(p33_raw)
+            p33 = P33Allow.from_json(p33_raw)
         except ContractError as e:
-            return str(e)
+            return str(e), None
         if not gov.granted:
-            return "governor permit does not grant"
+            return "governor permit does not grant", None
         gk, pk = self.s.permit_key_governor, self.s.permit_key_p33
         if gk is not None and not verify(json.loads(gov_raw), gk.get_secret_value()):
-            return "governor bad signature"
+            return "governor bad signature", None
         if pk is not None and not verify(json.loads(p33_raw), pk.get_secret_value()):
-            return "p33 bad signature"
-        return ""
+            return "p33 bad signature", None
+        return "", p33
 
     async def execute(self, plan: Plan, verdict: dict[str, Any], wait_s: float) -> None:
-        problem = self.permit_problem(verdict["gov"], verdict["p33"])
-        if problem:
+        problem, p33 = self.permit_problem(verdict["gov"], verdict["p33"])
+        if problem or p33 is None:
             async with self.slots:
                 await self.blocked(plan, PERMIT_INVALID, problem, wait_s, verdict, "permitted")
             return
-        p33 = P33Allow.from_json(verdict["p33"])
         stop = next((s for s in plan.steps if s.type == "stop_market_reduce_only"), None)
         sub = Submission(
             plan_id=plan.plan_id, symbol=plan.symbol, side="SELL" if p33.side == "LONG" else "BUY",
