@@ -135,6 +135,61 @@ async def hop_floor(r: AsyncRedis, url: str, prefix: str, n: int = 200) -> float
         await r.delete(a, b)
 
 
+#: Seconds between two samples of Redis memory during a run.
+MEM_SAMPLE_S = 5.0
+
+
+async def sample_memory(r: AsyncRedis, keys: Keys, series: list[dict[str, float]],
+                        stop: asyncio.Event) -> None:  # fmt: skip
+    """Redis ``used_memory``, key count and the chain's stream lengths every MEM_SAMPLE_S."""
+    streams = {"plans": keys.plan_stream, "results": keys.result_stream,
+               "audit": keys.decisions, "proposals": keys.proposal_stream,
+               "permit_events": keys.permit_event_stream}  # fmt: skip
+    t0 = time.monotonic()
+    while not stop.is_set():
+        pipe = r.pipeline(transaction=False)
+        pipe.info("memory")
+        pipe.dbsize()
+        for k in streams.values():
+            pipe.xlen(k)
+        info, dbsize, *lens = await pipe.execute()
+        series.append({"t_s": round(time.monotonic() - t0, 1),
+                       "used_mb": round(info["used_memory"] / 2**20, 2), "keys": dbsize,
+                       **dict(zip(streams, lens, strict=True))})  # fmt: skip
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), MEM_SAMPLE_S)
+
+
+def _key_class(key: str, prefix: str) -> str:
+    """``quantum:exec:{ab12…}`` → ``exec``; ``…:position:snapshot:BTCUSDT`` →
+    ``position:snapshot``: what a key is, without its plan id or symbol."""
+    parts = key.removeprefix(prefix + ":").split(":")
+    kept = [
+        p for p in parts if not (p.startswith("{") or p.isupper() or any(c.isdigit() for c in p))
+    ]
+    return ":".join(kept) or "other"  # fmt: skip
+
+
+async def memory_by_class(r: AsyncRedis, prefix: str, per_class: int = 30) -> dict[str, Any]:
+    """Keys by class with their estimated memory (MEMORY USAGE of a sample × count)."""
+    counts: dict[str, int] = {}
+    sample: dict[str, list[str]] = {}
+    async for key in r.scan_iter(match=f"{prefix}:*", count=2000):
+        c = _key_class(key, prefix)
+        counts[c] = counts.get(c, 0) + 1
+        if len(sample.setdefault(c, [])) < per_class:
+            sample[c].append(key)
+    out: dict[str, Any] = {}
+    for c, n in sorted(counts.items(), key=lambda kv: -kv[1]):
+        pipe = r.pipeline(transaction=False)
+        for key in sample[c]:
+            pipe.memory_usage(key)
+        sizes = [x for x in await pipe.execute() if x]
+        avg = statistics.mean(sizes) if sizes else 0.0
+        out[c] = {"keys": n, "avg_bytes": round(avg), "est_mb": round(avg * n / 2**20, 2)}
+    return out
+
+
 async def per_hop(r: AsyncRedis, keys: Keys, samples: list[Sample]) -> dict[str, dict[str, float]]:
     """Per-hop latencies from the plans' own timestamps (plan, permits, exec record, result)."""
     wanted = {s.plan_id: s for s in samples if s.done_at is not None}
@@ -199,6 +254,9 @@ async def measure(
         fl["floor_with_hops_ms"] = fl["floor_ms"] + fl["hop_p50_ms"] * CRITICAL_PATH_HOPS
         mem0 = (await r.info("memory"))["used_memory"]
         rss0 = {n: rss_mb(p.pid) for n, p in chain.procs.items()}
+        series: list[dict[str, float]] = []
+        mem_stop = asyncio.Event()
+        sampler = asyncio.create_task(sample_memory(r, keys, series, mem_stop))
         out["latency"] = {}
         for i, rate in enumerate(cfg.rates):
             progress(f"latency at {rate:g} plans/s for {cfg.rate_duration_s:g}s")
@@ -216,22 +274,26 @@ async def measure(
                                            "samples_ms": [x * 1000 for x in lat]}  # fmt: skip
             if i == 0:
                 out["hops"] = await per_hop(r, keys, samples[-2000:])
-        progress(f"throughput: {cfg.window} plans in flight for {cfg.throughput_s:g}s")
-        load = Load(r, keys, _symbols(chain), run_id=99)
-        await load.start_reader()
-        stop = asyncio.Event()
-        reader = asyncio.create_task(load.read_results(stop))
-        elapsed = await load.closed_loop(cfg.window, cfg.throughput_s)
-        await _drain(load)
-        await _stop(reader, stop)
-        samples = list(load.samples.values())
-        v = await verify(r, keys, samples)
-        out["throughput"] = {"plans": len(samples), "seconds": elapsed,
-                             "plans_per_s": v["verified"] / elapsed if elapsed else 0.0,
-                             "verify": v}  # fmt: skip
+        if cfg.throughput_s > 0:
+            progress(f"throughput: {cfg.window} plans in flight for {cfg.throughput_s:g}s")
+            load = Load(r, keys, _symbols(chain), run_id=99)
+            await load.start_reader()
+            stop = asyncio.Event()
+            reader = asyncio.create_task(load.read_results(stop))
+            elapsed = await load.closed_loop(cfg.window, cfg.throughput_s)
+            await _drain(load)
+            await _stop(reader, stop)
+            samples = list(load.samples.values())
+            v = await verify(r, keys, samples)
+            out["throughput"] = {"plans": len(samples), "seconds": elapsed,
+                                 "plans_per_s": v["verified"] / elapsed if elapsed else 0.0,
+                                 "verify": v}  # fmt: skip
+        await _stop(sampler, mem_stop)
         out["footprint"] = {
             "redis_used_memory_mb": {"start": mem0 / 2**20,
-                                     "end": (await r.info("memory"))["used_memory"] / 2**20},
+                                     "end": (await r.info("memory"))["used_memory"] / 2**20,
+                                     "series": series},
+            "redis_keys_by_class": await memory_by_class(r, keys.prefix),
             "rss_mb": {n: {"start": rss0.get(n), "end": rss_mb(p.pid)}
                        for n, p in chain.procs.items()},
         }  # fmt: skip
