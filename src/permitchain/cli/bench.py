@@ -69,6 +69,10 @@ def render(res: dict[str, Any]) -> None:
             f"{tp['seconds']:.1f}s ({tp['verify']['verified']}/{tp['plans']} verified, "
             f"{tp['verify']['double_fills']} double fills)"
         )
+    for phase, v in [*res["latency"].items(), ("throughput", tp)]:
+        if v is not None and v["verify"]["failures_sample"]:
+            console.print(f"[yellow]{phase}: not verified (sample)[/]: "
+                          + ", ".join(v["verify"]["failures_sample"]))  # fmt: skip
     fp = res["footprint"]
     mem = fp["redis_used_memory_mb"]
     console.print(
