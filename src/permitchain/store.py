@@ -8,7 +8,10 @@ from typing import Any, TypeAlias
 
 import redis
 import redis.asyncio as aioredis
+import redis.asyncio.cluster as aiocluster
+import redis.asyncio.retry
 import redis.asyncio.sentinel as aiosentinel
+import redis.cluster
 import redis.sentinel
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
@@ -37,6 +40,10 @@ REDIS_FAULTS: tuple[type[BaseException], ...] = (
 
 #: Longest a command waits for a free pooled connection before it fails (a store fault).
 POOL_WAIT_S = 5.0
+
+
+def _retry() -> Retry:
+    return Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 2)
 
 
 def _client_kwargs() -> dict[str, Any]:
@@ -83,6 +90,43 @@ def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, dict[str, 
     return nodes, parts[0], kw
 
 
+CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
+
+
+def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
+    """``redis[s]+cluster://[user:password@]host:port[,host:port…][/0][?ssl_ca_certs=…]``:
+    the startup nodes and the client options (``rediss+`` is TLS). A cluster has db 0 only."""
+    scheme, _, rest = url.partition("://")
+    rest, _, query = rest.partition("?")
+    auth, _, rest = rest.rpartition("@")
+    hosts, _, path = rest.partition("/")
+    if path.strip("/") not in ("", "0"):
+        raise ConfigError("REDIS_URL: a Redis Cluster has database 0 only")
+    nodes = []
+    for h in hosts.split(","):
+        host, _, port = h.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"REDIS_URL: bad cluster node address {h!r} (host:port)")
+        nodes.append((host, int(port)))
+    kw: dict[str, Any] = {}
+    if auth:
+        user, sep, password = auth.partition(":")
+        kw.update(username=user or None, password=password) if sep else kw.update(password=user)
+    if scheme.startswith("rediss"):
+        kw["ssl"] = True
+    for item in filter(None, query.split("&")):
+        name, _, value = item.partition("=")
+        if name != "ssl_ca_certs":
+            raise ConfigError(f"REDIS_URL: cluster URLs take ssl_ca_certs only, not {name!r}")
+        kw["ssl_ca_certs"] = value
+    return nodes, kw
+
+
+def is_cluster(r: Any) -> bool:
+    """True for a Redis Cluster client (asyncio or sync): atomic steps must be single-slot."""
+    return isinstance(r, aiocluster.RedisCluster | redis.cluster.RedisCluster)
+
+
 def _require(url: str | None) -> str:
     if not url:
         raise ConfigError("REDIS_URL: not set (services need a server; `up` starts one)")
@@ -93,6 +137,14 @@ def async_client(url: str | None, *, max_connections: int = 32) -> AsyncRedis:
     """An asyncio client with a bounded pool; every service uses one for its life.
     ``redis+sentinel://`` URLs give a client that follows the master through failovers."""
     url = _require(url)
+    if url.startswith(CLUSTER_SCHEMES):
+        nodes, kw = parse_cluster_url(url)
+        return aiocluster.RedisCluster(
+            startup_nodes=[aiocluster.ClusterNode(h, p) for h, p in nodes],
+            max_connections=max_connections,
+            retry=redis.asyncio.retry.Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 2),
+            **kw, **_client_kwargs(),
+        )  # fmt: skip
     if url.startswith("redis+sentinel://"):
         nodes, service, kw = parse_sentinel_url(url)
         sentinel = aiosentinel.Sentinel(nodes, socket_connect_timeout=2.0)  # type: ignore[no-untyped-call]
@@ -105,7 +157,7 @@ def async_client(url: str | None, *, max_connections: int = 32) -> AsyncRedis:
         url,
         max_connections=max_connections,
         timeout=POOL_WAIT_S,
-        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 2),
+        retry=_retry(),
         **_client_kwargs(),
     )
     return aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
@@ -114,6 +166,12 @@ def async_client(url: str | None, *, max_connections: int = 32) -> AsyncRedis:
 def sync_client(url: str | None) -> SyncRedis:
     """A blocking client for the CLI."""
     url = _require(url)
+    if url.startswith(CLUSTER_SCHEMES):
+        nodes, kw = parse_cluster_url(url)
+        return redis.cluster.RedisCluster(
+            startup_nodes=[redis.cluster.ClusterNode(h, p) for h, p in nodes],  # type: ignore[no-untyped-call]
+            retry=_retry(), **kw, **_client_kwargs(),
+        )  # fmt: skip
     if url.startswith("redis+sentinel://"):
         nodes, service, kw = parse_sentinel_url(url)
         s = redis.sentinel.Sentinel(nodes, socket_connect_timeout=2.0)  # type: ignore[no-untyped-call]
@@ -122,7 +180,7 @@ def sync_client(url: str | None) -> SyncRedis:
         )
     return redis.Redis.from_url(
         _require(url),
-        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 2),
+        retry=_retry(),
         **_client_kwargs(),
     )
 
