@@ -26,3 +26,6 @@ class Scripts:
         self.sim_order = client.register_script(source("sim_order"))
         self.governor_reserve = client.register_script(source("governor_reserve"))
         self.exec_transition = client.register_script(source("exec_transition"))
+        # Redis Cluster only: exec_transition's move on the exec record's slot alone
+        self.exec_move = client.register_script(source("exec_move"))
+        self.exec_outbox_done = client.register_script(source("exec_outbox_done"))
