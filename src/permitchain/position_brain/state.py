@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,8 +35,8 @@ from permitchain.exchange.base import PositionInfo, SymbolFilters
 from permitchain.keys import Keys
 from permitchain.models import Result, ResultStatus, fmt_decimal
 from permitchain.position_brain.checks import Ledger, Snapshot, side_of
-from permitchain.runtime.audit import add_audit
-from permitchain.store import AsyncRedis
+from permitchain.runtime.audit import AUDIT_MAXLEN, add_audit, audit_fields
+from permitchain.store import AsyncRedis, is_cluster
 
 S = TypeVar("S")
 T = TypeVar("T")
@@ -177,33 +178,114 @@ async def transact(
                 continue
 
 
-async def apply_result(r: AsyncRedis, keys: Keys, result: Result, result_id: str) -> LedgerChange:
-    """Apply one result to its symbol's ledger, once per plan, atomically (WATCH/MULTI): the
-    amount, the applied plan ids and the audit entry are written together or not at all."""
-    key = keys.ledger(result.symbol)
+#: A ledger write: the fields to HSET and its audit entry (``audit_fields``).
+LedgerWrite: TypeAlias = tuple[dict[str, str], dict[str, str]]
+#: Redis Cluster: ledger hash fields ``audit_outbox:<epoch>:<nonce>`` hold audit entries
+#: written with the ledger but not yet on the audit stream (another slot).
+AUDIT_OUTBOX = "audit_outbox:"
+#: An outbox older than this was left by a crash (the live path flushes its own at once).
+OUTBOX_STALE_S = 5.0
 
-    async def read(pipe: Pipe) -> dict[str, str]:
+
+async def _write_ledger(
+    r: AsyncRedis, keys: Keys, symbol: str,
+    decide: Callable[[dict[str, str], str | None], tuple[T, LedgerWrite | None]], *,
+    read_inflight: bool = False,
+) -> T:  # fmt: skip
+    """Read the symbol's ledger (and, with ``read_inflight``, its in-flight claim), decide,
+    and write the ledger fields and the audit entry together.
+
+    Plain server: one WATCH/MULTI over the ledger, the claim read inside the WATCH, the audit
+    entry added in the MULTI. Redis Cluster (the audit stream and the claim are in other
+    slots): the claim is read before, outside; the MULTI covers the ledger alone and puts the
+    audit entry in an outbox field of the ledger; it is added to the stream right after and
+    the field deleted. An outbox a crash left behind is flushed by the symbol's next ledger
+    write (:func:`flush_ledger_outboxes`)."""
+    key, claim = keys.ledger(symbol), keys.inflight(symbol)
+    cluster = is_cluster(r)
+    claim_before: str | None = await r.get(claim) if cluster and read_inflight else None
+    outbox_field = f"{AUDIT_OUTBOX}{time.time():.6f}:{uuid.uuid4().hex[:8]}" if cluster else ""
+    pending: dict[str, str] = {}  # outbox field -> audit JSON, to flush after the write
+
+    async def read(pipe: Pipe) -> tuple[dict[str, str], str | None]:
         h: dict[str, str] = await pipe.hgetall(key)
-        return h
+        if read_inflight and not cluster:
+            return h, await pipe.get(claim)
+        return h, claim_before
 
-    def decide(h: dict[str, str]) -> tuple[LedgerChange, Write | None]:
-        change = ledger_update(h, result, result_id, time.time())
-        update = change.update
-        if update is None:
-            return change, None
+    def decide_write(state: tuple[dict[str, str], str | None]) -> tuple[T, Write | None]:
+        h, in_flight = state
+        pending.clear()
+        pending.update(stale_outboxes(h))
+        answer, w = decide(h, in_flight)
+        if w is None:
+            return answer, None
+        fields, audit = w
 
         def write(pipe: Pipe) -> None:
-            pipe.hset(key, mapping=update)
-            add_audit(pipe, keys, plan_id=result.plan_id, symbol=result.symbol, layer=LAYER,
-                      decision="LEDGER_APPLY", reason=change.reason, context={
-                          "result_id": result_id, "status": result.status.value,
-                          "filled_qty": fmt_decimal(result.filled_qty), "side": result.side,
-                          "ledger_before": _s(change.before),
-                          "ledger_after": _s(change.after)})  # fmt: skip
+            if cluster:
+                pending[outbox_field] = json.dumps(audit, separators=(",", ":"))
+                pipe.hset(key, mapping={**fields, outbox_field: pending[outbox_field]})
+            else:
+                pipe.hset(key, mapping=fields)
+                pipe.xadd(keys.decisions, audit, maxlen=AUDIT_MAXLEN, approximate=True)
 
-        return change, write
+        return answer, write
 
-    return await transact(r, key, read, decide)
+    answer = await transact(r, key, read, decide_write)
+    if cluster and pending:
+        await flush_ledger_outboxes(r, keys, symbol, pending)
+    return answer
+
+
+def stale_outboxes(h: Mapping[str, str], now: float | None = None) -> dict[str, str]:
+    """The audit outboxes of ledger hash ``h`` older than ``OUTBOX_STALE_S``."""
+    now = time.time() if now is None else now
+    out = {}
+    for f, v in h.items():
+        if f.startswith(AUDIT_OUTBOX):
+            ts = _float(f.removeprefix(AUDIT_OUTBOX).split(":", 1)[0])
+            if ts is None or now - ts >= OUTBOX_STALE_S:
+                out[f] = v
+    return out
+
+
+async def flush_ledger_outboxes(
+    r: AsyncRedis, keys: Keys, symbol: str, outboxes: Mapping[str, str]
+) -> int:
+    """Add each outbox's audit entry to the audit stream, then delete its field (at least
+    once: a crash between the two adds it again on the next flush). Returns how many."""
+    for field, raw in outboxes.items():
+        try:
+            audit = json.loads(raw)
+        except json.JSONDecodeError:
+            audit = None
+        if isinstance(audit, dict):
+            await r.xadd(keys.decisions, audit, maxlen=AUDIT_MAXLEN, approximate=True)
+        await r.hdel(keys.ledger(symbol), field)
+    return len(outboxes)
+
+
+async def apply_result(r: AsyncRedis, keys: Keys, result: Result, result_id: str) -> LedgerChange:
+    """Apply one result to its symbol's ledger, once per plan, atomically (WATCH/MULTI): the
+    amount, the applied plan ids and the audit entry are written together or not at all
+    (on a Redis Cluster the audit entry through the ledger's outbox: :func:`_write_ledger`)."""
+
+    def decide(h: dict[str, str], _claim: str | None) -> tuple[LedgerChange, LedgerWrite | None]:
+        change = ledger_update(h, result, result_id, time.time())
+        if change.update is None:
+            return change, None
+        audit = audit_fields(
+            plan_id=result.plan_id, symbol=result.symbol, layer=LAYER, decision="LEDGER_APPLY",
+            reason=change.reason, context={
+                "result_id": result_id, "status": result.status.value,
+                "filled_qty": fmt_decimal(result.filled_qty), "side": result.side,
+                "ledger_before": _s(change.before), "ledger_after": _s(change.after)},
+            ts=time.time(),
+        )  # fmt: skip
+        return change, (change.update, audit)
+
+    return await _write_ledger(r, keys, result.symbol, decide)
 
 
 def _s(d: Decimal | None) -> str | None:
@@ -244,15 +326,10 @@ async def reconcile(
     Starts a new position epoch, so plans made on the old beliefs are never the same plan as
     the ones made after. ``in_flight_plan`` in the answer: a close P3.3 allowed and whose result
     has not arrived (reconciling under it may count its fill twice)."""
-    key = keys.ledger(symbol)
-
-    async def read(pipe: Pipe) -> tuple[dict[str, str], str | None]:
-        return await pipe.hgetall(key), await pipe.get(keys.inflight(symbol))
 
     def decide(
-        state: tuple[dict[str, str], str | None],
-    ) -> tuple[dict[str, Any], Write | None]:
-        h, in_flight = state
+        h: dict[str, str], in_flight: str | None
+    ) -> tuple[dict[str, Any], LedgerWrite | None]:
         before, epoch = h.get("last_known_amt"), int(h.get("epoch") or 0)
         before_d = decimal_or_none(before)
         change: dict[str, Any] = {
@@ -264,28 +341,15 @@ async def reconcile(
         }  # fmt: skip
         if dry_run:
             return change, None
+        now = time.time()
+        fields = {"last_known_amt": fmt_decimal(exchange_amt),
+                  "last_known_side": side_of(exchange_amt), "last_update_ts": f"{now:.6f}",
+                  "epoch": str(epoch + 1)}  # fmt: skip
+        audit = audit_fields(plan_id="", symbol=symbol, layer=LAYER, decision="RECONCILE",
+                             reason="operator_reconcile", context=change, ts=now)  # fmt: skip
+        return change, (fields, audit)
 
-        def write(pipe: Pipe) -> None:
-            now = time.time()
-            pipe.hset(key, mapping={"last_known_amt": fmt_decimal(exchange_amt),
-                                    "last_known_side": side_of(exchange_amt),
-                                    "last_update_ts": f"{now:.6f}",
-                                    "epoch": str(epoch + 1)})  # fmt: skip
-            add_audit(
-                pipe,
-                keys,
-                plan_id="",
-                symbol=symbol,
-                layer=LAYER,
-                decision="RECONCILE",
-                reason="operator_reconcile",
-                context=change,
-                ts=now,
-            )
-
-        return change, write
-
-    return await transact(r, key, read, decide)
+    return await _write_ledger(r, keys, symbol, decide, read_inflight=True)
 
 
 async def release_claim(r: AsyncRedis, keys: Keys, symbol: str, plan_id: str) -> bool:
