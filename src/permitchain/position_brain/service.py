@@ -114,8 +114,9 @@ class PositionBrain:
         pipe.hgetall(self.k.snapshot(plan.symbol))
         pipe.hgetall(self.k.ledger(plan.symbol))
         pipe.get(self.k.inflight(plan.symbol))
-        decided, snap_h, ledger_h, holder = await pipe.execute()
-        if decided:  # a redelivery: the first decision stands
+        pipe.exists(self.k.exec_record(plan.plan_id))
+        decided, snap_h, ledger_h, holder, consumed = await pipe.execute()
+        if decided or consumed:  # a redelivery or a duplicate entry: the first decision stands
             log.info("plan %s already has a P3.3 permit; not judged again", plan.plan_id)
             return
         snapshot, ledger = parse_snapshot(snap_h), parse_ledger(ledger_h)
