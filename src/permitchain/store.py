@@ -75,19 +75,31 @@ def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, dict[str, 
         raise ConfigError(
             "REDIS_URL: sentinel URLs are redis+sentinel://host:port[,…]/service[/db]"
         )
+    kw: dict[str, Any] = {"db": int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0}
+    return _nodes(hosts, "sentinel address"), parts[0], {**kw, **_auth(auth)}
+
+
+def _nodes(hosts: str, what: str) -> list[tuple[str, int]]:
+    """``host:port[,host:port…]`` of a sentinel or cluster URL."""
     nodes = []
     for h in hosts.split(","):
         host, _, port = h.rpartition(":")
         if not host or not port.isdigit():
-            raise ConfigError(f"REDIS_URL: bad sentinel address {h!r} (host:port)")
+            raise ConfigError(f"REDIS_URL: bad {what} {h!r} (host:port)")
         nodes.append((host, int(port)))
-    kw: dict[str, Any] = {"db": int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0}
-    if auth:
-        user, sep, password = auth.partition(":")
-        kw.update(username=user or None, password=password if sep else user)
-        if not sep:
-            kw["username"] = None
-    return nodes, parts[0], kw
+    return nodes
+
+
+def _auth(auth: str) -> dict[str, Any]:
+    """``user:password`` or ``password`` (the default user) of a URL, as client options."""
+    if not auth:
+        return {}
+    user, sep, password = auth.partition(":")
+    return (
+        {"username": user or None, "password": password}
+        if sep
+        else {"username": None, "password": user}
+    )
 
 
 CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
@@ -102,16 +114,7 @@ def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
     hosts, _, path = rest.partition("/")
     if path.strip("/") not in ("", "0"):
         raise ConfigError("REDIS_URL: a Redis Cluster has database 0 only")
-    nodes = []
-    for h in hosts.split(","):
-        host, _, port = h.rpartition(":")
-        if not host or not port.isdigit():
-            raise ConfigError(f"REDIS_URL: bad cluster node address {h!r} (host:port)")
-        nodes.append((host, int(port)))
-    kw: dict[str, Any] = {}
-    if auth:
-        user, sep, password = auth.partition(":")
-        kw.update(username=user or None, password=password) if sep else kw.update(password=user)
+    nodes, kw = _nodes(hosts, "cluster node address"), _auth(auth)
     if scheme.startswith("rediss"):
         kw["ssl"] = True
     for item in filter(None, query.split("&")):
