@@ -143,6 +143,10 @@ class ExecStore:
                   1 if result is not None else 0, *_flat(fields or {})],
         )  # fmt: skip
         moved = bool(int(res[0]))
+        if moved and index == "add":
+            # again after the move: a resolver that checked the record in between (still not
+            # open) took the entry out; an order is about to be sent, so it must be listed
+            await self.r.zadd(self.open_key, {plan_id: time.time()}, nx=True)
         if moved and outbox:
             await self._publish_outbox(plan_id, outbox)
         elif moved and index == "rem":
