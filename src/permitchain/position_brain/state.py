@@ -216,7 +216,8 @@ async def _write_ledger(
     def decide_write(state: tuple[dict[str, str], str | None]) -> tuple[T, Write | None]:
         h, in_flight = state
         pending.clear()
-        pending.update(stale_outboxes(h))
+        if cluster:
+            pending.update(stale_outboxes(h))
         answer, w = decide(h, in_flight)
         if w is None:
             return answer, None
