@@ -6,9 +6,13 @@ fallback to EVAL, usable inside pipelines. Every key a script touches is passed 
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Mapping
 from functools import cache
 from importlib import resources
 from typing import Any
+
+_BY_CLIENT: weakref.WeakKeyDictionary[Any, Scripts] = weakref.WeakKeyDictionary()
 
 
 @cache
@@ -29,3 +33,21 @@ class Scripts:
         # Redis Cluster only: exec_transition's move on the exec record's slot alone
         self.exec_move = client.register_script(source("exec_move"))
         self.exec_outbox_done = client.register_script(source("exec_outbox_done"))
+        self.ledger_apply = client.register_script(source("ledger_apply"))
+        self.release_claim = client.register_script(source("release_claim"))
+
+
+def flat_pairs(fields: Mapping[str, str]) -> list[str]:
+    """A script argument block: the number of pairs, then name, value, name, value…"""
+    out: list[str] = [str(len(fields))]
+    for k, v in fields.items():
+        out += [k, v]
+    return out
+
+
+def scripts_for(client: Any) -> Scripts:
+    """The client's registered scripts, made once per client."""
+    s = _BY_CLIENT.get(client)
+    if s is None:
+        s = _BY_CLIENT[client] = Scripts(client)
+    return s

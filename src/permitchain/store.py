@@ -17,6 +17,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
 from permitchain.errors import ConfigError, StoreError
+from permitchain.lean import lean_client
 
 #: Our clients always decode replies to ``str``. redis-py's stubs cannot see that
 #: (``decode_responses=True``): they type every reply ``bytes | str`` and every asyncio
@@ -163,7 +164,9 @@ def async_client(url: str | None, *, max_connections: int = 32) -> AsyncRedis:
         retry=_retry(),
         **_client_kwargs(),
     )
-    return aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
+    # The client owns the pool (aclose() closes it); non-blocking commands take the lean
+    # transport (permitchain.lean: one pipelined connection, hiredis), the rest the pool.
+    return lean_client(pool)
 
 
 def sync_client(url: str | None) -> SyncRedis:

@@ -27,4 +27,7 @@ def test_bench_quick_is_correct(redis_url: str) -> None:
         assert v["plans"] > 0 and v["verified"] == v["plans"], v
         assert v["double_fills"] == 0 and v["failed"] == 0 and v["missing"] == 0
     assert res["floor"]["rtt_p50_ms"] > 0 and res["floor"]["critical_path_rtts"] > 0
+    fl = res["floor"]
+    assert fl["hop_p50_ms"] > 0  # the echo process answered
+    assert fl["floor_with_hops_ms"] > fl["floor_ms"]
     assert set(res["footprint"]["rss_mb"]) == {"apply-layer", "governor", "position-brain"}

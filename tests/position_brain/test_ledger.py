@@ -12,6 +12,7 @@ import redis
 
 from permitchain.keys import Keys
 from permitchain.models import Result
+from permitchain.position_brain import state as state_mod
 from permitchain.position_brain.state import (
     APPLIED_PLANS_TTL_S,
     apply_result,
@@ -163,3 +164,28 @@ def test_a_missing_ledger_is_initialised_once_with_an_audit_entry(arun: Any, r: 
     inits = [f for _i, f in r.xrange(keys.decisions) if f["decision"] == "LEDGER_INIT"]
     assert sorted(f["symbol"] for f in inits) == ["BTCUSDT", "ETHUSDT"]
     assert json.loads(inits[0]["context"])["source"] == "exchange"
+
+
+def test_a_write_between_read_and_apply_makes_it_decide_again(
+    arun: Any, r: redis.Redis, keys: Keys, monkeypatch: Any
+) -> None:
+    """The compare-and-set: a reconcile landing after the read is not overwritten; the fill is
+    applied on top of the reconciled amount, with one audit entry."""
+    r.hset(keys.ledger("BTCUSDT"), mapping=LEDGER)
+    res = Result.from_fields(result(plan(), filled="0.002").to_fields())
+    real = state_mod.ledger_update
+    reads: list[str | None] = []
+
+    def interleaved(h: Any, *a: Any) -> Any:
+        reads.append(h.get("last_known_amt"))
+        if len(reads) == 1:  # an operator's reconcile lands between the read and the write
+            r.hset(keys.ledger("BTCUSDT"), mapping={"last_known_amt": "0.5", "epoch": "1"})
+        return real(h, *a)
+
+    monkeypatch.setattr(state_mod, "ledger_update", interleaved)
+    change = arun(lambda ar: apply_result(ar, keys, res, "1-0"))
+    assert reads == ["0.062", "0.5"]  # the first decision was refused, the second stands
+    assert change.applied and change.before == D("0.5") and change.after == D("0.498")
+    assert _fields(r, keys)["last_known_amt"] == "0.498"
+    applies = [f for _i, f in r.xrange(keys.decisions) if f["decision"] == "LEDGER_APPLY"]
+    assert len(applies) == 1

@@ -195,4 +195,11 @@ def started_chain(
     seed_positions(r, chain.keys, symbols)
     chain.start()
     chain.wait_ready()
+    # Started means P3.3 has seen the exchange: every symbol has its first snapshot (a fault
+    # switched on before the first poll would leave no snapshot at all, not a stale one).
+    deadline = time.monotonic() + 30
+    while not all(r.exists(chain.keys.snapshot(s)) for s in symbols):
+        if time.monotonic() > deadline:
+            raise TimeoutError("no first snapshot for every symbol")
+        time.sleep(0.02)
     return chain

@@ -31,10 +31,12 @@ from typing import Any, cast
 from prometheus_client import Counter, Histogram
 from redis.asyncio import Redis
 
+from permitchain.governor.policy import TradingState
+from permitchain.governor.store import queue_state_read, read_trading_state, state_from_reply
 from permitchain.keys import Keys
 from permitchain.models import SCHEMA, Result
 from permitchain.runtime.audit import AUDIT_MAXLEN, audit_fields
-from permitchain.scripts import Scripts
+from permitchain.scripts import Scripts, flat_pairs
 from permitchain.store import is_cluster
 
 EXEC_TTL_S = 7 * 86400
@@ -57,13 +59,6 @@ CHAIN_LATENCY = Histogram(
 def open_index(keys: Keys) -> str:
     """ZSET of plans with an order out (state submitted or unknown), scored by submit time."""
     return f"{keys.prefix}:apply:exec_open"
-
-
-def _flat(fields: Mapping[str, str]) -> list[str]:
-    out: list[str] = [str(len(fields))]
-    for k, v in fields.items():
-        out += [k, v]
-    return out
 
 
 class ExecStore:
@@ -113,11 +108,10 @@ class ExecStore:
                 guard=guard, result=result, audit=audit,
             )  # fmt: skip
         res = await self.scripts.exec_transition(
-            keys=[self.k.exec_record(plan_id), self.open_key, self.k.result_stream,
-                  self.k.decisions],
+            keys=self._transition_keys(plan_id),
             args=[",".join(from_states), to, guard, index, plan_id, EXEC_TTL_S, RESULT_MAXLEN,
-                  AUDIT_MAXLEN, *_flat(fields or {}),
-                  *_flat(result.to_fields() if result else {}), *_flat(audit or {})],
+                  AUDIT_MAXLEN, *flat_pairs(fields or {}),
+                  *flat_pairs(result.to_fields() if result else {}), *flat_pairs(audit or {})],
         )  # fmt: skip
         return bool(int(res[0])), str(res[1])
 
@@ -140,7 +134,7 @@ class ExecStore:
         res = await self.scripts.exec_move(
             keys=[self.k.exec_record(plan_id)],
             args=[",".join(from_states), to, guard, EXEC_TTL_S, outbox,
-                  1 if result is not None else 0, *_flat(fields or {})],
+                  1 if result is not None else 0, *flat_pairs(fields or {})],
         )  # fmt: skip
         moved = bool(int(res[0]))
         if moved and index == "add":
@@ -188,6 +182,33 @@ class ExecStore:
             return False
         await self._publish_outbox(plan_id, raw)
         return True
+
+    async def submit(
+        self, plan_id: str, *, fields: Mapping[str, str]
+    ) -> tuple[TradingState, bool, str]:
+        """Read the trading state and move ``permitted → submitted`` (open index: add) in one
+        round trip, the read first. Returns (trading state, moved, exec state now). On a
+        Redis Cluster: the read, then the cluster move (two and more round trips)."""
+        if self.cluster:
+            state = await read_trading_state(self.r, self.k)
+            moved, now = await self._move_cluster(
+                plan_id, from_states=("permitted",), to="submitted", fields=fields,
+                index="add", guard="", result=None, audit=None,
+            )  # fmt: skip
+            return state, moved, now
+        pipe = self.r.pipeline(transaction=False)
+        queue_state_read(pipe, self.k)
+        await self.scripts.exec_transition(keys=self._transition_keys(plan_id), args=[
+            "permitted", "submitted", "", "add", plan_id, EXEC_TTL_S, RESULT_MAXLEN,
+            AUDIT_MAXLEN, *flat_pairs(fields), "0", "0"], client=pipe)  # fmt: skip
+        state_reply, res = await pipe.execute(raise_on_error=False)
+        if isinstance(res, BaseException):
+            raise res
+        return state_from_reply(state_reply), bool(int(res[0])), str(res[1])
+
+    def _transition_keys(self, plan_id: str) -> list[str]:
+        return [self.k.exec_record(plan_id), self.open_key, self.k.result_stream,
+                self.k.decisions]  # fmt: skip
 
     async def publish(
         self, result: Result, *, from_states: Iterable[str], to: str,

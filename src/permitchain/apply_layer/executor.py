@@ -47,6 +47,11 @@ from permitchain.store import REDIS_FAULTS
 
 log = logging.getLogger("permitchain.executor")
 MAX_ACTIVE = 16  # plans talking to Redis or the exchange at once (waiting plans hold nothing)
+#: Plans whose permit events are remembered (events may arrive before their plan is read).
+SEEN_MAX = 50_000
+#: Both permits announced but the consume still saw one missing (a write not visible yet to
+#: this connection, e.g. another node): look again after this long, not at the deadline.
+RETRY_S = 0.005
 
 # Executor reason codes (DESIGN.md §4, docs/contract.md) beyond the script's verdicts.
 TRADING_HALTED = "trading_halted"
@@ -59,6 +64,12 @@ PERMIT_WAIT = Histogram(
     "apply_permit_wait_seconds", "Plan read → both permits consumed, or blocked",
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 1.5, 2.5),
 )  # fmt: skip
+
+
+def _entry_ms(entry_id: str) -> float:
+    """A stream entry id's server time in ms (0 when it is not an auto id)."""
+    head = entry_id.partition("-")[0]
+    return float(head) if head.isdigit() else 0.0
 
 
 def _ms(seconds: float) -> Decimal:
@@ -77,6 +88,11 @@ class Executor:
         self.slots = asyncio.Semaphore(MAX_ACTIVE)
         self.symbol_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self.events_ready = asyncio.Event()
+        #: plan id -> layers whose permit event was read (insertion order: oldest first)
+        self.seen: dict[str, set[str]] = {}
+        #: server time (ms) from which every permit event is read: a plan added to the stream
+        #: after it has all its events seen here, so it need not be tried before them.
+        self.events_from_ms = float("inf")
 
     def consumer(self) -> Consumer:
         # Many plans wait for permits at once: one task each, bounded by max_in_flight.
@@ -96,6 +112,8 @@ class Executor:
                     # Resolve "$" to a concrete id once, so no event between reads is lost.
                     info = await self.r.xinfo_stream(self.k.permit_event_stream)
                     last = str(info.get("last-generated-id") or "0-0")
+                    sec, usec = await self.r.time()
+                    self.events_from_ms = int(sec) * 1000 + int(usec) // 1000 + 1
                     self.events_ready.set()
                 resp = cast("list[tuple[str, list[tuple[str, dict[str, str]]]]]",
                             await self.r.xread({self.k.permit_event_stream: last}, count=1000,
@@ -103,9 +121,7 @@ class Executor:
                 for _stream, entries in resp or []:
                     for entry_id, fields in entries:
                         last = entry_id
-                        ev = self.waiters.get(fields.get("plan_id", ""))
-                        if ev is not None:
-                            ev.set()
+                        self.permit_seen(fields.get("plan_id", ""), fields.get("layer", ""))
                 backoff.reset()
             except REDIS_FAULTS as e:
                 delay = backoff.next_delay()
@@ -117,6 +133,21 @@ class Executor:
                     raise
                 await self.r.xadd(self.k.permit_event_stream, {"plan_id": "", "layer": "init"})
 
+    def permit_seen(self, plan_id: str, layer: str) -> None:
+        """A permit event: remember its layer and wake the plan's waiter."""
+        layers = self.seen.get(plan_id)
+        if layers is None:
+            if len(self.seen) >= SEEN_MAX:  # forget the oldest (a plan another instance runs)
+                del self.seen[next(iter(self.seen))]
+            layers = self.seen[plan_id] = set()
+        layers.add(layer)
+        ev = self.waiters.get(plan_id)
+        if ev is not None:
+            ev.set()
+
+    def both_seen(self, plan_id: str) -> bool:
+        return len(self.seen.get(plan_id, ())) >= 2
+
     # -- plan handling --------------------------------------------------------------------
     async def handle(self, entry_id: str, fields: dict[str, str]) -> None:
         plan = Plan.from_fields(fields)
@@ -127,11 +158,11 @@ class Executor:
             return
         self.active.add(plan.plan_id)
         try:
-            await self._handle(plan)
+            await self._handle(plan, _entry_ms(entry_id))
         finally:
             self.active.discard(plan.plan_id)
 
-    async def _handle(self, plan: Plan) -> None:
+    async def _handle(self, plan: Plan, entry_ms: float) -> None:
         await self.events_ready.wait()
         t0 = time.monotonic()
         if self.clock.now() > min(plan.expires_at, plan.created_at + self.s.plan_max_age_s):
@@ -140,7 +171,7 @@ class Executor:
                                                    "plan older than PLAN_MAX_AGE_S")  # fmt: skip
                 await self.resume(plan, state)
             return
-        verdict = await self.wait_and_consume(plan, t0)
+        verdict = await self.wait_and_consume(plan, t0, fresh=entry_ms >= self.events_from_ms)
         wait_s = time.monotonic() - t0
         v = verdict["verdict"]
         if v == "ok":
@@ -156,23 +187,33 @@ class Executor:
         async with self.slots:
             return await self.store.consume(plan.plan_id, plan.symbol, mode)
 
-    async def wait_and_consume(self, plan: Plan, t0: float) -> dict[str, Any]:
-        ev = self.waiters.setdefault(plan.plan_id, asyncio.Event())
+    async def wait_and_consume(self, plan: Plan, t0: float, *, fresh: bool = False
+                               ) -> dict[str, Any]:  # fmt: skip
+        """Consume as soon as both permits are there; at the deadline, once more in ``final``
+        mode. A ``fresh`` plan (added after the event reader started) is tried only once both
+        gatekeepers announced their permit: one consume per plan, not one per event. Any other
+        plan (a redelivery, a restart: its events may predate the reader) is tried at once and
+        after every event. Events only save work: the deadline decides without them."""
+        pid = plan.plan_id
+        ev = self.waiters.setdefault(pid, asyncio.Event())
         deadline = t0 + self.s.permit_wait_ms / 1000
         try:
             while True:
                 ev.clear()
-                verdict = await self.consume(plan, "try")
-                if verdict["verdict"] not in WAIT_VERDICTS:
-                    return verdict
+                if not fresh or self.both_seen(pid):
+                    verdict = await self.consume(plan, "try")
+                    if verdict["verdict"] not in WAIT_VERDICTS:
+                        return verdict
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
+                wait_s = min(remaining, RETRY_S) if self.both_seen(pid) else remaining
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(ev.wait(), remaining)
+                    await asyncio.wait_for(ev.wait(), wait_s)
             return await self.consume(plan, "final")
         finally:
-            self.waiters.pop(plan.plan_id, None)
+            self.waiters.pop(pid, None)
+            self.seen.pop(pid, None)
 
     async def blocked(self, plan: Plan, reason: str, detail: str, wait_s: float,
                       verdict: dict[str, Any], from_state: str = "blocked") -> None:  # fmt: skip
@@ -254,11 +295,11 @@ class Executor:
         PERMIT_WAIT.observe(wait_s)
         # One order per symbol at a time; a plan queued behind its symbol holds no slot.
         async with self.symbol_locks[plan.symbol], self.slots:
-            if await self.halted():
-                await self.blocked(plan, TRADING_HALTED, "HALTED at order time", wait_s, {},
-                                   "permitted")  # fmt: skip
-                return
             if plan.mode == "dry_run" or self.s.apply_mode.value == "dry_run":
+                if await self.halted():
+                    await self.blocked(plan, TRADING_HALTED, "HALTED at order time", wait_s,
+                                       {}, "permitted")  # fmt: skip
+                    return
                 await self.store.publish(Result(
                     plan_id=plan.plan_id, symbol=plan.symbol, executed=False,
                     status=ResultStatus.DRY_RUN, reason="dry_run", side=sub.side,
@@ -266,13 +307,19 @@ class Executor:
                     chain_latency_ms=self._latency_ms(plan), ts=self.clock.now(),
                 ), from_states=("permitted",), to="dry_run")  # fmt: skip
                 return
-            moved, state = await self.store.move(
-                plan.plan_id, from_states=("permitted",), to="submitted", index="add",
+            # The trading state is read in the same round trip as the move to submitted (read
+            # first): HALTED (or unreadable) → blocked from submitted, nothing sent.
+            trading, moved, state = await self.store.submit(
+                plan.plan_id,
                 fields={**sub.to_fields(), "submitted_at": f"{self.clock.now():.6f}",
                         "sender": sender_id()},
             )  # fmt: skip
             if not moved:
                 log.warning("plan %s: not sent, its exec record is %s", plan.plan_id, state)
+                return
+            if trading is TradingState.HALTED:
+                await self.blocked(plan, TRADING_HALTED, "HALTED at order time", wait_s, {},
+                                   "submitted")  # fmt: skip
                 return
             order, error_reason, error = await self.desk.send(sub) if sub.close else (None, "", "")
             await self.desk.conclude(sub, order, error_reason, error, from_state="submitted")

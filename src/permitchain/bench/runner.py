@@ -15,6 +15,7 @@ import math
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,7 +28,24 @@ from permitchain.keys import Keys
 from permitchain.store import AsyncRedis, async_client
 
 #: Sequential Redis round trips on the critical path of one plan (see docs/performance.md).
-CRITICAL_PATH_RTTS = 14
+CRITICAL_PATH_RTTS = 13
+#: Processes a plan's news crosses on its way (bench → planner → gatekeepers → executor →
+#: bench): each is one wake-up of a process blocked on a stream read.
+CRITICAL_PATH_HOPS = 4
+#: A child process that echoes every entry of stream A onto stream B (a process hop there
+#: and back, through blocked stream reads, as the services wake).
+_ECHO = """
+import sys, redis
+r = redis.Redis.from_url(sys.argv[1], decode_responses=True)
+a, b, last = sys.argv[2], sys.argv[3], "0-0"
+while True:
+    for _s, es in r.xread({a: last}, block=2000) or []:
+        for i, f in es:
+            last = i
+            if f.get("stop"):
+                sys.exit(0)
+            r.xadd(b, f)
+"""
 #: Symbols the bench trades: one per PLANS_PER_SYMBOL plans of the run, at most
 #: BENCH_SYMBOLS. Plans for one symbol stay far enough apart that P3.3's snapshot (refreshed
 #: after each fill) sees the previous fill even when the chain is overloaded and queues
@@ -89,6 +107,34 @@ async def rtt_floor(r: AsyncRedis, n: int = 2000) -> float:
     return statistics.median(samples)
 
 
+async def hop_floor(r: AsyncRedis, url: str, prefix: str, n: int = 200) -> float:
+    """Median time for one process hop (a stream entry waking a process blocked on XREAD),
+    measured as half the echo time through a child process, entries 5 ms apart."""
+    a, b = f"{prefix}:bench:echo:a", f"{prefix}:bench:echo:b"
+    await r.delete(a, b)  # the child reads A from its start: nothing sent early is missed
+    child = await asyncio.create_subprocess_exec(sys.executable, "-c", _ECHO, url, a, b)
+    try:
+        last = "0-0"
+        samples: list[float] = []
+        while len(samples) < n:
+            t = time.perf_counter()
+            await r.xadd(a, {"t": "1"})
+            resp = await r.xread({b: last}, block=10_000)  # the first waits for start-up
+            if not resp:
+                raise TimeoutError("bench: the echo process does not answer")
+            last = resp[0][1][-1][0]
+            samples.append((time.perf_counter() - t) / 2)
+            await asyncio.sleep(0.005)
+        return statistics.median(samples[10:])
+    finally:
+        await r.xadd(a, {"stop": "1"})
+        try:
+            await asyncio.wait_for(child.wait(), 5)
+        except TimeoutError:
+            child.kill()
+        await r.delete(a, b)
+
+
 async def per_hop(r: AsyncRedis, keys: Keys, samples: list[Sample]) -> dict[str, dict[str, float]]:
     """Per-hop latencies from the plans' own timestamps (plan, permits, exec record, result)."""
     wanted = {s.plan_id: s for s in samples if s.done_at is not None}
@@ -145,8 +191,12 @@ async def measure(
     out: dict[str, Any] = {"config": {k: v for k, v in cfg.__dict__.items() if k != "redis_url"}}
     try:
         out["floor"] = {"rtt_p50_ms": await rtt_floor(r) * 1000,
-                        "critical_path_rtts": CRITICAL_PATH_RTTS}  # fmt: skip
-        out["floor"]["floor_ms"] = out["floor"]["rtt_p50_ms"] * CRITICAL_PATH_RTTS
+                        "critical_path_rtts": CRITICAL_PATH_RTTS,
+                        "hop_p50_ms": await hop_floor(r, url, keys.prefix) * 1000,
+                        "critical_path_hops": CRITICAL_PATH_HOPS}  # fmt: skip
+        fl = out["floor"]
+        fl["floor_ms"] = fl["rtt_p50_ms"] * CRITICAL_PATH_RTTS
+        fl["floor_with_hops_ms"] = fl["floor_ms"] + fl["hop_p50_ms"] * CRITICAL_PATH_HOPS
         mem0 = (await r.info("memory"))["used_memory"]
         rss0 = {n: rss_mb(p.pid) for n, p in chain.procs.items()}
         out["latency"] = {}

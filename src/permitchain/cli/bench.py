@@ -24,7 +24,9 @@ def render(res: dict[str, Any]) -> None:
     fl = res["floor"]
     console.print(
         f"[bold]floor[/]: redis round trip p50 {fl['rtt_p50_ms'] * 1000:.0f} µs × "
-        f"{fl['critical_path_rtts']} sequential round trips = {fl['floor_ms']:.2f} ms"
+        f"{fl['critical_path_rtts']} sequential round trips = {fl['floor_ms']:.2f} ms; "
+        f"with {fl['critical_path_hops']} process hops × {fl['hop_p50_ms'] * 1000:.0f} µs "
+        f"(a blocked stream read woken) = {fl['floor_with_hops_ms']:.2f} ms"
     )
     t = Table(title="end-to-end latency (proposal written → result read)")
     for c in (
@@ -36,6 +38,7 @@ def render(res: dict[str, Any]) -> None:
         "max ms",
         "verified",
         "× floor (p50)",
+        "× floor+hops",
     ):
         t.add_column(c, justify="right")
     for rate, v in res["latency"].items():
@@ -48,6 +51,7 @@ def render(res: dict[str, Any]) -> None:
             _f(v["max_ms"]),
             f"{v['verify']['verified']}/{v['verify']['plans']}",
             _f(v["p50_ms"] / fl["floor_ms"], 1),
+            _f(v["p50_ms"] / fl["floor_with_hops_ms"], 1),
         )
     console.print(t)
     h = Table(title="per hop (first latency phase)")

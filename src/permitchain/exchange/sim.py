@@ -31,7 +31,7 @@ from permitchain.scripts import Scripts
 from permitchain.store import AsyncRedis, atranslate, is_cluster
 
 ORDER_TTL_S = 7 * 86400
-READ_CHUNK = 250
+READ_CHUNK = 100
 DEFAULT_FILTERS = {
     "step_size": "0.001", "min_qty": "0.001", "max_qty": "1000", "min_notional": "5",
     "tick_size": "0.1",
@@ -51,6 +51,15 @@ def _filters(symbol: str, h: dict[str, str]) -> SymbolFilters:
         min_notional=_dec(h.get("min_notional")),
         tick_size=_dec(h.get("tick_size"), "0.01"),
     )
+
+
+def _position(s: str, h: dict[str, str]) -> PositionInfo:
+    amt = _dec(h.get("amt"))
+    entry = _dec(h.get("entry_price"))
+    mark = _dec(h.get("mark_price"), h.get("entry_price") or "0")
+    return PositionInfo(symbol=s, amt=amt, entry_price=entry, mark_price=mark,
+                        leverage=_dec(h.get("leverage"), "1"),
+                        unrealized_pnl=(mark - entry) * amt if entry else Decimal(0))  # fmt: skip
 
 
 def _order(h: dict[str, str]) -> OrderInfo:
@@ -141,31 +150,19 @@ class SimExchange:
         if cfg.get("fetch_fail") == "1":
             raise ExchangeUnavailable("sim: position endpoint failing (fault injected)")
         syms = list(symbols) if symbols is not None else await self.symbols()
-        rows: list[dict[str, str]] = []
+        out: dict[str, PositionInfo] = {}
         try:
             async with atranslate():
                 for i in range(0, len(syms), READ_CHUNK):  # one event-loop slice per chunk
+                    chunk = syms[i : i + READ_CHUNK]
                     pipe = self.r.pipeline(transaction=False)
-                    for s in syms[i : i + READ_CHUNK]:
+                    for s in chunk:
                         pipe.hgetall(self.k.sim_position(s))
-                    rows += await pipe.execute()
+                    for s, h in zip(chunk, await pipe.execute(), strict=True):
+                        if h:
+                            out[s] = _position(s, h)
         except StoreError as e:
             raise ExchangeUnavailable(f"sim: {e}") from e
-        out: dict[str, PositionInfo] = {}
-        for s, h in zip(syms, rows, strict=True):
-            if not h:
-                continue
-            amt = _dec(h.get("amt"))
-            entry = _dec(h.get("entry_price"))
-            mark = _dec(h.get("mark_price"), h.get("entry_price") or "0")
-            out[s] = PositionInfo(
-                symbol=s,
-                amt=amt,
-                entry_price=entry,
-                mark_price=mark,
-                leverage=_dec(h.get("leverage"), "1"),
-                unrealized_pnl=(mark - entry) * amt if entry else Decimal(0),
-            )
         return out
 
     async def mark_prices(self, symbols: Sequence[str] | None = None) -> dict[str, Decimal]:

@@ -17,7 +17,6 @@ import time
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
 
 from permitchain.errors import ExchangeError, StoreError
 from permitchain.exchange.base import Exchange, PositionInfo, SymbolFilters
@@ -55,8 +54,8 @@ class PollOutcome:
     unknown: tuple[str, ...] = field(default=())  # watched, but the exchange has no such symbol
 
 
-#: Symbols per pipeline when writing snapshots (one event-loop slice each).
-POLL_CHUNK = 200
+#: Symbols per pipeline when writing snapshots (one event-loop slice each: ~2 ms of work).
+POLL_CHUNK = 100
 #: Least time between two targeted polls (after fills), so a busy chain batches them.
 TARGETED_MIN_GAP_S = 0.02
 
@@ -116,37 +115,42 @@ class SnapshotPoller:
         now = self.clock.now()
         written: list[str] = []
         unknown: list[str] = []
-        todo: list[tuple[str, dict[str, str]]] = []
-        for sym in sorted(watched | positions.keys()):
-            f = self.filters.get(sym)
-            if f is None:
-                unknown.append(sym)
-                SNAPSHOTS.labels(sym, "unknown_symbol").inc()
-                continue
-            todo.append((sym, snapshot_fields(sym, positions.get(sym), f, now, self.ex.name)))
-            written.append(sym)
-        replies: list[Any] = []
-        for i in range(0, len(todo), POLL_CHUNK):  # chunks: plans interleave with a big poll
+        missing: dict[str, Decimal] = {}
+        syms = sorted(watched | positions.keys())
+        # In chunks, each one event-loop slice (build, write, record), so the plans this
+        # process judges interleave with a big poll instead of waiting for all of it.
+        for i in range(0, len(syms), POLL_CHUNK):
+            chunk: list[str] = []
             pipe = self.r.pipeline(transaction=False)
-            for sym, fields in todo[i : i + POLL_CHUNK]:
+            for sym in syms[i : i + POLL_CHUNK]:
+                f = self.filters.get(sym)
+                if f is None:
+                    unknown.append(sym)
+                    SNAPSHOTS.labels(sym, "unknown_symbol").inc()
+                    continue
                 key = self.k.snapshot(sym)
-                pipe.hset(key, mapping=fields)
+                pipe.hset(key, mapping=snapshot_fields(sym, positions.get(sym), f, now,
+                                                       self.ex.name))  # fmt: skip
                 pipe.expire(key, SNAPSHOT_TTL_S)
                 pipe.hget(self.k.ledger(sym), "last_known_amt")
-            replies += await pipe.execute()
-        missing: dict[str, Decimal] = {}
-        for i, sym in enumerate(written):
-            pos = positions.get(sym)
-            amt = pos.amt if pos is not None else Decimal(0)
-            SNAPSHOTS.labels(sym, "ok" if sym in positions else "flat").inc()
-            SNAPSHOT_AGE.written_at[sym] = now
-            POSITION_AMT.labels(sym).set(float(amt))
-            raw = replies[3 * i + 2]
-            ledger_amt = decimal_or_none(raw)
-            if ledger_amt is not None:
-                LEDGER_AMT.labels(sym).set(float(ledger_amt))
-            elif raw is None and amt != 0:
-                missing[sym] = amt
+                chunk.append(sym)
+            if not chunk:
+                continue
+            replies = await pipe.execute()
+            for j, sym in enumerate(chunk):
+                pos = positions.get(sym)
+                amt = pos.amt if pos is not None else Decimal(0)
+                SNAPSHOTS.labels(sym, "ok" if sym in positions else "flat").inc()
+                SNAPSHOT_AGE.written_at[sym] = now
+                POSITION_AMT.labels(sym).set(float(amt))
+                raw = replies[3 * j + 2]
+                ledger_amt = decimal_or_none(raw)
+                if ledger_amt is not None:
+                    LEDGER_AMT.labels(sym).set(float(ledger_amt))
+                elif raw is None and amt != 0:
+                    missing[sym] = amt
+            written += chunk
+            await asyncio.sleep(0)
         initialised = await init_ledgers(self.r, self.k, missing)
         for sym in initialised:
             LEDGER_AMT.labels(sym).set(float(missing[sym]))

@@ -5,9 +5,9 @@ The ledger (``quantum:position:ledger:<SYMBOL>``) is written by the position bra
 * Each result is applied once, per plan: the plan ids already applied live in the ledger hash
   itself (field ``applied_plans``, JSON ``{plan_id: ts}``, entries older than
   ``APPLIED_PLANS_TTL_S`` pruned, at most ``APPLIED_PLANS_MAX``), read and written in the same
-  WATCH/MULTI transaction as the amount. The same entry delivered twice, or the same plan's
-  result arriving again under a new stream id, changes nothing. Deltas commute, so results
-  reclaimed out of stream order still add up.
+  compare-and-set step as the amount (``ledger_apply.lua``). The same entry delivered twice,
+  or the same plan's result arriving again under a new stream id, changes nothing. Deltas
+  commute, so results reclaimed out of stream order still add up.
 * Only confirmed fills (``filled``/``partially_filled`` with ``filled_qty`` > 0) change the
   amount, by the signed fill (SELL reduces a long, BUY a short), in ``Decimal``.
 * Any order that reached the exchange (filled, partially filled, rejected, unknown) sets
@@ -36,6 +36,7 @@ from permitchain.keys import Keys
 from permitchain.models import Result, ResultStatus, fmt_decimal
 from permitchain.position_brain.checks import Ledger, Snapshot, side_of
 from permitchain.runtime.audit import AUDIT_MAXLEN, add_audit, audit_fields
+from permitchain.scripts import flat_pairs, scripts_for
 from permitchain.store import AsyncRedis, is_cluster
 
 S = TypeVar("S")
@@ -204,7 +205,7 @@ async def _write_ledger(
     key, claim = keys.ledger(symbol), keys.inflight(symbol)
     cluster = is_cluster(r)
     claim_before: str | None = await r.get(claim) if cluster and read_inflight else None
-    outbox_field = f"{AUDIT_OUTBOX}{time.time():.6f}:{uuid.uuid4().hex[:8]}" if cluster else ""
+    outbox_field = _outbox_field() if cluster else ""
     pending: dict[str, str] = {}  # outbox field -> audit JSON, to flush after the write
 
     async def read(pipe: Pipe) -> tuple[dict[str, str], str | None]:
@@ -239,6 +240,10 @@ async def _write_ledger(
     return answer
 
 
+def _outbox_field() -> str:
+    return f"{AUDIT_OUTBOX}{time.time():.6f}:{uuid.uuid4().hex[:8]}"
+
+
 def stale_outboxes(h: Mapping[str, str], now: float | None = None) -> dict[str, str]:
     """The audit outboxes of ledger hash ``h`` older than ``OUTBOX_STALE_S``."""
     now = time.time() if now is None else now
@@ -267,26 +272,52 @@ async def flush_ledger_outboxes(
     return len(outboxes)
 
 
-async def apply_result(r: AsyncRedis, keys: Keys, result: Result, result_id: str) -> LedgerChange:
-    """Apply one result to its symbol's ledger, once per plan, atomically (WATCH/MULTI): the
-    amount, the applied plan ids and the audit entry are written together or not at all
-    (on a Redis Cluster the audit entry through the ledger's outbox: :func:`_write_ledger`)."""
+#: The ledger fields ``ledger_update`` reads: the compare-and-set checks them unchanged.
+LEDGER_READ_FIELDS = ("last_known_amt", "applied_plans", "last_order_time_epoch", "epoch")
+ABSENT = "\x00absent"
 
-    def decide(h: dict[str, str], _claim: str | None) -> tuple[LedgerChange, LedgerWrite | None]:
+
+async def apply_result(r: AsyncRedis, keys: Keys, result: Result, result_id: str) -> LedgerChange:
+    """Apply one result to its symbol's ledger, once per plan, atomically: read, decide, then
+    ``ledger_apply.lua`` writes the amount, the applied plan ids and the audit entry together,
+    only if the fields read are unchanged (else read and decide again). On a Redis Cluster
+    the script runs on the ledger alone and the audit entry goes through an outbox field of
+    the ledger, flushed right after (see :func:`_write_ledger`)."""
+    key = keys.ledger(result.symbol)
+    scripts = scripts_for(r)
+    cluster = is_cluster(r)
+    while True:
+        h: dict[str, str] = await r.hgetall(key)
         change = ledger_update(h, result, result_id, time.time())
         if change.update is None:
-            return change, None
+            return change
         audit = audit_fields(
             plan_id=result.plan_id, symbol=result.symbol, layer=LAYER, decision="LEDGER_APPLY",
             reason=change.reason, context={
                 "result_id": result_id, "status": result.status.value,
                 "filled_qty": fmt_decimal(result.filled_qty), "side": result.side,
                 "ledger_before": _s(change.before), "ledger_after": _s(change.after)},
-            ts=time.time(),
         )  # fmt: skip
-        return change, (change.update, audit)
-
-    return await _write_ledger(r, keys, result.symbol, decide)
+        expect = {f: h.get(f, ABSENT) for f in LEDGER_READ_FIELDS}
+        if cluster:
+            field = _outbox_field()
+            box = json.dumps(audit, separators=(",", ":"))
+            written = await scripts.ledger_apply(
+                keys=[key], args=[AUDIT_MAXLEN, ABSENT, *flat_pairs(expect),
+                                  *flat_pairs({**change.update, field: box}), "0"],
+            )  # fmt: skip
+            if int(written):
+                await flush_ledger_outboxes(r, keys, result.symbol,
+                                            {**stale_outboxes(h), field: box})  # fmt: skip
+                return change
+            continue
+        written = await scripts.ledger_apply(
+            keys=[key, keys.decisions],
+            args=[AUDIT_MAXLEN, ABSENT, *flat_pairs(expect), *flat_pairs(change.update),
+                  *flat_pairs(audit)],
+        )  # fmt: skip
+        if int(written):
+            return change
 
 
 def _s(d: Decimal | None) -> str | None:
@@ -355,15 +386,5 @@ async def reconcile(
 
 async def release_claim(r: AsyncRedis, keys: Keys, symbol: str, plan_id: str) -> bool:
     """Drop the symbol's in-flight claim if (and only if) ``plan_id`` holds it."""
-    key = keys.inflight(symbol)
-
-    async def read(pipe: Pipe) -> str | None:
-        holder: str | None = await pipe.get(key)
-        return holder
-
-    def decide(holder: str | None) -> tuple[bool, Write | None]:
-        if holder != plan_id:
-            return False, None
-        return True, lambda pipe: pipe.delete(key)
-
-    return await transact(r, key, read, decide)
+    released = await scripts_for(r).release_claim(keys=[keys.inflight(symbol)], args=[plan_id])
+    return bool(int(released))

@@ -115,6 +115,10 @@ class Consumer:
     max_parallel: int = 16
     in_flight: set[str] = field(default_factory=set)
     failures: dict[str, int] = field(default_factory=dict)
+    #: concurrent handlers' settled entries, acknowledged together by one flusher task
+    settled_ok: list[str] = field(default_factory=list)
+    settled_dead: list[tuple[str, dict[str, str], str]] = field(default_factory=list)
+    flusher: asyncio.Task[None] | None = None
 
 
 async def ensure_group(r: AsyncRedis, stream: str, group: str) -> None:
@@ -323,12 +327,47 @@ class ServiceRunner:
             await self._handle_batch(c, live)
 
     async def _handle_batch(self, c: Consumer, live: list[tuple[str, dict[str, str]]]) -> None:
+        deferred = False
         try:
             errors = await self._run(c, live)
-            await self._settle(c, live, errors)
+            ok, dead = self._classify(c, live, errors)
+            if c.concurrent:
+                # Handlers finish one by one: their acks go out together (one XACK for all
+                # that finished in the same moment), the entries stay in flight until then.
+                c.settled_ok += ok
+                c.settled_dead += dead
+                deferred = bool(ok or dead)
+                if deferred and (c.flusher is None or c.flusher.done()):
+                    c.flusher = asyncio.create_task(self._flush_settled(c))
+                    self._handler_tasks.add(c.flusher)
+                    c.flusher.add_done_callback(self._handler_tasks.discard)
+            else:
+                await self._ack(c, ok, dead)
         finally:
-            for entry_id, _ in live:
-                c.in_flight.discard(entry_id)
+            if not deferred:
+                for entry_id, _ in live:
+                    c.in_flight.discard(entry_id)
+            else:  # those not settled (left pending for a retry) are out of flight now
+                settled = {*c.settled_ok, *(d[0] for d in c.settled_dead)}
+                for entry_id, _ in live:
+                    if entry_id not in settled:
+                        c.in_flight.discard(entry_id)
+
+    async def _flush_settled(self, c: Consumer) -> None:
+        """Acknowledge (and dead-letter) what concurrent handlers settled, in batches."""
+        while c.settled_ok or c.settled_dead:
+            await asyncio.sleep(0)  # let handlers finishing in this moment join the batch
+            ok, dead = c.settled_ok, c.settled_dead
+            c.settled_ok, c.settled_dead = [], []
+            try:
+                await self._ack(c, ok, dead)
+            except REDIS_FAULTS as e:  # left pending: reclaimed and handled again (idempotent)
+                STORE_ERRORS.labels(self.name).inc()
+                log.warning("%s: %s ack of %d entries failed: %s", self.name, c.stream,
+                            len(ok) + len(dead), e)  # fmt: skip
+            finally:
+                for entry_id in [*ok, *(d[0] for d in dead)]:
+                    c.in_flight.discard(entry_id)
 
     async def _run(
         self, c: Consumer, live: list[tuple[str, dict[str, str]]]
@@ -342,7 +381,7 @@ class ServiceRunner:
                 try:
                     await c.handler(entry_id, fields)
                     out[entry_id] = None
-                except Exception as e:  # classified in _settle
+                except Exception as e:  # classified in _classify
                     out[entry_id] = e
 
         if c.partition is None or len(live) == 1:
@@ -360,11 +399,12 @@ class ServiceRunner:
         await asyncio.gather(*(gated(g) for g in groups.values()))
         return out
 
-    async def _settle(
+    def _classify(
         self, c: Consumer, live: list[tuple[str, dict[str, str]]],
         errors: dict[str, BaseException | None],
-    ) -> None:  # fmt: skip
-        """Ack what is done and dead-letter what cannot be handled, in one pipeline."""
+    ) -> tuple[list[str], list[tuple[str, dict[str, str], str]]]:  # fmt: skip
+        """Which entries are done (ack) and which cannot be handled (dead-letter); the rest
+        stay pending for a retry."""
         ok: list[str] = []
         dead: list[tuple[str, dict[str, str], str]] = []
         for entry_id, fields in live:
@@ -392,6 +432,12 @@ class ServiceRunner:
                 else:
                     outcome = "error"
             ENTRIES.labels(self.name, c.stream, outcome).inc()
+        return ok, dead
+
+    async def _ack(
+        self, c: Consumer, ok: list[str], dead: list[tuple[str, dict[str, str], str]]
+    ) -> None:
+        """Ack what is done and dead-letter what cannot be handled, in one pipeline."""
         if not ok and not dead:
             return
         pipe = self.r.pipeline(transaction=False)

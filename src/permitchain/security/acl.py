@@ -64,7 +64,11 @@ def grants(service: str, k: Keys) -> list[Grant]:
                 Grant(("+hgetall", "+hget", "+hset", "+hsetnx", "+hdel", "+watch", "+unwatch",
                        "+multi", "+exec", "+exists", "+set", "+expire"),
                       (f"~{p}:position:ledger:*", f"~{p}:position:applied:*")),
-                Grant(("+set", "+get", "+watch", "+del"), (f"~{p}:position:inflight:*",)),
+                # ledger_apply.lua: the ledger's compare-and-set with its audit entry
+                Grant(("+evalsha", "+eval", "+hget", "+hset", "+xadd"),
+                      (f"~{p}:position:ledger:*", f"~{k.decisions}")),
+                Grant(("+set", "+get", "+watch", "+del", "+evalsha", "+eval"),
+                      (f"~{p}:position:inflight:*",)),
                 Grant(("+set",), (f"%W~{p}:permit:p33:{{*",)),
                 Grant(("+exists",), (f"%R~{p}:permit:p33:{{*",)),
                 Grant(("+exists",), (f"%R~{p}:exec:{{*",)),  # a plan already consumed

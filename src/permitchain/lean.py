@@ -1,0 +1,360 @@
+"""A lean transport for redis-py: non-blocking commands over one pipelined connection.
+
+Why: profiles of the chain (docs/performance.md) showed redis-py's per-command client work
+(pool checkout under a condition lock, timeout contexts, observability hooks, pure-Python
+packing) at ~70 µs of CPU per command on the project's 2-core machines, several times
+Redis's own round trip, and it was what dominated the chain's CPU. This module keeps
+redis-py's whole API (argument building, response callbacks, exception classes, scripts,
+pipelines) and replaces only the transport, for the commands where that is safe:
+
+* every command that neither blocks nor changes connection state goes over **one**
+  connection per client, written at once and matched to its reply in order (commands issued
+  by concurrent tasks share the connection: they are pipelined on the wire), replies parsed
+  by hiredis in C;
+* blocking reads (``XREAD``/``XREADGROUP`` with ``BLOCK``), ``WATCH``/``MULTI``/``EXEC``
+  transactions, ``SELECT``/``AUTH``/``CLIENT``/pub-sub and every other command in
+  :data:`POOL_ONLY` use redis-py's own pooled connections, unchanged.
+
+Fail-closed as the pool is: a lost connection fails every command in flight with
+``redis.exceptions.ConnectionError`` (never retried here: an XADD or a script may have run,
+so the caller decides, as with any store fault); a server that stops answering fails them
+with ``TimeoutError`` after :data:`COMMAND_TIMEOUT_S`; the next command reconnects. Used for
+plain ``redis://`` TCP URLs; TLS, unix sockets, Sentinel keep the pooled transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections import deque
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import hiredis
+import redis.asyncio as aioredis
+import redis.exceptions
+from redis._parsers.base import BaseParser
+from redis._parsers.response_callbacks import get_response_callbacks
+from redis.asyncio.client import Pipeline
+from redis.asyncio.connection import Connection
+from redis.client import CaseInsensitiveDict
+
+#: Longest a command may wait for its reply before the connection is dropped.
+COMMAND_TIMEOUT_S = 10.0
+CONNECT_TIMEOUT_S = 2.0
+CLIENT_NAME = "permitchain-lean"
+NEVER_DECODE = "NEVER_DECODE"
+EMPTY_RESPONSE = "EMPTY_RESPONSE"
+
+#: Commands that block, or change or depend on connection state: redis-py's pool runs them.
+POOL_ONLY = frozenset({
+    "WATCH", "UNWATCH", "MULTI", "EXEC", "DISCARD", "SELECT", "AUTH", "HELLO", "CLIENT",
+    "RESET", "QUIT", "MONITOR", "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "UNSUBSCRIBE",
+    "PUNSUBSCRIBE", "SUNSUBSCRIBE", "BLPOP", "BRPOP", "BRPOPLPUSH", "BLMOVE", "BLMPOP",
+    "BZPOPMIN", "BZPOPMAX", "BZMPOP", "WAIT", "WAITAOF", "SHUTDOWN", "DEBUG", "SYNC", "PSYNC",
+    "READONLY", "READWRITE", "ASKING",
+})  # fmt: skip
+
+
+#: The lean connection speaks RESP2: redis-py's RESP2 callbacks give its usual Python shapes.
+_CALLBACKS: Any = get_response_callbacks(user_protocol=2, legacy_responses=True)
+RESP2_CALLBACKS: Any = CaseInsensitiveDict(_CALLBACKS)
+
+
+def lean_ok(args: Sequence[Any]) -> bool:
+    """May this command use the lean connection?"""
+    head = str(args[0]).split(" ", 1)[0].upper()
+    if head in POOL_ONLY:
+        return False
+    if head in ("XREAD", "XREADGROUP"):
+        return not any(a in _BLOCK for a in args[1:] if isinstance(a, str | bytes))
+    return True
+
+
+_BLOCK = frozenset({"BLOCK", b"BLOCK", "block", b"block"})
+
+
+def pack(args: Sequence[Any]) -> bytes:
+    """RESP encoding, with redis-py's argument rules (str, bytes, int, float; no bool), in C
+    (hiredis) for the usual arguments."""
+    first = args[0]
+    if isinstance(first, str) and " " in first:  # "SCRIPT LOAD": the server wants two words
+        args = (*first.split(), *args[1:])
+    try:
+        packed: bytes = hiredis.pack_command(tuple(args))
+        return packed
+    except TypeError:  # a bool, memoryview or other type: the rules below decide
+        return _pack_py(args)
+
+
+def _pack_py(args: Sequence[Any]) -> bytes:
+    parts = list(args)
+    out = [b"*%d\r\n" % len(parts)]
+    for a in parts:
+        if isinstance(a, str):
+            b = a.encode()
+        elif isinstance(a, bytes):
+            b = a
+        elif isinstance(a, bool):
+            raise redis.exceptions.DataError(
+                "Invalid input of type: 'bool'. Convert to a bytes, string, int or float first."
+            )
+        elif isinstance(a, int | float):
+            b = repr(a).encode()
+        elif isinstance(a, memoryview):
+            b = a.tobytes()
+        else:
+            raise redis.exceptions.DataError(
+                f"Invalid input of type: '{type(a).__name__}'. "
+                "Convert to a bytes, string, int or float first."
+            )
+        out.append(b"$%d\r\n%s\r\n" % (len(b), b))
+    return b"".join(out)
+
+
+def _error(reply: Any) -> redis.exceptions.RedisError:
+    """A server error reply as the exception redis-py raises for it."""
+    err: redis.exceptions.RedisError = BaseParser.parse_error(str(reply))  # type: ignore[no-untyped-call]
+    return err
+
+
+class _Proto(asyncio.Protocol):
+    """One connection: replies matched to waiting futures in order."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.reader = hiredis.Reader(encoding="utf-8")
+        self.raw = False  # the reader's current mode (NEVER_DECODE replies are bytes)
+        self.waiting: deque[tuple[asyncio.Future[Any], bool, float]] = deque()
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.error: type[redis.exceptions.RedisError] = redis.exceptions.ConnectionError
+        self._watchdog: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        self._watchdog = self.loop.call_later(1.0, self._check)
+
+    def _check(self) -> None:
+        """A reply overdue by COMMAND_TIMEOUT_S: the server hangs; drop the connection."""
+        if self.closed:
+            return
+        if self.waiting and time.monotonic() - self.waiting[0][2] > COMMAND_TIMEOUT_S:
+            self.error = redis.exceptions.TimeoutError
+            assert self.transport is not None
+            self.transport.abort()
+            return
+        self._watchdog = self.loop.call_later(1.0, self._check)
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        waiting, reader = self.waiting, self.reader
+        while waiting:
+            fut, raw, _sent = waiting[0]
+            if raw is not self.raw:
+                reader.set_encoding(None if raw else "utf-8")
+                self.raw = raw
+            try:
+                reply = reader.gets()
+            except UnicodeDecodeError as e:  # the reply is consumed; it fails, as in redis-py
+                waiting.popleft()
+                if not fut.done():
+                    fut.set_exception(e)
+                continue
+            except hiredis.ProtocolError as e:
+                self.error = redis.exceptions.ConnectionError
+                self._fail(f"protocol error: {e}")
+                assert self.transport is not None
+                self.transport.abort()
+                return
+            if reply is False:
+                return
+            waiting.popleft()
+            if not fut.done():
+                fut.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        why = "timed out" if self.error is redis.exceptions.TimeoutError else "lost"
+        self._fail(f"connection {why}" + (f": {exc}" if exc else ""))
+
+    def _fail(self, msg: str) -> None:
+        while self.waiting:
+            fut, _raw, _sent = self.waiting.popleft()
+            if not fut.done():
+                fut.set_exception(self.error(msg))
+
+    def send(self, data: bytes, raws: Iterable[bool]) -> list[asyncio.Future[Any]]:
+        if self.closed or self.transport is None:
+            raise redis.exceptions.ConnectionError("connection lost")
+        now = time.monotonic()
+        futs = []
+        for raw in raws:
+            fut = self.loop.create_future()
+            self.waiting.append((fut, raw, now))
+            futs.append(fut)
+        self.transport.write(data)
+        return futs
+
+
+class Lean:
+    """The lean connection of one client (made on first use, remade after a loss)."""
+
+    def __init__(self, host: str, port: int, *, db: int = 0, username: str | None = None,
+                 password: str | None = None) -> None:  # fmt: skip
+        self.host, self.port, self.db = host, port, db
+        self.username, self.password = username, password
+        self.proto: _Proto | None = None
+        self.loaded: set[str] = set()  # script shas loaded through this connection
+        self._lock: asyncio.Lock | None = None
+        self._lock_loop: asyncio.AbstractEventLoop | None = None
+
+    async def connection(self) -> _Proto:
+        p = self.proto
+        loop = asyncio.get_running_loop()
+        if p is not None and not p.closed and p.loop is loop:
+            return p
+        if self._lock is None or self._lock_loop is not loop:
+            self._lock, self._lock_loop = asyncio.Lock(), loop
+        async with self._lock:
+            p = self.proto
+            if p is not None and not p.closed and p.loop is loop:
+                return p
+            if p is not None and not p.closed and p.transport is not None:
+                with contextlib.suppress(Exception):
+                    p.transport.abort()  # made in another (finished) event loop
+            self.proto = await self._connect(loop)
+            self.loaded.clear()  # a new connection may be a restarted server
+            return self.proto
+
+    async def _connect(self, loop: asyncio.AbstractEventLoop) -> _Proto:
+        try:
+            _t, p = await asyncio.wait_for(
+                loop.create_connection(lambda: _Proto(loop), self.host, self.port),
+                CONNECT_TIMEOUT_S,
+            )
+        except (OSError, TimeoutError) as e:
+            raise redis.exceptions.ConnectionError(
+                f"Error connecting to {self.host}:{self.port}: {e}"
+            ) from e
+        hello: list[list[Any]] = []
+        if self.password is not None:
+            hello.append(["AUTH", *([self.username] if self.username else []), self.password])
+        if self.db:
+            hello.append(["SELECT", self.db])
+        # Named for CLIENT LIST; a user whose ACL forbids CLIENT just stays unnamed.
+        hello.append(["CLIENT", "SETNAME", CLIENT_NAME])
+        replies = await asyncio.gather(
+            *p.send(b"".join(pack(c) for c in hello), [False] * len(hello))
+        )
+        for reply in replies[:-1]:
+            if isinstance(reply, hiredis.ReplyError):
+                assert p.transport is not None
+                p.transport.abort()
+                raise _error(reply)
+        return p
+
+    async def call(self, args: Sequence[Any], raw: bool = False) -> Any:
+        p = await self.connection()
+        (fut,) = p.send(pack(args), (raw,))
+        return await fut
+
+    async def call_many(self, commands: Sequence[tuple[Sequence[Any], bool]]) -> list[Any]:
+        p = await self.connection()
+        futs = p.send(b"".join(pack(a) for a, _ in commands), [r for _, r in commands])
+        return list(await asyncio.gather(*futs))
+
+
+def finish(callbacks: Any, name: Any, reply: Any, options: dict[str, Any]) -> Any:
+    """What redis-py's ``parse_response`` does with a reply: errors raised as redis-py's
+    exception classes, then the command's response callback."""
+    if isinstance(reply, hiredis.ReplyError):
+        if EMPTY_RESPONSE in options:
+            return options[EMPTY_RESPONSE]
+        raise _error(reply)
+    options.pop(EMPTY_RESPONSE, None)
+    options.pop("keys", None)
+    cb = callbacks.get(name)
+    return cb(reply, **options) if cb is not None else reply
+
+
+class LeanPipeline(Pipeline):
+    """A non-transactional pipeline written in one go on the lean connection."""
+
+    lean: Lean
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        stack = self.command_stack
+        if (self.watching or self.explicit_transaction or self.is_transaction or not stack
+                or not all(lean_ok(args) for args, _ in stack)):  # fmt: skip
+            return await super().execute(raise_on_error)
+        commands: list[tuple[Sequence[Any], bool]] = []
+        to_load = [s for s in self.scripts if s.sha not in self.lean.loaded]
+        for s in to_load:
+            commands.append((("SCRIPT LOAD", s.script), False))
+        commands += [(args, bool(options.get(NEVER_DECODE))) for args, options in stack]
+        try:
+            replies = await self.lean.call_many(commands)
+        finally:
+            await self.reset()  # type: ignore[no-untyped-call]
+        for s, reply in zip(to_load, replies, strict=False):
+            if isinstance(reply, hiredis.ReplyError):
+                raise _error(reply)
+            self.lean.loaded.add(s.sha)
+        out: list[Any] = []
+        for (args, options), reply in zip(stack, replies[len(to_load) :], strict=True):
+            opts = {k: v for k, v in options.items() if k != NEVER_DECODE}
+            try:
+                out.append(finish(RESP2_CALLBACKS, args[0], reply, opts))
+            except redis.exceptions.ResponseError as e:
+                out.append(e)
+        if raise_on_error:
+            self.raise_first_error(stack, out)
+        return out
+
+
+class LeanRedis(aioredis.Redis):
+    """redis-py's asyncio client with the lean transport for non-blocking commands."""
+
+    lean: Lean | None = None
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        lean = self.lean
+        if lean is None or not lean_ok(args):
+            return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+        raw = bool(options.pop(NEVER_DECODE, False))
+        reply = await lean.call(args, raw)
+        return finish(RESP2_CALLBACKS, args[0], reply, options)
+
+    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Any:
+        if self.lean is None or transaction:
+            return super().pipeline(transaction, shard_hint)
+        p = LeanPipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
+        p.lean = self.lean
+        return p
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        lean = self.lean
+        if lean is not None and lean.proto is not None and lean.proto.transport is not None:
+            lean.proto.transport.close()
+        await super().aclose(close_connection_pool)
+
+
+def lean_client(pool: aioredis.ConnectionPool) -> aioredis.Redis:
+    """A client owning ``pool``; lean for plain TCP connections, redis-py's transport else."""
+    client = LeanRedis(connection_pool=pool)
+    client.auto_close_connection_pool = True  # as Redis.from_pool: the client owns the pool
+    kw = pool.connection_kwargs
+    if pool.connection_class is Connection and kw.get("decode_responses"):
+        client.lean = Lean(str(kw.get("host", "localhost")), int(kw.get("port", 6379)),
+                           db=int(kw.get("db") or 0), username=kw.get("username"),
+                           password=kw.get("password"))  # fmt: skip
+    return client

@@ -1,0 +1,44 @@
+-- ledger_apply.lua: write a ledger update decided from a read of the ledger, only if the
+-- fields the decision read still hold the values read (compare-and-set), with its audit
+-- entry, in one atomic step. On a conflict nothing is written: the caller reads and decides
+-- again (as a WATCH/MULTI transaction would, in one round trip instead of four).
+--
+-- KEYS[1]  ledger        quantum:position:ledger:<SYMBOL>   (HASH)
+-- KEYS[2]  audit stream  quantum:stream:decisions           (STREAM)
+-- ARGV[1]  audit MAXLEN (approximate)
+-- ARGV[2]  the marker of an absent field
+-- ARGV[3]  E, then E (field, value read) pairs (the marker: the field was absent)
+-- then     U, then U (field, value) pairs to write
+-- then     A, then A audit field pairs (A = 0: no audit entry)
+--
+-- Returns 1 when written, 0 on a conflict.
+
+local absent = ARGV[2]
+local i = 3
+-- (the same argument-block reader as exec_transition.lua: scripts cannot share code)
+local function pairs_at()
+  local n = tonumber(ARGV[i])
+  local out = {}
+  for j = i + 1, i + 2 * n do out[#out + 1] = ARGV[j] end
+  i = i + 2 * n + 1
+  return out
+end
+local expect = pairs_at()
+local update, audit = pairs_at(), pairs_at()
+
+for j = 1, #expect, 2 do
+  local now = redis.call('HGET', KEYS[1], expect[j])
+  if now == false then now = absent end
+  if now ~= expect[j + 1] then return 0 end
+end
+if #update > 0 then
+  local hset = {'HSET', KEYS[1]}
+  for _, v in ipairs(update) do hset[#hset + 1] = v end
+  redis.call(unpack(hset))
+end
+if #audit > 0 then
+  local xa = {'XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*'}
+  for _, v in ipairs(audit) do xa[#xa + 1] = v end
+  redis.call(unpack(xa))
+end
+return 1
