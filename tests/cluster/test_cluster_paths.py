@@ -47,7 +47,7 @@ from permitchain.store import is_cluster
 
 Run = Callable[[Callable[[Any], Any]], Any]
 SINGLE_NODE_ONLY = {"publish_plan", "exec_transition"}
-P0, P1, P2, P3, PX = (f"{n:016x}" for n in (0xA0, 0xA1, 0xA2, 0xA3, 0xAF))
+P0, P1, P2, P3, P4, PX = (f"{n:016x}" for n in (0xA0, 0xA1, 0xA2, 0xA3, 0xA4, 0xAF))
 
 
 class Calls:
@@ -117,6 +117,10 @@ def test_every_script_and_transaction_is_single_slot(arun: Run, keys: Keys, call
         await r.hset(keys.exec_record(P3), mapping={"state": "permitted"})
         await store.move(P3, from_states=("permitted",), to="submitted", index="add")
         await store.publish(result(P3), from_states=("submitted",), to="filled")
+        await r.hset(keys.exec_record(P4), mapping={"state": "permitted"})
+        state, moved, now = await store.submit(P4, fields={"sender": "t"})
+        assert (state, moved, now) == (TradingState.ACTIVE, True, "submitted")
+        assert await r.zscore(store.open_key, P4) is not None
         gov = GovernorStore(r, keys)
         await gov.reserve("BTCUSDT", P3, time.time(), 30, 5, 20)
         await gov.settle("BTCUSDT", P3, Settlement.CONFIRM, time.time())
