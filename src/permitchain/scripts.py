@@ -30,6 +30,9 @@ class Scripts:
         self.sim_order = client.register_script(source("sim_order"))
         self.governor_reserve = client.register_script(source("governor_reserve"))
         self.exec_transition = client.register_script(source("exec_transition"))
+        # Redis Cluster only: exec_transition's move on the exec record's slot alone
+        self.exec_move = client.register_script(source("exec_move"))
+        self.exec_outbox_done = client.register_script(source("exec_outbox_done"))
         self.ledger_apply = client.register_script(source("ledger_apply"))
         self.release_claim = client.register_script(source("release_claim"))
 

@@ -144,9 +144,11 @@ class Settings(BaseSettings):
     @classmethod
     def _redis_url(cls, v: str | None) -> str | None:
         if v is not None and not v.startswith(
-            ("redis://", "rediss://", "unix://", "redis+sentinel://")
-        ):
-            raise ValueError("must start with redis://, rediss://, unix:// or redis+sentinel://")
+            ("redis://", "rediss://", "unix://", "redis+sentinel://", "redis+cluster://",
+             "rediss+cluster://")
+        ):  # fmt: skip
+            raise ValueError("must start with redis://, rediss://, unix://, redis+sentinel://, "
+                             "redis+cluster:// or rediss+cluster://")  # fmt: skip
         return v
 
     @property

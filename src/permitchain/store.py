@@ -8,7 +8,10 @@ from typing import Any, TypeAlias
 
 import redis
 import redis.asyncio as aioredis
+import redis.asyncio.cluster as aiocluster
+import redis.asyncio.retry
 import redis.asyncio.sentinel as aiosentinel
+import redis.cluster
 import redis.sentinel
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
@@ -40,6 +43,10 @@ REDIS_FAULTS: tuple[type[BaseException], ...] = (
 POOL_WAIT_S = 5.0
 
 
+def _retry() -> Retry:
+    return Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 2)
+
+
 def _client_kwargs() -> dict[str, Any]:
     return {
         "decode_responses": True,
@@ -69,19 +76,59 @@ def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, dict[str, 
         raise ConfigError(
             "REDIS_URL: sentinel URLs are redis+sentinel://host:port[,…]/service[/db]"
         )
+    kw: dict[str, Any] = {"db": int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0}
+    return _nodes(hosts, "sentinel address"), parts[0], {**kw, **_auth(auth)}
+
+
+def _nodes(hosts: str, what: str) -> list[tuple[str, int]]:
+    """``host:port[,host:port…]`` of a sentinel or cluster URL."""
     nodes = []
     for h in hosts.split(","):
         host, _, port = h.rpartition(":")
         if not host or not port.isdigit():
-            raise ConfigError(f"REDIS_URL: bad sentinel address {h!r} (host:port)")
+            raise ConfigError(f"REDIS_URL: bad {what} {h!r} (host:port)")
         nodes.append((host, int(port)))
-    kw: dict[str, Any] = {"db": int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0}
-    if auth:
-        user, sep, password = auth.partition(":")
-        kw.update(username=user or None, password=password if sep else user)
-        if not sep:
-            kw["username"] = None
-    return nodes, parts[0], kw
+    return nodes
+
+
+def _auth(auth: str) -> dict[str, Any]:
+    """``user:password`` or ``password`` (the default user) of a URL, as client options."""
+    if not auth:
+        return {}
+    user, sep, password = auth.partition(":")
+    return (
+        {"username": user or None, "password": password}
+        if sep
+        else {"username": None, "password": user}
+    )
+
+
+CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
+
+
+def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
+    """``redis[s]+cluster://[user:password@]host:port[,host:port…][/0][?ssl_ca_certs=…]``:
+    the startup nodes and the client options (``rediss+`` is TLS). A cluster has db 0 only."""
+    scheme, _, rest = url.partition("://")
+    rest, _, query = rest.partition("?")
+    auth, _, rest = rest.rpartition("@")
+    hosts, _, path = rest.partition("/")
+    if path.strip("/") not in ("", "0"):
+        raise ConfigError("REDIS_URL: a Redis Cluster has database 0 only")
+    nodes, kw = _nodes(hosts, "cluster node address"), _auth(auth)
+    if scheme.startswith("rediss"):
+        kw["ssl"] = True
+    for item in filter(None, query.split("&")):
+        name, _, value = item.partition("=")
+        if name != "ssl_ca_certs":
+            raise ConfigError(f"REDIS_URL: cluster URLs take ssl_ca_certs only, not {name!r}")
+        kw["ssl_ca_certs"] = value
+    return nodes, kw
+
+
+def is_cluster(r: Any) -> bool:
+    """True for a Redis Cluster client (asyncio or sync): atomic steps must be single-slot."""
+    return isinstance(r, aiocluster.RedisCluster | redis.cluster.RedisCluster)
 
 
 def _require(url: str | None) -> str:
@@ -94,6 +141,14 @@ def async_client(url: str | None, *, max_connections: int = 32) -> AsyncRedis:
     """An asyncio client with a bounded pool; every service uses one for its life.
     ``redis+sentinel://`` URLs give a client that follows the master through failovers."""
     url = _require(url)
+    if url.startswith(CLUSTER_SCHEMES):
+        nodes, kw = parse_cluster_url(url)
+        return aiocluster.RedisCluster(
+            startup_nodes=[aiocluster.ClusterNode(h, p) for h, p in nodes],
+            max_connections=max_connections,
+            retry=redis.asyncio.retry.Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 2),
+            **kw, **_client_kwargs(),
+        )  # fmt: skip
     if url.startswith("redis+sentinel://"):
         nodes, service, kw = parse_sentinel_url(url)
         sentinel = aiosentinel.Sentinel(nodes, socket_connect_timeout=2.0)  # type: ignore[no-untyped-call]
@@ -106,7 +161,7 @@ def async_client(url: str | None, *, max_connections: int = 32) -> AsyncRedis:
         url,
         max_connections=max_connections,
         timeout=POOL_WAIT_S,
-        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 2),
+        retry=_retry(),
         **_client_kwargs(),
     )
     # The client owns the pool (aclose() closes it); non-blocking commands take the lean
@@ -117,6 +172,12 @@ def async_client(url: str | None, *, max_connections: int = 32) -> AsyncRedis:
 def sync_client(url: str | None) -> SyncRedis:
     """A blocking client for the CLI."""
     url = _require(url)
+    if url.startswith(CLUSTER_SCHEMES):
+        nodes, kw = parse_cluster_url(url)
+        return redis.cluster.RedisCluster(
+            startup_nodes=[redis.cluster.ClusterNode(h, p) for h, p in nodes],  # type: ignore[no-untyped-call]
+            retry=_retry(), **kw, **_client_kwargs(),
+        )  # fmt: skip
     if url.startswith("redis+sentinel://"):
         nodes, service, kw = parse_sentinel_url(url)
         s = redis.sentinel.Sentinel(nodes, socket_connect_timeout=2.0)  # type: ignore[no-untyped-call]
@@ -125,7 +186,7 @@ def sync_client(url: str | None) -> SyncRedis:
         )
     return redis.Redis.from_url(
         _require(url),
-        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 2),
+        retry=_retry(),
         **_client_kwargs(),
     )
 

@@ -19,7 +19,7 @@ PLAN = make_plan_id(SYM, "PARTIAL_75", 0, 3)
 OTHER = make_plan_id(SYM, "PARTIAL_50", 0, 2)
 
 
-def gov(granted: bool = True, plan_id: str = PLAN, symbol: str = SYM, ttl: float = 60) -> str:
+def gov(granted: bool = True, plan_id: str = PLAN, symbol: str = SYM, ttl: float = 3600) -> str:
     now = time.time()
     return GovernorPermit(
         plan_id=plan_id,
@@ -34,7 +34,7 @@ def gov(granted: bool = True, plan_id: str = PLAN, symbol: str = SYM, ttl: float
 
 
 def p33(allow: bool = True, plan_id: str = PLAN, symbol: str = SYM, qty: str = "0.046",
-        ttl: float = 60) -> str:  # fmt: skip
+        ttl: float = 3600) -> str:  # fmt: skip
     now = time.time()
     if allow:
         return P33Allow(

@@ -8,11 +8,23 @@ States (docs/apply-layer.md): ``permitted → submitted → filled | rejected | 
 ``unknown → filled | rejected`` (or a final ``unknown``), ``permitted → blocked | dry_run``,
 and ``blocked`` written by the consume or block script. Guard: ``result_id`` (the plan's one
 result, set to its entry id: a plan has exactly one result).
+
+On a Redis Cluster the record, the open index and the two streams live in different slots,
+so one script cannot do it all. There :meth:`ExecStore.move` puts the plan in the open index
+first (ZADD NX: an extra entry is harmless, the resolver checks the record), then runs
+``exec_move.lua`` on the record alone: the compare-and-set, with the result and audit entry
+kept in the record's ``outbox`` field (and ``result_id`` = ``pending``); then adds them to
+their streams, clears the outbox and sets ``result_id`` to the entry id
+(``exec_outbox_done.lua``), and takes the plan out of the open index last. A crash between
+leaves the outbox; the resolver's sweep of the open index publishes it
+(:meth:`ExecStore.flush_outbox`).
 """
 
 from __future__ import annotations
 
 import json
+import time
+import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
@@ -20,15 +32,18 @@ from prometheus_client import Counter, Histogram
 from redis.asyncio import Redis
 
 from permitchain.governor.policy import TradingState
-from permitchain.governor.store import queue_state_read, state_from_reply
+from permitchain.governor.store import queue_state_read, read_trading_state, state_from_reply
 from permitchain.keys import Keys
 from permitchain.models import SCHEMA, Result
 from permitchain.runtime.audit import AUDIT_MAXLEN, audit_fields
 from permitchain.scripts import Scripts, flat_pairs
+from permitchain.store import is_cluster
 
 EXEC_TTL_S = 7 * 86400
 RESULT_MAXLEN = 100_000
 FINAL_GUARD = "result_id"
+#: Redis Cluster: the exec record field holding a move's unpublished result and audit entry.
+OUTBOX = "outbox"
 LAYER = "executor"
 
 EXEC_STATUS = Counter(
@@ -51,6 +66,7 @@ class ExecStore:
         self.r, self.k = r, keys
         self.scripts = Scripts(r)
         self.open_key = open_index(keys)
+        self.cluster = is_cluster(r)
 
     async def consume(self, plan_id: str, symbol: str, mode: str) -> dict[str, Any]:
         raw = await self.scripts.consume_permits(
@@ -86,6 +102,11 @@ class ExecStore:
         result: Mapping[str, str] | None = None, audit: Mapping[str, str] | None = None,
     ) -> tuple[bool, str]:  # fmt: skip
         """Compare-and-set the exec state; returns (moved, state now)."""
+        if self.cluster:
+            return await self._move_cluster(
+                plan_id, from_states=from_states, to=to, fields=fields, index=index,
+                guard=guard, result=result, audit=audit,
+            )  # fmt: skip
         res = await self.scripts.exec_transition(
             keys=self._transition_keys(plan_id),
             args=[",".join(from_states), to, guard, index, plan_id, EXEC_TTL_S, RESULT_MAXLEN,
@@ -94,11 +115,87 @@ class ExecStore:
         )  # fmt: skip
         return bool(int(res[0])), str(res[1])
 
+    async def _move_cluster(
+        self, plan_id: str, *, from_states: Iterable[str], to: str,
+        fields: Mapping[str, str] | None, index: str, guard: str, result: Result | None,
+        audit: Mapping[str, str] | None,
+    ) -> tuple[bool, str]:  # fmt: skip
+        """:meth:`move` on a Redis Cluster: single-slot move with an outbox, then the writes
+        to the other slots (see the module docstring)."""
+        outbox = ""
+        if result is not None or audit:
+            outbox = json.dumps({
+                "result": result.to_fields() if result else {}, "audit": dict(audit or {}),
+                "guard": guard, "index": index, "at": time.time(), "token": uuid.uuid4().hex,
+            }, separators=(",", ":"))  # fmt: skip
+        if index == "add" or outbox:
+            # before the move, so a crash after it leaves the plan where the resolver looks
+            await self.r.zadd(self.open_key, {plan_id: time.time()}, nx=True)
+        res = await self.scripts.exec_move(
+            keys=[self.k.exec_record(plan_id)],
+            args=[",".join(from_states), to, guard, EXEC_TTL_S, outbox,
+                  1 if result is not None else 0, *flat_pairs(fields or {})],
+        )  # fmt: skip
+        moved = bool(int(res[0]))
+        if moved and index == "add":
+            # again after the move: a resolver that checked the record in between (still not
+            # open) took the entry out; an order is about to be sent, so it must be listed
+            await self.r.zadd(self.open_key, {plan_id: time.time()}, nx=True)
+        if moved and outbox:
+            await self._publish_outbox(plan_id, outbox)
+        elif moved and index == "rem":
+            await self.forget(plan_id)
+        return moved, str(res[1])
+
+    async def _publish_outbox(self, plan_id: str, raw: str) -> None:
+        """Add an outbox's result and audit entry to their streams, then clear it and set the
+        guard to the result's entry id, then take the plan out of the open index if the move
+        said so. Run again on the same outbox (a crash before the clear), it adds them again:
+        result consumers apply a plan's result once (P3.3's ledger, the governor's settle)."""
+        ob = json.loads(raw)
+        pipe = self.r.pipeline(transaction=False)
+        if ob["result"]:
+            pipe.xadd(self.k.result_stream, ob["result"], maxlen=RESULT_MAXLEN, approximate=True)
+        if ob["audit"]:
+            pipe.xadd(self.k.decisions, ob["audit"], maxlen=AUDIT_MAXLEN, approximate=True)
+        ids = await pipe.execute()
+        rid = str(ids[0]) if ob["result"] else ""
+        await self.scripts.exec_outbox_done(
+            keys=[self.k.exec_record(plan_id)], args=[raw, ob["guard"], rid]
+        )
+        if ob["index"] == "rem":
+            await self.forget(plan_id)
+
+    async def flush_outbox(self, plan_id: str, record: Mapping[str, str], min_age_s: float
+                           ) -> bool:  # fmt: skip
+        """Publish an outbox a crash left in ``record`` (Redis Cluster), once it is older than
+        ``min_age_s`` (a younger one belongs to the live path, which publishes it itself).
+        Returns True when there was one and it was published."""
+        raw = record.get(OUTBOX)
+        if not raw:
+            return False
+        try:
+            at = float(json.loads(raw)["at"])
+        except (ValueError, KeyError, TypeError):
+            at = 0.0
+        if time.time() - at < min_age_s:
+            return False
+        await self._publish_outbox(plan_id, raw)
+        return True
+
     async def submit(
         self, plan_id: str, *, fields: Mapping[str, str]
     ) -> tuple[TradingState, bool, str]:
         """Read the trading state and move ``permitted → submitted`` (open index: add) in one
-        round trip, the read first. Returns (trading state, moved, exec state now)."""
+        round trip, the read first. Returns (trading state, moved, exec state now). On a
+        Redis Cluster: the read, then the cluster move (two and more round trips)."""
+        if self.cluster:
+            state = await read_trading_state(self.r, self.k)
+            moved, now = await self._move_cluster(
+                plan_id, from_states=("permitted",), to="submitted", fields=fields,
+                index="add", guard="", result=None, audit=None,
+            )  # fmt: skip
+            return state, moved, now
         pipe = self.r.pipeline(transaction=False)
         queue_state_read(pipe, self.k)
         await self.scripts.exec_transition(keys=self._transition_keys(plan_id), args=[

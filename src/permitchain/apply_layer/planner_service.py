@@ -6,6 +6,13 @@ hashes of the allowlisted symbols (one pipelined round trip, no SCAN of the keys
 publishes each live proposal's plan through the same atomic dedupe + XADD script; a plan
 already published (the usual case) is silent there, so a sweep that finds nothing new writes
 nothing.
+
+On a Redis Cluster the dedupe key and the plan stream are in different slots, so
+:func:`publish_plan` splits the script: ``SET dedupe pending:<ts> NX EX``, ``XADD``, then the
+dedupe key is set to the entry id. A planner that dies in between leaves the key pending; the
+proposal entry is redelivered (it stays pending until ACKed) or the sweep finds the proposal,
+and a publisher finding a pending mark older than ``PENDING_STALE_S`` takes it over and adds
+the plan (again, if the first XADD had landed: every plan consumer is idempotent per plan).
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from permitchain.runtime.clock import Clock
 from permitchain.runtime.logs import log_decision
 from permitchain.scripts import Scripts
 from permitchain.settings import Settings
-from permitchain.store import REDIS_FAULTS
+from permitchain.store import REDIS_FAULTS, AsyncRedis, is_cluster
 
 log = logging.getLogger("permitchain.planner")
 LAYER = "planner"
@@ -41,6 +48,36 @@ PLANS = Counter(
     "apply_plans_total", "Plans decided by the planner", ["symbol", "decision", "reason"]
 )
 GROUP_PLANNER = "planner"
+#: Redis Cluster: a dedupe key still pending this long after it was set means its publisher
+#: died before the XADD (a live one takes a round trip); shorter than the redelivery idle time.
+PENDING_STALE_S = 3.0
+PENDING = "pending:"
+
+
+async def publish_plan(
+    r: AsyncRedis, scripts: Scripts, keys: Keys, plan_id: str, ttl_s: int, maxlen: int,
+    flat: list[str],
+) -> str | None:  # fmt: skip
+    """Publish a plan once: its dedupe key and the XADD. Returns the entry id, or None when the
+    plan was published already. One atomic script on a plain server; split on a Cluster."""
+    if not is_cluster(r):
+        new_id: str | None = await scripts.publish_plan(
+            keys=[keys.dedupe(plan_id), keys.plan_stream], args=[ttl_s, maxlen, *flat]
+        )
+        return new_id or None
+    key, mark = keys.dedupe(plan_id), f"{PENDING}{time.time():.6f}"
+    if not await r.set(key, mark, nx=True, ex=ttl_s):
+        seen = await r.get(key)
+        if seen is None or not seen.startswith(PENDING):
+            return None  # published (the entry id), or expired: the plan is old news
+        if time.time() - float(seen.removeprefix(PENDING)) < PENDING_STALE_S:
+            return None  # its publisher is at work
+        if await r.set(key, mark, xx=True, keepttl=True, get=True) != seen:
+            return None  # another publisher took it over first
+    fields = dict(zip(flat[::2], flat[1::2], strict=True))
+    entry_id = str(await r.xadd(keys.plan_stream, fields, maxlen=maxlen, approximate=True))
+    await r.set(key, entry_id, xx=True, keepttl=True)
+    return entry_id
 
 
 class Planner:
@@ -69,10 +106,10 @@ class Planner:
         flat: list[str] = []
         for k, v in plan.to_fields().items():
             flat += [k, v]
-        new_id = await self.scripts.publish_plan(
-            keys=[self.k.dedupe(plan.plan_id), self.k.plan_stream],
-            args=[self.s.dedupe_ttl_s, self.s.plan_stream_maxlen, *flat],
-        )
+        new_id = await publish_plan(
+            self.r, self.scripts, self.k, plan.plan_id, self.s.dedupe_ttl_s,
+            self.s.plan_stream_maxlen, flat,
+        )  # fmt: skip
         if new_id:
             decision, reason = plan.decision.value, plan.reason_codes[0]
         elif audit_duplicate:

@@ -12,6 +12,10 @@ the process that sent it is dead (same host, its pid gone: a restart), after
 ``not_found_s`` when it is not found, after ``give_up_s`` when it stays open. On start,
 every open plan is resolved at once (``recover_all``); afterwards a periodic pass takes those
 older than ``grace_s``.
+
+On a Redis Cluster the open index also lists plans whose move left an ``outbox`` (a result
+and audit entry not yet on their streams: the process died between the record's move and
+those writes, see ``exec_store``); the resolver publishes it once it is ``grace_s`` old.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import logging
 import os
 import socket
 
-from permitchain.apply_layer.exec_store import FINAL_GUARD, ExecStore
+from permitchain.apply_layer.exec_store import FINAL_GUARD, OUTBOX, ExecStore
 from permitchain.apply_layer.orders import OrderDesk, Submission
 from permitchain.errors import ContractError, ExchangeError
 from permitchain.exchange.base import Exchange
@@ -66,6 +70,11 @@ class Resolver:
         """Look the plan's order up and write its final result if there is one now.
         Returns the exec state after."""
         h = await self.store.get(plan_id)
+        if OUTBOX in h:  # Redis Cluster only: a move whose result a crash left unpublished
+            if not await self.store.flush_outbox(plan_id, h, self.grace_s):
+                return h.get("state", "none")  # young: the live path is publishing it
+            log.warning("[RECOVER] plan=%s published the result its move left", plan_id)
+            h = await self.store.get(plan_id)
         state = h.get("state", "none")
         if state not in OPEN_STATES or FINAL_GUARD in h:  # decided: nothing to look up
             await self.store.forget(plan_id)

@@ -4,6 +4,10 @@ The state change and its audit entry are one MULTI/EXEC transaction: there is ne
 without the entry that says who set it and why, nor an entry for a change that did not
 happen. The state before is read fail-closed (a wrong key type or garbage reads HALTED and is
 recorded as found); SET replaces whatever the key held, so ``resume`` repairs a broken key.
+
+On a Redis Cluster the state key and the audit stream are in different slots: there the two
+are written one after the other, the state first (a crash between leaves the state set
+without its entry; never an entry for a change that did not happen).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from permitchain.governor.store import read_trading_state
 from permitchain.keys import Keys
 from permitchain.runtime.audit import AUDIT_MAXLEN, audit_fields
 from permitchain.settings import Settings
-from permitchain.store import AsyncRedis
+from permitchain.store import AsyncRedis, is_cluster
 
 OPERATOR_LAYER = "operator"
 MAX_REASON_CHARS = 500
@@ -42,10 +46,14 @@ async def set_trading_state(
                  "key_type_before": raw_type},
         ts=time.time(),
     )  # fmt: skip
-    pipe = r.pipeline(transaction=True)
-    pipe.set(keys.trading_state, state.value)
-    pipe.xadd(keys.decisions, fields, maxlen=AUDIT_MAXLEN, approximate=True)
-    await pipe.execute()
+    if is_cluster(r):
+        await r.set(keys.trading_state, state.value)
+        await r.xadd(keys.decisions, fields, maxlen=AUDIT_MAXLEN, approximate=True)
+    else:
+        pipe = r.pipeline(transaction=True)
+        pipe.set(keys.trading_state, state.value)
+        pipe.xadd(keys.decisions, fields, maxlen=AUDIT_MAXLEN, approximate=True)
+        await pipe.execute()
     after = await read_trading_state(r, keys)
     if after is not state:
         raise StoreError(f"trading state reads {after.value} after setting {state.value}")

@@ -28,7 +28,7 @@ from permitchain.exchange.base import (
 from permitchain.keys import Keys
 from permitchain.models import fmt_decimal
 from permitchain.scripts import Scripts
-from permitchain.store import AsyncRedis, atranslate
+from permitchain.store import AsyncRedis, atranslate, is_cluster
 
 ORDER_TTL_S = 7 * 86400
 READ_CHUNK = 100
@@ -248,9 +248,7 @@ class SimExchange:
             argv += [k, v]
         seq_key = f"{pos_key.rsplit(':', 1)[0]}:order_seq"
         async with atranslate():
-            res = await self.scripts.sim_order(
-                keys=[pos_key, order_key, seq_key, self.k.sim_fills], args=argv
-            )
+            res = await self._record_order([pos_key, order_key, seq_key], argv, fill_record)
         if res[0] == "retry":
             return None
         if res[0] == "exists":
@@ -259,6 +257,22 @@ class SimExchange:
         if mode == "lose_response":
             raise OrderOutcomeUnknown("sim: response lost after acceptance (injected)")
         return _order({**fields, "order_id": res[1]})
+
+    async def _record_order(
+        self, keys: list[str], argv: list[Any], fill_record: dict[str, str]
+    ) -> list[str]:
+        """Run ``sim_order.lua``. On a Redis Cluster the fills stream is in another slot: the
+        script records the order and moves the position (the source of truth), and the fill
+        record follows, added once, by the one call whose script created the order."""
+        if not is_cluster(self.r):
+            res: list[str] = await self.scripts.sim_order(keys=[*keys, self.k.sim_fills],
+                                                          args=argv)  # fmt: skip
+            return res
+        res = await self.scripts.sim_order(keys=keys, args=argv)
+        if fill_record and res[0] == "ok":
+            await self.r.xadd(self.k.sim_fills, {"order_id": res[1], **fill_record},
+                              maxlen=100_000, approximate=True)  # fmt: skip
+        return res
 
     async def place_stop_market(
         self, symbol: str, side: Side, stop_price: Decimal, qty: Decimal, client_order_id: str

@@ -5,7 +5,8 @@
 -- KEYS[1]  position hash   quantum:sim:{<SYMBOL>}:position
 -- KEYS[2]  order hash      quantum:sim:{<SYMBOL>}:order:<client_order_id>
 -- KEYS[3]  order sequence  quantum:sim:{<SYMBOL>}:order_seq
--- KEYS[4]  fills stream    quantum:sim:fills
+-- KEYS[4]  fills stream    quantum:sim:fills   (absent on a Redis Cluster: another slot; the
+--          caller then adds the fill record itself right after an 'ok')
 -- ARGV[1]  expected position amount as read ('' if none)
 -- ARGV[2]  new position amount ('' = unchanged, e.g. an order accepted but not filled)
 -- ARGV[3]  order hash TTL in seconds
@@ -15,7 +16,8 @@
 --
 -- Returns {'exists'} if the client order id is taken (the caller reads that order),
 -- {'retry'} if the position moved since it was read, or {'ok', order_id}.
--- (The simulated exchange only: KEYS[4] is outside the symbol's hash slot.)
+-- (The simulated exchange only: KEYS[4] is outside the symbol's hash slot, so a cluster
+-- client passes KEYS[1..3] only.)
 
 if redis.call('EXISTS', KEYS[2]) == 1 then return {'exists'} end
 local cur = redis.call('HGET', KEYS[1], 'amt') or ''
@@ -27,7 +29,7 @@ for i = 5, 4 + n do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[2], unpack(fields))
 redis.call('EXPIRE', KEYS[2], tonumber(ARGV[3]))
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'amt', ARGV[2]) end
-if #ARGV > 4 + n then
+if #ARGV > 4 + n and #KEYS >= 4 then
   local fill = {'XADD', KEYS[4], 'MAXLEN', '~', '100000', '*', 'order_id', oid}
   for i = 5 + n, #ARGV do fill[#fill + 1] = ARGV[i] end
   redis.call(unpack(fill))

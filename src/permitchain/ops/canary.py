@@ -26,6 +26,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from permitchain.apply_layer.planner_service import publish_plan
 from permitchain.exit_brain.api import submit_proposal
 from permitchain.keys import GROUP_P33_LEDGER, Keys
 from permitchain.models import CANARY_SYMBOL, Plan, PlanDecision, Proposal, Step, make_plan_id
@@ -178,10 +179,8 @@ async def run_canary(r: Redis, k: Keys, s: Settings, timeout_s: float) -> list[C
     flat: list[str] = []
     for key, v in plan.to_fields().items():
         flat += [key, v]
-    await Scripts(r).publish_plan(
-        keys=[k.dedupe(plan.plan_id), k.plan_stream],
-        args=[s.dedupe_ttl_s, s.plan_stream_maxlen, *flat],
-    )
+    await publish_plan(r, Scripts(r), k, plan.plan_id, s.dedupe_ttl_s, s.plan_stream_maxlen,
+                       flat)  # fmt: skip
     pid = plan.plan_id
 
     def all_seen() -> bool:

@@ -3,9 +3,13 @@ annotations cover every client, so the casts live here, once."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any, cast
 
 from redis.asyncio import Redis
+
+from permitchain.store import is_cluster
 
 Entries = list[tuple[str, dict[str, str]]]
 
@@ -30,6 +34,18 @@ async def xrevrange(r: Redis, stream: str, hi: str = "+", lo: str = "-",
 
 async def xread(r: Redis, positions: dict[str, str], *, count: int, block_ms: int
                 ) -> list[tuple[str, Entries]]:  # fmt: skip
+    """XREAD over several streams. On a Redis Cluster they may be in different slots, which
+    one XREAD cannot span: each is read without blocking, polled until ``block_ms``."""
+    if len(positions) > 1 and is_cluster(r):
+        deadline = time.monotonic() + block_ms / 1000
+        while True:
+            out: list[tuple[str, Entries]] = []
+            for stream, last in positions.items():
+                one = await r.xread({stream: last}, count=count)
+                out += cast(list[tuple[str, Entries]], one or [])
+            if out or time.monotonic() >= deadline:
+                return out
+            await asyncio.sleep(0.02)
     resp = await r.xread(positions, count=count, block=block_ms)  # type: ignore[arg-type]
     return cast(list[tuple[str, Entries]], resp or [])
 

@@ -114,7 +114,8 @@ class PositionBrain:
         pipe.hgetall(self.k.snapshot(plan.symbol))
         pipe.hgetall(self.k.ledger(plan.symbol))
         pipe.get(self.k.inflight(plan.symbol))
-        decided, snap_h, ledger_h, holder = await pipe.execute()
+        pipe.exists(self.k.exec_record(plan.plan_id))
+        decided, snap_h, ledger_h, holder, consumed = await pipe.execute()
         if decided:  # a redelivery: the first decision stands
             log.info("plan %s already has a P3.3 permit; not judged again", plan.plan_id)
             return
@@ -130,7 +131,9 @@ class PositionBrain:
         other = holder if holder not in (None, plan.plan_id) else None
         d = evaluate(plan=view, snapshot=snapshot, ledger=ledger, cfg=self.cfg, now=now,
                      in_flight_plan=other)  # fmt: skip
-        if d.allow and self.cfg.cooldown_s > 0:
+        if d.allow and self.cfg.cooldown_s > 0 and not consumed:
+            # (consumed: the executor decided this plan already, e.g. a duplicate plan entry;
+            # it sends no order for it, so it takes no claim from the symbol's next plan)
             # Take the symbol's claim; a plan allowed a moment ago by a peer wins.
             claimed = await self.r.set(self.k.inflight(plan.symbol), plan.plan_id, nx=True,
                                        px=int(self.cfg.cooldown_s * 1000))  # fmt: skip

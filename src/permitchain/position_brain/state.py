@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,7 +37,7 @@ from permitchain.models import Result, ResultStatus, fmt_decimal
 from permitchain.position_brain.checks import Ledger, Snapshot, side_of
 from permitchain.runtime.audit import AUDIT_MAXLEN, add_audit, audit_fields
 from permitchain.scripts import flat_pairs, scripts_for
-from permitchain.store import AsyncRedis
+from permitchain.store import AsyncRedis, is_cluster
 
 S = TypeVar("S")
 T = TypeVar("T")
@@ -178,6 +179,99 @@ async def transact(
                 continue
 
 
+#: A ledger write: the fields to HSET and its audit entry (``audit_fields``).
+LedgerWrite: TypeAlias = tuple[dict[str, str], dict[str, str]]
+#: Redis Cluster: ledger hash fields ``audit_outbox:<epoch>:<nonce>`` hold audit entries
+#: written with the ledger but not yet on the audit stream (another slot).
+AUDIT_OUTBOX = "audit_outbox:"
+#: An outbox older than this was left by a crash (the live path flushes its own at once).
+OUTBOX_STALE_S = 5.0
+
+
+async def _write_ledger(
+    r: AsyncRedis, keys: Keys, symbol: str,
+    decide: Callable[[dict[str, str], str | None], tuple[T, LedgerWrite | None]], *,
+    read_inflight: bool = False,
+) -> T:  # fmt: skip
+    """Read the symbol's ledger (and, with ``read_inflight``, its in-flight claim), decide,
+    and write the ledger fields and the audit entry together.
+
+    Plain server: one WATCH/MULTI over the ledger, the claim read inside the WATCH, the audit
+    entry added in the MULTI. Redis Cluster (the audit stream and the claim are in other
+    slots): the claim is read before, outside; the MULTI covers the ledger alone and puts the
+    audit entry in an outbox field of the ledger; it is added to the stream right after and
+    the field deleted. An outbox a crash left behind is flushed by the symbol's next ledger
+    write (:func:`flush_ledger_outboxes`)."""
+    key, claim = keys.ledger(symbol), keys.inflight(symbol)
+    cluster = is_cluster(r)
+    claim_before: str | None = await r.get(claim) if cluster and read_inflight else None
+    outbox_field = _outbox_field() if cluster else ""
+    pending: dict[str, str] = {}  # outbox field -> audit JSON, to flush after the write
+
+    async def read(pipe: Pipe) -> tuple[dict[str, str], str | None]:
+        h: dict[str, str] = await pipe.hgetall(key)
+        if read_inflight and not cluster:
+            return h, await pipe.get(claim)
+        return h, claim_before
+
+    def decide_write(state: tuple[dict[str, str], str | None]) -> tuple[T, Write | None]:
+        h, in_flight = state
+        pending.clear()
+        if cluster:
+            pending.update(stale_outboxes(h))
+        answer, w = decide(h, in_flight)
+        if w is None:
+            return answer, None
+        fields, audit = w
+
+        def write(pipe: Pipe) -> None:
+            if cluster:
+                pending[outbox_field] = json.dumps(audit, separators=(",", ":"))
+                pipe.hset(key, mapping={**fields, outbox_field: pending[outbox_field]})
+            else:
+                pipe.hset(key, mapping=fields)
+                pipe.xadd(keys.decisions, audit, maxlen=AUDIT_MAXLEN, approximate=True)
+
+        return answer, write
+
+    answer = await transact(r, key, read, decide_write)
+    if cluster and pending:
+        await flush_ledger_outboxes(r, keys, symbol, pending)
+    return answer
+
+
+def _outbox_field() -> str:
+    return f"{AUDIT_OUTBOX}{time.time():.6f}:{uuid.uuid4().hex[:8]}"
+
+
+def stale_outboxes(h: Mapping[str, str], now: float | None = None) -> dict[str, str]:
+    """The audit outboxes of ledger hash ``h`` older than ``OUTBOX_STALE_S``."""
+    now = time.time() if now is None else now
+    out = {}
+    for f, v in h.items():
+        if f.startswith(AUDIT_OUTBOX):
+            ts = _float(f.removeprefix(AUDIT_OUTBOX).split(":", 1)[0])
+            if ts is None or now - ts >= OUTBOX_STALE_S:
+                out[f] = v
+    return out
+
+
+async def flush_ledger_outboxes(
+    r: AsyncRedis, keys: Keys, symbol: str, outboxes: Mapping[str, str]
+) -> int:
+    """Add each outbox's audit entry to the audit stream, then delete its field (at least
+    once: a crash between the two adds it again on the next flush). Returns how many."""
+    for field, raw in outboxes.items():
+        try:
+            audit = json.loads(raw)
+        except json.JSONDecodeError:
+            audit = None
+        if isinstance(audit, dict):
+            await r.xadd(keys.decisions, audit, maxlen=AUDIT_MAXLEN, approximate=True)
+        await r.hdel(keys.ledger(symbol), field)
+    return len(outboxes)
+
+
 #: The ledger fields ``ledger_update`` reads: the compare-and-set checks them unchanged.
 LEDGER_READ_FIELDS = ("last_known_amt", "applied_plans", "last_order_time_epoch", "epoch")
 ABSENT = "\x00absent"
@@ -186,9 +280,12 @@ ABSENT = "\x00absent"
 async def apply_result(r: AsyncRedis, keys: Keys, result: Result, result_id: str) -> LedgerChange:
     """Apply one result to its symbol's ledger, once per plan, atomically: read, decide, then
     ``ledger_apply.lua`` writes the amount, the applied plan ids and the audit entry together,
-    only if the fields read are unchanged (else read and decide again)."""
+    only if the fields read are unchanged (else read and decide again). On a Redis Cluster
+    the script runs on the ledger alone and the audit entry goes through an outbox field of
+    the ledger, flushed right after (see :func:`_write_ledger`)."""
     key = keys.ledger(result.symbol)
     scripts = scripts_for(r)
+    cluster = is_cluster(r)
     while True:
         h: dict[str, str] = await r.hgetall(key)
         change = ledger_update(h, result, result_id, time.time())
@@ -202,6 +299,18 @@ async def apply_result(r: AsyncRedis, keys: Keys, result: Result, result_id: str
                 "ledger_before": _s(change.before), "ledger_after": _s(change.after)},
         )  # fmt: skip
         expect = {f: h.get(f, ABSENT) for f in LEDGER_READ_FIELDS}
+        if cluster:
+            field = _outbox_field()
+            box = json.dumps(audit, separators=(",", ":"))
+            written = await scripts.ledger_apply(
+                keys=[key], args=[AUDIT_MAXLEN, ABSENT, *flat_pairs(expect),
+                                  *flat_pairs({**change.update, field: box}), "0"],
+            )  # fmt: skip
+            if int(written):
+                await flush_ledger_outboxes(r, keys, result.symbol,
+                                            {**stale_outboxes(h), field: box})  # fmt: skip
+                return change
+            continue
         written = await scripts.ledger_apply(
             keys=[key, keys.decisions],
             args=[AUDIT_MAXLEN, ABSENT, *flat_pairs(expect), *flat_pairs(change.update),
@@ -249,15 +358,10 @@ async def reconcile(
     Starts a new position epoch, so plans made on the old beliefs are never the same plan as
     the ones made after. ``in_flight_plan`` in the answer: a close P3.3 allowed and whose result
     has not arrived (reconciling under it may count its fill twice)."""
-    key = keys.ledger(symbol)
-
-    async def read(pipe: Pipe) -> tuple[dict[str, str], str | None]:
-        return await pipe.hgetall(key), await pipe.get(keys.inflight(symbol))
 
     def decide(
-        state: tuple[dict[str, str], str | None],
-    ) -> tuple[dict[str, Any], Write | None]:
-        h, in_flight = state
+        h: dict[str, str], in_flight: str | None
+    ) -> tuple[dict[str, Any], LedgerWrite | None]:
         before, epoch = h.get("last_known_amt"), int(h.get("epoch") or 0)
         before_d = decimal_or_none(before)
         change: dict[str, Any] = {
@@ -269,28 +373,15 @@ async def reconcile(
         }  # fmt: skip
         if dry_run:
             return change, None
+        now = time.time()
+        fields = {"last_known_amt": fmt_decimal(exchange_amt),
+                  "last_known_side": side_of(exchange_amt), "last_update_ts": f"{now:.6f}",
+                  "epoch": str(epoch + 1)}  # fmt: skip
+        audit = audit_fields(plan_id="", symbol=symbol, layer=LAYER, decision="RECONCILE",
+                             reason="operator_reconcile", context=change, ts=now)  # fmt: skip
+        return change, (fields, audit)
 
-        def write(pipe: Pipe) -> None:
-            now = time.time()
-            pipe.hset(key, mapping={"last_known_amt": fmt_decimal(exchange_amt),
-                                    "last_known_side": side_of(exchange_amt),
-                                    "last_update_ts": f"{now:.6f}",
-                                    "epoch": str(epoch + 1)})  # fmt: skip
-            add_audit(
-                pipe,
-                keys,
-                plan_id="",
-                symbol=symbol,
-                layer=LAYER,
-                decision="RECONCILE",
-                reason="operator_reconcile",
-                context=change,
-                ts=now,
-            )
-
-        return change, write
-
-    return await transact(r, key, read, decide)
+    return await _write_ledger(r, keys, symbol, decide, read_inflight=True)
 
 
 async def release_claim(r: AsyncRedis, keys: Keys, symbol: str, plan_id: str) -> bool:

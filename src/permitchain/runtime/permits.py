@@ -1,5 +1,9 @@
 """Writing a gatekeeper's permit: the permit (SET NX EX: a plan's decision is written once),
-a wake-up event for the executor, and the audit entry, in one ordered pipeline."""
+a wake-up event for the executor, and the audit entry, in one ordered pipeline.
+
+A Redis Cluster client splits a pipeline by node and does not keep its order across nodes,
+so there the permit is written first and the event and the audit entry after it: the event
+must never reach the executor before the permit it announces."""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from typing import Any
 
 from permitchain.keys import Keys
 from permitchain.runtime.audit import AUDIT_MAXLEN, audit_fields
-from permitchain.store import AsyncRedis
+from permitchain.store import AsyncRedis, is_cluster
 
 PERMIT_EVENTS_MAXLEN = 100_000
 
@@ -17,13 +21,17 @@ async def write_permit(
     layer: str, decision: str, reason: str, context: dict[str, Any], ts: float,
 ) -> bool:  # fmt: skip
     """Returns False when a permit for this plan already existed (the first decision stands)."""
+    cluster, created = is_cluster(r), None
+    if cluster:
+        created = await r.set(key, permit_json, ex=ttl_s, nx=True)
     pipe = r.pipeline(transaction=False)
-    pipe.set(key, permit_json, ex=ttl_s, nx=True)
+    if not cluster:
+        pipe.set(key, permit_json, ex=ttl_s, nx=True)
     pipe.xadd(keys.permit_event_stream, {"plan_id": plan_id, "layer": layer},
               maxlen=PERMIT_EVENTS_MAXLEN, approximate=True)  # fmt: skip
     pipe.xadd(keys.decisions,
               audit_fields(plan_id=plan_id, symbol=symbol, layer=layer, decision=decision,
                            reason=reason, context=context, ts=ts),
               maxlen=AUDIT_MAXLEN, approximate=True)  # fmt: skip
-    created, _, _ = await pipe.execute()
-    return bool(created)
+    replies = await pipe.execute()
+    return bool(created if cluster else replies[0])

@@ -60,8 +60,9 @@ def grants(service: str, k: Keys) -> list[Grant]:
         return [*common, group(k.plan_stream), group(k.result_stream),
                 Grant(("+hset", "+expire", "+hgetall", "+exists"),
                       (f"~{p}:position:snapshot:*",)),
-                Grant(("+hgetall", "+hget", "+hset", "+hsetnx", "+watch", "+unwatch", "+multi",
-                       "+exec", "+exists", "+set", "+expire"),
+                # +hdel: a Redis Cluster's ledger audit outbox fields (position_brain.state)
+                Grant(("+hgetall", "+hget", "+hset", "+hsetnx", "+hdel", "+watch", "+unwatch",
+                       "+multi", "+exec", "+exists", "+set", "+expire"),
                       (f"~{p}:position:ledger:*", f"~{p}:position:applied:*")),
                 # ledger_apply.lua: the ledger's compare-and-set with its audit entry
                 Grant(("+evalsha", "+eval", "+hget", "+hset", "+xadd"),
@@ -70,13 +71,15 @@ def grants(service: str, k: Keys) -> list[Grant]:
                       (f"~{p}:position:inflight:*",)),
                 Grant(("+set",), (f"%W~{p}:permit:p33:{{*",)),
                 Grant(("+exists",), (f"%R~{p}:permit:p33:{{*",)),
+                Grant(("+exists",), (f"%R~{p}:exec:{{*",)),  # a plan already consumed
                 Grant(("+xadd",), (f"%W~{k.permit_event_stream}",)),
                 Grant(("+get",), (f"%R~{k.trading_state}",)),
                 Grant(SIM_READ, (f"%R~{p}:sim:*",))]  # fmt: skip
     if service == "apply-layer":
         return [*common, group(k.proposal_stream), group(k.plan_stream),
                 Grant(("+hgetall",), (f"%R~{p}:harvest:proposal:*",)),
-                Grant(("+evalsha", "+eval", "+set", "+xadd"),
+                # +get: a Redis Cluster's pending dedupe mark (planner_service.publish_plan)
+                Grant(("+evalsha", "+eval", "+set", "+get", "+xadd"),
                       (f"~{p}:apply:stream_published:{{*", f"~{k.plan_stream}")),
                 Grant(("+evalsha", "+eval", "+get", "+del", "+type", "+ttl", "+hget", "+hset",
                        "+hsetnx", "+hgetall", "+expire"), (f"~{p}:permit:*", f"~{p}:exec:*")),
