@@ -117,15 +117,15 @@ class ExecStore:
 
     async def _move_cluster(
         self, plan_id: str, *, from_states: Iterable[str], to: str,
-        fields: Mapping[str, str] | None, index: str, guard: str, result: Result | None,
-        audit: Mapping[str, str] | None,
+        fields: Mapping[str, str] | None, index: str, guard: str,
+        result: Mapping[str, str] | None, audit: Mapping[str, str] | None,
     ) -> tuple[bool, str]:  # fmt: skip
         """:meth:`move` on a Redis Cluster: single-slot move with an outbox, then the writes
         to the other slots (see the module docstring)."""
         outbox = ""
         if result is not None or audit:
             outbox = json.dumps({
-                "result": result.to_fields() if result else {}, "audit": dict(audit or {}),
+                "result": dict(result or {}), "audit": dict(audit or {}),
                 "guard": guard, "index": index, "at": time.time(), "token": uuid.uuid4().hex,
             }, separators=(",", ":"))  # fmt: skip
         if index == "add" or outbox:
