@@ -32,7 +32,7 @@ import contextlib
 import socket
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import hiredis
@@ -71,15 +71,20 @@ _UPPER_CALLBACKS: dict[str, Any] = {k.upper(): v for k, v in _CALLBACKS.items()}
 def lean_ok(args: Sequence[Any]) -> bool:
     """May this command use the shared lean connection (it neither blocks nor changes
     connection state)?"""
-    head = str(args[0]).split(" ", 1)[0].upper()
-    if head in POOL_ONLY:
-        return False
-    return block_ms(args) is None
+    name = args[0]
+    ok = _NAME_OK.get(name)
+    if ok is None:  # the first time this command name is seen (a handful in all)
+        ok = _NAME_OK[name] = str(name).split(" ", 1)[0].upper() not in POOL_ONLY
+    return ok and (name not in _READS or block_ms(args) is None)
+
+
+_NAME_OK: dict[Any, bool] = {}
+_READS = frozenset({"XREAD", "XREADGROUP", "xread", "xreadgroup"})
 
 
 def block_ms(args: Sequence[Any]) -> int | None:
     """The BLOCK milliseconds of an XREAD/XREADGROUP, None when it does not block."""
-    if str(args[0]).upper() not in ("XREAD", "XREADGROUP"):
+    if args[0] not in _READS and str(args[0]).upper() not in _READS:
         return None
     for i, a in enumerate(args[1:-1], start=1):
         if isinstance(a, str | bytes) and a in _BLOCK:
@@ -134,15 +139,24 @@ def _error(reply: Any) -> redis.exceptions.RedisError:
     return err
 
 
+class _Batch:
+    """Commands written together: one future, resolved with all their replies in order."""
+
+    __slots__ = ("deadline", "fut", "raws", "replies")
+
+    def __init__(self, fut: asyncio.Future[list[Any]], raws: Sequence[bool], deadline: float):
+        self.fut, self.raws, self.deadline = fut, raws, deadline
+        self.replies: list[Any] = []
+
+
 class _Proto(asyncio.Protocol):
-    """One connection: replies matched to waiting futures in order."""
+    """One connection: replies matched to the batches waiting for them, in order."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.reader = hiredis.Reader(encoding="utf-8")
         self.raw = False  # the reader's current mode (NEVER_DECODE replies are bytes)
-        #: (reply future, reply undecoded, deadline on the monotonic clock)
-        self.waiting: deque[tuple[asyncio.Future[Any], bool, float]] = deque()
+        self.waiting: deque[_Batch] = deque()
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.error: type[redis.exceptions.RedisError] = redis.exceptions.ConnectionError
@@ -160,7 +174,7 @@ class _Proto(asyncio.Protocol):
         """A reply overdue by COMMAND_TIMEOUT_S: the server hangs; drop the connection."""
         if self.closed:
             return
-        if self.waiting and time.monotonic() > self.waiting[0][2]:
+        if self.waiting and time.monotonic() > self.waiting[0].deadline:
             self.error = redis.exceptions.TimeoutError
             assert self.transport is not None
             self.transport.abort()
@@ -171,17 +185,15 @@ class _Proto(asyncio.Protocol):
         self.reader.feed(data)
         waiting, reader = self.waiting, self.reader
         while waiting:
-            fut, raw, _sent = waiting[0]
+            batch = waiting[0]
+            raw = batch.raws[len(batch.replies)]
             if raw is not self.raw:
                 reader.set_encoding(None if raw else "utf-8")
                 self.raw = raw
             try:
                 reply = reader.gets()
             except UnicodeDecodeError as e:  # the reply is consumed; it fails, as in redis-py
-                waiting.popleft()
-                if not fut.done():
-                    fut.set_exception(e)
-                continue
+                reply = e
             except hiredis.ProtocolError as e:
                 self.error = redis.exceptions.ConnectionError
                 self._fail(f"protocol error: {e}")
@@ -190,9 +202,11 @@ class _Proto(asyncio.Protocol):
                 return
             if reply is False:
                 return
-            waiting.popleft()
-            if not fut.done():
-                fut.set_result(reply)
+            batch.replies.append(reply)
+            if len(batch.replies) == len(batch.raws):
+                waiting.popleft()
+                if not batch.fut.done():
+                    batch.fut.set_result(batch.replies)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -203,24 +217,24 @@ class _Proto(asyncio.Protocol):
 
     def _fail(self, msg: str) -> None:
         while self.waiting:
-            fut, _raw, _sent = self.waiting.popleft()
-            if not fut.done():
-                fut.set_exception(self.error(msg))
+            batch = self.waiting.popleft()
+            if not batch.fut.done():
+                batch.fut.set_exception(self.error(msg))
 
-    def send(self, data: bytes, raws: Iterable[bool], wait_s: float = 0.0
-             ) -> list[asyncio.Future[Any]]:  # fmt: skip
-        """Write ``data`` (one command per ``raws`` entry); each reply is due within
-        COMMAND_TIMEOUT_S plus ``wait_s`` (a blocking read's own wait)."""
+    def send(self, data: bytes, raws: Sequence[bool], wait_s: float = 0.0
+             ) -> asyncio.Future[list[Any]]:  # fmt: skip
+        """Write ``data`` (one command per ``raws`` entry: its reply undecoded?); the future
+        gets the replies, in order, due within COMMAND_TIMEOUT_S plus ``wait_s`` (a blocking
+        read's own wait). A reply that failed to decode is its UnicodeDecodeError."""
         if self.closed or self.transport is None:
             raise redis.exceptions.ConnectionError("connection lost")
-        deadline = time.monotonic() + COMMAND_TIMEOUT_S + wait_s
-        futs = []
-        for raw in raws:
-            fut = self.loop.create_future()
-            self.waiting.append((fut, raw, deadline))
-            futs.append(fut)
+        fut: asyncio.Future[list[Any]] = self.loop.create_future()
+        if not raws:
+            fut.set_result([])
+            return fut
+        self.waiting.append(_Batch(fut, raws, time.monotonic() + COMMAND_TIMEOUT_S + wait_s))
         self.transport.write(data)
-        return futs
+        return fut
 
 
 class Lean:
@@ -270,9 +284,7 @@ class Lean:
             hello.append(["SELECT", self.db])
         # Named for CLIENT LIST; a user whose ACL forbids CLIENT just stays unnamed.
         hello.append(["CLIENT", "SETNAME", CLIENT_NAME])
-        replies = await asyncio.gather(
-            *p.send(b"".join(pack(c) for c in hello), [False] * len(hello))
-        )
+        replies = await p.send(b"".join(pack(c) for c in hello), [False] * len(hello))
         for reply in replies[:-1]:
             if isinstance(reply, hiredis.ReplyError):
                 assert p.transport is not None
@@ -282,8 +294,10 @@ class Lean:
 
     async def call(self, args: Sequence[Any], raw: bool = False, wait_s: float = 0.0) -> Any:
         p = await self.connection()
-        (fut,) = p.send(pack(args), (raw,), wait_s)
-        return await fut
+        (reply,) = await p.send(pack(args), (raw,), wait_s)
+        if isinstance(reply, UnicodeDecodeError):
+            raise reply
+        return reply
 
     def clone(self) -> Lean:
         return Lean(self.host, self.port, db=self.db, username=self.username,
@@ -295,8 +309,11 @@ class Lean:
 
     async def call_many(self, commands: Sequence[tuple[Sequence[Any], bool]]) -> list[Any]:
         p = await self.connection()
-        futs = p.send(b"".join(pack(a) for a, _ in commands), [r for _, r in commands])
-        return list(await asyncio.gather(*futs))
+        replies = await p.send(b"".join(pack(a) for a, _ in commands), [r for _, r in commands])
+        for reply in replies:
+            if isinstance(reply, UnicodeDecodeError):
+                raise reply
+        return replies
 
 
 def finish(callbacks: Any, name: Any, reply: Any, options: dict[str, Any]) -> Any:

@@ -9,6 +9,7 @@ from permitchain.exchange.factory import make_exchange
 from permitchain.exit_brain.service import build_exit_brain
 from permitchain.governor.service import Governor
 from permitchain.keys import Keys
+from permitchain.position_brain.poll_thread import PollThread
 from permitchain.position_brain.service import PositionBrain
 from permitchain.runtime.clock import SystemClock
 from permitchain.runtime.service import Consumer, ServiceRunner, by_symbol
@@ -49,7 +50,11 @@ async def build(name: str, settings: Settings) -> ServiceRunner:
                              metrics_port=port)  # fmt: skip
     if name == "position-brain":
         ex = make_exchange(settings, r, keys)
-        pb = PositionBrain(r, keys, settings, clock, ex)
+        poll_thread = PollThread(
+            settings.redis_url, keys, clock, lambda pr: make_exchange(settings, pr, keys),
+            allow_list=settings.allow_list, poll_interval_s=settings.poll_interval_s,
+        )  # fmt: skip
+        pb = PositionBrain(r, keys, settings, clock, ex, poll_thread=poll_thread)
         return ServiceRunner(name, r, keys, consumers=pb.consumers(), tasks=[pb.poller],
                              metrics_port=port, on_close=ex.close)  # fmt: skip
     if name == "apply-layer":

@@ -16,7 +16,9 @@ import logging
 import time
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 from permitchain.errors import ExchangeError, StoreError
 from permitchain.exchange.base import Exchange, PositionInfo, SymbolFilters
@@ -54,6 +56,14 @@ class PollOutcome:
     unknown: tuple[str, ...] = field(default=())  # watched, but the exchange has no such symbol
 
 
+@dataclass(frozen=True, slots=True)
+class _SymbolMetrics:
+    ok: Any
+    flat: Any
+    position: Any
+    ledger: Any
+
+
 #: Symbols per pipeline when writing snapshots (one event-loop slice each: ~2 ms of work).
 POLL_CHUNK = 100
 #: Least time between two targeted polls (after fills), so a busy chain batches them.
@@ -72,6 +82,7 @@ class SnapshotPoller:
         self._ledger_scan_at = -LEDGER_SCAN_S
         self.poll_now = asyncio.Event()  # set by request(): poll the dirty symbols at once
         self.dirty: set[str] = set()
+        self._children: dict[str, _SymbolMetrics] = {}
 
     async def watched(self) -> set[str]:
         if time.monotonic() - self._ledger_scan_at > LEDGER_SCAN_S:
@@ -82,6 +93,16 @@ class SnapshotPoller:
             }  # fmt: skip
             self._ledger_scan_at = time.monotonic()
         return set(self.allow_list) | self._ledger_symbols
+
+    def _metrics(self, sym: str) -> _SymbolMetrics:
+        """The symbol's metric children, looked up once (a poll records thousands)."""
+        m = self._children.get(sym)
+        if m is None:
+            m = self._children[sym] = _SymbolMetrics(
+                SNAPSHOTS.labels(sym, "ok"), SNAPSHOTS.labels(sym, "flat"),
+                POSITION_AMT.labels(sym), LEDGER_AMT.labels(sym),
+            )  # fmt: skip
+        return m
 
     def request(self, symbol: str) -> None:
         """Refresh this symbol's snapshot now (after a fill), not at the next full poll."""
@@ -117,6 +138,7 @@ class SnapshotPoller:
         unknown: list[str] = []
         missing: dict[str, Decimal] = {}
         syms = sorted(watched | positions.keys())
+        now_iso = datetime.fromtimestamp(now, UTC).isoformat()
         # In chunks, each one event-loop slice (build, write, record), so the plans this
         # process judges interleave with a big poll instead of waiting for all of it.
         for i in range(0, len(syms), POLL_CHUNK):
@@ -130,7 +152,7 @@ class SnapshotPoller:
                     continue
                 key = self.k.snapshot(sym)
                 pipe.hset(key, mapping=snapshot_fields(sym, positions.get(sym), f, now,
-                                                       self.ex.name))  # fmt: skip
+                                                       self.ex.name, now_iso))  # fmt: skip
                 pipe.expire(key, SNAPSHOT_TTL_S)
                 pipe.hget(self.k.ledger(sym), "last_known_amt")
                 chunk.append(sym)
@@ -140,13 +162,14 @@ class SnapshotPoller:
             for j, sym in enumerate(chunk):
                 pos = positions.get(sym)
                 amt = pos.amt if pos is not None else Decimal(0)
-                SNAPSHOTS.labels(sym, "ok" if sym in positions else "flat").inc()
+                m = self._metrics(sym)
+                (m.ok if sym in positions else m.flat).inc()
                 SNAPSHOT_AGE.written_at[sym] = now
-                POSITION_AMT.labels(sym).set(float(amt))
+                m.position.set(float(amt))
                 raw = replies[3 * j + 2]
                 ledger_amt = decimal_or_none(raw)
                 if ledger_amt is not None:
-                    LEDGER_AMT.labels(sym).set(float(ledger_amt))
+                    m.ledger.set(float(ledger_amt))
                 elif raw is None and amt != 0:
                     missing[sym] = amt
             written += chunk

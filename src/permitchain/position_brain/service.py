@@ -1,7 +1,8 @@
 """Position brain runner: snapshot poller, ledger consumer, and the P3.3 permit issuer.
 
 * Poller (:mod:`.poller`): every ``POLL_INTERVAL_S`` one exchange call for every position,
-  snapshots written in one pipeline; a failed read writes nothing (snapshots go stale).
+  snapshots written in one pipeline; a failed read writes nothing (snapshots go stale). In
+  the service it runs on its own thread (:mod:`.poll_thread`), off the plan-judging loop.
 * Ledger: consumer group ``p33-ledger`` on the result stream; each plan's result applied once
   (:func:`.state.apply_result`). A result also releases the plan's in-flight claim.
 * Permits: consumer group ``p33`` on the plan stream (XREADGROUP BLOCK): each plan is judged
@@ -27,6 +28,7 @@ from permitchain.position_brain.checks import (
     evaluate,
 )
 from permitchain.position_brain.metrics import LEDGER_AMT, PERMITS
+from permitchain.position_brain.poll_thread import PollThread
 from permitchain.position_brain.poller import SnapshotPoller
 from permitchain.position_brain.state import (
     LAYER,
@@ -49,9 +51,13 @@ log = logging.getLogger("permitchain.p33")
 
 class PositionBrain:
     def __init__(
-        self, r: AsyncRedis, keys: Keys, settings: Settings, clock: Clock, exchange: Exchange
-    ) -> None:
+        self, r: AsyncRedis, keys: Keys, settings: Settings, clock: Clock, exchange: Exchange,
+        *, poll_thread: PollThread | None = None,
+    ) -> None:  # fmt: skip
+        """``poll_thread``: run the snapshot poller on its own thread (the service does);
+        without it, ``poller`` polls in this event loop with ``exchange`` (tests do)."""
         self.r, self.k, self.s, self.clock, self.ex = r, keys, settings, clock, exchange
+        self.poll_thread = poll_thread
         self.cfg = CheckConfig(
             stale_threshold_s=settings.stale_threshold_s,
             position_tolerance=settings.position_tolerance,
@@ -71,7 +77,10 @@ class PositionBrain:
         ]
 
     async def poller(self, stop: asyncio.Event) -> None:
-        await self.snapshots.run(stop)
+        if self.poll_thread is not None:
+            await self.poll_thread.run(stop)
+        else:
+            await self.snapshots.run(stop)
 
     # -- ledger ------------------------------------------------------------------------------
     async def allow_canary(self, plan: Plan) -> None:
@@ -99,7 +108,7 @@ class PositionBrain:
         if result.signed_delta != 0:
             log.info("[LEDGER] symbol=%s plan=%s %s -> %s (result %s)", result.symbol,
                      result.plan_id, change.before, change.after, entry_id)  # fmt: skip
-            self.snapshots.request(result.symbol)  # see the fill on the exchange now
+            (self.poll_thread or self.snapshots).request(result.symbol)  # see the fill now
 
     # -- permits -----------------------------------------------------------------------------
     async def handle_plan(self, entry_id: str, fields: dict[str, str]) -> None:

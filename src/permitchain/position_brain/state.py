@@ -73,9 +73,11 @@ def _float(v: str | None) -> float | None:
 
 
 def snapshot_fields(
-    symbol: str, p: PositionInfo | None, f: SymbolFilters, ts: float, source: str
-) -> dict[str, str]:
-    """A snapshot hash. ``p`` None: the exchange answered and holds no position (amount 0)."""
+    symbol: str, p: PositionInfo | None, f: SymbolFilters, ts: float, source: str,
+    ts_iso: str | None = None,
+) -> dict[str, str]:  # fmt: skip
+    """A snapshot hash. ``p`` None: the exchange answered and holds no position (amount 0).
+    ``ts_iso``: ``ts`` as ISO 8601, when the caller formatted it once for a whole poll."""
     zero = Decimal(0)
     amt = p.amt if p is not None else zero
     return {
@@ -85,7 +87,8 @@ def snapshot_fields(
         "leverage": fmt_decimal(p.leverage if p else Decimal(1)),
         "unrealized_pnl": fmt_decimal(p.unrealized_pnl if p else zero),
         "step_size": fmt_decimal(f.step_size), "min_qty": fmt_decimal(f.min_qty),
-        "ts_epoch": f"{ts:.6f}", "ts_iso": datetime.fromtimestamp(ts, UTC).isoformat(),
+        "ts_epoch": f"{ts:.6f}",
+        "ts_iso": ts_iso or datetime.fromtimestamp(ts, UTC).isoformat(),
         "source": source,
     }  # fmt: skip
 

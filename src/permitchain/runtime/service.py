@@ -28,7 +28,7 @@ from functools import partial
 from typing import Any
 
 import redis.exceptions
-from prometheus_client import Counter, Gauge, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from permitchain import __version__
 from permitchain.errors import ContractError, StoreError
@@ -54,6 +54,13 @@ DEADLETTERS = Counter(
 )
 STORE_ERRORS = Counter("permitchain_store_errors_total", "AsyncRedis faults seen", ["service"])
 UP = Gauge("permitchain_service_up", "1 while the service runs", ["service"])
+LOOP_LAG = Histogram(
+    "permitchain_event_loop_lag_seconds",
+    "How late a 50 ms timer fired: time the event loop was busy with other work",
+    ["service"],
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0),
+)  # fmt: skip
+LOOP_LAG_EVERY_S = 0.05
 TASK_RESTARTS = Counter(
     "permitchain_task_restarts_total",
     "Service loops restarted after a failure",
@@ -184,7 +191,8 @@ class ServiceRunner:
         UP.labels(self.name).set(1)
         await self._until_store_ready()
         loops: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = [
-            ("heartbeat", self._heartbeat_loop)
+            ("heartbeat", self._heartbeat_loop),
+            ("loop_lag", self._loop_lag),
         ]
         loops += [(f"consume:{c.stream}:{c.group}", partial(self._consume_loop, c))
                   for c in self.consumers]  # fmt: skip
@@ -241,6 +249,14 @@ class ServiceRunner:
     async def _sleep(self, s: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stop.wait(), s)
+
+    async def _loop_lag(self) -> None:
+        """Observe how late a timer fires: a handler or poll holding the loop shows here."""
+        lag = LOOP_LAG.labels(self.name)
+        while not self.stop.is_set():
+            t = time.monotonic()
+            await asyncio.sleep(LOOP_LAG_EVERY_S)
+            lag.observe(max(0.0, time.monotonic() - t - LOOP_LAG_EVERY_S))
 
     # -- heartbeat --------------------------------------------------------------------------
     def heartbeat_payload(self) -> str:
