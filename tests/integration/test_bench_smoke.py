@@ -8,8 +8,13 @@ import json
 import os
 import subprocess
 import sys
+import time
+from typing import Any
 
 import pytest
+
+from permitchain.bench.load import Sample, verify
+from permitchain.keys import Keys
 
 pytestmark = pytest.mark.slow
 
@@ -31,3 +36,27 @@ def test_bench_quick_is_correct(redis_url: str) -> None:
     assert fl["hop_p50_ms"] > 0  # the echo process answered
     assert fl["floor_with_hops_ms"] > fl["floor_ms"]
     assert set(res["footprint"]["rss_mb"]) == {"apply-layer", "governor", "position-brain"}
+
+
+def test_verify_judges_by_the_exchange_order_record(arun: Any, keys: Keys) -> None:
+    """A plan counts as verified only when its result and the exchange's order record agree;
+    a capped fill stream (a long run) does not make good plans fail."""
+    rows = {"good": "0.5", "short": "0.4", "none": None}
+
+    async def body(r: Any) -> dict[str, Any]:
+        samples = []
+        for name, order_qty in rows.items():
+            coid = f"pc-{name}"
+            s = Sample(name, "BENCHUSDT", time.time(), done_at=time.time(), result={
+                "status": "filled", "executed": "true", "filled_qty": "0.5",
+                "requested_qty": "0.5", "client_order_id": coid})  # fmt: skip
+            samples.append(s)
+            if order_qty is not None:
+                await r.hset(keys.sim_order("BENCHUSDT", coid),
+                             mapping={"status": "FILLED", "filled_qty": order_qty})  # fmt: skip
+        samples.append(Sample("late", "BENCHUSDT", time.time()))  # no result yet
+        return await verify(r, keys, samples)
+
+    v = arun(body)
+    assert (v["verified"], v["failed"], v["missing"]) == (1, 2, 1)
+    assert sorted(x.split(":")[0] for x in v["failures_sample"]) == ["none", "short"]
