@@ -81,6 +81,12 @@ class Settings(BaseSettings):
     permit_wait_ms: int = _f(1200, "APPLY_PERMIT_WAIT_MS", gt=0)
     permit_key_governor: SecretStr | None = _f(None, "PERMIT_KEY_GOVERNOR")
     permit_key_p33: SecretStr | None = _f(None, "PERMIT_KEY_P33")
+    # An exec record is the plan's proof of execution (the permits it consumed, its order,
+    # its result) and its guard against a second consume; DESIGN.md keeps it 7 days. At a
+    # high sustained rate that is most of Redis's memory (docs/performance.md): shorten it
+    # here, never below an hour (permits live PERMIT_TTL_SECONDS, plans PLAN_MAX_AGE_S, the
+    # resolver gives up after minutes: a plan can no longer execute long before that).
+    exec_record_ttl_s: int = _f(7 * 86400, "EXEC_RECORD_TTL_S", ge=3600)
 
     # --- governor -----------------------------------------------------------------------
     testnet_auto_approve: bool = _f(True, "TESTNET_AUTO_APPROVE")

@@ -237,3 +237,17 @@ def test_periodic_resolver_finishes_an_order_filled_later(arun: Any, keys: Keys,
     assert before == []  # NEW: no result yet
     assert [(f["status"], f["filled_qty"], f["executed"]) for f in later] == [
         ("filled", "0.01", "true")]  # fmt: skip
+
+
+def test_exec_records_live_exec_record_ttl_s(arun: Any, keys: Keys, fast: Settings) -> None:
+    """EXEC_RECORD_TTL_S sets how long an exec record (the plan's proof) is kept."""
+    plan = plan_for(41)
+    short = fast.model_copy(update={"exec_record_ttl_s": 3600})
+
+    async def body(r: Redis) -> int:
+        async with Bench(r, keys, short) as b:
+            await b.run(plan)
+            assert (await b.result(plan.plan_id))["status"] == "filled"
+            return int(await r.ttl(keys.exec_record(plan.plan_id)))
+
+    assert 3500 < arun(body) <= 3600

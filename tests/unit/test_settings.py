@@ -14,6 +14,7 @@ def test_defaults_follow_the_contract() -> None:
     assert (s.dedupe_ttl_s, s.permit_ttl_s, s.permit_wait_ms) == (300, 60, 1200)
     assert (s.max_exec_per_hour, s.max_exec_per_5min, s.cooldown_s) == (3, 2, 15.0)
     assert str(s.kill_score_threshold) == "0.5" and str(s.position_tolerance) == "0.001"
+    assert s.exec_record_ttl_s == 7 * 86400  # exec records kept 7 days
 
 
 @pytest.mark.parametrize(
@@ -26,6 +27,7 @@ def test_defaults_follow_the_contract() -> None:
         ({"REDIS_URL": "http://x"}, "REDIS_URL"),
         ({"KILL_SCORE_TRESHOLD": "0.3"}, "KILL_SCORE_THRESHOLD"),  # a typo is refused
         ({"EXCHANGE": "kraken"}, "EXCHANGE"),
+        ({"EXEC_RECORD_TTL_S": "60"}, "EXEC_RECORD_TTL_S"),  # below an hour: guards at risk
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], named: str) -> None:

@@ -39,6 +39,7 @@ from permitchain.runtime.audit import AUDIT_MAXLEN, audit_fields
 from permitchain.scripts import Scripts, flat_pairs
 from permitchain.store import is_cluster
 
+#: How long an exec record is kept (DESIGN.md §2: 7 days); EXEC_RECORD_TTL_S overrides it.
 EXEC_TTL_S = 7 * 86400
 RESULT_MAXLEN = 100_000
 FINAL_GUARD = "result_id"
@@ -62,8 +63,8 @@ def open_index(keys: Keys) -> str:
 
 
 class ExecStore:
-    def __init__(self, r: Redis, keys: Keys) -> None:
-        self.r, self.k = r, keys
+    def __init__(self, r: Redis, keys: Keys, ttl_s: int = EXEC_TTL_S) -> None:
+        self.r, self.k, self.ttl_s = r, keys, ttl_s
         self.scripts = Scripts(r)
         self.open_key = open_index(keys)
         self.cluster = is_cluster(r)
@@ -72,7 +73,7 @@ class ExecStore:
         raw = await self.scripts.consume_permits(
             keys=[self.k.permit_governor(plan_id), self.k.permit_p33(plan_id),
                   self.k.exec_record(plan_id)],
-            args=[plan_id, symbol, SCHEMA, mode, EXEC_TTL_S],
+            args=[plan_id, symbol, SCHEMA, mode, self.ttl_s],
         )  # fmt: skip
         out: dict[str, Any] = json.loads(raw)
         return out
@@ -81,7 +82,7 @@ class ExecStore:
         """Block a plan that has no exec record yet; returns the state it has after."""
         state: str = await self.scripts.block_plan(
             keys=[self.k.exec_record(plan_id)],
-            args=[reason, detail, plan_id, symbol, EXEC_TTL_S],
+            args=[reason, detail, plan_id, symbol, self.ttl_s],
         )
         return state
 
@@ -109,7 +110,7 @@ class ExecStore:
             )  # fmt: skip
         res = await self.scripts.exec_transition(
             keys=self._transition_keys(plan_id),
-            args=[",".join(from_states), to, guard, index, plan_id, EXEC_TTL_S, RESULT_MAXLEN,
+            args=[",".join(from_states), to, guard, index, plan_id, self.ttl_s, RESULT_MAXLEN,
                   AUDIT_MAXLEN, *flat_pairs(fields or {}),
                   *flat_pairs(result or {}), *flat_pairs(audit or {})],
         )  # fmt: skip
@@ -133,7 +134,7 @@ class ExecStore:
             await self.r.zadd(self.open_key, {plan_id: time.time()}, nx=True)
         res = await self.scripts.exec_move(
             keys=[self.k.exec_record(plan_id)],
-            args=[",".join(from_states), to, guard, EXEC_TTL_S, outbox,
+            args=[",".join(from_states), to, guard, self.ttl_s, outbox,
                   1 if result is not None else 0, *flat_pairs(fields or {})],
         )  # fmt: skip
         moved = bool(int(res[0]))
@@ -199,7 +200,7 @@ class ExecStore:
         pipe = self.r.pipeline(transaction=False)
         queue_state_read(pipe, self.k)
         await self.scripts.exec_transition(keys=self._transition_keys(plan_id), args=[
-            "permitted", "submitted", "", "add", plan_id, EXEC_TTL_S, RESULT_MAXLEN,
+            "permitted", "submitted", "", "add", plan_id, self.ttl_s, RESULT_MAXLEN,
             AUDIT_MAXLEN, *flat_pairs(fields), "0", "0"], client=pipe)  # fmt: skip
         state_reply, res = await pipe.execute(raise_on_error=False)
         if isinstance(res, BaseException):

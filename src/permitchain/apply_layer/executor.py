@@ -80,7 +80,7 @@ class Executor:
     def __init__(self, r: Redis, keys: Keys, settings: Settings, clock: Clock,
                  exchange: Exchange) -> None:  # fmt: skip
         self.r, self.k, self.s, self.clock, self.ex = r, keys, settings, clock, exchange
-        self.store = ExecStore(r, keys)
+        self.store = ExecStore(r, keys, settings.exec_record_ttl_s)
         self.desk = OrderDesk(exchange, self.store, clock)
         self.resolver = Resolver(self.store, self.desk, exchange, clock)
         self.waiters: dict[str, asyncio.Event] = {}
