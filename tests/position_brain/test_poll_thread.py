@@ -1,5 +1,6 @@
-"""The poller on its own thread: it writes the snapshots, takes refresh requests from the
-service's loop, stops with the service, and a failure reaches the service's supervisor."""
+"""The poller on its own thread: plans wait for its first poll, it writes the snapshots,
+takes refresh requests from the service's loop, stops with the service, and a failure
+reaches the service's supervisor."""
 
 from __future__ import annotations
 
@@ -40,7 +41,9 @@ def test_the_thread_polls_refreshes_on_request_and_stops(redis_url: str, r: redi
                         poll_interval_s=60)  # fmt: skip
         stop = asyncio.Event()
         task = asyncio.create_task(pt.run(stop))
-        await until(lambda: all(r.exists(keys.snapshot(s)) for s in syms), "first poll")
+        await asyncio.sleep(0)  # run() has started
+        await pt.first_poll(10)  # what a plan read right after the start waits for
+        assert all(r.exists(keys.snapshot(s)) for s in syms)
         before = r.hget(keys.snapshot(syms[4]), "ts_epoch")
         r.hset(keys.sim_position(syms[4]), "amt", "0.5")  # a fill on the exchange
         pt.request(syms[4])  # from this (the service's) thread

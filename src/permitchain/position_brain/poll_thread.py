@@ -48,6 +48,16 @@ class PollThread:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._poller: SnapshotPoller | None = None
         self._stop: asyncio.Event | None = None
+        self._first_poll: asyncio.Event | None = None  # in the service's loop
+
+    async def first_poll(self, timeout_s: float) -> None:
+        """Until the first full poll since the start was attempted (at most ``timeout_s``):
+        a plan is not judged before P3.3 has asked the exchange once."""
+        ev = self._first_poll
+        if ev is None or ev.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ev.wait(), timeout_s)
 
     def request(self, symbol: str) -> None:
         """Refresh ``symbol`` now (from the service's thread); dropped when not running."""
@@ -62,6 +72,12 @@ class PollThread:
         started = threading.Event()
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         here = asyncio.get_running_loop()
+        first = self._first_poll = asyncio.Event()
+
+        def polled() -> None:  # on the poller's thread
+            if not first.is_set():
+                with contextlib.suppress(RuntimeError):  # the service's loop closed
+                    here.call_soon_threadsafe(first.set)
 
         def finished(exc: BaseException | None) -> None:
             if not done.done():
@@ -72,7 +88,7 @@ class PollThread:
 
         def main() -> None:
             try:
-                (uvloop.run if uvloop is not None else asyncio.run)(self._main(started))
+                (uvloop.run if uvloop is not None else asyncio.run)(self._main(started, polled))
             except BaseException as e:  # handed to the service's loop, which raises it
                 here.call_soon_threadsafe(finished, e)
             else:
@@ -95,7 +111,7 @@ class PollThread:
                     loop.call_soon_threadsafe(ev.set)
         await done  # the thread ended: its error, if any, is raised here
 
-    async def _main(self, started: threading.Event) -> None:
+    async def _main(self, started: threading.Event, polled: Callable[[], None]) -> None:
         r = async_client(self.url)
         ex = self.make_exchange(r)
         self._poller = SnapshotPoller(r, self.k, ex, self.clock, allow_list=self.allow_list,
@@ -104,7 +120,7 @@ class PollThread:
         self._loop = asyncio.get_running_loop()
         started.set()
         try:
-            await self._poller.run(self._stop)
+            await self._poller.run(self._stop, after_full_poll=polled)
         finally:
             self._loop = self._poller = None
             await ex.close()

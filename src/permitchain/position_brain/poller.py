@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -37,6 +37,7 @@ from permitchain.position_brain.state import (
     snapshot_fields,
 )
 from permitchain.runtime.clock import Clock
+from permitchain.runtime.service import Backoff
 from permitchain.store import REDIS_FAULTS, AsyncRedis
 
 log = logging.getLogger("permitchain.p33.poller")
@@ -183,12 +184,16 @@ class SnapshotPoller:
         POLL_SECONDS.set(duration)
         return PollOutcome(True, now, tuple(written), tuple(initialised), duration, tuple(unknown))
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event,
+                  after_full_poll: Callable[[], None] | None = None) -> None:  # fmt: skip
         """Poll until ``stop``: every symbol each ``poll_interval_s``; in between, at once,
         only the symbols ``request()`` marked dirty (a fill costs one symbol's read, not a
-        full poll, however busy the chain is)."""
+        full poll, however busy the chain is). ``after_full_poll`` is called after each full
+        poll, whether it succeeded or not. A store fault is retried after a backoff."""
         last_full = -self.poll_interval_s
+        backoff = Backoff(base_s=0.1, cap_s=2.0)
         while not stop.is_set():
+            failed = False
             started = time.monotonic()
             full = started - last_full >= self.poll_interval_s
             only = None if full else set(self.dirty)
@@ -200,10 +205,18 @@ class SnapshotPoller:
                 if full:
                     last_full = started
             except STORE_FAULTS as e:
+                failed = True
                 log.warning("poll failed (store): %s", e)
             except Exception:
+                failed = True
                 log.exception("poll failed")
+            if full and after_full_poll is not None:
+                after_full_poll()
             delay = max(0.0, last_full + self.poll_interval_s - time.monotonic())
+            if failed:  # not in a tight loop while Redis is away
+                delay = backoff.next_delay()
+            else:
+                backoff.reset()
             if not full:
                 # coalesce: fills arriving together cost one targeted read, not one each
                 await asyncio.sleep(min(delay, TARGETED_MIN_GAP_S))

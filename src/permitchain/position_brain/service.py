@@ -47,6 +47,8 @@ from permitchain.signing import sign
 from permitchain.store import AsyncRedis
 
 log = logging.getLogger("permitchain.p33")
+#: Longest a plan read right after the start waits for the first snapshot poll.
+FIRST_POLL_WAIT_S = 5.0
 
 
 class PositionBrain:
@@ -118,6 +120,8 @@ class PositionBrain:
         if plan.is_canary:
             await self.allow_canary(plan)
             return
+        if self.poll_thread is not None:  # right after a start: see the exchange first
+            await self.poll_thread.first_poll(FIRST_POLL_WAIT_S)
         pipe = self.r.pipeline(transaction=False)
         pipe.exists(self.k.permit_p33(plan.plan_id))
         pipe.hgetall(self.k.snapshot(plan.symbol))
