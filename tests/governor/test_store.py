@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import redis
 
+from permitchain.governor.policy import GovernorPolicy, decide
 from permitchain.governor.rates import ReservationBook, Settlement
 from permitchain.governor.service import Governor
 from permitchain.governor.store import GovernorStore
@@ -298,3 +299,23 @@ def test_inputs_fail_closed_on_damaged_keys(
     assert (got.position_amt, got.mark_price) == (None, None)  # incomplete snapshot: none
     assert got.notional_today > Decimal(10**9)  # unreadable: over every cap
     assert got.exec_last_5min > 10**9 and got.exec_last_hour > 10**9  # unreadable: at limits
+
+
+def test_without_windows_the_counts_read_as_unreadable(
+    arun: Callable[..., Any], r: redis.Redis, keys: Keys
+) -> None:
+    """An auto-approving governor skips the rate windows; what it skips reads as unreadable,
+    so a production decision on those inputs would deny, never allow."""
+    r.hset(keys.snapshot(SYM), mapping={"position_amt": "0.062", "mark_price": "107",
+                                        "step_size": "0.001", "min_qty": "0.001",
+                                        "ts_epoch": f"{T0:.6f}"})  # fmt: skip
+
+    async def body(ar: Any) -> Any:
+        return await GovernorStore(ar, keys).read_input(SYM, T0, windows=False)
+
+    got = arun(body)
+    assert got.position_amt == Decimal("0.062")  # the snapshot is still read
+    assert got.exec_last_5min > 10**9 and got.notional_today > Decimal(10**9)
+    prod = GovernorPolicy(mode="production", allow_list=frozenset({SYM}), plan_max_age_s=30)
+    d = decide(plan(), got, prod, T0)
+    assert not d.granted and d.reason == "rate_limit_5min"

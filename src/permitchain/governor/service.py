@@ -88,7 +88,8 @@ class Governor:
         if not plan.is_execute:
             return
         now = self.clock.now()
-        inp = await self.store.read_input(plan.symbol, now)
+        inp = await self.store.read_input(plan.symbol, now,
+                                          windows=not self.policy.auto_approves)  # fmt: skip
         TRADING_STATE.set(_STATE_VALUE[inp.trading_state])
         decision = decide(plan, inp, self.policy, now)
         if decision.granted and decision.reason == POLICY_OK:

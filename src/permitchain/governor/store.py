@@ -81,21 +81,30 @@ class GovernorStore:
     async def trading_state(self) -> TradingState:
         return await read_trading_state(self.r, self.k)
 
-    async def read_input(self, symbol: str, now: float) -> GovernorInput:
+    async def read_input(self, symbol: str, now: float, *, windows: bool = True
+                         ) -> GovernorInput:  # fmt: skip
+        """What the policy decides from, in one round trip. ``windows=False`` (a policy that
+        auto-approves never looks at them) skips the rate windows and today's notional;
+        they then read as UNREADABLE, which would deny, never allow, were they consulted."""
         pipe = self.r.pipeline(transaction=False)
         queue_state_read(pipe, self.k)
         pipe.hgetall(self.k.snapshot(symbol))
-        pipe.zrange(self.k.governor_executions(symbol), 0, -1, withscores=True)
-        pipe.zrange(self.k.governor_reservations(symbol), 0, -1, withscores=True)
-        pipe.hgetall(self.k.governor_notional(utc_day(now)))
-        raw_state, snap, executed, reserved, notionals = await pipe.execute(raise_on_error=False)
+        if windows:
+            pipe.zrange(self.k.governor_executions(symbol), 0, -1, withscores=True)
+            pipe.zrange(self.k.governor_reservations(symbol), 0, -1, withscores=True)
+            pipe.hgetall(self.k.governor_notional(utc_day(now)))
+        raw_state, snap, *rest = await pipe.execute(raise_on_error=False)
         snapshot = None if isinstance(snap, BaseException) else parse_snapshot(snap)
-        if isinstance(executed, BaseException) or isinstance(reserved, BaseException):
-            counts = RateCounts(UNREADABLE, UNREADABLE)
+        if not rest:
+            counts, today = RateCounts(UNREADABLE, UNREADABLE), Decimal(UNREADABLE)
         else:
-            counts = count_windows((t for _, t in executed), (e for _, e in reserved), now)
-        today = (Decimal(UNREADABLE) if isinstance(notionals, BaseException)
-                 else _notional_today(notionals.values()))  # fmt: skip
+            executed, reserved, notionals = rest
+            if isinstance(executed, BaseException) or isinstance(reserved, BaseException):
+                counts = RateCounts(UNREADABLE, UNREADABLE)
+            else:
+                counts = count_windows((t for _, t in executed), (e for _, e in reserved), now)
+            today = (Decimal(UNREADABLE) if isinstance(notionals, BaseException)
+                     else _notional_today(notionals.values()))  # fmt: skip
         return GovernorInput(
             trading_state=state_from_reply(raw_state),
             position_amt=snapshot.position_amt if snapshot else None,
