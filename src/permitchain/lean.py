@@ -245,7 +245,6 @@ class Lean:
         self.host, self.port, self.db = host, port, db
         self.username, self.password = username, password
         self.proto: _Proto | None = None
-        self.loaded: set[str] = set()  # script shas loaded through this connection
         self._lock: asyncio.Lock | None = None
         self._lock_loop: asyncio.AbstractEventLoop | None = None
 
@@ -264,7 +263,6 @@ class Lean:
                 with contextlib.suppress(Exception):
                     p.transport.abort()  # made in another (finished) event loop
             self.proto = await self._connect(loop)
-            self.loaded.clear()  # a new connection may be a restarted server
             return self.proto
 
     async def _connect(self, loop: asyncio.AbstractEventLoop) -> _Proto:
@@ -342,18 +340,20 @@ class LeanPipeline(Pipeline):
         if (self.watching or self.explicit_transaction or self.is_transaction or not stack
                 or not all(lean_ok(args) for args, _ in stack)):  # fmt: skip
             return await super().execute(raise_on_error)
-        commands: list[tuple[Sequence[Any], bool]] = []
-        to_load = [s for s in self.scripts if s.sha not in self.lean.loaded]
-        for s in to_load:
-            commands.append((("SCRIPT LOAD", s.script), False))
+        # Each script the pipeline runs is loaded ahead of it, in the same write: a no-op for a
+        # script the server has (it only hashes the text), and never NOSCRIPT after a restart
+        # or a SCRIPT FLUSH (a pipeline's other commands would have run: no retry is safe).
+        to_load = list(self.scripts)
+        commands: list[tuple[Sequence[Any], bool]] = [
+            (("SCRIPT LOAD", s.script), False) for s in to_load
+        ]
         commands += [(args, bool(options.get(NEVER_DECODE))) for args, options in stack]
         # Nothing of the pool's was used (no connection, no WATCH): reset() reduces to this.
         self.command_stack, self.scripts = [], set()
         replies = await self.lean.call_many(commands)
-        for s, reply in zip(to_load, replies, strict=False):
+        for reply in replies[: len(to_load)]:
             if isinstance(reply, hiredis.ReplyError):
                 raise _error(reply)
-            self.lean.loaded.add(s.sha)
         out: list[Any] = []
         for (args, options), reply in zip(stack, replies[len(to_load) :], strict=True):
             opts = {k: v for k, v in options.items() if k != NEVER_DECODE} if options else {}

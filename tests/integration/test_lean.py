@@ -134,6 +134,11 @@ def test_scripts_survive_a_script_flush(redis_url: str, prefix: str) -> None:
             assert await pipe.execute() == ["2"]
             admin.script_flush()  # e.g. a server restart: single calls reload on NOSCRIPT
             assert await s(keys=[f"{prefix}:k"], args=["3"]) == "3"
+            admin.script_flush()  # a pipeline loads its scripts ahead of them, every time
+            pipe = c.pipeline(transaction=False)
+            pipe.incr(f"{prefix}:n")
+            await s(keys=[f"{prefix}:k"], args=["4"], client=pipe)
+            assert await pipe.execute() == [1, "4"]
         finally:
             admin.close()
             await c.aclose()
