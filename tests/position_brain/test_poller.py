@@ -108,3 +108,30 @@ def test_a_fill_refreshes_only_its_symbol(arun: Any, r: redis.Redis, keys: Keys)
     stamps = {s: r.hget(keys.snapshot(s), "ts_epoch") for s in syms}
     assert stamps[syms[3]] == f"{targeted.ts:.6f}"
     assert all(stamps[s] == f"{full.ts:.6f}" for s in syms if s != syms[3])
+
+
+def test_an_unchanged_position_gets_only_its_new_time(arun: Any, r: redis.Redis,
+                                                      keys: Keys) -> None:  # fmt: skip
+    """Between whole writes a snapshot the exchange did not change gets its new ts only; a
+    change is written whole at once, and a hash that vanished is written whole again."""
+    syms = _list_many(r, keys, 3)
+
+    async def body(ar: Any) -> list[Any]:
+        poller = SnapshotPoller(ar, keys, SimExchange(ar, keys), SystemClock(), allow_list=[],
+                                poll_interval_s=5)  # fmt: skip
+        first = await poller.poll_once()
+        r.hset(keys.snapshot(syms[0]), "entry_price", "marker")  # would survive a ts-only write
+        r.hset(keys.sim_position(syms[1]), "amt", "0.7")  # the exchange changed this one
+        second = await poller.poll_once()
+        got = [first, second, *(r.hgetall(keys.snapshot(s)) for s in syms[:2])]
+        r.delete(keys.snapshot(syms[2]))  # gone (an operator, a flush)
+        await poller.poll_once()  # writes its time only, sees the hash was gone...
+        await poller.poll_once()  # ...and writes it whole
+        return [*got, r.hgetall(keys.snapshot(syms[2]))]
+
+    first, second, unchanged, changed, rewritten = arun(body)
+    assert unchanged["ts_epoch"] == f"{second.ts:.6f}" != f"{first.ts:.6f}"
+    assert unchanged["entry_price"] == "marker"  # only the time was written
+    assert changed["position_amt"] == "0.7" and changed["ts_epoch"] == f"{second.ts:.6f}"
+    assert rewritten["position_amt"] == "0.003" and rewritten["step_size"] == "0.001"
+    assert 0 < r.ttl(keys.snapshot(syms[2])) <= 3600

@@ -67,6 +67,9 @@ class _SymbolMetrics:
 
 #: Symbols per pipeline when writing snapshots (one event-loop slice each: ~2 ms of work).
 POLL_CHUNK = 100
+#: A snapshot whose position and filters did not change gets only its new time written; it
+#: is written whole (fields, TTL, the ledger check) at least this often, and on any change.
+FULL_WRITE_EVERY_S = 60.0
 #: Least time between two targeted polls (after fills), so a busy chain batches them.
 TARGETED_MIN_GAP_S = 0.02
 
@@ -84,6 +87,9 @@ class SnapshotPoller:
         self.poll_now = asyncio.Event()  # set by request(): poll the dirty symbols at once
         self.dirty: set[str] = set()
         self._children: dict[str, _SymbolMetrics] = {}
+        #: per symbol: what its last whole snapshot was written from, and when (monotonic)
+        self._last: dict[str, Any] = {}
+        self._full_at: dict[str, float] = {}
 
     async def watched(self) -> set[str]:
         if time.monotonic() - self._ledger_scan_at > LEDGER_SCAN_S:
@@ -143,37 +149,8 @@ class SnapshotPoller:
         # In chunks, each one event-loop slice (build, write, record), so the plans this
         # process judges interleave with a big poll instead of waiting for all of it.
         for i in range(0, len(syms), POLL_CHUNK):
-            chunk: list[str] = []
-            pipe = self.r.pipeline(transaction=False)
-            for sym in syms[i : i + POLL_CHUNK]:
-                f = self.filters.get(sym)
-                if f is None:
-                    unknown.append(sym)
-                    SNAPSHOTS.labels(sym, "unknown_symbol").inc()
-                    continue
-                key = self.k.snapshot(sym)
-                pipe.hset(key, mapping=snapshot_fields(sym, positions.get(sym), f, now,
-                                                       self.ex.name, now_iso))  # fmt: skip
-                pipe.expire(key, SNAPSHOT_TTL_S)
-                pipe.hget(self.k.ledger(sym), "last_known_amt")
-                chunk.append(sym)
-            if not chunk:
-                continue
-            replies = await pipe.execute()
-            for j, sym in enumerate(chunk):
-                pos = positions.get(sym)
-                amt = pos.amt if pos is not None else Decimal(0)
-                m = self._metrics(sym)
-                (m.ok if sym in positions else m.flat).inc()
-                SNAPSHOT_AGE.written_at[sym] = now
-                m.position.set(float(amt))
-                raw = replies[3 * j + 2]
-                ledger_amt = decimal_or_none(raw)
-                if ledger_amt is not None:
-                    m.ledger.set(float(ledger_amt))
-                elif raw is None and amt != 0:
-                    missing[sym] = amt
-            written += chunk
+            written += await self._write_chunk(syms[i : i + POLL_CHUNK], positions, now, now_iso,
+                                               unknown, missing)  # fmt: skip
             await asyncio.sleep(0)
         initialised = await init_ledgers(self.r, self.k, missing)
         for sym in initialised:
@@ -183,6 +160,56 @@ class SnapshotPoller:
         duration = time.monotonic() - started
         POLL_SECONDS.set(duration)
         return PollOutcome(True, now, tuple(written), tuple(initialised), duration, tuple(unknown))
+
+    async def _write_chunk(self, syms: list[str], positions: dict[str, PositionInfo],
+                           now: float, now_iso: str, unknown: list[str],
+                           missing: dict[str, Decimal]) -> list[str]:  # fmt: skip
+        """Write one chunk's snapshots in one pipeline and record them; returns the symbols
+        written. Adds to ``unknown`` (no filters) and ``missing`` (a position, no ledger)."""
+        mono = time.monotonic()
+        chunk: list[tuple[str, bool, Any]] = []  # symbol, written whole, its signature
+        pipe = self.r.pipeline(transaction=False)
+        for sym in syms:
+            f = self.filters.get(sym)
+            if f is None:
+                unknown.append(sym)
+                SNAPSHOTS.labels(sym, "unknown_symbol").inc()
+                continue
+            key = self.k.snapshot(sym)
+            pos = positions.get(sym)
+            sig = (pos, f)
+            full = self._last.get(sym) != sig or \
+                mono - self._full_at.get(sym, -1e9) >= FULL_WRITE_EVERY_S  # fmt: skip
+            if full:
+                pipe.hset(key, mapping=snapshot_fields(sym, pos, f, now, self.ex.name,
+                                                       now_iso))  # fmt: skip
+                pipe.expire(key, SNAPSHOT_TTL_S)
+                pipe.hget(self.k.ledger(sym), "last_known_amt")
+            else:  # the exchange says what it said: only the time moves
+                pipe.hset(key, mapping={"ts_epoch": f"{now:.6f}", "ts_iso": now_iso})
+            chunk.append((sym, full, sig))
+        if not chunk:
+            return []
+        replies = iter(await pipe.execute())
+        for sym, full, sig in chunk:
+            pos = positions.get(sym)
+            m = self._metrics(sym)
+            (m.ok if pos is not None else m.flat).inc()
+            SNAPSHOT_AGE.written_at[sym] = now
+            if not full:
+                if int(next(replies)) != 0:  # the hash was gone: write it whole next time
+                    self._last.pop(sym, None)
+                continue
+            _hset, _expire, raw = next(replies), next(replies), next(replies)
+            self._last[sym], self._full_at[sym] = sig, mono
+            amt = pos.amt if pos is not None else Decimal(0)
+            m.position.set(float(amt))
+            ledger_amt = decimal_or_none(raw)
+            if ledger_amt is not None:
+                m.ledger.set(float(ledger_amt))
+            elif raw is None and amt != 0:
+                missing[sym] = amt
+        return [sym for sym, _full, _sig in chunk]
 
     async def run(self, stop: asyncio.Event,
                   after_full_poll: Callable[[], None] | None = None) -> None:  # fmt: skip
