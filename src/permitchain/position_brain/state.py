@@ -23,13 +23,11 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeAlias, TypeVar
-
-from redis.exceptions import WatchError
 
 from permitchain.exchange.base import PositionInfo, SymbolFilters
 from permitchain.keys import Keys
@@ -39,10 +37,7 @@ from permitchain.runtime.audit import AUDIT_MAXLEN, add_audit, audit_fields
 from permitchain.scripts import flat_pairs, scripts_for
 from permitchain.store import AsyncRedis, is_cluster
 
-S = TypeVar("S")
 T = TypeVar("T")
-Pipe: TypeAlias = Any  # a transaction pipeline of an AsyncRedis client
-Write = Callable[[Pipe], object]  # commands to queue inside MULTI
 SNAPSHOT_TTL_S = 3600
 APPLIED_PLANS_TTL_S = 7 * 86400  # as long as the executor keeps a plan's exec record
 APPLIED_PLANS_MAX = 1000
@@ -161,27 +156,6 @@ def ledger_update(h: Mapping[str, str], result: Result, result_id: str, now: flo
     return LedgerChange(True, reason, before, after, update)
 
 
-async def transact(
-    r: AsyncRedis, watch: str, read: Callable[[Pipe], Awaitable[S]],
-    decide: Callable[[S], tuple[T, Write | None]],
-) -> T:  # fmt: skip
-    """Optimistic transaction on ``watch``: read, decide, write in MULTI; again on a conflict.
-    ``decide`` returns its answer and the writes to queue (None: write nothing)."""
-    async with r.pipeline(transaction=True) as pipe:
-        while True:
-            try:
-                await pipe.watch(watch)
-                answer, write = decide(await read(pipe))
-                if write is None:
-                    return answer
-                pipe.multi()
-                write(pipe)
-                await pipe.execute()
-                return answer
-            except WatchError:
-                continue
-
-
 #: A ledger write: the fields to HSET and its audit entry (``audit_fields``).
 LedgerWrite: TypeAlias = tuple[dict[str, str], dict[str, str]]
 #: Redis Cluster: ledger hash fields ``audit_outbox:<epoch>:<nonce>`` hold audit entries
@@ -189,6 +163,9 @@ LedgerWrite: TypeAlias = tuple[dict[str, str], dict[str, str]]
 AUDIT_OUTBOX = "audit_outbox:"
 #: An outbox older than this was left by a crash (the live path flushes its own at once).
 OUTBOX_STALE_S = 5.0
+#: The ledger fields the decisions read: the compare-and-set checks them unchanged.
+LEDGER_READ_FIELDS = ("last_known_amt", "applied_plans", "last_order_time_epoch", "epoch")
+ABSENT = "\x00absent"
 
 
 async def _write_ledger(
@@ -196,51 +173,47 @@ async def _write_ledger(
     decide: Callable[[dict[str, str], str | None], tuple[T, LedgerWrite | None]], *,
     read_inflight: bool = False,
 ) -> T:  # fmt: skip
-    """Read the symbol's ledger (and, with ``read_inflight``, its in-flight claim), decide,
-    and write the ledger fields and the audit entry together.
+    """Read the symbol's ledger (and, with ``read_inflight``, its in-flight claim, in the same
+    round trip), decide, and write the ledger fields with the audit entry in one step,
+    ``ledger_apply.lua``: only if the fields a decision reads (``LEDGER_READ_FIELDS``) are
+    unchanged, else read and decide again (a WATCH/MULTI transaction in one round trip).
 
-    Plain server: one WATCH/MULTI over the ledger, the claim read inside the WATCH, the audit
-    entry added in the MULTI. Redis Cluster (the audit stream and the claim are in other
-    slots): the claim is read before, outside; the MULTI covers the ledger alone and puts the
-    audit entry in an outbox field of the ledger; it is added to the stream right after and
-    the field deleted. An outbox a crash left behind is flushed by the symbol's next ledger
-    write (:func:`flush_ledger_outboxes`)."""
-    key, claim = keys.ledger(symbol), keys.inflight(symbol)
+    On a Redis Cluster (the audit stream is in another slot) the script runs on the ledger
+    alone and puts the audit entry in an outbox field of the ledger; it is added to the stream
+    right after and the field deleted. An outbox a crash left behind is flushed by the
+    symbol's next ledger write."""
+    key = keys.ledger(symbol)
+    scripts = scripts_for(r)
     cluster = is_cluster(r)
-    claim_before: str | None = await r.get(claim) if cluster and read_inflight else None
-    outbox_field = _outbox_field() if cluster else ""
-    pending: dict[str, str] = {}  # outbox field -> audit JSON, to flush after the write
-
-    async def read(pipe: Pipe) -> tuple[dict[str, str], str | None]:
-        h: dict[str, str] = await pipe.hgetall(key)
-        if read_inflight and not cluster:
-            return h, await pipe.get(claim)
-        return h, claim_before
-
-    def decide_write(state: tuple[dict[str, str], str | None]) -> tuple[T, Write | None]:
-        h, in_flight = state
-        pending.clear()
-        if cluster:
-            pending.update(stale_outboxes(h))
+    while True:
+        if read_inflight:
+            pipe = r.pipeline(transaction=False)
+            pipe.hgetall(key)
+            pipe.get(keys.inflight(symbol))
+            h, in_flight = await pipe.execute()
+        else:
+            h, in_flight = await r.hgetall(key), None
         answer, w = decide(h, in_flight)
         if w is None:
-            return answer, None
+            return answer
         fields, audit = w
-
-        def write(pipe: Pipe) -> None:
-            if cluster:
-                pending[outbox_field] = json.dumps(audit, separators=(",", ":"))
-                pipe.hset(key, mapping={**fields, outbox_field: pending[outbox_field]})
-            else:
-                pipe.hset(key, mapping=fields)
-                pipe.xadd(keys.decisions, audit, maxlen=AUDIT_MAXLEN, approximate=True)
-
-        return answer, write
-
-    answer = await transact(r, key, read, decide_write)
-    if cluster and pending:
-        await flush_ledger_outboxes(r, keys, symbol, pending)
-    return answer
+        expect = flat_pairs({f: h.get(f, ABSENT) for f in LEDGER_READ_FIELDS})
+        if not cluster:
+            written = await scripts.ledger_apply(
+                keys=[key, keys.decisions],
+                args=[AUDIT_MAXLEN, ABSENT, *expect, *flat_pairs(fields), *flat_pairs(audit)],
+            )  # fmt: skip
+            if int(written):
+                return answer
+            continue
+        field, box = _outbox_field(), json.dumps(audit, separators=(",", ":"))
+        written = await scripts.ledger_apply(
+            keys=[key],
+            args=[AUDIT_MAXLEN, ABSENT, *expect, *flat_pairs({**fields, field: box}), "0"],
+        )  # fmt: skip
+        if int(written):
+            await flush_ledger_outboxes(r, keys, symbol, {**stale_outboxes(h), field: box})
+            return answer
 
 
 def _outbox_field() -> str:
@@ -275,25 +248,16 @@ async def flush_ledger_outboxes(
     return len(outboxes)
 
 
-#: The ledger fields ``ledger_update`` reads: the compare-and-set checks them unchanged.
-LEDGER_READ_FIELDS = ("last_known_amt", "applied_plans", "last_order_time_epoch", "epoch")
-ABSENT = "\x00absent"
-
-
 async def apply_result(r: AsyncRedis, keys: Keys, result: Result, result_id: str) -> LedgerChange:
-    """Apply one result to its symbol's ledger, once per plan, atomically: read, decide, then
-    ``ledger_apply.lua`` writes the amount, the applied plan ids and the audit entry together,
-    only if the fields read are unchanged (else read and decide again). On a Redis Cluster
-    the script runs on the ledger alone and the audit entry goes through an outbox field of
-    the ledger, flushed right after (see :func:`_write_ledger`)."""
-    key = keys.ledger(result.symbol)
-    scripts = scripts_for(r)
-    cluster = is_cluster(r)
-    while True:
-        h: dict[str, str] = await r.hgetall(key)
+    """Apply one result to its symbol's ledger, once per plan, atomically: the amount, the
+    applied plan ids and the ``LEDGER_APPLY`` audit entry are written together or not at all
+    (:func:`_write_ledger`)."""
+
+    def decide(h: dict[str, str], _in_flight: str | None
+               ) -> tuple[LedgerChange, LedgerWrite | None]:  # fmt: skip
         change = ledger_update(h, result, result_id, time.time())
         if change.update is None:
-            return change
+            return change, None
         audit = audit_fields(
             plan_id=result.plan_id, symbol=result.symbol, layer=LAYER, decision="LEDGER_APPLY",
             reason=change.reason, context={
@@ -301,26 +265,9 @@ async def apply_result(r: AsyncRedis, keys: Keys, result: Result, result_id: str
                 "filled_qty": fmt_decimal(result.filled_qty), "side": result.side,
                 "ledger_before": _s(change.before), "ledger_after": _s(change.after)},
         )  # fmt: skip
-        expect = {f: h.get(f, ABSENT) for f in LEDGER_READ_FIELDS}
-        if cluster:
-            field = _outbox_field()
-            box = json.dumps(audit, separators=(",", ":"))
-            written = await scripts.ledger_apply(
-                keys=[key], args=[AUDIT_MAXLEN, ABSENT, *flat_pairs(expect),
-                                  *flat_pairs({**change.update, field: box}), "0"],
-            )  # fmt: skip
-            if int(written):
-                await flush_ledger_outboxes(r, keys, result.symbol,
-                                            {**stale_outboxes(h), field: box})  # fmt: skip
-                return change
-            continue
-        written = await scripts.ledger_apply(
-            keys=[key, keys.decisions],
-            args=[AUDIT_MAXLEN, ABSENT, *flat_pairs(expect), *flat_pairs(change.update),
-                  *flat_pairs(audit)],
-        )  # fmt: skip
-        if int(written):
-            return change
+        return change, (change.update, audit)
+
+    return await _write_ledger(r, keys, result.symbol, decide)
 
 
 def _s(d: Decimal | None) -> str | None:

@@ -61,13 +61,13 @@ def grants(service: str, k: Keys) -> list[Grant]:
                 Grant(("+hset", "+expire", "+hgetall", "+exists"),
                       (f"~{p}:position:snapshot:*",)),
                 # +hdel: a Redis Cluster's ledger audit outbox fields (position_brain.state)
-                Grant(("+hgetall", "+hget", "+hset", "+hsetnx", "+hdel", "+watch", "+unwatch",
-                       "+multi", "+exec", "+exists", "+set", "+expire"),
+                Grant(("+hgetall", "+hget", "+hset", "+hsetnx", "+hdel", "+exists", "+set",
+                       "+expire"),
                       (f"~{p}:position:ledger:*", f"~{p}:position:applied:*")),
                 # ledger_apply.lua: the ledger's compare-and-set with its audit entry
                 Grant(("+evalsha", "+eval", "+hget", "+hset", "+xadd"),
                       (f"~{p}:position:ledger:*", f"~{k.decisions}")),
-                Grant(("+set", "+get", "+watch", "+del", "+evalsha", "+eval"),
+                Grant(("+set", "+get", "+del", "+evalsha", "+eval"),
                       (f"~{p}:position:inflight:*",)),
                 Grant(("+set",), (f"%W~{p}:permit:p33:{{*",)),
                 Grant(("+exists",), (f"%R~{p}:permit:p33:{{*",)),
