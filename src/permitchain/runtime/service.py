@@ -343,7 +343,7 @@ class ServiceRunner:
             await self._handle_batch(c, live)
 
     async def _handle_batch(self, c: Consumer, live: list[tuple[str, dict[str, str]]]) -> None:
-        deferred = False
+        deferred: set[str] = set()  # settled here, acknowledged later by the flusher
         try:
             errors = await self._run(c, live)
             ok, dead = self._classify(c, live, errors)
@@ -352,7 +352,7 @@ class ServiceRunner:
                 # that finished in the same moment), the entries stay in flight until then.
                 c.settled_ok += ok
                 c.settled_dead += dead
-                deferred = bool(ok or dead)
+                deferred = {*ok, *(d[0] for d in dead)}
                 if deferred and (c.flusher is None or c.flusher.done()):
                     c.flusher = asyncio.create_task(self._flush_settled(c))
                     self._handler_tasks.add(c.flusher)
@@ -360,14 +360,9 @@ class ServiceRunner:
             else:
                 await self._ack(c, ok, dead)
         finally:
-            if not deferred:
-                for entry_id, _ in live:
+            for entry_id, _ in live:  # the rest (acked, or pending for a retry) is out of flight
+                if entry_id not in deferred:
                     c.in_flight.discard(entry_id)
-            else:  # those not settled (left pending for a retry) are out of flight now
-                settled = {*c.settled_ok, *(d[0] for d in c.settled_dead)}
-                for entry_id, _ in live:
-                    if entry_id not in settled:
-                        c.in_flight.discard(entry_id)
 
     async def _flush_settled(self, c: Consumer) -> None:
         """Acknowledge (and dead-letter) what concurrent handlers settled, in batches."""
