@@ -68,17 +68,21 @@ RESP2_CALLBACKS: Any = CaseInsensitiveDict(_CALLBACKS)
 _UPPER_CALLBACKS: dict[str, Any] = {k.upper(): v for k, v in _CALLBACKS.items()}
 
 
+def pool_only(name: Any) -> bool:
+    """Must this command take redis-py's pool (it blocks or uses connection state)?"""
+    only = _POOL_ONLY_NAMES.get(name)
+    if only is None:  # the first time this command name is seen (a handful in all)
+        only = _POOL_ONLY_NAMES[name] = str(name).split(" ", 1)[0].upper() in POOL_ONLY
+    return only
+
+
 def lean_ok(args: Sequence[Any]) -> bool:
     """May this command use the shared lean connection (it neither blocks nor changes
     connection state)?"""
-    name = args[0]
-    ok = _NAME_OK.get(name)
-    if ok is None:  # the first time this command name is seen (a handful in all)
-        ok = _NAME_OK[name] = str(name).split(" ", 1)[0].upper() not in POOL_ONLY
-    return ok and (name not in _READS or block_ms(args) is None)
+    return not pool_only(args[0]) and (args[0] not in _READS or block_ms(args) is None)
 
 
-_NAME_OK: dict[Any, bool] = {}
+_POOL_ONLY_NAMES: dict[Any, bool] = {}
 _READS = frozenset({"XREAD", "XREADGROUP", "xread", "xreadgroup"})
 
 
@@ -291,10 +295,7 @@ class Lean:
         return p
 
     async def call(self, args: Sequence[Any], raw: bool = False, wait_s: float = 0.0) -> Any:
-        p = await self.connection()
-        (reply,) = await p.send(pack(args), (raw,), wait_s)
-        if isinstance(reply, UnicodeDecodeError):
-            raise reply
+        (reply,) = await self.call_many([(args, raw)], wait_s)
         return reply
 
     def clone(self) -> Lean:
@@ -305,16 +306,20 @@ class Lean:
         if self.proto is not None and self.proto.transport is not None:
             self.proto.transport.close()
 
-    async def call_many(self, commands: Sequence[tuple[Sequence[Any], bool]]) -> list[Any]:
+    async def call_many(self, commands: Sequence[tuple[Sequence[Any], bool]],
+                        wait_s: float = 0.0) -> list[Any]:  # fmt: skip
+        """Send ``commands`` (arguments, reply undecoded?) in one write; their replies, each
+        due within COMMAND_TIMEOUT_S plus ``wait_s``. A reply that failed to decode raises."""
         p = await self.connection()
-        replies = await p.send(b"".join(pack(a) for a, _ in commands), [r for _, r in commands])
+        replies = await p.send(b"".join(pack(a) for a, _ in commands), [r for _, r in commands],
+                               wait_s)  # fmt: skip
         for reply in replies:
             if isinstance(reply, UnicodeDecodeError):
                 raise reply
         return replies
 
 
-def finish(callbacks: Any, name: Any, reply: Any, options: dict[str, Any]) -> Any:
+def finish(name: Any, reply: Any, options: dict[str, Any]) -> Any:
     """What redis-py's ``parse_response`` does with a reply: errors raised as redis-py's
     exception classes, then the command's response callback."""
     if isinstance(reply, hiredis.ReplyError):
@@ -326,7 +331,7 @@ def finish(callbacks: Any, name: Any, reply: Any, options: dict[str, Any]) -> An
         options.pop("keys", None)
     cb = _UPPER_CALLBACKS.get(name)
     if cb is None and isinstance(name, str) and not name.isupper():
-        cb = callbacks.get(name)
+        cb = RESP2_CALLBACKS.get(name)
     return cb(reply, **options) if cb is not None else reply
 
 
@@ -358,7 +363,7 @@ class LeanPipeline(Pipeline):
         for (args, options), reply in zip(stack, replies[len(to_load) :], strict=True):
             opts = {k: v for k, v in options.items() if k != NEVER_DECODE} if options else {}
             try:
-                out.append(finish(RESP2_CALLBACKS, args[0], reply, opts))
+                out.append(finish(args[0], reply, opts))
             except redis.exceptions.ResponseError as e:
                 out.append(e)
         if raise_on_error:
@@ -378,7 +383,7 @@ class LeanRedis(aioredis.Redis):
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         lean = self.lean
-        if lean is None or str(args[0]).split(" ", 1)[0].upper() in POOL_ONLY:
+        if lean is None or pool_only(args[0]):
             return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
         wait = block_ms(args)
         if wait == 0:  # blocks for ever: no reply deadline fits; the pool's transport
@@ -388,7 +393,7 @@ class LeanRedis(aioredis.Redis):
             reply = await lean.call(args, raw)
         else:
             reply = await self._blocking_read(args, raw, wait / 1000)
-        return finish(RESP2_CALLBACKS, args[0], reply, options)
+        return finish(args[0], reply, options)
 
     async def _blocking_read(self, args: Sequence[Any], raw: bool, wait_s: float) -> Any:
         """A blocking stream read on a connection of its own (a lane), returned for reuse

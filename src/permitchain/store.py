@@ -43,8 +43,9 @@ REDIS_FAULTS: tuple[type[BaseException], ...] = (
 POOL_WAIT_S = 5.0
 
 
-def _retry() -> Retry:
-    return Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 2)
+def _retry(kind: Any = Retry) -> Any:
+    """Two retries with jittered backoff (``kind``: redis-py's sync or asyncio ``Retry``)."""
+    return kind(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 2)
 
 
 def _client_kwargs() -> dict[str, Any]:
@@ -146,7 +147,7 @@ def async_client(url: str | None, *, max_connections: int = 32) -> AsyncRedis:
         return aiocluster.RedisCluster(
             startup_nodes=[aiocluster.ClusterNode(h, p) for h, p in nodes],
             max_connections=max_connections,
-            retry=redis.asyncio.retry.Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 2),
+            retry=_retry(redis.asyncio.retry.Retry),
             **kw, **_client_kwargs(),
         )  # fmt: skip
     if url.startswith("redis+sentinel://"):

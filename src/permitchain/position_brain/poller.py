@@ -88,8 +88,7 @@ class SnapshotPoller:
         self.dirty: set[str] = set()
         self._children: dict[str, _SymbolMetrics] = {}
         #: per symbol: what its last whole snapshot was written from, and when (monotonic)
-        self._last: dict[str, Any] = {}
-        self._full_at: dict[str, float] = {}
+        self._whole: dict[str, tuple[Any, float]] = {}
 
     async def watched(self) -> set[str]:
         if time.monotonic() - self._ledger_scan_at > LEDGER_SCAN_S:
@@ -178,8 +177,8 @@ class SnapshotPoller:
             key = self.k.snapshot(sym)
             pos = positions.get(sym)
             sig = (pos, f)
-            full = self._last.get(sym) != sig or \
-                mono - self._full_at.get(sym, -1e9) >= FULL_WRITE_EVERY_S  # fmt: skip
+            last_sig, last_at = self._whole.get(sym, (None, -FULL_WRITE_EVERY_S))
+            full = last_sig != sig or mono - last_at >= FULL_WRITE_EVERY_S
             if full:
                 pipe.hset(key, mapping=snapshot_fields(sym, pos, f, now, self.ex.name,
                                                        now_iso))  # fmt: skip
@@ -198,10 +197,10 @@ class SnapshotPoller:
             SNAPSHOT_AGE.written_at[sym] = now
             if not full:
                 if int(next(replies)) != 0:  # the hash was gone: write it whole next time
-                    self._last.pop(sym, None)
+                    self._whole.pop(sym, None)
                 continue
             _hset, _expire, raw = next(replies), next(replies), next(replies)
-            self._last[sym], self._full_at[sym] = sig, mono
+            self._whole[sym] = (sig, mono)
             amt = pos.amt if pos is not None else Decimal(0)
             m.position.set(float(amt))
             ledger_amt = decimal_or_none(raw)
