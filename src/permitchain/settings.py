@@ -17,12 +17,24 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from permitchain.errors import ConfigError
 
 SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,32}$")
+#: The shortest exec record retention accepted (EXEC_RECORD_TTL_S).
+EXEC_RECORD_TTL_MIN_S = 300
+#: How long an order can stay open (submitted or unknown) before the resolver settles it
+#: (it gives up 120 s after the submit; with its sweep interval, well within this).
+OPEN_ORDER_MAX_S = 180
 
 
 class ApplyMode(StrEnum):
@@ -84,9 +96,10 @@ class Settings(BaseSettings):
     # An exec record is the plan's proof of execution (the permits it consumed, its order,
     # its result) and its guard against a second consume; DESIGN.md keeps it 7 days. At a
     # high sustained rate that is most of Redis's memory (docs/performance.md): shorten it
-    # here, never below an hour (permits live PERMIT_TTL_SECONDS, plans PLAN_MAX_AGE_S, the
-    # resolver gives up after minutes: a plan can no longer execute long before that).
-    exec_record_ttl_s: int = _f(7 * 86400, "EXEC_RECORD_TTL_S", ge=3600)
+    # here, never below EXEC_RECORD_TTL_MIN_S, nor below what its guards need (a plan can no
+    # longer execute once it and its permits are expired and the resolver has given up;
+    # see exec_retention_floor_s). The simulated exchange keeps its orders as long.
+    exec_record_ttl_s: int = _f(7 * 86400, "EXEC_RECORD_TTL_S", ge=EXEC_RECORD_TTL_MIN_S)
 
     # --- governor -----------------------------------------------------------------------
     testnet_auto_approve: bool = _f(True, "TESTNET_AUTO_APPROVE")
@@ -156,6 +169,25 @@ class Settings(BaseSettings):
             raise ValueError("must start with redis://, rediss://, unix://, redis+sentinel://, "
                              "redis+cluster:// or rediss+cluster://")  # fmt: skip
         return v
+
+    @model_validator(mode="after")
+    def _retention(self) -> Settings:
+        floor = self.exec_retention_floor_s
+        if self.exec_record_ttl_s < floor:
+            raise ValueError(
+                f"EXEC_RECORD_TTL_S: {self.exec_record_ttl_s} is shorter than its guards need "
+                f"({floor} s: PLAN_MAX_AGE_S + PERMIT_TTL_SECONDS + APPLY_PERMIT_WAIT_MS + "
+                f"{OPEN_ORDER_MAX_S} s for an open order to settle)"
+            )
+        return self
+
+    @property
+    def exec_retention_floor_s(self) -> int:
+        """The shortest exec record retention that keeps every guard: past it, the plan, its
+        permits and its order (if any) are all settled or expired, so a second consume or
+        order is impossible whatever the record says."""
+        wait_s = -(-self.permit_wait_ms // 1000)
+        return self.plan_max_age_s + self.permit_ttl_s + wait_s + OPEN_ORDER_MAX_S
 
     @property
     def allow_list(self) -> frozenset[str]:

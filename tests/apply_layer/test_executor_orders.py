@@ -10,13 +10,14 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from permitchain.apply_layer.orders import Submission
+from permitchain.apply_layer.orders import Submission, client_order_id
 from permitchain.exchange.base import OrderInfo, Side
+from permitchain.exchange.factory import make_exchange
 from permitchain.exchange.sim import SimExchange
 from permitchain.keys import Keys
 from permitchain.models import Plan
 from permitchain.settings import Settings
-from tests.apply_layer.bench import SYM, Bench, plan_for
+from tests.apply_layer.bench import SYM, Bench, audit_context, plan_for
 
 
 @pytest.fixture
@@ -251,3 +252,41 @@ def test_exec_records_live_exec_record_ttl_s(arun: Any, keys: Keys, fast: Settin
             return int(await r.ttl(keys.exec_record(plan.plan_id)))
 
     assert 3500 < arun(body) <= 3600
+
+
+def test_sim_orders_are_kept_as_long_as_exec_records(arun: Any, keys: Keys,
+                                                     fast: Settings) -> None:  # fmt: skip
+    """The services' simulated exchange keeps its orders EXEC_RECORD_TTL_S (make_exchange)."""
+    plan = plan_for(42)
+    short = fast.model_copy(update={"exec_record_ttl_s": 600})
+
+    async def body(r: Redis) -> int:
+        sim = make_exchange(short, r, keys)
+        assert isinstance(sim, SimExchange)
+        async with Bench(r, keys, short, sim=sim) as b:
+            await b.run(plan)
+            assert (await b.result(plan.plan_id))["status"] == "filled"
+            return int(await r.ttl(keys.sim_order(SYM, client_order_id(plan.plan_id))))
+
+    assert 500 < arun(body) <= 600
+
+
+def test_a_plan_older_than_the_retention_is_left_alone(arun: Any, keys: Keys,
+                                                       fast: Settings) -> None:  # fmt: skip
+    """A plan entry read after its exec record would have expired (its result may be long
+    out, the record gone): no exec record, no result, no order; one audit entry says why."""
+    short = fast.model_copy(update={"exec_record_ttl_s": 600})
+    plan = plan_for(43, now=time.time() - 600)
+
+    async def body(r: Redis) -> Any:
+        async with Bench(r, keys, short) as b:
+            await b.run(plan)
+            audit = [f for _i, f in await r.xrange(keys.decisions)
+                     if f["plan_id"] == plan.plan_id and f["layer"] == "executor"]  # fmt: skip
+            return (await b.results(plan.plan_id), await b.exec_record(plan.plan_id),
+                    await b.fills(plan.plan_id), audit)  # fmt: skip
+
+    results, record, fills, audit = arun(body)
+    assert results == [] and record == {} and fills == []
+    assert [(a["decision"], a["reason"]) for a in audit] == [("SKIPPED", "beyond_retention")]
+    assert audit_context(audit[0])["exec_record_ttl_s"] == 600

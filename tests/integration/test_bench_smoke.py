@@ -4,6 +4,7 @@ speed targets live in the benchmark's own output, not in tests."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from permitchain.bench.load import Sample, verify
+from permitchain.bench.load import Load, Sample, verify
 from permitchain.keys import Keys
 
 pytestmark = pytest.mark.slow
@@ -60,3 +61,35 @@ def test_verify_judges_by_the_exchange_order_record(arun: Any, keys: Keys) -> No
     v = arun(body)
     assert (v["verified"], v["failed"], v["missing"]) == (1, 2, 1)
     assert sorted(x.split(":")[0] for x in v["failures_sample"]) == ["none", "short"]
+
+
+def test_orders_are_read_during_the_run(arun: Any, keys: Keys) -> None:
+    """The order record is read soon after the result (the exchange keeps it only
+    EXEC_RECORD_TTL_S): a plan stays verified when its order has expired by the end."""
+
+    async def body(r: Any) -> dict[str, Any]:
+        load = Load(r, keys, ["BENCHUSDT"], run_id=1)
+        s = Sample("early", "BENCHUSDT", time.time(), done_at=time.time(), result={
+            "status": "filled", "executed": "true", "filled_qty": "0.5",
+            "requested_qty": "0.5", "client_order_id": "pc-early"})  # fmt: skip
+        load.unchecked.append(s)
+        key = keys.sim_order("BENCHUSDT", "pc-early")
+        await r.hset(key, mapping={"status": "FILLED", "filled_qty": "0.5"})
+        stop = asyncio.Event()
+        stop.set()  # one pass, then return
+        await load.check_orders(stop)
+        assert load.unchecked == [] and s.order is not None
+        await r.delete(key)  # expired before the end of the run
+        return await verify(r, keys, [s])
+
+    v = arun(body)
+    assert (v["verified"], v["failed"]) == (1, 0)
+
+
+def test_bench_refuses_a_retention_below_the_floor() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "permitchain", "bench", "--exec-record-ttl", "100"],
+        check=False, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "--exec-record-ttl" in proc.stderr and "EXEC_RECORD_TTL_S" in proc.stderr

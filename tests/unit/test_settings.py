@@ -27,7 +27,9 @@ def test_defaults_follow_the_contract() -> None:
         ({"REDIS_URL": "http://x"}, "REDIS_URL"),
         ({"KILL_SCORE_TRESHOLD": "0.3"}, "KILL_SCORE_THRESHOLD"),  # a typo is refused
         ({"EXCHANGE": "kraken"}, "EXCHANGE"),
-        ({"EXEC_RECORD_TTL_S": "60"}, "EXEC_RECORD_TTL_S"),  # below an hour: guards at risk
+        ({"EXEC_RECORD_TTL_S": "299"}, "EXEC_RECORD_TTL_S"),  # below the 300 s floor
+        # shorter than its guards need: a plan may live 900 s here
+        ({"EXEC_RECORD_TTL_S": "600", "PLAN_MAX_AGE_S": "900"}, "EXEC_RECORD_TTL_S"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], named: str) -> None:
@@ -58,3 +60,11 @@ def test_the_shipped_example_env_files_load(name: str) -> None:
     assert s.key_prefix == "quantum"
     if name.startswith("production"):
         assert s.apply_mode is ApplyMode.PRODUCTION and s.signing_enabled
+
+
+def test_exec_record_retention_floor_follows_the_guards() -> None:
+    """The floor is what the guards need: plan age + permit TTL + permit wait + open order."""
+    s = load_settings({"EXEC_RECORD_TTL_S": "300"})  # defaults: 30 + 60 + 2 + 180 = 272
+    assert s.exec_record_ttl_s == 300 and s.exec_retention_floor_s == 272
+    longer = load_settings({"EXEC_RECORD_TTL_S": "900", "PLAN_MAX_AGE_S": "600"})
+    assert longer.exec_retention_floor_s == 600 + 60 + 2 + 180

@@ -27,7 +27,7 @@ from decimal import Decimal
 from typing import Any, cast
 
 import redis.exceptions
-from prometheus_client import Histogram
+from prometheus_client import Counter, Histogram
 from redis.asyncio import Redis
 
 from permitchain.apply_layer.exec_store import FINAL_GUARD, ExecStore
@@ -39,6 +39,7 @@ from permitchain.governor.policy import TradingState
 from permitchain.governor.store import read_trading_state
 from permitchain.keys import GROUP_EXECUTOR, Keys
 from permitchain.models import GovernorPermit, P33Allow, Plan, Result, ResultStatus, fmt_decimal
+from permitchain.runtime.audit import AUDIT_MAXLEN, audit_fields
 from permitchain.runtime.clock import Clock
 from permitchain.runtime.service import Backoff, Consumer
 from permitchain.settings import Settings
@@ -59,6 +60,13 @@ PERMIT_INVALID = "permit_invalid"
 PLAN_EXPIRED = "plan_expired"
 RECOVERED_UNSENT = "recovered_unsent"
 WAIT_VERDICTS = {"missing_governor", "missing_p33", "missing_both"}
+BEYOND_RETENTION = "beyond_retention"
+#: A plan this close to EXEC_RECORD_TTL_S old is treated as beyond it (clocks differ a little).
+RETENTION_MARGIN_S = 60
+
+SKIPPED = Counter(
+    "apply_plans_skipped_total", "Plans the executor read but left alone, by reason", ["reason"]
+)
 
 PERMIT_WAIT = Histogram(
     "apply_permit_wait_seconds", "Plan read → both permits consumed, or blocked",
@@ -165,6 +173,9 @@ class Executor:
     async def _handle(self, plan: Plan, entry_ms: float) -> None:
         await self.events_ready.wait()
         t0 = time.monotonic()
+        if self.clock.now() - plan.created_at >= self.s.exec_record_ttl_s - RETENTION_MARGIN_S:
+            await self.beyond_retention(plan)
+            return
         if self.clock.now() > min(plan.expires_at, plan.created_at + self.s.plan_max_age_s):
             async with self.slots:
                 state = await self.store.block_new(plan.plan_id, plan.symbol, PLAN_EXPIRED,
@@ -182,6 +193,22 @@ class Executor:
                 await self.resume(plan, str(verdict.get("state", "")))
             else:
                 await self.blocked(plan, v, str(verdict.get("detail", "")), wait_s, verdict)
+
+    async def beyond_retention(self, plan: Plan) -> None:
+        """A plan read after its exec record would have expired (a pending entry picked up
+        after a long outage): expired, so it can never execute, and whether it ran once cannot
+        be told any more. Nothing is written for it but an audit entry: no exec record and no
+        result, so a plan that had its result never gets a second one."""
+        age_s = self.clock.now() - plan.created_at
+        log.warning("[PERMIT_WAIT] SKIP plan=%s reason=%s age_s=%d", plan.plan_id,
+                    BEYOND_RETENTION, age_s)  # fmt: skip
+        SKIPPED.labels(BEYOND_RETENTION).inc()
+        audit = audit_fields(plan_id=plan.plan_id, symbol=plan.symbol, layer="executor",
+                             decision="SKIPPED", reason=BEYOND_RETENTION,
+                             context={"age_s": round(age_s),
+                                      "exec_record_ttl_s": self.s.exec_record_ttl_s})  # fmt: skip
+        await self.r.xadd(self.k.decisions, cast("dict[Any, Any]", audit), maxlen=AUDIT_MAXLEN,
+                          approximate=True)  # fmt: skip
 
     async def consume(self, plan: Plan, mode: str) -> dict[str, Any]:
         async with self.slots:

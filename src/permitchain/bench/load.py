@@ -10,6 +10,7 @@ equals P3.3's safe_close_qty and a fill with its client order id exists on the e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -19,6 +20,8 @@ from permitchain.keys import Keys
 from permitchain.models import Proposal, make_plan_id
 from permitchain.store import AsyncRedis
 
+#: How often the bench reads the order records of plans done since the last read.
+ORDER_CHECK_EVERY_S = 1.0
 #: Large enough for ~120 quarter-closes per symbol before the step (0.001) is reached.
 BENCH_POSITION = Decimal(10) ** 12
 
@@ -57,6 +60,8 @@ class Sample:
     sent_at: float
     done_at: float | None = None
     result: dict[str, str] = field(default_factory=dict)
+    #: the exchange's order record for its client order id, read soon after the result
+    order: dict[str, str] | None = None
 
 
 class Load:
@@ -71,6 +76,7 @@ class Load:
         self.done = asyncio.Event()
         self.expected = 0
         self.n_completed = 0
+        self.unchecked: list[Sample] = []  # done, order record not read yet
 
     def _proposal(self) -> tuple[Proposal, str]:
         self.seq += 1
@@ -108,11 +114,25 @@ class Load:
                     if s is not None and s.done_at is None:
                         s.done_at, s.result = now, f
                         self.n_completed += 1
+                        self.unchecked.append(s)
             if self.expected and self.completed() >= self.expected:
                 self.done.set()
 
     def completed(self) -> int:
         return self.n_completed
+
+    async def check_orders(self, stop: asyncio.Event, every_s: float = ORDER_CHECK_EVERY_S
+                           ) -> None:  # fmt: skip
+        """Read the order record of each plan soon after its result (every ``every_s``, one
+        pipeline), so that verification does not depend on how long the exchange keeps its
+        orders (EXEC_RECORD_TTL_S) however long the run."""
+        while True:
+            batch, self.unchecked = self.unchecked, []
+            await read_orders(self.r, self.k, batch)
+            if stop.is_set():
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every_s)
 
     async def offered_rate(self, rate: float, duration_s: float) -> None:
         """Open loop: ``rate`` proposals per second for ``duration_s``, in 1 ms ticks."""
@@ -140,6 +160,17 @@ class Load:
         return time.perf_counter() - start
 
 
+async def read_orders(r: AsyncRedis, keys: Keys, samples: list[Sample]) -> None:
+    """Fill in each sample's order record (by its result's client order id)."""
+    for i in range(0, len(samples), 5_000):
+        chunk = samples[i : i + 5_000]
+        pipe = r.pipeline(transaction=False)
+        for s in chunk:
+            pipe.hgetall(keys.sim_order(s.symbol, s.result.get("client_order_id", "")))
+        for s, order in zip(chunk, await pipe.execute(), strict=True):
+            s.order = order
+
+
 async def verify(r: AsyncRedis, keys: Keys, samples: list[Sample]) -> dict[str, Any]:
     """Every plan: its result says filled, filled == P3.3's safe qty (the requested qty), and
     the exchange's order record for its client order id is FILLED for that quantity. Double
@@ -157,15 +188,10 @@ async def verify(r: AsyncRedis, keys: Keys, samples: list[Sample]) -> dict[str, 
             fills[f["client_order_id"]] = fills.get(f["client_order_id"], 0) + 1
             last = entry_id
     done = [s for s in samples if s.done_at is not None]
-    orders: list[dict[str, str]] = []
-    for i in range(0, len(done), 5_000):
-        pipe = r.pipeline(transaction=False)
-        for s in done[i : i + 5_000]:
-            pipe.hgetall(keys.sim_order(s.symbol, s.result.get("client_order_id", "")))
-        orders += await pipe.execute()
+    await read_orders(r, keys, [s for s in done if s.order is None])
     bad: list[str] = []
-    for s, order in zip(done, orders, strict=True):
-        f = s.result
+    for s in done:
+        f, order = s.result, s.order or {}
         ok = (f.get("status") == "filled" and f.get("executed") == "true"
               and f.get("filled_qty") == f.get("requested_qty")
               and order.get("status") == "FILLED"

@@ -64,6 +64,8 @@ class BenchConfig:
     window: int = 2000
     redis_url: str | None = None
     quick: bool = False
+    #: the services' EXEC_RECORD_TTL_S (None: the default, DESIGN.md's 7 days)
+    exec_record_ttl_s: int | None = None
 
     @classmethod
     def quick_config(cls, redis_url: str | None = None) -> BenchConfig:
@@ -264,9 +266,11 @@ async def measure(
             await load.start_reader()
             stop = asyncio.Event()
             reader = asyncio.create_task(load.read_results(stop))
+            checker = asyncio.create_task(load.check_orders(stop))
             await load.offered_rate(rate, cfg.rate_duration_s)
             await _drain(load)
             await _stop(reader, stop)
+            await checker
             samples = list(load.samples.values())
             lat = [s.done_at - s.sent_at for s in samples if s.done_at is not None]
             out["latency"][f"{rate:g}"] = {**summarize_ms(lat),
@@ -280,9 +284,11 @@ async def measure(
             await load.start_reader()
             stop = asyncio.Event()
             reader = asyncio.create_task(load.read_results(stop))
+            checker = asyncio.create_task(load.check_orders(stop))
             elapsed = await load.closed_loop(cfg.window, cfg.throughput_s)
             await _drain(load)
             await _stop(reader, stop)
+            await checker
             samples = list(load.samples.values())
             v = await verify(r, keys, samples)
             out["throughput"] = {"plans": len(samples), "seconds": elapsed,
@@ -329,6 +335,8 @@ def run(cfg: BenchConfig, progress: Callable[[str], None]) -> dict[str, Any]:
            "QTY_TOLERANCE_PCT": "60", "LOG_LEVEL": "WARNING", "METRICS_PORT": "0",
            "KEY_PREFIX": f"bench{int(time.time())}",
            "ALLOW_LIST_SYMBOLS": ",".join(symbols)}  # fmt: skip
+    if cfg.exec_record_ttl_s is not None:
+        env["EXEC_RECORD_TTL_S"] = str(cfg.exec_record_ttl_s)
     with Chain(env, redis_url=cfg.redis_url) as chain:
         url = chain.ensure_redis()
         progress(f"redis {'embedded ' + chain.server.name if chain.server else ''} {url}; "

@@ -12,6 +12,8 @@ from rich.table import Table
 
 from permitchain.bench.runner import BenchConfig, run
 from permitchain.cli.common import console, err_console, fail, settings
+from permitchain.errors import ConfigError
+from permitchain.settings import load_settings
 
 
 def _f(v: Any, nd: int = 2) -> str:
@@ -135,9 +137,18 @@ def bench(
         float, typer.Option(help="Seconds of the throughput phase (0: none)")
     ] = 60.0,
     window: Annotated[int, typer.Option(help="Plans in flight in the throughput phase")] = 2000,
+    exec_record_ttl: Annotated[
+        int | None,
+        typer.Option(help="The services' EXEC_RECORD_TTL_S in seconds (default: the setting's)"),
+    ] = None,
 ) -> None:
     """Measure the chain: latency at fixed rates, sustained throughput, per hop, footprint."""
     s = settings()
+    if exec_record_ttl is not None:  # refused here, not by three services failing to start
+        try:
+            load_settings({"EXEC_RECORD_TTL_S": str(exec_record_ttl)})
+        except ConfigError as e:
+            fail(f"--exec-record-ttl: {e}")
     if quick:
         cfg = BenchConfig.quick_config(s.redis_url)
     else:
@@ -146,7 +157,8 @@ def bench(
         except ValueError:
             fail(f"--rates: not numbers: {rates!r}")
         cfg = BenchConfig(rates=rate_list, rate_duration_s=duration, throughput_s=throughput_s,
-                          window=window, redis_url=s.redis_url)  # fmt: skip
+                          window=window, redis_url=s.redis_url,
+                          exec_record_ttl_s=exec_record_ttl)  # fmt: skip
     out = err_console if as_json else console  # --json: stdout carries the JSON only
     res = run(cfg, progress=lambda m: out.print(f"[dim]bench:[/] {m}"))
     if plot_png is not None:

@@ -59,7 +59,7 @@ def check_exchange_settings(settings: Settings) -> None:
 def make_exchange(settings: Settings, redis: AsyncRedis, keys: Keys) -> Exchange:
     check_exchange_settings(settings)
     if settings.exchange is ExchangeKind.SIM:
-        return SimExchange(redis, keys)
+        return SimExchange(redis, keys, settings.exec_record_ttl_s)
     # Imported here: importing ccxt takes a while, and the simulated exchange does not need it.
     from permitchain.exchange.binance import BinanceExchange  # noqa: PLC0415
 

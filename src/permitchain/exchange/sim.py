@@ -83,9 +83,10 @@ class SimExchange:
 
     name = "sim"
 
-    def __init__(self, redis: AsyncRedis, keys: Keys) -> None:
+    def __init__(self, redis: AsyncRedis, keys: Keys, order_ttl_s: int = ORDER_TTL_S) -> None:
         self.r = redis
         self.k = keys
+        self.order_ttl_s = order_ttl_s  # the services pass EXEC_RECORD_TTL_S
         self.scripts = Scripts(redis)
 
     # -- administration (CLI, tests, price driver) -------------------------------------------
@@ -242,8 +243,8 @@ class SimExchange:
             "price": fmt_decimal(price), "position_before": fmt_decimal(amt),
             "position_after": fmt_decimal(new_amt), "ts": f"{now:.6f}",
         } if fill else {}  # fmt: skip
-        argv: list[Any] = [pos.get("amt", ""), fmt_decimal(new_amt) if fill else "", ORDER_TTL_S,
-                           2 * len(fields)]  # fmt: skip
+        argv: list[Any] = [pos.get("amt", ""), fmt_decimal(new_amt) if fill else "",
+                           self.order_ttl_s, 2 * len(fields)]  # fmt: skip
         for k, v in [*fields.items(), *fill_record.items()]:
             argv += [k, v]
         seq_key = f"{pos_key.rsplit(':', 1)[0]}:order_seq"
@@ -296,7 +297,7 @@ class SimExchange:
             if prev:
                 pipe.hset(self.k.sim_order(symbol, prev), "status", "CANCELED")
             pipe.hset(order_key, mapping=fields)
-            pipe.expire(order_key, ORDER_TTL_S)
+            pipe.expire(order_key, self.order_ttl_s)
             pipe.hset(self.k.sim_stop(symbol), mapping=fields)
             await pipe.execute()
         return _order(fields)
