@@ -133,6 +133,9 @@ def test_every_script_and_transaction_is_single_slot(arun: Run, keys: Keys, call
         await r.hset(keys.ledger("BTCUSDT"), mapping={"last_known_amt": "1", "epoch": "0"})
         await apply_result(r, keys, result(P3), "1-0")
         await reconcile(r, keys, "BTCUSDT", Decimal("0.99"), operator="t", note="n")
+        await r.set(keys.inflight("BTCUSDT"), P4)  # the claim is in another slot: a 2nd call
+        await apply_result(r, keys, result(P4), "2-0", release=True)
+        assert await r.get(keys.inflight("BTCUSDT")) is None
         await r.set(keys.inflight("BTCUSDT"), P3)
         await release_claim(r, keys, "BTCUSDT", P3)
         await set_trading_state(r, keys, settings, TradingState.REDUCING, reason="t", operator="t")

@@ -189,3 +189,79 @@ def test_a_write_between_read_and_apply_makes_it_decide_again(
     assert _fields(r, keys)["last_known_amt"] == "0.498"
     applies = [f for _i, f in r.xrange(keys.decisions) if f["decision"] == "LEDGER_APPLY"]
     assert len(applies) == 1
+
+
+# -- the plan's in-flight claim goes with its ledger write ----------------------------------
+def test_a_result_releases_its_plans_claim_in_the_ledger_write_and_no_other_plans(
+    arun: Any, r: redis.Redis, keys: Keys, monkeypatch: Any
+) -> None:
+    """``release=True``: the claim is dropped by the ledger's own script (no second call), and
+    only when the result's plan holds it."""
+    r.hset(keys.ledger("BTCUSDT"), mapping=LEDGER)
+    mine, other = plan(), plan(tranche=1)
+    calls: list[str] = []
+    real = state_mod.release_claim
+
+    async def counted(*a: Any) -> bool:
+        calls.append(a[-1])
+        return await real(*a)
+
+    monkeypatch.setattr(state_mod, "release_claim", counted)
+    r.set(keys.inflight("BTCUSDT"), mine.plan_id, px=15000)
+    ch = arun(lambda ar: apply_result(ar, keys, result(mine, filled="0.002"), "1-0", release=True))
+    assert ch.applied and r.get(keys.inflight("BTCUSDT")) is None and calls == []
+    assert _fields(r, keys)["last_known_amt"] == "0.06"
+    # another plan's claim stays; the ledger is still written
+    r.set(keys.inflight("BTCUSDT"), other.plan_id, px=15000)
+    third = plan(tranche=2)
+    ch = arun(lambda ar: apply_result(ar, keys, result(third, filled="0.01"), "2-0", release=True))
+    assert ch.applied and r.get(keys.inflight("BTCUSDT")) == other.plan_id and calls == []
+    # without release=True (reconcile and tests) the claim is left alone
+    r.set(keys.inflight("BTCUSDT"), mine.plan_id, px=15000)
+    fourth = plan(tranche=3)
+    arun(lambda ar: apply_result(ar, keys, result(fourth, filled="0.01"), "3-0"))
+    assert r.get(keys.inflight("BTCUSDT")) == mine.plan_id
+
+
+def test_a_result_with_nothing_to_write_still_releases_its_claim(
+    arun: Any, r: redis.Redis, keys: Keys
+) -> None:
+    """A duplicate result (its plan applied already) and a result that sent no order write no
+    ledger: the claim is released all the same, and only the plan's own."""
+    r.hset(keys.ledger("BTCUSDT"), mapping=LEDGER)
+    p, blocked = plan(), plan(tranche=1)
+    res = result(p, filled="0.002")
+    arun(lambda ar: apply_result(ar, keys, res, "1-0", release=True))
+    r.set(keys.inflight("BTCUSDT"), p.plan_id, px=15000)
+    again = arun(lambda ar: apply_result(ar, keys, res, "2-0", release=True))
+    assert not again.applied and again.reason == "duplicate_plan"
+    assert r.get(keys.inflight("BTCUSDT")) is None
+    assert _fields(r, keys)["last_known_amt"] == "0.06"
+    r.set(keys.inflight("BTCUSDT"), p.plan_id, px=15000)
+    none = arun(lambda ar: apply_result(ar, keys, result(blocked, "blocked"), "3-0", release=True))
+    assert none.reason == "no_order" and r.get(keys.inflight("BTCUSDT")) == p.plan_id
+    r.set(keys.inflight("BTCUSDT"), blocked.plan_id, px=15000)
+    arun(lambda ar: apply_result(ar, keys, result(blocked, "blocked"), "4-0", release=True))
+    assert r.get(keys.inflight("BTCUSDT")) is None
+
+
+def test_a_conflict_leaves_the_claim_until_the_ledger_is_written(
+    arun: Any, r: redis.Redis, keys: Keys, monkeypatch: Any
+) -> None:
+    """The compare-and-set refused: nothing written, the claim kept; the retry writes both."""
+    r.hset(keys.ledger("BTCUSDT"), mapping=LEDGER)
+    p = plan()
+    r.set(keys.inflight("BTCUSDT"), p.plan_id, px=15000)
+    real = state_mod.ledger_update
+    seen: list[str | None] = []
+
+    def interleaved(h: Any, *a: Any) -> Any:
+        seen.append(r.get(keys.inflight("BTCUSDT")))
+        if len(seen) == 1:
+            r.hset(keys.ledger("BTCUSDT"), mapping={"last_known_amt": "0.5", "epoch": "1"})
+        return real(h, *a)
+
+    monkeypatch.setattr(state_mod, "ledger_update", interleaved)
+    ch = arun(lambda ar: apply_result(ar, keys, result(p, filled="0.002"), "1-0", release=True))
+    assert seen == [p.plan_id, p.plan_id]  # still held after the refused write
+    assert ch.after == D("0.498") and r.get(keys.inflight("BTCUSDT")) is None

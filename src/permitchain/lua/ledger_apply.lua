@@ -5,13 +5,16 @@
 --
 -- KEYS[1]  ledger        quantum:position:ledger:<SYMBOL>   (HASH)
 -- KEYS[2]  audit stream  quantum:stream:decisions           (STREAM)
+-- KEYS[3]  (optional) in-flight claim  quantum:position:inflight:<SYMBOL>  (STRING plan_id)
 -- ARGV[1]  audit MAXLEN (approximate)
 -- ARGV[2]  the marker of an absent field
 -- ARGV[3]  E, then E (field, value read) pairs (the marker: the field was absent)
 -- then     U, then U (field, value) pairs to write
 -- then     A, then A audit field pairs (A = 0: no audit entry)
+-- then     (with KEYS[3]) a plan_id: when written, the claim is dropped if (and only if)
+--          that plan holds it (as release_claim.lua, in the same step as the ledger write)
 --
--- Returns 1 when written, 0 on a conflict.
+-- Returns 1 when written, 0 on a conflict (nothing written, the claim left alone).
 
 local absent = ARGV[2]
 local i = 3
@@ -25,6 +28,7 @@ local function pairs_at()
 end
 local expect = pairs_at()
 local update, audit = pairs_at(), pairs_at()
+local release = ARGV[i]
 
 for j = 1, #expect, 2 do
   local now = redis.call('HGET', KEYS[1], expect[j])
@@ -40,5 +44,8 @@ if #audit > 0 then
   local xa = {'XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*'}
   for _, v in ipairs(audit) do xa[#xa + 1] = v end
   redis.call(unpack(xa))
+end
+if KEYS[3] ~= nil and release ~= nil and redis.call('GET', KEYS[3]) == release then
+  redis.call('DEL', KEYS[3])
 end
 return 1

@@ -36,7 +36,6 @@ from permitchain.position_brain.state import (
     init_ledgers,
     parse_ledger,
     parse_snapshot,
-    release_claim,
 )
 from permitchain.runtime.clock import Clock
 from permitchain.runtime.logs import log_decision
@@ -98,8 +97,8 @@ class PositionBrain:
         result = Result.from_fields(fields)
         if result.symbol == CANARY_SYMBOL:  # the canary's result touches no ledger
             return
-        change = await apply_result(self.r, self.k, result, entry_id)
-        await release_claim(self.r, self.k, result.symbol, result.plan_id)
+        # the plan's in-flight claim goes with its ledger write (or right after it)
+        change = await apply_result(self.r, self.k, result, entry_id, release=True)
         if not change.applied:
             if change.reason == "duplicate_plan":
                 log.warning("[LEDGER] symbol=%s plan=%s result %s already applied; ignored",

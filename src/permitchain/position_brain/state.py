@@ -171,12 +171,17 @@ ABSENT = "\x00absent"
 async def _write_ledger(
     r: AsyncRedis, keys: Keys, symbol: str,
     decide: Callable[[dict[str, str], str | None], tuple[T, LedgerWrite | None]], *,
-    read_inflight: bool = False,
-) -> T:  # fmt: skip
+    read_inflight: bool = False, release_claim_of: str | None = None,
+) -> tuple[T, bool]:  # fmt: skip
     """Read the symbol's ledger (and, with ``read_inflight``, its in-flight claim, in the same
     round trip), decide, and write the ledger fields with the audit entry in one step,
     ``ledger_apply.lua``: only if the fields a decision reads (``LEDGER_READ_FIELDS``) are
     unchanged, else read and decide again (a WATCH/MULTI transaction in one round trip).
+    Returns the decision's answer and whether the claim was released.
+
+    ``release_claim_of``: a plan id whose in-flight claim on the symbol is dropped (if it
+    holds it) by the same script, in the step that writes the ledger (plain and Sentinel
+    servers; on a Cluster the claim is in another slot: the caller releases it after).
 
     On a Redis Cluster (the audit stream is in another slot) the script runs on the ledger
     alone and puts the audit entry in an outbox field of the ledger; it is added to the stream
@@ -195,16 +200,18 @@ async def _write_ledger(
             h, in_flight = await r.hgetall(key), None
         answer, w = decide(h, in_flight)
         if w is None:
-            return answer
+            return answer, False
         fields, audit = w
         expect = flat_pairs({f: h.get(f, ABSENT) for f in LEDGER_READ_FIELDS})
         if not cluster:
-            written = await scripts.ledger_apply(
-                keys=[key, keys.decisions],
-                args=[AUDIT_MAXLEN, ABSENT, *expect, *flat_pairs(fields), *flat_pairs(audit)],
-            )  # fmt: skip
+            script_keys = [key, keys.decisions]
+            args = [AUDIT_MAXLEN, ABSENT, *expect, *flat_pairs(fields), *flat_pairs(audit)]
+            if release_claim_of is not None:
+                script_keys.append(keys.inflight(symbol))
+                args.append(release_claim_of)
+            written = await scripts.ledger_apply(keys=script_keys, args=args)
             if int(written):
-                return answer
+                return answer, release_claim_of is not None
             continue
         field, box = _outbox_field(), json.dumps(audit, separators=(",", ":"))
         written = await scripts.ledger_apply(
@@ -213,7 +220,7 @@ async def _write_ledger(
         )  # fmt: skip
         if int(written):
             await flush_ledger_outboxes(r, keys, symbol, {**stale_outboxes(h), field: box})
-            return answer
+            return answer, False
 
 
 def _outbox_field() -> str:
@@ -248,10 +255,16 @@ async def flush_ledger_outboxes(
     return len(outboxes)
 
 
-async def apply_result(r: AsyncRedis, keys: Keys, result: Result, result_id: str) -> LedgerChange:
+async def apply_result(r: AsyncRedis, keys: Keys, result: Result, result_id: str, *,
+                       release: bool = False) -> LedgerChange:  # fmt: skip
     """Apply one result to its symbol's ledger, once per plan, atomically: the amount, the
     applied plan ids and the ``LEDGER_APPLY`` audit entry are written together or not at all
-    (:func:`_write_ledger`)."""
+    (:func:`_write_ledger`).
+
+    ``release``: then drop the plan's in-flight claim on the symbol (if it holds it): in the
+    ledger write's own script when there is one to write (plain and Sentinel servers), else
+    (nothing to write: a duplicate, no order; or a Cluster) by ``release_claim`` right after.
+    Never before the ledger holds the result."""
 
     def decide(h: dict[str, str], _in_flight: str | None
                ) -> tuple[LedgerChange, LedgerWrite | None]:  # fmt: skip
@@ -267,7 +280,12 @@ async def apply_result(r: AsyncRedis, keys: Keys, result: Result, result_id: str
         )  # fmt: skip
         return change, (change.update, audit)
 
-    return await _write_ledger(r, keys, result.symbol, decide)
+    change, released = await _write_ledger(
+        r, keys, result.symbol, decide, release_claim_of=result.plan_id if release else None
+    )
+    if release and not released:
+        await release_claim(r, keys, result.symbol, result.plan_id)
+    return change
 
 
 def _s(d: Decimal | None) -> str | None:
@@ -331,7 +349,8 @@ async def reconcile(
                              reason="operator_reconcile", context=change, ts=now)  # fmt: skip
         return change, (fields, audit)
 
-    return await _write_ledger(r, keys, symbol, decide, read_inflight=True)
+    change, _ = await _write_ledger(r, keys, symbol, decide, read_inflight=True)
+    return change
 
 
 async def release_claim(r: AsyncRedis, keys: Keys, symbol: str, plan_id: str) -> bool:

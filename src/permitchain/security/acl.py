@@ -67,6 +67,9 @@ def grants(service: str, k: Keys) -> list[Grant]:
                 # ledger_apply.lua: the ledger's compare-and-set with its audit entry
                 Grant(("+evalsha", "+eval", "+hget", "+hset", "+xadd"),
                       (f"~{p}:position:ledger:*", f"~{k.decisions}")),
+                # ... which also drops the plan's in-flight claim (its GET and DEL: below)
+                Grant(("+evalsha", "+eval"), (f"~{p}:position:ledger:*", f"~{k.decisions}",
+                                              f"~{p}:position:inflight:*")),
                 Grant(("+set", "+get", "+del", "+evalsha", "+eval"),
                       (f"~{p}:position:inflight:*",)),
                 Grant(("+set",), (f"%W~{p}:permit:p33:{{*",)),
