@@ -32,10 +32,9 @@ from permitchain.keys import GROUP_GOVERNOR, GROUP_GOVERNOR_RESULTS, Keys
 from permitchain.models import GovernorPermit, Plan, Result
 from permitchain.runtime.clock import Clock
 from permitchain.runtime.logs import log_decision
-from permitchain.runtime.permits import write_permit
+from permitchain.runtime.permits import LabelChildren, permit_json, write_permit
 from permitchain.runtime.service import Consumer, by_symbol
 from permitchain.settings import Settings
-from permitchain.signing import sign
 from permitchain.store import REDIS_FAULTS, AsyncRedis
 
 log = logging.getLogger("permitchain.governor")
@@ -43,6 +42,7 @@ LAYER = "governor"
 STATE_REFRESH_S = 2.0
 PERMITS = Counter("governor_permit_total", "Governor permits", ["symbol", "decision", "reason"])
 SETTLED = Counter("governor_results_total", "Results settled", ["symbol", "settlement"])
+_PERMITS, _SETTLED = LabelChildren(PERMITS), LabelChildren(SETTLED)
 TRADING_STATE = Gauge(
     "governor_trading_state", "Trading state seen (0 ACTIVE, 1 REDUCING, 2 HALTED)"
 )
@@ -68,6 +68,8 @@ class Governor:
         self.policy = policy_from(settings)
         self.store = GovernorStore(r, keys)
         self.reservation_ttl_s = reservation_ttl_s(settings.permit_ttl_s, settings.permit_wait_ms)
+        key = settings.permit_key_governor
+        self.sign_key = None if key is None else key.get_secret_value()
 
     def consumers(self) -> list[Consumer]:
         plans = Consumer(self.k.plan_stream, GROUP_GOVERNOR, self.handle, partition=by_symbol)
@@ -119,7 +121,7 @@ class Governor:
         result = Result.from_fields(fields)
         action = settlement(result.status)
         await self.store.settle(result.symbol, result.plan_id, action, result.ts)
-        SETTLED.labels(result.symbol, action.value).inc()
+        _SETTLED.inc(result.symbol, action.value)
 
     async def issue(self, plan: Plan, d: GovernorDecision, now: float) -> bool:
         """Write the permit (once), its wake-up event and audit entry. False when a permit for
@@ -130,18 +132,14 @@ class Governor:
             computed_notional=d.computed_notional, mode=self.policy.mode, created_at=now,
             expires_at=now + self.s.permit_ttl_s,
         )  # fmt: skip
-        if self.s.permit_key_governor is not None:
-            permit = permit.model_copy(
-                update={"sig": sign(permit.body(), self.s.permit_key_governor.get_secret_value())}
-            )
+        value, issued = permit_json(permit, self.sign_key)
         decision = permit.decision
         written = await write_permit(
-            self.r, self.k, key=self.k.permit_governor(plan.plan_id), permit_json=permit.to_json(),
+            self.r, self.k, key=self.k.permit_governor(plan.plan_id), permit_json=value,
             ttl_s=self.s.permit_ttl_s, plan_id=plan.plan_id, symbol=plan.symbol, layer=LAYER,
-            decision=decision, reason=d.reason, context={"permit": permit.issued(), **d.context},
-            ts=now,
+            decision=decision, reason=d.reason, context={"permit": issued, **d.context}, ts=now,
         )  # fmt: skip
-        PERMITS.labels(plan.symbol, decision, d.reason).inc()
+        _PERMITS.inc(plan.symbol, decision, d.reason)
         log_decision(log, layer=LAYER, plan_id=plan.plan_id, symbol=plan.symbol,
                      decision=decision, reason=d.reason)  # fmt: skip
         return written

@@ -39,13 +39,13 @@ from permitchain.position_brain.state import (
 )
 from permitchain.runtime.clock import Clock
 from permitchain.runtime.logs import log_decision
-from permitchain.runtime.permits import write_permit
+from permitchain.runtime.permits import LabelChildren, permit_json, write_permit
 from permitchain.runtime.service import Consumer, by_symbol
 from permitchain.settings import Settings
-from permitchain.signing import sign
 from permitchain.store import AsyncRedis
 
 log = logging.getLogger("permitchain.p33")
+_PERMITS = LabelChildren(PERMITS)
 #: Longest a plan read right after the start waits for the first snapshot poll.
 FIRST_POLL_WAIT_S = 5.0
 
@@ -59,6 +59,8 @@ class PositionBrain:
         without it, ``poller`` polls in this event loop with ``exchange`` (tests do)."""
         self.r, self.k, self.s, self.clock, self.ex = r, keys, settings, clock, exchange
         self.poll_thread = poll_thread
+        key = settings.permit_key_p33
+        self.sign_key = None if key is None else key.get_secret_value()
         self.cfg = CheckConfig(
             stale_threshold_s=settings.stale_threshold_s,
             position_tolerance=settings.position_tolerance,
@@ -174,17 +176,16 @@ class PositionBrain:
         else:
             permit = P33Deny(plan_id=plan.plan_id, symbol=plan.symbol, reason=d.reason,
                              context=d.context, created_at=now, expires_at=exp)  # fmt: skip
-        if self.s.permit_key_p33 is not None:
-            key = self.s.permit_key_p33.get_secret_value()
-            permit = permit.model_copy(update={"sig": sign(permit.body(), key)})
+        value, issued = permit_json(permit, self.sign_key)
         decision = "ALLOW" if d.allow else "DENY"
         await write_permit(
-            self.r, self.k, key=self.k.permit_p33(plan.plan_id), permit_json=permit.to_json(),
+            self.r, self.k, key=self.k.permit_p33(plan.plan_id), permit_json=value,
             ttl_s=self.s.permit_ttl_s, plan_id=plan.plan_id, symbol=plan.symbol, layer=LAYER,
-            decision=decision, reason=d.reason, context={"permit": permit.issued()}, ts=now,
+            decision=decision, reason=d.reason, context={"permit": issued}, ts=now,
         )  # fmt: skip
-        PERMITS.labels(plan.symbol, decision, d.reason).inc()
-        extra: dict[str, Any] = {k: v for k, v in d.context.items()
-                                 if k in ("diff", "tolerance", "safe_close_qty")}  # fmt: skip
-        log_decision(log, layer=LAYER, plan_id=plan.plan_id, symbol=plan.symbol,
-                     decision=decision, reason=d.reason, **extra)  # fmt: skip
+        _PERMITS.inc(plan.symbol, decision, d.reason)
+        if log.isEnabledFor(logging.INFO):
+            extra: dict[str, Any] = {k: v for k, v in d.context.items()
+                                     if k in ("diff", "tolerance", "safe_close_qty")}  # fmt: skip
+            log_decision(log, layer=LAYER, plan_id=plan.plan_id, symbol=plan.symbol,
+                         decision=decision, reason=d.reason, **extra)  # fmt: skip

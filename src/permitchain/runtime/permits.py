@@ -3,17 +3,53 @@ a wake-up event for the executor, and the audit entry, in one ordered pipeline.
 
 A Redis Cluster client splits a pipeline by node and does not keep its order across nodes,
 so there the permit is written first and the event and the audit entry after it: the event
-must never reach the executor before the permit it announces."""
+must never reach the executor before the permit it announces.
+
+:func:`permit_json` serialises a permit once for both its value and its audit entry, and
+:class:`LabelChildren` keeps the Prometheus counter child of each label set."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from prometheus_client import Counter
+
 from permitchain.keys import Keys
+from permitchain.models import GovernorPermit, P33Allow, P33Deny, canonical_json
 from permitchain.runtime.audit import AUDIT_MAXLEN, audit_fields
+from permitchain.signing import sign
 from permitchain.store import AsyncRedis, is_cluster
 
 PERMIT_EVENTS_MAXLEN = 100_000
+
+
+def permit_json(permit: GovernorPermit | P33Allow | P33Deny, key: str | None
+                ) -> tuple[str, dict[str, Any]]:  # fmt: skip
+    """The permit signed with ``key`` (unsigned when None), as ``(value, issued)``: the value
+    written (``to_json()`` of the signed permit) and the object its audit entry keeps
+    (``issued()``), from one ``body()``: the same as signing with ``model_copy`` and
+    serialising it twice, without copying or rebuilding the body."""
+    issued = permit.body()
+    if permit.sig:
+        issued["sig"] = permit.sig
+    elif key is not None:
+        issued["sig"] = sign(issued, key)
+    return canonical_json(issued), issued
+
+
+class LabelChildren:
+    """A counter's child per label values, looked up once (``labels()`` costs a lock, a
+    tuple and a dict lookup per call). The counters here are never cleared."""
+
+    def __init__(self, counter: Counter) -> None:
+        self.counter = counter
+        self.children: dict[tuple[str, ...], Any] = {}
+
+    def inc(self, *values: str) -> None:
+        child = self.children.get(values)
+        if child is None:
+            child = self.children[values] = self.counter.labels(*values)
+        child.inc()
 
 
 async def write_permit(

@@ -1,0 +1,58 @@
+"""``permit_json``: one body for the permit's value and its audit entry, the same bytes as
+signing with ``model_copy`` and serialising the signed permit; ``LabelChildren``."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+
+import pytest
+from prometheus_client import REGISTRY, Counter
+
+from permitchain.models import GovernorPermit, P33Allow, P33Deny, parse_p33
+from permitchain.runtime.permits import LabelChildren, permit_json
+from permitchain.signing import sign, verify
+
+NOW = time.time()
+PID = "0123456789abcdef"
+PERMITS = [
+    GovernorPermit(plan_id=PID, symbol="BTCUSDT", decision="GRANT", granted=True,
+                   reason="testnet_auto_approve", computed_qty=Decimal("0.046"),
+                   computed_notional=None, mode="testnet", created_at=NOW, expires_at=NOW + 60),
+    P33Allow(plan_id=PID, symbol="BTCUSDT", safe_close_qty=Decimal("0.046"), side="LONG",
+             exchange_position_amt=Decimal("0.062"), ledger_position_amt=Decimal("0.0620"),
+             snapshot_age_sec=Decimal("0.25"), created_at=NOW, expires_at=NOW + 60),
+    P33Deny(plan_id=PID, symbol="BTCUSDT", reason="reconcile_required_qty_mismatch",
+            context={"diff": "0.01", "ledger_amt": "0.5"}, created_at=NOW, expires_at=NOW + 60),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("permit", PERMITS, ids=lambda p: type(p).__name__)
+@pytest.mark.parametrize("key", [None, "k3y"])
+def test_the_same_value_and_audit_object_as_signing_a_copy(
+    permit: GovernorPermit | P33Allow | P33Deny, key: str | None
+) -> None:
+    signed = permit if key is None else permit.model_copy(
+        update={"sig": sign(permit.body(), key)})  # fmt: skip
+    value, issued = permit_json(permit, key)
+    assert value == signed.to_json()
+    assert issued == signed.issued() and list(issued) == list(signed.issued())  # same order
+    if key is not None:
+        assert verify(issued, key)
+    if not isinstance(permit, GovernorPermit):
+        assert parse_p33(value).to_json() == value
+
+
+def test_label_children_count_as_labels_does() -> None:
+    c = Counter("permitchain_test_children_total", "t", ["a", "b"])
+    try:
+        children = LabelChildren(c)
+        for _ in range(3):
+            children.inc("x", "y")
+        children.inc("x", "z")
+        assert REGISTRY.get_sample_value("permitchain_test_children_total",
+                                         {"a": "x", "b": "y"}) == 3  # fmt: skip
+        assert REGISTRY.get_sample_value("permitchain_test_children_total",
+                                         {"a": "x", "b": "z"}) == 1  # fmt: skip
+    finally:
+        REGISTRY.unregister(c)
