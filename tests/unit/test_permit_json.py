@@ -7,7 +7,7 @@ import time
 from decimal import Decimal
 
 import pytest
-from prometheus_client import REGISTRY, Counter
+from prometheus_client import REGISTRY, Counter, Gauge
 
 from permitchain.models import GovernorPermit, P33Allow, P33Deny, parse_p33
 from permitchain.runtime.permits import LabelChildren, permit_json
@@ -56,3 +56,11 @@ def test_label_children_count_as_labels_does() -> None:
                                          {"a": "x", "b": "z"}) == 1  # fmt: skip
     finally:
         REGISTRY.unregister(c)
+    g = Gauge("permitchain_test_gauge_children", "t", ["a"])
+    try:
+        gauges = LabelChildren(g)
+        gauges.child("x").set(2.5)
+        assert gauges.child("x") is g.labels("x")
+        assert REGISTRY.get_sample_value("permitchain_test_gauge_children", {"a": "x"}) == 2.5
+    finally:
+        REGISTRY.unregister(g)

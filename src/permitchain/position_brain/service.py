@@ -45,7 +45,7 @@ from permitchain.settings import Settings
 from permitchain.store import AsyncRedis
 
 log = logging.getLogger("permitchain.p33")
-_PERMITS = LabelChildren(PERMITS)
+_PERMITS, _LEDGER_AMT = LabelChildren(PERMITS), LabelChildren(LEDGER_AMT)
 #: Longest a plan read right after the start waits for the first snapshot poll.
 FIRST_POLL_WAIT_S = 5.0
 
@@ -107,7 +107,7 @@ class PositionBrain:
                             result.symbol, result.plan_id, entry_id)  # fmt: skip
             return
         if change.after is not None:
-            LEDGER_AMT.labels(result.symbol).set(float(change.after))
+            _LEDGER_AMT.child(result.symbol).set(float(change.after))
         if result.signed_delta != 0:
             log.info("[LEDGER] symbol=%s plan=%s %s -> %s (result %s)", result.symbol,
                      result.plan_id, change.before, change.after, entry_id)  # fmt: skip

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from permitchain.keys import Keys
 from permitchain.models import GovernorPermit, P33Allow, P33Deny, canonical_json
@@ -38,18 +38,21 @@ def permit_json(permit: GovernorPermit | P33Allow | P33Deny, key: str | None
 
 
 class LabelChildren:
-    """A counter's child per label values, looked up once (``labels()`` costs a lock, a
-    tuple and a dict lookup per call). The counters here are never cleared."""
+    """A metric's child per label values, looked up once (``labels()`` costs a lock, a
+    tuple and a dict lookup per call). For metrics whose children are never removed."""
 
-    def __init__(self, counter: Counter) -> None:
-        self.counter = counter
+    def __init__(self, metric: Counter | Gauge) -> None:
+        self.metric = metric
         self.children: dict[tuple[str, ...], Any] = {}
 
+    def child(self, *values: str) -> Any:
+        c = self.children.get(values)
+        if c is None:
+            c = self.children[values] = self.metric.labels(*values)
+        return c
+
     def inc(self, *values: str) -> None:
-        child = self.children.get(values)
-        if child is None:
-            child = self.children[values] = self.counter.labels(*values)
-        child.inc()
+        self.child(*values).inc()
 
 
 async def write_permit(
