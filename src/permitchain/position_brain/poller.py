@@ -57,14 +57,6 @@ class PollOutcome:
     unknown: tuple[str, ...] = field(default=())  # watched, but the exchange has no such symbol
 
 
-@dataclass(frozen=True, slots=True)
-class _SymbolMetrics:
-    ok: Any
-    flat: Any
-    position: Any
-    ledger: Any
-
-
 #: Symbols per pipeline when writing snapshots (one event-loop slice each: ~2 ms of work).
 POLL_CHUNK = 100
 #: A snapshot whose position and filters did not change gets only its new time written; it
@@ -86,7 +78,7 @@ class SnapshotPoller:
         self._ledger_scan_at = -LEDGER_SCAN_S
         self.poll_now = asyncio.Event()  # set by request(): poll the dirty symbols at once
         self.dirty: set[str] = set()
-        self._children: dict[str, _SymbolMetrics] = {}
+        self._seen: set[str] = set()  # symbols whose metric series exist
         #: per symbol: what its last whole snapshot was written from, and when (monotonic)
         self._whole: dict[str, tuple[Any, float]] = {}
 
@@ -100,15 +92,13 @@ class SnapshotPoller:
             self._ledger_scan_at = time.monotonic()
         return set(self.allow_list) | self._ledger_symbols
 
-    def _metrics(self, sym: str) -> _SymbolMetrics:
-        """The symbol's metric children, looked up once (a poll records thousands)."""
-        m = self._children.get(sym)
-        if m is None:
-            m = self._children[sym] = _SymbolMetrics(
-                SNAPSHOTS.labels(sym, "ok"), SNAPSHOTS.labels(sym, "flat"),
-                POSITION_AMT.labels(sym), LEDGER_AMT.labels(sym),
-            )  # fmt: skip
-        return m
+    def _first_sight(self, sym: str) -> None:
+        """A symbol's first snapshot: its four series appear at 0, as they always have."""
+        self._seen.add(sym)
+        SNAPSHOTS.ensure(sym, "ok")
+        SNAPSHOTS.ensure(sym, "flat")
+        POSITION_AMT.ensure(sym)
+        LEDGER_AMT.ensure(sym)
 
     def request(self, symbol: str) -> None:
         """Refresh this symbol's snapshot now (after a fill), not at the next full poll."""
@@ -136,7 +126,7 @@ class SnapshotPoller:
             positions = await self._read_exchange(only)
         except ExchangeError as e:
             for sym in watched:
-                SNAPSHOTS.labels(sym, "error").inc()
+                SNAPSHOTS.inc(sym, "error")
             log.warning("exchange read failed; snapshots left to go stale: %s", e)
             return PollOutcome(ok=False, duration_s=time.monotonic() - started)
         now = self.clock.now()
@@ -153,7 +143,7 @@ class SnapshotPoller:
             await asyncio.sleep(0)
         initialised = await init_ledgers(self.r, self.k, missing)
         for sym in initialised:
-            LEDGER_AMT.labels(sym).set(float(missing[sym]))
+            LEDGER_AMT.set(sym, float(missing[sym]))
             self._ledger_symbols.add(sym)
             log.info("[LEDGER] symbol=%s initialised from the exchange: %s", sym, missing[sym])
         duration = time.monotonic() - started
@@ -172,7 +162,7 @@ class SnapshotPoller:
             f = self.filters.get(sym)
             if f is None:
                 unknown.append(sym)
-                SNAPSHOTS.labels(sym, "unknown_symbol").inc()
+                SNAPSHOTS.inc(sym, "unknown_symbol")
                 continue
             key = self.k.snapshot(sym)
             pos = positions.get(sym)
@@ -192,8 +182,9 @@ class SnapshotPoller:
         replies = iter(await pipe.execute())
         for sym, full, sig in chunk:
             pos = positions.get(sym)
-            m = self._metrics(sym)
-            (m.ok if pos is not None else m.flat).inc()
+            if sym not in self._seen:
+                self._first_sight(sym)
+            SNAPSHOTS.inc(sym, "ok" if pos is not None else "flat")
             SNAPSHOT_AGE.written_at[sym] = now
             if not full:
                 if int(next(replies)) != 0:  # the hash was gone: write it whole next time
@@ -202,10 +193,10 @@ class SnapshotPoller:
             _hset, _expire, raw = next(replies), next(replies), next(replies)
             self._whole[sym] = (sig, mono)
             amt = pos.amt if pos is not None else Decimal(0)
-            m.position.set(float(amt))
+            POSITION_AMT.set(sym, float(amt))
             ledger_amt = decimal_or_none(raw)
             if ledger_amt is not None:
-                m.ledger.set(float(ledger_amt))
+                LEDGER_AMT.set(sym, float(ledger_amt))
             elif raw is None and amt != 0:
                 missing[sym] = amt
         return [sym for sym, _full, _sig in chunk]

@@ -39,13 +39,12 @@ from permitchain.position_brain.state import (
 )
 from permitchain.runtime.clock import Clock
 from permitchain.runtime.logs import log_decision
-from permitchain.runtime.permits import LabelChildren, permit_json, write_permit
+from permitchain.runtime.permits import permit_json, write_permit
 from permitchain.runtime.service import Consumer, by_symbol
 from permitchain.settings import Settings
 from permitchain.store import AsyncRedis
 
 log = logging.getLogger("permitchain.p33")
-_PERMITS, _LEDGER_AMT = LabelChildren(PERMITS), LabelChildren(LEDGER_AMT)
 #: Longest a plan read right after the start waits for the first snapshot poll.
 FIRST_POLL_WAIT_S = 5.0
 
@@ -107,7 +106,7 @@ class PositionBrain:
                             result.symbol, result.plan_id, entry_id)  # fmt: skip
             return
         if change.after is not None:
-            _LEDGER_AMT.child(result.symbol).set(float(change.after))
+            LEDGER_AMT.set(result.symbol, float(change.after))
         if result.signed_delta != 0:
             log.info("[LEDGER] symbol=%s plan=%s %s -> %s (result %s)", result.symbol,
                      result.plan_id, change.before, change.after, entry_id)  # fmt: skip
@@ -183,7 +182,7 @@ class PositionBrain:
             ttl_s=self.s.permit_ttl_s, plan_id=plan.plan_id, symbol=plan.symbol, layer=LAYER,
             decision=decision, reason=d.reason, context={"permit": issued}, ts=now,
         )  # fmt: skip
-        _PERMITS.inc(plan.symbol, decision, d.reason)
+        PERMITS.inc(plan.symbol, decision, d.reason)
         if log.isEnabledFor(logging.INFO):
             extra: dict[str, Any] = {k: v for k, v in d.context.items()
                                      if k in ("diff", "tolerance", "safe_close_qty")}  # fmt: skip
