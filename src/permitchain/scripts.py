@@ -35,6 +35,8 @@ class Scripts:
         self.exec_outbox_done = client.register_script(source("exec_outbox_done"))
         self.ledger_apply = client.register_script(source("ledger_apply"))
         self.release_claim = client.register_script(source("release_claim"))
+        # P3.3's allow with the symbol's in-flight claim (plain and Sentinel servers)
+        self.p33_claim_permit = client.register_script(source("p33_claim_permit"))
 
 
 def flat_pairs(fields: Mapping[str, str]) -> list[str]:

@@ -46,7 +46,7 @@ from permitchain.settings import Settings
 from permitchain.store import is_cluster
 
 Run = Callable[[Callable[[Any], Any]], Any]
-SINGLE_NODE_ONLY = {"publish_plan", "exec_transition"}
+SINGLE_NODE_ONLY = {"publish_plan", "exec_transition", "p33_claim_permit"}
 P0, P1, P2, P3, P4, PX = (f"{n:016x}" for n in (0xA0, 0xA1, 0xA2, 0xA3, 0xA4, 0xAF))
 
 
@@ -303,3 +303,29 @@ def test_trading_state_on_cluster_writes_state_then_audit(arun: Run, keys: Keys,
         assert [f["decision"] for _i, f in audit] == ["TRADING_HALTED"]
 
     arun(body)
+
+
+def test_p33_claim_on_cluster_is_the_claim_then_the_permit(arun: Run, keys: Keys, calls: Calls,
+                                                          settings: Settings) -> None:  # fmt: skip
+    """With COOLDOWN_S > 0 a cluster keeps the two steps (the claim and the permit are in
+    different slots): SET NX PX on the claim, then the permit; a second plan is denied."""
+    from tests.position_brain.helpers import brain, plan
+
+    a, b = plan(tranche=1), plan(tranche=2)
+
+    async def body(r: Any) -> list[dict[str, Any]]:
+        assert is_cluster(r)
+        pb, sim = brain(r, keys, settings, cooldown_s=15.0)
+        await sim.list_symbol("BTCUSDT")
+        await sim.set_position("BTCUSDT", Decimal("0.062"), Decimal(100))
+        await pb.snapshots.poll_once()
+        await pb.handle_plan("1-0", a.to_fields())
+        await pb.handle_plan("2-0", b.to_fields())
+        assert await r.get(keys.inflight("BTCUSDT")) == a.plan_id
+        return [json.loads(await r.get(keys.permit_p33(p.plan_id))) for p in (a, b)]
+
+    first, second = arun(body)
+    assert first["allow"] is True
+    assert second["reason"] == "cooldown_in_flight"
+    assert second["context"]["in_flight_plan"] == a.plan_id
+    assert "p33_claim_permit" not in {name for name, _ in calls.scripts}

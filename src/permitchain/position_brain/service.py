@@ -39,10 +39,10 @@ from permitchain.position_brain.state import (
 )
 from permitchain.runtime.clock import Clock
 from permitchain.runtime.logs import log_decision
-from permitchain.runtime.permits import permit_json, write_permit
+from permitchain.runtime.permits import claim_and_write_permit, permit_json, write_permit
 from permitchain.runtime.service import Consumer, by_symbol
 from permitchain.settings import Settings
-from permitchain.store import AsyncRedis
+from permitchain.store import AsyncRedis, is_cluster
 
 log = logging.getLogger("permitchain.p33")
 #: Longest a plan read right after the start waits for the first snapshot poll.
@@ -144,23 +144,54 @@ class PositionBrain:
         other = holder if holder not in (None, plan.plan_id) else None
         d = evaluate(plan=view, snapshot=snapshot, ledger=ledger, cfg=self.cfg, now=now,
                      in_flight_plan=other)  # fmt: skip
+        exchange_amt = snapshot.position_amt if snapshot else None
+        ledger_amt = ledger.amt if ledger else None
         if d.allow and self.cfg.cooldown_s > 0 and not consumed:
             # (consumed: the executor decided this plan already, e.g. a duplicate plan entry;
             # it sends no order for it, so it takes no claim from the symbol's next plan)
             # Take the symbol's claim; a plan allowed a moment ago by a peer wins.
+            if not is_cluster(self.r):  # the claim and the allow in one script
+                await self.issue_claimed(plan, d, exchange_amt=exchange_amt,
+                                         ledger_amt=ledger_amt, now=now)  # fmt: skip
+                return
+            # Redis Cluster: the claim and the permit are in different slots
             claimed = await self.r.set(self.k.inflight(plan.symbol), plan.plan_id, nx=True,
                                        px=int(self.cfg.cooldown_s * 1000))  # fmt: skip
             holder = None if claimed else await self.r.get(self.k.inflight(plan.symbol))
             if holder not in (None, plan.plan_id):
                 d = P33Decision(False, COOLDOWN_IN_FLIGHT, {**d.context, "in_flight_plan": holder},
                                 snapshot_age_s=d.snapshot_age_s)  # fmt: skip
-        await self.issue(plan, d, exchange_amt=snapshot.position_amt if snapshot else None,
-                         ledger_amt=ledger.amt if ledger else None, now=now)  # fmt: skip
+        await self.issue(plan, d, exchange_amt=exchange_amt, ledger_amt=ledger_amt, now=now)
 
-    async def issue(self, plan: Plan, d: P33Decision, *, exchange_amt: Decimal | None,
-                    ledger_amt: Decimal | None, now: float) -> None:  # fmt: skip
-        """Write the permit (signed when ``PERMIT_KEY_P33`` is set; TTL ``PERMIT_TTL_SECONDS``),
-        its wake-up event and its audit entry."""
+    async def issue_claimed(self, plan: Plan, d: P33Decision, *, exchange_amt: Decimal | None,
+                            ledger_amt: Decimal | None, now: float) -> None:  # fmt: skip
+        """An allow on a plain or Sentinel server: the symbol's in-flight claim (expiring
+        after ``COOLDOWN_S``), the permit, its event and its audit entry in one script. The
+        log line and the metrics follow what the script wrote: the allow; or, when another
+        plan holds the claim, nothing, and the ``cooldown_in_flight`` deny naming it is
+        written as :meth:`issue` writes any deny; or, when the plan has a permit already (a
+        concurrent delivery), nothing at all: the first decision stands."""
+        value, issued = self.permit(plan, d, exchange_amt=exchange_amt, ledger_amt=ledger_amt,
+                                    now=now)  # fmt: skip
+        verdict, holder = await claim_and_write_permit(
+            self.r, self.k, claim_key=self.k.inflight(plan.symbol),
+            claim_ms=int(self.cfg.cooldown_s * 1000), key=self.k.permit_p33(plan.plan_id),
+            permit_json=value, ttl_s=self.s.permit_ttl_s, plan_id=plan.plan_id,
+            symbol=plan.symbol, layer=LAYER, reason=d.reason, context={"permit": issued}, ts=now,
+        )  # fmt: skip
+        if verdict == "allow":
+            self.issued(plan, d)
+        elif verdict == "held":
+            d = P33Decision(False, COOLDOWN_IN_FLIGHT, {**d.context, "in_flight_plan": holder},
+                            snapshot_age_s=d.snapshot_age_s)  # fmt: skip
+            await self.issue(plan, d, exchange_amt=exchange_amt, ledger_amt=ledger_amt, now=now)
+        else:  # "exists"
+            log.info("plan %s already has a P3.3 permit; not judged again", plan.plan_id)
+
+    def permit(self, plan: Plan, d: P33Decision, *, exchange_amt: Decimal | None,
+               ledger_amt: Decimal | None, now: float) -> tuple[str, dict[str, Any]]:  # fmt: skip
+        """The permit for decision ``d`` as ``(value, issued)`` (:func:`permit_json`): signed
+        when ``PERMIT_KEY_P33`` is set, expiring after ``PERMIT_TTL_SECONDS``."""
         exp = now + self.s.permit_ttl_s
         permit: P33Allow | P33Deny
         if d.allow:
@@ -175,13 +206,24 @@ class PositionBrain:
         else:
             permit = P33Deny(plan_id=plan.plan_id, symbol=plan.symbol, reason=d.reason,
                              context=d.context, created_at=now, expires_at=exp)  # fmt: skip
-        value, issued = permit_json(permit, self.sign_key)
-        decision = "ALLOW" if d.allow else "DENY"
+        return permit_json(permit, self.sign_key)
+
+    async def issue(self, plan: Plan, d: P33Decision, *, exchange_amt: Decimal | None,
+                    ledger_amt: Decimal | None, now: float) -> None:  # fmt: skip
+        """Write the permit (:meth:`permit`), its wake-up event and its audit entry."""
+        value, issued = self.permit(plan, d, exchange_amt=exchange_amt, ledger_amt=ledger_amt,
+                                    now=now)  # fmt: skip
         await write_permit(
             self.r, self.k, key=self.k.permit_p33(plan.plan_id), permit_json=value,
             ttl_s=self.s.permit_ttl_s, plan_id=plan.plan_id, symbol=plan.symbol, layer=LAYER,
-            decision=decision, reason=d.reason, context={"permit": issued}, ts=now,
+            decision="ALLOW" if d.allow else "DENY", reason=d.reason,
+            context={"permit": issued}, ts=now,
         )  # fmt: skip
+        self.issued(plan, d)
+
+    def issued(self, plan: Plan, d: P33Decision) -> None:
+        """A permit written: its metric and its decision line."""
+        decision = "ALLOW" if d.allow else "DENY"
         PERMITS.inc(plan.symbol, decision, d.reason)
         if log.isEnabledFor(logging.INFO):
             extra: dict[str, Any] = {k: v for k, v in d.context.items()

@@ -5,6 +5,9 @@ A Redis Cluster client splits a pipeline by node and does not keep its order acr
 so there the permit is written first and the event and the audit entry after it: the event
 must never reach the executor before the permit it announces.
 
+:func:`claim_and_write_permit` (P3.3, plain and Sentinel servers) takes the symbol's
+in-flight claim and writes the allow, its event and its audit entry in one script.
+
 :func:`permit_json` serialises a permit once for both its value and its audit entry, and
 :class:`LabelChildren` keeps the Prometheus counter child of each label set."""
 
@@ -17,6 +20,7 @@ from prometheus_client import Counter, Gauge
 from permitchain.keys import Keys
 from permitchain.models import GovernorPermit, P33Allow, P33Deny, canonical_json
 from permitchain.runtime.audit import AUDIT_MAXLEN, audit_fields
+from permitchain.scripts import flat_pairs, scripts_for
 from permitchain.signing import sign
 from permitchain.store import AsyncRedis, is_cluster
 
@@ -74,3 +78,27 @@ async def write_permit(
               maxlen=AUDIT_MAXLEN, approximate=True)  # fmt: skip
     replies = await pipe.execute()
     return bool(created if cluster else replies[0])
+
+
+async def claim_and_write_permit(
+    r: AsyncRedis, keys: Keys, *, claim_key: str, claim_ms: int, key: str, permit_json: str,
+    ttl_s: int, plan_id: str, symbol: str, layer: str, reason: str, context: dict[str, Any],
+    ts: float,
+) -> tuple[str, str]:  # fmt: skip
+    """Take the in-flight claim ``claim_key`` for ``plan_id`` (SET NX PX ``claim_ms``) and
+    write the allow ``permit_json`` with its event and its ``ALLOW`` audit entry, in one
+    atomic script (``p33_claim_permit.lua``; not on a Redis Cluster: different slots).
+
+    Returns ``(verdict, holder)``: ``("allow", "")`` claim taken and permit written,
+    ``("allow", plan_id)`` the same with the claim already this plan's; ``("held", other)``
+    another plan holds the claim and ``("exists", "")`` the plan has a permit already: in
+    both nothing was written."""
+    audit = audit_fields(plan_id=plan_id, symbol=symbol, layer=layer, decision="ALLOW",
+                         reason=reason, context=context, ts=ts)  # fmt: skip
+    reply = await scripts_for(r).p33_claim_permit(
+        keys=[claim_key, key, keys.permit_event_stream, keys.decisions],
+        args=[plan_id, claim_ms, permit_json, ttl_s, PERMIT_EVENTS_MAXLEN, AUDIT_MAXLEN, layer,
+              *flat_pairs(audit)],
+    )  # fmt: skip
+    verdict, holder = reply
+    return str(verdict), str(holder)

@@ -72,6 +72,10 @@ def grants(service: str, k: Keys) -> list[Grant]:
                                               f"~{p}:position:inflight:*")),
                 Grant(("+set", "+get", "+del", "+evalsha", "+eval"),
                       (f"~{p}:position:inflight:*",)),
+                # p33_claim_permit.lua: the claim with the allow, its event and audit entry
+                # (its SET, GET, EXISTS and XADDs: the selectors of those keys)
+                Grant(("+evalsha", "+eval"), (f"~{p}:position:inflight:*", f"~{p}:permit:p33:{{*",
+                                              f"~{k.permit_event_stream}", f"~{k.decisions}")),
                 Grant(("+set",), (f"%W~{p}:permit:p33:{{*",)),
                 Grant(("+exists",), (f"%R~{p}:permit:p33:{{*",)),
                 Grant(("+exists",), (f"%R~{p}:exec:{{*",)),  # a plan already consumed
