@@ -122,8 +122,11 @@ def parse_ts(value: Any, name: str) -> float:
     return t
 
 
+_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+
 def canonical_json(obj: dict[str, Any]) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _canonical(obj)
 
 
 class _Msg(BaseModel):
@@ -426,11 +429,16 @@ class _Permit(_Msg):
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> Self:
+        return cls.from_json_with_obj(raw)[0]
+
+    @classmethod
+    def from_json_with_obj(cls, raw: str | bytes) -> tuple[Self, dict[str, Any]]:
+        """The permit, and its JSON object as parsed (for a signature check: JSON parsed once)."""
         try:
             obj = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise ContractError(f"{cls.__name__}: not JSON") from None
-        return cls.parse_obj(obj)
+        return cls.parse_obj(obj), obj
 
 
 class GovernorPermit(_Permit):
