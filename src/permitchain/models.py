@@ -352,7 +352,7 @@ class Plan(_Msg):
         steps = [
             {
                 k: (fmt_decimal(v) if isinstance(v, Decimal) else v)
-                for k, v in s.model_dump().items()
+                for k, v in s.__dict__.items()  # = model_dump(): plain fields, no nesting
                 if v is not None
             }
             for s in self.steps
@@ -398,7 +398,8 @@ class _Permit(_Msg):
     def body(self) -> dict[str, Any]:
         """The permit as a JSON object, without ``sig``."""
         out: dict[str, Any] = {"schema": SCHEMA}
-        for name, value in self:
+        # the fields in order, as iterating the model gives them (extra fields forbidden)
+        for name, value in self.__dict__.items():
             if name == "sig":
                 continue
             if isinstance(value, Decimal):
@@ -562,7 +563,8 @@ class Result(_Msg):
 
     def to_fields(self) -> dict[str, str]:
         out = {"schema": str(SCHEMA)}
-        for name, v in self:
+        # the fields in order, as iterating the model gives them (extra fields forbidden)
+        for name, v in self.__dict__.items():
             if v is None:
                 out[name] = ""
             elif isinstance(v, bool):

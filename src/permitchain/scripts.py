@@ -7,10 +7,12 @@ fallback to EVAL, usable inside pipelines. Every key a script touches is passed 
 from __future__ import annotations
 
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import cache
 from importlib import resources
 from typing import Any
+
+from redis.exceptions import NoScriptError
 
 _BY_CLIENT: weakref.WeakKeyDictionary[Any, Scripts] = weakref.WeakKeyDictionary()
 
@@ -20,21 +22,52 @@ def source(name: str) -> str:
     return (resources.files("permitchain") / "lua" / f"{name}.lua").read_text()
 
 
+class LeanScript:
+    """A script of a lean client (``permitchain.lean``), run as one EVALSHA through the
+    client's ``execute_command``: redis-py's ``AsyncScript`` adds two calls and an import to
+    every run. As there: NOSCRIPT loads the script and runs it once more. In a pipeline
+    (``client=``), redis-py's script object runs it (it registers itself with the pipeline)."""
+
+    __slots__ = ("client", "script")
+
+    def __init__(self, client: Any, script: Any) -> None:
+        self.client, self.script = client, script
+
+    async def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = (),
+                       client: Any = None) -> Any:  # fmt: skip
+        if client is not None:
+            return await self.script(keys=keys, args=args, client=client)
+        script = self.script
+        try:
+            return await self.client.execute_command("EVALSHA", script.sha, len(keys), *keys,
+                                                     *args)  # fmt: skip
+        except NoScriptError:
+            script.sha = await self.client.script_load(script.script)
+            return await self.client.execute_command("EVALSHA", script.sha, len(keys), *keys,
+                                                     *args)  # fmt: skip
+
+
 class Scripts:
     """The registered scripts of one Redis client (sync or asyncio)."""
 
     def __init__(self, client: Any) -> None:
-        self.consume_permits = client.register_script(source("consume_permits"))
-        self.publish_plan = client.register_script(source("publish_plan"))
-        self.block_plan = client.register_script(source("block_plan"))
-        self.sim_order = client.register_script(source("sim_order"))
-        self.governor_reserve = client.register_script(source("governor_reserve"))
-        self.exec_transition = client.register_script(source("exec_transition"))
+        lean = getattr(client, "lean", None) is not None
+
+        def register(name: str) -> Any:
+            script = client.register_script(source(name))
+            return LeanScript(client, script) if lean else script
+
+        self.consume_permits = register("consume_permits")
+        self.publish_plan = register("publish_plan")
+        self.block_plan = register("block_plan")
+        self.sim_order = register("sim_order")
+        self.governor_reserve = register("governor_reserve")
+        self.exec_transition = register("exec_transition")
         # Redis Cluster only: exec_transition's move on the exec record's slot alone
-        self.exec_move = client.register_script(source("exec_move"))
-        self.exec_outbox_done = client.register_script(source("exec_outbox_done"))
-        self.ledger_apply = client.register_script(source("ledger_apply"))
-        self.release_claim = client.register_script(source("release_claim"))
+        self.exec_move = register("exec_move")
+        self.exec_outbox_done = register("exec_outbox_done")
+        self.ledger_apply = register("ledger_apply")
+        self.release_claim = register("release_claim")
 
 
 def flat_pairs(fields: Mapping[str, str]) -> list[str]:

@@ -11,6 +11,7 @@ import pytest
 from permitchain.errors import ContractError
 from permitchain.models import GovernorPermit, canonical_json
 from permitchain.runtime.audit import audit_fields
+from permitchain.scripts import LeanScript, Scripts
 
 CONTEXTS: list[dict[str, Any]] = [
     {},
@@ -43,3 +44,24 @@ def test_permit_parsed_once_with_its_object() -> None:
                      ("[1]", "GovernorPermit: expected a JSON object")):  # fmt: skip
         with pytest.raises(ContractError, match=msg):
             GovernorPermit.from_json_with_obj(bad)
+
+
+def test_lean_scripts_run_and_reload_after_a_flush(arun: Any, r: Any, keys: Any) -> None:
+    """A lean client's scripts run as one EVALSHA; after SCRIPT FLUSH (NOSCRIPT) the script is
+    loaded and run again, once; inside a pipeline redis-py's script object runs it."""
+    key = keys.exec_record("0123456789abcdef")
+
+    async def body(ar: Any) -> list[Any]:
+        s = Scripts(ar)
+        assert isinstance(s.block_plan, LeanScript)
+        args = ["why", "detail", "0123456789abcdef", "BTCUSDT", 60]
+        out = [await s.block_plan(keys=[key], args=args)]
+        await ar.script_flush()
+        out.append(await s.block_plan(keys=[key], args=args))
+        pipe = ar.pipeline(transaction=False)
+        await s.block_plan(keys=[key], args=args, client=pipe)
+        out += await pipe.execute()
+        return out
+
+    assert arun(body) == ["blocked", "blocked", "blocked"]
+    assert r.hget(key, "reason") == "why"
