@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any, Literal, Self
@@ -162,8 +163,11 @@ def _symbol(v: Any) -> str:
     return v
 
 
+_PLAN_ID = re.compile("[0-9a-f]{16}")
+
+
 def _plan_id(v: Any) -> str:
-    if not isinstance(v, str) or len(v) != 16 or any(c not in "0123456789abcdef" for c in v):
+    if not isinstance(v, str) or not _PLAN_ID.fullmatch(v):
         raise ValueError(f"not a plan id (16 hex characters): {v!r}")
     return v
 

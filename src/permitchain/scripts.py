@@ -12,7 +12,10 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from hiredis import ReplyError
 from redis.exceptions import NoScriptError
+
+from permitchain.lean import error_of, finish
 
 _BY_CLIENT: weakref.WeakKeyDictionary[Any, Scripts] = weakref.WeakKeyDictionary()
 
@@ -45,6 +48,28 @@ class LeanScript:
             script.sha = await self.client.script_load(script.script)
             return await self.client.execute_command("EVALSHA", script.sha, len(keys), *keys,
                                                      *args)  # fmt: skip
+
+    async def after_reads(
+        self, reads: Sequence[tuple[Sequence[Any], bool]], keys: Sequence[Any],
+        args: Sequence[Any],
+    ) -> tuple[list[Any], Any]:  # fmt: skip
+        """Read-only commands (arguments, reply undecoded?), then the script, in one write on
+        the lean connection: (the reads' replies, an error reply as its exception; the
+        script's result, an error raised). Unlike a pipeline, which loads its scripts ahead
+        each time, a NOSCRIPT reply loads the script and sends all again: the script did not
+        run, and the reads change nothing."""
+        lean = self.client.lean
+        script = self.script
+        for _attempt in range(2):
+            cmds = [*reads, (("EVALSHA", script.sha, len(keys), *keys, *args), False)]
+            *replies, res = await lean.call_many(cmds)
+            try:
+                res = finish("EVALSHA", res, {})
+            except NoScriptError:
+                script.sha = await self.client.script_load(script.script)
+                continue
+            return [error_of(x) if isinstance(x, ReplyError) else x for x in replies], res
+        raise NoScriptError("script not loaded")  # loaded just before: the server lost it again
 
 
 class Scripts:

@@ -63,7 +63,7 @@ async def publish_plan(
 
     ``audit`` (plain server only, see ``publish_plan.lua``): the plan's audit entry, written
     by the same script (:func:`script_audit` makes it)."""
-    if not is_cluster(r):
+    if audit is not None or not is_cluster(r):  # an audit is passed on a plain server only
         if audit is None:
             new_id: str | None = await scripts.publish_plan(
                 keys=[keys.dedupe(plan_id), keys.plan_stream],

@@ -88,6 +88,7 @@ class SimExchange:
         self.k = keys
         self.order_ttl_s = order_ttl_s  # the services pass EXEC_RECORD_TTL_S
         self.scripts = Scripts(redis)
+        self.cluster = is_cluster(redis)
 
     # -- administration (CLI, tests, price driver) -------------------------------------------
     async def list_symbol(self, symbol: str, **filters: str) -> None:
@@ -265,7 +266,7 @@ class SimExchange:
         """Run ``sim_order.lua``. On a Redis Cluster the fills stream is in another slot: the
         script records the order and moves the position (the source of truth), and the fill
         record follows, added once, by the one call whose script created the order."""
-        if not is_cluster(self.r):
+        if not self.cluster:
             res: list[str] = await self.scripts.sim_order(keys=[*keys, self.k.sim_fills],
                                                           args=argv)  # fmt: skip
             return res
