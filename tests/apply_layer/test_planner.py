@@ -14,7 +14,7 @@ from permitchain.apply_layer.planner import PlannerPolicy, plan_from_fields
 from permitchain.apply_layer.planner_service import Planner
 from permitchain.errors import ContractError
 from permitchain.keys import Keys
-from permitchain.models import Proposal
+from permitchain.models import Plan, Proposal
 from permitchain.runtime.clock import FixedClock
 from permitchain.settings import Settings
 
@@ -177,3 +177,21 @@ def test_publish_script_writes_the_audit_entry_the_split_path_writes(
     ctxs = [json.loads(f["context"]) for _i, f in r.xrange(keys.decisions)]
     assert [c["entry_id"] for c in ctxs] == [plan_entry, ""]
     assert all(f["ts"] == f"{float(f['ts']):.6f}" for _i, f in r.xrange(keys.decisions))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{}, {"symbol": "DOGEUSDT"}, {"kill_score": "0.49"}, {"action": "HOLD"},
+     {"action": "PARTIAL_33"}, {"ts_epoch": NOW - 61}, {"action": "UPDATE_SL"},
+     {"action": "FULL_CLOSE_PROPOSED"}, {"action": "PARTIAL_25", "new_sl": None}],
+)  # fmt: skip
+def test_a_constructed_plan_is_what_validation_gives(change: dict[str, Any]) -> None:
+    """make_plan constructs its plan without validating it again: validating the same
+    values gives the same plan, field for field and type for type."""
+    plan, _err = plan_from_fields(fields(**change), POLICY, NOW)
+    again = Plan.model_validate(dict(plan))
+    assert again == plan and again.to_fields() == plan.to_fields()
+    assert {k: type(v) for k, v in again.__dict__.items()} == {
+        k: type(v) for k, v in plan.__dict__.items()
+    }
+    assert Plan.from_fields(plan.to_fields()) == plan
