@@ -1,7 +1,8 @@
 """Lua scripts, loaded from ``lua/*.lua`` once and registered once per client.
 
 ``Scripts(client)`` wraps each file in redis-py's ``Script`` object: EVALSHA with a NOSCRIPT
-fallback to EVAL, usable inside pipelines. Every key a script touches is passed in KEYS.
+fallback to EVAL, usable inside pipelines (on a lean client, a :class:`LeanScript` runs it
+with less per-call work, the same way). Every key a script touches is passed in KEYS.
 """
 
 from __future__ import annotations
