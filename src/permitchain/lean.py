@@ -137,7 +137,7 @@ def _pack_py(args: Sequence[Any]) -> bytes:
     return b"".join(out)
 
 
-def _error(reply: Any) -> redis.exceptions.RedisError:
+def error_of(reply: Any) -> redis.exceptions.RedisError:
     """A server error reply as the exception redis-py raises for it."""
     err: redis.exceptions.RedisError = BaseParser.parse_error(str(reply))  # type: ignore[no-untyped-call]
     return err
@@ -291,7 +291,7 @@ class Lean:
             if isinstance(reply, hiredis.ReplyError):
                 assert p.transport is not None
                 p.transport.abort()
-                raise _error(reply)
+                raise error_of(reply)
         return p
 
     async def call(self, args: Sequence[Any], raw: bool = False, wait_s: float = 0.0) -> Any:
@@ -325,7 +325,7 @@ def finish(name: Any, reply: Any, options: dict[str, Any]) -> Any:
     if isinstance(reply, hiredis.ReplyError):
         if EMPTY_RESPONSE in options:
             return options[EMPTY_RESPONSE]
-        raise _error(reply)
+        raise error_of(reply)
     if options:
         options.pop(EMPTY_RESPONSE, None)
         options.pop("keys", None)
@@ -358,7 +358,7 @@ class LeanPipeline(Pipeline):
         replies = await self.lean.call_many(commands)
         for reply in replies[: len(to_load)]:
             if isinstance(reply, hiredis.ReplyError):
-                raise _error(reply)
+                raise error_of(reply)
         out: list[Any] = []
         for (args, options), reply in zip(stack, replies[len(to_load) :], strict=True):
             opts = {k: v for k, v in options.items() if k != NEVER_DECODE} if options else {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any, Literal, Self
@@ -122,8 +123,11 @@ def parse_ts(value: Any, name: str) -> float:
     return t
 
 
+_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+
 def canonical_json(obj: dict[str, Any]) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _canonical(obj)
 
 
 class _Msg(BaseModel):
@@ -159,8 +163,11 @@ def _symbol(v: Any) -> str:
     return v
 
 
+_PLAN_ID = re.compile("[0-9a-f]{16}")
+
+
 def _plan_id(v: Any) -> str:
-    if not isinstance(v, str) or len(v) != 16 or any(c not in "0123456789abcdef" for c in v):
+    if not isinstance(v, str) or not _PLAN_ID.fullmatch(v):
         raise ValueError(f"not a plan id (16 hex characters): {v!r}")
     return v
 
@@ -349,7 +356,7 @@ class Plan(_Msg):
         steps = [
             {
                 k: (fmt_decimal(v) if isinstance(v, Decimal) else v)
-                for k, v in s.model_dump().items()
+                for k, v in s.__dict__.items()  # = model_dump(): plain fields, no nesting
                 if v is not None
             }
             for s in self.steps
@@ -395,7 +402,8 @@ class _Permit(_Msg):
     def body(self) -> dict[str, Any]:
         """The permit as a JSON object, without ``sig``."""
         out: dict[str, Any] = {"schema": SCHEMA}
-        for name, value in self:
+        # the fields in order, as iterating the model gives them (extra fields forbidden)
+        for name, value in self.__dict__.items():
             if name == "sig":
                 continue
             if isinstance(value, Decimal):
@@ -426,11 +434,16 @@ class _Permit(_Msg):
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> Self:
+        return cls.from_json_with_obj(raw)[0]
+
+    @classmethod
+    def from_json_with_obj(cls, raw: str | bytes) -> tuple[Self, dict[str, Any]]:
+        """The permit, and its JSON object as parsed (for a signature check: JSON parsed once)."""
         try:
             obj = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise ContractError(f"{cls.__name__}: not JSON") from None
-        return cls.parse_obj(obj)
+        return cls.parse_obj(obj), obj
 
 
 class GovernorPermit(_Permit):
@@ -554,7 +567,8 @@ class Result(_Msg):
 
     def to_fields(self) -> dict[str, str]:
         out = {"schema": str(SCHEMA)}
-        for name, v in self:
+        # the fields in order, as iterating the model gives them (extra fields forbidden)
+        for name, v in self.__dict__.items():
             if v is None:
                 out[name] = ""
             elif isinstance(v, bool):

@@ -1,16 +1,22 @@
 """Lua scripts, loaded from ``lua/*.lua`` once and registered once per client.
 
 ``Scripts(client)`` wraps each file in redis-py's ``Script`` object: EVALSHA with a NOSCRIPT
-fallback to EVAL, usable inside pipelines. Every key a script touches is passed in KEYS.
+fallback to EVAL, usable inside pipelines (on a lean client, a :class:`LeanScript` runs it
+with less per-call work, the same way). Every key a script touches is passed in KEYS.
 """
 
 from __future__ import annotations
 
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import cache
 from importlib import resources
 from typing import Any
+
+from hiredis import ReplyError
+from redis.exceptions import NoScriptError
+
+from permitchain.lean import error_of, finish
 
 _BY_CLIENT: weakref.WeakKeyDictionary[Any, Scripts] = weakref.WeakKeyDictionary()
 
@@ -20,23 +26,76 @@ def source(name: str) -> str:
     return (resources.files("permitchain") / "lua" / f"{name}.lua").read_text()
 
 
+class LeanScript:
+    """A script of a lean client (``permitchain.lean``), run as one EVALSHA through the
+    client's ``execute_command``: redis-py's ``AsyncScript`` adds two calls and an import to
+    every run. As there: NOSCRIPT loads the script and runs it once more. In a pipeline
+    (``client=``), redis-py's script object runs it (it registers itself with the pipeline)."""
+
+    __slots__ = ("client", "script")
+
+    def __init__(self, client: Any, script: Any) -> None:
+        self.client, self.script = client, script
+
+    async def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = (),
+                       client: Any = None) -> Any:  # fmt: skip
+        if client is not None:
+            return await self.script(keys=keys, args=args, client=client)
+        script = self.script
+        try:
+            return await self.client.execute_command("EVALSHA", script.sha, len(keys), *keys,
+                                                     *args)  # fmt: skip
+        except NoScriptError:
+            script.sha = await self.client.script_load(script.script)
+            return await self.client.execute_command("EVALSHA", script.sha, len(keys), *keys,
+                                                     *args)  # fmt: skip
+
+    async def after_reads(
+        self, reads: Sequence[tuple[Sequence[Any], bool]], keys: Sequence[Any],
+        args: Sequence[Any],
+    ) -> tuple[list[Any], Any]:  # fmt: skip
+        """Read-only commands (arguments, reply undecoded?), then the script, in one write on
+        the lean connection: (the reads' replies, an error reply as its exception; the
+        script's result, an error raised). Unlike a pipeline, which loads its scripts ahead
+        each time, a NOSCRIPT reply loads the script and sends all again: the script did not
+        run, and the reads change nothing."""
+        lean = self.client.lean
+        script = self.script
+        for _attempt in range(2):
+            cmds = [*reads, (("EVALSHA", script.sha, len(keys), *keys, *args), False)]
+            *replies, res = await lean.call_many(cmds)
+            try:
+                res = finish("EVALSHA", res, {})
+            except NoScriptError:
+                script.sha = await self.client.script_load(script.script)
+                continue
+            return [error_of(x) if isinstance(x, ReplyError) else x for x in replies], res
+        raise NoScriptError("script not loaded")  # loaded just before: the server lost it again
+
+
 class Scripts:
     """The registered scripts of one Redis client (sync or asyncio)."""
 
     def __init__(self, client: Any) -> None:
-        self.consume_permits = client.register_script(source("consume_permits"))
-        self.publish_plan = client.register_script(source("publish_plan"))
-        self.block_plan = client.register_script(source("block_plan"))
-        self.sim_order = client.register_script(source("sim_order"))
-        self.governor_reserve = client.register_script(source("governor_reserve"))
-        self.exec_transition = client.register_script(source("exec_transition"))
+        lean = getattr(client, "lean", None) is not None
+
+        def register(name: str) -> Any:
+            script = client.register_script(source(name))
+            return LeanScript(client, script) if lean else script
+
+        self.consume_permits = register("consume_permits")
+        self.publish_plan = register("publish_plan")
+        self.block_plan = register("block_plan")
+        self.sim_order = register("sim_order")
+        self.governor_reserve = register("governor_reserve")
+        self.exec_transition = register("exec_transition")
         # Redis Cluster only: exec_transition's move on the exec record's slot alone
-        self.exec_move = client.register_script(source("exec_move"))
-        self.exec_outbox_done = client.register_script(source("exec_outbox_done"))
-        self.ledger_apply = client.register_script(source("ledger_apply"))
-        self.release_claim = client.register_script(source("release_claim"))
+        self.exec_move = register("exec_move")
+        self.exec_outbox_done = register("exec_outbox_done")
+        self.ledger_apply = register("ledger_apply")
+        self.release_claim = register("release_claim")
         # P3.3's allow with the symbol's in-flight claim (plain and Sentinel servers)
-        self.p33_claim_permit = client.register_script(source("p33_claim_permit"))
+        self.p33_claim_permit = register("p33_claim_permit")
 
 
 def flat_pairs(fields: Mapping[str, str]) -> list[str]:

@@ -322,6 +322,33 @@ def test_trading_halted_at_order_time(arun: Any, keys: Keys, fast: Settings, sta
     assert res["status"] == "blocked" and res["reason"] == "trading_halted" and fills == []
 
 
+def test_submit_after_a_script_flush_loads_the_script_and_sends_once(
+    arun: Any, keys: Keys, fast: Settings
+) -> None:
+    """The trading-state read and the move to submitted go out together; a server that lost
+    the script (NOSCRIPT: the move did not run) gets it again and the move runs once."""
+    plan = plan_for(31)
+
+    async def body(r: Redis) -> Any:
+        async with Bench(r, keys, fast) as b:
+            await b.gov(plan)
+            await b.p33(plan)
+            store = b.ex.store
+            consume = store.consume
+
+            async def consume_then_flush(*a: Any) -> Any:
+                verdict = await consume(*a)
+                await r.script_flush()  # the server forgets every script before the submit
+                return verdict
+
+            store.consume = consume_then_flush  # type: ignore[method-assign]
+            await b.handle(plan)
+            return await b.result(plan.plan_id), await b.fills(), await b.exec_record(plan.plan_id)
+
+    res, fills, record = arun(body)
+    assert res["status"] == "filled" and len(fills) == 1 and record["state"] == "filled"
+
+
 def test_plan_expired(arun: Any, keys: Keys, fast: Settings) -> None:
     plan = plan_for(14, now=time.time() - 120)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from decimal import Decimal
 from typing import Any
@@ -13,7 +14,7 @@ from permitchain.apply_layer.planner import PlannerPolicy, plan_from_fields
 from permitchain.apply_layer.planner_service import Planner
 from permitchain.errors import ContractError
 from permitchain.keys import Keys
-from permitchain.models import Proposal
+from permitchain.models import Plan, Proposal
 from permitchain.runtime.clock import FixedClock
 from permitchain.settings import Settings
 
@@ -126,3 +127,71 @@ def test_skip_plans_are_published(arun: Any, r: redis.Redis, keys: Keys,
         ("SKIP", "hold_action"), ("SKIP", "invalid_proposal")]  # fmt: skip
     audit = [f for _i, f in r.xrange(keys.decisions)]
     assert "kill_score" in audit[1]["context"]  # what was wrong is on record
+
+
+def _audit_entries(r: redis.Redis, keys: Keys) -> list[dict[str, str]]:
+    return [{k: v for k, v in f.items() if k != "ts"} for _i, f in r.xrange(keys.decisions)]
+
+
+@pytest.mark.parametrize("proposal", [fields(), {**fields(), "kill_score": "oops"}])
+def test_publish_script_writes_the_audit_entry_the_split_path_writes(
+    arun: Any, r: redis.Redis, keys: Keys, settings: Settings, prefix: str,
+    proposal: dict[str, str],
+) -> None:  # fmt: skip
+    """On a plain server the publish script writes the plan's audit entry itself (one call);
+    its fields are those of the separate XADD (the Redis Cluster path), new plan and
+    duplicate alike, and a duplicate the caller does not audit writes nothing."""
+    other = Keys(prefix + "split")
+
+    async def body(ar: Any) -> list[tuple[bool, bool]]:
+        now = time.time()
+        out = []
+        for k, split in ((keys, False), (other, True)):
+            planner = Planner(ar, k, settings, FixedClock(now))
+            planner.cluster = split  # the split path, as on a Redis Cluster (audit by XADD)
+            f = {**proposal, "ts_epoch": f"{now - 1:.6f}"}
+            plan, _e = plan_from_fields(f, planner.policy, now)
+            out.append(
+                (
+                    await planner.handle("1-0", f) is None,
+                    await planner.publish(plan, {"x": 1}, audit_duplicate=False),
+                )
+            )
+            await planner.handle("2-0", f)  # a duplicate, audited
+        return out
+
+    assert arun(body) == [(True, False), (True, False)]
+    script, split = _audit_entries(r, keys), _audit_entries(r, other)
+    assert len(script) == 2 and len(r.xrange(keys.plan_stream)) == 1
+    plan_entry = r.xrange(keys.plan_stream)[0][0]
+    for got, want in zip(script, split, strict=True):
+        ctx, want_ctx = json.loads(got.pop("context")), json.loads(want.pop("context"))
+        assert got == want
+        assert want_ctx.pop("entry_id") != "" or got["decision"] == "DUPLICATE"
+        assert list(ctx)[-1] == "entry_id" and ctx.pop("entry_id") in ("", plan_entry)
+        assert ctx == want_ctx
+    assert [a["decision"] for a in script] == [r.xrange(keys.plan_stream)[0][1]["decision"],
+                                               "DUPLICATE"]  # fmt: skip
+    assert script[1]["reason"] == "duplicate_plan"
+    # the new plan's entry names its stream entry; the duplicate's names none
+    ctxs = [json.loads(f["context"]) for _i, f in r.xrange(keys.decisions)]
+    assert [c["entry_id"] for c in ctxs] == [plan_entry, ""]
+    assert all(f["ts"] == f"{float(f['ts']):.6f}" for _i, f in r.xrange(keys.decisions))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{}, {"symbol": "DOGEUSDT"}, {"kill_score": "0.49"}, {"action": "HOLD"},
+     {"action": "PARTIAL_33"}, {"ts_epoch": NOW - 61}, {"action": "UPDATE_SL"},
+     {"action": "FULL_CLOSE_PROPOSED"}, {"action": "PARTIAL_25", "new_sl": None}],
+)  # fmt: skip
+def test_a_constructed_plan_is_what_validation_gives(change: dict[str, Any]) -> None:
+    """make_plan constructs its plan without validating it again: validating the same
+    values gives the same plan, field for field and type for type."""
+    plan, _err = plan_from_fields(fields(**change), POLICY, NOW)
+    again = Plan.model_validate(dict(plan))
+    assert again == plan and again.to_fields() == plan.to_fields()
+    assert {k: type(v) for k, v in again.__dict__.items()} == {
+        k: type(v) for k, v in plan.__dict__.items()
+    }
+    assert Plan.from_fields(plan.to_fields()) == plan

@@ -34,9 +34,10 @@ from redis.asyncio import Redis
 from permitchain.governor.policy import TradingState
 from permitchain.governor.store import queue_state_read, read_trading_state, state_from_reply
 from permitchain.keys import Keys
+from permitchain.lean import NEVER_DECODE
 from permitchain.models import SCHEMA, Result
 from permitchain.runtime.audit import AUDIT_MAXLEN, audit_fields
-from permitchain.scripts import Scripts, flat_pairs
+from permitchain.scripts import LeanScript, Scripts, flat_pairs
 from permitchain.store import is_cluster
 
 #: How long an exec record is kept (DESIGN.md §2: 7 days); EXEC_RECORD_TTL_S overrides it.
@@ -55,6 +56,16 @@ CHAIN_LATENCY = Histogram(
     "apply_chain_latency_seconds", "Proposal created → result on the stream",
     buckets=(0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )  # fmt: skip
+
+
+class _Queued:
+    """Records the commands a ``queue_*`` helper queues, for :meth:`LeanScript.after_reads`."""
+
+    def __init__(self) -> None:
+        self.commands: list[tuple[tuple[Any, ...], bool]] = []
+
+    def execute_command(self, *args: Any, **options: Any) -> None:
+        self.commands.append((args, bool(options.get(NEVER_DECODE))))
 
 
 def open_index(keys: Keys) -> str:
@@ -197,11 +208,18 @@ class ExecStore:
                 index="add", guard="", result=None, audit=None,
             )  # fmt: skip
             return state, moved, now
+        keys = self._transition_keys(plan_id)
+        args = ["permitted", "submitted", "", "add", plan_id, self.ttl_s, RESULT_MAXLEN,
+                AUDIT_MAXLEN, *flat_pairs(fields), "0", "0"]  # fmt: skip
+        script = self.scripts.exec_transition
+        if isinstance(script, LeanScript):  # the read and the script in one write
+            read = _Queued()
+            queue_state_read(read, self.k)
+            (state_reply,), res = await script.after_reads(read.commands, keys, args)
+            return state_from_reply(state_reply), bool(int(res[0])), str(res[1])
         pipe = self.r.pipeline(transaction=False)
         queue_state_read(pipe, self.k)
-        await self.scripts.exec_transition(keys=self._transition_keys(plan_id), args=[
-            "permitted", "submitted", "", "add", plan_id, self.ttl_s, RESULT_MAXLEN,
-            AUDIT_MAXLEN, *flat_pairs(fields), "0", "0"], client=pipe)  # fmt: skip
+        await script(keys=keys, args=args, client=pipe)
         state_reply, res = await pipe.execute(raise_on_error=False)
         if isinstance(res, BaseException):
             raise res

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections import defaultdict
@@ -235,8 +234,13 @@ class Executor:
                 if remaining <= 0:
                     break
                 wait_s = min(remaining, RETRY_S) if self.both_seen(pid) else remaining
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(ev.wait(), wait_s)
+                # A timer that sets the event: the loop above looks again either way (cheaper
+                # than wait_for, which makes a task per wait).
+                timer = asyncio.get_running_loop().call_later(wait_s, ev.set)
+                try:
+                    await ev.wait()
+                finally:
+                    timer.cancel()
             return await self.consume(plan, "final")
         finally:
             self.waiters.pop(pid, None)
@@ -289,16 +293,16 @@ class Executor:
         whose issuer has a key configured carries a valid signature. Returns what is wrong
         (or ''), and the P3.3 permit as parsed."""
         try:
-            gov = GovernorPermit.from_json(gov_raw)
-            p33 = P33Allow.from_json(p33_raw)
+            gov, gov_obj = GovernorPermit.from_json_with_obj(gov_raw)
+            p33, p33_obj = P33Allow.from_json_with_obj(p33_raw)
         except ContractError as e:
             return str(e), None
         if not gov.granted:
             return "governor permit does not grant", None
         gk, pk = self.s.permit_key_governor, self.s.permit_key_p33
-        if gk is not None and not verify(json.loads(gov_raw), gk.get_secret_value()):
+        if gk is not None and not verify(gov_obj, gk.get_secret_value()):
             return "governor bad signature", None
-        if pk is not None and not verify(json.loads(p33_raw), pk.get_secret_value()):
+        if pk is not None and not verify(p33_obj, pk.get_secret_value()):
             return "p33 bad signature", None
         return "", p33
 

@@ -102,7 +102,9 @@ def make_plan(p: Proposal, policy: PlannerPolicy, now: float) -> Plan:
     else:
         plan_id = make_plan_id(p.symbol, p.action, p.position_epoch, p.tranche, "SKIP", str(reason))
         decision, codes, steps = PlanDecision.SKIP, (str(reason),), ()
-    return Plan(
+    # Built here from a validated proposal and the policy: constructed, not validated again
+    # (tests/apply_layer/test_planner.py checks validation would give the same plan).
+    return Plan.model_construct(
         plan_id=plan_id,
         symbol=p.symbol,
         action=p.action if known else "UNKNOWN",

@@ -56,14 +56,24 @@ PENDING = "pending:"
 
 async def publish_plan(
     r: AsyncRedis, scripts: Scripts, keys: Keys, plan_id: str, ttl_s: int, maxlen: int,
-    flat: list[str],
+    flat: list[str], audit: list[str] | None = None,
 ) -> str | None:  # fmt: skip
     """Publish a plan once: its dedupe key and the XADD. Returns the entry id, or None when the
-    plan was published already. One atomic script on a plain server; split on a Cluster."""
-    if not is_cluster(r):
-        new_id: str | None = await scripts.publish_plan(
-            keys=[keys.dedupe(plan_id), keys.plan_stream], args=[ttl_s, maxlen, *flat]
-        )
+    plan was published already. One atomic script on a plain server; split on a Cluster.
+
+    ``audit`` (plain server only, see ``publish_plan.lua``): the plan's audit entry, written
+    by the same script (:func:`script_audit` makes it)."""
+    if audit is not None or not is_cluster(r):  # an audit is passed on a plain server only
+        if audit is None:
+            new_id: str | None = await scripts.publish_plan(
+                keys=[keys.dedupe(plan_id), keys.plan_stream],
+                args=[ttl_s, maxlen, len(flat), *flat],
+            )
+        else:
+            new_id = await scripts.publish_plan(
+                keys=[keys.dedupe(plan_id), keys.plan_stream, keys.decisions],
+                args=[ttl_s, maxlen, len(flat), *flat, *audit],
+            )
         return new_id or None
     key, mark = keys.dedupe(plan_id), f"{PENDING}{time.time():.6f}"
     if not await r.set(key, mark, nx=True, ex=ttl_s):
@@ -87,6 +97,7 @@ class Planner:
         self.s = settings
         self.clock = clock
         self.scripts = Scripts(r)
+        self.cluster = is_cluster(r)
         self.policy = PlannerPolicy(
             allow_list=settings.allow_list,
             kill_score_threshold=settings.kill_score_threshold,
@@ -106,9 +117,13 @@ class Planner:
         flat: list[str] = []
         for k, v in plan.to_fields().items():
             flat += [k, v]
+        ctx = _context(plan, context)
+        # A plain server: the audit entry is written by the publish script itself.
+        in_script = not self.cluster and "entry_id" not in ctx
         new_id = await publish_plan(
             self.r, self.scripts, self.k, plan.plan_id, self.s.dedupe_ttl_s,
             self.s.plan_stream_maxlen, flat,
+            script_audit(plan, ctx, audit_duplicate=audit_duplicate) if in_script else None,
         )  # fmt: skip
         if new_id:
             decision, reason = plan.decision.value, plan.reason_codes[0]
@@ -116,9 +131,10 @@ class Planner:
             decision, reason = "DUPLICATE", DUPLICATE_PLAN
         else:
             return False
-        audit = _audit(plan, decision, reason, {**(context or {}), "entry_id": new_id or ""})
-        await self.r.xadd(self.k.decisions, cast("dict[Any, Any]", audit), maxlen=AUDIT_MAXLEN,
-                          approximate=True)  # fmt: skip
+        if not in_script:
+            audit = _audit(plan, decision, reason, {**ctx, "entry_id": new_id or ""})
+            await self.r.xadd(self.k.decisions, cast("dict[Any, Any]", audit),
+                              maxlen=AUDIT_MAXLEN, approximate=True)  # fmt: skip
         PLANS.labels(plan.symbol, decision, reason).inc()
         log_decision(log, layer=LAYER, plan_id=plan.plan_id, symbol=plan.symbol,
                      decision=decision, reason=reason, action=plan.action)  # fmt: skip
@@ -162,10 +178,26 @@ class Planner:
         return n
 
 
+def _context(plan: Plan, context: dict[str, Any] | None) -> dict[str, Any]:
+    """A plan's audit context, but for its entry id (added last)."""
+    return {"action": plan.action, "kill_score": str(plan.kill_score),
+            "proposal_id": plan.proposal_id, **(context or {})}  # fmt: skip
+
+
 def _audit(plan: Plan, decision: str, reason: str, context: dict[str, Any]) -> dict[str, str]:
     return audit_fields(
         plan_id=plan.plan_id, symbol=plan.symbol, layer=LAYER, decision=decision, reason=reason,
-        context={"action": plan.action, "kill_score": str(plan.kill_score),
-                 "proposal_id": plan.proposal_id, **context},
-        ts=time.time(),
+        context=context, ts=time.time(),
     )  # fmt: skip
+
+
+def script_audit(plan: Plan, context: dict[str, Any], *, audit_duplicate: bool) -> list[str]:
+    """``publish_plan.lua``'s audit arguments: the same entry :func:`_audit` makes with
+    ``{**context, "entry_id": <id>}``, its context left open for the script to add the
+    entry id it gets (or '' for a duplicate, audited only when ``audit_duplicate``)."""
+    fields = _audit(plan, plan.decision.value, plan.reason_codes[0], context)
+    fields["context"] = fields["context"][:-1] + ","  # never empty: action etc. come first
+    out = [str(AUDIT_MAXLEN), *(("DUPLICATE", DUPLICATE_PLAN) if audit_duplicate else ("", ""))]
+    for k, v in fields.items():
+        out += [k, v]
+    return out

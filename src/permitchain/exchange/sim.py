@@ -15,7 +15,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from permitchain.errors import ExchangeUnavailable, OrderOutcomeUnknown, OrderRejected, StoreError
 from permitchain.exchange.base import (
@@ -26,6 +26,7 @@ from permitchain.exchange.base import (
     SymbolFilters,
 )
 from permitchain.keys import Keys
+from permitchain.lean import finish
 from permitchain.models import fmt_decimal
 from permitchain.scripts import Scripts
 from permitchain.store import AsyncRedis, atranslate, is_cluster
@@ -88,6 +89,7 @@ class SimExchange:
         self.k = keys
         self.order_ttl_s = order_ttl_s  # the services pass EXEC_RECORD_TTL_S
         self.scripts = Scripts(redis)
+        self.cluster = is_cluster(redis)
 
     # -- administration (CLI, tests, price driver) -------------------------------------------
     async def list_symbol(self, symbol: str, **filters: str) -> None:
@@ -196,12 +198,9 @@ class SimExchange:
         pos_key = self.k.sim_position(symbol)
         order_key = self.k.sim_order(symbol, coid)
         async with atranslate():
-            pipe = self.r.pipeline(transaction=False)
-            pipe.hgetall(pos_key)
-            pipe.hgetall(self.k.sim_filters(symbol))
-            pipe.hgetall(order_key)
-            pipe.hgetall(self.k.sim_config)
-            pos, filt, existing, cfg = await pipe.execute()
+            pos, filt, existing, cfg = await self._hashes(
+                [pos_key, self.k.sim_filters(symbol), order_key, self.k.sim_config]
+            )
         mode = "fill" if internal else cfg.get("order_mode", "fill")
         if first and not internal:
             latency = int(cfg.get("latency_ms") or 0)
@@ -259,13 +258,25 @@ class SimExchange:
             raise OrderOutcomeUnknown("sim: response lost after acceptance (injected)")
         return _order({**fields, "order_id": res[1]})
 
+    async def _hashes(self, keys: list[str]) -> list[dict[str, str]]:
+        """HGETALL of each key in one round trip: straight on a lean client's connection
+        (what its pipeline would send, without building one), else a pipeline."""
+        lean = getattr(self.r, "lean", None)
+        if lean is not None:
+            replies = await lean.call_many([(("HGETALL", k), False) for k in keys])
+            return [finish("HGETALL", reply, {}) for reply in replies]
+        pipe = self.r.pipeline(transaction=False)
+        for k in keys:
+            pipe.hgetall(k)
+        return cast("list[dict[str, str]]", await pipe.execute())
+
     async def _record_order(
         self, keys: list[str], argv: list[Any], fill_record: dict[str, str]
     ) -> list[str]:
         """Run ``sim_order.lua``. On a Redis Cluster the fills stream is in another slot: the
         script records the order and moves the position (the source of truth), and the fill
         record follows, added once, by the one call whose script created the order."""
-        if not is_cluster(self.r):
+        if not self.cluster:
             res: list[str] = await self.scripts.sim_order(keys=[*keys, self.k.sim_fills],
                                                           args=argv)  # fmt: skip
             return res

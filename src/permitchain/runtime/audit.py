@@ -13,6 +13,8 @@ from typing import Any
 from permitchain.keys import Keys
 
 AUDIT_MAXLEN = 500_000
+#: ``json.dumps(context, default=str, separators=(",", ":"))``, its encoder made once
+_context_json = json.JSONEncoder(default=str, separators=(",", ":")).encode
 
 
 def audit_fields(
@@ -25,7 +27,7 @@ def audit_fields(
         "layer": layer,
         "decision": decision,
         "reason": reason,
-        "context": json.dumps(context or {}, default=str, separators=(",", ":")),
+        "context": _context_json(context or {}),
         "ts": f"{(time.time() if ts is None else ts):.6f}",
     }
 

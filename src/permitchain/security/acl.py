@@ -85,9 +85,11 @@ def grants(service: str, k: Keys) -> list[Grant]:
     if service == "apply-layer":
         return [*common, group(k.proposal_stream), group(k.plan_stream),
                 Grant(("+hgetall",), (f"%R~{p}:harvest:proposal:*",)),
+                # publish_plan.lua: the dedupe key, the plan and its audit entry in one step;
                 # +get: a Redis Cluster's pending dedupe mark (planner_service.publish_plan)
                 Grant(("+evalsha", "+eval", "+set", "+get", "+xadd"),
-                      (f"~{p}:apply:stream_published:{{*", f"~{k.plan_stream}")),
+                      (f"~{p}:apply:stream_published:{{*", f"~{k.plan_stream}",
+                       f"~{k.decisions}")),
                 Grant(("+evalsha", "+eval", "+get", "+del", "+type", "+ttl", "+hget", "+hset",
                        "+hsetnx", "+hgetall", "+expire"), (f"~{p}:permit:*", f"~{p}:exec:*")),
                 Grant(("+xadd",), (f"%W~{k.result_stream}",)),
