@@ -135,3 +135,52 @@ def test_an_unchanged_position_gets_only_its_new_time(arun: Any, r: redis.Redis,
     assert changed["position_amt"] == "0.7" and changed["ts_epoch"] == f"{second.ts:.6f}"
     assert rewritten["position_amt"] == "0.003" and rewritten["step_size"] == "0.001"
     assert 0 < r.ttl(keys.snapshot(syms[2])) <= 3600
+
+
+def test_a_fill_during_a_spread_poll_is_refreshed_and_not_written_over(
+    arun: Any, r: redis.Redis, keys: Keys
+) -> None:
+    """A full poll writes chunk by chunk (spread over part of the interval). A fill requested
+    meanwhile is read and written before the next chunk, and the full poll's older read of
+    that symbol is not written over it."""
+    syms = _list_many(r, keys, 250)  # three chunks
+    late = syms[-1]  # in the last chunk
+
+    class FillMidPoll(SnapshotPoller):
+        chunks = 0
+
+        async def _write_chunk(self, chunk: list[str], *a: Any) -> list[str]:
+            out = await super()._write_chunk(chunk, *a)
+            self.chunks += 1
+            if self.chunks == 1:  # after the first chunk: the exchange moves, a fill is seen
+                r.hset(keys.sim_position(late), "amt", "0.5")
+                self.request(late)
+            return out
+
+    async def body(ar: Any) -> tuple[Any, list[Any]]:
+        ex = CountingExchange(SimExchange(ar, keys))
+        poller = FillMidPoll(ar, keys, ex, SystemClock(), allow_list=[], poll_interval_s=5)
+        full = await poller.poll_once(spread_s=0.03)
+        return full, ex.args
+
+    full, args = arun(body)
+    assert [late] in args  # the fill's symbol was asked for on its own
+    snap = r.hgetall(keys.snapshot(late))
+    assert snap["position_amt"] == "0.5"  # the targeted read's amount stands
+    assert float(snap["ts_epoch"]) > full.ts  # and its time: newer than the full poll's read
+    stamps = {s: r.hget(keys.snapshot(s), "ts_epoch") for s in syms if s != late}
+    assert set(stamps.values()) == {f"{full.ts:.6f}"}  # every other symbol from the full read
+    assert late not in full.written and len(full.written) == len(syms) - 1
+
+
+def test_a_spread_poll_writes_every_symbol_once(arun: Any, r: redis.Redis, keys: Keys) -> None:
+    syms = _list_many(r, keys, 250)
+
+    async def body(ar: Any) -> Any:
+        poller = SnapshotPoller(ar, keys, SimExchange(ar, keys), SystemClock(), allow_list=[],
+                                poll_interval_s=5)  # fmt: skip
+        return await poller.poll_once(spread_s=0.03)
+
+    full = arun(body)
+    assert sorted(full.written) == sorted(syms)
+    assert {r.hget(keys.snapshot(s), "ts_epoch") for s in syms} == {f"{full.ts:.6f}"}
