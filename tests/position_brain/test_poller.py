@@ -10,11 +10,7 @@ import redis
 
 from permitchain.exchange.sim import DEFAULT_FILTERS, SimExchange
 from permitchain.keys import Keys
-from permitchain.position_brain.poller import (
-    POLL_SPREAD_FRACTION,
-    POLL_SPREAD_MAX_S,
-    SnapshotPoller,
-)
+from permitchain.position_brain.poller import SnapshotPoller
 from permitchain.runtime.clock import SystemClock
 from tests.position_brain.helpers import CountingExchange
 
@@ -188,20 +184,3 @@ def test_a_spread_poll_writes_every_symbol_once(arun: Any, r: redis.Redis, keys:
     full = arun(body)
     assert sorted(full.written) == sorted(syms)
     assert {r.hget(keys.snapshot(s), "ts_epoch") for s in syms} == {f"{full.ts:.6f}"}
-
-
-def test_a_busy_chain_gets_its_full_polls_at_once(r: redis.Redis, keys: Keys) -> None:
-    """Spread while fills are few; at once when they come faster than the chain can gain from
-    spreading (a saturated chain)."""
-    poller = SnapshotPoller(r, keys, SimExchange(r, keys), SystemClock(), allow_list=[],
-                            poll_interval_s=5)  # fmt: skip
-    for i in range(100):  # 20 fills a second
-        poller.request(f"S{i % 7:03d}USDT")
-    assert poller.spread_for(5.0) == POLL_SPREAD_MAX_S
-    assert poller.requests == 0  # counted afresh for the next poll
-    for i in range(2000):  # 400 fills a second
-        poller.request(f"S{i % 7:03d}USDT")
-    assert poller.spread_for(5.0) == 0.0
-    short = SnapshotPoller(r, keys, SimExchange(r, keys), SystemClock(), allow_list=[],
-                           poll_interval_s=1)  # fmt: skip
-    assert short.spread_for(1.0) == 1 * POLL_SPREAD_FRACTION  # a fifth of a short interval

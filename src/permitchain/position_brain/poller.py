@@ -70,10 +70,6 @@ TARGETED_MIN_GAP_S = 0.02
 #: time of the exchange read; fills seen meanwhile are refreshed between chunks.
 POLL_SPREAD_FRACTION = 0.2
 POLL_SPREAD_MAX_S = 1.0
-#: ...unless fills came faster than this (per second) since the last full poll: a saturated
-#: chain queues anyway, and there a poll written at once costs less (measured: ~10 % more
-#: plans/s than spread at ~850 plans/s).
-POLL_SPREAD_MAX_FILLS_PER_S = 300.0
 
 
 class SnapshotPoller:
@@ -88,7 +84,6 @@ class SnapshotPoller:
         self._ledger_scan_at = -LEDGER_SCAN_S
         self.poll_now = asyncio.Event()  # set by request(): poll the dirty symbols at once
         self.dirty: set[str] = set()
-        self.requests = 0  # fill requests since the last full poll (how busy the chain is)
         self._seen: set[str] = set()  # symbols whose metric series exist
         #: per symbol: what its last whole snapshot was written from, and when (monotonic)
         self._whole: dict[str, tuple[Any, float]] = {}
@@ -114,17 +109,7 @@ class SnapshotPoller:
     def request(self, symbol: str) -> None:
         """Refresh this symbol's snapshot now (after a fill), not at the next full poll."""
         self.dirty.add(symbol)
-        self.requests += 1
         self.poll_now.set()
-
-    def spread_for(self, since_last_full_s: float) -> float:
-        """How long the next full poll's writes are spread over (see POLL_SPREAD_FRACTION);
-        resets the fill count."""
-        rate = self.requests / since_last_full_s if since_last_full_s > 0 else float("inf")
-        self.requests = 0
-        if rate > POLL_SPREAD_MAX_FILLS_PER_S:
-            return 0.0
-        return min(POLL_SPREAD_MAX_S, self.poll_interval_s * POLL_SPREAD_FRACTION)
 
     async def _read_exchange(self, only: Collection[str] | None) -> dict[str, PositionInfo]:
         """One positions call (and the filters, when due or when a symbol is new)."""
@@ -246,7 +231,7 @@ class SnapshotPoller:
         poll, whether it succeeded or not. A store fault is retried after a backoff."""
         last_full = -self.poll_interval_s
         backoff = Backoff(base_s=0.1, cap_s=2.0)
-        first = True  # the first full poll at once: P3.3 waits for it before judging
+        spread_s = 0.0  # the first full poll at once: P3.3 waits for it before judging
         while not stop.is_set():
             failed = False
             started = time.monotonic()
@@ -255,13 +240,11 @@ class SnapshotPoller:
             self.dirty.clear()
             self.poll_now.clear()  # a request made during this poll triggers the next one
             try:
-                spread_s = 0.0
-                if full:
-                    spread_s = 0.0 if first else self.spread_for(started - last_full)
                 if full or only:
-                    await self.poll_once(only, spread_s=spread_s)
+                    await self.poll_once(only, spread_s=spread_s if full else 0.0)
                 if full:
-                    last_full, first = started, False
+                    last_full = started
+                    spread_s = min(POLL_SPREAD_MAX_S, self.poll_interval_s * POLL_SPREAD_FRACTION)
             except STORE_FAULTS as e:
                 failed = True
                 log.warning("poll failed (store): %s", e)
