@@ -64,12 +64,6 @@ POLL_CHUNK = 100
 FULL_WRITE_EVERY_S = 60.0
 #: Least time between two targeted polls (after fills), so a busy chain batches them.
 TARGETED_MIN_GAP_S = 0.02
-#: A full poll's writes are spread over this part of POLL_INTERVAL_S (at most
-#: POLL_SPREAD_MAX_S): one chunk at a time, so the plans judged meanwhile meet ~2 ms bursts,
-#: not one burst of all symbols (65 ms of CPU for 4,775). Every snapshot still carries the
-#: time of the exchange read; fills seen meanwhile are refreshed between chunks.
-POLL_SPREAD_FRACTION = 0.2
-POLL_SPREAD_MAX_S = 1.0
 
 
 class SnapshotPoller:
@@ -123,15 +117,10 @@ class SnapshotPoller:
             self.filters.update(await self.ex.filters(new))
         return positions
 
-    async def poll_once(self, only: Collection[str] | None = None, *,
-                        spread_s: float = 0.0) -> PollOutcome:  # fmt: skip
-        """One poll: one exchange read, one pipeline of writes per chunk, one more for new
-        ledgers. ``only``: refresh just these symbols (a targeted poll after fills).
-        ``spread_s`` (full polls): the chunks' writes spread over this long; a fill requested
-        meanwhile is refreshed (targeted) before the next chunk, and this poll's older read
-        is not written over it."""
+    async def poll_once(self, only: Collection[str] | None = None) -> PollOutcome:
+        """One poll: one exchange read, one pipeline of writes, one more for new ledgers.
+        ``only``: refresh just these symbols (a targeted poll after fills)."""
         started = time.monotonic()
-        slept = 0.0
         watched = set(only) if only is not None else await self.watched()
         try:
             positions = await self._read_exchange(only)
@@ -148,27 +137,16 @@ class SnapshotPoller:
         now_iso = datetime.fromtimestamp(now, UTC).isoformat()
         # In chunks, each one event-loop slice (build, write, record), so the plans this
         # process judges interleave with a big poll instead of waiting for all of it.
-        chunks = range(0, len(syms), POLL_CHUNK)
-        gap = spread_s / len(chunks) if only is None and len(chunks) > 1 else 0.0
-        fresher: set[str] = set()  # refreshed by a targeted poll since this poll's read
-        for i in chunks:
-            chunk = syms[i : i + POLL_CHUNK]
-            if fresher:
-                chunk = [sym for sym in chunk if sym not in fresher]
-            written += await self._write_chunk(chunk, positions, now, now_iso, unknown,
-                                               missing)  # fmt: skip
-            t = time.monotonic()
-            await asyncio.sleep(gap)
-            slept += time.monotonic() - t
-            if only is None and self.dirty:
-                fills, self.dirty = set(self.dirty), set()
-                fresher.update((await self.poll_once(fills)).written)
+        for i in range(0, len(syms), POLL_CHUNK):
+            written += await self._write_chunk(syms[i : i + POLL_CHUNK], positions, now, now_iso,
+                                               unknown, missing)  # fmt: skip
+            await asyncio.sleep(0)
         initialised = await init_ledgers(self.r, self.k, missing)
         for sym in initialised:
             LEDGER_AMT.set(sym, float(missing[sym]))
             self._ledger_symbols.add(sym)
             log.info("[LEDGER] symbol=%s initialised from the exchange: %s", sym, missing[sym])
-        duration = time.monotonic() - started - slept  # the spread's pauses are not work
+        duration = time.monotonic() - started
         POLL_SECONDS.set(duration)
         return PollOutcome(True, now, tuple(written), tuple(initialised), duration, tuple(unknown))
 
@@ -231,7 +209,6 @@ class SnapshotPoller:
         poll, whether it succeeded or not. A store fault is retried after a backoff."""
         last_full = -self.poll_interval_s
         backoff = Backoff(base_s=0.1, cap_s=2.0)
-        spread_s = 0.0  # the first full poll at once: P3.3 waits for it before judging
         while not stop.is_set():
             failed = False
             started = time.monotonic()
@@ -241,10 +218,9 @@ class SnapshotPoller:
             self.poll_now.clear()  # a request made during this poll triggers the next one
             try:
                 if full or only:
-                    await self.poll_once(only, spread_s=spread_s if full else 0.0)
+                    await self.poll_once(only)
                 if full:
                     last_full = started
-                    spread_s = min(POLL_SPREAD_MAX_S, self.poll_interval_s * POLL_SPREAD_FRACTION)
             except STORE_FAULTS as e:
                 failed = True
                 log.warning("poll failed (store): %s", e)
