@@ -38,7 +38,7 @@ from permitchain.governor.policy import TradingState
 from permitchain.governor.store import read_trading_state
 from permitchain.keys import GROUP_EXECUTOR, Keys
 from permitchain.models import GovernorPermit, P33Allow, Plan, Result, ResultStatus, fmt_decimal
-from permitchain.runtime.audit import AUDIT_MAXLEN, audit_fields
+from permitchain.runtime.audit import add_audit
 from permitchain.runtime.clock import Clock
 from permitchain.runtime.service import Backoff, Consumer
 from permitchain.settings import Settings
@@ -202,12 +202,10 @@ class Executor:
         log.warning("[PERMIT_WAIT] SKIP plan=%s reason=%s age_s=%d", plan.plan_id,
                     BEYOND_RETENTION, age_s)  # fmt: skip
         SKIPPED.labels(BEYOND_RETENTION).inc()
-        audit = audit_fields(plan_id=plan.plan_id, symbol=plan.symbol, layer="executor",
-                             decision="SKIPPED", reason=BEYOND_RETENTION,
-                             context={"age_s": round(age_s),
-                                      "exec_record_ttl_s": self.s.exec_record_ttl_s})  # fmt: skip
-        await self.r.xadd(self.k.decisions, cast("dict[Any, Any]", audit), maxlen=AUDIT_MAXLEN,
-                          approximate=True)  # fmt: skip
+        await add_audit(self.r, self.k, plan_id=plan.plan_id, symbol=plan.symbol,
+                        layer="executor", decision="SKIPPED", reason=BEYOND_RETENTION,
+                        context={"age_s": round(age_s),
+                                 "exec_record_ttl_s": self.s.exec_record_ttl_s})  # fmt: skip
 
     async def consume(self, plan: Plan, mode: str) -> dict[str, Any]:
         async with self.slots:

@@ -32,6 +32,6 @@ def audit_fields(
     }
 
 
-def add_audit(pipe: Any, keys: Keys, **kw: Any) -> None:
+def add_audit(pipe: Any, keys: Keys, **kw: Any) -> Any:
     """Queue one audit entry on a pipeline (or call it on a client and await the result)."""
-    pipe.xadd(keys.decisions, audit_fields(**kw), maxlen=AUDIT_MAXLEN, approximate=True)
+    return pipe.xadd(keys.decisions, audit_fields(**kw), maxlen=AUDIT_MAXLEN, approximate=True)
