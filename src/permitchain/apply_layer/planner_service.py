@@ -64,16 +64,11 @@ async def publish_plan(
     ``audit`` (plain server only, see ``publish_plan.lua``): the plan's audit entry, written
     by the same script (:func:`script_audit` makes it)."""
     if audit is not None or not is_cluster(r):  # an audit is passed on a plain server only
-        if audit is None:
-            new_id: str | None = await scripts.publish_plan(
-                keys=[keys.dedupe(plan_id), keys.plan_stream],
-                args=[ttl_s, maxlen, len(flat), *flat],
-            )
-        else:
-            new_id = await scripts.publish_plan(
-                keys=[keys.dedupe(plan_id), keys.plan_stream, keys.decisions],
-                args=[ttl_s, maxlen, len(flat), *flat, *audit],
-            )
+        new_id: str | None = await scripts.publish_plan(
+            keys=[keys.dedupe(plan_id), keys.plan_stream,
+                  *([keys.decisions] if audit is not None else [])],
+            args=[ttl_s, maxlen, len(flat), *flat, *(audit or [])],
+        )  # fmt: skip
         return new_id or None
     key, mark = keys.dedupe(plan_id), f"{PENDING}{time.time():.6f}"
     if not await r.set(key, mark, nx=True, ex=ttl_s):
