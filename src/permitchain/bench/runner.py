@@ -17,7 +17,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -263,14 +263,8 @@ async def measure(
         for i, rate in enumerate(cfg.rates):
             progress(f"latency at {rate:g} plans/s for {cfg.rate_duration_s:g}s")
             load = Load(r, keys, _symbols(chain), run_id=i + 1)
-            await load.start_reader()
-            stop = asyncio.Event()
-            reader = asyncio.create_task(load.read_results(stop))
-            checker = asyncio.create_task(load.check_orders(stop))
-            await load.offered_rate(rate, cfg.rate_duration_s)
-            await _drain(load)
-            await _stop(reader, stop)
-            await checker
+            async with _collecting(load):
+                await load.offered_rate(rate, cfg.rate_duration_s)
             samples = list(load.samples.values())
             lat = [s.done_at - s.sent_at for s in samples if s.done_at is not None]
             out["latency"][f"{rate:g}"] = {**summarize_ms(lat),
@@ -281,14 +275,8 @@ async def measure(
         if cfg.throughput_s > 0:
             progress(f"throughput: {cfg.window} plans in flight for {cfg.throughput_s:g}s")
             load = Load(r, keys, _symbols(chain), run_id=99)
-            await load.start_reader()
-            stop = asyncio.Event()
-            reader = asyncio.create_task(load.read_results(stop))
-            checker = asyncio.create_task(load.check_orders(stop))
-            elapsed = await load.closed_loop(cfg.window, cfg.throughput_s)
-            await _drain(load)
-            await _stop(reader, stop)
-            await checker
+            async with _collecting(load):
+                elapsed = await load.closed_loop(cfg.window, cfg.throughput_s)
             samples = list(load.samples.values())
             v = await verify(r, keys, samples)
             out["throughput"] = {"plans": len(samples), "seconds": elapsed,
@@ -306,6 +294,22 @@ async def measure(
     finally:
         await r.aclose()
     return out
+
+
+@contextlib.asynccontextmanager
+async def _collecting(load: Load) -> AsyncIterator[None]:
+    """Read results (and the orders behind them) while the block offers load; after it, wait
+    for every plan's result (:func:`_drain`), then stop reading."""
+    await load.start_reader()
+    stop = asyncio.Event()
+    reader = asyncio.create_task(load.read_results(stop))
+    checker = asyncio.create_task(load.check_orders(stop))
+    try:
+        yield
+        await _drain(load)
+    finally:
+        await _stop(reader, stop)
+        await checker
 
 
 async def _stop(task: asyncio.Task[None], stop: asyncio.Event) -> None:
