@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from permitchain.bench.load import Load, Sample, verify
+from permitchain.bench.runner import clock_offset
 from permitchain.keys import Keys
 
 pytestmark = pytest.mark.slow
@@ -32,6 +33,11 @@ def test_bench_quick_is_correct(redis_url: str) -> None:
         v = phase["verify"]
         assert v["plans"] > 0 and v["verified"] == v["plans"], v
         assert v["double_fills"] == 0 and v["failed"] == 0 and v["missing"] == 0
+    for lat in res["latency"].values():
+        # every plan's moment on the result stream was read, and it came before its reader
+        assert lat["n"] == lat["verify"]["plans"] == lat["to_reader"]["n"], lat
+        assert 0 < lat["p50_ms"] <= lat["to_reader"]["p50_ms"], lat
+        assert lat["max_ms"] <= lat["to_reader"]["max_ms"], lat
     assert res["floor"]["rtt_p50_ms"] > 0 and res["floor"]["critical_path_rtts"] > 0
     fl = res["floor"]
     assert fl["hop_p50_ms"] > 0  # the echo process answered
@@ -75,10 +81,15 @@ def test_orders_are_read_during_the_run(arun: Any, keys: Keys) -> None:
         load.unchecked.append(s)
         key = keys.sim_order("BENCHUSDT", "pc-early")
         await r.hset(key, mapping={"status": "FILLED", "filled_qty": "0.5"})
+        await r.hset(
+            keys.exec_record("early"),
+            mapping={"state": "filled", "updated_at": "1700000000.250000"},
+        )
         stop = asyncio.Event()
         stop.set()  # one pass, then return
         await load.check_orders(stop)
         assert load.unchecked == [] and s.order is not None
+        assert s.on_stream_at == 1700000000.25  # when its result went onto the stream
         await r.delete(key)  # expired before the end of the run
         return await verify(r, keys, [s])
 
@@ -93,3 +104,13 @@ def test_bench_refuses_a_retention_below_the_floor() -> None:
     )  # fmt: skip
     assert proc.returncode == 2
     assert "--exec-record-ttl" in proc.stderr and "EXEC_RECORD_TTL_S" in proc.stderr
+
+
+def test_clock_offset_of_a_local_server_is_near_zero(arun: Any) -> None:
+    """The server's clock against the bench's (same host): the offset is small, so a result's
+    server-side moment and the bench's send time can be subtracted."""
+
+    async def body(r: Any) -> float:
+        return await clock_offset(r, n=20)
+
+    assert abs(arun(body)) < 0.05

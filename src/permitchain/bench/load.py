@@ -62,6 +62,9 @@ class Sample:
     result: dict[str, str] = field(default_factory=dict)
     #: the exchange's order record for its client order id, read soon after the result
     order: dict[str, str] | None = None
+    #: server time (s) at which the result went onto the result stream: the exec record's
+    #: ``updated_at``, written by the same atomic script that added the result
+    on_stream_at: float | None = None
 
 
 class Load:
@@ -161,14 +164,25 @@ class Load:
 
 
 async def read_orders(r: AsyncRedis, keys: Keys, samples: list[Sample]) -> None:
-    """Fill in each sample's order record (by its result's client order id)."""
+    """Fill in each sample's order record (by its result's client order id) and the moment
+    its result went onto the stream (its exec record's ``updated_at``)."""
     for i in range(0, len(samples), 5_000):
         chunk = samples[i : i + 5_000]
         pipe = r.pipeline(transaction=False)
         for s in chunk:
             pipe.hgetall(keys.sim_order(s.symbol, s.result.get("client_order_id", "")))
-        for s, order in zip(chunk, await pipe.execute(), strict=True):
+            pipe.hget(keys.exec_record(s.plan_id), "updated_at")
+        replies = await pipe.execute()
+        for s, order, at in zip(chunk, replies[::2], replies[1::2], strict=True):
             s.order = order
+            s.on_stream_at = _float_or_none(at)
+
+
+def _float_or_none(v: str | None) -> float | None:
+    try:
+        return float(v) if v else None
+    except ValueError:
+        return None
 
 
 async def verify(r: AsyncRedis, keys: Keys, samples: list[Sample]) -> dict[str, Any]:

@@ -27,11 +27,14 @@ from permitchain.chain import Chain
 from permitchain.keys import Keys
 from permitchain.store import AsyncRedis, async_client
 
-#: Sequential Redis round trips on the critical path of one plan (see docs/performance.md).
-CRITICAL_PATH_RTTS = 13
-#: Processes a plan's news crosses on its way (bench → planner → gatekeepers → executor →
-#: bench): each is one wake-up of a process blocked on a stream read.
-CRITICAL_PATH_HOPS = 4
+#: Sequential Redis round trips on the critical path of one plan, proposal written → result
+#: on the stream (see docs/performance.md).
+CRITICAL_PATH_RTTS = 12
+#: Processes a plan's news wakes on that path (planner → gatekeepers → executor): each is one
+#: wake-up of a process blocked on a stream read.
+CRITICAL_PATH_HOPS = 3
+#: A consumer of the result stream (the bench's reader) adds one hop and its read.
+READER_RTTS, READER_HOPS = 1, 1
 #: A child process that echoes every entry of stream A onto stream B (a process hop there
 #: and back, through blocked stream reads, as the services wake).
 _ECHO = """
@@ -107,6 +110,18 @@ async def rtt_floor(r: AsyncRedis, n: int = 2000) -> float:
         await r.ping()
         samples.append(time.perf_counter() - t)
     return statistics.median(samples)
+
+
+async def clock_offset(r: AsyncRedis, n: int = 200) -> float:
+    """The server's clock minus this process's ``time.time()`` in seconds: the median, over
+    ``n`` TIME calls, of the server time minus the midpoint of the call (≈ 0 on one host)."""
+    offsets = []
+    for _ in range(n):
+        t0 = time.time()
+        sec, usec = await r.time()
+        t1 = time.time()
+        offsets.append(int(sec) + int(usec) / 1e6 - (t0 + t1) / 2)
+    return statistics.median(offsets)
 
 
 async def hop_floor(r: AsyncRedis, url: str, prefix: str, n: int = 200) -> float:
@@ -254,6 +269,12 @@ async def measure(
         fl = out["floor"]
         fl["floor_ms"] = fl["rtt_p50_ms"] * CRITICAL_PATH_RTTS
         fl["floor_with_hops_ms"] = fl["floor_ms"] + fl["hop_p50_ms"] * CRITICAL_PATH_HOPS
+        fl["reader_floor_ms"] = fl["rtt_p50_ms"] * (CRITICAL_PATH_RTTS + READER_RTTS)
+        fl["reader_floor_with_hops_ms"] = fl["reader_floor_ms"] + fl["hop_p50_ms"] * (
+            CRITICAL_PATH_HOPS + READER_HOPS
+        )
+        offset = await clock_offset(r)
+        fl["clock_offset_ms"] = offset * 1000
         mem0 = (await r.info("memory"))["used_memory"]
         rss0 = {n: rss_mb(p.pid) for n, p in chain.procs.items()}
         series: list[dict[str, float]] = []
@@ -266,9 +287,12 @@ async def measure(
             async with _collecting(load):
                 await load.offered_rate(rate, cfg.rate_duration_s)
             samples = list(load.samples.values())
-            lat = [s.done_at - s.sent_at for s in samples if s.done_at is not None]
-            out["latency"][f"{rate:g}"] = {**summarize_ms(lat),
-                                           "verify": await verify(r, keys, samples),
+            v = await verify(r, keys, samples)  # also reads when each result went on the stream
+            lat = [s.on_stream_at - offset - s.sent_at for s in samples
+                   if s.done_at is not None and s.on_stream_at is not None]  # fmt: skip
+            read = [s.done_at - s.sent_at for s in samples if s.done_at is not None]
+            out["latency"][f"{rate:g}"] = {**summarize_ms(lat), "to_reader": summarize_ms(read),
+                                           "verify": v,
                                            "samples_ms": [x * 1000 for x in lat]}  # fmt: skip
             if i == 0:
                 out["hops"] = await per_hop(r, keys, samples[-2000:])
