@@ -32,6 +32,7 @@ from permitchain.position_brain.poll_thread import PollThread
 from permitchain.position_brain.poller import SnapshotPoller
 from permitchain.position_brain.state import (
     LAYER,
+    LEDGER_CHECK_FIELDS,
     apply_result,
     init_ledgers,
     parse_ledger,
@@ -125,13 +126,16 @@ class PositionBrain:
         pipe = self.r.pipeline(transaction=False)
         pipe.exists(self.k.permit_p33(plan.plan_id))
         pipe.hgetall(self.k.snapshot(plan.symbol))
-        pipe.hgetall(self.k.ledger(plan.symbol))
+        # the ledger fields the checks read, not its applied-plans list (which grows)
+        pipe.hmget(self.k.ledger(plan.symbol), LEDGER_CHECK_FIELDS)
         pipe.get(self.k.inflight(plan.symbol))
         pipe.exists(self.k.exec_record(plan.plan_id))
-        decided, snap_h, ledger_h, holder, consumed = await pipe.execute()
+        decided, snap_h, ledger_vals, holder, consumed = await pipe.execute()
         if decided:  # a redelivery: the first decision stands
             log.info("plan %s already has a P3.3 permit; not judged again", plan.plan_id)
             return
+        ledger_h = {f: v for f, v in zip(LEDGER_CHECK_FIELDS, ledger_vals, strict=True)
+                    if v is not None}  # fmt: skip
         snapshot, ledger = parse_snapshot(snap_h), parse_ledger(ledger_h)
         now = self.clock.now()
         fresh = snapshot is not None and now - snapshot.ts_epoch <= self.cfg.stale_threshold_s

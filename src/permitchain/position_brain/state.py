@@ -99,6 +99,10 @@ def parse_snapshot(h: Mapping[str, str]) -> Snapshot | None:
                     mark_price=decimal_or_none(h.get("mark_price")))  # fmt: skip
 
 
+#: The ledger fields :func:`parse_ledger` reads (what judging a plan needs of the ledger).
+LEDGER_CHECK_FIELDS = ("last_known_amt", "last_order_time_epoch")
+
+
 def parse_ledger(h: Mapping[str, str]) -> Ledger | None:
     amt = decimal_or_none(h.get("last_known_amt"))
     if amt is None:
