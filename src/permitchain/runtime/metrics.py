@@ -5,7 +5,8 @@ A prometheus_client ``Counter``/``Gauge`` child is an object with its own lock a
 object; here a series is one dict entry (P3.3's five series per symbol: 3.65 kB as
 children, 0.8 kB as dict entries). What ``/metrics`` shows is what the children showed:
 the same names, types, help, labels, values, ``_created`` samples (a series' first use;
-left out when prometheus_client's created series are disabled) and order. Used by P3.3
+left out when prometheus_client's created series are disabled) and order. Used by the
+governor (``governor_permit_total``, ``governor_results_total``) and by P3.3
 (:mod:`permitchain.position_brain.metrics`).
 
 Thread safety: a counter's read-modify-write (``inc``) and the scrape's copy of it hold the
