@@ -14,6 +14,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import prometheus_client.metrics
 import pytest
 import redis
 
@@ -24,6 +25,7 @@ from permitchain.settings import Settings
 from permitchain.store import async_client
 
 T = TypeVar("T")
+pytest.register_assert_rewrite("tests.metrics_text")  # its check shows the diff
 
 
 @pytest.fixture(scope="session")
@@ -94,3 +96,11 @@ def chain_factory(redis_url: str, prefix: str, tmp_path: Path) -> Iterator[Calla
     yield make
     for c in chains:
         c.stop()
+
+
+@pytest.fixture(params=[True, False], ids=["created", "no-created"])
+def created(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """prometheus_client's ``_created`` samples on, then off (its own switch, for the test)."""
+    on: bool = request.param
+    monkeypatch.setattr(prometheus_client.metrics, "_use_created", on)
+    return on

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import redis
+from prometheus_client import REGISTRY
 
 from permitchain.governor.policy import GovernorPolicy, decide
 from permitchain.governor.rates import ReservationBook, Settlement
@@ -155,10 +156,17 @@ def test_rejected_or_blocked_result_releases_the_slot(
     assert r.zcard(keys.governor_executions(SYM)) == 0
 
 
+def _count(name: str, **labels: str) -> float:
+    """The process's ``name{symbol=SYM, **labels}`` as /metrics shows it (0 before the first)."""
+    return REGISTRY.get_sample_value(name, {"symbol": SYM, **labels}) or 0.0
+
+
 def test_filled_result_is_recorded_at_its_time_and_trimmed_after_an_hour(
     arun: Callable[..., Any], r: redis.Redis, keys: Keys, redis_url: str, prefix: str
 ) -> None:
     seed_snapshot(r, keys)
+    grants = _count("governor_permit_total", decision="GRANT", reason="policy_ok")
+    confirms = _count("governor_results_total", settlement="confirm")
     clock = FixedClock(T0)
     ps = [plan(a, created_at=T0) for a in (Action.PARTIAL_25, Action.PARTIAL_50)]
 
@@ -176,6 +184,9 @@ def test_filled_result_is_recorded_at_its_time_and_trimmed_after_an_hour(
     assert r.zrange(keys.governor_executions(SYM), 0, -1, withscores=True) == [
         (ps[1].plan_id, T0 + 1), ("late", T0 + 3600)]  # fmt: skip
     assert 3600 < r.ttl(keys.governor_executions(SYM)) <= 3900
+    # counted: each permit once, each result as often as it came (not the direct settle)
+    assert _count("governor_permit_total", decision="GRANT", reason="policy_ok") == grants + 2
+    assert _count("governor_results_total", settlement="confirm") == confirms + 4
 
 
 def test_reservation_expires_when_the_permit_is_never_used(

@@ -4,25 +4,15 @@ Counter and Gauge children said, in the same order, ``_created`` samples include
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
-import prometheus_client.metrics
 import pytest
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
-from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from permitchain.position_brain.metrics import (
-    LEDGER_AMT,
-    PERMITS,
-    POSITION_AMT,
-    SNAPSHOTS,
-    LabelledCounter,
-    SymbolGauge,
-)
-
-SYMBOLS = ["BTCUSDT", "ETHUSDT", 'ODD"\\SYM']
+from permitchain.position_brain.metrics import LEDGER_AMT, PERMITS, POSITION_AMT, SNAPSHOTS
+from permitchain.runtime.metrics import LabelledCounter, SymbolGauge
+from tests.metrics_text import text_as_before
 
 
 def _reference(reg: CollectorRegistry) -> Callable[[str], None]:
@@ -74,27 +64,10 @@ def _new(reg: CollectorRegistry) -> Callable[[str], None]:
     return record
 
 
-def _scrape(make: Callable[[CollectorRegistry], Callable[[str], None]]) -> tuple[bytes, bytes]:
-    reg = CollectorRegistry()
-    record = make(reg)
-    empty = generate_latest(reg)  # the families before any series
-    for sym in SYMBOLS:
-        record(sym)
-    return empty, generate_latest(reg) + openmetrics_latest(reg)
-
-
-@pytest.mark.parametrize("created", [True, False])
 def test_metrics_text_is_what_prometheus_client_children_wrote(
     monkeypatch: pytest.MonkeyPatch, created: bool
 ) -> None:
-    monkeypatch.setattr(prometheus_client.metrics, "_use_created", created)
-    clock = iter(1_700_000_000.0 + i / 8 for i in range(10_000))
-    monkeypatch.setattr(time, "time", lambda: next(clock))
-    before = _scrape(_reference)
-    clock = iter(1_700_000_000.0 + i / 8 for i in range(10_000))  # the same creation times
-    after = _scrape(_new)
-    assert after == before
-    text = after[1].decode()
+    text = text_as_before(monkeypatch, _reference, _new)
     assert ('p33_snapshot_total{status="flat",symbol="BTCUSDT"} 0.0' in text
             and 'p33_permit_total{decision="DENY",reason="cooldown_in_flight",'
                 'symbol="ETHUSDT"} 2.0' in text)  # fmt: skip

@@ -1,5 +1,5 @@
 """``permit_json``: one body for the permit's value and its audit entry, the same bytes as
-signing with ``model_copy`` and serialising the signed permit; ``LabelChildren``."""
+signing with ``model_copy`` and serialising the signed permit."""
 
 from __future__ import annotations
 
@@ -7,10 +7,9 @@ import time
 from decimal import Decimal
 
 import pytest
-from prometheus_client import REGISTRY, Counter, Gauge
 
 from permitchain.models import GovernorPermit, P33Allow, P33Deny, parse_p33
-from permitchain.runtime.permits import LabelChildren, permit_json
+from permitchain.runtime.permits import permit_json
 from permitchain.signing import sign, verify
 
 NOW = time.time()
@@ -41,26 +40,3 @@ def test_the_same_value_and_audit_object_as_signing_a_copy(
         assert verify(issued, key)
     if not isinstance(permit, GovernorPermit):
         assert parse_p33(value).to_json() == value
-
-
-def test_label_children_count_as_labels_does() -> None:
-    c = Counter("permitchain_test_children_total", "t", ["a", "b"])
-    try:
-        children = LabelChildren(c)
-        for _ in range(3):
-            children.inc("x", "y")
-        children.inc("x", "z")
-        assert REGISTRY.get_sample_value("permitchain_test_children_total",
-                                         {"a": "x", "b": "y"}) == 3  # fmt: skip
-        assert REGISTRY.get_sample_value("permitchain_test_children_total",
-                                         {"a": "x", "b": "z"}) == 1  # fmt: skip
-    finally:
-        REGISTRY.unregister(c)
-    g = Gauge("permitchain_test_gauge_children", "t", ["a"])
-    try:
-        gauges = LabelChildren(g)
-        gauges.child("x").set(2.5)
-        assert gauges.child("x") is g.labels("x")
-        assert REGISTRY.get_sample_value("permitchain_test_gauge_children", {"a": "x"}) == 2.5
-    finally:
-        REGISTRY.unregister(g)

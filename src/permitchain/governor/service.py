@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Gauge
 
 from permitchain.governor.policy import (
     POLICY_OK,
@@ -32,7 +32,8 @@ from permitchain.keys import GROUP_GOVERNOR, GROUP_GOVERNOR_RESULTS, Keys
 from permitchain.models import GovernorPermit, Plan, Result
 from permitchain.runtime.clock import Clock
 from permitchain.runtime.logs import log_decision
-from permitchain.runtime.permits import LabelChildren, permit_json, write_permit
+from permitchain.runtime.metrics import LabelledCounter
+from permitchain.runtime.permits import permit_json, write_permit
 from permitchain.runtime.service import Consumer, by_symbol
 from permitchain.settings import Settings
 from permitchain.store import REDIS_FAULTS, AsyncRedis
@@ -40,9 +41,9 @@ from permitchain.store import REDIS_FAULTS, AsyncRedis
 log = logging.getLogger("permitchain.governor")
 LAYER = "governor"
 STATE_REFRESH_S = 2.0
-PERMITS = Counter("governor_permit_total", "Governor permits", ["symbol", "decision", "reason"])
-SETTLED = Counter("governor_results_total", "Results settled", ["symbol", "settlement"])
-_PERMITS, _SETTLED = LabelChildren(PERMITS), LabelChildren(SETTLED)
+PERMITS = LabelledCounter("governor_permit_total", "Governor permits",
+                          ["symbol", "decision", "reason"])  # fmt: skip
+SETTLED = LabelledCounter("governor_results_total", "Results settled", ["symbol", "settlement"])
 TRADING_STATE = Gauge(
     "governor_trading_state", "Trading state seen (0 ACTIVE, 1 REDUCING, 2 HALTED)"
 )
@@ -121,7 +122,7 @@ class Governor:
         result = Result.from_fields(fields)
         action = settlement(result.status)
         await self.store.settle(result.symbol, result.plan_id, action, result.ts)
-        _SETTLED.inc(result.symbol, action.value)
+        SETTLED.inc(result.symbol, action.value)
 
     async def issue(self, plan: Plan, d: GovernorDecision, now: float) -> bool:
         """Write the permit (once), its wake-up event and audit entry. False when a permit for
@@ -139,7 +140,7 @@ class Governor:
             ttl_s=self.s.permit_ttl_s, plan_id=plan.plan_id, symbol=plan.symbol, layer=LAYER,
             decision=decision, reason=d.reason, context={"permit": issued, **d.context}, ts=now,
         )  # fmt: skip
-        _PERMITS.inc(plan.symbol, decision, d.reason)
+        PERMITS.inc(plan.symbol, decision, d.reason)
         log_decision(log, layer=LAYER, plan_id=plan.plan_id, symbol=plan.symbol,
                      decision=decision, reason=d.reason)  # fmt: skip
         return written

@@ -1,115 +1,24 @@
 """P3.3's Prometheus metrics (served on ``METRICS_PORT``, default 8045).
 
-The per-symbol series are plain dicts behind custom collectors, not prometheus_client
-``Counter``/``Gauge`` children: a child is an object with its own lock and value object,
-some 3.5 kB per watched symbol for P3.3's series (with 7,500 symbols, ~27 MB of the 100 MB
-budget). A series here is one dict entry. What ``/metrics`` shows is what the children
-showed: the same names, types, help, labels, values, ``_created`` samples (a series' first
-use; left out when prometheus_client's created series are disabled) and order.
+The per-symbol series are plain dicts behind the custom collectors of
+:mod:`permitchain.runtime.metrics`, not prometheus_client ``Counter``/``Gauge`` children:
+some 3.5 kB per watched symbol for P3.3's series as children (with 7,500 symbols, ~27 MB of
+the 100 MB budget), one dict entry per series here, with the same ``/metrics`` text.
 
-Thread safety: the poller thread (:mod:`.poll_thread`) and the service's loop both write.
-A counter's read-modify-write (``inc``) and the scrape's copy of it hold the counter's lock;
-a gauge's ``set`` is one dict store and its scrape one ``list(items())``, each atomic under
-the GIL.
+Both the poller thread (:mod:`.poll_thread`) and the service's loop write them (see
+:mod:`permitchain.runtime.metrics` for why that is safe).
 """
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
-import prometheus_client.metrics
 from prometheus_client import Gauge
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import REGISTRY, Collector, CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import REGISTRY, Collector
 
-
-def _use_created() -> bool:
-    """prometheus_client's switch (``PROMETHEUS_DISABLE_CREATED_SERIES``,
-    ``disable_created_metrics()``), read at scrape time as its own metrics do."""
-    return bool(getattr(prometheus_client.metrics, "_use_created", True))
-
-
-class LabelledCounter(Collector):
-    """A counter with labels, one dict entry per label set: the value and its creation time."""
-
-    def __init__(self, name: str, documentation: str, labelnames: Sequence[str],
-                 registry: CollectorRegistry | None = REGISTRY) -> None:  # fmt: skip
-        self.name, self.documentation = name, documentation
-        self.labelnames = tuple(labelnames)
-        self.values: dict[tuple[str, ...], float] = {}
-        self.created: dict[tuple[str, ...], float] = {}
-        self._lock = threading.Lock()
-        if registry is not None:
-            registry.register(self)
-
-    def ensure(self, *labels: str) -> None:
-        """Create the series at 0 if it does not exist (as ``labels()`` does)."""
-        if labels not in self.values:
-            with self._lock:
-                if labels not in self.values:
-                    self.created[labels] = time.time()
-                    self.values[labels] = 0.0
-
-    def inc(self, *labels: str, amount: float = 1.0) -> None:
-        with self._lock:
-            v = self.values.get(labels)
-            if v is None:
-                self.created[labels] = time.time()
-                v = 0.0
-            self.values[labels] = v + amount
-
-    def value(self, *labels: str) -> float | None:
-        return self.values.get(labels)
-
-    def _family(self) -> CounterMetricFamily:
-        return CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
-
-    def describe(self) -> Iterable[Metric]:
-        yield self._family()
-
-    def collect(self) -> Iterable[Metric]:
-        with self._lock:
-            series = [(k, v, self.created[k]) for k, v in self.values.items()]
-        family, created = self._family(), _use_created()
-        for labels, value, at in series:
-            family.add_metric(labels, value, created=at if created else None)
-        yield family
-
-
-class SymbolGauge(Collector):
-    """A gauge labelled by symbol alone: ``{symbol: value}``."""
-
-    def __init__(self, name: str, documentation: str,
-                 registry: CollectorRegistry | None = REGISTRY) -> None:  # fmt: skip
-        self.name, self.documentation = name, documentation
-        self.values: dict[str, float] = {}
-        if registry is not None:
-            registry.register(self)
-
-    def ensure(self, symbol: str) -> None:
-        """Create the series at 0 if it does not exist (as ``labels()`` does)."""
-        self.values.setdefault(symbol, 0.0)
-
-    def set(self, symbol: str, value: float) -> None:
-        self.values[symbol] = float(value)  # one dict store: atomic under the GIL
-
-    def value(self, symbol: str) -> float | None:
-        return self.values.get(symbol)
-
-    def _family(self) -> GaugeMetricFamily:
-        return GaugeMetricFamily(self.name, self.documentation, labels=["symbol"])
-
-    def describe(self) -> Iterable[Metric]:
-        yield self._family()
-
-    def collect(self) -> Iterable[Metric]:
-        family = self._family()
-        for symbol, value in list(self.values.items()):  # one C call: a copy under the GIL
-            family.add_metric([symbol], value)
-        yield family
-
+from permitchain.runtime.metrics import LabelledCounter, SymbolGauge
 
 SNAPSHOTS = LabelledCounter("p33_snapshot_total", "Snapshot writes per symbol",
                             ["symbol", "status"])  # fmt: skip

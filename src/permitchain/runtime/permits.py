@@ -8,14 +8,11 @@ must never reach the executor before the permit it announces.
 :func:`claim_and_write_permit` (P3.3, plain and Sentinel servers) takes the symbol's
 in-flight claim and writes the allow, its event and its audit entry in one script.
 
-:func:`permit_json` serialises a permit once for both its value and its audit entry, and
-:class:`LabelChildren` keeps the Prometheus counter child of each label set."""
+:func:`permit_json` serialises a permit once for both its value and its audit entry."""
 
 from __future__ import annotations
 
 from typing import Any
-
-from prometheus_client import Counter, Gauge
 
 from permitchain.keys import Keys
 from permitchain.models import GovernorPermit, P33Allow, P33Deny, canonical_json
@@ -39,24 +36,6 @@ def permit_json(permit: GovernorPermit | P33Allow | P33Deny, key: str | None
     elif key is not None:
         issued["sig"] = sign(issued, key)
     return canonical_json(issued), issued
-
-
-class LabelChildren:
-    """A metric's child per label values, looked up once (``labels()`` costs a lock, a
-    tuple and a dict lookup per call). For metrics whose children are never removed."""
-
-    def __init__(self, metric: Counter | Gauge) -> None:
-        self.metric = metric
-        self.children: dict[tuple[str, ...], Any] = {}
-
-    def child(self, *values: str) -> Any:
-        c = self.children.get(values)
-        if c is None:
-            c = self.children[values] = self.metric.labels(*values)
-        return c
-
-    def inc(self, *values: str) -> None:
-        self.child(*values).inc()
 
 
 async def write_permit(
