@@ -319,7 +319,7 @@ class Plan(_Msg):
     @classmethod
     def _codes(cls, v: Any) -> tuple[str, ...]:
         if isinstance(v, str):
-            return tuple(c for c in v.split(",") if c)
+            return tuple(filter(None, v.split(",")))  # the non-empty codes
         if isinstance(v, list | tuple):
             return tuple(v)
         raise ValueError("expected a comma list")

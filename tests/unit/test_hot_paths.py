@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import pytest
 
 from permitchain.errors import ContractError
-from permitchain.models import GovernorPermit, canonical_json
+from permitchain.exchange.sim import _filters, _filters_of
+from permitchain.models import GovernorPermit, Plan, canonical_json
 from permitchain.runtime.audit import audit_fields
 from permitchain.scripts import LeanScript, Scripts
 
@@ -65,3 +66,40 @@ def test_lean_scripts_run_and_reload_after_a_flush(arun: Any, r: Any, keys: Any)
 
     assert arun(body) == ["blocked", "blocked", "blocked"]
     assert r.hget(key, "reason") == "why"
+
+
+def _plan_fields(**over: str) -> dict[str, str]:
+    base = {"schema": "1", "plan_id": "0123456789abcdef", "symbol": "BTCUSDT",
+            "action": "PARTIAL_25", "decision": "EXECUTE", "reason_codes": "plan_ok",
+            "kill_score": "0.7", "close_fraction": "0.25", "new_sl": "", "steps": "[]",
+            "mode": "testnet", "source": "t", "proposal_id": "p", "proposal_ts": "1.0",
+            "created_at": "1.0", "expires_at": "2.0"}  # fmt: skip
+    return {**base, **over}
+
+
+@pytest.mark.parametrize(
+    ("raw", "codes"), [("plan_ok", ("plan_ok",)), ("a,,b,", ("a", "b")), ("", ()), (",", ())]
+)
+def test_reason_codes_are_the_non_empty_items(raw: str, codes: tuple[str, ...]) -> None:
+    assert Plan.from_fields(_plan_fields(reason_codes=raw)).reason_codes == codes
+
+
+def test_reason_codes_not_a_list_are_refused() -> None:
+    data: dict[str, Any] = {**_plan_fields(), "reason_codes": 7}
+    del data["schema"]
+    with pytest.raises(ContractError) as e:
+        Plan._validate(data)
+    assert str(e.value) == "Plan reason_codes: expected a comma list"
+
+
+def test_sim_filters_parsed_once_per_hash_and_bad_ones_refused() -> None:
+    h = {"step_size": "0.001", "min_qty": "0.001", "max_qty": "1000", "min_notional": "5",
+         "tick_size": "0.1"}  # fmt: skip
+    f = _filters_of("BTCUSDT", tuple(h.items()))
+    assert f == _filters("BTCUSDT", h) and f is _filters_of("BTCUSDT", tuple(h.items()))
+    changed = {**h, "step_size": "0.01"}
+    assert _filters_of("BTCUSDT", tuple(changed.items())).step_size == Decimal("0.01")
+    bad = {**h, "min_qty": "x"}
+    for _ in range(2):  # a failure is not remembered: raised every time, as before
+        with pytest.raises(InvalidOperation):
+            _filters_of("BTCUSDT", tuple(bad.items()))

@@ -26,6 +26,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterable, Mapping
+from functools import cache
 from typing import Any, cast
 
 from prometheus_client import Counter, Histogram
@@ -52,6 +53,8 @@ EXEC_STATUS = Counter(
     "apply_executions_total", "Results written by the executor (one per plan)",
     ["symbol", "status", "reason"],
 )  # fmt: skip
+#: ``EXEC_STATUS.labels(symbol, status, reason)``, each child looked up once
+exec_status_counter = cache(EXEC_STATUS.labels)
 CHAIN_LATENCY = Histogram(
     "apply_chain_latency_seconds", "Proposal created → result on the stream",
     buckets=(0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
@@ -248,7 +251,7 @@ class ExecStore:
             guard=FINAL_GUARD, result=result_fields, audit=audit,
         )  # fmt: skip
         if moved:
-            EXEC_STATUS.labels(result.symbol, result.status.value, result.reason).inc()
+            exec_status_counter(result.symbol, result.status.value, result.reason).inc()
             if result.chain_latency_ms > 0:
                 CHAIN_LATENCY.observe(float(result.chain_latency_ms) / 1000)
         return moved

@@ -59,13 +59,20 @@ class PlannerPolicy:
     mode: str
 
 
+#: Each closing action's market step, validated once here: a frozen model, the same for
+#: every plan of that action (one per plan was a validation per plan).
+CLOSE_STEPS: dict[Action, Step] = {
+    action: Step(step=CLOSE_STEP[action], type="market_reduce_only",
+                 fraction=CLOSE_FRACTION[action])
+    for action in CLOSE_FRACTION
+}  # fmt: skip
+
+
 def steps_for(action: Action, new_sl: Decimal | None) -> tuple[Step, ...]:
     steps: list[Step] = []
-    if action in CLOSE_FRACTION:
-        steps.append(
-            Step(step=CLOSE_STEP[action], type="market_reduce_only",
-                 fraction=CLOSE_FRACTION[action])
-        )  # fmt: skip
+    close = CLOSE_STEPS.get(action)
+    if close is not None:
+        steps.append(close)
     # A full close leaves nothing for a stop to protect.
     if new_sl is not None and new_sl > 0 and action is not Action.FULL_CLOSE_PROPOSED:
         steps.append(Step(step="UPDATE_SL", type="stop_market_reduce_only", price=new_sl))

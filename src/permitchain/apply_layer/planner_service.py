@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from functools import cache
 from typing import Any, cast
 
 from prometheus_client import Counter
@@ -47,6 +48,9 @@ LAYER = "planner"
 PLANS = Counter(
     "apply_plans_total", "Plans decided by the planner", ["symbol", "decision", "reason"]
 )
+#: ``PLANS.labels(symbol, decision, reason)``, each child looked up once (the registry keeps
+#: every child anyway; the lookup takes a lock and converts the values each time)
+plans_counter = cache(PLANS.labels)
 GROUP_PLANNER = "planner"
 #: Redis Cluster: a dedupe key still pending this long after it was set means its publisher
 #: died before the XADD (a live one takes a round trip); shorter than the redelivery idle time.
@@ -130,7 +134,7 @@ class Planner:
             audit = _audit(plan, decision, reason, {**ctx, "entry_id": new_id or ""})
             await self.r.xadd(self.k.decisions, cast("dict[Any, Any]", audit),
                               maxlen=AUDIT_MAXLEN, approximate=True)  # fmt: skip
-        PLANS.labels(plan.symbol, decision, reason).inc()
+        plans_counter(plan.symbol, decision, reason).inc()
         log_decision(log, layer=LAYER, plan_id=plan.plan_id, symbol=plan.symbol,
                      decision=decision, reason=reason, action=plan.action)  # fmt: skip
         return bool(new_id)

@@ -15,6 +15,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any, cast
 
 from permitchain.errors import ExchangeUnavailable, OrderOutcomeUnknown, OrderRejected, StoreError
@@ -52,6 +53,13 @@ def _filters(symbol: str, h: dict[str, str]) -> SymbolFilters:
         min_notional=_dec(h.get("min_notional")),
         tick_size=_dec(h.get("tick_size"), "0.01"),
     )
+
+
+@lru_cache(maxsize=1024)
+def _filters_of(symbol: str, items: tuple[tuple[str, str], ...]) -> SymbolFilters:
+    """:func:`_filters` of a filters hash given as its items, parsed once per distinct hash
+    (an order reads the hash each time; it changes when an operator lists the symbol)."""
+    return _filters(symbol, dict(items))
 
 
 def _position(s: str, h: dict[str, str]) -> PositionInfo:
@@ -214,7 +222,7 @@ class SimExchange:
             return _order(existing)
         if not filt:
             raise OrderRejected(f"sim: invalid symbol {symbol}", code=-1121)
-        f = _filters(symbol, filt)
+        f = _filters_of(symbol, tuple(filt.items()))
         amt = _dec(pos.get("amt"))
         if qty <= 0 or qty % f.step_size != 0:
             raise OrderRejected(f"sim: precision is over the maximum ({qty})", code=-1111)
