@@ -43,6 +43,10 @@ def test_bench_quick_is_correct(redis_url: str) -> None:
     assert fl["hop_p50_ms"] > 0  # the echo process answered
     assert fl["floor_with_hops_ms"] > fl["floor_ms"]
     assert set(res["footprint"]["rss_mb"]) == {"apply-layer", "governor", "position-brain"}
+    for phase in [*res["latency"].values(), res["throughput"]]:
+        cpu = phase["cpu_ms_per_plan"]  # every process that shares the machine, per plan
+        assert {"apply-layer", "governor", "position-brain", "bench"} <= set(cpu), cpu
+        assert cpu["apply-layer"] > 0 and cpu["total"] > cpu["apply-layer"], cpu
 
 
 def test_verify_judges_by_the_exchange_order_record(arun: Any, keys: Keys) -> None:

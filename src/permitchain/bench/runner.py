@@ -17,7 +17,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,6 +101,41 @@ def rss_mb(pid: int) -> float | None:
     except OSError:
         return None
     return None
+
+
+def cpu_s(pid: int) -> float | None:
+    """CPU time (user + system) a process has used, in seconds (None: not readable)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _pids(chain: Chain) -> dict[str, int]:
+    """The processes that share the machine during a run: services, embedded server, bench."""
+    pids = {n: p.pid for n, p in chain.procs.items()}
+    if chain.server is not None and chain.server.proc is not None:
+        pids["redis"] = chain.server.proc.pid
+    pids["bench"] = os.getpid()
+    return pids
+
+
+@contextlib.contextmanager
+def cpu_per_plan(chain: Chain, out: dict[str, Any], plans: Callable[[], int]) -> Iterator[None]:
+    """Around a phase: CPU ms each process used per plan of the phase (``plans()`` after it),
+    into ``out["cpu_ms_per_plan"]`` with their ``total``."""
+    pids = _pids(chain)
+    before = {n: cpu_s(p) for n, p in pids.items()}
+    yield
+    n = plans()
+    per: dict[str, float] = {}
+    for name, pid in pids.items():
+        a, b = before[name], cpu_s(pid)
+        if a is not None and b is not None and n:
+            per[name] = (b - a) * 1000 / n
+    per["total"] = sum(per.values())
+    out["cpu_ms_per_plan"] = per
 
 
 async def rtt_floor(r: AsyncRedis, n: int = 2000) -> float:
@@ -284,28 +319,32 @@ async def measure(
         for i, rate in enumerate(cfg.rates):
             progress(f"latency at {rate:g} plans/s for {cfg.rate_duration_s:g}s")
             load = Load(r, keys, _symbols(chain), run_id=i + 1)
-            async with _collecting(load):
-                await load.offered_rate(rate, cfg.rate_duration_s)
+            cpu: dict[str, Any] = {}
+            with cpu_per_plan(chain, cpu, load.completed):
+                async with _collecting(load):
+                    await load.offered_rate(rate, cfg.rate_duration_s)
             samples = list(load.samples.values())
             v = await verify(r, keys, samples)  # also reads when each result went on the stream
             lat = [s.on_stream_at - offset - s.sent_at for s in samples
                    if s.done_at is not None and s.on_stream_at is not None]  # fmt: skip
             read = [s.done_at - s.sent_at for s in samples if s.done_at is not None]
             out["latency"][f"{rate:g}"] = {**summarize_ms(lat), "to_reader": summarize_ms(read),
-                                           "verify": v,
+                                           "verify": v, **cpu,
                                            "samples_ms": [x * 1000 for x in lat]}  # fmt: skip
             if i == 0:
                 out["hops"] = await per_hop(r, keys, samples[-2000:])
         if cfg.throughput_s > 0:
             progress(f"throughput: {cfg.window} plans in flight for {cfg.throughput_s:g}s")
             load = Load(r, keys, _symbols(chain), run_id=99)
-            async with _collecting(load):
-                elapsed = await load.closed_loop(cfg.window, cfg.throughput_s)
+            cpu = {}
+            with cpu_per_plan(chain, cpu, load.completed):
+                async with _collecting(load):
+                    elapsed = await load.closed_loop(cfg.window, cfg.throughput_s)
             samples = list(load.samples.values())
             v = await verify(r, keys, samples)
             out["throughput"] = {"plans": len(samples), "seconds": elapsed,
                                  "plans_per_s": v["verified"] / elapsed if elapsed else 0.0,
-                                 "verify": v}  # fmt: skip
+                                 "verify": v, **cpu}  # fmt: skip
         await _stop(sampler, mem_stop)
         out["footprint"] = {
             "redis_used_memory_mb": {"start": mem0 / 2**20,

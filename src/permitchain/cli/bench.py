@@ -61,6 +61,12 @@ def render(res: dict[str, Any]) -> None:
             f"{tp['verify']['double_fills']} double fills)"
         )
     for phase, v in [*res["latency"].items(), ("throughput", tp)]:
+        if v is not None and v.get("cpu_ms_per_plan"):
+            console.print(
+                f"CPU ms per plan ({phase if phase == 'throughput' else phase + '/s'}): "
+                + ", ".join(f"{n} {x:.2f}" for n, x in v["cpu_ms_per_plan"].items())
+            )
+    for phase, v in [*res["latency"].items(), ("throughput", tp)]:
         if v is not None and v["verify"]["failures_sample"]:
             console.print(f"[yellow]{phase}: not verified (sample)[/]: "
                           + ", ".join(v["verify"]["failures_sample"]))  # fmt: skip
