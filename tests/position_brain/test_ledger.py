@@ -14,7 +14,11 @@ from permitchain.keys import Keys
 from permitchain.models import Result
 from permitchain.position_brain import state as state_mod
 from permitchain.position_brain.state import (
+    APPLIED_PLANS_MAX,
     APPLIED_PLANS_TTL_S,
+    APPLIED_PRUNE_SLACK,
+    LEDGER_OTHER_FIELDS,
+    applied_field,
     apply_result,
     init_ledgers,
     ledger_update,
@@ -51,20 +55,27 @@ def test_only_confirmed_fills_change_the_amount() -> None:
     assert ch.after == D("0.052")
 
 
-def test_a_plan_already_applied_is_not_applied_again_and_old_entries_expire() -> None:
+def test_a_plan_already_applied_is_not_applied_again() -> None:
     now = time.time()
-    old, p = plan(tranche=9), plan()
-    h = {
-        **LEDGER,
-        "applied_plans": json.dumps(
-            {p.plan_id: now - 5, old.plan_id: now - APPLIED_PLANS_TTL_S - 1}
-        ),
-    }
+    p, other = plan(), plan(tranche=2)
+    h = {**LEDGER, applied_field(p.plan_id): f"{now - 5:.6f}"}
     ch = ledger_update(h, result(p), "9-0", now)
     assert (ch.applied, ch.reason, ch.update) == (False, "duplicate_plan", None)
-    ch = ledger_update(h, result(plan(tranche=2)), "9-0", now)
-    assert ch.update is not None
-    assert set(json.loads(ch.update["applied_plans"])) == {p.plan_id, plan(tranche=2).plan_id}
+    ch = ledger_update(h, result(other), "9-0", now)
+    assert ch.update is not None and ch.update[applied_field(other.plan_id)] == f"{now:.6f}"
+    # one mark per plan: applying a result rewrites no list of the plans before it
+    assert not any(f.startswith("applied") and f != applied_field(other.plan_id)
+                   for f in ch.update)  # fmt: skip
+
+
+def test_an_earlier_versions_applied_plans_json_is_still_honoured() -> None:
+    p, other = plan(), plan(tranche=3)
+    legacy = {**LEDGER, "applied_plans": json.dumps({p.plan_id: time.time() - 5})}
+    ch = ledger_update(legacy, result(p), "9-0", time.time())
+    assert (ch.applied, ch.reason) == (False, "duplicate_plan")
+    assert ledger_update(legacy, result(other), "9-0", time.time()).applied
+    garbled = {**LEDGER, "applied_plans": p.plan_id + "{not json"}  # unreadable: not applied
+    assert ledger_update(garbled, result(p), "9-0", time.time()).applied
 
 
 def test_the_cooldown_clock_never_goes_backwards() -> None:
@@ -100,7 +111,10 @@ def test_the_same_result_twice_and_the_same_plan_under_a_new_id_apply_once(
     arun(body)
     led = _fields(r, keys)
     assert led["last_known_amt"] == "0.01"  # 0.062 − 0.046 − 0.006, the first fill once
-    assert set(json.loads(led["applied_plans"])) == {p.plan_id, other.plan_id}
+    assert {f for f in led if f.startswith("applied")} == {
+        applied_field(p.plan_id),
+        applied_field(other.plan_id),
+    }
     applies = [f for _i, f in r.xrange(keys.decisions) if f["decision"] == "LEDGER_APPLY"]
     assert [a["plan_id"] for a in applies] == [p.plan_id, other.plan_id]
     pending = r.xpending(keys.result_stream, "p33-ledger")
@@ -117,6 +131,34 @@ async def _wait_applied(ar: Any, keys: Keys, plan_id: str, after: str) -> None:
             return
         await ar.xread({keys.decisions: "$"}, block=100)
     raise TimeoutError(f"result of {plan_id} not applied")
+
+
+def test_applied_plan_marks_are_pruned_to_the_newest_and_legacy_marks_still_count(
+    arun: Any, r: redis.Redis, keys: Keys
+) -> None:
+    now = time.time()
+    n = APPLIED_PLANS_MAX + APPLIED_PRUNE_SLACK + LEDGER_OTHER_FIELDS
+    marks = {applied_field(f"old{i}"): f"{now - 1000 + i:.6f}" for i in range(n)}
+    marks[applied_field("expired")] = f"{now - APPLIED_PLANS_TTL_S - 1:.6f}"
+    legacy = plan(tranche=7)
+    r.hset(keys.ledger("BTCUSDT"), mapping={
+        **LEDGER, **marks, "applied_plans": json.dumps({legacy.plan_id: now - 10})})  # fmt: skip
+    fresh = result(plan(), filled="0.002")
+
+    async def body(ar: Any) -> tuple[bool, bool]:
+        again = await apply_result(ar, keys, Result.from_fields(result(legacy).to_fields()), "1-0")
+        ch = await apply_result(ar, keys, Result.from_fields(fresh.to_fields()), "2-0")
+        return again.applied, ch.applied
+
+    assert arun(body) == (False, True)
+    led = _fields(r, keys)
+    kept = {f for f in led if f.startswith("applied:")}
+    # the first apply (a duplicate) found the hash over the limit and pruned it to the newest
+    # APPLIED_PLANS_MAX; the second added its own mark
+    assert len(kept) == APPLIED_PLANS_MAX + 1
+    assert applied_field(fresh.plan_id) in kept and applied_field("expired") not in kept
+    assert applied_field("old0") not in kept and applied_field(f"old{n - 1}") in kept
+    assert led["last_known_amt"] == "0.06"
 
 
 def test_concurrent_deliveries_of_one_plan_apply_once(arun: Any, r: redis.Redis,

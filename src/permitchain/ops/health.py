@@ -40,7 +40,12 @@ from permitchain.position_brain.checks import (
     side_of,
     tolerance,
 )
-from permitchain.position_brain.state import parse_ledger, parse_snapshot
+from permitchain.position_brain.state import (
+    LEDGER_CHECK_FIELDS,
+    ledger_fields,
+    parse_ledger,
+    parse_snapshot,
+)
 from permitchain.settings import Settings
 
 #: The reserved symbol of ``permitchain proof --canary`` (never traded; see ops/proof.py).
@@ -194,10 +199,10 @@ async def _positions(r: Redis, k: Keys, s: Settings, h: Health) -> None:
     pipe = r.pipeline(transaction=False)
     for sym in ordered:
         pipe.hgetall(k.snapshot(sym))
-        pipe.hgetall(k.ledger(sym))
+        pipe.hmget(k.ledger(sym), LEDGER_CHECK_FIELDS)  # not the applied-plan marks
     hashes = await pipe.execute()
     for i, sym in enumerate(ordered):
-        snap_h, led_h = hashes[2 * i], hashes[2 * i + 1]
+        snap_h, led_h = hashes[2 * i], ledger_fields(hashes[2 * i + 1])
         snap, led = parse_snapshot(snap_h), parse_ledger(led_h)
         if snap is None and led is None and sym in s.allow_list:
             h.warnings.append(

@@ -35,8 +35,10 @@ from permitchain.position_brain.state import (
     LEDGER_CHECK_FIELDS,
     apply_result,
     init_ledgers,
+    ledger_fields,
     parse_ledger,
     parse_snapshot,
+    read_ledger_fields,
 )
 from permitchain.runtime.clock import Clock
 from permitchain.runtime.logs import log_decision
@@ -134,15 +136,14 @@ class PositionBrain:
         if decided:  # a redelivery: the first decision stands
             log.info("plan %s already has a P3.3 permit; not judged again", plan.plan_id)
             return
-        ledger_h = {f: v for f, v in zip(LEDGER_CHECK_FIELDS, ledger_vals, strict=True)
-                    if v is not None}  # fmt: skip
+        ledger_h = ledger_fields(ledger_vals)
         snapshot, ledger = parse_snapshot(snap_h), parse_ledger(ledger_h)
         now = self.clock.now()
         fresh = snapshot is not None and now - snapshot.ts_epoch <= self.cfg.stale_threshold_s
         if ledger is None and fresh and snapshot is not None and snapshot.position_amt != 0:
             # first sight of this position: the ledger starts from a fresh exchange amount
             await init_ledgers(self.r, self.k, {plan.symbol: snapshot.position_amt})
-            ledger = parse_ledger(await self.r.hgetall(self.k.ledger(plan.symbol)))
+            ledger = parse_ledger(await read_ledger_fields(self.r, self.k, plan.symbol))
         view = PlanView(action=plan.action, created_at=plan.created_at,
                         expires_at=plan.expires_at, close_fraction=plan.close_fraction)  # fmt: skip
         other = holder if holder not in (None, plan.plan_id) else None

@@ -2,12 +2,15 @@
 
 The ledger (``quantum:position:ledger:<SYMBOL>``) is written by the position brain only.
 
-* Each result is applied once, per plan: the plan ids already applied live in the ledger hash
-  itself (field ``applied_plans``, JSON ``{plan_id: ts}``, entries older than
-  ``APPLIED_PLANS_TTL_S`` pruned, at most ``APPLIED_PLANS_MAX``), read and written in the same
-  compare-and-set step as the amount (``ledger_apply.lua``). The same entry delivered twice,
-  or the same plan's result arriving again under a new stream id, changes nothing. Deltas
-  commute, so results reclaimed out of stream order still add up.
+* Each result is applied once, per plan: each plan applied is a field of the ledger hash
+  itself (``applied:<plan_id>`` = when), read and written in the same compare-and-set step as
+  the amount (``ledger_apply.lua``), so applying a result costs the same however many came
+  before. The same entry delivered twice, or the same plan's result arriving again under a
+  new stream id, changes nothing. Deltas commute, so results reclaimed out of stream order
+  still add up. At most ``APPLIED_PLANS_MAX`` are kept: past that by ``APPLIED_PRUNE_SLACK``,
+  the oldest (and any older than ``APPLIED_PLANS_TTL_S``) are deleted, one pass per
+  ``APPLIED_PRUNE_SLACK`` results. A ledger written by an earlier version keeps its JSON
+  field ``applied_plans`` (``{plan_id: ts}``): still honoured, never written again.
 * Only confirmed fills (``filled``/``partially_filled`` with ``filled_qty`` > 0) change the
   amount, by the signed fill (SELL reduces a long, BUY a short), in ``Decimal``.
 * Any order that reached the exchange (filled, partially filled, rejected, unknown) sets
@@ -23,7 +26,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -41,6 +44,14 @@ T = TypeVar("T")
 SNAPSHOT_TTL_S = 3600
 APPLIED_PLANS_TTL_S = 7 * 86400  # as long as the executor keeps a plan's exec record
 APPLIED_PLANS_MAX = 1000
+#: Applied-plan fields beyond APPLIED_PLANS_MAX tolerated before a prune pass.
+APPLIED_PRUNE_SLACK = 100
+#: A ledger hash field per applied plan: ``applied:<plan_id>`` = when it was applied.
+APPLIED_PREFIX = "applied:"
+#: Earlier versions' once-per-plan guard: one JSON field ``{plan_id: ts}`` (read only now).
+LEGACY_APPLIED = "applied_plans"
+#: Ledger fields that are not applied plans (an upper bound, for the prune threshold).
+LEDGER_OTHER_FIELDS = 16
 LAYER = "position-brain"
 #: Results that mean an order reached the exchange (the cooldown starts).
 ORDER_SENT = frozenset({ResultStatus.FILLED, ResultStatus.PARTIALLY_FILLED,
@@ -99,8 +110,19 @@ def parse_snapshot(h: Mapping[str, str]) -> Snapshot | None:
                     mark_price=decimal_or_none(h.get("mark_price")))  # fmt: skip
 
 
-#: The ledger fields :func:`parse_ledger` reads (what judging a plan needs of the ledger).
-LEDGER_CHECK_FIELDS = ("last_known_amt", "last_order_time_epoch")
+#: The ledger fields :func:`parse_ledger` reads (what judging a plan needs of the ledger),
+#: and the epoch: what readers of a ledger need, without its applied-plan marks.
+LEDGER_CHECK_FIELDS = ("last_known_amt", "last_order_time_epoch", "epoch")
+
+
+def ledger_fields(values: Sequence[str | None]) -> dict[str, str]:
+    """An HMGET of ``LEDGER_CHECK_FIELDS`` as a hash (absent fields left out)."""
+    return {f: v for f, v in zip(LEDGER_CHECK_FIELDS, values, strict=True) if v is not None}
+
+
+async def read_ledger_fields(r: AsyncRedis, keys: Keys, symbol: str) -> dict[str, str]:
+    """The symbol's ledger fields ``LEDGER_CHECK_FIELDS`` (one HMGET)."""
+    return ledger_fields(await r.hmget(keys.ledger(symbol), LEDGER_CHECK_FIELDS))
 
 
 def parse_ledger(h: Mapping[str, str]) -> Ledger | None:
@@ -110,14 +132,20 @@ def parse_ledger(h: Mapping[str, str]) -> Ledger | None:
     return Ledger(amt=amt, last_order_time_epoch=_float(h.get("last_order_time_epoch")))
 
 
-def _applied_plans(raw: str | None) -> dict[str, float]:
+def applied_field(plan_id: str) -> str:
+    return APPLIED_PREFIX + plan_id
+
+
+def _in_legacy_applied(raw: str | None, plan_id: str) -> bool:
+    """``plan_id`` is in an earlier version's ``applied_plans`` JSON (unreadable: not in it).
+    Parsed only when the id occurs in the text at all."""
+    if not raw or plan_id not in raw:
+        return False
     try:
-        obj = json.loads(raw) if raw else {}
+        obj = json.loads(raw)
     except json.JSONDecodeError:
-        return {}
-    if not isinstance(obj, dict):
-        return {}
-    return {k: float(v) for k, v in obj.items() if isinstance(v, int | float)}
+        return False
+    return isinstance(obj, dict) and plan_id in obj
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,15 +162,11 @@ def ledger_update(h: Mapping[str, str], result: Result, result_id: str, now: flo
     before = decimal_or_none(h.get("last_known_amt"))
     if result.status not in ORDER_SENT:
         return LedgerChange(False, "no_order", before, before)
-    applied = _applied_plans(h.get("applied_plans"))
-    if result.plan_id in applied:
+    field = applied_field(result.plan_id)
+    if h.get(field) is not None or _in_legacy_applied(h.get(LEGACY_APPLIED), result.plan_id):
         return LedgerChange(False, "duplicate_plan", before, before)
-    applied = {p: t for p, t in applied.items() if now - t < APPLIED_PLANS_TTL_S}
-    applied[result.plan_id] = now
-    if len(applied) > APPLIED_PLANS_MAX:
-        applied = dict(sorted(applied.items(), key=lambda kv: kv[1])[-APPLIED_PLANS_MAX:])
     update = {"last_result_id": result_id, "last_update_ts": f"{now:.6f}",
-              "applied_plans": json.dumps(applied, separators=(",", ":"))}  # fmt: skip
+              field: f"{now:.6f}"}  # fmt: skip
     last_order = _float(h.get("last_order_time_epoch"))
     if last_order is None or result.ts >= last_order:
         update["last_order_time_epoch"] = f"{result.ts:.6f}"
@@ -167,8 +191,9 @@ LedgerWrite: TypeAlias = tuple[dict[str, str], dict[str, str]]
 AUDIT_OUTBOX = "audit_outbox:"
 #: An outbox older than this was left by a crash (the live path flushes its own at once).
 OUTBOX_STALE_S = 5.0
-#: The ledger fields the decisions read: the compare-and-set checks them unchanged.
-LEDGER_READ_FIELDS = ("last_known_amt", "applied_plans", "last_order_time_epoch", "epoch")
+#: The ledger fields the decisions read: the compare-and-set checks them unchanged (applying
+#: a result also reads, and checks, its plan's ``applied:<plan_id>``).
+LEDGER_READ_FIELDS = ("last_known_amt", "last_order_time_epoch", "epoch", LEGACY_APPLIED)
 ABSENT = "\x00absent"
 
 
@@ -176,12 +201,14 @@ async def _write_ledger(
     r: AsyncRedis, keys: Keys, symbol: str,
     decide: Callable[[dict[str, str], str | None], tuple[T, LedgerWrite | None]], *,
     read_inflight: bool = False, release_claim_of: str | None = None,
-) -> tuple[T, bool]:  # fmt: skip
-    """Read the symbol's ledger (and, with ``read_inflight``, its in-flight claim, in the same
-    round trip), decide, and write the ledger fields with the audit entry in one step,
-    ``ledger_apply.lua``: only if the fields a decision reads (``LEDGER_READ_FIELDS``) are
-    unchanged, else read and decide again (a WATCH/MULTI transaction in one round trip).
-    Returns the decision's answer and whether the claim was released.
+    extra: tuple[str, ...] = (),
+) -> tuple[T, bool, int]:  # fmt: skip
+    """Read the symbol's ledger fields ``LEDGER_READ_FIELDS`` and ``extra`` (and, with
+    ``read_inflight``, its in-flight claim, in the same round trip), decide, and write the
+    ledger fields with the audit entry in one step, ``ledger_apply.lua``: only if the fields
+    read are unchanged, else read and decide again (a WATCH/MULTI transaction in one round
+    trip). Returns the decision's answer, whether the claim was released, and how many fields
+    the ledger hash had when read.
 
     ``release_claim_of``: a plan id whose in-flight claim on the symbol is dropped (if it
     holds it) by the same script, in the step that writes the ledger (plain and Sentinel
@@ -190,23 +217,33 @@ async def _write_ledger(
     On a Redis Cluster (the audit stream is in another slot) the script runs on the ledger
     alone and puts the audit entry in an outbox field of the ledger; it is added to the stream
     right after and the field deleted. An outbox a crash left behind is flushed by the
-    symbol's next ledger write."""
+    symbol's next ledger write (so there the whole hash is read)."""
     key = keys.ledger(symbol)
     scripts = scripts_for(r)
     cluster = is_cluster(r)
+    read = (*LEDGER_READ_FIELDS, *extra)
     while True:
-        if read_inflight:
-            pipe = r.pipeline(transaction=False)
+        pipe = r.pipeline(transaction=False)
+        if cluster:
             pipe.hgetall(key)
-            pipe.get(keys.inflight(symbol))
-            h, in_flight = await pipe.execute()
         else:
-            h, in_flight = await r.hgetall(key), None
+            pipe.hmget(key, read)
+            pipe.hlen(key)
+        if read_inflight:
+            pipe.get(keys.inflight(symbol))
+        replies = await pipe.execute()
+        in_flight = replies[-1] if read_inflight else None
+        if cluster:
+            h: dict[str, str] = replies[0]
+            size = len(h)
+        else:
+            h = {f: v for f, v in zip(read, replies[0], strict=True) if v is not None}
+            size = int(replies[1])
         answer, w = decide(h, in_flight)
         if w is None:
-            return answer, False
+            return answer, False, size
         fields, audit = w
-        expect = flat_pairs({f: h.get(f, ABSENT) for f in LEDGER_READ_FIELDS})
+        expect = flat_pairs({f: h.get(f, ABSENT) for f in read})
         if not cluster:
             script_keys = [key, keys.decisions]
             args = [AUDIT_MAXLEN, ABSENT, *expect, *flat_pairs(fields), *flat_pairs(audit)]
@@ -215,7 +252,7 @@ async def _write_ledger(
                 args.append(release_claim_of)
             written = await scripts.ledger_apply(keys=script_keys, args=args)
             if int(written):
-                return answer, release_claim_of is not None
+                return answer, release_claim_of is not None, size
             continue
         field, box = _outbox_field(), json.dumps(audit, separators=(",", ":"))
         written = await scripts.ledger_apply(
@@ -224,7 +261,22 @@ async def _write_ledger(
         )  # fmt: skip
         if int(written):
             await flush_ledger_outboxes(r, keys, symbol, {**stale_outboxes(h), field: box})
-            return answer, False
+            return answer, False, size
+
+
+async def prune_applied(r: AsyncRedis, keys: Keys, symbol: str, now: float | None = None) -> int:
+    """Delete the symbol's applied-plan fields older than ``APPLIED_PLANS_TTL_S`` and the oldest
+    beyond ``APPLIED_PLANS_MAX``. Returns how many were deleted. Not atomic with the ledger
+    writes, and need not be: only plans too old to be applied again lose their mark."""
+    now = time.time() if now is None else now
+    h = await r.hgetall(keys.ledger(symbol))
+    marks = sorted(((_float(v) or 0.0, f) for f, v in h.items() if f.startswith(APPLIED_PREFIX)),
+                   reverse=True)  # fmt: skip
+    drop = [f for i, (at, f) in enumerate(marks)
+            if i >= APPLIED_PLANS_MAX or now - at >= APPLIED_PLANS_TTL_S]  # fmt: skip
+    if drop:
+        await r.hdel(keys.ledger(symbol), *drop)
+    return len(drop)
 
 
 def _outbox_field() -> str:
@@ -284,11 +336,14 @@ async def apply_result(r: AsyncRedis, keys: Keys, result: Result, result_id: str
         )  # fmt: skip
         return change, (change.update, audit)
 
-    change, released = await _write_ledger(
-        r, keys, result.symbol, decide, release_claim_of=result.plan_id if release else None
-    )
+    change, released, size = await _write_ledger(
+        r, keys, result.symbol, decide, release_claim_of=result.plan_id if release else None,
+        extra=(applied_field(result.plan_id),),
+    )  # fmt: skip
     if release and not released:
         await release_claim(r, keys, result.symbol, result.plan_id)
+    if size > APPLIED_PLANS_MAX + APPLIED_PRUNE_SLACK + LEDGER_OTHER_FIELDS:
+        await prune_applied(r, keys, result.symbol)
     return change
 
 
@@ -353,7 +408,7 @@ async def reconcile(
                              reason="operator_reconcile", context=change, ts=now)  # fmt: skip
         return change, (fields, audit)
 
-    change, _ = await _write_ledger(r, keys, symbol, decide, read_inflight=True)
+    change, _, _ = await _write_ledger(r, keys, symbol, decide, read_inflight=True)
     return change
 
 

@@ -61,8 +61,8 @@ def grants(service: str, k: Keys) -> list[Grant]:
                 Grant(("+hset", "+expire", "+hgetall", "+exists"),
                       (f"~{p}:position:snapshot:*",)),
                 # +hdel: a Redis Cluster's ledger audit outbox fields (position_brain.state)
-                Grant(("+hgetall", "+hget", "+hmget", "+hset", "+hsetnx", "+hdel", "+exists",
-                       "+set", "+expire"),
+                Grant(("+hgetall", "+hget", "+hmget", "+hlen", "+hset", "+hsetnx", "+hdel",
+                       "+exists", "+set", "+expire"),
                       (f"~{p}:position:ledger:*", f"~{p}:position:applied:*")),
                 # ledger_apply.lua: the ledger's compare-and-set with its audit entry
                 Grant(("+evalsha", "+eval", "+hget", "+hset", "+xadd"),
