@@ -17,35 +17,20 @@
 --
 -- Returns {1, new_state, result_entry_id or ''} when moved, else {0, current_state or 'none', ''}.
 
-local state = redis.call('HGET', KEYS[1], 'state') or 'none'
-local allowed = false
-for s in string.gmatch(ARGV[1], '[^,]+') do
-  if s == state then allowed = true end
-end
+-- @include exec_state.lua
+-- @include arg_blocks.lua
+
 local guard = ARGV[3]
-if not allowed or (guard ~= '' and redis.call('HEXISTS', KEYS[1], guard) == 1) then
-  return {0, state, ''}
-end
+local hset, now, state = exec_start(KEYS[1], ARGV[1], ARGV[2], guard)
+if not hset then return {0, state, ''} end
+local fields, i = pairs_at(9)
+local result, j = pairs_at(i)
+local audit = pairs_at(j)
 
-local t = redis.call('TIME')
-local now = string.format('%.6f', tonumber(t[1]) + tonumber(t[2]) / 1000000)
-local i = 9
-local function pairs_at()
-  local n = tonumber(ARGV[i])
-  local out = {}
-  for j = i + 1, i + 2 * n do out[#out + 1] = ARGV[j] end
-  i = i + 2 * n + 1
-  return out
-end
-local fields, result, audit = pairs_at(), pairs_at(), pairs_at()
-
-local hset = {'HSET', KEYS[1], 'state', ARGV[2], 'updated_at', now}
 for _, v in ipairs(fields) do hset[#hset + 1] = v end
 local rid = ''
 if #result > 0 then
-  local xadd = {'XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*'}
-  for _, v in ipairs(result) do xadd[#xadd + 1] = v end
-  rid = redis.call(unpack(xadd))
+  rid = xadd(KEYS[3], ARGV[7], result)
   if guard ~= '' then
     hset[#hset + 1] = guard
     hset[#hset + 1] = rid
@@ -58,9 +43,5 @@ if ARGV[4] == 'add' then
 elseif ARGV[4] == 'rem' then
   redis.call('ZREM', KEYS[2], ARGV[5])
 end
-if #audit > 0 then
-  local xa = {'XADD', KEYS[4], 'MAXLEN', '~', ARGV[8], '*'}
-  for _, v in ipairs(audit) do xa[#xa + 1] = v end
-  redis.call(unpack(xa))
-end
+if #audit > 0 then xadd(KEYS[4], ARGV[8], audit) end
 return {1, ARGV[2], rid}
