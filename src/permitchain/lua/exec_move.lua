@@ -19,8 +19,9 @@
 -- @include exec_state.lua
 
 local guard = ARGV[3]
-local hset, _, state = exec_start(KEYS[1], ARGV[1], ARGV[2], guard)
-if not hset then return {0, state, ''} end
+local may, state = exec_may_move(KEYS[1], ARGV[1], guard)
+if not may then return {0, state, ''} end
+local hset = {'HSET', KEYS[1], 'state', ARGV[2], 'updated_at', server_now()}
 local n = tonumber(ARGV[7])
 for j = 8, 7 + 2 * n do hset[#hset + 1] = ARGV[j] end
 if ARGV[5] ~= '' then

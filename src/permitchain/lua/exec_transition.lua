@@ -21,27 +21,31 @@
 -- @include arg_blocks.lua
 
 local guard = ARGV[3]
-local hset, now, state = exec_start(KEYS[1], ARGV[1], ARGV[2], guard)
-if not hset then return {0, state, ''} end
-local fields, i = pairs_at(9)
-local result, j = pairs_at(i)
-local audit = pairs_at(j)
+local may, state = exec_may_move(KEYS[1], ARGV[1], guard)
+if not may then return {0, state, ''} end
+local now = server_now()
+local f1, fn, r = block_at(9)
+local r1, rn, a = block_at(r)
+local a1, an = block_at(a)
 
-for _, v in ipairs(fields) do hset[#hset + 1] = v end
 local rid = ''
-if #result > 0 then
-  rid = xadd(KEYS[3], ARGV[7], result)
-  if guard ~= '' then
-    hset[#hset + 1] = guard
-    hset[#hset + 1] = rid
-  end
+if rn >= r1 then
+  rid = xadd(KEYS[3], ARGV[7], r1, rn)
 end
-redis.call(unpack(hset))
+if rn >= r1 and guard ~= '' then  -- the guard set to the result's id, after the fields
+  local hset = {'HSET', KEYS[1], 'state', ARGV[2], 'updated_at', now}
+  for j = f1, fn do hset[j - f1 + 7] = ARGV[j] end
+  hset[#hset + 1] = guard
+  hset[#hset + 1] = rid
+  redis.call(unpack(hset))
+else
+  redis.call('HSET', KEYS[1], 'state', ARGV[2], 'updated_at', now, unpack(ARGV, f1, fn))
+end
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[6]))
 if ARGV[4] == 'add' then
   redis.call('ZADD', KEYS[2], now, ARGV[5])
 elseif ARGV[4] == 'rem' then
   redis.call('ZREM', KEYS[2], ARGV[5])
 end
-if #audit > 0 then xadd(KEYS[4], ARGV[8], audit) end
+if an >= a1 then xadd(KEYS[4], ARGV[8], a1, an) end
 return {1, ARGV[2], rid}

@@ -18,22 +18,18 @@
 
 local absent = ARGV[2]
 -- @include arg_blocks.lua
-local expect, i = pairs_at(3)
-local update, j = pairs_at(i)
-local audit, k = pairs_at(j)
+local e1, en, u = block_at(3)
+local u1, un, a = block_at(u)
+local a1, an, k = block_at(a)
 local release = ARGV[k]
 
-for j = 1, #expect, 2 do
-  local now = redis.call('HGET', KEYS[1], expect[j])
+for j = e1, en, 2 do
+  local now = redis.call('HGET', KEYS[1], ARGV[j])
   if now == false then now = absent end
-  if now ~= expect[j + 1] then return 0 end
+  if now ~= ARGV[j + 1] then return 0 end
 end
-if #update > 0 then
-  local hset = {'HSET', KEYS[1]}
-  for _, v in ipairs(update) do hset[#hset + 1] = v end
-  redis.call(unpack(hset))
-end
-if #audit > 0 then xadd(KEYS[2], ARGV[1], audit) end
+if un >= u1 then redis.call('HSET', KEYS[1], unpack(ARGV, u1, un)) end
+if an >= a1 then xadd(KEYS[2], ARGV[1], a1, an) end
 if KEYS[3] ~= nil and release ~= nil and redis.call('GET', KEYS[3]) == release then
   redis.call('DEL', KEYS[3])
 end

@@ -1,5 +1,5 @@
--- lib/exec_state.lua (included): the start of a move of the execution record, shared by
--- exec_transition.lua and exec_move.lua.
+-- lib/exec_state.lua (included): the execution record's compare-and-set check and the move's
+-- time, shared by exec_transition.lua and exec_move.lua.
 --
 -- exec_may_move(key, from_states, guard): whether the record at key may move (its state is
 -- one of from_states, a comma list, and it lacks the guard field; guard '' = none), and its
@@ -22,12 +22,3 @@ local function server_now()
   return string.format('%.6f', tonumber(t[1]) + tonumber(t[2]) / 1000000)
 end
 
--- exec_start(key, from_states, to, guard): the check of exec_may_move, then the move's time.
--- Returns false, nil, the record's state when it may not move; else the move's HSET command
--- (state to, updated_at the time; for the caller to extend and run), the time, the state.
-local function exec_start(key, from_states, to, guard)
-  local may, state = exec_may_move(key, from_states, guard)
-  if not may then return false, nil, state end
-  local now = server_now()
-  return {'HSET', key, 'state', to, 'updated_at', now}, now, state
-end
