@@ -1,5 +1,10 @@
 """Lua scripts, loaded from ``lua/*.lua`` once and registered once per client.
 
+Redis scripts cannot import code, so shared Lua lives in ``lua/lib/*.lua`` and a script takes
+it in with a line ``-- @include <name>.lua``: :func:`source` replaces the line with that
+file's text when it builds the script's body (once per process). That expanded body is what
+is sent, hashed (EVALSHA) and loaded; line numbers in a Redis error refer to it.
+
 ``Scripts(client)`` wraps each file in redis-py's ``Script`` object: EVALSHA with a NOSCRIPT
 fallback to EVAL, usable inside pipelines (on a lean client, a :class:`LeanScript` runs it
 with less per-call work, the same way). Every key a script touches is passed in KEYS.
@@ -7,6 +12,7 @@ with less per-call work, the same way). Every key a script touches is passed in 
 
 from __future__ import annotations
 
+import re
 import weakref
 from collections.abc import Mapping, Sequence
 from functools import cache
@@ -21,9 +27,60 @@ from permitchain.lean import error_of, finish
 _BY_CLIENT: weakref.WeakKeyDictionary[Any, Scripts] = weakref.WeakKeyDictionary()
 
 
+#: An include line: ``-- @include <name>.lua`` (a file of ``lua/lib/``) and nothing else.
+_INCLUDE = re.compile(r"^--\s*@include\b(.*)$")
+_LIB_NAME = re.compile(r"[a-z0-9_]+\.lua")
+
+
+class ScriptSourceError(ValueError):
+    """A script's text cannot be built: a malformed or unknown include. Names the file."""
+
+
+def _lua_dir() -> Any:
+    return resources.files("permitchain") / "lua"
+
+
+def names() -> list[str]:
+    """The names of the scripts (``lua/<name>.lua``; not the included files of ``lua/lib/``)."""
+    return sorted(f.name.removesuffix(".lua") for f in _lua_dir().iterdir()
+                  if f.is_file() and f.name.endswith(".lua"))  # fmt: skip
+
+
+def expand(text: str, origin: str, lib: Any = None) -> str:
+    """``text`` (of the file ``origin``) with each include line replaced by the text of its
+    file in ``lib`` (default ``lua/lib/``). An included file may not include in turn, and a
+    file is included at most once: anything else raises :class:`ScriptSourceError`."""
+    lib = _lua_dir() / "lib" if lib is None else lib
+    out: list[str] = []
+    seen: set[str] = set()
+    for no, line in enumerate(text.splitlines(keepends=True), 1):
+        m = _INCLUDE.match(line.rstrip("\r\n"))
+        if m is None:
+            out.append(line)
+            continue
+        name = m.group(1).strip()
+        where = f"{origin} line {no}"
+        if not _LIB_NAME.fullmatch(name):
+            raise ScriptSourceError(f"{where}: malformed include {line.strip()!r} (expected "
+                                    f"'-- @include <name>.lua')")  # fmt: skip
+        if name in seen:
+            raise ScriptSourceError(f"{where}: lib/{name} included twice")
+        seen.add(name)
+        f = lib / name
+        if not f.is_file():
+            raise ScriptSourceError(f"{where}: include of lib/{name}: no such file")
+        body = f.read_text()
+        if any(_INCLUDE.match(x) for x in body.splitlines()):
+            raise ScriptSourceError(f"lib/{name} (included by {where}): an included file "
+                                    f"may not include another")  # fmt: skip
+        out.append(body if body.endswith("\n") else body + "\n")
+    return "".join(out)
+
+
 @cache
 def source(name: str) -> str:
-    return (resources.files("permitchain") / "lua" / f"{name}.lua").read_text()
+    """The body of script ``name`` as sent to Redis: ``lua/<name>.lua``, includes expanded."""
+    return expand((_lua_dir() / f"{name}.lua").read_text(), f"{name}.lua")
 
 
 class LeanScript:

@@ -15,7 +15,6 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
-from importlib import resources
 from typing import Any
 
 import pytest
@@ -41,7 +40,8 @@ from permitchain.position_brain.state import (
     release_claim,
 )
 from permitchain.runtime.clock import SystemClock
-from permitchain.scripts import Scripts
+from permitchain.scripts import Scripts, source
+from permitchain.scripts import names as script_names
 from permitchain.settings import Settings
 from permitchain.store import is_cluster
 
@@ -61,9 +61,7 @@ class Calls:
 @pytest.fixture
 def calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[Calls]:
     seen = Calls()
-    names = {}
-    for f in resources.files("permitchain").joinpath("lua").iterdir():
-        names[f.read_text()] = f.name.removesuffix(".lua")
+    names = {source(n): n for n in script_names()}  # the bodies sent: includes expanded
     script_call = AsyncScript.__call__
     pipe_watch = aiocluster.ClusterPipeline.watch
     pipe_execute = aiocluster.ClusterPipeline.execute
@@ -146,8 +144,7 @@ def test_every_script_and_transaction_is_single_slot(arun: Run, keys: Keys, call
         assert len({key_slot(k.encode()) for k in ks}) == 1, (name, ks)
     for ks in calls.transactions:
         assert len({key_slot(k.encode()) for k in ks}) == 1, ks
-    lua = {f.name.removesuffix(".lua") for f in resources.files("permitchain").joinpath("lua")
-           .iterdir()}  # fmt: skip
+    lua = set(script_names())
     ran = {name for name, _ in calls.scripts}
     assert ran == lua - SINGLE_NODE_ONLY, (ran, lua)
     print(f"\n{len(calls.scripts)} script calls, {len(calls.transactions)} transactions, "

@@ -16,19 +16,12 @@
 --
 -- Returns {1, new_state, ''} when moved, else {0, current_state or 'none', ''}.
 
-local state = redis.call('HGET', KEYS[1], 'state') or 'none'
-local allowed = false
-for s in string.gmatch(ARGV[1], '[^,]+') do
-  if s == state then allowed = true end
-end
-local guard = ARGV[3]
-if not allowed or (guard ~= '' and redis.call('HEXISTS', KEYS[1], guard) == 1) then
-  return {0, state, ''}
-end
+-- @include exec_state.lua
 
-local t = redis.call('TIME')
-local now = string.format('%.6f', tonumber(t[1]) + tonumber(t[2]) / 1000000)
-local hset = {'HSET', KEYS[1], 'state', ARGV[2], 'updated_at', now}
+local guard = ARGV[3]
+local may, state = exec_may_move(KEYS[1], ARGV[1], guard)
+if not may then return {0, state, ''} end
+local hset = {'HSET', KEYS[1], 'state', ARGV[2], 'updated_at', server_now()}
 local n = tonumber(ARGV[7])
 for j = 8, 7 + 2 * n do hset[#hset + 1] = ARGV[j] end
 if ARGV[5] ~= '' then

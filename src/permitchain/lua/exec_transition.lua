@@ -17,50 +17,35 @@
 --
 -- Returns {1, new_state, result_entry_id or ''} when moved, else {0, current_state or 'none', ''}.
 
-local state = redis.call('HGET', KEYS[1], 'state') or 'none'
-local allowed = false
-for s in string.gmatch(ARGV[1], '[^,]+') do
-  if s == state then allowed = true end
-end
+-- @include exec_state.lua
+-- @include arg_blocks.lua
+
 local guard = ARGV[3]
-if not allowed or (guard ~= '' and redis.call('HEXISTS', KEYS[1], guard) == 1) then
-  return {0, state, ''}
-end
+local may, state = exec_may_move(KEYS[1], ARGV[1], guard)
+if not may then return {0, state, ''} end
+local now = server_now()
+local f1, fn, r = block_at(9)
+local r1, rn, a = block_at(r)
+local a1, an = block_at(a)
 
-local t = redis.call('TIME')
-local now = string.format('%.6f', tonumber(t[1]) + tonumber(t[2]) / 1000000)
-local i = 9
-local function pairs_at()
-  local n = tonumber(ARGV[i])
-  local out = {}
-  for j = i + 1, i + 2 * n do out[#out + 1] = ARGV[j] end
-  i = i + 2 * n + 1
-  return out
-end
-local fields, result, audit = pairs_at(), pairs_at(), pairs_at()
-
-local hset = {'HSET', KEYS[1], 'state', ARGV[2], 'updated_at', now}
-for _, v in ipairs(fields) do hset[#hset + 1] = v end
 local rid = ''
-if #result > 0 then
-  local xadd = {'XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*'}
-  for _, v in ipairs(result) do xadd[#xadd + 1] = v end
-  rid = redis.call(unpack(xadd))
-  if guard ~= '' then
-    hset[#hset + 1] = guard
-    hset[#hset + 1] = rid
-  end
+if rn >= r1 then
+  rid = xadd(KEYS[3], ARGV[7], r1, rn)
 end
-redis.call(unpack(hset))
+if rn >= r1 and guard ~= '' then  -- the guard set to the result's id, after the fields
+  local hset = {'HSET', KEYS[1], 'state', ARGV[2], 'updated_at', now}
+  for j = f1, fn do hset[j - f1 + 7] = ARGV[j] end
+  hset[#hset + 1] = guard
+  hset[#hset + 1] = rid
+  redis.call(unpack(hset))
+else
+  redis.call('HSET', KEYS[1], 'state', ARGV[2], 'updated_at', now, unpack(ARGV, f1, fn))
+end
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[6]))
 if ARGV[4] == 'add' then
   redis.call('ZADD', KEYS[2], now, ARGV[5])
 elseif ARGV[4] == 'rem' then
   redis.call('ZREM', KEYS[2], ARGV[5])
 end
-if #audit > 0 then
-  local xa = {'XADD', KEYS[4], 'MAXLEN', '~', ARGV[8], '*'}
-  for _, v in ipairs(audit) do xa[#xa + 1] = v end
-  redis.call(unpack(xa))
-end
+if an >= a1 then xadd(KEYS[4], ARGV[8], a1, an) end
 return {1, ARGV[2], rid}

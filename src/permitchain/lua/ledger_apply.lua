@@ -17,34 +17,19 @@
 -- Returns 1 when written, 0 on a conflict (nothing written, the claim left alone).
 
 local absent = ARGV[2]
-local i = 3
--- (the same argument-block reader as exec_transition.lua: scripts cannot share code)
-local function pairs_at()
-  local n = tonumber(ARGV[i])
-  local out = {}
-  for j = i + 1, i + 2 * n do out[#out + 1] = ARGV[j] end
-  i = i + 2 * n + 1
-  return out
-end
-local expect = pairs_at()
-local update, audit = pairs_at(), pairs_at()
-local release = ARGV[i]
+-- @include arg_blocks.lua
+local e1, en, u = block_at(3)
+local u1, un, a = block_at(u)
+local a1, an, k = block_at(a)
+local release = ARGV[k]
 
-for j = 1, #expect, 2 do
-  local now = redis.call('HGET', KEYS[1], expect[j])
+for j = e1, en, 2 do
+  local now = redis.call('HGET', KEYS[1], ARGV[j])
   if now == false then now = absent end
-  if now ~= expect[j + 1] then return 0 end
+  if now ~= ARGV[j + 1] then return 0 end
 end
-if #update > 0 then
-  local hset = {'HSET', KEYS[1]}
-  for _, v in ipairs(update) do hset[#hset + 1] = v end
-  redis.call(unpack(hset))
-end
-if #audit > 0 then
-  local xa = {'XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*'}
-  for _, v in ipairs(audit) do xa[#xa + 1] = v end
-  redis.call(unpack(xa))
-end
+if un >= u1 then redis.call('HSET', KEYS[1], unpack(ARGV, u1, un)) end
+if an >= a1 then xadd(KEYS[2], ARGV[1], a1, an) end
 if KEYS[3] ~= nil and release ~= nil and redis.call('GET', KEYS[3]) == release then
   redis.call('DEL', KEYS[3])
 end

@@ -20,9 +20,7 @@
 local n = tonumber(ARGV[3])
 local new_id = false
 if redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[1])) then
-  local args = {'XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*'}
-  for i = 4, 3 + n do args[#args + 1] = ARGV[i] end
-  new_id = redis.call(unpack(args))
+  new_id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 4, 3 + n))
 end
 if KEYS[3] == nil then return new_id end
 local a = 4 + n

@@ -24,14 +24,11 @@ local cur = redis.call('HGET', KEYS[1], 'amt') or ''
 if cur ~= ARGV[1] then return {'retry'} end
 local oid = tostring(redis.call('INCR', KEYS[3]))
 local n = tonumber(ARGV[4])
-local fields = {'order_id', oid}
-for i = 5, 4 + n do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', KEYS[2], unpack(fields))
+redis.call('HSET', KEYS[2], 'order_id', oid, unpack(ARGV, 5, 4 + n))
 redis.call('EXPIRE', KEYS[2], tonumber(ARGV[3]))
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'amt', ARGV[2]) end
 if #ARGV > 4 + n and #KEYS >= 4 then
-  local fill = {'XADD', KEYS[4], 'MAXLEN', '~', '100000', '*', 'order_id', oid}
-  for i = 5 + n, #ARGV do fill[#fill + 1] = ARGV[i] end
-  redis.call(unpack(fill))
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', '100000', '*', 'order_id', oid,
+             unpack(ARGV, 5 + n, #ARGV))
 end
 return {'ok', oid}
