@@ -8,8 +8,8 @@ Redis, CPU time (time.process_time) per plan. Not a test; a measuring tool.
     redis-cli -p 7412 shutdown nosave
 
 Before/after on a busy machine: run the two trees interleaved, e.g.
-``PYTHONPATH=/work/main/src .venv/bin/python /tmp/apply_cpu.py`` (a copy of this file) against
-this tree's, several times, and compare the minimum and the median.
+``PYTHONPATH=<other checkout>/src .venv/bin/python /tmp/apply_cpu.py`` (a copy of this file)
+against this tree's, several times, and compare the minimum and the median.
 """
 
 from __future__ import annotations
