@@ -18,6 +18,7 @@ from typing import Any
 
 from permitchain.keys import Keys
 from permitchain.models import Proposal, make_plan_id
+from permitchain.position_brain.state import float_or_none
 from permitchain.store import AsyncRedis
 
 #: How often the bench reads the order records of plans done since the last read.
@@ -175,14 +176,7 @@ async def read_orders(r: AsyncRedis, keys: Keys, samples: list[Sample]) -> None:
         replies = await pipe.execute()
         for s, order, at in zip(chunk, replies[::2], replies[1::2], strict=True):
             s.order = order
-            s.on_stream_at = _float_or_none(at)
-
-
-def _float_or_none(v: str | None) -> float | None:
-    try:
-        return float(v) if v else None
-    except ValueError:
-        return None
+            s.on_stream_at = float_or_none(at)
 
 
 async def verify(r: AsyncRedis, keys: Keys, samples: list[Sample]) -> dict[str, Any]:

@@ -69,7 +69,8 @@ def decimal_or_none(v: str | None) -> Decimal | None:
     return d if d.is_finite() else None
 
 
-def _float(v: str | None) -> float | None:
+def float_or_none(v: str | None) -> float | None:
+    """A float, or None for a missing or unreadable value (never raises)."""
     if v is None or v == "":
         return None
     try:
@@ -103,7 +104,7 @@ def parse_snapshot(h: Mapping[str, str]) -> Snapshot | None:
     """A snapshot with any unreadable field is no snapshot (fail closed)."""
     amt, step = decimal_or_none(h.get("position_amt")), decimal_or_none(h.get("step_size"))
     min_qty = decimal_or_none(h.get("min_qty"))
-    ts = _float(h.get("ts_epoch"))
+    ts = float_or_none(h.get("ts_epoch"))
     if amt is None or step is None or step <= 0 or min_qty is None or min_qty < 0 or ts is None:
         return None
     return Snapshot(position_amt=amt, ts_epoch=ts, step_size=step, min_qty=min_qty,
@@ -129,7 +130,7 @@ def parse_ledger(h: Mapping[str, str]) -> Ledger | None:
     amt = decimal_or_none(h.get("last_known_amt"))
     if amt is None:
         return None
-    return Ledger(amt=amt, last_order_time_epoch=_float(h.get("last_order_time_epoch")))
+    return Ledger(amt=amt, last_order_time_epoch=float_or_none(h.get("last_order_time_epoch")))
 
 
 def applied_field(plan_id: str) -> str:
@@ -167,7 +168,7 @@ def ledger_update(h: Mapping[str, str], result: Result, result_id: str, now: flo
         return LedgerChange(False, "duplicate_plan", before, before)
     update = {"last_result_id": result_id, "last_update_ts": f"{now:.6f}",
               field: f"{now:.6f}"}  # fmt: skip
-    last_order = _float(h.get("last_order_time_epoch"))
+    last_order = float_or_none(h.get("last_order_time_epoch"))
     if last_order is None or result.ts >= last_order:
         update["last_order_time_epoch"] = f"{result.ts:.6f}"
         update["last_order_id"] = result.order_id
@@ -193,7 +194,7 @@ AUDIT_OUTBOX = "audit_outbox:"
 OUTBOX_STALE_S = 5.0
 #: The ledger fields the decisions read: the compare-and-set checks them unchanged (applying
 #: a result also reads, and checks, its plan's ``applied:<plan_id>``).
-LEDGER_READ_FIELDS = ("last_known_amt", "last_order_time_epoch", "epoch", LEGACY_APPLIED)
+LEDGER_READ_FIELDS = (*LEDGER_CHECK_FIELDS, LEGACY_APPLIED)
 ABSENT = "\x00absent"
 
 
@@ -270,8 +271,8 @@ async def prune_applied(r: AsyncRedis, keys: Keys, symbol: str, now: float | Non
     writes, and need not be: only plans too old to be applied again lose their mark."""
     now = time.time() if now is None else now
     h = await r.hgetall(keys.ledger(symbol))
-    marks = sorted(((_float(v) or 0.0, f) for f, v in h.items() if f.startswith(APPLIED_PREFIX)),
-                   reverse=True)  # fmt: skip
+    marks = sorted(((float_or_none(v) or 0.0, f) for f, v in h.items()
+                    if f.startswith(APPLIED_PREFIX)), reverse=True)  # fmt: skip
     drop = [f for i, (at, f) in enumerate(marks)
             if i >= APPLIED_PLANS_MAX or now - at >= APPLIED_PLANS_TTL_S]  # fmt: skip
     if drop:
@@ -289,7 +290,7 @@ def stale_outboxes(h: Mapping[str, str], now: float | None = None) -> dict[str, 
     out = {}
     for f, v in h.items():
         if f.startswith(AUDIT_OUTBOX):
-            ts = _float(f.removeprefix(AUDIT_OUTBOX).split(":", 1)[0])
+            ts = float_or_none(f.removeprefix(AUDIT_OUTBOX).split(":", 1)[0])
             if ts is None or now - ts >= OUTBOX_STALE_S:
                 out[f] = v
     return out
