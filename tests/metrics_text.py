@@ -8,8 +8,10 @@ import time
 from collections.abc import Callable, Sequence
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
+
+from permitchain.runtime.metrics import LabelledCounter
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT", 'ODD"\\SYM']
 
@@ -38,3 +40,37 @@ def text_as_before(monkeypatch: pytest.MonkeyPatch, before: Make, after: Make,
         texts.append(_scrape(make, symbols))
     assert texts[1] == texts[0]
     return texts[1][1].decode()
+
+
+#: (name, help, label names) of a counter as prometheus_client defined it
+CounterDef = tuple[str, str, list[str]]
+#: one increment of one symbol's series: (which counter, its labels after the symbol)
+Inc = tuple[int, tuple[str, ...]]
+
+
+def counters_before_and_after(before: Sequence[CounterDef], after: Sequence[LabelledCounter],
+                              incs: Sequence[Inc]) -> tuple[Make, Make]:  # fmt: skip
+    """For :func:`text_as_before`: ``before`` as prometheus_client ``Counter`` children, and the
+    services' own ``LabelledCounter`` definitions ``after`` (rebuilt on the scrape's registry),
+    both recording ``incs`` for each symbol."""
+
+    def reference(reg: CollectorRegistry) -> Callable[[str], None]:
+        counters = [Counter(*args, registry=reg) for args in before]
+
+        def record(sym: str) -> None:
+            for i, labels in incs:
+                counters[i].labels(sym, *labels).inc()
+
+        return record
+
+    def new(reg: CollectorRegistry) -> Callable[[str], None]:
+        counters = [LabelledCounter(c.name, c.documentation, c.labelnames, registry=reg)
+                    for c in after]  # fmt: skip
+
+        def record(sym: str) -> None:
+            for i, labels in incs:
+                counters[i].inc(sym, *labels)
+
+        return record
+
+    return reference, new

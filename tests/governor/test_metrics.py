@@ -4,14 +4,10 @@ in the same order, ``_created`` samples included."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
-from prometheus_client import CollectorRegistry, Counter
 
 from permitchain.governor.service import PERMITS, SETTLED
-from permitchain.runtime.metrics import LabelledCounter
-from tests.metrics_text import text_as_before
+from tests.metrics_text import counters_before_and_after, text_as_before
 
 # the counters as they were defined, and the increments of one symbol: (counter, labels)
 BEFORE = [
@@ -23,32 +19,10 @@ INCS = [(0, ("DENY", "rate_limit_5min")), (0, ("GRANT", "testnet_auto_approve"))
         (1, ("confirm",)), (0, ("DENY", "trading_halted"))]  # fmt: skip
 
 
-def _reference(reg: CollectorRegistry) -> Callable[[str], None]:
-    counters = [Counter(*args, registry=reg) for args in BEFORE]
-
-    def record(sym: str) -> None:
-        for i, labels in INCS:
-            counters[i].labels(sym, *labels).inc()
-
-    return record
-
-
-def _new(reg: CollectorRegistry) -> Callable[[str], None]:
-    """The service's own definitions, on a registry of their own."""
-    counters = [LabelledCounter(c.name, c.documentation, c.labelnames, registry=reg)
-                for c in (PERMITS, SETTLED)]  # fmt: skip
-
-    def record(sym: str) -> None:
-        for i, labels in INCS:
-            counters[i].inc(sym, *labels)
-
-    return record
-
-
 def test_metrics_text_is_what_prometheus_client_children_wrote(
     monkeypatch: pytest.MonkeyPatch, created: bool
 ) -> None:
-    text = text_as_before(monkeypatch, _reference, _new)
+    text = text_as_before(monkeypatch, *counters_before_and_after(BEFORE, [PERMITS, SETTLED], INCS))
     assert ('governor_permit_total{decision="DENY",reason="rate_limit_5min",'
             'symbol="ETHUSDT"} 2.0' in text
             and 'governor_results_total{settlement="confirm",symbol="BTCUSDT"} 2.0' in text

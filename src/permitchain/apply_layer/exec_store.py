@@ -26,10 +26,9 @@ import json
 import time
 import uuid
 from collections.abc import Iterable, Mapping
-from functools import cache
 from typing import Any, cast
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Histogram
 from redis.asyncio import Redis
 
 from permitchain.governor.policy import TradingState
@@ -38,6 +37,7 @@ from permitchain.keys import Keys
 from permitchain.lean import NEVER_DECODE
 from permitchain.models import SCHEMA, Result
 from permitchain.runtime.audit import AUDIT_MAXLEN, audit_fields
+from permitchain.runtime.metrics import LabelledCounter
 from permitchain.scripts import LeanScript, Scripts, flat_pairs
 from permitchain.store import is_cluster
 
@@ -49,12 +49,10 @@ FINAL_GUARD = "result_id"
 OUTBOX = "outbox"
 LAYER = "executor"
 
-EXEC_STATUS = Counter(
+EXEC_STATUS = LabelledCounter(
     "apply_executions_total", "Results written by the executor (one per plan)",
     ["symbol", "status", "reason"],
 )  # fmt: skip
-#: ``EXEC_STATUS.labels(symbol, status, reason)``, each child looked up once
-exec_status_counter = cache(EXEC_STATUS.labels)
 CHAIN_LATENCY = Histogram(
     "apply_chain_latency_seconds", "Proposal created → result on the stream",
     buckets=(0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
@@ -251,7 +249,7 @@ class ExecStore:
             guard=FINAL_GUARD, result=result_fields, audit=audit,
         )  # fmt: skip
         if moved:
-            exec_status_counter(result.symbol, result.status.value, result.reason).inc()
+            EXEC_STATUS.inc(result.symbol, result.status.value, result.reason)
             if result.chain_latency_ms > 0:
                 CHAIN_LATENCY.observe(float(result.chain_latency_ms) / 1000)
         return moved

@@ -21,10 +21,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from functools import cache
 from typing import Any, cast
 
-from prometheus_client import Counter
 from redis.asyncio import Redis
 
 from permitchain.apply_layer.planner import (
@@ -39,18 +37,16 @@ from permitchain.models import Plan
 from permitchain.runtime.audit import AUDIT_MAXLEN, audit_fields
 from permitchain.runtime.clock import Clock
 from permitchain.runtime.logs import log_decision
+from permitchain.runtime.metrics import LabelledCounter
 from permitchain.scripts import Scripts
 from permitchain.settings import Settings
 from permitchain.store import REDIS_FAULTS, AsyncRedis, is_cluster
 
 log = logging.getLogger("permitchain.planner")
 LAYER = "planner"
-PLANS = Counter(
+PLANS = LabelledCounter(
     "apply_plans_total", "Plans decided by the planner", ["symbol", "decision", "reason"]
 )
-#: ``PLANS.labels(symbol, decision, reason)``, each child looked up once (the registry keeps
-#: every child anyway; the lookup takes a lock and converts the values each time)
-plans_counter = cache(PLANS.labels)
 GROUP_PLANNER = "planner"
 #: Redis Cluster: a dedupe key still pending this long after it was set means its publisher
 #: died before the XADD (a live one takes a round trip); shorter than the redelivery idle time.
@@ -134,7 +130,7 @@ class Planner:
             audit = _audit(plan, decision, reason, {**ctx, "entry_id": new_id or ""})
             await self.r.xadd(self.k.decisions, cast("dict[Any, Any]", audit),
                               maxlen=AUDIT_MAXLEN, approximate=True)  # fmt: skip
-        plans_counter(plan.symbol, decision, reason).inc()
+        PLANS.inc(plan.symbol, decision, reason)
         log_decision(log, layer=LAYER, plan_id=plan.plan_id, symbol=plan.symbol,
                      decision=decision, reason=reason, action=plan.action)  # fmt: skip
         return bool(new_id)

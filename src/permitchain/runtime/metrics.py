@@ -6,7 +6,8 @@ object; here a series is one dict entry (P3.3's five series per symbol: 3.65 kB 
 children, 0.8 kB as dict entries). What ``/metrics`` shows is what the children showed:
 the same names, types, help, labels, values, ``_created`` samples (a series' first use;
 left out when prometheus_client's created series are disabled) and order. Used by the
-governor (``governor_permit_total``, ``governor_results_total``) and by P3.3
+governor (``governor_permit_total``, ``governor_results_total``), the apply layer
+(``apply_plans_total``, ``apply_executions_total``) and P3.3
 (:mod:`permitchain.position_brain.metrics`).
 
 Thread safety: a counter's read-modify-write (``inc``) and the scrape's copy of it hold the
