@@ -153,6 +153,8 @@ class Scripts:
         self.release_claim = register("release_claim")
         # P3.3's allow with the symbol's in-flight claim (plain and Sentinel servers)
         self.p33_claim_permit = register("p33_claim_permit")
+        # a full poll's unchanged snapshots, a chunk per call (plain and Sentinel servers)
+        self.snapshot_touch = register("snapshot_touch")
 
 
 def flat_pairs(fields: Mapping[str, str]) -> list[str]:

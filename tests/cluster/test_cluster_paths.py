@@ -46,7 +46,7 @@ from permitchain.settings import Settings
 from permitchain.store import is_cluster
 
 Run = Callable[[Callable[[Any], Any]], Any]
-SINGLE_NODE_ONLY = {"publish_plan", "exec_transition", "p33_claim_permit"}
+SINGLE_NODE_ONLY = {"publish_plan", "exec_transition", "p33_claim_permit", "snapshot_touch"}
 P0, P1, P2, P3, P4, PX = (f"{n:016x}" for n in (0xA0, 0xA1, 0xA2, 0xA3, 0xA4, 0xAF))
 
 
@@ -326,3 +326,32 @@ def test_p33_claim_on_cluster_is_the_claim_then_the_permit(arun: Run, keys: Keys
     assert second["reason"] == "cooldown_in_flight"
     assert second["context"]["in_flight_plan"] == a.plan_id
     assert "p33_claim_permit" not in {name for name, _ in calls.scripts}
+
+
+def test_snapshot_touch_on_cluster_is_one_hset_each(arun: Run, keys: Keys, calls: Calls,
+                                                   settings: Settings) -> None:  # fmt: skip
+    """A full poll's unchanged snapshots get only their new time; on a cluster (keys in many
+    slots) one HSET each instead of the script, and a vanished hash is written whole."""
+    from tests.position_brain.helpers import brain
+
+    syms = [f"S{i}USDT" for i in range(5)]
+
+    async def body(r: Any) -> tuple[Any, Any, dict[str, str], dict[str, str]]:
+        assert is_cluster(r)
+        pb, sim = brain(r, keys, settings)
+        for s in syms:
+            await sim.list_symbol(s)
+            await sim.set_position(s, Decimal("0.5"), Decimal(100))
+        first = await pb.snapshots.poll_once()
+        await r.hset(keys.snapshot(syms[0]), "entry_price", "marker")  # kept by a touch
+        await r.delete(keys.snapshot(syms[1]))
+        second = await pb.snapshots.poll_once()
+        return first, second, await r.hgetall(keys.snapshot(syms[0])), \
+            await r.hgetall(keys.snapshot(syms[1]))  # fmt: skip
+
+    first, second, touched, rewritten = arun(body)
+    assert second.ok and set(second.written) == set(syms)
+    assert touched["ts_epoch"] == f"{second.ts:.6f}" != f"{first.ts:.6f}"
+    assert touched["entry_price"] == "marker"
+    assert rewritten["position_amt"] == "0.5" and rewritten["ts_epoch"] == f"{second.ts:.6f}"
+    assert "snapshot_touch" not in {name for name, _ in calls.scripts}

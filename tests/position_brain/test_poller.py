@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from decimal import Decimal
 from typing import Any
 
@@ -10,7 +11,7 @@ import redis
 
 from permitchain.exchange.sim import DEFAULT_FILTERS, SimExchange
 from permitchain.keys import Keys
-from permitchain.position_brain.poller import SnapshotPoller
+from permitchain.position_brain.poller import FULL_WRITE_EVERY_S, SnapshotPoller
 from permitchain.runtime.clock import SystemClock
 from tests.position_brain.helpers import CountingExchange
 
@@ -125,8 +126,7 @@ def test_an_unchanged_position_gets_only_its_new_time(arun: Any, r: redis.Redis,
         second = await poller.poll_once()
         got = [first, second, *(r.hgetall(keys.snapshot(s)) for s in syms[:2])]
         r.delete(keys.snapshot(syms[2]))  # gone (an operator, a flush)
-        await poller.poll_once()  # writes its time only, sees the hash was gone...
-        await poller.poll_once()  # ...and writes it whole
+        await poller.poll_once()  # the touch sees it gone: written whole in the same poll
         return [*got, r.hgetall(keys.snapshot(syms[2]))]
 
     first, second, unchanged, changed, rewritten = arun(body)
@@ -135,3 +135,23 @@ def test_an_unchanged_position_gets_only_its_new_time(arun: Any, r: redis.Redis,
     assert changed["position_amt"] == "0.7" and changed["ts_epoch"] == f"{second.ts:.6f}"
     assert rewritten["position_amt"] == "0.003" and rewritten["step_size"] == "0.001"
     assert 0 < r.ttl(keys.snapshot(syms[2])) <= 3600
+
+
+def test_whole_writes_are_spread_over_polls(arun: Any, r: redis.Redis, keys: Keys) -> None:
+    """Symbols first written in the same poll are due their next whole write at different
+    times (between half of FULL_WRITE_EVERY_S and all of it), so no later poll writes them all
+    whole at once; a touched snapshot keeps its whole fields."""
+    syms = _list_many(r, keys, 200)
+
+    async def body(ar: Any) -> list[float]:
+        poller = SnapshotPoller(ar, keys, SimExchange(ar, keys), SystemClock(), allow_list=[],
+                                poll_interval_s=5)  # fmt: skip
+        start = time.monotonic()
+        await poller.poll_once()
+        return [poller._whole[s][1] - start for s in syms]
+
+    due = arun(body)
+    assert all(FULL_WRITE_EVERY_S / 2 - 1 <= d <= FULL_WRITE_EVERY_S + 1 for d in due)
+    # spread: no 5 s poll interval holds more than a fifth of them
+    per_poll = Counter(int(d // 5) for d in due)
+    assert len(per_poll) >= 6 and max(per_poll.values()) <= 40

@@ -18,6 +18,8 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any, cast
 
+from hiredis import ReplyError
+
 from permitchain.errors import ExchangeUnavailable, OrderOutcomeUnknown, OrderRejected, StoreError
 from permitchain.exchange.base import (
     OrderInfo,
@@ -27,7 +29,7 @@ from permitchain.exchange.base import (
     SymbolFilters,
 )
 from permitchain.keys import Keys
-from permitchain.lean import finish
+from permitchain.lean import error_of, finish
 from permitchain.models import fmt_decimal
 from permitchain.scripts import Scripts
 from permitchain.store import AsyncRedis, atranslate, is_cluster
@@ -98,6 +100,8 @@ class SimExchange:
         self.order_ttl_s = order_ttl_s  # the services pass EXEC_RECORD_TTL_S
         self.scripts = Scripts(redis)
         self.cluster = is_cluster(redis)
+        #: symbol -> its position hash as last read (flat) and that parsed
+        self._positions: dict[str, tuple[list[str], PositionInfo]] = {}
 
     # -- administration (CLI, tests, price driver) -------------------------------------------
     async def list_symbol(self, symbol: str, **filters: str) -> None:
@@ -166,15 +170,38 @@ class SimExchange:
             async with atranslate():
                 for i in range(0, len(syms), READ_CHUNK):  # one event-loop slice per chunk
                     chunk = syms[i : i + READ_CHUNK]
-                    pipe = self.r.pipeline(transaction=False)
-                    for s in chunk:
-                        pipe.hgetall(self.k.sim_position(s))
-                    for s, h in zip(chunk, await pipe.execute(), strict=True):
-                        if h:
-                            out[s] = _position(s, h)
+                    for s, flat in zip(chunk, await self._position_rows(chunk), strict=True):
+                        if flat:
+                            out[s] = self._parsed_position(s, flat)
         except StoreError as e:
             raise ExchangeUnavailable(f"sim: {e}") from e
         return out
+
+    async def _position_rows(self, syms: list[str]) -> list[list[str]]:
+        """Each symbol's position hash as HGETALL's flat reply (name, value, …; [] when
+        none), in one round trip: straight on a lean client's connection, else a pipeline."""
+        lean = getattr(self.r, "lean", None)
+        if lean is not None:
+            replies = await lean.call_many([(("HGETALL", self.k.sim_position(s)), False)
+                                            for s in syms])  # fmt: skip
+            for reply in replies:
+                if isinstance(reply, ReplyError):
+                    raise error_of(reply)
+            return cast("list[list[str]]", replies)
+        pipe = self.r.pipeline(transaction=False)
+        for s in syms:
+            pipe.hgetall(self.k.sim_position(s))
+        return [[x for kv in h.items() for x in kv] for h in await pipe.execute()]
+
+    def _parsed_position(self, symbol: str, flat: list[str]) -> PositionInfo:
+        """:func:`_position` of a hash given flat, parsed again only when it changed (a full
+        poll reads every position; most did not move since the last one)."""
+        last = self._positions.get(symbol)
+        if last is not None and last[0] == flat:
+            return last[1]
+        pos = _position(symbol, dict(zip(flat[::2], flat[1::2], strict=True)))
+        self._positions[symbol] = (flat, pos)
+        return pos
 
     async def mark_prices(self, symbols: Sequence[str] | None = None) -> dict[str, Decimal]:
         return {s: p.mark_price for s, p in (await self.fetch_positions(symbols)).items()}

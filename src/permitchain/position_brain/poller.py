@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import zlib
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,7 +39,8 @@ from permitchain.position_brain.state import (
 )
 from permitchain.runtime.clock import Clock
 from permitchain.runtime.service import Backoff
-from permitchain.store import REDIS_FAULTS, AsyncRedis
+from permitchain.scripts import scripts_for
+from permitchain.store import REDIS_FAULTS, AsyncRedis, is_cluster
 
 log = logging.getLogger("permitchain.p33.poller")
 
@@ -60,7 +62,9 @@ class PollOutcome:
 #: Symbols per pipeline when writing snapshots (one event-loop slice each: ~2 ms of work).
 POLL_CHUNK = 100
 #: A snapshot whose position and filters did not change gets only its new time written; it
-#: is written whole (fields, TTL, the ledger check) at least this often, and on any change.
+#: is written whole (fields, TTL, the ledger check) at least this often (each symbol after
+#: between half of it and all of it, so that not all are due in the same poll), and on any
+#: change.
 FULL_WRITE_EVERY_S = 60.0
 #: Least time between two targeted polls (after fills), so a busy chain batches them.
 TARGETED_MIN_GAP_S = 0.02
@@ -80,7 +84,10 @@ class SnapshotPoller:
         self.dirty: set[str] = set()
         self._seen: set[str] = set()  # symbols whose metric series exist
         #: per symbol: what its last whole snapshot was written from, and when (monotonic)
+        #: the next whole write is due
         self._whole: dict[str, tuple[Any, float]] = {}
+        self.cluster = is_cluster(r)
+        self.scripts = scripts_for(r)
 
     async def watched(self) -> set[str]:
         if time.monotonic() - self._ledger_scan_at > LEDGER_SCAN_S:
@@ -153,53 +160,84 @@ class SnapshotPoller:
     async def _write_chunk(self, syms: list[str], positions: dict[str, PositionInfo],
                            now: float, now_iso: str, unknown: list[str],
                            missing: dict[str, Decimal]) -> list[str]:  # fmt: skip
-        """Write one chunk's snapshots in one pipeline and record them; returns the symbols
-        written. Adds to ``unknown`` (no filters) and ``missing`` (a position, no ledger)."""
+        """Write one chunk's snapshots and record them; returns the symbols written. Adds to
+        ``unknown`` (no filters) and ``missing`` (a position, no ledger).
+
+        A snapshot whose position and filters changed, or that is due its periodic whole
+        write, is written whole (fields, TTL, with its ledger's amount read back). The others
+        get only the poll's time: on a plain or Sentinel server all of them in one script
+        call (``snapshot_touch.lua``), which also names any hash that is gone, written whole
+        at once; on a Redis Cluster one HSET each."""
         mono = time.monotonic()
-        chunk: list[tuple[str, bool, Any]] = []  # symbol, written whole, its signature
-        pipe = self.r.pipeline(transaction=False)
+        whole: list[str] = []
+        touch: list[str] = []
         for sym in syms:
             f = self.filters.get(sym)
             if f is None:
                 unknown.append(sym)
                 SNAPSHOTS.inc(sym, "unknown_symbol")
                 continue
-            key = self.k.snapshot(sym)
-            pos = positions.get(sym)
-            sig = (pos, f)
-            last_sig, last_at = self._whole.get(sym, (None, -FULL_WRITE_EVERY_S))
-            full = last_sig != sig or mono - last_at >= FULL_WRITE_EVERY_S
-            if full:
-                pipe.hset(key, mapping=snapshot_fields(sym, pos, f, now, self.ex.name,
-                                                       now_iso))  # fmt: skip
-                pipe.expire(key, SNAPSHOT_TTL_S)
-                pipe.hget(self.k.ledger(sym), "last_known_amt")
+            last = self._whole.get(sym)
+            if last is None or last[0] != (positions.get(sym), f) or mono >= last[1]:
+                whole.append(sym)
             else:  # the exchange says what it said: only the time moves
-                pipe.hset(key, mapping={"ts_epoch": f"{now:.6f}", "ts_iso": now_iso})
-            chunk.append((sym, full, sig))
-        if not chunk:
-            return []
-        replies = iter(await pipe.execute())
-        for sym, full, sig in chunk:
-            pos = positions.get(sym)
+                touch.append(sym)
+        if touch:
+            whole += await self._touch(touch, now, now_iso)
+        if whole:
+            await self._write_whole(whole, positions, now, now_iso, mono, missing)
+        done = [s for s in syms if s in self.filters]
+        for sym in done:
             if sym not in self._seen:
                 self._first_sight(sym)
-            SNAPSHOTS.inc(sym, "ok" if pos is not None else "flat")
-            SNAPSHOT_AGE.written_at[sym] = now
-            if not full:
-                if int(next(replies)) != 0:  # the hash was gone: write it whole next time
-                    self._whole.pop(sym, None)
-                continue
-            _hset, _expire, raw = next(replies), next(replies), next(replies)
-            self._whole[sym] = (sig, mono)
+        SNAPSHOTS.inc_each((s, "ok" if s in positions else "flat") for s in done)
+        SNAPSHOT_AGE.written_at.update(dict.fromkeys(done, now))
+        return done
+
+    async def _touch(self, syms: list[str], now: float, now_iso: str) -> list[str]:
+        """The new time on each snapshot of ``syms``; returns those whose hash was gone
+        (nothing written for them)."""
+        ts = f"{now:.6f}"
+        if self.cluster:
+            pipe = self.r.pipeline(transaction=False)
+            for sym in syms:
+                pipe.hset(self.k.snapshot(sym), mapping={"ts_epoch": ts, "ts_iso": now_iso})
+            # HSET creates the hash if it was gone (2 new fields): written whole below
+            return [s for s, n in zip(syms, await pipe.execute(), strict=True) if int(n) != 0]
+        gone = await self.scripts.snapshot_touch(keys=[self.k.snapshot(s) for s in syms],
+                                                 args=[ts, now_iso])  # fmt: skip
+        return [syms[int(i) - 1] for i in gone]
+
+    async def _write_whole(self, syms: list[str], positions: dict[str, PositionInfo],
+                           now: float, now_iso: str, mono: float,
+                           missing: dict[str, Decimal]) -> None:  # fmt: skip
+        """Each snapshot of ``syms`` whole, in one pipeline, with its ledger's amount."""
+        pipe = self.r.pipeline(transaction=False)
+        for sym in syms:
+            key = self.k.snapshot(sym)
+            pipe.hset(key, mapping=snapshot_fields(sym, positions.get(sym), self.filters[sym],
+                                                   now, self.ex.name, now_iso))  # fmt: skip
+            pipe.expire(key, SNAPSHOT_TTL_S)
+            pipe.hget(self.k.ledger(sym), "last_known_amt")
+        replies = await pipe.execute()
+        for i, sym in enumerate(syms):
+            pos = positions.get(sym)
+            self._whole[sym] = ((pos, self.filters[sym]), mono + self._whole_every(sym))
             amt = pos.amt if pos is not None else Decimal(0)
             POSITION_AMT.set(sym, float(amt))
+            raw = replies[3 * i + 2]
             ledger_amt = decimal_or_none(raw)
             if ledger_amt is not None:
                 LEDGER_AMT.set(sym, float(ledger_amt))
             elif raw is None and amt != 0:
                 missing[sym] = amt
-        return [sym for sym, _full, _sig in chunk]
+
+    def _whole_every(self, sym: str) -> float:
+        """Seconds until ``sym``'s next whole write: between half of ``FULL_WRITE_EVERY_S``
+        and all of it, fixed per symbol, so the symbols first seen in the same poll are not
+        all written whole again in the same later poll."""
+        spread = zlib.crc32(sym.encode()) % 1000 / 1000
+        return FULL_WRITE_EVERY_S * (1 - spread / 2)
 
     async def run(self, stop: asyncio.Event,
                   after_full_poll: Callable[[], None] | None = None) -> None:  # fmt: skip

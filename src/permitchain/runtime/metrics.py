@@ -61,6 +61,17 @@ class LabelledCounter(Collector):
                 v = 0.0
             self.values[labels] = v + amount
 
+    def inc_each(self, label_sets: Iterable[tuple[str, ...]]) -> None:
+        """``inc()`` by 1 of each label set (a set may repeat), under one lock."""
+        with self._lock:
+            values = self.values
+            for labels in label_sets:
+                v = values.get(labels)
+                if v is None:
+                    self.created[labels] = time.time()
+                    v = 0.0
+                values[labels] = v + 1.0
+
     def value(self, *labels: str) -> float | None:
         return self.values.get(labels)
 

@@ -58,7 +58,8 @@ def grants(service: str, k: Keys) -> list[Grant]:
                        "+hgetall", "+hdel"), (f"~{p}:gov:*",))]  # fmt: skip
     if service == "position-brain":
         return [*common, group(k.plan_stream), group(k.result_stream),
-                Grant(("+hset", "+expire", "+hgetall", "+exists"),
+                # snapshot_touch.lua: a full poll's unchanged snapshots (EXISTS, HSET)
+                Grant(("+hset", "+expire", "+hgetall", "+exists", "+evalsha", "+eval"),
                       (f"~{p}:position:snapshot:*",)),
                 # +hdel: a Redis Cluster's ledger audit outbox fields (position_brain.state)
                 Grant(("+hgetall", "+hget", "+hmget", "+hlen", "+hset", "+hsetnx", "+hdel",
