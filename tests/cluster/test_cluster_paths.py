@@ -40,7 +40,7 @@ from permitchain.position_brain.state import (
     release_claim,
 )
 from permitchain.runtime.clock import SystemClock
-from permitchain.scripts import Scripts, source
+from permitchain.scripts import Scripts, flat_pairs, source
 from permitchain.scripts import names as script_names
 from permitchain.settings import Settings
 from permitchain.store import is_cluster
@@ -273,9 +273,10 @@ def test_sim_crash_before_fill_record_never_fills_twice(arun: Run, keys: Keys) -
                   "type": "MARKET", "status": "FILLED", "requested_qty": "0.01",
                   "filled_qty": "0.01", "avg_price": "100", "reduce_only": "true",
                   "created_at": f"{time.time():.6f}"}  # fmt: skip
-        flat = [x for kv in fields.items() for x in kv]
-        res = await sim.scripts.sim_order(keys=[pos, order, seq],
-                                          args=["1", "0.99", 60, len(flat), *flat])  # fmt: skip
+        # assumed: amt 1 (no config, no filters checked); the order fields; no fill record
+        args = [60, "0.99", "1", "amt", "1", "0", "0", *flat_pairs(fields), "0"]
+        res = await sim.scripts.sim_order(keys=[pos, order, seq, keys.sim_filters("BTCUSDT")],
+                                          args=args)  # fmt: skip
         assert res[0] == "ok"
         # the resend with the same client order id gets the recorded order: no second fill
         again = await sim.place_reduce_only_market("BTCUSDT", "SELL", Decimal("0.01"), "pc-p1")

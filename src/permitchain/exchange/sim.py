@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any, cast
@@ -31,7 +32,7 @@ from permitchain.exchange.base import (
 from permitchain.keys import Keys
 from permitchain.lean import error_of, finish
 from permitchain.models import fmt_decimal
-from permitchain.scripts import Scripts
+from permitchain.scripts import Scripts, flat_pairs
 from permitchain.store import AsyncRedis, atranslate, is_cluster
 
 ORDER_TTL_S = 7 * 86400
@@ -40,6 +41,45 @@ DEFAULT_FILTERS = {
     "step_size": "0.001", "min_qty": "0.001", "max_qty": "1000", "min_notional": "5",
     "tick_size": "0.1",
 }  # fmt: skip
+
+
+#: What a market order depends on, of the position, filters and config hashes: what the
+#: script checks when it is decided from a remembered state.
+POSITION_FIELDS = ("amt", "entry_price", "mark_price")
+FILTER_FIELDS = ("step_size", "min_qty", "max_qty", "min_notional", "tick_size")
+CONFIG_FIELDS = ("order_mode", "latency_ms")
+NO_LATENCY = ("", "0")
+
+
+@dataclass(slots=True)
+class _State:
+    """What an order is decided from: hashes as read (or a stale reply's), or the fields of
+    them remembered. ``existing``: the order hash (None: not known; the script checks)."""
+
+    pos: dict[str, str]
+    filt: dict[str, str]
+    existing: dict[str, str] | None
+    cfg: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """An order to record: its mode, fields, fill record ({}: none) and the new position
+    amount ('': unchanged)."""
+
+    mode: str
+    fields: dict[str, str]
+    fill_record: dict[str, str]
+    new_amt: str
+
+
+def _only(h: dict[str, str], fields: tuple[str, ...]) -> dict[str, str]:
+    return {f: h[f] for f in fields if f in h}
+
+
+def _pairs(flat: list[str]) -> dict[str, str]:
+    """A hash from a script's name, value list."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def _dec(v: str | None, default: str = "0") -> Decimal:
@@ -90,7 +130,9 @@ def _order(h: dict[str, str]) -> OrderInfo:
 
 
 class SimExchange:
-    """``Exchange`` implementation over Redis. Cheap to construct; holds no state itself."""
+    """``Exchange`` implementation over Redis. Cheap to construct; the state is Redis's: it
+    only remembers, per symbol, what its last order saw, an assumption its next order's
+    script checks (:meth:`_attempt`)."""
 
     name = "sim"
 
@@ -100,8 +142,12 @@ class SimExchange:
         self.order_ttl_s = order_ttl_s  # the services pass EXEC_RECORD_TTL_S
         self.scripts = Scripts(redis)
         self.cluster = is_cluster(redis)
-        #: symbol -> its position hash as last read (flat) and that parsed
+        #: symbol -> its position hash as last read by fetch_positions (flat) and that parsed
         self._positions: dict[str, tuple[list[str], PositionInfo]] = {}
+        # what the last order attempt on each symbol saw (position and filters fields) and
+        # the config fields it ran under: the next order is decided from them (see _attempt)
+        self._seen: dict[str, tuple[dict[str, str], dict[str, str]]] = {}
+        self._cfg: dict[str, str] | None = None
 
     # -- administration (CLI, tests, price driver) -------------------------------------------
     async def list_symbol(self, symbol: str, **filters: str) -> None:
@@ -215,38 +261,127 @@ class SimExchange:
     async def place_reduce_only_market(
         self, symbol: str, side: Side, qty: Decimal, client_order_id: str
     ) -> OrderInfo:
-        first = True
+        first, st = True, None
         for _ in range(50):
-            order = await self._try_market(symbol, side, qty, client_order_id, first=first)
-            first = False
-            if order is not None:
-                return order
+            out = await self._attempt(symbol, side, qty, client_order_id, first=first,
+                                      internal=False, st=st)  # fmt: skip
+            if isinstance(out, OrderInfo):
+                return out
+            st, first = out[0], first and out[1]
         raise OrderOutcomeUnknown("sim: position kept moving; order not placed")
 
     async def _try_market(
         self, symbol: str, side: Side, qty: Decimal, coid: str, *, first: bool,
         internal: bool = False,
     ) -> OrderInfo | None:  # fmt: skip
-        """One attempt: read state and faults in one round trip, then compare-and-set (which
-        also records the fill) in a second. ``internal``: a fill inside the exchange (a
-        triggered stop), which the API's injected faults do not touch."""
-        pos_key = self.k.sim_position(symbol)
-        order_key = self.k.sim_order(symbol, coid)
+        """One attempt (:meth:`_attempt`): the order, or None when the state it assumed was
+        stale (the next attempt decides from what the script returned, remembered).
+        ``internal``: a fill inside the exchange (a triggered stop), which the API's injected
+        faults do not touch."""
+        out = await self._attempt(symbol, side, qty, coid, first=first, internal=internal,
+                                  st=None)  # fmt: skip
+        return out if isinstance(out, OrderInfo) else None
+
+    async def _attempt(
+        self, symbol: str, side: Side, qty: Decimal, coid: str, *, first: bool,
+        internal: bool, st: _State | None,
+    ) -> OrderInfo | tuple[_State | None, bool]:  # fmt: skip
+        """One attempt, one ``sim_order.lua`` call at most, which records the order only if
+        the state it was decided from still holds. That state is ``st`` (a stale reply's),
+        else what the last attempt on the symbol saw (:meth:`_remembered`: then one round
+        trip in all) when it decides an order to send, else a read (position, filters,
+        order and config in one round trip; a reject or fault is only ever raised on such
+        fresh state). ``first``: the API's injected faults apply (latency, timeout, reject).
+
+        Returns the order, or (the state as the script found it, None on a cluster: read
+        again; whether the faults apply again: ``first`` and the config was not what was
+        assumed)."""
+        faults = first and not internal
+        plan: OrderInfo | _Plan | None = None
+        if st is None:
+            st = self._remembered(symbol, faults=faults, internal=internal)
+            if st is not None:
+                try:
+                    plan = self._plan(symbol, side, qty, coid, st, faults=faults,
+                                      internal=internal)  # fmt: skip
+                except (OrderRejected, OrderOutcomeUnknown):
+                    st = None  # decided from memory: decided again on a fresh read
+        if st is None:
+            st = await self._read(symbol, coid)
+        if plan is None:
+            if faults:
+                latency = int(st.cfg.get("latency_ms") or 0)
+                if latency:
+                    await asyncio.sleep(latency / 1000)
+            plan = self._plan(symbol, side, qty, coid, st, faults=faults, internal=internal)
+        if isinstance(plan, OrderInfo):
+            return plan
+        check_cfg = not internal and not self.cluster
+        async with atranslate():
+            res = await self._record_order(symbol, coid, st, plan, check_cfg=check_cfg)
+        if res[0] == "stale":
+            pos, filt, existing, cfg = (_pairs(x) for x in res[1:5])
+            self._remember(symbol, pos, filt, None if self.cluster else cfg)
+            if self.cluster and not internal:
+                return None, False  # the config is in another slot, not in the reply: read
+            again = faults and _only(cfg, CONFIG_FIELDS) != _only(st.cfg, CONFIG_FIELDS)
+            return _State(pos, filt, existing, cfg), again
+        if res[0] == "exists":
+            return _order(_pairs(res[1]))
+        pos = {**st.pos, "amt": plan.new_amt} if plan.new_amt else st.pos
+        self._remember(symbol, pos, st.filt, st.cfg if check_cfg else None)
+        if plan.mode == "lose_response":
+            raise OrderOutcomeUnknown("sim: response lost after acceptance (injected)")
+        return _order({**plan.fields, "order_id": res[1]})
+
+    def _remembered(self, symbol: str, *, faults: bool, internal: bool) -> _State | None:
+        """What the last attempt on ``symbol`` read or wrote, to decide from without a read;
+        None if nothing is known, or the config is needed and not known (on a cluster it is
+        not in the script's slot), or an injected latency is to be slept (after the read)."""
+        seen = self._seen.get(symbol)
+        if seen is None:
+            return None
+        if internal:
+            return _State(seen[0], seen[1], None, {})
+        cfg = self._cfg
+        if cfg is None or self.cluster or (faults and cfg.get("latency_ms", "") not in NO_LATENCY):
+            return None
+        return _State(seen[0], seen[1], None, cfg)
+
+    def _remember(
+        self, symbol: str, pos: dict[str, str], filt: dict[str, str], cfg: dict[str, str] | None
+    ) -> None:
+        """Remember the state an attempt found or left (``cfg`` None: not known to be current)."""
+        self._seen[symbol] = (_only(pos, POSITION_FIELDS), _only(filt, FILTER_FIELDS))
+        if cfg is not None:
+            self._cfg = _only(cfg, CONFIG_FIELDS)
+
+    async def _read(self, symbol: str, coid: str) -> _State:
+        """Position, filters, the order and the config, in one round trip; remembered."""
         async with atranslate():
             pos, filt, existing, cfg = await self._hashes(
-                [pos_key, self.k.sim_filters(symbol), order_key, self.k.sim_config]
-            )
-        mode = "fill" if internal else cfg.get("order_mode", "fill")
-        if first and not internal:
-            latency = int(cfg.get("latency_ms") or 0)
-            if latency:
-                await asyncio.sleep(latency / 1000)
+                [self.k.sim_position(symbol), self.k.sim_filters(symbol),
+                 self.k.sim_order(symbol, coid), self.k.sim_config]
+            )  # fmt: skip
+        self._remember(symbol, pos, filt, cfg)
+        return _State(pos, filt, existing, cfg)
+
+    @staticmethod
+    def _plan(
+        symbol: str, side: Side, qty: Decimal, coid: str, st: _State, *, faults: bool,
+        internal: bool,
+    ) -> OrderInfo | _Plan:  # fmt: skip
+        """The order decided from ``st``: the existing order (``st.existing``), a reject or
+        an injected fault raised, or the order to record."""
+        mode = "fill" if internal else st.cfg.get("order_mode", "fill")
+        if faults:
             if mode == "timeout":
                 raise OrderOutcomeUnknown("sim: request timed out (fault injected)")
             if mode == "reject":
                 raise OrderRejected("sim: Margin is insufficient (fault injected)", code=-2019)
-        if existing:
-            return _order(existing)
+        if st.existing:
+            return _order(st.existing)
+        pos, filt = st.pos, st.filt
         if not filt:
             raise OrderRejected(f"sim: invalid symbol {symbol}", code=-1121)
         f = _filters_of(symbol, tuple(filt.items()))
@@ -277,21 +412,7 @@ class SimExchange:
             "price": fmt_decimal(price), "position_before": fmt_decimal(amt),
             "position_after": fmt_decimal(new_amt), "ts": f"{now:.6f}",
         } if fill else {}  # fmt: skip
-        argv: list[Any] = [pos.get("amt", ""), fmt_decimal(new_amt) if fill else "",
-                           self.order_ttl_s, 2 * len(fields)]  # fmt: skip
-        for k, v in [*fields.items(), *fill_record.items()]:
-            argv += [k, v]
-        seq_key = f"{pos_key.rsplit(':', 1)[0]}:order_seq"
-        async with atranslate():
-            res = await self._record_order([pos_key, order_key, seq_key], argv, fill_record)
-        if res[0] == "retry":
-            return None
-        if res[0] == "exists":
-            async with atranslate():
-                return _order(await self.r.hgetall(order_key))
-        if mode == "lose_response":
-            raise OrderOutcomeUnknown("sim: response lost after acceptance (injected)")
-        return _order({**fields, "order_id": res[1]})
+        return _Plan(mode, fields, fill_record, fmt_decimal(new_amt) if fill else "")
 
     async def _hashes(self, keys: list[str]) -> list[dict[str, str]]:
         """HGETALL of each key in one round trip: straight on a lean client's connection
@@ -306,18 +427,31 @@ class SimExchange:
         return cast("list[dict[str, str]]", await pipe.execute())
 
     async def _record_order(
-        self, keys: list[str], argv: list[Any], fill_record: dict[str, str]
-    ) -> list[str]:
-        """Run ``sim_order.lua``. On a Redis Cluster the fills stream is in another slot: the
-        script records the order and moves the position (the source of truth), and the fill
-        record follows, added once, by the one call whose script created the order."""
+        self, symbol: str, coid: str, st: _State, plan: _Plan, *, check_cfg: bool
+    ) -> list[Any]:
+        """Run ``sim_order.lua`` with the assumptions of ``st`` (the config's if
+        ``check_cfg``). On a Redis Cluster the config and the fills stream are in other
+        slots: the script records the order and moves the position (the source of truth),
+        and the fill record follows, added once, by the one call whose script created the
+        order."""
+        pos_key = self.k.sim_position(symbol)
+        keys = [pos_key, self.k.sim_order(symbol, coid), f"{pos_key.rsplit(':', 1)[0]}:order_seq",
+                self.k.sim_filters(symbol)]  # fmt: skip
+        argv: list[Any] = [
+            self.order_ttl_s, plan.new_amt,
+            *flat_pairs({f: st.pos.get(f, "") for f in POSITION_FIELDS}),
+            *(flat_pairs({f: st.cfg.get(f, "") for f in CONFIG_FIELDS}) if check_cfg else ["0"]),
+            *flat_pairs({f: st.filt.get(f, "") for f in FILTER_FIELDS}),
+            *flat_pairs(plan.fields), *flat_pairs(plan.fill_record),
+        ]  # fmt: skip
         if not self.cluster:
-            res: list[str] = await self.scripts.sim_order(keys=[*keys, self.k.sim_fills],
-                                                          args=argv)  # fmt: skip
+            res: list[Any] = await self.scripts.sim_order(
+                keys=[*keys, self.k.sim_config, self.k.sim_fills], args=argv
+            )
             return res
         res = await self.scripts.sim_order(keys=keys, args=argv)
-        if fill_record and res[0] == "ok":
-            await self.r.xadd(self.k.sim_fills, {"order_id": res[1], **fill_record},
+        if plan.fill_record and res[0] == "ok":
+            await self.r.xadd(self.k.sim_fills, {"order_id": res[1], **plan.fill_record},
                               maxlen=100_000, approximate=True)  # fmt: skip
         return res
 

@@ -7,10 +7,11 @@ min(its quantity, |position|) rounded down to the step: reduce-only, it never op
 a position. A stop that would not reduce (the position is flat or on the other side) expires.
 
 The fill goes through the sim's own market-order path (``sim_order.lua``: compare-and-set on
-the position, one order record per client order id) as the order ``<stop id>-fill``, so a
-stop fills at most once even when two triggers race or one dies half-way; the stop is then
-marked FILLED with that order's quantity and price. (No WATCH: the exit brain's least-privilege
-Redis user runs scripts on the sim's keys, not optimistic transactions.)
+the position and filters, one order record per client order id) as the order
+``<stop id>-fill``, so a stop fills at most once even when two triggers race or one dies
+half-way; the stop is then marked FILLED with that order's quantity and price. (No WATCH:
+the exit brain's least-privilege Redis user runs scripts on the sim's keys, not optimistic
+transactions.)
 
 Like a real exchange's stop, this fill happens outside the chain: the P3.3 ledger does not
 see it, so the next plan for the symbol meets ``no_position`` or a quantity mismatch until
