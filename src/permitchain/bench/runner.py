@@ -28,8 +28,9 @@ from permitchain.keys import Keys
 from permitchain.store import AsyncRedis, async_client
 
 #: Sequential Redis round trips on the critical path of one plan, proposal written → result
-#: on the stream (see docs/performance.md).
-CRITICAL_PATH_RTTS = 12
+#: on the stream (see docs/performance.md): 11 once the simulated exchange has seen the
+#: symbol (its order is then one script call; the first order on a symbol reads first).
+CRITICAL_PATH_RTTS = 11
 #: Processes a plan's news wakes on that path (planner → gatekeepers → executor): each is one
 #: wake-up of a process blocked on a stream read.
 CRITICAL_PATH_HOPS = 3
