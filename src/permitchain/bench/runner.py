@@ -25,6 +25,7 @@ from typing import Any
 from permitchain.bench.load import Load, Sample, bench_symbols, seed, verify
 from permitchain.chain import Chain
 from permitchain.keys import Keys
+from permitchain.runtime import gc_tuning
 from permitchain.store import AsyncRedis, async_client
 
 #: Sequential Redis round trips on the critical path of one plan, proposal written → result
@@ -397,6 +398,9 @@ async def _drain(load: Load, timeout_s: float = 30.0) -> None:
 
 
 def run(cfg: BenchConfig, progress: Callable[[str], None]) -> dict[str, Any]:
+    """The whole benchmark, in this process (the bench's own process: its collector is tuned
+    as the services' are, so that its pauses do not show as the chain's latency)."""
+    gc_tuning.tune()
     n_symbols = min(BENCH_SYMBOLS, max(10, math.ceil(cfg.total_plans() / PLANS_PER_SYMBOL)))
     symbols = bench_symbols(n_symbols)
     env = {"APPLY_MODE": "testnet", "EXCHANGE": "sim", "COOLDOWN_S": "0",
@@ -421,6 +425,7 @@ def run(cfg: BenchConfig, progress: Callable[[str], None]) -> dict[str, Any]:
         chain.start(GATE_SERVICES)
         chain.wait_ready(GATE_SERVICES)
         progress("services up: " + ", ".join(GATE_SERVICES))
+        gc_tuning.freeze()
         result = asyncio.run(measure(cfg, chain, progress))
         result["machine"] = machine()
         result["server"] = chain.server.name if chain.server else "external"

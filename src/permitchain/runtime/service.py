@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -33,6 +34,7 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 from permitchain import __version__
 from permitchain.errors import ContractError, StoreError
 from permitchain.keys import Keys
+from permitchain.runtime import gc_tuning
 from permitchain.store import REDIS_FAULTS, AsyncRedis
 
 uvloop: Any
@@ -470,11 +472,17 @@ def _deadletter_fields(
 
 
 def run_service(runner_factory: Callable[[], Awaitable[ServiceRunner]]) -> None:
-    """Entry point helper: build the runner inside the loop, install signals, run."""
+    """Entry point helper: build the runner inside the loop, install signals, run. The
+    process's garbage collector is tuned first and its start-up heap frozen once the runner
+    is built (``runtime/gc_tuning.py``)."""
+    gc_tuning.tune()
 
     async def main() -> None:
         runner = await runner_factory()
         runner.install_signal_handlers()
+        frozen = gc_tuning.freeze()
+        log.info("%s: gc thresholds %s, %d start-up objects frozen", runner.name,
+                 gc.get_threshold(), frozen)  # fmt: skip
         await runner.run()
 
     if uvloop is not None:
