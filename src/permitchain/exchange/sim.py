@@ -142,8 +142,9 @@ class SimExchange:
         self.order_ttl_s = order_ttl_s  # the services pass EXEC_RECORD_TTL_S
         self.scripts = Scripts(redis)
         self.cluster = is_cluster(redis)
-        #: symbol -> its position hash as last read by fetch_positions (flat) and that parsed
-        self._positions: dict[str, tuple[list[str], PositionInfo]] = {}
+        #: symbol -> its position hash as last read by fetch_positions (its fields and values
+        #: joined by NUL) and that parsed
+        self._positions: dict[str, tuple[str, PositionInfo]] = {}
         # what the last order attempt on each symbol saw (position and filters fields) and
         # the config fields it ran under: the next order is decided from them (see _attempt)
         self._seen: dict[str, tuple[dict[str, str], dict[str, str]]] = {}
@@ -242,11 +243,12 @@ class SimExchange:
     def _parsed_position(self, symbol: str, flat: list[str]) -> PositionInfo:
         """:func:`_position` of a hash given flat, parsed again only when it changed (a full
         poll reads every position; most did not move since the last one)."""
+        seen = "\x00".join(flat)  # one string: a fifth of the list's memory per symbol
         last = self._positions.get(symbol)
-        if last is not None and last[0] == flat:
+        if last is not None and last[0] == seen:
             return last[1]
         pos = _position(symbol, dict(zip(flat[::2], flat[1::2], strict=True)))
-        self._positions[symbol] = (flat, pos)
+        self._positions[symbol] = (seen, pos)
         return pos
 
     async def mark_prices(self, symbols: Sequence[str] | None = None) -> dict[str, Decimal]:
