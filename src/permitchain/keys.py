@@ -126,6 +126,9 @@ class Keys:
     def sim_order(self, symbol: str, client_order_id: str) -> str:
         return f"{self.prefix}:sim:{{{symbol}}}:order:{client_order_id}"
 
+    def sim_order_seq(self, symbol: str) -> str:
+        return f"{self.prefix}:sim:{{{symbol}}}:order_seq"
+
     def sim_stop(self, symbol: str) -> str:
         return f"{self.prefix}:sim:{{{symbol}}}:stop"
 

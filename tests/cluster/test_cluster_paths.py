@@ -267,7 +267,7 @@ def test_sim_crash_before_fill_record_never_fills_twice(arun: Run, keys: Keys) -
         await sim.set_position("BTCUSDT", Decimal("1"), Decimal(100))
         pos = keys.sim_position("BTCUSDT")
         order = keys.sim_order("BTCUSDT", "pc-p1")
-        seq = f"{pos.rsplit(':', 1)[0]}:order_seq"
+        seq = keys.sim_order_seq("BTCUSDT")
         # the script alone (a crash before the fill record): order recorded, position moved
         fields = {"symbol": "BTCUSDT", "client_order_id": "pc-p1", "side": "SELL",
                   "type": "MARKET", "status": "FILLED", "requested_qty": "0.01",

@@ -30,7 +30,7 @@ from permitchain.exchange.base import (
     SymbolFilters,
 )
 from permitchain.keys import Keys
-from permitchain.lean import error_of, finish
+from permitchain.lean import error_of
 from permitchain.models import fmt_decimal
 from permitchain.scripts import Scripts, flat_pairs
 from permitchain.store import AsyncRedis, atranslate, is_cluster
@@ -217,38 +217,23 @@ class SimExchange:
             async with atranslate():
                 for i in range(0, len(syms), READ_CHUNK):  # one event-loop slice per chunk
                     chunk = syms[i : i + READ_CHUNK]
-                    for s, flat in zip(chunk, await self._position_rows(chunk), strict=True):
+                    rows = await self._hash_rows([self.k.sim_position(s) for s in chunk])
+                    for s, flat in zip(chunk, rows, strict=True):
                         if flat:
                             out[s] = self._parsed_position(s, flat)
         except StoreError as e:
             raise ExchangeUnavailable(f"sim: {e}") from e
         return out
 
-    async def _position_rows(self, syms: list[str]) -> list[list[str]]:
-        """Each symbol's position hash as HGETALL's flat reply (name, value, …; [] when
-        none), in one round trip: straight on a lean client's connection, else a pipeline."""
-        lean = getattr(self.r, "lean", None)
-        if lean is not None:
-            replies = await lean.call_many([(("HGETALL", self.k.sim_position(s)), False)
-                                            for s in syms])  # fmt: skip
-            for reply in replies:
-                if isinstance(reply, ReplyError):
-                    raise error_of(reply)
-            return cast("list[list[str]]", replies)
-        pipe = self.r.pipeline(transaction=False)
-        for s in syms:
-            pipe.hgetall(self.k.sim_position(s))
-        return [[x for kv in h.items() for x in kv] for h in await pipe.execute()]
-
     def _parsed_position(self, symbol: str, flat: list[str]) -> PositionInfo:
         """:func:`_position` of a hash given flat, parsed again only when it changed (a full
         poll reads every position; most did not move since the last one)."""
-        seen = "\x00".join(flat)  # one string: a fifth of the list's memory per symbol
+        raw = "\x00".join(flat)  # one string: a fifth of the list's memory per symbol
         last = self._positions.get(symbol)
-        if last is not None and last[0] == seen:
+        if last is not None and last[0] == raw:
             return last[1]
-        pos = _position(symbol, dict(zip(flat[::2], flat[1::2], strict=True)))
-        self._positions[symbol] = (seen, pos)
+        pos = _position(symbol, _pairs(flat))
+        self._positions[symbol] = (raw, pos)
         return pos
 
     async def mark_prices(self, symbols: Sequence[str] | None = None) -> dict[str, Decimal]:
@@ -416,17 +401,25 @@ class SimExchange:
         } if fill else {}  # fmt: skip
         return _Plan(mode, fields, fill_record, fmt_decimal(new_amt) if fill else "")
 
-    async def _hashes(self, keys: list[str]) -> list[dict[str, str]]:
-        """HGETALL of each key in one round trip: straight on a lean client's connection
-        (what its pipeline would send, without building one), else a pipeline."""
+    async def _hash_rows(self, keys: list[str]) -> list[list[str]]:
+        """HGETALL of each key in one round trip, each as its flat reply (name, value, …; []
+        when none): straight on a lean client's connection (what its pipeline would send,
+        without building one), else a pipeline."""
         lean = getattr(self.r, "lean", None)
         if lean is not None:
             replies = await lean.call_many([(("HGETALL", k), False) for k in keys])
-            return [finish("HGETALL", reply, {}) for reply in replies]
+            for reply in replies:
+                if isinstance(reply, ReplyError):
+                    raise error_of(reply)
+            return cast("list[list[str]]", replies)
         pipe = self.r.pipeline(transaction=False)
         for k in keys:
             pipe.hgetall(k)
-        return cast("list[dict[str, str]]", await pipe.execute())
+        return [[x for kv in h.items() for x in kv] for h in await pipe.execute()]
+
+    async def _hashes(self, keys: list[str]) -> list[dict[str, str]]:
+        """:meth:`_hash_rows` as dicts."""
+        return [_pairs(row) for row in await self._hash_rows(keys)]
 
     async def _record_order(
         self, symbol: str, coid: str, st: _State, plan: _Plan, *, check_cfg: bool
@@ -437,7 +430,7 @@ class SimExchange:
         and the fill record follows, added once, by the one call whose script created the
         order."""
         pos_key = self.k.sim_position(symbol)
-        keys = [pos_key, self.k.sim_order(symbol, coid), f"{pos_key.rsplit(':', 1)[0]}:order_seq",
+        keys = [pos_key, self.k.sim_order(symbol, coid), self.k.sim_order_seq(symbol),
                 self.k.sim_filters(symbol)]  # fmt: skip
         argv: list[Any] = [
             self.order_ttl_s, plan.new_amt,
@@ -466,7 +459,7 @@ class SimExchange:
             existing = await self.r.hgetall(order_key)
             if existing:
                 return _order(existing)
-            oid = await self.r.incr(f"{self.k.sim_position(symbol).rsplit(':', 1)[0]}:order_seq")
+            oid = await self.r.incr(self.k.sim_order_seq(symbol))
             fields = {
                 "symbol": symbol, "client_order_id": client_order_id, "order_id": str(oid),
                 "side": side, "type": "STOP_MARKET", "status": "NEW",

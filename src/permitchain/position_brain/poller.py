@@ -171,12 +171,14 @@ class SnapshotPoller:
         mono = time.monotonic()
         whole: list[str] = []
         touch: list[str] = []
+        done: list[str] = []  # both, in the chunk's order
         for sym in syms:
             f = self.filters.get(sym)
             if f is None:
                 unknown.append(sym)
                 SNAPSHOTS.inc(sym, "unknown_symbol")
                 continue
+            done.append(sym)
             last = self._whole.get(sym)
             if last is None or last[0] != (positions.get(sym), f) or mono >= last[1]:
                 whole.append(sym)
@@ -186,7 +188,6 @@ class SnapshotPoller:
             whole += await self._touch(touch, now, now_iso)
         if whole:
             await self._write_whole(whole, positions, now, now_iso, mono, missing)
-        done = [s for s in syms if s in self.filters]
         for sym in done:
             if sym not in self._seen:
                 self._first_sight(sym)

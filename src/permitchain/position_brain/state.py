@@ -116,9 +116,10 @@ def parse_snapshot(h: Mapping[str, str]) -> Snapshot | None:
 LEDGER_CHECK_FIELDS = ("last_known_amt", "last_order_time_epoch", "epoch")
 
 
-def ledger_fields(values: Sequence[str | None]) -> dict[str, str]:
-    """An HMGET of ``LEDGER_CHECK_FIELDS`` as a hash (absent fields left out)."""
-    return {f: v for f, v in zip(LEDGER_CHECK_FIELDS, values, strict=True) if v is not None}
+def ledger_fields(values: Sequence[str | None],
+                  fields: Sequence[str] = LEDGER_CHECK_FIELDS) -> dict[str, str]:  # fmt: skip
+    """An HMGET of ``fields`` as a hash (absent fields left out)."""
+    return {f: v for f, v in zip(fields, values, strict=True) if v is not None}
 
 
 async def read_ledger_fields(r: AsyncRedis, keys: Keys, symbol: str) -> dict[str, str]:
@@ -238,7 +239,7 @@ async def _write_ledger(
             h: dict[str, str] = replies[0]
             size = len(h)
         else:
-            h = {f: v for f, v in zip(read, replies[0], strict=True) if v is not None}
+            h = ledger_fields(replies[0], read)
             size = int(replies[1])
         answer, w = decide(h, in_flight)
         if w is None:

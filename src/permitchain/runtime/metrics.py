@@ -55,22 +55,21 @@ class LabelledCounter(Collector):
 
     def inc(self, *labels: str, amount: float = 1.0) -> None:
         with self._lock:
-            v = self.values.get(labels)
-            if v is None:
-                self.created[labels] = time.time()
-                v = 0.0
-            self.values[labels] = v + amount
+            self._add(labels, amount)
 
     def inc_each(self, label_sets: Iterable[tuple[str, ...]]) -> None:
         """``inc()`` by 1 of each label set (a set may repeat), under one lock."""
         with self._lock:
-            values = self.values
             for labels in label_sets:
-                v = values.get(labels)
-                if v is None:
-                    self.created[labels] = time.time()
-                    v = 0.0
-                values[labels] = v + 1.0
+                self._add(labels, 1.0)
+
+    def _add(self, labels: tuple[str, ...], amount: float) -> None:
+        """The series' read-modify-write (the caller holds the lock)."""
+        v = self.values.get(labels)
+        if v is None:
+            self.created[labels] = time.time()
+            v = 0.0
+        self.values[labels] = v + amount
 
     def value(self, *labels: str) -> float | None:
         return self.values.get(labels)
