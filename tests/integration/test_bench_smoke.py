@@ -47,6 +47,16 @@ def test_bench_quick_is_correct(redis_url: str) -> None:
         cpu = phase["cpu_ms_per_plan"]  # every process that shares the machine, per plan
         assert {"apply-layer", "governor", "position-brain", "bench"} <= set(cpu), cpu
         assert cpu["apply-layer"] > 0 and cpu["total"] > cpu["apply-layer"], cpu
+        switches = phase["ctx_switches_per_plan"]  # each service woke for its plans
+        assert all(switches[s] > 0 for s in ("apply-layer", "governor", "position-brain"))
+        assert switches["total"] > switches["apply-layer"], switches
+        # Redis's time by command: every plan runs its scripts (publish, consume, submit, the
+        # sim's order, the result, P3.3's ledger), costliest first
+        by_cmd = phase["redis_per_plan"]
+        assert by_cmd["evalsha"]["calls"] >= 5 and by_cmd["evalsha"]["us"] > 0, by_cmd
+        assert by_cmd["xadd"]["calls"] >= 1, by_cmd
+        costs = [v["us"] for v in by_cmd.values()]
+        assert costs == sorted(costs, reverse=True), by_cmd
 
 
 def test_verify_judges_by_the_exchange_order_record(arun: Any, keys: Keys) -> None:

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import redis.exceptions
+
 from permitchain.bench.load import Load, Sample, bench_symbols, seed, verify
 from permitchain.chain import Chain
 from permitchain.keys import Keys
@@ -114,6 +116,20 @@ def cpu_s(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def ctx_switches(pid: int) -> int | None:
+    """Context switches (voluntary + involuntary) of all a process's threads so far: each is a
+    wake-up or a preemption (None: not readable)."""
+    n = 0
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
+                    n += int(line.split()[1])
+    except OSError:  # the process (or one of its threads) has gone
+        return None
+    return n
+
+
 def _pids(chain: Chain) -> dict[str, int]:
     """The processes that share the machine during a run: services, embedded server, bench."""
     pids = {n: p.pid for n, p in chain.procs.items()}
@@ -126,18 +142,65 @@ def _pids(chain: Chain) -> dict[str, int]:
 @contextlib.contextmanager
 def cpu_per_plan(chain: Chain, out: dict[str, Any], plans: Callable[[], int]) -> Iterator[None]:
     """Around a phase: CPU ms each process used per plan of the phase (``plans()`` after it),
-    into ``out["cpu_ms_per_plan"]`` with their ``total``."""
+    into ``out["cpu_ms_per_plan"]``, and its context switches per plan into
+    ``out["ctx_switches_per_plan"]``, each with their ``total``."""
     pids = _pids(chain)
-    before = {n: cpu_s(p) for n, p in pids.items()}
+    before = {n: (cpu_s(p), ctx_switches(p)) for n, p in pids.items()}
     yield
     n = plans()
-    per: dict[str, float] = {}
+    cpu: dict[str, float] = {}
+    switches: dict[str, float] = {}
     for name, pid in pids.items():
-        a, b = before[name], cpu_s(pid)
-        if a is not None and b is not None and n:
-            per[name] = (b - a) * 1000 / n
-    per["total"] = sum(per.values())
-    out["cpu_ms_per_plan"] = per
+        (c0, s0), c1, s1 = before[name], cpu_s(pid), ctx_switches(pid)
+        if c0 is not None and c1 is not None and n:
+            cpu[name] = (c1 - c0) * 1000 / n
+        if s0 is not None and s1 is not None and n:
+            switches[name] = (s1 - s0) / n
+    cpu["total"] = sum(cpu.values())
+    switches["total"] = sum(switches.values())
+    out["cpu_ms_per_plan"] = cpu
+    out["ctx_switches_per_plan"] = switches
+
+
+async def command_stats(r: AsyncRedis) -> dict[str, tuple[int, float]]:
+    """The server's ``INFO commandstats``: per command, (calls, µs) so far. Empty when the
+    server does not say (a cluster client, a server that refuses INFO): a measurement, not a
+    reason to stop the run."""
+    try:
+        info = await r.info("commandstats")
+    except (redis.exceptions.RedisError, OSError):  # measurement only: the run goes on
+        return {}
+    out: dict[str, tuple[int, float]] = {}
+    for key, v in info.items():
+        if key.startswith("cmdstat_") and isinstance(v, dict) and "calls" in v:
+            out[key.removeprefix("cmdstat_")] = (int(v["calls"]), float(v.get("usec", 0)))
+    return out
+
+
+def redis_per_plan(before: dict[str, tuple[int, float]], after: dict[str, tuple[int, float]],
+                   plans: int, top: int = 12) -> dict[str, dict[str, float]]:  # fmt: skip
+    """Redis's time per plan by command over a phase (the ``top`` costliest): calls and µs.
+    A script's µs include the commands it runs, which also count under their own names."""
+    if not plans:
+        return {}
+    rows = {
+        name: {"calls": (calls - before.get(name, (0, 0.0))[0]) / plans,
+               "us": (usec - before.get(name, (0, 0.0))[1]) / plans}
+        for name, (calls, usec) in after.items()
+    }  # fmt: skip
+    kept = sorted((kv for kv in rows.items() if kv[1]["calls"] > 0), key=lambda kv: -kv[1]["us"])
+    return {name: {k: round(x, 2) for k, x in v.items()} for name, v in kept[:top]}
+
+
+@contextlib.asynccontextmanager
+async def phase_costs(r: AsyncRedis, chain: Chain, out: dict[str, Any],
+                      plans: Callable[[], int]) -> AsyncIterator[None]:  # fmt: skip
+    """Around a phase: each process's CPU and context switches per plan (:func:`cpu_per_plan`)
+    and Redis's time per plan by command (``out["redis_per_plan"]``)."""
+    stats0 = await command_stats(r)
+    with cpu_per_plan(chain, out, plans):
+        yield
+    out["redis_per_plan"] = redis_per_plan(stats0, await command_stats(r), plans())
 
 
 async def rtt_floor(r: AsyncRedis, n: int = 2000) -> float:
@@ -322,9 +385,8 @@ async def measure(
             progress(f"latency at {rate:g} plans/s for {cfg.rate_duration_s:g}s")
             load = Load(r, keys, _symbols(chain), run_id=i + 1)
             cpu: dict[str, Any] = {}
-            with cpu_per_plan(chain, cpu, load.completed):
-                async with _collecting(load):
-                    await load.offered_rate(rate, cfg.rate_duration_s)
+            async with phase_costs(r, chain, cpu, load.completed), _collecting(load):
+                await load.offered_rate(rate, cfg.rate_duration_s)
             samples = list(load.samples.values())
             v = await verify(r, keys, samples)  # also reads when each result went on the stream
             lat = [s.on_stream_at - offset - s.sent_at for s in samples
@@ -339,9 +401,8 @@ async def measure(
             progress(f"throughput: {cfg.window} plans in flight for {cfg.throughput_s:g}s")
             load = Load(r, keys, _symbols(chain), run_id=99)
             cpu = {}
-            with cpu_per_plan(chain, cpu, load.completed):
-                async with _collecting(load):
-                    elapsed = await load.closed_loop(cfg.window, cfg.throughput_s)
+            async with phase_costs(r, chain, cpu, load.completed), _collecting(load):
+                elapsed = await load.closed_loop(cfg.window, cfg.throughput_s)
             samples = list(load.samples.values())
             v = await verify(r, keys, samples)
             out["throughput"] = {"plans": len(samples), "seconds": elapsed,

@@ -67,6 +67,22 @@ def render(res: dict[str, Any]) -> None:
                 + ", ".join(f"{n} {x:.2f}" for n, x in v["cpu_ms_per_plan"].items())
             )
     for phase, v in [*res["latency"].items(), ("throughput", tp)]:
+        if v is not None and v.get("ctx_switches_per_plan"):
+            console.print(
+                f"context switches per plan ({phase if phase == 'throughput' else phase + '/s'}): "
+                + ", ".join(f"{n} {x:.1f}" for n, x in v["ctx_switches_per_plan"].items())
+            )
+    for phase, v in [*res["latency"].items(), ("throughput", tp)]:
+        if v is not None and v.get("redis_per_plan"):
+            console.print(
+                f"redis µs per plan by command ({phase if phase == 'throughput' else phase + '/s'}"
+                "; a script's include the commands it runs): "
+                + ", ".join(
+                    f"{n} {x['us']:.1f} ({x['calls']:.2f} calls)"
+                    for n, x in list(v["redis_per_plan"].items())[:8]
+                )
+            )
+    for phase, v in [*res["latency"].items(), ("throughput", tp)]:
         if v is not None and v["verify"]["failures_sample"]:
             console.print(f"[yellow]{phase}: not verified (sample)[/]: "
                           + ", ".join(v["verify"]["failures_sample"]))  # fmt: skip
