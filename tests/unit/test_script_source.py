@@ -52,8 +52,9 @@ def test_a_broken_include_fails_naming_the_file(tmp_path: Path, text: str, msg: 
 
 def test_the_scripts_are_built_expanded() -> None:
     assert "lib" not in names() and {"exec_transition", "exec_move", "ledger_apply"} <= set(names())
-    shared = {"exec_transition": ("exec_state", "arg_blocks"), "exec_move": ("exec_state",),
-              "ledger_apply": ("arg_blocks",)}  # fmt: skip
+    shared = {"exec_transition": ("exec_state", "arg_blocks"),
+              "exec_move": ("exec_state", "arg_blocks"), "ledger_apply": ("arg_blocks",),
+              "p33_claim_permit": ("arg_blocks",), "sim_order": ("arg_blocks",)}  # fmt: skip
     for name in names():
         body = source(name)
         assert "@include" not in body, name
@@ -61,7 +62,7 @@ def test_the_scripts_are_built_expanded() -> None:
         for inc in shared.get(name, ()):
             assert (LIB / "lib" / f"{inc}.lua").read_text() in body, (name, inc)
     # the argument-block reader and the state check are written once, in lib/
-    for name in ("exec_transition", "exec_move", "ledger_apply"):
+    for name in ("exec_transition", "exec_move", "ledger_apply", "p33_claim_permit"):
         raw = (LIB / f"{name}.lua").read_text()
         assert "local function" not in raw and "string.gmatch" not in raw, name
 

@@ -17,13 +17,14 @@
 -- Returns {1, new_state, ''} when moved, else {0, current_state or 'none', ''}.
 
 -- @include exec_state.lua
+-- @include arg_blocks.lua
 
 local guard = ARGV[3]
 local may, state = exec_may_move(KEYS[1], ARGV[1], guard)
 if not may then return {0, state, ''} end
 local hset = {'HSET', KEYS[1], 'state', ARGV[2], 'updated_at', server_now()}
-local n = tonumber(ARGV[7])
-for j = 8, 7 + 2 * n do hset[#hset + 1] = ARGV[j] end
+local f1, fn = block_at(7)
+for j = f1, fn do hset[#hset + 1] = ARGV[j] end
 if ARGV[5] ~= '' then
   hset[#hset + 1] = 'outbox'
   hset[#hset + 1] = ARGV[5]

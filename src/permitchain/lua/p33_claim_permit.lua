@@ -24,6 +24,8 @@
 --                       entry written
 --   {'allow', plan_id}  the same, the claim already this plan's (a redelivery): unchanged
 
+-- @include arg_blocks.lua
+
 if redis.call('EXISTS', KEYS[2]) == 1 then
   return {'exists', ''}
 end
@@ -36,8 +38,6 @@ elseif holder ~= ARGV[1] then
 end
 redis.call('SET', KEYS[2], ARGV[3], 'NX', 'EX', ARGV[4])
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'plan_id', ARGV[1], 'layer', ARGV[7])
-local n = tonumber(ARGV[8])
-local xadd = {'XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], '*'}
-for j = 9, 8 + 2 * n do xadd[#xadd + 1] = ARGV[j] end
-redis.call(unpack(xadd))
+local a1, an = block_at(8)
+xadd(KEYS[4], ARGV[6], a1, an)
 return {'allow', holder}
