@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,6 +21,18 @@ def _f(v: Any, nd: int = 2) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
     return f"{v:.{nd}f}" if isinstance(v, float) else str(v)
+
+
+#: The per-plan lines printed for each phase: the result's key, the line's title, an item,
+#: and how many items at most (None: all).
+PER_PLAN_LINES: list[tuple[str, str, Callable[[str, Any], str], int | None]] = [
+    ("cpu_ms_per_plan", "CPU ms per plan ({phase}): ", lambda n, x: f"{n} {x:.2f}", None),
+    ("ctx_switches_per_plan", "context switches per plan ({phase}): ",
+     lambda n, x: f"{n} {x:.1f}", None),
+    ("redis_per_plan",
+     "redis µs per plan by command ({phase}; a script's include the commands it runs): ",
+     lambda n, x: f"{n} {x['us']:.1f} ({x['calls']:.2f} calls)", 8),
+]  # fmt: skip
 
 
 def render(res: dict[str, Any]) -> None:
@@ -60,30 +73,16 @@ def render(res: dict[str, Any]) -> None:
             f"{tp['seconds']:.1f}s ({tp['verify']['verified']}/{tp['plans']} verified, "
             f"{tp['verify']['double_fills']} double fills)"
         )
-    for phase, v in [*res["latency"].items(), ("throughput", tp)]:
-        if v is not None and v.get("cpu_ms_per_plan"):
-            console.print(
-                f"CPU ms per plan ({phase if phase == 'throughput' else phase + '/s'}): "
-                + ", ".join(f"{n} {x:.2f}" for n, x in v["cpu_ms_per_plan"].items())
-            )
-    for phase, v in [*res["latency"].items(), ("throughput", tp)]:
-        if v is not None and v.get("ctx_switches_per_plan"):
-            console.print(
-                f"context switches per plan ({phase if phase == 'throughput' else phase + '/s'}): "
-                + ", ".join(f"{n} {x:.1f}" for n, x in v["ctx_switches_per_plan"].items())
-            )
-    for phase, v in [*res["latency"].items(), ("throughput", tp)]:
-        if v is not None and v.get("redis_per_plan"):
-            console.print(
-                f"redis µs per plan by command ({phase if phase == 'throughput' else phase + '/s'}"
-                "; a script's include the commands it runs): "
-                + ", ".join(
-                    f"{n} {x['us']:.1f} ({x['calls']:.2f} calls)"
-                    for n, x in list(v["redis_per_plan"].items())[:8]
-                )
-            )
-    for phase, v in [*res["latency"].items(), ("throughput", tp)]:
-        if v is not None and v["verify"]["failures_sample"]:
+    phases = [(p, v) for p, v in [*res["latency"].items(), ("throughput", tp)] if v is not None]
+    for key, title, item, most in PER_PLAN_LINES:
+        for phase, v in phases:
+            if v.get(key):
+                label = phase if phase == "throughput" else f"{phase}/s"
+                items = list(v[key].items())[:most]
+                console.print(title.format(phase=label)
+                              + ", ".join(item(n, x) for n, x in items))  # fmt: skip
+    for phase, v in phases:
+        if v["verify"]["failures_sample"]:
             console.print(f"[yellow]{phase}: not verified (sample)[/]: "
                           + ", ".join(v["verify"]["failures_sample"]))  # fmt: skip
     fp = res["footprint"]
