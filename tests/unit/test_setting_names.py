@@ -182,3 +182,12 @@ def test_the_units_pass_their_env_files_to_permitchain() -> None:
             assert f"--env-file /etc/permitchain/{name}.env" in text, unit.name
             assert (ROOT / "deploy" / "config" / f"{name}.env.example").is_file()
             assert (ROOT / "deploy" / "config" / "production" / f"{name}.env.example").is_file()
+
+
+def test_up_reads_its_env_file_strictly_before_starting_anything(tmp_path: Path) -> None:
+    f = tmp_path / "up.env"
+    f.write_text("ALLOW_LIST=BTCUSDT\n")
+    out = _permitchain("up", "--env-file", str(f), env={})
+    assert out.returncode == 2
+    assert "not a setting: ALLOW_LIST (did you mean ALLOW_LIST_SYMBOLS?)" in out.stderr
+    assert "up:" not in out.stdout  # no service was started
