@@ -1,4 +1,4 @@
-"""Typed, frozen settings (DESIGN.md §6), read from the environment at the entry point only.
+"""Typed, frozen settings (docs/design.md §6), read from the environment at the entry point only.
 
 Every variable keeps its contract name (``APPLY_MODE``, ``DEDUPE_TTL`` …); the Python field
 names carry units (``dedupe_ttl_s``, ``permit_wait_ms``). ``load_settings`` turns every
@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     permit_key_governor: SecretStr | None = _f(None, "PERMIT_KEY_GOVERNOR")
     permit_key_p33: SecretStr | None = _f(None, "PERMIT_KEY_P33")
     # An exec record is the plan's proof of execution (the permits it consumed, its order,
-    # its result) and its guard against a second consume; DESIGN.md keeps it 7 days. At a
+    # its result) and its guard against a second consume; kept 7 days by default. At a
     # high sustained rate that is most of Redis's memory (docs/performance.md): shorten it
     # here, never below EXEC_RECORD_TTL_MIN_S, nor below what its guards need (a plan can no
     # longer execute once it and its permits are expired and the resolver has given up;

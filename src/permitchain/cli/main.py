@@ -153,7 +153,7 @@ def demo(
         bool, typer.Option(help="Leave services and server running at the end")
     ] = False,
 ) -> None:
-    """Run the reference scenario (DESIGN.md §8) start to end and print each step."""
+    """Run the reference scenario (docs/design.md §8) start to end and print each step."""
     from permitchain.cli.demo import run_demo  # noqa: PLC0415 - heavy, only for this command
 
     sys.exit(run_demo(keep=keep))
