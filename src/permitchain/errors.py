@@ -5,7 +5,7 @@ are faults::
 
     PermitchainError
     ├── ConfigError                  stop: fix the setting named in the message
-    ├── ContractError                dead-letter: the input breaks the contract (DESIGN.md §3)
+    ├── ContractError                dead-letter: the input breaks the contract (docs/design.md §3)
     │   └── SchemaError              unknown schema version
     ├── StoreError                   retry with backoff: Redis unreachable or failed
     └── ExchangeError                never blindly retry an order

@@ -1,4 +1,4 @@
-"""Every Redis key name of the contract, in one place (DESIGN.md §2).
+"""Every Redis key name of the contract, in one place (docs/design.md §2).
 
 Per-plan keys carry the plan id as a Redis Cluster hash tag, ``{<plan_id>}``, so one Lua
 script can touch all of a plan's keys. Scripts never build key names: callers pass them
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Consumer groups (DESIGN.md §2).
+# Consumer groups (docs/design.md §1).
 GROUP_GOVERNOR = "governor"
 GROUP_P33 = "p33"
 GROUP_EXECUTOR = "executor"

@@ -1,4 +1,4 @@
-"""Messages of the contract (DESIGN.md §3) with strict parsing.
+"""Messages of the contract (docs/design.md §3) with strict parsing.
 
 Stream entries and permits travel as strings: quantities as decimal strings (parsed to
 ``Decimal``, never float), booleans as ``true``/``false``, and every message carries

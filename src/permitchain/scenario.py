@@ -1,4 +1,4 @@
-"""The reference scenario of DESIGN.md §8, as code: ``permitchain demo`` prints it, the
+"""The reference scenario of docs/design.md §8, as code: ``permitchain demo`` prints it, the
 integration tests assert it. The chain's services must already be running.
 
 BTCUSDT, exchange position 0.062, ledger 0.002 (the position grew outside the chain):

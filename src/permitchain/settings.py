@@ -1,4 +1,4 @@
-"""Typed, frozen settings (DESIGN.md §6), read from the environment at the entry point only.
+"""Typed, frozen settings (docs/design.md §6), read from the environment at the entry point only.
 
 Every variable keeps its contract name (``APPLY_MODE``, ``DEDUPE_TTL`` …); the Python field
 names carry units (``dedupe_ttl_s``, ``permit_wait_ms``). ``load_settings`` turns every
@@ -8,10 +8,9 @@ variables that look like misspelt settings, so a typo never silently falls back 
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
@@ -28,6 +27,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from permitchain.errors import ConfigError
+from permitchain.setting_names import Target, suggestions, targets
 
 SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,32}$")
 #: The shortest exec record retention accepted (EXEC_RECORD_TTL_S).
@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     permit_key_governor: SecretStr | None = _f(None, "PERMIT_KEY_GOVERNOR")
     permit_key_p33: SecretStr | None = _f(None, "PERMIT_KEY_P33")
     # An exec record is the plan's proof of execution (the permits it consumed, its order,
-    # its result) and its guard against a second consume; DESIGN.md keeps it 7 days. At a
+    # its result) and its guard against a second consume; kept 7 days by default. At a
     # high sustained rate that is most of Redis's memory (docs/performance.md): shorten it
     # here, never below EXEC_RECORD_TTL_MIN_S, nor below what its guards need (a plan can no
     # longer execute once it and its permits are expired and the resolver has given up;
@@ -209,7 +209,7 @@ def env_names() -> dict[str, str]:
 
 
 def _read_env_file(path: Path) -> dict[str, str]:
-    values: dict[str, Any] = {}
+    values: dict[str, str] = {}
     for lineno, raw in enumerate(path.read_text().splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -219,43 +219,83 @@ def _read_env_file(path: Path) -> dict[str, str]:
         if "=" not in line:
             raise ConfigError(f"{path}:{lineno}: expected NAME=value, got {raw!r}")
         k, v = line.split("=", 1)
-        values[k.strip()] = v.strip().strip('"').strip("'")
+        name = k.strip()
+        if name in values:
+            raise ConfigError(f"{path}:{lineno}: {name} is set twice in this file")
+        values[name] = v.strip().strip('"').strip("'")
     return values
 
 
-def _suspect_typos(env: Mapping[str, str], known: set[str]) -> list[str]:
+#: Variables permitchain itself reads besides the settings (never taken for misspelt settings).
+ENV_FILE_VARIABLE = "PERMITCHAIN_ENV_FILE"
+IGNORE_VARIABLE = "PERMITCHAIN_IGNORE_ENV"
+
+
+def _targets() -> list[Target]:
+    choices = {
+        "APPLY_MODE": [m.value for m in ApplyMode],
+        "EXCHANGE": [e.value for e in ExchangeKind],
+        "LOG_FORMAT": [f.value for f in LogFormat],
+    }
+    return targets(env_names(), choices)
+
+
+def misspelt(env: Mapping[str, str]) -> list[str]:
+    """One message per variable in ``env`` that is not a setting but close to one."""
+    known = set(env_names())
+    ignored = {n.strip() for n in env.get(IGNORE_VARIABLE, "").split(",")}
+    among = _targets()
     problems = []
-    for name in env:
-        if name in known or not name.isupper():
+    for name in sorted(env):
+        if name in known or name in ignored or name in (ENV_FILE_VARIABLE, IGNORE_VARIABLE):
             continue
-        match = difflib.get_close_matches(name, known, n=1, cutoff=0.88)
-        if match:
-            problems.append(f"{name}: unknown setting (did you mean {match[0]}?)")
+        if name.startswith("PERMITCHAIN_ACL_PASSWORD_"):
+            continue
+        close = suggestions(name, among)
+        if close:
+            problems.append(f"{name}: not a setting; did you mean {' or '.join(close[:3])}?")
     return problems
 
 
-def load_settings(
-    environ: Mapping[str, str] | None = None, env_file: str | Path | None = None
-) -> Settings:
-    """Read settings from an env file (if any) overlaid by the environment.
+def _files(
+    env_file: str | Path | Sequence[str | Path] | None, env: Mapping[str, str]
+) -> list[Path]:
+    if env_file is None:
+        env_file = env.get(ENV_FILE_VARIABLE) or ()
+    if isinstance(env_file, str):
+        env_file = env_file.split(os.pathsep)  # PERMITCHAIN_ENV_FILE=common.env:governor.env
+    if isinstance(env_file, Path):
+        env_file = [env_file]
+    return [Path(f) for f in env_file if str(f)]
 
-    ``env_file`` defaults to ``$PERMITCHAIN_ENV_FILE``. Keys in the env file must all be known
-    settings; variables in the environment that look like misspelt settings are refused too.
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    env_file: str | Path | Sequence[str | Path] | None = None,
+) -> Settings:
+    """Read settings from env files (if any) overlaid by the environment.
+
+    ``env_file`` (one or several, later ones win; a string may list several separated by
+    ``os.pathsep``) defaults to ``$PERMITCHAIN_ENV_FILE``. Every
+    name in an env file must be a setting; a variable in the environment that is not a setting
+    but close to one (:mod:`permitchain.setting_names`) is refused too.
     """
     env = dict(os.environ if environ is None else environ)
     known = set(env_names())
     values: dict[str, Any] = {}
-    file_path = env_file or env.get("PERMITCHAIN_ENV_FILE")
-    if file_path:
-        path = Path(file_path)
+    for path in _files(env_file, env):
         if not path.is_file():
-            raise ConfigError(f"PERMITCHAIN_ENV_FILE: no such file {path}")
+            raise ConfigError(f"env file: no such file {path}")
         from_file = _read_env_file(path)
         unknown = sorted(set(from_file) - known)
         if unknown:
-            raise ConfigError(f"{path}: unknown setting(s): {', '.join(unknown)}")
+            hints = {n: suggestions(n, _targets()) for n in unknown}
+            named = [
+                f"{n} (did you mean {' or '.join(h[:3])}?)" if h else n for n, h in hints.items()
+            ]
+            raise ConfigError(f"{path}: not a setting: {', '.join(named)}")
         values.update(from_file)
-    problems = _suspect_typos(env, known)
+    problems = misspelt(env)
     if problems:
         raise ConfigError("; ".join(problems))
     values.update({k: v for k, v in env.items() if k in known})

@@ -1,4 +1,4 @@
-"""Every executor reason code of DESIGN.md §4, on a real server, with the Executor in-process
+"""Every executor reason code of docs/design.md §4, on a real server, with the Executor in-process
 and the simulated exchange. Permits are written as the gatekeepers write them."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""DESIGN.md §8 end to end through ccxt: the services as separate processes with
+"""docs/design.md §8 end to end through ccxt: the services as separate processes with
 ``EXCHANGE=binance-demo`` pointed at the fake Binance server."""
 
 from __future__ import annotations

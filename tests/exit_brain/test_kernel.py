@@ -78,7 +78,7 @@ def test_r_net_units_long_and_short() -> None:
 
 
 def test_reference_partial_75_with_break_even_stop() -> None:
-    """DESIGN.md §8: entry 100, R_net 7.0136 → PARTIAL_75, new SL 100.2."""
+    """docs/design.md §8: entry 100, R_net 7.0136 → PARTIAL_75, new SL 100.2."""
     # mark such that R_net = 7.0136 exactly without fees: 100 + 7.0136
     pos = PositionView(Decimal(100), Decimal("107.0136"), True, Decimal("0.1"))
     d = decide(pos, REFERENCE, Book(), NO_FEES, NOW)

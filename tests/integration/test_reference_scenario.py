@@ -1,4 +1,4 @@
-"""DESIGN.md §8 end to end, with the services as separate processes."""
+"""docs/design.md §8 end to end, with the services as separate processes."""
 
 from __future__ import annotations
 

@@ -85,8 +85,8 @@ def test_systemd_unit(service: str) -> None:
     unit.optionxform = str  # type: ignore[assignment,method-assign]
     unit.read_string((DEPLOY / "systemd" / f"{UNITS[service]}.service").read_text())
     svc = unit["Service"]
-    assert svc["ExecStart"].endswith(f"permitchain run {service}")
+    assert svc["ExecStart"].split()[1:3] == ["run", service]
     assert svc["Restart"] == "on-failure"
-    assert svc["EnvironmentFile"].startswith(("/etc/permitchain/", "-/etc/permitchain/"))
+    assert "EnvironmentFile" not in svc  # lenient: the env files go to permitchain instead
     assert svc["NoNewPrivileges"] == "yes" and svc["ProtectSystem"] == "strict"
     assert unit["Install"]["WantedBy"] == "multi-user.target"

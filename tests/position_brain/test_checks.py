@@ -20,7 +20,7 @@ from permitchain.position_brain.checks import (
 )
 
 NOW = 1_700_000_000.0
-CFG = CheckConfig()  # the defaults of DESIGN.md §6: 10 s, 0.001, 1 %, 15 s, 30 s
+CFG = CheckConfig()  # the defaults of docs/design.md §6: 10 s, 0.001, 1 %, 15 s, 30 s
 D = Decimal
 
 

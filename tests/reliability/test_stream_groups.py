@@ -1,4 +1,4 @@
-"""Stream consumer groups, chain-level (DESIGN.md §2, §9): groups are created at ``$``, so a
+"""Stream consumer groups, chain-level (docs/design.md §1, §9): groups are created at ``$``, so a
 chain started on streams that already hold history processes none of it; and entries left in
 the pending list of a consumer that died are reclaimed (XAUTOCLAIM) by a live member of the
 group and processed once.

@@ -53,12 +53,14 @@ def test_env_file_with_unknown_key_is_refused(tmp_path: Path) -> None:
     assert s.apply_mode is ApplyMode.DRY_RUN and s.cooldown_s == 7.0  # environment wins
 
 
-@pytest.mark.parametrize("name", ["permitchain.env.example", "production.env.example"])
-def test_the_shipped_example_env_files_load(name: str) -> None:
-    path = Path(__file__).resolve().parents[2] / "deploy" / "config" / name
-    s = load_settings({}, env_file=path)
-    assert s.key_prefix == "quantum"
-    if name.startswith("production"):
+@pytest.mark.parametrize("variant", ["", "production"])
+@pytest.mark.parametrize("service", ["governor", "position-brain", "apply-layer", "exit-brain"])
+def test_the_shipped_example_env_files_load(variant: str, service: str) -> None:
+    folder = Path(__file__).resolve().parents[2] / "deploy" / "config" / variant
+    files = [folder / "common.env.example", folder / f"{service}.env.example"]
+    s = load_settings({}, env_file=files)
+    assert s.key_prefix == "quantum" and s.redis_url
+    if variant == "production":
         assert s.apply_mode is ApplyMode.PRODUCTION and s.signing_enabled
 
 

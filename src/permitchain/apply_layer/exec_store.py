@@ -41,7 +41,7 @@ from permitchain.runtime.metrics import LabelledCounter
 from permitchain.scripts import LeanScript, Scripts, flat_pairs
 from permitchain.store import is_cluster
 
-#: How long an exec record is kept (DESIGN.md §2: 7 days); EXEC_RECORD_TTL_S overrides it.
+#: How long an exec record is kept (docs/design.md §2: 7 days); EXEC_RECORD_TTL_S overrides it.
 EXEC_TTL_S = 7 * 86400
 RESULT_MAXLEN = 100_000
 FINAL_GUARD = "result_id"

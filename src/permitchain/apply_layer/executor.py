@@ -53,7 +53,7 @@ SEEN_MAX = 50_000
 #: this connection, e.g. another node): look again after this long, not at the deadline.
 RETRY_S = 0.005
 
-# Executor reason codes (DESIGN.md §4, docs/contract.md) beyond the script's verdicts.
+# Executor reason codes (docs/design.md §4) beyond the script's verdicts.
 TRADING_HALTED = "trading_halted"
 PERMIT_INVALID = "permit_invalid"
 PLAN_EXPIRED = "plan_expired"

@@ -33,7 +33,7 @@ from permitchain.models import (
 )
 from permitchain.settings import SYMBOL_RE
 
-# Planner reason codes (DESIGN.md §4).
+# Planner reason codes (docs/design.md §4).
 NOT_IN_ALLOWLIST = "not_in_allowlist"
 BELOW_THRESHOLD = "below_kill_score_threshold"
 HOLD_ACTION = "hold_action"

@@ -71,7 +71,7 @@ class BenchConfig:
     window: int = 2000
     redis_url: str | None = None
     quick: bool = False
-    #: the services' EXEC_RECORD_TTL_S (None: the default, DESIGN.md's 7 days)
+    #: the services' EXEC_RECORD_TTL_S (None: the default, docs/design.md's 7 days)
     exec_record_ttl_s: int | None = None
 
     @classmethod

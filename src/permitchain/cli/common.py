@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import NoReturn, TypeVar
 
 import typer
@@ -22,13 +23,14 @@ T = TypeVar("T")
 
 
 def fail(msg: str, code: int = 2) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {msg}")
+    err_console.print(f"[bold red]error:[/] {msg}", soft_wrap=True)  # one line, any width
     raise typer.Exit(code)
 
 
-def settings() -> Settings:
+def settings(env_files: list[Path] | None = None) -> Settings:
+    """The settings from the environment, read strictly from ``env_files`` first if given."""
     try:
-        return load_settings()
+        return load_settings(env_file=env_files or None)
     except ConfigError as e:
         fail(f"configuration: {e}")
 

@@ -100,7 +100,7 @@ def run_demo(*, keep: bool = False) -> int:
                   log_dir=log_dir)  # fmt: skip
     url = chain.ensure_redis()
     console.print(
-        f"[bold]permitchain demo[/]: reference scenario (DESIGN.md §8) · redis "
+        f"[bold]permitchain demo[/]: reference scenario (docs/design.md §8) · redis "
         f"{'embedded ' + chain.server.name + ' at ' if chain.server else ''}{url} · "
         f"service logs in {log_dir}"
     )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -30,7 +32,7 @@ from permitchain.position_brain.state import reconcile as reconcile_ledger
 from permitchain.runtime.logs import setup_logging
 from permitchain.runtime.service import run_service
 from permitchain.services import SERVICE_NAMES, build, check_startup
-from permitchain.settings import Settings
+from permitchain.settings import ENV_FILE_VARIABLE, Settings
 
 app = typer.Typer(
     help="permitchain: a fail-closed execution gate for automated crypto-futures exits.",
@@ -60,12 +62,25 @@ def version() -> None:
     console.print(__version__)
 
 
+EnvFiles = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--env-file",
+        help="Read settings from this file (repeatable; later files win; the environment "
+        "wins over files). Every name in it must be a setting.",
+    ),
+]
+
+
 @app.command()
-def run(service: Annotated[str, typer.Argument(help=", ".join(SERVICE_NAMES))]) -> None:
+def run(
+    service: Annotated[str, typer.Argument(help=", ".join(SERVICE_NAMES))],
+    env_file: EnvFiles = None,
+) -> None:
     """Run one service in the foreground (what the systemd units call)."""
     if service not in SERVICE_NAMES:
         fail(f"unknown service {service!r}; one of: {', '.join(SERVICE_NAMES)}")
-    s = settings()
+    s = settings(env_file)
     setup_logging(s.log_format, s.log_level, service)
     try:
         check_startup(s)
@@ -77,9 +92,11 @@ def run(service: Annotated[str, typer.Argument(help=", ".join(SERVICE_NAMES))]) 
 
 
 @app.command()
-def up() -> None:
+def up(env_file: EnvFiles = None) -> None:
     """Run every service (embedded server unless REDIS_URL is set); Ctrl-C stops them."""
-    s = settings()
+    s = settings(env_file)
+    if env_file:  # the services read the same files, as strictly
+        os.environ[ENV_FILE_VARIABLE] = os.pathsep.join(str(f) for f in env_file)
     try:
         check_startup(s)
     except ConfigError as e:
@@ -136,7 +153,7 @@ def demo(
         bool, typer.Option(help="Leave services and server running at the end")
     ] = False,
 ) -> None:
-    """Run the reference scenario (DESIGN.md §8) start to end and print each step."""
+    """Run the reference scenario (docs/design.md §8) start to end and print each step."""
     from permitchain.cli.demo import run_demo  # noqa: PLC0415 - heavy, only for this command
 
     sys.exit(run_demo(keep=keep))

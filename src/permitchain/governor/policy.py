@@ -22,7 +22,7 @@ from typing import Any
 
 from permitchain.models import Plan
 
-# Governor reason codes (DESIGN.md §4).
+# Governor reason codes (docs/design.md §4).
 TESTNET_AUTO_APPROVE = "testnet_auto_approve"
 POLICY_OK = "policy_ok"
 TRADING_HALTED = "trading_halted"

@@ -1,4 +1,4 @@
-"""The six P3.3 checks (DESIGN.md §5). Pure: data and clock in, decision out.
+"""The six P3.3 checks (docs/design.md §5). Pure: data and clock in, decision out.
 
 Before them, the plan itself: an unknown action (or ``HOLD``, which closes nothing) is refused
 ``unknown_action``; a plan whose ``close_fraction`` disagrees with its action is refused
