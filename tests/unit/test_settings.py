@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from permitchain.errors import ConfigError
-from permitchain.settings import ApplyMode, load_settings
+from permitchain.settings import ApplyMode, PermitSignature, load_settings
 
 
 def test_defaults_follow_the_contract() -> None:
@@ -59,7 +59,8 @@ def test_the_shipped_example_env_files_load(name: str) -> None:
     s = load_settings({}, env_file=path)
     assert s.key_prefix == "quantum"
     if name.startswith("production"):
-        assert s.apply_mode is ApplyMode.PRODUCTION and s.signing_enabled
+        assert s.apply_mode is ApplyMode.PRODUCTION
+        assert s.permit_signature is PermitSignature.ED25519 and s.permit_key_governor is None
 
 
 def test_exec_record_retention_floor_follows_the_guards() -> None:

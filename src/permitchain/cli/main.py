@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import sys
 import time
@@ -14,9 +15,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from permitchain import __version__
-from permitchain.chain import Chain, url_file
+from permitchain.chain import Chain, ephemeral_keys_dir, url_file
 from permitchain.cli import bench as bench_cmd
-from permitchain.cli import control, inspect
+from permitchain.cli import control, inspect, keys_cmd
 from permitchain.cli import security as security_cmd
 from permitchain.cli.common import console, fail, operator, run_async, settings
 from permitchain.errors import ConfigError
@@ -68,7 +69,7 @@ def run(service: Annotated[str, typer.Argument(help=", ".join(SERVICE_NAMES))]) 
     s = settings()
     setup_logging(s.log_format, s.log_level, service)
     try:
-        check_startup(s)
+        check_startup(s, service)
         if not s.redis_url:
             raise ConfigError("REDIS_URL: not set (`permitchain up` starts a server for you)")
     except ConfigError as e:
@@ -91,6 +92,7 @@ def up() -> None:
     where = f"embedded {chain.server.name} at {url}" if chain.server else url
     console.print(f"[bold]permitchain {__version__}[/] · redis: {where} · mode "
                   f"{s.apply_mode.value} · exchange {s.exchange.value}")  # fmt: skip
+    keys_note = keys_cmd.ephemeral_keys(chain, s, ephemeral_keys_dir())
     if chain.server:
         url_file().write_text(url)
         console.print(f"other terminals: [cyan]export REDIS_URL={url}[/] (or just run commands: "
@@ -128,6 +130,8 @@ def up() -> None:
             url_file().unlink()
         elif chain.server is None:
             url_file().unlink(missing_ok=True)
+        if keys_note:
+            shutil.rmtree(ephemeral_keys_dir(), ignore_errors=True)
 
 
 @app.command()
@@ -330,6 +334,9 @@ def sim_show(symbol: Annotated[str | None, typer.Argument()] = None) -> None:
 
 
 app.command("bench")(bench_cmd.bench)
+# public-key permits and the operator's emergency exit (docs/contract.md, "Public-key permits")
+app.add_typer(keys_cmd.keys_app, name="keys")
+app.command("flatten")(keys_cmd.flatten_cmd)
 app.command("acl")(security_cmd.acl)
 
 

@@ -17,8 +17,10 @@ from decimal import Decimal
 from typing import Any
 
 from permitchain.exchange.base import Exchange, round_down
+from permitchain.keyfiles import signer_for, verifier_for
 from permitchain.keys import GROUP_P33, GROUP_P33_LEDGER, Keys
 from permitchain.models import CANARY_SIZE, CANARY_SYMBOL, P33Allow, P33Deny, Plan, Result
+from permitchain.operator_exit import OPERATOR_SIGNATURE_INVALID, is_operator_plan, operator_problem
 from permitchain.position_brain.checks import (
     COOLDOWN_IN_FLIGHT,
     OK,
@@ -45,6 +47,7 @@ from permitchain.runtime.logs import log_decision
 from permitchain.runtime.permits import claim_and_write_permit, permit_json, write_permit
 from permitchain.runtime.service import Consumer, by_symbol
 from permitchain.settings import Settings
+from permitchain.signing import OPERATOR, P33
 from permitchain.store import AsyncRedis, is_cluster
 
 log = logging.getLogger("permitchain.p33")
@@ -61,8 +64,8 @@ class PositionBrain:
         without it, ``poller`` polls in this event loop with ``exchange`` (tests do)."""
         self.r, self.k, self.s, self.clock, self.ex = r, keys, settings, clock, exchange
         self.poll_thread = poll_thread
-        key = settings.permit_key_p33
-        self.sign_key = None if key is None else key.get_secret_value()
+        self.signer = signer_for(settings, P33)
+        self.verifier = verifier_for(settings, (OPERATOR,))  # operators' emergency exits
         self.cfg = CheckConfig(
             stale_threshold_s=settings.stale_threshold_s,
             position_tolerance=settings.position_tolerance,
@@ -123,6 +126,13 @@ class PositionBrain:
         if plan.is_canary:
             await self.allow_canary(plan)
             return
+        emergency = is_operator_plan(plan)
+        if emergency:
+            problem = operator_problem(plan, self.verifier, self.clock.now())
+            if problem:
+                d = P33Decision(False, OPERATOR_SIGNATURE_INVALID, {"detail": problem})
+                await self.issue(plan, d, exchange_amt=None, ledger_amt=None, now=self.clock.now())
+                return
         if self.poll_thread is not None:  # right after a start: see the exchange first
             await self.poll_thread.first_poll(FIRST_POLL_WAIT_S)
         pipe = self.r.pipeline(transaction=False)
@@ -148,9 +158,16 @@ class PositionBrain:
                         expires_at=plan.expires_at, close_fraction=plan.close_fraction)  # fmt: skip
         other = holder if holder not in (None, plan.plan_id) else None
         d = evaluate(plan=view, snapshot=snapshot, ledger=ledger, cfg=self.cfg, now=now,
-                     in_flight_plan=other)  # fmt: skip
+                     in_flight_plan=other, exempt_cooldown=emergency)  # fmt: skip
         exchange_amt = snapshot.position_amt if snapshot else None
         ledger_amt = ledger.amt if ledger else None
+        if d.allow and emergency:
+            # an emergency exit ignores the symbol's claim but takes it: later plans wait
+            await self.issue(plan, d, exchange_amt=exchange_amt, ledger_amt=ledger_amt, now=now)
+            if self.cfg.cooldown_s > 0:
+                await self.r.set(self.k.inflight(plan.symbol), plan.plan_id,
+                                 px=int(self.cfg.cooldown_s * 1000))  # fmt: skip
+            return
         if d.allow and self.cfg.cooldown_s > 0 and not consumed:
             # (consumed: the executor decided this plan already, e.g. a duplicate plan entry;
             # it sends no order for it, so it takes no claim from the symbol's next plan)
@@ -196,7 +213,7 @@ class PositionBrain:
     def permit(self, plan: Plan, d: P33Decision, *, exchange_amt: Decimal | None,
                ledger_amt: Decimal | None, now: float) -> tuple[str, dict[str, Any]]:  # fmt: skip
         """The permit for decision ``d`` as ``(value, issued)`` (:func:`permit_json`): signed
-        when ``PERMIT_KEY_P33`` is set, expiring after ``PERMIT_TTL_SECONDS``."""
+        with P3.3's key when one is configured, expiring after ``PERMIT_TTL_SECONDS``."""
         exp = now + self.s.permit_ttl_s
         permit: P33Allow | P33Deny
         if d.allow:
@@ -211,7 +228,7 @@ class PositionBrain:
         else:
             permit = P33Deny(plan_id=plan.plan_id, symbol=plan.symbol, reason=d.reason,
                              context=d.context, created_at=now, expires_at=exp)  # fmt: skip
-        return permit_json(permit, self.sign_key)
+        return permit_json(permit, self.signer)
 
     async def issue(self, plan: Plan, d: P33Decision, *, exchange_amt: Decimal | None,
                     ledger_amt: Decimal | None, now: float) -> None:  # fmt: skip
