@@ -34,7 +34,8 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from permitchain.exchange.base import round_down
-from permitchain.models import CLOSE_FRACTION, Action, fmt_decimal
+from permitchain.exemptions import Check, ExitKind, applies
+from permitchain.models import CANARY_SIZE, CLOSE_FRACTION, Action, fmt_decimal
 
 NO_EXCHANGE_SNAPSHOT = "no_exchange_snapshot"
 STALE_EXCHANGE_STATE = "stale_exchange_state"
@@ -184,3 +185,25 @@ def evaluate(
                                     "min_qty": fmt_decimal(snapshot.min_qty),
                                     "step_size": fmt_decimal(snapshot.step_size)})  # fmt: skip
     return P33Decision(True, OK, {**ctx, "safe_close_qty": fmt_decimal(qty)}, qty, side_of(ex), age)
+
+
+def canary_decision(close_fraction: Decimal | None) -> P33Decision:
+    """``proof --canary``: a nominal allow without snapshot, ledger or claim (the plan is
+    dry_run, so the executor ends it before any order)."""
+    qty = round_down(CANARY_SIZE * (close_fraction or Decimal(1)), CANARY_SIZE / 1000)
+    return P33Decision(True, OK, {"canary": True}, safe_close_qty=qty, side="LONG",
+                       snapshot_age_s=Decimal(0))  # fmt: skip
+
+
+def judge(
+    kind: ExitKind, *, plan: PlanView, snapshot: Snapshot | None, ledger: Ledger | None,
+    cfg: CheckConfig, now: float, in_flight_plan: str | None = None,
+) -> P33Decision:  # fmt: skip
+    """P3.3's decision for a kind of exit (:mod:`permitchain.exemptions`): the canary gets
+    :func:`canary_decision`; every other kind the checks, the cooldown only where it applies
+    (an emergency exit's request is verified by the runner before)."""
+    if kind is ExitKind.CANARY:
+        return canary_decision(plan.close_fraction)
+    return evaluate(plan=plan, snapshot=snapshot, ledger=ledger, cfg=cfg, now=now,
+                    in_flight_plan=in_flight_plan,
+                    exempt_cooldown=not applies(kind, Check.COOLDOWN))  # fmt: skip

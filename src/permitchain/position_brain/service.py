@@ -16,18 +16,19 @@ import logging
 from decimal import Decimal
 from typing import Any
 
-from permitchain.exchange.base import Exchange, round_down
+from permitchain.exchange.base import Exchange
+from permitchain.exemptions import ExitKind, exit_kind
 from permitchain.keyfiles import signer_for, verifier_for
 from permitchain.keys import GROUP_P33, GROUP_P33_LEDGER, Keys
 from permitchain.models import CANARY_SIZE, CANARY_SYMBOL, P33Allow, P33Deny, Plan, Result
-from permitchain.operator_exit import OPERATOR_SIGNATURE_INVALID, is_operator_plan, operator_problem
+from permitchain.operator_exit import OPERATOR_SIGNATURE_INVALID, operator_problem
 from permitchain.position_brain.checks import (
     COOLDOWN_IN_FLIGHT,
-    OK,
     CheckConfig,
     P33Decision,
     PlanView,
-    evaluate,
+    canary_decision,
+    judge,
 )
 from permitchain.position_brain.metrics import LEDGER_AMT, PERMITS
 from permitchain.position_brain.poll_thread import PollThread
@@ -94,9 +95,7 @@ class PositionBrain:
     async def allow_canary(self, plan: Plan) -> None:
         """``proof --canary``: allow a nominal quantity without reading a snapshot, taking
         the in-flight claim or touching a ledger (the plan ends dry_run at the executor)."""
-        qty = round_down(CANARY_SIZE * (plan.close_fraction or Decimal(1)), CANARY_SIZE / 1000)
-        d = P33Decision(True, OK, {"canary": True}, safe_close_qty=qty, side="LONG",
-                        snapshot_age_s=Decimal(0))  # fmt: skip
+        d = canary_decision(plan.close_fraction)
         await self.issue(plan, d, exchange_amt=CANARY_SIZE, ledger_amt=CANARY_SIZE,
                          now=self.clock.now())  # fmt: skip
 
@@ -126,7 +125,8 @@ class PositionBrain:
         if plan.is_canary:
             await self.allow_canary(plan)
             return
-        emergency = is_operator_plan(plan)
+        kind = exit_kind(plan)
+        emergency = kind is ExitKind.FLATTEN
         if emergency:
             problem = operator_problem(plan, self.verifier, self.clock.now())
             if problem:
@@ -157,8 +157,15 @@ class PositionBrain:
         view = PlanView(action=plan.action, created_at=plan.created_at,
                         expires_at=plan.expires_at, close_fraction=plan.close_fraction)  # fmt: skip
         other = holder if holder not in (None, plan.plan_id) else None
-        d = evaluate(plan=view, snapshot=snapshot, ledger=ledger, cfg=self.cfg, now=now,
-                     in_flight_plan=other, exempt_cooldown=emergency)  # fmt: skip
+        d = judge(
+            kind,
+            plan=view,
+            snapshot=snapshot,
+            ledger=ledger,
+            cfg=self.cfg,
+            now=now,
+            in_flight_plan=other,
+        )
         exchange_amt = snapshot.position_amt if snapshot else None
         ledger_amt = ledger.amt if ledger else None
         if d.allow and emergency:
