@@ -24,6 +24,7 @@ from typing import Any
 
 import redis.exceptions
 
+from permitchain.bench import signing_cost
 from permitchain.bench.load import Load, Sample, bench_symbols, seed, verify
 from permitchain.chain import Chain
 from permitchain.keys import Keys
@@ -488,6 +489,7 @@ def run(cfg: BenchConfig, progress: Callable[[str], None]) -> dict[str, Any]:
         progress("services up: " + ", ".join(GATE_SERVICES))
         gc_tuning.freeze()
         result = asyncio.run(measure(cfg, chain, progress))
+        result["signing"] = signing_cost.measure(rounds=500 if cfg.quick else 3000)
         result["machine"] = machine()
         result["server"] = chain.server.name if chain.server else "external"
         return result

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from permitchain.bench import signing_cost
 from permitchain.bench.runner import BenchConfig, run
 from permitchain.cli.common import console, err_console, fail, settings
 from permitchain.errors import ConfigError
@@ -85,6 +86,8 @@ def render(res: dict[str, Any]) -> None:
         if v["verify"]["failures_sample"]:
             console.print(f"[yellow]{phase}: not verified (sample)[/]: "
                           + ", ".join(v["verify"]["failures_sample"]))  # fmt: skip
+    if "signing" in res:
+        console.print(signing_cost.describe(res["signing"]))
     fp = res["footprint"]
     mem = fp["redis_used_memory_mb"]
     console.print(
