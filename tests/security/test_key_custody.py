@@ -15,6 +15,8 @@ import pytest
 from permitchain.chain import SRC_DIR
 from permitchain.errors import ConfigError
 from permitchain.keyfiles import (
+    SIGNS_AS,
+    VERIFIES,
     check_custody,
     generate,
     load_public,
@@ -175,3 +177,17 @@ def test_rotation_accepts_both_keys_then_retires_the_old_one(keydir: Path) -> No
     # a second rotation long after drops the retired key from the file
     _kid, kept2 = rotate(keydir, GOVERNOR, retire_after_s=70, now=2_000_000.0)
     assert kept2 == [new_kid]
+
+
+UNITS = {"governor": "quantum-governor", "position-brain": "quantum-position-state-brain",
+         "apply-layer": "quantum-apply-layer", "exit-brain": "quantum-exit-monitor"}  # fmt: skip
+
+
+@pytest.mark.parametrize("service", sorted(UNITS))
+def test_each_unit_loads_exactly_the_keys_its_service_may_hold(service: str) -> None:
+    unit = Path(__file__).resolve().parents[2] / "deploy" / "systemd" / f"{UNITS[service]}.service"
+    creds = [line.split("=", 1)[1].split(":", 1)[0] for line in unit.read_text().splitlines()
+             if line.startswith("LoadCredential=")]  # fmt: skip
+    own = SIGNS_AS.get(service)
+    assert sorted(creds) == sorted(([f"{own}.key"] if own else [])
+                                   + [f"{i}.pub" for i in VERIFIES[service]])  # fmt: skip
