@@ -206,3 +206,5 @@ def test_flatten_fills_under_halt_while_a_proposal_is_denied(
     text = explained.stdout
     for word in ("FLATTEN_REQUEST", "operator_emergency_exit", "filled"):
         assert word in text
+    plan = json.loads(text)["plan"]
+    assert (plan["source"], plan["action"]) == ("operator", "FULL_CLOSE_PROPOSED")

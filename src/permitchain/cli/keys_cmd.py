@@ -68,8 +68,8 @@ def keys_rotate(
 
 def ephemeral_keys(chain: Chain, s: Settings, directory: Path) -> str:
     """With no key configured (and no HMAC), ``up`` and ``demo`` sign with key pairs made for
-    the run in ``directory``, each gatekeeper holding only its own private key. Returns a line
-    saying so ('' when keys are configured)."""
+    the run in ``directory``, each gatekeeper holding only its own private key, and say so.
+    Returns the directory ('' when keys are configured: nothing made)."""
     configured = (
         s.permit_governor_key_file,
         s.permit_p33_key_file,
@@ -81,10 +81,11 @@ def ephemeral_keys(chain: Chain, s: Settings, directory: Path) -> str:
         return ""
     kids = generate(directory, force=True)
     chain.use_keys(directory)
-    return (
+    console.print(
         f"permits signed with Ed25519 keys made for this run ({directory}; governor "
         f"{kids['governor']}, p33 {kids['p33']}, operator {kids['operator']} for `flatten`)"
     )
+    return str(directory)
 
 
 def _operator_signer(s: Settings) -> Ed25519Signer:
