@@ -127,12 +127,6 @@ class PositionBrain:
             return
         kind = exit_kind(plan)
         emergency = kind is ExitKind.FLATTEN
-        if emergency:
-            problem = operator_problem(plan, self.verifier, self.clock.now())
-            if problem:
-                d = P33Decision(False, OPERATOR_SIGNATURE_INVALID, {"detail": problem})
-                await self.issue(plan, d, exchange_amt=None, ledger_amt=None, now=self.clock.now())
-                return
         if self.poll_thread is not None:  # right after a start: see the exchange first
             await self.poll_thread.first_poll(FIRST_POLL_WAIT_S)
         pipe = self.r.pipeline(transaction=False)
@@ -146,6 +140,12 @@ class PositionBrain:
         if decided:  # a redelivery: the first decision stands
             log.info("plan %s already has a P3.3 permit; not judged again", plan.plan_id)
             return
+        if emergency:  # an operator's exit: its signed request first
+            problem = operator_problem(plan, self.verifier, self.clock.now())
+            if problem:
+                d = P33Decision(False, OPERATOR_SIGNATURE_INVALID, {"detail": problem})
+                await self.issue(plan, d, exchange_amt=None, ledger_amt=None, now=self.clock.now())
+                return
         ledger_h = ledger_fields(ledger_vals)
         snapshot, ledger = parse_snapshot(snap_h), parse_ledger(ledger_h)
         now = self.clock.now()
