@@ -163,17 +163,24 @@ def signer_for(settings: Settings, issuer: str) -> Signer | None:
 
 
 def verifier_for(settings: Settings, issuers: tuple[str, ...] = ISSUERS) -> Verifier:
-    keys = [
-        k for i in issuers for path in public_key_files(settings, i) for k in load_public(path, i)
-    ]
+    """Public keys for ``issuers``; with ``PERMIT_SIGNATURE=hmac`` the gatekeepers' HMAC
+    secrets instead of their public keys (the operator always signs with Ed25519)."""
+    hmac = settings.permit_signature is PermitSignature.HMAC
     secrets: dict[str, str] = {}
-    if settings.permit_signature is PermitSignature.HMAC:
+    if hmac:
         for issuer, secret in (
             (GOVERNOR, settings.permit_key_governor),
             (P33, settings.permit_key_p33),
         ):
             if secret is not None:
                 secrets[issuer] = secret.get_secret_value()
+    keys = [
+        k
+        for i in issuers
+        if not (hmac and i in (GOVERNOR, P33))
+        for path in public_key_files(settings, i)
+        for k in load_public(path, i)
+    ]
     return Verifier.of(keys, secrets)
 
 

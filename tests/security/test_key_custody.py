@@ -191,3 +191,17 @@ def test_each_unit_loads_exactly_the_keys_its_service_may_hold(service: str) -> 
     own = SIGNS_AS.get(service)
     assert sorted(creds) == sorted(([f"{own}.key"] if own else [])
                                    + [f"{i}.pub" for i in VERIFIES[service]])  # fmt: skip
+
+
+def test_hmac_mode_checks_gatekeepers_by_hmac_and_the_operator_by_its_public_key(
+    keydir: Path,
+) -> None:
+    s = Settings(permit_signature="hmac", permit_key_governor="g", permit_key_p33="p",
+                 permit_public_keys_dir=keydir)  # type: ignore[arg-type]  # fmt: skip
+    v = verifier_for(s)
+    assert set(v.keys) == {OPERATOR} and set(v.hmac_secrets) == {GOVERNOR, P33}
+    signer = signer_for(s, GOVERNOR)
+    body: dict[str, object] = {"schema": 1, "plan_id": "0123456789abcdef"}
+    assert signer is not None
+    signer.stamp(body)
+    assert v.problem(GOVERNOR, body, 0.0) == "" and "alg" not in body
