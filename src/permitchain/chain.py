@@ -39,6 +39,24 @@ def url_file() -> Path:
     return runtime_dir() / "redis_url"
 
 
+def ephemeral_keys_dir() -> Path:
+    """Where ``permitchain up`` leaves the Ed25519 keys it made for its run (``flatten``
+    finds the operator key there)."""
+    return runtime_dir() / "keys"
+
+
+def key_env(directory: Path) -> dict[str, dict[str, str]]:
+    """Per-service key settings for a ``keys generate`` directory: each gatekeeper gets its
+    own private key, every service the public keys, the apply layer no private key at all."""
+    pub = {"PERMIT_PUBLIC_KEYS_DIR": str(directory)}
+    return {
+        "governor": {**pub, "PERMIT_GOVERNOR_KEY_FILE": str(directory / "governor.key")},
+        "position-brain": {**pub, "PERMIT_P33_KEY_FILE": str(directory / "p33.key")},
+        "apply-layer": dict(pub),
+        "exit-brain": dict(pub),
+    }
+
+
 class Chain:
     def __init__(
         self,
@@ -58,6 +76,11 @@ class Chain:
         self.prefer_path_server = prefer_path_server
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self._logs: dict[str, IO[bytes]] = {}
+
+    def use_keys(self, directory: Path) -> None:
+        """Run the services with the key pairs in ``directory`` (:func:`key_env`)."""
+        for service, env in key_env(directory).items():
+            self.service_env.setdefault(service, {}).update(env)
 
     # -- server -----------------------------------------------------------------------------
     def ensure_redis(self) -> str:

@@ -290,6 +290,8 @@ class Plan(_Msg):
     proposal_ts: float
     created_at: float
     expires_at: float
+    #: An operator's signed emergency-exit request (``source=operator`` plans only; JSON).
+    operator_request: str = ""
 
     _pid = field_validator("plan_id", mode="before")(_plan_id)
     _sym = field_validator("symbol", mode="before")(_symbol)
@@ -361,7 +363,7 @@ class Plan(_Msg):
             }
             for s in self.steps
         ]
-        return {
+        out = {
             "plan_id": self.plan_id,
             "schema": str(SCHEMA),
             "symbol": self.symbol,
@@ -379,6 +381,9 @@ class Plan(_Msg):
             "created_at": fmt_ts(self.created_at),
             "expires_at": fmt_ts(self.expires_at),
         }
+        if self.operator_request:
+            out["operator_request"] = self.operator_request
+        return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -389,6 +394,8 @@ class _Permit(_Msg):
     symbol: str
     created_at: float
     expires_at: float
+    alg: str = ""  # "ed25519" when signed with a public key (signing.py); absent for HMAC
+    kid: str = ""  # the signing key's id
     sig: str = ""
 
     _pid = field_validator("plan_id", mode="before")(_plan_id)
@@ -404,7 +411,7 @@ class _Permit(_Msg):
         out: dict[str, Any] = {"schema": SCHEMA}
         # the fields in order, as iterating the model gives them (extra fields forbidden)
         for name, value in self.__dict__.items():
-            if name == "sig":
+            if name == "sig" or (name in ("alg", "kid") and not value):
                 continue
             if isinstance(value, Decimal):
                 out[name] = fmt_decimal(value)

@@ -8,12 +8,13 @@ from permitchain.errors import ConfigError
 from permitchain.exchange.factory import make_exchange
 from permitchain.exit_brain.service import build_exit_brain
 from permitchain.governor.service import Governor
+from permitchain.keyfiles import check_custody
 from permitchain.keys import Keys
 from permitchain.position_brain.poll_thread import PollThread
 from permitchain.position_brain.service import PositionBrain
 from permitchain.runtime.clock import SystemClock
 from permitchain.runtime.service import Consumer, ServiceRunner, by_symbol
-from permitchain.settings import ApplyMode, Settings
+from permitchain.settings import Settings
 from permitchain.store import async_client
 
 DEFAULT_METRICS_PORT = {
@@ -22,12 +23,11 @@ DEFAULT_METRICS_PORT = {
 SERVICE_NAMES = tuple(DEFAULT_METRICS_PORT)
 
 
-def check_startup(settings: Settings) -> None:
-    """Refuse configurations that cannot be run safely; the message names the variable."""
-    if settings.apply_mode is ApplyMode.PRODUCTION and not settings.signing_enabled:
-        raise ConfigError(
-            "APPLY_MODE=production needs PERMIT_KEY_GOVERNOR and PERMIT_KEY_P33 (permit signing)"
-        )
+def check_startup(settings: Settings, service: str | None = None) -> None:
+    """Refuse configurations that cannot be run safely; the message names the variable or
+    file. ``service``: the one about to start (None: the whole chain, ``up``); key custody
+    rules in :func:`permitchain.keyfiles.check_custody`."""
+    check_custody(settings, service)
 
 
 def metrics_port(name: str, settings: Settings) -> int:
@@ -39,7 +39,7 @@ def metrics_port(name: str, settings: Settings) -> int:
 async def build(name: str, settings: Settings) -> ServiceRunner:
     if name not in DEFAULT_METRICS_PORT:
         raise ConfigError(f"unknown service {name!r}; one of: {', '.join(SERVICE_NAMES)}")
-    check_startup(settings)
+    check_startup(settings, name)
     r = async_client(settings.redis_url, max_connections=64)
     keys = Keys(settings.key_prefix)
     clock = SystemClock()

@@ -49,6 +49,11 @@ class ExchangeKind(StrEnum):
     BINANCE = "binance"
 
 
+class PermitSignature(StrEnum):
+    ED25519 = "ed25519"
+    HMAC = "hmac"
+
+
 class LogFormat(StrEnum):
     TEXT = "text"
     JSON = "json"
@@ -93,6 +98,14 @@ class Settings(BaseSettings):
     permit_wait_ms: int = _f(1200, "APPLY_PERMIT_WAIT_MS", gt=0)
     permit_key_governor: SecretStr | None = _f(None, "PERMIT_KEY_GOVERNOR")
     permit_key_p33: SecretStr | None = _f(None, "PERMIT_KEY_P33")
+    # Public-key permits (docs/design.md §13): Ed25519 key files, or
+    # systemd credentials in CREDENTIALS_DIRECTORY; HMAC (PERMIT_KEY_*) only outside production.
+    permit_signature: PermitSignature = _f(PermitSignature.ED25519, "PERMIT_SIGNATURE")
+    permit_governor_key_file: Path | None = _f(None, "PERMIT_GOVERNOR_KEY_FILE")
+    permit_p33_key_file: Path | None = _f(None, "PERMIT_P33_KEY_FILE")
+    permit_operator_key_file: Path | None = _f(None, "PERMIT_OPERATOR_KEY_FILE")
+    permit_public_keys_dir: Path | None = _f(None, "PERMIT_PUBLIC_KEYS_DIR")
+    credentials_directory: Path | None = _f(None, "CREDENTIALS_DIRECTORY")
     # An exec record is the plan's proof of execution (the permits it consumed, its order,
     # its result) and its guard against a second consume; kept 7 days by default. At a
     # high sustained rate that is most of Redis's memory (docs/performance.md): shorten it
@@ -192,10 +205,6 @@ class Settings(BaseSettings):
     @property
     def allow_list(self) -> frozenset[str]:
         return frozenset(s for s in self.allow_list_symbols.split(",") if s)
-
-    @property
-    def signing_enabled(self) -> bool:
-        return self.permit_key_governor is not None and self.permit_key_p33 is not None
 
 
 def env_names() -> dict[str, str]:

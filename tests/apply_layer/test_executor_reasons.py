@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from permitchain.apply_layer.executor import Executor
 from permitchain.keys import Keys
 from permitchain.models import Plan
-from permitchain.settings import ApplyMode, Settings
+from permitchain.settings import ApplyMode, PermitSignature, Settings
 from tests.apply_layer.bench import Bench, gov_json, p33_json, plan_for
 
 GK, PK = "governor-secret", "p33-secret"
@@ -153,7 +153,11 @@ INVALID: dict[str, Callable[[Plan, Plan], tuple[str, str]]] = {
 @pytest.mark.parametrize("case", sorted(INVALID))
 def test_invalid_permits_block(arun: Any, keys: Keys, fast: Settings, case: str) -> None:
     signed = fast.model_copy(
-        update={"permit_key_governor": SecretStr(GK), "permit_key_p33": SecretStr(PK)}
+        update={
+            "permit_key_governor": SecretStr(GK),
+            "permit_key_p33": SecretStr(PK),
+            "permit_signature": PermitSignature.HMAC,
+        }
     )
     plan, other = plan_for(4), plan_for(5)
     g, p = INVALID[case](plan, other)
@@ -173,7 +177,11 @@ def test_invalid_permits_block(arun: Any, keys: Keys, fast: Settings, case: str)
 
 def test_signed_permits_execute(arun: Any, keys: Keys, fast: Settings) -> None:
     signed = fast.model_copy(
-        update={"permit_key_governor": SecretStr(GK), "permit_key_p33": SecretStr(PK)}
+        update={
+            "permit_key_governor": SecretStr(GK),
+            "permit_key_p33": SecretStr(PK),
+            "permit_signature": PermitSignature.HMAC,
+        }
     )
     plan = plan_for(6)
 
@@ -379,7 +387,9 @@ def test_dry_run_runs_everything_but_the_order(arun: Any, keys: Keys, fast: Sett
 @pytest.mark.parametrize(("gov_signed", "status"), [(True, "filled"), (False, "blocked")])
 def test_each_configured_key_is_enforced(arun: Any, keys: Keys, fast: Settings,
                                          gov_signed: bool, status: str) -> None:  # fmt: skip
-    only_gov = fast.model_copy(update={"permit_key_governor": SecretStr(GK)})
+    only_gov = fast.model_copy(
+        update={"permit_key_governor": SecretStr(GK), "permit_signature": PermitSignature.HMAC}
+    )
     plan = plan_for(16)
 
     async def body(r: Redis) -> Any:

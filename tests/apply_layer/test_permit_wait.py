@@ -16,7 +16,7 @@ from pydantic import SecretStr
 from permitchain.apply_layer.executor import MAX_ACTIVE
 from permitchain.keys import Keys
 from permitchain.models import Plan
-from permitchain.settings import Settings
+from permitchain.settings import PermitSignature, Settings
 from permitchain.store import async_client
 from tests.apply_layer.bench import SYM, Bench, gov_json, p33_json, plan_for
 
@@ -106,7 +106,8 @@ def test_an_order_iff_both_permits_allow(
     arrival: str, dup_permits: bool, dup_handle: bool,
 ) -> None:  # fmt: skip
     s = settings.model_copy(update={"permit_wait_ms": 250, "permit_key_governor": SecretStr(GK),
-                                    "permit_key_p33": SecretStr(PK)})  # fmt: skip
+                                    "permit_key_p33": SecretStr(PK),
+                                    "permit_signature": PermitSignature.HMAC})  # fmt: skip
     plan, other = plan_for(next(TRANCHE)), plan_for(next(TRANCHE))
     qty = str(Decimal(milli) / 1000)
     permits = [("governor", gov_permit(gov_kind, plan, other)),

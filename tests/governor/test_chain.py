@@ -11,6 +11,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from redis.asyncio import Redis
 from permitchain.chain import Chain
 from permitchain.exchange.sim import SimExchange
 from permitchain.exit_brain.api import current_epoch, new_proposal_id, submit_proposal
+from permitchain.keyfiles import generate
 from permitchain.keys import Keys
 from permitchain.models import Action, Proposal, make_plan_id
 from permitchain.scenario import (
@@ -127,10 +129,11 @@ def test_halt_resume_and_a_stale_backlog(chain_factory: Callable[..., Chain],
 
 
 def test_production_rate_limit_in_the_chain(chain_factory: Callable[..., Chain],
-                                            redis_url: str) -> None:  # fmt: skip
+                                            redis_url: str, tmp_path: Path) -> None:  # fmt: skip
     """APPLY_MODE=production, signed permits: two executions in five minutes, the third denied."""
-    chain = chain_factory(APPLY_MODE="production", PERMIT_KEY_GOVERNOR="g-key",
-                          PERMIT_KEY_P33="p-key", COOLDOWN_S="0")  # fmt: skip
+    chain = chain_factory(APPLY_MODE="production", COOLDOWN_S="0")
+    generate(tmp_path / "keys")
+    chain.use_keys(tmp_path / "keys")
     k = chain.keys
 
     async def body() -> tuple[list[dict[str, str]], list[dict[str, Any]], int]:

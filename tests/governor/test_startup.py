@@ -1,32 +1,17 @@
-"""APPLY_MODE=production starts now that the rate store exists, but only with signing keys."""
+"""The governor's consumer groups (production start-up: tests/security/test_key_custody.py)."""
 
 from __future__ import annotations
 
-import pytest
-
-from permitchain.errors import ConfigError
 from permitchain.governor.service import Governor
 from permitchain.keys import GROUP_GOVERNOR, GROUP_GOVERNOR_RESULTS, Keys
 from permitchain.runtime.clock import SystemClock
-from permitchain.services import check_startup
-from permitchain.settings import ApplyMode, Settings
+from permitchain.settings import Settings
 from permitchain.store import async_client
-
-
-def test_production_starts_with_signing_keys() -> None:
-    check_startup(Settings(apply_mode=ApplyMode.PRODUCTION, permit_key_governor="g",
-                           permit_key_p33="p"))  # type: ignore[arg-type]  # fmt: skip
-
-
-@pytest.mark.parametrize("keys", [{}, {"permit_key_governor": "g"}, {"permit_key_p33": "p"}])
-def test_production_refuses_without_both_signing_keys(keys: dict[str, str]) -> None:
-    with pytest.raises(ConfigError, match="PERMIT_KEY_GOVERNOR and PERMIT_KEY_P33"):
-        check_startup(Settings(apply_mode=ApplyMode.PRODUCTION, **keys))  # type: ignore[arg-type]
 
 
 def test_governor_consumes_plans_and_results_in_its_own_groups() -> None:
     k = Keys("quantum")
-    prod = Settings(apply_mode="production", permit_key_governor="g", permit_key_p33="p")
+    prod = Settings(apply_mode="production")
     gov = Governor(async_client("redis://127.0.0.1:1"), k, prod, SystemClock())
     assert [(c.stream, c.group) for c in gov.consumers()] == [
         ("quantum:stream:apply.plan", GROUP_GOVERNOR),

@@ -34,7 +34,7 @@ GOV_KEY = "gov-secret"
 def gov_settings(redis_url: str, prefix: str, **kw: Any) -> Settings:
     base: dict[str, Any] = {
         "redis_url": redis_url, "key_prefix": prefix, "apply_mode": ApplyMode.PRODUCTION,
-        "permit_key_governor": GOV_KEY, "permit_key_p33": "p33-secret",
+        "permit_key_governor": GOV_KEY, "permit_key_p33": "p33-secret", "permit_signature": "hmac",
     }  # fmt: skip
     return Settings(**{**base, **kw})
 

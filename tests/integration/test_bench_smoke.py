@@ -29,6 +29,8 @@ def test_bench_quick_is_correct(redis_url: str) -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(proc.stdout)
+    # the signing cost of both schemes, measured in the same run (figures, not asserted)
+    assert {"ed25519", "hmac", "extra_ms_per_plan", "within_target"} <= set(res["signing"])
     for phase in [*res["latency"].values(), res["throughput"]]:
         v = phase["verify"]
         assert v["plans"] > 0 and v["verified"] == v["plans"], v

@@ -18,7 +18,7 @@ from permitchain.position_brain.checks import COOLDOWN_IN_FLIGHT, P33Decision
 from permitchain.position_brain.service import PositionBrain
 from permitchain.runtime.permits import claim_and_write_permit
 from permitchain.scripts import source
-from permitchain.settings import Settings
+from permitchain.settings import PermitSignature, Settings
 from permitchain.signing import verify
 from tests.position_brain.helpers import brain, plan
 
@@ -28,6 +28,7 @@ OTHER = "other-plan-id"
 
 def _settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"permit_key_p33": SecretStr("k3y"),
+                                       "permit_signature": PermitSignature.HMAC,
                                        "cooldown_s": COOLDOWN_S})  # fmt: skip
 
 

@@ -14,7 +14,7 @@ from pydantic import SecretStr
 
 from permitchain.keys import Keys
 from permitchain.models import P33Allow
-from permitchain.settings import Settings
+from permitchain.settings import PermitSignature, Settings
 from permitchain.signing import verify
 from tests.position_brain.helpers import brain, next_permit, plan, result, running
 
@@ -95,7 +95,13 @@ def test_one_close_in_flight_per_symbol_released_by_its_result(
 def test_permits_are_signed_with_a_ttl_and_judged_once(
     arun: Any, r: redis.Redis, keys: Keys, settings: Settings
 ) -> None:
-    s = settings.model_copy(update={"permit_key_p33": SecretStr("k3y"), "cooldown_s": 0.0})
+    s = settings.model_copy(
+        update={
+            "permit_key_p33": SecretStr("k3y"),
+            "cooldown_s": 0.0,
+            "permit_signature": PermitSignature.HMAC,
+        }
+    )
 
     async def body(ar: Any) -> str:
         pb, sim = brain(ar, keys, s)

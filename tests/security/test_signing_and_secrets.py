@@ -32,8 +32,9 @@ BINANCE_SECRET = "binance-secret-0f9e8d7c6b5a"
 def test_signed_chain_and_no_secret_anywhere(
     chain_factory: Callable[..., Chain], redis_url: str, r: redis.Redis
 ) -> None:
-    chain = chain_factory(PERMIT_KEY_GOVERNOR=GOV_KEY, PERMIT_KEY_P33=P33_KEY,
-                          BINANCE_API_SECRET=BINANCE_SECRET, LOG_LEVEL="DEBUG")  # fmt: skip
+    chain = chain_factory(PERMIT_SIGNATURE="hmac", PERMIT_KEY_GOVERNOR=GOV_KEY,
+                          PERMIT_KEY_P33=P33_KEY, BINANCE_API_SECRET=BINANCE_SECRET,
+                          LOG_LEVEL="DEBUG")  # fmt: skip
     k = chain.keys
 
     ok = run_reference(chain, redis_url, emit=lambda n, d: None).ok()

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from permitchain.errors import ConfigError
-from permitchain.settings import ApplyMode, load_settings
+from permitchain.settings import ApplyMode, PermitSignature, load_settings
 
 
 def test_defaults_follow_the_contract() -> None:
@@ -61,7 +61,8 @@ def test_the_shipped_example_env_files_load(variant: str, service: str) -> None:
     s = load_settings({}, env_file=files)
     assert s.key_prefix == "quantum" and s.redis_url
     if variant == "production":
-        assert s.apply_mode is ApplyMode.PRODUCTION and s.signing_enabled
+        assert s.apply_mode is ApplyMode.PRODUCTION
+        assert s.permit_signature is PermitSignature.ED25519 and s.permit_key_governor is None
 
 
 def test_exec_record_retention_floor_follows_the_guards() -> None:

@@ -36,13 +36,15 @@ from permitchain.errors import ContractError
 from permitchain.exchange.base import Exchange
 from permitchain.governor.policy import TradingState
 from permitchain.governor.store import read_trading_state
+from permitchain.keyfiles import verifier_for
 from permitchain.keys import GROUP_EXECUTOR, Keys
 from permitchain.models import GovernorPermit, P33Allow, Plan, Result, ResultStatus, fmt_decimal
+from permitchain.operator_exit import is_operator_plan, operator_problem
 from permitchain.runtime.audit import add_audit
 from permitchain.runtime.clock import Clock
 from permitchain.runtime.service import Backoff, Consumer
 from permitchain.settings import Settings
-from permitchain.signing import verify
+from permitchain.signing import GOVERNOR, P33
 from permitchain.store import REDIS_FAULTS
 
 log = logging.getLogger("permitchain.executor")
@@ -90,6 +92,8 @@ class Executor:
         self.store = ExecStore(r, keys, settings.exec_record_ttl_s)
         self.desk = OrderDesk(exchange, self.store, clock)
         self.resolver = Resolver(self.store, self.desk, exchange, clock)
+        #: public keys only (governor, P3.3, operator): this process can verify, never sign
+        self.verifier = verifier_for(settings)
         self.waiters: dict[str, asyncio.Event] = {}
         self.active: set[str] = set()
         self.slots = asyncio.Semaphore(MAX_ACTIVE)
@@ -287,9 +291,10 @@ class Executor:
 
     # -- the order ------------------------------------------------------------------------
     def permit_problem(self, gov_raw: str, p33_raw: str) -> tuple[str, P33Allow | None]:
-        """After an ``ok`` consume: the permits parse as the contract says and each permit
-        whose issuer has a key configured carries a valid signature. Returns what is wrong
-        (or ''), and the P3.3 permit as parsed."""
+        """After an ``ok`` consume: the permits parse as the contract says and each carries a
+        valid signature of its issuer (``Verifier.problem``: a public key, or outside
+        production an HMAC secret, or no key configured at all). Returns what is wrong (or
+        ''), and the P3.3 permit as parsed."""
         try:
             gov, gov_obj = GovernorPermit.from_json_with_obj(gov_raw)
             p33, p33_obj = P33Allow.from_json_with_obj(p33_raw)
@@ -297,15 +302,18 @@ class Executor:
             return str(e), None
         if not gov.granted:
             return "governor permit does not grant", None
-        gk, pk = self.s.permit_key_governor, self.s.permit_key_p33
-        if gk is not None and not verify(gov_obj, gk.get_secret_value()):
-            return "governor bad signature", None
-        if pk is not None and not verify(p33_obj, pk.get_secret_value()):
-            return "p33 bad signature", None
-        return "", p33
+        now = self.clock.now()
+        problem = self.verifier.problem(GOVERNOR, gov_obj, now) or self.verifier.problem(
+            P33, p33_obj, now
+        )
+        return (problem, None) if problem else ("", p33)
 
     async def execute(self, plan: Plan, verdict: dict[str, Any], wait_s: float) -> None:
         problem, p33 = self.permit_problem(verdict["gov"], verdict["p33"])
+        # an operator's emergency exit: its request verified here too, then no halt applies
+        emergency = is_operator_plan(plan)
+        if emergency and not problem:
+            problem = operator_problem(plan, self.verifier, self.clock.now())
         if problem or p33 is None:
             async with self.slots:
                 await self.blocked(plan, PERMIT_INVALID, problem, wait_s, verdict, "permitted")
@@ -324,7 +332,7 @@ class Executor:
         # One order per symbol at a time; a plan queued behind its symbol holds no slot.
         async with self.symbol_locks[plan.symbol], self.slots:
             if plan.mode == "dry_run" or self.s.apply_mode.value == "dry_run":
-                if await self.halted():
+                if not emergency and await self.halted():
                     await self.blocked(plan, TRADING_HALTED, "HALTED at order time", wait_s,
                                        {}, "permitted")  # fmt: skip
                     return
@@ -345,7 +353,7 @@ class Executor:
             if not moved:
                 log.warning("plan %s: not sent, its exec record is %s", plan.plan_id, state)
                 return
-            if trading is TradingState.HALTED:
+            if trading is TradingState.HALTED and not emergency:
                 await self.blocked(plan, TRADING_HALTED, "HALTED at order time", wait_s, {},
                                    "submitted")  # fmt: skip
                 return

@@ -16,6 +16,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -24,8 +25,10 @@ from typing import Any
 
 import redis.exceptions
 
+from permitchain.bench import signing_cost
 from permitchain.bench.load import Load, Sample, bench_symbols, seed, verify
 from permitchain.chain import Chain
+from permitchain.keyfiles import generate
 from permitchain.keys import Keys
 from permitchain.runtime import gc_tuning
 from permitchain.store import AsyncRedis, async_client
@@ -73,6 +76,8 @@ class BenchConfig:
     quick: bool = False
     #: the services' EXEC_RECORD_TTL_S (None: the default, docs/design.md's 7 days)
     exec_record_ttl_s: int | None = None
+    #: the gatekeepers sign their permits with Ed25519 keys made for the run (else unsigned)
+    signed: bool = False
 
     @classmethod
     def quick_config(cls, redis_url: str | None = None) -> BenchConfig:
@@ -470,7 +475,10 @@ def run(cfg: BenchConfig, progress: Callable[[str], None]) -> dict[str, Any]:
            "ALLOW_LIST_SYMBOLS": ",".join(symbols)}  # fmt: skip
     if cfg.exec_record_ttl_s is not None:
         env["EXEC_RECORD_TTL_S"] = str(cfg.exec_record_ttl_s)
-    with Chain(env, redis_url=cfg.redis_url) as chain:
+    with Chain(env, redis_url=cfg.redis_url) as chain, tempfile.TemporaryDirectory() as tmp:
+        if cfg.signed:
+            generate(Path(tmp) / "keys")
+            chain.use_keys(Path(tmp) / "keys")
         url = chain.ensure_redis()
         progress(f"redis {'embedded ' + chain.server.name if chain.server else ''} {url}; "
                  f"seeding {n_symbols} symbols")  # fmt: skip
@@ -488,6 +496,8 @@ def run(cfg: BenchConfig, progress: Callable[[str], None]) -> dict[str, Any]:
         progress("services up: " + ", ".join(GATE_SERVICES))
         gc_tuning.freeze()
         result = asyncio.run(measure(cfg, chain, progress))
+        result["signing"] = signing_cost.measure(rounds=500 if cfg.quick else 3000)
+        result["signing"]["chain_signed"] = cfg.signed
         result["machine"] = machine()
         result["server"] = chain.server.name if chain.server else "external"
         return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from permitchain.bench import signing_cost
 from permitchain.bench.runner import BenchConfig, run
 from permitchain.cli.common import console, err_console, fail, settings
 from permitchain.errors import ConfigError
@@ -85,6 +87,8 @@ def render(res: dict[str, Any]) -> None:
         if v["verify"]["failures_sample"]:
             console.print(f"[yellow]{phase}: not verified (sample)[/]: "
                           + ", ".join(v["verify"]["failures_sample"]))  # fmt: skip
+    if "signing" in res:
+        console.print(signing_cost.describe(res["signing"]))
     fp = res["footprint"]
     mem = fp["redis_used_memory_mb"]
     console.print(
@@ -147,6 +151,9 @@ def bench(
         float, typer.Option(help="Seconds of the throughput phase (0: none)")
     ] = 60.0,
     window: Annotated[int, typer.Option(help="Plans in flight in the throughput phase")] = 2000,
+    signed: Annotated[
+        bool, typer.Option("--signed", help="The chain signs its permits with Ed25519")
+    ] = False,
     exec_record_ttl: Annotated[
         int | None,
         typer.Option(help="The services' EXEC_RECORD_TTL_S in seconds (default: the setting's)"),
@@ -160,7 +167,7 @@ def bench(
         except ConfigError as e:
             fail(f"--exec-record-ttl: {e}")
     if quick:
-        cfg = BenchConfig.quick_config(s.redis_url)
+        cfg = dataclasses.replace(BenchConfig.quick_config(s.redis_url), signed=signed)
     else:
         try:
             rate_list = [float(x) for x in rates.split(",") if x]
@@ -168,7 +175,7 @@ def bench(
             fail(f"--rates: not numbers: {rates!r}")
         cfg = BenchConfig(rates=rate_list, rate_duration_s=duration, throughput_s=throughput_s,
                           window=window, redis_url=s.redis_url,
-                          exec_record_ttl_s=exec_record_ttl)  # fmt: skip
+                          exec_record_ttl_s=exec_record_ttl, signed=signed)  # fmt: skip
     out = err_console if as_json else console  # --json: stdout carries the JSON only
     res = run(cfg, progress=lambda m: out.print(f"[dim]bench:[/] {m}"))
     if plot_png is not None:

@@ -18,7 +18,7 @@ from permitchain.settings import Settings, load_settings
 from permitchain.store import REDIS_FAULTS, AsyncRedis, async_client
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # one line per error, never wrapped
 T = TypeVar("T")
 
 

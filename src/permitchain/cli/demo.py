@@ -13,6 +13,7 @@ from rich.table import Table
 
 from permitchain.chain import Chain
 from permitchain.cli.common import console, settings
+from permitchain.cli.keys_cmd import ephemeral_keys
 from permitchain.scenario import SYMBOL, run_reference
 
 DEMO_ENV = {"APPLY_MODE": "testnet", "EXCHANGE": "sim", "METRICS_PORT": "0",
@@ -104,6 +105,7 @@ def run_demo(*, keep: bool = False) -> int:
         f"{'embedded ' + chain.server.name + ' at ' if chain.server else ''}{url} · "
         f"service logs in {log_dir}"
     )
+    ephemeral_keys(chain, s, log_dir / "keys")
 
     def ready() -> None:
         console.print("services up: exit-brain, apply-layer, governor, position-brain "

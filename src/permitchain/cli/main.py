@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
 import time
@@ -16,9 +17,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from permitchain import __version__
-from permitchain.chain import Chain, url_file
+from permitchain.chain import Chain, ephemeral_keys_dir, url_file
 from permitchain.cli import bench as bench_cmd
-from permitchain.cli import control, inspect
+from permitchain.cli import control, inspect, keys_cmd
 from permitchain.cli import security as security_cmd
 from permitchain.cli.common import console, fail, operator, run_async, settings
 from permitchain.errors import ConfigError
@@ -83,7 +84,7 @@ def run(
     s = settings(env_file)
     setup_logging(s.log_format, s.log_level, service)
     try:
-        check_startup(s)
+        check_startup(s, service)
         if not s.redis_url:
             raise ConfigError("REDIS_URL: not set (`permitchain up` starts a server for you)")
     except ConfigError as e:
@@ -92,7 +93,7 @@ def run(
 
 
 @app.command()
-def up(env_file: EnvFiles = None) -> None:
+def up(env_file: EnvFiles = None) -> None:  # noqa: PLR0915 - split when its lifecycle moves out
     """Run every service (embedded server unless REDIS_URL is set); Ctrl-C stops them."""
     s = settings(env_file)
     if env_file:  # the services read the same files, as strictly
@@ -108,6 +109,7 @@ def up(env_file: EnvFiles = None) -> None:
     where = f"embedded {chain.server.name} at {url}" if chain.server else url
     console.print(f"[bold]permitchain {__version__}[/] · redis: {where} · mode "
                   f"{s.apply_mode.value} · exchange {s.exchange.value}")  # fmt: skip
+    keys_note = keys_cmd.ephemeral_keys(chain, s, ephemeral_keys_dir())
     if chain.server:
         url_file().write_text(url)
         console.print(f"other terminals: [cyan]export REDIS_URL={url}[/] (or just run commands: "
@@ -145,6 +147,8 @@ def up(env_file: EnvFiles = None) -> None:
             url_file().unlink()
         elif chain.server is None:
             url_file().unlink(missing_ok=True)
+        if keys_note:
+            shutil.rmtree(ephemeral_keys_dir(), ignore_errors=True)
 
 
 @app.command()
@@ -347,6 +351,9 @@ def sim_show(symbol: Annotated[str | None, typer.Argument()] = None) -> None:
 
 
 app.command("bench")(bench_cmd.bench)
+# public-key permits and the operator's emergency exit (docs/design.md §13)
+app.add_typer(keys_cmd.keys_app, name="keys")
+app.command("flatten")(keys_cmd.flatten_cmd)
 app.command("acl")(security_cmd.acl)
 
 

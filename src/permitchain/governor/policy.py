@@ -11,6 +11,12 @@ unreadable or unknown state counts as HALTED). Then ``dry_run``/``testnet`` with
 rate limits per symbol (``rate_limit_5min``, ``rate_limit_hour``), then, for risk-increasing
 plans only, ``notional_cap`` and ``daily_notional_cap``; else ``policy_ok``. A close that
 reduces risk is never blocked by a notional cap or by a high kill score.
+
+An operator's emergency exit (``source=operator``, :mod:`permitchain.operator_exit`): after
+plan age, mode and allowlist, granted ``operator_emergency_exit`` in every trading state and
+past the rate limits when its request verifies (``GovernorInput.operator_problem == ""``),
+else denied ``operator_signature_invalid``. Which check applies to which kind of exit:
+:mod:`permitchain.exemptions`.
 """
 
 from __future__ import annotations
@@ -21,6 +27,11 @@ from enum import StrEnum
 from typing import Any
 
 from permitchain.models import Plan
+from permitchain.operator_exit import (
+    OPERATOR_EMERGENCY_EXIT,
+    OPERATOR_SIGNATURE_INVALID,
+    is_operator_plan,
+)
 
 # Governor reason codes (docs/design.md §4).
 TESTNET_AUTO_APPROVE = "testnet_auto_approve"
@@ -80,6 +91,9 @@ class GovernorInput:
     exec_last_hour: int = 0  # confirmed executions + live reservations, this symbol
     exec_last_5min: int = 0
     notional_today: Decimal = Decimal(0)  # risk-increasing grants, this UTC day
+    #: An operator plan's request as the runner verified it: "" verified, else what is
+    #: wrong; None not checked (an operator plan is then denied).
+    operator_problem: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +141,10 @@ def decide(plan: Plan, inp: GovernorInput, policy: GovernorPolicy, now: float) -
         return deny(MODE_MISMATCH, plan_mode=plan.mode, governor_mode=policy.mode)
     if plan.symbol not in policy.allow_list:
         return deny(NOT_IN_ALLOWLIST)
+    if is_operator_plan(plan):  # an emergency exit: no trading state, no rate limits
+        if inp.operator_problem != "":
+            return deny(OPERATOR_SIGNATURE_INVALID, detail=inp.operator_problem or "not checked")
+        return GovernorDecision(True, OPERATOR_EMERGENCY_EXIT, qty, notional)
     if inp.trading_state is TradingState.HALTED:
         return deny(TRADING_HALTED)
     if inp.trading_state is TradingState.REDUCING and not is_reduce_only(plan):

@@ -2,8 +2,8 @@
 
 * Consumer group ``governor`` on the plan stream: read the inputs (``store.py``), decide
   (``policy.py``, pure), reserve a slot when the production policy grants, then write the
-  permit (grant or deny, signed when ``PERMIT_KEY_GOVERNOR`` is set), the wake-up event and
-  the audit entry in one pipeline.
+  permit (grant or deny, signed with the governor's key when one is configured), the wake-up
+  event and the audit entry in one pipeline.
 * Consumer group ``governor-results`` on the result stream: each result confirms the plan's
   execution (filled, partially filled, unknown) or releases its reservation (rejected,
   blocked, dry run).
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 
 from prometheus_client import Gauge
@@ -28,14 +29,17 @@ from permitchain.governor.policy import (
 )
 from permitchain.governor.rates import Settlement, reservation_ttl_s, settlement
 from permitchain.governor.store import GovernorStore
+from permitchain.keyfiles import signer_for, verifier_for
 from permitchain.keys import GROUP_GOVERNOR, GROUP_GOVERNOR_RESULTS, Keys
 from permitchain.models import GovernorPermit, Plan, Result
+from permitchain.operator_exit import is_operator_plan, operator_problem
 from permitchain.runtime.clock import Clock
 from permitchain.runtime.logs import log_decision
 from permitchain.runtime.metrics import LabelledCounter
 from permitchain.runtime.permits import permit_json, write_permit
 from permitchain.runtime.service import Consumer, by_symbol
 from permitchain.settings import Settings
+from permitchain.signing import GOVERNOR, OPERATOR
 from permitchain.store import REDIS_FAULTS, AsyncRedis
 
 log = logging.getLogger("permitchain.governor")
@@ -69,8 +73,8 @@ class Governor:
         self.policy = policy_from(settings)
         self.store = GovernorStore(r, keys)
         self.reservation_ttl_s = reservation_ttl_s(settings.permit_ttl_s, settings.permit_wait_ms)
-        key = settings.permit_key_governor
-        self.sign_key = None if key is None else key.get_secret_value()
+        self.signer = signer_for(settings, GOVERNOR)
+        self.verifier = verifier_for(settings, (OPERATOR,))  # operators' emergency exits
 
     def consumers(self) -> list[Consumer]:
         plans = Consumer(self.k.plan_stream, GROUP_GOVERNOR, self.handle, partition=by_symbol)
@@ -94,6 +98,10 @@ class Governor:
         inp = await self.store.read_input(plan.symbol, now,
                                           windows=not self.policy.auto_approves)  # fmt: skip
         TRADING_STATE.set(_STATE_VALUE[inp.trading_state])
+        if is_operator_plan(plan):
+            inp = dataclasses.replace(
+                inp, operator_problem=operator_problem(plan, self.verifier, now)
+            )
         decision = decide(plan, inp, self.policy, now)
         if decision.granted and decision.reason == POLICY_OK:
             decision = await self.reserve(plan, decision, now)
@@ -133,7 +141,7 @@ class Governor:
             computed_notional=d.computed_notional, mode=self.policy.mode, created_at=now,
             expires_at=now + self.s.permit_ttl_s,
         )  # fmt: skip
-        value, issued = permit_json(permit, self.sign_key)
+        value, issued = permit_json(permit, self.signer)
         decision = permit.decision
         written = await write_permit(
             self.r, self.k, key=self.k.permit_governor(plan.plan_id), permit_json=value,

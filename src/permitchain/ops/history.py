@@ -47,7 +47,21 @@ def audit_entry(entry_id: str, f: dict[str, str]) -> dict[str, Any]:
 
 
 def _is_origin(e: dict[str, Any]) -> bool:
+    """A plan's first audit entry: the planner's decision, or an operator's signed request."""
+    if e["layer"] == "operator":
+        return bool(e["decision"] == "FLATTEN_REQUEST")
     return bool(e["layer"] == "planner" and e["decision"] != "DUPLICATE")
+
+
+def _plan_entry_id(audit: list[dict[str, Any]]) -> str | None:
+    """The plan's stream entry id, as the planner's decision or an operator's PLAN entry
+    (``permitchain flatten``) recorded it."""
+    for e in audit:
+        ctx = e.get("context")
+        is_plan = _is_origin(e) or (e["layer"] == "operator" and e["decision"] == "PLAN")
+        if is_plan and isinstance(ctx, dict) and ctx.get("entry_id"):
+            return str(ctx["entry_id"])
+    return None
 
 
 async def audit_of(
@@ -295,7 +309,7 @@ async def explain(r: Redis, k: Keys, plan_id: str) -> dict[str, Any] | None:
         return None
     origin = next((e for e in audit if _is_origin(e)), None)
     plan: dict[str, Any] | None = None
-    entry_id = (origin or {}).get("context", {}).get("entry_id")
+    entry_id = _plan_entry_id(audit)
     if entry_id:
         rows = await rd.xrange(r, k.plan_stream, entry_id, entry_id)
         plan = dict(rows[0][1]) if rows else None

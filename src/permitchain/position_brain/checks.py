@@ -19,6 +19,9 @@ Then in order, the first that fails decides:
    minimum quantity → ``below_min_qty``, except that closing the whole remaining position is
    always allowed.
 
+An operator's verified emergency exit (``exempt_cooldown``) skips check 5 only: position truth
+(checks 1-4) and the quantity (6) still decide.
+
 Boundaries: "older than" and "more than" are strict (an age of exactly ``STALE_THRESHOLD_S``
 and a diff of exactly the tolerance pass); the cooldown holds while less than ``COOLDOWN_S``
 has passed.
@@ -31,7 +34,8 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from permitchain.exchange.base import round_down
-from permitchain.models import CLOSE_FRACTION, Action, fmt_decimal
+from permitchain.exemptions import Check, ExitKind, applies
+from permitchain.models import CANARY_SIZE, CLOSE_FRACTION, Action, fmt_decimal
 
 NO_EXCHANGE_SNAPSHOT = "no_exchange_snapshot"
 STALE_EXCHANGE_STATE = "stale_exchange_state"
@@ -127,11 +131,12 @@ def _plan_refusal(plan: PlanView, cfg: CheckConfig, now: float) -> P33Decision |
 
 def evaluate(
     *, plan: PlanView, snapshot: Snapshot | None, ledger: Ledger | None, cfg: CheckConfig,
-    now: float, in_flight_plan: str | None = None,
+    now: float, in_flight_plan: str | None = None, exempt_cooldown: bool = False,
 ) -> P33Decision:  # fmt: skip
     """Judge one plan. ``ledger`` None means "not yet initialised": the exchange amount stands
     in for it (the runner initialises it from the same snapshot). ``in_flight_plan``: another
-    plan's close allowed for this symbol and not yet resolved."""
+    plan's close allowed for this symbol and not yet resolved. ``exempt_cooldown``: an
+    operator's verified emergency exit (check 5 skipped)."""
     refused = _plan_refusal(plan, cfg, now)
     if refused is not None:
         return refused
@@ -164,12 +169,12 @@ def evaluate(
     diff, tol = abs(ex - led), tolerance(ex, cfg)
     if diff > tol:
         return deny(QTY_MISMATCH, {**ctx, "diff": fmt_decimal(diff), "tolerance": fmt_decimal(tol)})
-    # 5. cooldown: a recent order, or another plan's close still in flight
-    last = ledger.last_order_time_epoch if ledger is not None else None
+    # 5. cooldown (not for an emergency exit): a recent order, or another plan's close in flight
+    last = ledger.last_order_time_epoch if ledger is not None and not exempt_cooldown else None
     if last is not None and now - last < cfg.cooldown_s:
         return deny(COOLDOWN_IN_FLIGHT, {**ctx, "since_last_order_s": round(now - last, 3),
                                          "cooldown_s": cfg.cooldown_s})  # fmt: skip
-    if in_flight_plan is not None:
+    if in_flight_plan is not None and not exempt_cooldown:
         return deny(COOLDOWN_IN_FLIGHT, {**ctx, "in_flight_plan": in_flight_plan,
                                          "cooldown_s": cfg.cooldown_s})  # fmt: skip
     # 6. safe close quantity
@@ -180,3 +185,25 @@ def evaluate(
                                     "min_qty": fmt_decimal(snapshot.min_qty),
                                     "step_size": fmt_decimal(snapshot.step_size)})  # fmt: skip
     return P33Decision(True, OK, {**ctx, "safe_close_qty": fmt_decimal(qty)}, qty, side_of(ex), age)
+
+
+def canary_decision(close_fraction: Decimal | None) -> P33Decision:
+    """``proof --canary``: a nominal allow without snapshot, ledger or claim (the plan is
+    dry_run, so the executor ends it before any order)."""
+    qty = round_down(CANARY_SIZE * (close_fraction or Decimal(1)), CANARY_SIZE / 1000)
+    return P33Decision(True, OK, {"canary": True}, safe_close_qty=qty, side="LONG",
+                       snapshot_age_s=Decimal(0))  # fmt: skip
+
+
+def judge(
+    kind: ExitKind, *, plan: PlanView, snapshot: Snapshot | None, ledger: Ledger | None,
+    cfg: CheckConfig, now: float, in_flight_plan: str | None = None,
+) -> P33Decision:  # fmt: skip
+    """P3.3's decision for a kind of exit (:mod:`permitchain.exemptions`): the canary gets
+    :func:`canary_decision`; every other kind the checks, the cooldown only where it applies
+    (an emergency exit's request is verified by the runner before)."""
+    if kind is ExitKind.CANARY:
+        return canary_decision(plan.close_fraction)
+    return evaluate(plan=plan, snapshot=snapshot, ledger=ledger, cfg=cfg, now=now,
+                    in_flight_plan=in_flight_plan,
+                    exempt_cooldown=not applies(kind, Check.COOLDOWN))  # fmt: skip

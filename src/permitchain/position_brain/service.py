@@ -16,16 +16,19 @@ import logging
 from decimal import Decimal
 from typing import Any
 
-from permitchain.exchange.base import Exchange, round_down
+from permitchain.exchange.base import Exchange
+from permitchain.exemptions import ExitKind, exit_kind
+from permitchain.keyfiles import signer_for, verifier_for
 from permitchain.keys import GROUP_P33, GROUP_P33_LEDGER, Keys
 from permitchain.models import CANARY_SIZE, CANARY_SYMBOL, P33Allow, P33Deny, Plan, Result
+from permitchain.operator_exit import OPERATOR_SIGNATURE_INVALID, operator_problem
 from permitchain.position_brain.checks import (
     COOLDOWN_IN_FLIGHT,
-    OK,
     CheckConfig,
     P33Decision,
     PlanView,
-    evaluate,
+    canary_decision,
+    judge,
 )
 from permitchain.position_brain.metrics import LEDGER_AMT, PERMITS
 from permitchain.position_brain.poll_thread import PollThread
@@ -45,6 +48,7 @@ from permitchain.runtime.logs import log_decision
 from permitchain.runtime.permits import claim_and_write_permit, permit_json, write_permit
 from permitchain.runtime.service import Consumer, by_symbol
 from permitchain.settings import Settings
+from permitchain.signing import OPERATOR, P33
 from permitchain.store import AsyncRedis, is_cluster
 
 log = logging.getLogger("permitchain.p33")
@@ -61,8 +65,8 @@ class PositionBrain:
         without it, ``poller`` polls in this event loop with ``exchange`` (tests do)."""
         self.r, self.k, self.s, self.clock, self.ex = r, keys, settings, clock, exchange
         self.poll_thread = poll_thread
-        key = settings.permit_key_p33
-        self.sign_key = None if key is None else key.get_secret_value()
+        self.signer = signer_for(settings, P33)
+        self.verifier = verifier_for(settings, (OPERATOR,))  # operators' emergency exits
         self.cfg = CheckConfig(
             stale_threshold_s=settings.stale_threshold_s,
             position_tolerance=settings.position_tolerance,
@@ -91,9 +95,7 @@ class PositionBrain:
     async def allow_canary(self, plan: Plan) -> None:
         """``proof --canary``: allow a nominal quantity without reading a snapshot, taking
         the in-flight claim or touching a ledger (the plan ends dry_run at the executor)."""
-        qty = round_down(CANARY_SIZE * (plan.close_fraction or Decimal(1)), CANARY_SIZE / 1000)
-        d = P33Decision(True, OK, {"canary": True}, safe_close_qty=qty, side="LONG",
-                        snapshot_age_s=Decimal(0))  # fmt: skip
+        d = canary_decision(plan.close_fraction)
         await self.issue(plan, d, exchange_amt=CANARY_SIZE, ledger_amt=CANARY_SIZE,
                          now=self.clock.now())  # fmt: skip
 
@@ -123,6 +125,8 @@ class PositionBrain:
         if plan.is_canary:
             await self.allow_canary(plan)
             return
+        kind = exit_kind(plan)
+        emergency = kind is ExitKind.FLATTEN
         if self.poll_thread is not None:  # right after a start: see the exchange first
             await self.poll_thread.first_poll(FIRST_POLL_WAIT_S)
         pipe = self.r.pipeline(transaction=False)
@@ -136,6 +140,12 @@ class PositionBrain:
         if decided:  # a redelivery: the first decision stands
             log.info("plan %s already has a P3.3 permit; not judged again", plan.plan_id)
             return
+        if emergency:  # an operator's exit: its signed request first
+            problem = operator_problem(plan, self.verifier, self.clock.now())
+            if problem:
+                d = P33Decision(False, OPERATOR_SIGNATURE_INVALID, {"detail": problem})
+                await self.issue(plan, d, exchange_amt=None, ledger_amt=None, now=self.clock.now())
+                return
         ledger_h = ledger_fields(ledger_vals)
         snapshot, ledger = parse_snapshot(snap_h), parse_ledger(ledger_h)
         now = self.clock.now()
@@ -147,10 +157,24 @@ class PositionBrain:
         view = PlanView(action=plan.action, created_at=plan.created_at,
                         expires_at=plan.expires_at, close_fraction=plan.close_fraction)  # fmt: skip
         other = holder if holder not in (None, plan.plan_id) else None
-        d = evaluate(plan=view, snapshot=snapshot, ledger=ledger, cfg=self.cfg, now=now,
-                     in_flight_plan=other)  # fmt: skip
+        d = judge(
+            kind,
+            plan=view,
+            snapshot=snapshot,
+            ledger=ledger,
+            cfg=self.cfg,
+            now=now,
+            in_flight_plan=other,
+        )
         exchange_amt = snapshot.position_amt if snapshot else None
         ledger_amt = ledger.amt if ledger else None
+        if d.allow and emergency:
+            # an emergency exit ignores the symbol's claim but takes it: later plans wait
+            await self.issue(plan, d, exchange_amt=exchange_amt, ledger_amt=ledger_amt, now=now)
+            if self.cfg.cooldown_s > 0:
+                await self.r.set(self.k.inflight(plan.symbol), plan.plan_id,
+                                 px=int(self.cfg.cooldown_s * 1000))  # fmt: skip
+            return
         if d.allow and self.cfg.cooldown_s > 0 and not consumed:
             # (consumed: the executor decided this plan already, e.g. a duplicate plan entry;
             # it sends no order for it, so it takes no claim from the symbol's next plan)
@@ -196,7 +220,7 @@ class PositionBrain:
     def permit(self, plan: Plan, d: P33Decision, *, exchange_amt: Decimal | None,
                ledger_amt: Decimal | None, now: float) -> tuple[str, dict[str, Any]]:  # fmt: skip
         """The permit for decision ``d`` as ``(value, issued)`` (:func:`permit_json`): signed
-        when ``PERMIT_KEY_P33`` is set, expiring after ``PERMIT_TTL_SECONDS``."""
+        with P3.3's key when one is configured, expiring after ``PERMIT_TTL_SECONDS``."""
         exp = now + self.s.permit_ttl_s
         permit: P33Allow | P33Deny
         if d.allow:
@@ -211,7 +235,7 @@ class PositionBrain:
         else:
             permit = P33Deny(plan_id=plan.plan_id, symbol=plan.symbol, reason=d.reason,
                              context=d.context, created_at=now, expires_at=exp)  # fmt: skip
-        return permit_json(permit, self.sign_key)
+        return permit_json(permit, self.signer)
 
     async def issue(self, plan: Plan, d: P33Decision, *, exchange_amt: Decimal | None,
                     ledger_amt: Decimal | None, now: float) -> None:  # fmt: skip

@@ -18,23 +18,24 @@ from permitchain.keys import Keys
 from permitchain.models import GovernorPermit, P33Allow, P33Deny, canonical_json
 from permitchain.runtime.audit import AUDIT_MAXLEN, audit_fields
 from permitchain.scripts import flat_pairs, scripts_for
-from permitchain.signing import sign
+from permitchain.signing import Signer
 from permitchain.store import AsyncRedis, is_cluster
 
 PERMIT_EVENTS_MAXLEN = 100_000
 
 
-def permit_json(permit: GovernorPermit | P33Allow | P33Deny, key: str | None
-                ) -> tuple[str, dict[str, Any]]:  # fmt: skip
-    """The permit signed with ``key`` (unsigned when None), as ``(value, issued)``: the value
+def permit_json(
+    permit: GovernorPermit | P33Allow | P33Deny, signer: Signer | None
+) -> tuple[str, dict[str, Any]]:
+    """The permit signed by ``signer`` (unsigned when None), as ``(value, issued)``: the value
     written (``to_json()`` of the signed permit) and the object its audit entry keeps
     (``issued()``), from one ``body()``: the same as signing with ``model_copy`` and
     serialising it twice, without copying or rebuilding the body."""
     issued = permit.body()
     if permit.sig:
         issued["sig"] = permit.sig
-    elif key is not None:
-        issued["sig"] = sign(issued, key)
+    elif signer is not None:
+        signer.stamp(issued)
     return canonical_json(issued), issued
 
 

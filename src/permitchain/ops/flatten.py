@@ -1,0 +1,146 @@
+"""``permitchain flatten``: sign an operator request per symbol, publish its plan, and wait
+for its result.
+
+Each request gets an audit entry (layer ``operator``, decision ``FLATTEN_REQUEST``, the request
+in its context) and the plan one (``PLAN``, reason ``operator_emergency_exit``), both under the
+plan's id, so ``permitchain explain PLAN`` shows the request, both permits and the order.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import cast
+
+from permitchain.apply_layer.planner_service import publish_plan
+from permitchain.keys import Keys
+from permitchain.models import fmt_decimal
+from permitchain.operator_exit import (
+    OPERATOR_EMERGENCY_EXIT,
+    OPERATOR_SOURCE,
+    flatten_plan,
+    make_request,
+)
+from permitchain.position_brain.state import parse_snapshot
+from permitchain.runtime.audit import add_audit
+from permitchain.scripts import Scripts
+from permitchain.settings import Settings
+from permitchain.signing import Signer
+from permitchain.store import AsyncRedis
+
+FLATTEN_REQUEST = "FLATTEN_REQUEST"
+
+
+@dataclass(frozen=True, slots=True)
+class Flattened:
+    symbol: str
+    plan_id: str
+    request_id: str
+    published: bool
+    result: dict[str, str] | None  # the plan's result fields, None if none within the wait
+
+
+async def open_symbols(r: AsyncRedis, keys: Keys, settings: Settings) -> list[str]:
+    """Allowlisted symbols whose P3.3 snapshot shows a position (``--all``)."""
+    out = []
+    for symbol in sorted(settings.allow_list):
+        snap = parse_snapshot(cast("dict[str, str]", await r.hgetall(keys.snapshot(symbol))))
+        if snap is not None and snap.position_amt != 0:
+            out.append(symbol)
+    return out
+
+
+async def flatten(
+    r: AsyncRedis,
+    keys: Keys,
+    settings: Settings,
+    *,
+    symbols: list[str],
+    reason: str,
+    operator: str,
+    signer: Signer,
+    wait_s: float,
+) -> list[Flattened]:
+    """One signed request and plan per symbol; then wait up to ``wait_s`` for the results."""
+    start = await _last_id(r, keys.result_stream)
+    plans: list[tuple[str, str, str, bool]] = []
+    for symbol in symbols:
+        now = time.time()
+        req = make_request(
+            symbol=symbol,
+            reason=reason,
+            operator=operator,
+            mode=settings.apply_mode.value,
+            now=now,
+            ttl_s=settings.plan_max_age_s,
+            signer=signer,
+        )
+        plan = flatten_plan(req)
+        await add_audit(
+            r,
+            keys,
+            plan_id=plan.plan_id,
+            symbol=symbol,
+            layer=OPERATOR_SOURCE,
+            decision=FLATTEN_REQUEST,
+            reason=reason,
+            context={"request": req, "operator": operator},
+            ts=now,
+        )
+        flat: list[str] = []
+        for name, value in plan.to_fields().items():
+            flat += [name, value]
+        entry = await publish_plan(
+            r,
+            Scripts(r),
+            keys,
+            plan.plan_id,
+            settings.dedupe_ttl_s,
+            settings.plan_stream_maxlen,
+            flat,
+        )
+        await add_audit(
+            r,
+            keys,
+            plan_id=plan.plan_id,
+            symbol=symbol,
+            layer=OPERATOR_SOURCE,
+            decision="PLAN",
+            reason=OPERATOR_EMERGENCY_EXIT,
+            context={
+                "entry_id": entry or "",
+                "action": plan.action,
+                "close_fraction": fmt_decimal(plan.close_fraction),
+                "request_id": req["request_id"],
+            },
+            ts=now,
+        )
+        plans.append((symbol, plan.plan_id, str(req["request_id"]), entry is not None))
+    results = await _wait_results(r, keys, {p[1] for p in plans}, start, wait_s)
+    return [Flattened(s, pid, rid, pub, results.get(pid)) for s, pid, rid, pub in plans]
+
+
+async def _last_id(r: AsyncRedis, stream: str) -> str:
+    last = cast("list[tuple[str, dict[str, str]]]", await r.xrevrange(stream, count=1))
+    return last[0][0] if last else "0-0"
+
+
+async def _wait_results(
+    r: AsyncRedis, keys: Keys, plan_ids: set[str], after: str, wait_s: float
+) -> dict[str, dict[str, str]]:
+    found: dict[str, dict[str, str]] = {}
+    deadline = time.monotonic() + wait_s
+    while plan_ids - found.keys():
+        left_ms = int((deadline - time.monotonic()) * 1000)
+        if left_ms <= 0:
+            break
+        resp = cast(
+            "list[tuple[str, list[tuple[str, dict[str, str]]]]]",
+            await r.xread({keys.result_stream: after}, count=100, block=left_ms),
+        )
+        for _stream, entries in resp or []:
+            for entry_id, fields in entries:
+                after = entry_id
+                if fields.get("plan_id") in plan_ids:
+                    found[fields["plan_id"]] = fields
+    return found
