@@ -8,13 +8,18 @@ reclaims, in each consumer mode; the Redis Cluster client is covered in tests/cl
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio import Redis
 
 from permitchain.keys import Keys
 from permitchain.lean import LeanRedis
+from permitchain.settings import Settings
 from permitchain.store import async_client
+from tests.apply_layer.bench import Bench, plan_for
+from tests.apply_layer.test_permit_events import fresh_id
 from tests.reliability.poison import MODES, check, feed_poison
 
 
@@ -34,3 +39,28 @@ def test_poison_entry_is_one_dead_letter_and_the_group_moves_on(
 ) -> None:
     out = asyncio.run(feed_poison(client(redis_url, transport), keys, mode, reclaim=reclaim))
     check(out, f"poison.{mode}")
+
+
+def test_poison_permit_event_is_skipped_and_later_events_still_wake(
+    arun: Any, keys: Keys, settings: Settings
+) -> None:
+    """The executor's permit-event reader (XREAD, no group): an event that is not UTF-8 is
+    skipped with a line; the events after it are read, so a fresh plan is consumed on them,
+    not at its deadline (60 s here: the test would time out)."""
+    plan = plan_for(41)
+    patient = settings.model_copy(update={"permit_wait_ms": 60_000})
+
+    async def body(r: Redis) -> Any:
+        async with Bench(r, keys, patient) as b:
+            task = asyncio.create_task(b.ex.handle(fresh_id(), plan.to_fields()))
+            await b.until_waiting(plan.plan_id)
+            poison = plan.plan_id.encode() + b"\xff"
+            await r.execute_command(
+                "XADD", keys.permit_event_stream, "*", "plan_id", poison, "layer", "governor"
+            )
+            await b.gov(plan)
+            await b.p33(plan)
+            await asyncio.wait_for(task, 10)
+            return await b.result(plan.plan_id)
+
+    assert arun(body)["status"] == "filled"
