@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any, TypeAlias
 
 import redis
@@ -245,3 +245,17 @@ def wrong_type_sync(r: SyncRedis, key: str, expected: str) -> WrongTypeError:
     except _TYPE_FAULTS:
         actual = "unknown"
     return WrongTypeError(key, actual, expected)
+
+
+async def first_fault(
+    r: AsyncRedis, replies: Sequence[object], expected: Sequence[tuple[str, str] | None]
+) -> BaseException | None:
+    """The first fault among a pipeline's replies (``execute(raise_on_error=False)``): a
+    ``WRONGTYPE`` as :class:`WrongTypeError` naming the key, ``expected[i]`` being the
+    ``(key, type)`` the i-th command read; any other as it is. None when there is none."""
+    for reply, what in zip(replies, expected, strict=False):
+        if isinstance(reply, BaseException):
+            if what is not None and is_wrong_type(reply):
+                return await wrong_type(r, *what)
+            return reply
+    return None

@@ -38,9 +38,17 @@ from permitchain.runtime.audit import AUDIT_MAXLEN, audit_fields
 from permitchain.runtime.clock import Clock
 from permitchain.runtime.logs import log_decision
 from permitchain.runtime.metrics import LabelledCounter
+from permitchain.runtime.service import WRONG_TYPES
 from permitchain.scripts import Scripts
 from permitchain.settings import Settings
-from permitchain.store import REDIS_FAULTS, AsyncRedis, is_cluster
+from permitchain.store import (
+    REDIS_FAULTS,
+    WRONG_KEY_TYPE,
+    AsyncRedis,
+    is_cluster,
+    is_wrong_type,
+    wrong_type,
+)
 
 log = logging.getLogger("permitchain.planner")
 LAYER = "planner"
@@ -154,10 +162,13 @@ class Planner:
         pipe = self.r.pipeline(transaction=False)
         for symbol in symbols:
             pipe.hgetall(self.k.proposal(symbol))
-        rows = cast("list[dict[str, str]]", await pipe.execute())
+        rows = await pipe.execute(raise_on_error=False)
         now = self.clock.now()
         n = 0
-        for fields in rows:
+        for symbol, fields in zip(symbols, rows, strict=True):
+            if isinstance(fields, BaseException):  # one bad key skips its symbol only
+                await self.sweep_fault(symbol, fields)
+                continue
             if not fields:
                 continue
             try:
@@ -171,6 +182,17 @@ class Planner:
                 log.warning("planner sweep: plan %s had no stream event", plan.plan_id)
                 n += 1
         return n
+
+    async def sweep_fault(self, symbol: str, fault: BaseException) -> None:
+        """A proposal hash the sweep could not read: a line naming it (a key of the wrong
+        type: ``wrong_key_type``, key and types, and a metric); the other symbols go on."""
+        key = self.k.proposal(symbol)
+        if is_wrong_type(fault):
+            WRONG_TYPES.labels("apply-layer", "proposal").inc()
+            log.error("planner sweep: %s %s: %s; symbol skipped", WRONG_KEY_TYPE, symbol,
+                      await wrong_type(self.r, key, "hash"))  # fmt: skip
+        else:
+            log.error("planner sweep: %s unreadable (%s); symbol skipped", key, fault)
 
 
 def _context(plan: Plan, context: dict[str, Any] | None) -> dict[str, Any]:

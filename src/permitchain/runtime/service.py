@@ -68,6 +68,11 @@ ENTRIES = Counter(
 DEADLETTERS = Counter(
     "permitchain_deadletter_total", "Entries sent to the dead-letter stream", ["service", "stream"]
 )
+WRONG_TYPES = Counter(
+    "permitchain_wrong_key_type_total",
+    "Reads that found a key holding another Redis type than the contract's (wrong_key_type)",
+    ["service", "key"],
+)
 STORE_ERRORS = Counter("permitchain_store_errors_total", "AsyncRedis faults seen", ["service"])
 UP = Gauge("permitchain_service_up", "1 while the service runs", ["service"])
 LOOP_LAG = Histogram(
@@ -339,7 +344,7 @@ class ServiceRunner:
     async def _stream_wrong_type(self, stream: str, backoff: Backoff) -> None:
         """A stream key holding another type: nothing can be read from it until an operator
         removes the key. One line naming it (``status`` shows it too), then a backoff."""
-        STORE_ERRORS.labels(self.name).inc()
+        WRONG_TYPES.labels(self.name, "stream").inc()
         with contextlib.suppress(*REDIS_FAULTS):
             err = await wrong_type(self.r, stream, "stream")
             log.error("%s: %s: %s; not read until it is removed", self.name, WRONG_KEY_TYPE, err)
@@ -473,6 +478,7 @@ class ServiceRunner:
             elif isinstance(e, WrongTypeError) or is_wrong_type(e):
                 # a key of the wrong type does not heal by retrying: one named dead letter
                 outcome = "deadletter"
+                WRONG_TYPES.labels(self.name, "handler").inc()
                 c.failures.pop(entry_id, None)
                 dead.append((entry_id, fields, f"{WRONG_KEY_TYPE}: {e}"))
             elif isinstance(e, ContractError):

@@ -1,0 +1,145 @@
+"""A key of the wrong Redis type is a named reason (``wrong_key_type``), never a crash, a
+stall or silence: the planner's sweep skips that one symbol, P3.3 writes a deny naming the
+key, an exec record of another type ends the plan blocked with its one result, the ledger
+consumer dead-letters the result at once, a stream key of another type is logged by name.
+In-process against the real server; the bad-input drill runs the same with the services as
+processes (test_bad_input.py)."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import redis
+from redis.asyncio import Redis
+
+from permitchain.apply_layer.planner_service import Planner
+from permitchain.errors import WrongTypeError
+from permitchain.keys import Keys
+from permitchain.models import Result, ResultStatus, parse_p33
+from permitchain.position_brain.state import apply_result
+from permitchain.runtime.clock import FixedClock
+from permitchain.settings import Settings
+from tests.apply_layer.bench import Bench, plan_for
+from tests.apply_layer.test_planner import fields
+from tests.position_brain.helpers import brain, plan
+
+#: A value of each Redis type but the hash (how a key is set to it)
+NOT_HASH = {
+    "string": lambda r, k: r.set(k, "banana"),
+    "list": lambda r, k: r.rpush(k, "x"),
+    "set": lambda r, k: r.sadd(k, "x"),
+    "zset": lambda r, k: r.zadd(k, {"x": 1}),
+    "stream": lambda r, k: r.xadd(k, {"x": "1"}),
+}
+
+
+def test_sweep_skips_only_the_proposal_of_the_wrong_type(
+    arun: Any, r: redis.Redis, keys: Keys, settings: Settings
+) -> None:
+    now = time.time()
+    r.set(keys.proposal("BTCUSDT"), "banana")
+    r.hset(keys.proposal("ETHUSDT"), mapping=fields(symbol="ETHUSDT", ts_epoch=now))
+    s = settings.model_copy(update={"allow_list": frozenset({"BTCUSDT", "ETHUSDT"})})
+
+    async def body(ar: Any) -> int:
+        return await Planner(ar, keys, s, FixedClock(now)).sweep_once()
+
+    assert arun(body) == 1
+    plans = [f for _i, f in r.xrange(keys.plan_stream)]
+    assert [(p["symbol"], p["decision"]) for p in plans] == [("ETHUSDT", "EXECUTE")]
+
+
+@pytest.mark.parametrize("key", ["ledger", "snapshot", "inflight"])
+def test_p33_denies_naming_a_key_of_the_wrong_type(
+    arun: Any, r: redis.Redis, keys: Keys, settings: Settings, key: str
+) -> None:
+    p = plan(tranche=61)
+    r.hset(
+        keys.snapshot("BTCUSDT"),
+        mapping={
+            "position_amt": "1",
+            "step_size": "0.001",
+            "min_qty": "0.001",
+            "ts_epoch": f"{time.time()}",
+        },
+    )
+    r.hset(keys.ledger("BTCUSDT"), mapping={"last_known_amt": "1", "epoch": "0"})
+    bad = getattr(keys, key)("BTCUSDT")
+    r.delete(bad)
+    if key == "inflight":
+        r.hset(bad, "x", "1")
+    else:
+        r.set(bad, "banana")
+
+    async def body(ar: Any) -> None:
+        pb, _sim = brain(ar, keys, settings)
+        await pb.handle_plan("1-0", p.to_fields())
+
+    arun(body)
+    permit = parse_p33(r.get(keys.permit_p33(p.plan_id))).body()
+    assert permit["allow"] is False and permit["reason"] == "wrong_key_type"
+    held = "hash" if key == "inflight" else "string"
+    assert permit["context"] == {
+        "key": bad,
+        "type": held,
+        "expected": "string" if key == "inflight" else "hash",
+    }
+    assert r.exists(keys.permit_event_stream)  # the executor is woken: no permit_timeout
+    audit = [f for _i, f in r.xrange(keys.decisions) if f["plan_id"] == p.plan_id]
+    assert [(a["decision"], a["reason"]) for a in audit] == [("DENY", "wrong_key_type")]
+
+
+@pytest.mark.parametrize("held", sorted(NOT_HASH))
+def test_exec_record_of_the_wrong_type_ends_blocked_with_one_result(
+    arun: Any, r: redis.Redis, keys: Keys, settings: Settings, held: str
+) -> None:
+    p = plan_for(62)
+    NOT_HASH[held](r, keys.exec_record(p.plan_id))
+
+    async def body(ar: Redis) -> Any:
+        async with Bench(ar, keys, settings) as b:
+            await b.run(p)
+            await b.handle(p)  # a redelivery: still one result
+            return await b.results(p.plan_id), await b.exec_record(p.plan_id), await b.fills()
+
+    results, record, fills = arun(body)
+    assert [(x["status"], x["reason"]) for x in results] == [("blocked", "wrong_key_type")]
+    detail = f"key {keys.exec_record(p.plan_id)} is a {held}, expected a hash"
+    assert results[0]["error"] == detail
+    assert record["state"] == "blocked" and record["detail"] == detail
+    assert fills == []
+
+
+def test_an_expired_plan_over_an_exec_record_of_the_wrong_type_is_blocked(
+    arun: Any, r: redis.Redis, keys: Keys, settings: Settings
+) -> None:
+    """block_plan.lua (the executor's own blocks, e.g. plan_expired) treats it the same way."""
+    p = plan_for(63, now=time.time() - 120)
+    r.set(keys.exec_record(p.plan_id), "banana")
+
+    async def body(ar: Redis) -> Any:
+        async with Bench(ar, keys, settings) as b:
+            await b.handle(p)
+            return await b.results(p.plan_id)
+
+    assert [(x["status"], x["reason"]) for x in arun(body)] == [("blocked", "wrong_key_type")]
+
+
+def test_ledger_of_the_wrong_type_is_a_wrong_type_error_naming_it(
+    arun: Any, r: redis.Redis, keys: Keys
+) -> None:
+    r.rpush(keys.ledger("BTCUSDT"), "x")
+    res = Result(plan_id="0123456789abcdef", symbol="BTCUSDT", executed=True,
+                 status=ResultStatus.FILLED, reason="filled", order_id="1", side="SELL",
+                 requested_qty=Decimal("0.01"), filled_qty=Decimal("0.01"),
+                 ts=time.time())  # fmt: skip
+
+    async def body(ar: Any) -> str:
+        with pytest.raises(WrongTypeError) as e:
+            await apply_result(ar, keys, res, "1-0")
+        return str(e.value)
+
+    assert arun(body) == f"key {keys.ledger('BTCUSDT')} is a list, expected a hash"
