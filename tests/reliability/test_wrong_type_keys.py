@@ -7,6 +7,7 @@ processes (test_bad_input.py)."""
 
 from __future__ import annotations
 
+import json
 import time
 from decimal import Decimal
 from typing import Any
@@ -17,13 +18,18 @@ from redis.asyncio import Redis
 
 from permitchain.apply_layer.planner_service import Planner
 from permitchain.errors import WrongTypeError
+from permitchain.governor.service import Governor
+from permitchain.governor.store import utc_day
 from permitchain.keys import Keys
-from permitchain.models import Result, ResultStatus, parse_p33
+from permitchain.models import GovernorPermit, Result, ResultStatus, parse_p33
 from permitchain.position_brain.state import apply_result
 from permitchain.runtime.clock import FixedClock
 from permitchain.settings import Settings
 from tests.apply_layer.bench import Bench, plan_for
 from tests.apply_layer.test_planner import fields
+from tests.governor.plans import T0
+from tests.governor.plans import plan as gov_plan
+from tests.governor.test_store import SYM, gov_settings, seed_snapshot
 from tests.position_brain.helpers import brain, plan
 
 #: A value of each Redis type but the hash (how a key is set to it)
@@ -143,3 +149,29 @@ def test_ledger_of_the_wrong_type_is_a_wrong_type_error_naming_it(
         return str(e.value)
 
     assert arun(body) == f"key {keys.ledger('BTCUSDT')} is a list, expected a hash"
+
+
+@pytest.mark.parametrize("key", ["snapshot", "executions", "reservations", "notional"])
+def test_governor_denies_naming_an_input_key_of_the_wrong_type(
+    arun: Any, r: redis.Redis, keys: Keys, redis_url: str, prefix: str, key: str
+) -> None:
+    seed_snapshot(r, keys)
+    bad = {"snapshot": keys.snapshot(SYM), "executions": keys.governor_executions(SYM),
+           "reservations": keys.governor_reservations(SYM),
+           "notional": keys.governor_notional(utc_day(T0))}[key]  # fmt: skip
+    r.delete(bad)
+    r.rpush(bad, "x")
+    p = gov_plan(created_at=T0)
+
+    async def body(ar: Any) -> None:
+        gov = Governor(ar, keys, gov_settings(redis_url, prefix), FixedClock(T0))
+        await gov.handle("1-1", p.to_fields())
+
+    arun(body)
+    got = GovernorPermit.from_json(r.get(keys.permit_governor(p.plan_id)) or "")
+    assert (got.decision, got.reason) == ("DENY", "wrong_key_type")
+    audit = [f for _i, f in r.xrange(keys.decisions) if f["plan_id"] == p.plan_id]
+    expected = "hash" if key in ("snapshot", "notional") else "zset"
+    assert json.loads(audit[0]["context"])["keys"] == [
+        f"key {bad} is a list, expected a {expected}"
+    ]
