@@ -14,10 +14,13 @@ from typing import Any
 
 import pytest
 import redis
+from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from permitchain.apply_layer.planner_service import Planner
 from permitchain.errors import WrongTypeError
+from permitchain.exchange.sim import SimExchange
+from permitchain.exit_brain.service import ExitBrain
 from permitchain.governor.service import Governor
 from permitchain.governor.store import utc_day
 from permitchain.keys import Keys
@@ -175,3 +178,31 @@ def test_governor_denies_naming_an_input_key_of_the_wrong_type(
     assert json.loads(audit[0]["context"])["keys"] == [
         f"key {bad} is a list, expected a {expected}"
     ]
+
+
+@pytest.mark.parametrize("key", ["ledger", "exit_state"])
+def test_exit_brain_skips_only_the_symbol_whose_key_has_the_wrong_type(
+    arun: Any, r: redis.Redis, keys: Keys, redis_url: str, prefix: str, key: str
+) -> None:
+    s = Settings(redis_url=redis_url, key_prefix=prefix, allow_list_symbols="BTCUSDT,ETHUSDT")
+    r.zadd(getattr(keys, key)("BTCUSDT"), {"x": 1})
+    before = exit_skipped("wrong_key_type")
+
+    async def body(ar: Any) -> Any:
+        sim = SimExchange(ar, keys)
+        for sym in ("BTCUSDT", "ETHUSDT"):
+            await sim.list_symbol(sym, step_size="0.001", min_qty="0.001", tick_size="0.01")
+            await sim.set_position(sym, Decimal("0.062"), Decimal(100))
+            await sim.set_price(sym, Decimal(100))
+        await ExitBrain(ar, keys, s, FixedClock(T0), sim).cycle()
+        return await ar.hgetall(keys.exit_state("ETHUSDT"))
+
+    assert arun(body)["epoch"] == "0"  # the other symbol is tracked
+    assert exit_skipped("wrong_key_type") - before == 1
+
+
+def exit_skipped(reason: str) -> float:
+    v = REGISTRY.get_sample_value(
+        "exit_brain_skipped_total", {"symbol": "BTCUSDT", "reason": reason}
+    )
+    return v or 0.0
