@@ -25,8 +25,9 @@ from permitchain.governor.service import Governor
 from permitchain.governor.store import utc_day
 from permitchain.keys import Keys
 from permitchain.models import GovernorPermit, Result, ResultStatus, parse_p33
+from permitchain.position_brain.poller import SnapshotPoller
 from permitchain.position_brain.state import apply_result
-from permitchain.runtime.clock import FixedClock
+from permitchain.runtime.clock import FixedClock, SystemClock
 from permitchain.settings import Settings
 from tests.apply_layer.bench import Bench, plan_for
 from tests.apply_layer.test_planner import fields
@@ -206,3 +207,32 @@ def exit_skipped(reason: str) -> float:
         "exit_brain_skipped_total", {"symbol": "BTCUSDT", "reason": reason}
     )
     return v or 0.0
+
+
+@pytest.mark.parametrize("when", ["first_poll", "later_poll"])
+def test_a_snapshot_key_of_the_wrong_type_is_replaced_and_others_still_written(
+    arun: Any, r: redis.Redis, keys: Keys, when: str
+) -> None:
+    """P3.3 alone writes snapshots: a key of another type in a snapshot's place is replaced
+    (with a line naming it), on a whole write and on the steady state's time-only touch; the
+    other symbols' snapshots are written either way."""
+    syms = ("AAAUSDT", "BBBUSDT", "CCCUSDT")
+
+    async def body(ar: Any) -> list[dict[str, str]]:
+        sim = SimExchange(ar, keys)
+        for sym in syms:
+            await sim.list_symbol(sym, step_size="0.001", min_qty="0.001")
+            await sim.set_position(sym, Decimal("0.5"), Decimal(100))
+        poller = SnapshotPoller(ar, keys, sim, SystemClock(), allow_list=list(syms),
+                                poll_interval_s=5)  # fmt: skip
+        if when == "later_poll":
+            await poller.poll_once()
+        await ar.delete(keys.snapshot("BBBUSDT"))
+        await ar.sadd(keys.snapshot("BBBUSDT"), "x")
+        result = await poller.poll_once()
+        assert set(result.written) == set(syms)
+        return [await ar.hgetall(keys.snapshot(s)) for s in syms]
+
+    snaps = arun(body)
+    assert [s["position_amt"] for s in snaps] == ["0.5"] * 3
+    assert len({s["ts_epoch"] for s in snaps}) == 1
