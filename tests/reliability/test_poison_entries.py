@@ -8,6 +8,7 @@ reclaims, in each consumer mode; the Redis Cluster client is covered in tests/cl
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from redis.asyncio import Redis
 
 from permitchain.keys import Keys
 from permitchain.lean import LeanRedis
+from permitchain.runtime.service import Consumer, ServiceRunner, ensure_group
 from permitchain.settings import Settings
 from permitchain.store import async_client
 from tests.apply_layer.bench import Bench, plan_for
@@ -64,3 +66,48 @@ def test_poison_permit_event_is_skipped_and_later_events_still_wake(
             return await b.result(plan.plan_id)
 
     assert arun(body)["status"] == "filled"
+
+
+def test_a_stream_key_of_the_wrong_type_is_named_until_removed(redis_url: str, keys: Keys) -> None:
+    """Nothing can be read from a stream key holding another type: the runner says so, by
+    name, keeps running, and reads the stream once an operator has removed the key."""
+    stream = f"{keys.prefix}:stream:typed"
+    line = f"key {stream} is a string, expected a stream"
+
+    class Named(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__(logging.ERROR)
+            self.seen = asyncio.Event()
+
+        def emit(self, record: logging.LogRecord) -> None:
+            if line in record.getMessage():
+                self.seen.set()
+
+    async def body() -> list[str]:
+        r = async_client(redis_url)
+        await r.set(stream, "banana")
+        handled: list[str] = []
+        got = asyncio.Event()
+
+        async def handler(entry_id: str, fields: dict[str, str]) -> None:
+            handled.append(fields["n"])
+            got.set()
+
+        named = Named()
+        logging.getLogger("permitchain.runtime").addHandler(named)
+        runner = ServiceRunner("typed-test", r, keys, consumers=[
+            Consumer(stream, "g", handler, block_ms=100, claim_every_s=0.05)])  # fmt: skip
+        task = asyncio.create_task(runner.run())
+        try:
+            await asyncio.wait_for(named.seen.wait(), 20)
+            await r.delete(stream)  # the operator removes it (the group: as the runner does)
+            await ensure_group(r, stream, "g")
+            await r.xadd(stream, {"n": "1"})
+            await asyncio.wait_for(got.wait(), 20)
+        finally:
+            logging.getLogger("permitchain.runtime").removeHandler(named)
+            runner.stop.set()
+            await asyncio.wait_for(task, 20)
+        return handled
+
+    assert asyncio.run(body()) == ["1"]

@@ -332,8 +332,8 @@ class ServiceRunner:
                             self.name, c.stream, e, delay)  # fmt: skip
                 await self._sleep(delay)
             except redis.exceptions.ResponseError as e:
-                if is_wrong_type(e):  # the stream key holds another type: say so, wait
-                    await self._stream_wrong_type(c.stream, backoff)
+                if is_wrong_type(e):  # a stream key holds another type: say so, wait
+                    await self._stream_wrong_type(c, backoff)
                     continue
                 if "NOGROUP" in str(e):
                     with contextlib.suppress(*REDIS_FAULTS):
@@ -341,13 +341,17 @@ class ServiceRunner:
                     continue
                 raise
 
-    async def _stream_wrong_type(self, stream: str, backoff: Backoff) -> None:
-        """A stream key holding another type: nothing can be read from it until an operator
-        removes the key. One line naming it (``status`` shows it too), then a backoff."""
-        WRONG_TYPES.labels(self.name, "stream").inc()
+    async def _stream_wrong_type(self, c: Consumer, backoff: Backoff) -> None:
+        """A stream key holding another type (the consumer's stream, which nothing can be read
+        from, or the dead-letter stream): one line naming it (``status`` shows it too) until an
+        operator removes it, then a backoff."""
         with contextlib.suppress(*REDIS_FAULTS):
-            err = await wrong_type(self.r, stream, "stream")
-            log.error("%s: %s: %s; not read until it is removed", self.name, WRONG_KEY_TYPE, err)
+            for key in (c.stream, self.k.deadletter):
+                held = await self.r.type(key)
+                if held not in ("stream", "none"):
+                    WRONG_TYPES.labels(self.name, "stream").inc()
+                    log.error("%s: %s: %s", self.name, WRONG_KEY_TYPE,
+                              WrongTypeError(key, str(held), "stream"))  # fmt: skip
         await self._sleep(max(backoff.next_delay(), 1.0))
 
     async def _reclaim(self, c: Consumer) -> None:
@@ -380,7 +384,14 @@ class ServiceRunner:
         if gone:  # entries trimmed away while pending: nothing to do
             await self.r.xack(c.stream, c.group, *gone)
         if poison:
-            await self._ack(c, [], poison)
+            try:
+                await self._ack(c, [], poison)
+            except redis.exceptions.ResponseError as e:  # (left pending; the rest goes on)
+                if not is_wrong_type(e):
+                    raise
+                log.error("%s: %s: %s; %d entries of %s left pending", self.name,
+                          WRONG_KEY_TYPE, await wrong_type(self.r, self.k.deadletter, "stream"),
+                          len(poison), c.stream)  # fmt: skip
         if not live:
             return
         for entry_id, _ in live:
