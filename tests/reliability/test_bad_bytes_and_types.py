@@ -308,7 +308,8 @@ def test_bad_bytes_and_wrong_types_cost_dead_letters_never_a_stuck_chain(
     r.xadd(k.proposal_stream, proposal(GOOD, 1))
     filled = wait_results(r, k, {good})[good]
     alive = {n: p.poll() is None for n, p in running.procs.items()}
-    dead = Counter(f["error"].split(":", 1)[0] for _i, f in entries(r, k.deadletter))
+    dead = Counter(f"{f['service']}:{f['error'].split(':', 1)[0]}"
+                   for _i, f in entries(r, k.deadletter))  # fmt: skip
     print(
         f"\nbad bytes and types: {sum(tried.values())} inputs tried "
         f"({dict(sorted(tried.items()))}); dead letters {dict(dead)}; entries pending after "
