@@ -39,7 +39,9 @@ def text_id(raw: bytes | str) -> str:
 
 def decode_fields(raw: RawFields) -> dict[str, str]:
     """An entry's fields as text; :class:`NotUtf8` names the first field that is not UTF-8."""
-    try:
+    try:  # the usual case: bytes, read raw
+        return {k.decode(): v.decode() for k, v in raw.items()}  # type: ignore[union-attr]
+    except AttributeError:  # already text (a client that decodes)
         return {_text(k): _text(v) for k, v in raw.items()}
     except UnicodeDecodeError:
         pass
