@@ -15,7 +15,8 @@ placed while the bad input ran, services alive, and the valid proposal filled af
   exchange: an order that got through would fill), and a proposal is sent where a plan would
   read the key. Each plan ends with exactly one result, blocked (``wrong_key_type``,
   ``p33_denied`` on P3.3's ``wrong_key_type``, ``permit_invalid``, ``trading_halted``) or is
-  never published (a dedupe key in the way); P3.3 replaces a snapshot key of another type;
+  never published (a dedupe key in the way: its proposal is one dead letter naming the key);
+  P3.3 replaces a snapshot key of another type;
   the exit brain and the planner's sweep skip the symbol and go on.
 """
 
@@ -30,6 +31,7 @@ from typing import Any
 import pytest
 import redis
 
+from permitchain.apply_layer.exec_store import open_index
 from permitchain.apply_layer.planner_service import GROUP_PLANNER
 from permitchain.chain import Chain
 from permitchain.governor.store import utc_day
@@ -68,6 +70,7 @@ KINDS: dict[str, tuple[str, Callable[[Keys, str, str], str], bool]] = {
 GLOBAL: dict[str, tuple[str, Callable[[Keys], str]]] = {
     "trading_state": ("string", lambda k: k.trading_state),
     "notional": ("hash", lambda k: k.governor_notional(utc_day(time.time()))),
+    "exec_open": ("zset", open_index),
 }
 WRITE: dict[str, Callable[[redis.Redis, str], Any]] = {
     "string": lambda r, key: r.set(key, "banana"),
@@ -279,6 +282,7 @@ OUTCOME = {
     "reservations": ("blocked", "governor_denied", "wrong_key_type"),
     "notional": ("blocked", "governor_denied", "wrong_key_type"),
     "trading_state": ("blocked", "governor_denied", "trading_halted"),
+    "exec_open": ("blocked", "wrong_key_type", None),
 }
 
 
@@ -324,8 +328,10 @@ def test_bad_bytes_and_wrong_types_cost_dead_letters_never_a_stuck_chain(
     assert orders_during == 0
     for pid, (kind, held) in sent.items():
         res = got[pid]
-        if kind == "dedupe":  # never published: no plan, no result
+        if kind == "dedupe":  # never published: no plan, no result; one named dead letter
             assert res == [], (kind, held, res)
+            named = f"{k.dedupe(pid)} is a {held}, expected a string"
+            assert any(named in f["error"] for _i, f in entries(r, k.deadletter)), named
             continue
         status, reason, why = OUTCOME[kind]
         assert [(x["status"], x["reason"]) for x in res] == [(status, reason)], (kind, held, res)

@@ -14,9 +14,12 @@ from typing import Any
 
 import pytest
 import redis
+import redis.exceptions
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
+from permitchain.apply_layer.exec_store import open_index
+from permitchain.apply_layer.planner import plan_from_fields
 from permitchain.apply_layer.planner_service import Planner
 from permitchain.errors import WrongTypeError
 from permitchain.exchange.sim import SimExchange
@@ -29,6 +32,7 @@ from permitchain.position_brain.poller import SnapshotPoller
 from permitchain.position_brain.state import apply_result
 from permitchain.runtime.clock import FixedClock, SystemClock
 from permitchain.settings import Settings
+from permitchain.store import is_wrong_type
 from tests.apply_layer.bench import Bench, plan_for
 from tests.apply_layer.test_planner import fields
 from tests.governor.plans import T0
@@ -236,3 +240,54 @@ def test_a_snapshot_key_of_the_wrong_type_is_replaced_and_others_still_written(
     snaps = arun(body)
     assert [s["position_amt"] for s in snaps] == ["0.5"] * 3
     assert len({s["ts_epoch"] for s in snaps}) == 1
+
+
+def test_a_dedupe_key_of_the_wrong_type_is_named_not_a_duplicate(
+    arun: Any, r: redis.Redis, keys: Keys, settings: Settings
+) -> None:
+    """publish_plan.lua: a dedupe key of another type is an error naming it (the runner
+    dead-letters the proposal, wrong_key_type), not a plan taken for published; the sweep
+    skips that symbol and sweeps the others."""
+    now = time.time()
+    s = settings.model_copy(update={"allow_list": frozenset({"BTCUSDT", "ETHUSDT"})})
+    btc = fields(ts_epoch=now)
+    r.hset(keys.proposal("BTCUSDT"), mapping=btc)
+    r.hset(keys.proposal("ETHUSDT"), mapping=fields(symbol="ETHUSDT", ts_epoch=now))
+
+    async def body(ar: Any) -> tuple[str, int]:
+        planner = Planner(ar, keys, s, FixedClock(now))
+        plan_id = plan_from_fields(btc, planner.policy, now)[0].plan_id
+        await ar.lpush(keys.dedupe(plan_id), "x")
+        with pytest.raises(redis.exceptions.ResponseError) as e:
+            await planner.handle("1-0", btc)
+        assert is_wrong_type(e.value)
+        return str(e.value), await planner.sweep_once()
+
+    error, swept = arun(body)
+    assert "is a list, expected a string" in error and ":apply:stream_published:{" in error
+    assert swept == 1
+    plans = [f for _i, f in r.xrange(keys.plan_stream)]
+    assert [p["symbol"] for p in plans] == ["ETHUSDT"]
+    audit = [f for _i, f in r.xrange(keys.decisions)]
+    assert [a["symbol"] for a in audit] == ["ETHUSDT"]  # no DUPLICATE for BTCUSDT
+
+
+def test_an_open_index_of_the_wrong_type_blocks_the_plan_before_any_order(
+    arun: Any, r: redis.Redis, keys: Keys, settings: Settings
+) -> None:
+    """The executor's open-executions index holding another type: the move to submitted is
+    refused (nothing sent), the plan ends blocked with its one result naming the key, and the
+    resolver reads no open plans from it instead of failing."""
+    p = plan_for(64)
+    r.set(open_index(keys), "banana")
+
+    async def body(ar: Redis) -> Any:
+        async with Bench(ar, keys, settings) as b:
+            await b.run(p)
+            return await b.results(p.plan_id), await b.fills(), await b.ex.store.open_plans(
+                float("inf"))  # fmt: skip
+
+    results, fills, still_open = arun(body)
+    assert [(x["status"], x["reason"]) for x in results] == [("blocked", "wrong_key_type")]
+    assert results[0]["error"] == f"key {open_index(keys)} is a string, expected a zset"
+    assert fills == [] and still_open == []

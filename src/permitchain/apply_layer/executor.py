@@ -52,7 +52,7 @@ from permitchain.runtime.entries import (
 from permitchain.runtime.service import ENTRIES, Backoff, Consumer
 from permitchain.settings import Settings
 from permitchain.signing import verify
-from permitchain.store import REDIS_FAULTS
+from permitchain.store import REDIS_FAULTS, WRONG_KEY_TYPE, wrong_type
 
 log = logging.getLogger("permitchain.executor")
 MAX_ACTIVE = 16  # plans talking to Redis or the exchange at once (waiting plans hold nothing)
@@ -361,6 +361,10 @@ class Executor:
                 fields={**sub.to_fields(), "submitted_at": f"{self.clock.now():.6f}",
                         "sender": sender_id()},
             )  # fmt: skip
+            if not moved and state == WRONG_KEY_TYPE:  # the open index: nothing sent
+                err = await wrong_type(self.r, self.store.open_key, "zset")
+                await self.blocked(plan, WRONG_KEY_TYPE, str(err), wait_s, {}, "permitted")
+                return
             if not moved:
                 log.warning("plan %s: not sent, its exec record is %s", plan.plan_id, state)
                 return

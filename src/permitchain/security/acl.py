@@ -89,7 +89,7 @@ def grants(service: str, k: Keys) -> list[Grant]:
                 Grant(("+hgetall", "+type"), (f"%R~{p}:harvest:proposal:*",)),
                 # publish_plan.lua: the dedupe key, the plan and its audit entry in one step;
                 # +get: a Redis Cluster's pending dedupe mark (planner_service.publish_plan)
-                Grant(("+evalsha", "+eval", "+set", "+get", "+xadd"),
+                Grant(("+evalsha", "+eval", "+set", "+get", "+xadd", "+type"),
                       (f"~{p}:apply:stream_published:{{*", f"~{k.plan_stream}",
                        f"~{k.decisions}")),
                 Grant(("+evalsha", "+eval", "+get", "+del", "+type", "+ttl", "+hget", "+hset",
@@ -98,9 +98,9 @@ def grants(service: str, k: Keys) -> list[Grant]:
                 # the executor's state moves (exec_transition.lua: the exec record, the open
                 # index, the result and its audit entry in one step) and the resolver's index
                 Grant(("+evalsha", "+eval", "+hget", "+hexists", "+hset", "+expire", "+zadd",
-                       "+zrem", "+xadd"), (f"~{p}:exec:*", f"~{p}:apply:exec_open",
+                       "+zrem", "+xadd", "+type"), (f"~{p}:exec:*", f"~{p}:apply:exec_open",
                                            f"~{k.result_stream}", f"~{k.decisions}")),
-                Grant(("+zrangebyscore", "+zrem"), (f"~{p}:apply:exec_open",)),
+                Grant(("+zrangebyscore", "+zrem", "+type"), (f"~{p}:apply:exec_open",)),
                 Grant(("+xread", "+xinfo|stream", "+xadd"), (f"~{k.permit_event_stream}",)),
                 Grant(("+get",), (f"%R~{k.trading_state}",)),
                 Grant(("+hgetall", "+hget"), (f"%R~{p}:position:snapshot:*",)),
