@@ -90,3 +90,25 @@ def test_entries_that_are_not_utf8_are_shown_escaped(redis_url: str, r: redis.Re
     out = cli(redis_url, keys, "status", "--json")
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
     assert json.loads(out.stdout)["deadletters"]["last"]["error"] == "\\xff"
+
+
+def test_other_commands_name_a_key_of_the_wrong_type_in_one_line(
+    redis_url: str, r: redis.Redis, keys: Keys
+) -> None:
+    """``propose`` (the ledger's epoch), ``permits`` and ``explain`` (permits, the exec
+    record): one line naming the key, exit 2, never a traceback."""
+    pid = "0123456789abcdef"
+    r.set(keys.ledger("ETHUSDT"), "banana")
+    r.hset(keys.permit_governor(pid), "x", "1")
+    r.rpush(keys.exec_record(pid), "x")
+    for args, key, want in (
+        (("propose", "ETHUSDT", "--action", "PARTIAL_50", "--kill-score", "0.7"),
+         keys.ledger("ETHUSDT"), "a string, expected a hash"),
+        (("permits", pid), keys.permit_governor(pid), "a hash, expected a string"),
+        (("explain", pid), keys.exec_record(pid), "a list, expected a hash"),
+    ):  # fmt: skip
+        out = cli(redis_url, keys, *args)
+        assert out.returncode == 2, out.stdout + out.stderr
+        assert "Traceback" not in out.stderr, out.stderr
+        line = " ".join(out.stderr.split())
+        assert f"error: wrong_key_type: key {key} is {want}" in line, line

@@ -9,20 +9,29 @@ import asyncio
 import time
 from typing import Any, cast
 
+import redis.exceptions
 from redis.asyncio import Redis
 
 from permitchain.runtime.entries import shown, xrange_raw, xread_raw
-from permitchain.store import is_cluster
+from permitchain.store import is_cluster, is_wrong_type, wrong_type
 
 Entries = list[tuple[str, dict[str, str]]]
 
 
 async def get(r: Redis, key: str) -> str | None:
-    return cast(str | None, await r.get(key))
+    """GET; a key of another type is :class:`WrongTypeError` naming it."""
+    try:
+        return cast(str | None, await r.get(key))
+    except redis.exceptions.ResponseError as e:
+        raise (await wrong_type(r, key, "string") if is_wrong_type(e) else e) from e
 
 
 async def hgetall(r: Redis, key: str) -> dict[str, str]:
-    return cast(dict[str, str], await r.hgetall(key))
+    """HGETALL; a key of another type is :class:`WrongTypeError` naming it."""
+    try:
+        return cast(dict[str, str], await r.hgetall(key))
+    except redis.exceptions.ResponseError as e:
+        raise (await wrong_type(r, key, "hash") if is_wrong_type(e) else e) from e
 
 
 async def xrange(r: Redis, stream: str, lo: str = "-", hi: str = "+", count: int | None = None
