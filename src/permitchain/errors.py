@@ -6,7 +6,8 @@ are faults::
     PermitchainError
     ├── ConfigError                  stop: fix the setting named in the message
     ├── ContractError                dead-letter: the input breaks the contract (docs/design.md §3)
-    │   └── SchemaError              unknown schema version
+    │   ├── SchemaError              unknown schema version
+    │   └── WrongTypeError           a key holds another Redis type than the contract's
     ├── StoreError                   retry with backoff: Redis unreachable or failed
     └── ExchangeError                never blindly retry an order
         ├── OrderRejected            final: the exchange refused; nothing was placed
@@ -36,6 +37,16 @@ class ContractError(PermitchainError):
 
 class SchemaError(ContractError):
     """A message carries a schema version this build does not understand."""
+
+
+class WrongTypeError(ContractError):
+    """A key holds another Redis type than the contract says (``WRONGTYPE``): a named
+    reason (``wrong_key_type``), never retried: it does not heal by itself. Raised where
+    the reply is read (``permitchain.store.wrong_type``), naming the key and both types."""
+
+    def __init__(self, key: str, actual: str, expected: str) -> None:
+        super().__init__(f"key {key} is a {actual}, expected a {expected}")
+        self.key, self.actual, self.expected = key, actual, expected
 
 
 class StoreError(PermitchainError):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any, TypeAlias
 
 import redis
@@ -16,7 +16,7 @@ import redis.sentinel
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
-from permitchain.errors import ConfigError, StoreError
+from permitchain.errors import ConfigError, StoreError, WrongTypeError
 from permitchain.lean import lean_client
 
 #: Our clients always decode replies to ``str``. redis-py's stubs cannot see that
@@ -208,3 +208,54 @@ async def atranslate() -> AsyncIterator[None]:
         yield
     except REDIS_FAULTS as e:
         raise StoreError(f"redis: {type(e).__name__}: {e}") from e
+
+
+#: Reason code of a key that holds another Redis type than the contract's (a deny, a blocked
+#: plan, a dead letter, a ``status`` problem: never a crash, a stall or silence).
+WRONG_KEY_TYPE = "wrong_key_type"
+
+
+def is_wrong_type(reply: object) -> bool:
+    """Is ``reply`` (an exception, or a pipeline's reply in place of one) the server's
+    ``WRONGTYPE`` error (a command, or a script's ``redis.call``, on a key of another type)?"""
+    return isinstance(reply, redis.exceptions.ResponseError) and "WRONGTYPE" in str(reply)
+
+
+_TYPE_FAULTS: tuple[type[BaseException], ...] = (*REDIS_FAULTS, redis.exceptions.ResponseError)
+
+
+def _type_name(reply: object) -> str:
+    return reply.decode("utf-8", "backslashreplace") if isinstance(reply, bytes) else str(reply)
+
+
+async def wrong_type(r: AsyncRedis, key: str, expected: str) -> WrongTypeError:
+    """The ``WRONGTYPE`` fault on ``key`` as :class:`WrongTypeError`, naming the type the key
+    holds (one ``TYPE``; ``unknown`` when even that fails)."""
+    try:
+        actual = _type_name(await r.type(key))
+    except _TYPE_FAULTS:
+        actual = "unknown"
+    return WrongTypeError(key, actual, expected)
+
+
+def wrong_type_sync(r: SyncRedis, key: str, expected: str) -> WrongTypeError:
+    """:func:`wrong_type` for the blocking client."""
+    try:
+        actual = _type_name(r.type(key))
+    except _TYPE_FAULTS:
+        actual = "unknown"
+    return WrongTypeError(key, actual, expected)
+
+
+async def first_fault(
+    r: AsyncRedis, replies: Sequence[object], expected: Sequence[tuple[str, str] | None]
+) -> BaseException | None:
+    """The first fault among a pipeline's replies (``execute(raise_on_error=False)``): a
+    ``WRONGTYPE`` as :class:`WrongTypeError` naming the key, ``expected[i]`` being the
+    ``(key, type)`` the i-th command read; any other as it is. None when there is none."""
+    for reply, what in zip(replies, expected, strict=False):
+        if isinstance(reply, BaseException):
+            if what is not None and is_wrong_type(reply):
+                return await wrong_type(r, *what)
+            return reply
+    return None

@@ -23,11 +23,13 @@ leaves the outbox; the resolver's sweep of the open index publishes it
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
+import redis.exceptions
 from prometheus_client import Histogram
 from redis.asyncio import Redis
 
@@ -39,7 +41,9 @@ from permitchain.models import SCHEMA, Result
 from permitchain.runtime.audit import AUDIT_MAXLEN, audit_fields
 from permitchain.runtime.metrics import LabelledCounter
 from permitchain.scripts import LeanScript, Scripts, flat_pairs
-from permitchain.store import is_cluster
+from permitchain.store import WRONG_KEY_TYPE, is_cluster, is_wrong_type, wrong_type
+
+log = logging.getLogger("permitchain.executor")
 
 #: How long an exec record is kept (docs/design.md §2: 7 days); EXEC_RECORD_TTL_S overrides it.
 EXEC_TTL_S = 7 * 86400
@@ -255,8 +259,17 @@ class ExecStore:
         return moved
 
     async def open_plans(self, submitted_before: float, limit: int = 500) -> list[str]:
+        """Plans in the open index submitted before then; none (with a line naming the key)
+        when the index holds another Redis type: no order goes out while it does."""
         top = "+inf" if submitted_before == float("inf") else submitted_before
-        ids = await self.r.zrangebyscore(self.open_key, "-inf", top, start=0, num=limit)
+        try:
+            ids = await self.r.zrangebyscore(self.open_key, "-inf", top, start=0, num=limit)
+        except redis.exceptions.ResponseError as e:
+            if not is_wrong_type(e):
+                raise
+            log.error("resolver: %s: %s", WRONG_KEY_TYPE,
+                      await wrong_type(self.r, self.open_key, "zset"))  # fmt: skip
+            return []
         return cast("list[str]", ids)
 
     async def forget(self, plan_id: str) -> None:

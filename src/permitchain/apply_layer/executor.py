@@ -23,7 +23,7 @@ import logging
 import time
 from collections import defaultdict
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any
 
 import redis.exceptions
 from prometheus_client import Counter, Histogram
@@ -42,10 +42,19 @@ from permitchain.models import GovernorPermit, P33Allow, Plan, Result, ResultSta
 from permitchain.operator_exit import is_operator_plan, operator_problem
 from permitchain.runtime.audit import add_audit
 from permitchain.runtime.clock import Clock
-from permitchain.runtime.service import Backoff, Consumer
+from permitchain.runtime.entries import (
+    NOT_UTF8,
+    NotUtf8,
+    RawFields,
+    decode_fields,
+    escaped,
+    text_id,
+    xread_raw,
+)
+from permitchain.runtime.service import ENTRIES, Backoff, Consumer
 from permitchain.settings import Settings
 from permitchain.signing import GOVERNOR, P33
-from permitchain.store import REDIS_FAULTS
+from permitchain.store import REDIS_FAULTS, WRONG_KEY_TYPE, wrong_type
 
 log = logging.getLogger("permitchain.executor")
 MAX_ACTIVE = 16  # plans talking to Redis or the exchange at once (waiting plans hold nothing)
@@ -126,13 +135,12 @@ class Executor:
                     sec, usec = await self.r.time()
                     self.events_from_ms = int(sec) * 1000 + int(usec) // 1000 + 1
                     self.events_ready.set()
-                resp = cast("list[tuple[str, list[tuple[str, dict[str, str]]]]]",
-                            await self.r.xread({self.k.permit_event_stream: last}, count=1000,
-                                               block=1000))  # fmt: skip
-                for _stream, entries in resp or []:
-                    for entry_id, fields in entries:
-                        last = entry_id
-                        self.permit_seen(fields.get("plan_id", ""), fields.get("layer", ""))
+                resp = await xread_raw(self.r, {self.k.permit_event_stream: last}, count=1000,
+                                       block_ms=1000)  # fmt: skip
+                for _stream, entries in resp:
+                    for raw_id, raw_fields in entries:
+                        last = text_id(raw_id)
+                        self.permit_event(last, raw_fields or {})
                 backoff.reset()
             except REDIS_FAULTS as e:
                 delay = backoff.next_delay()
@@ -143,6 +151,17 @@ class Executor:
                 if "no such key" not in str(e).lower():
                     raise
                 await self.r.xadd(self.k.permit_event_stream, {"plan_id": "", "layer": "init"})
+
+    def permit_event(self, entry_id: str, raw: RawFields) -> None:
+        """One permit event, read raw: decoded here; one that is not UTF-8 is skipped with a
+        line and a metric (a wake-up only: the plan's deadline decides without it)."""
+        try:
+            fields = decode_fields(raw)
+        except NotUtf8 as e:
+            ENTRIES.labels("apply-layer", self.k.permit_event_stream, NOT_UTF8).inc()
+            log.warning("permit events: %s skipped: %s (fields %s)", entry_id, e, escaped(raw))
+            return
+        self.permit_seen(fields.get("plan_id", ""), fields.get("layer", ""))
 
     def permit_seen(self, plan_id: str, layer: str) -> None:
         """A permit event: remember its layer and wake the plan's waiter."""
@@ -350,6 +369,10 @@ class Executor:
                 fields={**sub.to_fields(), "submitted_at": f"{self.clock.now():.6f}",
                         "sender": sender_id()},
             )  # fmt: skip
+            if not moved and state == WRONG_KEY_TYPE:  # the open index: nothing sent
+                err = await wrong_type(self.r, self.store.open_key, "zset")
+                await self.blocked(plan, WRONG_KEY_TYPE, str(err), wait_s, {}, "permitted")
+                return
             if not moved:
                 log.warning("plan %s: not sent, its exec record is %s", plan.plan_id, state)
                 return

@@ -23,6 +23,7 @@ import logging
 import time
 from typing import Any, cast
 
+import redis.exceptions
 from redis.asyncio import Redis
 
 from permitchain.apply_layer.planner import (
@@ -31,16 +32,24 @@ from permitchain.apply_layer.planner import (
     PlannerPolicy,
     plan_from_fields,
 )
-from permitchain.errors import ContractError
+from permitchain.errors import ContractError, WrongTypeError
 from permitchain.keys import Keys
 from permitchain.models import Plan
 from permitchain.runtime.audit import AUDIT_MAXLEN, audit_fields
 from permitchain.runtime.clock import Clock
 from permitchain.runtime.logs import log_decision
 from permitchain.runtime.metrics import LabelledCounter
+from permitchain.runtime.service import WRONG_TYPES
 from permitchain.scripts import Scripts
 from permitchain.settings import Settings
-from permitchain.store import REDIS_FAULTS, AsyncRedis, is_cluster
+from permitchain.store import (
+    REDIS_FAULTS,
+    WRONG_KEY_TYPE,
+    AsyncRedis,
+    is_cluster,
+    is_wrong_type,
+    wrong_type,
+)
 
 log = logging.getLogger("permitchain.planner")
 LAYER = "planner"
@@ -72,7 +81,12 @@ async def publish_plan(
         return new_id or None
     key, mark = keys.dedupe(plan_id), f"{PENDING}{time.time():.6f}"
     if not await r.set(key, mark, nx=True, ex=ttl_s):
-        seen = await r.get(key)
+        try:
+            seen = await r.get(key)
+        except redis.exceptions.ResponseError as e:
+            if not is_wrong_type(e):
+                raise
+            raise await wrong_type(r, key, "string") from e
         if seen is None or not seen.startswith(PENDING):
             return None  # published (the entry id), or expired: the plan is old news
         if time.time() - float(seen.removeprefix(PENDING)) < PENDING_STALE_S:
@@ -154,10 +168,13 @@ class Planner:
         pipe = self.r.pipeline(transaction=False)
         for symbol in symbols:
             pipe.hgetall(self.k.proposal(symbol))
-        rows = cast("list[dict[str, str]]", await pipe.execute())
+        rows = await pipe.execute(raise_on_error=False)
         now = self.clock.now()
         n = 0
-        for fields in rows:
+        for symbol, fields in zip(symbols, rows, strict=True):
+            if isinstance(fields, BaseException):  # one bad key skips its symbol only
+                await self.sweep_fault(symbol, fields, self.k.proposal(symbol), "hash")
+                continue
             if not fields:
                 continue
             try:
@@ -166,11 +183,31 @@ class Planner:
                 continue
             if plan.reason_codes == (PROPOSAL_EXPIRED,):
                 continue  # gone stale since: nothing to catch
-            if await self.publish(plan, {"proposal": fields, "source": "sweep"},
-                                  audit_duplicate=False):  # fmt: skip
+            try:
+                published = await self.publish(plan, {"proposal": fields, "source": "sweep"},
+                                               audit_duplicate=False)  # fmt: skip
+            except (WrongTypeError, redis.exceptions.ResponseError) as e:
+                if not (isinstance(e, WrongTypeError) or is_wrong_type(e)):
+                    raise
+                await self.sweep_fault(plan.symbol, e, self.k.dedupe(plan.plan_id), "string")
+                continue
+            if published:
                 log.warning("planner sweep: plan %s had no stream event", plan.plan_id)
                 n += 1
         return n
+
+    async def sweep_fault(self, symbol: str, fault: BaseException, key: str, expected: str
+                          ) -> None:  # fmt: skip
+        """A key the sweep could not use (the proposal hash, a plan's dedupe key): a line
+        naming it (a key of the wrong type: ``wrong_key_type``, key and types, and a metric);
+        the other symbols go on."""
+        if isinstance(fault, WrongTypeError) or is_wrong_type(fault):
+            WRONG_TYPES.labels("apply-layer", "proposal" if expected == "hash" else "dedupe").inc()
+            err = fault if isinstance(fault, WrongTypeError) else await wrong_type(
+                self.r, key, expected)  # fmt: skip
+            log.error("planner sweep: %s %s: %s; symbol skipped", WRONG_KEY_TYPE, symbol, err)
+        else:
+            log.error("planner sweep: %s unreadable (%s); symbol skipped", key, fault)
 
 
 def _context(plan: Plan, context: dict[str, Any] | None) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import Any
 
 from permitchain.keys import Keys
 from permitchain.models import Proposal, make_plan_id
+from permitchain.ops import reads as rd
 from permitchain.position_brain.state import float_or_none
 from permitchain.store import AsyncRedis
 
@@ -108,10 +109,12 @@ class Load:
 
     async def read_results(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            resp = await self.r.xread({self.k.result_stream: self.last_result}, count=5000,
-                                      block=200)  # fmt: skip
+            # read raw, each entry decoded (bad bytes escaped): an entry another writer added
+            # that is not UTF-8 is no plan of ours, never a failed read
+            resp = await rd.xread(self.r, {self.k.result_stream: self.last_result}, count=5000,
+                                  block_ms=200)  # fmt: skip
             now = time.time()
-            for _s, entries in resp or []:
+            for _s, entries in resp:
                 for entry_id, f in entries:
                     self.last_result = entry_id
                     s = self.samples.get(f.get("plan_id", ""))

@@ -30,6 +30,7 @@ from permitchain.bench.load import Load, Sample, bench_symbols, seed, verify
 from permitchain.chain import Chain
 from permitchain.keyfiles import generate
 from permitchain.keys import Keys
+from permitchain.ops import reads as rd
 from permitchain.runtime import gc_tuning
 from permitchain.store import AsyncRedis, async_client
 
@@ -316,11 +317,11 @@ async def per_hop(r: AsyncRedis, keys: Keys, samples: list[Sample]) -> dict[str,
     """Per-hop latencies from the plans' own timestamps (plan, permits, exec record, result)."""
     wanted = {s.plan_id: s for s in samples if s.done_at is not None}
     plans: dict[str, dict[str, str]] = {}
-    for _id, f in await r.xrevrange(keys.plan_stream, count=len(wanted) * 2 + 1000):
+    for _id, f in await rd.xrevrange(r, keys.plan_stream, count=len(wanted) * 2 + 1000):
         if f.get("plan_id") in wanted:
             plans[f["plan_id"]] = f
     permits: dict[tuple[str, str], float] = {}
-    for _id, f in await r.xrevrange(keys.decisions, count=len(wanted) * 12 + 5000):
+    for _id, f in await rd.xrevrange(r, keys.decisions, count=len(wanted) * 12 + 5000):
         if f.get("plan_id") in wanted and f.get("layer") in ("governor", "position-brain"):
             ctx = json.loads(f.get("context") or "{}")
             created = (ctx.get("permit") or {}).get("created_at")

@@ -8,14 +8,15 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import NoReturn, TypeVar
 
+import redis.exceptions
 import typer
 from rich.console import Console
 
 from permitchain.chain import url_file
-from permitchain.errors import ConfigError, PermitchainError
+from permitchain.errors import ConfigError, PermitchainError, WrongTypeError
 from permitchain.keys import Keys
 from permitchain.settings import Settings, load_settings
-from permitchain.store import REDIS_FAULTS, AsyncRedis, async_client
+from permitchain.store import REDIS_FAULTS, WRONG_KEY_TYPE, AsyncRedis, async_client, is_wrong_type
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)  # one line per error, never wrapped
@@ -68,5 +69,11 @@ def run_async(fn: Callable[[AsyncRedis, Keys, Settings], Awaitable[T]]) -> T:
         return asyncio.run(main())
     except REDIS_FAULTS as e:
         fail(f"redis at {url}: {e}")
+    except WrongTypeError as e:
+        fail(f"{WRONG_KEY_TYPE}: {e}")
     except PermitchainError as e:
         fail(str(e))
+    except redis.exceptions.ResponseError as e:  # a key of the wrong type not named above
+        if not is_wrong_type(e):
+            raise
+        fail(f"{WRONG_KEY_TYPE}: {e}")

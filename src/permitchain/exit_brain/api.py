@@ -28,11 +28,13 @@ import time
 import uuid
 from decimal import Decimal
 
+import redis.exceptions
+
 from permitchain.errors import ContractError
 from permitchain.keys import Keys
 from permitchain.models import Action, Proposal, make_plan_id
 from permitchain.settings import Settings
-from permitchain.store import AsyncRedis
+from permitchain.store import AsyncRedis, is_wrong_type, wrong_type
 
 PROPOSAL_STREAM_MAXLEN = 100_000
 DEFAULT_TTL_S: int = Settings.model_fields["proposal_ttl_s"].default
@@ -120,8 +122,14 @@ async def submit_proposal(r: AsyncRedis, keys: Keys, proposal: Proposal, *, ttl_
 
 
 async def current_epoch(r: AsyncRedis, keys: Keys, symbol: str) -> int:
-    """The position epoch P3.3 keeps for the symbol (bumped by reconcile)."""
-    return parse_epoch(await r.hget(keys.ledger(symbol), "epoch"))
+    """The position epoch P3.3 keeps for the symbol (bumped by reconcile); a ledger of
+    another type is :class:`WrongTypeError` naming it."""
+    try:
+        return parse_epoch(await r.hget(keys.ledger(symbol), "epoch"))
+    except redis.exceptions.ResponseError as e:
+        if not is_wrong_type(e):
+            raise
+        raise await wrong_type(r, keys.ledger(symbol), "hash") from e
 
 
 async def propose(

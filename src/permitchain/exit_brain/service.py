@@ -9,7 +9,8 @@ with :func:`permitchain.exit_brain.api.submit_proposal`, before the state that r
 Marks are kept in memory, one per cycle per symbol, at most ``REF_WINDOW + 1``; a missing
 mark or a failed read clears the symbol's history, so returns are only ever taken between
 consecutive cycles. Nothing is invented: a held position without a mark or an entry price,
-a failed exchange read, a malformed state or an epoch that went backwards gives no proposal,
+a failed exchange read, a malformed state, a ledger or state key of the wrong Redis type
+(``wrong_key_type``) or an epoch that went backwards gives no proposal,
 one ``exit_brain_skipped_total{symbol,reason}`` and a log line (the first of a run of equal
 skips at WARNING, the rest at DEBUG).
 
@@ -25,9 +26,10 @@ import logging
 from collections import defaultdict, deque
 from decimal import Decimal
 
+import redis.exceptions
 from prometheus_client import Counter, Gauge
 
-from permitchain.errors import ContractError, ExchangeError
+from permitchain.errors import ContractError, ExchangeError, WrongTypeError
 from permitchain.exchange.base import Exchange, PositionInfo
 from permitchain.exchange.factory import make_exchange
 from permitchain.exchange.sim import SimExchange
@@ -40,7 +42,7 @@ from permitchain.models import Proposal, fmt_decimal
 from permitchain.runtime.clock import Clock
 from permitchain.runtime.service import RETRYABLE, Backoff, ServiceRunner, Task
 from permitchain.settings import ExchangeKind, Settings
-from permitchain.store import AsyncRedis
+from permitchain.store import WRONG_KEY_TYPE, AsyncRedis, is_wrong_type
 
 log = logging.getLogger("permitchain.exit_brain")
 
@@ -100,7 +102,12 @@ class ExitBrain:
         loaded = await state.load(self.r, self.k, self.symbols)
         out = []
         for s in self.symbols:
-            epoch, raw = loaded[s]
+            read = loaded[s]
+            if isinstance(read, WrongTypeError):  # that symbol is skipped, naming the key
+                self.marks[s].clear()
+                self.skip(s, WRONG_KEY_TYPE, str(read))
+                continue
+            epoch, raw = read
             p = await self.decide_symbol(s, positions.get(s), marks.get(s), epoch, raw, now)
             if p is not None:
                 out.append(p)
@@ -224,6 +231,14 @@ class ExitBrain:
                 CYCLES.labels("store_error").inc()
                 delay = max(delay, backoff.next_delay())
                 log.warning("exit-brain: cycle failed (store: %s); retrying in %.2fs", e, delay)
+            except redis.exceptions.ResponseError as e:
+                if not is_wrong_type(e):
+                    raise
+                # e.g. the proposal stream holding another type: one line, then a backoff
+                CYCLES.labels(WRONG_KEY_TYPE).inc()
+                delay = max(delay, backoff.next_delay())
+                log.error("exit-brain: cycle failed: %s: %s; retrying in %.2fs", WRONG_KEY_TYPE,
+                          e, delay)  # fmt: skip
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
 

@@ -18,12 +18,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
-from permitchain.errors import ContractError
+from permitchain.errors import ContractError, WrongTypeError
 from permitchain.exit_brain.api import parse_epoch
 from permitchain.exit_brain.kernel import Book
 from permitchain.keys import Keys
 from permitchain.models import fmt_decimal, fmt_ts
-from permitchain.store import AsyncRedis
+from permitchain.store import AsyncRedis, first_fault
 
 SIDES = ("LONG", "SHORT", "NONE")
 
@@ -90,14 +90,26 @@ def advance(stored: Stored | None, epoch: int, side: str, now: float) -> Stored 
 
 async def load(
     r: AsyncRedis, keys: Keys, symbols: Sequence[str]
-) -> dict[str, tuple[int, dict[str, str]]]:
-    """Per symbol: the P3.3 position epoch and the raw exit state, in one round trip."""
+) -> dict[str, tuple[int, dict[str, str]] | WrongTypeError]:
+    """Per symbol: the P3.3 position epoch and the raw exit state, in one round trip; or,
+    when the ledger or the exit state holds another Redis type, the error naming it (that
+    symbol is skipped, the others go on). Any other fault is raised."""
     pipe = r.pipeline(transaction=False)
     for s in symbols:
         pipe.hget(keys.ledger(s), "epoch")
         pipe.hgetall(keys.exit_state(s))
-    rows = await pipe.execute()
-    return {s: (parse_epoch(rows[2 * i]), rows[2 * i + 1]) for i, s in enumerate(symbols)}
+    rows = await pipe.execute(raise_on_error=False)
+    out: dict[str, tuple[int, dict[str, str]] | WrongTypeError] = {}
+    for i, s in enumerate(symbols):
+        read = [(keys.ledger(s), "hash"), (keys.exit_state(s), "hash")]
+        fault = await first_fault(r, rows[2 * i : 2 * i + 2], read)
+        if fault is None:
+            out[s] = (parse_epoch(rows[2 * i]), rows[2 * i + 1])
+        elif isinstance(fault, WrongTypeError):
+            out[s] = fault
+        else:
+            raise fault
+    return out
 
 
 async def save(r: AsyncRedis, keys: Keys, symbol: str, st: Stored, now: float) -> None:

@@ -6,7 +6,9 @@ the inputs and the store (``store.py``) keeps the counts.
 Always, in every mode, in this order: plan age (``plan_expired``), mode (``mode_mismatch``),
 allowlist (``not_in_allowlist``), trading state (HALTED → ``trading_halted``; REDUCING lets
 only reduce-only plans through (``trading_reducing``), and all our plans are reduce-only; an
-unreadable or unknown state counts as HALTED). Then ``dry_run``/``testnet`` with
+unreadable or unknown state counts as HALTED), an input key of the wrong Redis type (the
+snapshot, the rate windows, today's notional: ``wrong_key_type``, naming it). Then
+``dry_run``/``testnet`` with
 ``TESTNET_AUTO_APPROVE`` grant (``testnet_auto_approve``); otherwise the production policy:
 rate limits per symbol (``rate_limit_5min``, ``rate_limit_hour``), then, for risk-increasing
 plans only, ``notional_cap`` and ``daily_notional_cap``; else ``policy_ok``. A close that
@@ -46,6 +48,7 @@ RATE_LIMIT_5MIN = "rate_limit_5min"
 DAILY_NOTIONAL_CAP = "daily_notional_cap"
 NOTIONAL_CAP = "notional_cap"
 CANARY_DRY_RUN = "canary_dry_run"
+WRONG_KEY_TYPE = "wrong_key_type"
 REDUCE_ONLY_TYPES = frozenset({"market_reduce_only", "stop_market_reduce_only"})
 AUTO_APPROVE_MODES = frozenset({"dry_run", "testnet"})
 
@@ -94,6 +97,8 @@ class GovernorInput:
     #: An operator plan's request as the runner verified it: "" verified, else what is
     #: wrong; None not checked (an operator plan is then denied).
     operator_problem: str | None = None
+    #: input keys of the wrong Redis type, each as "key K is a T, expected a U"
+    wrong_types: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +146,8 @@ def decide(plan: Plan, inp: GovernorInput, policy: GovernorPolicy, now: float) -
         return deny(MODE_MISMATCH, plan_mode=plan.mode, governor_mode=policy.mode)
     if plan.symbol not in policy.allow_list:
         return deny(NOT_IN_ALLOWLIST)
+    if inp.wrong_types:
+        return deny(WRONG_KEY_TYPE, keys=list(inp.wrong_types))
     if is_operator_plan(plan):  # an emergency exit: no trading state, no rate limits
         if inp.operator_problem != "":
             return deny(OPERATOR_SIGNATURE_INVALID, detail=inp.operator_problem or "not checked")

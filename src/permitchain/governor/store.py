@@ -3,8 +3,9 @@
 * Inputs: trading state, the P3.3 snapshot (read with P3.3's own parser: a snapshot with an
   unreadable field is none, so qty and notional stay unknown), per-symbol counts and today's
   risk-increasing notional, in one pipeline. A trading state that cannot be read as one of
-  the three names (wrong type, bad bytes, garbage) is HALTED; only a lost connection raises
-  (the plan stays pending and is retried).
+  the three names (wrong type, bad bytes, garbage) is HALTED; any other input key of the wrong
+  Redis type is named in the input (the policy denies ``wrong_key_type``); only a lost
+  connection raises (the plan stays pending and is retried).
 * Reserve: ``governor_reserve.lua`` checks the limits again and takes the slot in one step.
 * Settle: a result confirms (sorted set of executions, trimmed past one hour) or releases.
 """
@@ -27,7 +28,7 @@ from permitchain.keys import Keys
 from permitchain.models import fmt_decimal, parse_decimal
 from permitchain.position_brain.state import parse_snapshot
 from permitchain.scripts import Scripts
-from permitchain.store import AsyncRedis
+from permitchain.store import AsyncRedis, is_wrong_type, wrong_type
 
 EXECUTIONS_TTL_S = WINDOW_HOUR_S + 300
 NOTIONAL_TTL_S = 2 * 86400
@@ -93,7 +94,16 @@ class GovernorStore:
             pipe.zrange(self.k.governor_executions(symbol), 0, -1, withscores=True)
             pipe.zrange(self.k.governor_reservations(symbol), 0, -1, withscores=True)
             pipe.hgetall(self.k.governor_notional(utc_day(now)))
-        raw_state, snap, *rest = await pipe.execute(raise_on_error=False)
+        replies = await pipe.execute(raise_on_error=False)
+        raw_state, snap, *rest = replies
+        read = [None, (self.k.snapshot(symbol), "hash"),
+                (self.k.governor_executions(symbol), "zset"),
+                (self.k.governor_reservations(symbol), "zset"),
+                (self.k.governor_notional(utc_day(now)), "hash")]  # fmt: skip
+        wrong: list[str] = []  # (the windows are not read when they are not consulted)
+        for what, reply in zip(read, replies, strict=False):
+            if what is not None and is_wrong_type(reply):
+                wrong.append(str(await wrong_type(self.r, *what)))
         snapshot = None if isinstance(snap, BaseException) else parse_snapshot(snap)
         if not rest:
             counts, today = RateCounts(UNREADABLE, UNREADABLE), Decimal(UNREADABLE)
@@ -111,6 +121,7 @@ class GovernorStore:
             mark_price=snapshot.mark_price if snapshot else None,
             step_size=snapshot.step_size if snapshot else None,
             exec_last_hour=counts.last_hour, exec_last_5min=counts.last_5min, notional_today=today,
+            wrong_types=tuple(wrong),
         )  # fmt: skip
 
     async def reserve(self, symbol: str, plan_id: str, now: float, ttl_s: float,

@@ -14,6 +14,9 @@
 --   already_executed    an exec record exists (any state); nothing changed ("state" given)
 --   missing_governor | missing_p33 | missing_both   (mode try): nothing changed, wait
 --   governor_denied | p33_denied | permit_invalid | permit_timeout   terminal: exec state=blocked
+--   wrong_key_type      KEYS[3] held another Redis type (never written by us): it is replaced
+--                       by a blocked record whose detail names the key and its type, so the
+--                       plan never executes and still gets its one result
 -- Every terminal verdict writes the exec record, so a plan decides once and never again.
 -- Every verdict but already_executed also carries "gov_ttl" and "p33_ttl": the permit keys'
 -- TTLs in seconds as they were before this call (-2 when absent), for the executor's log line.
@@ -23,7 +26,12 @@ local schema = tonumber(ARGV[3])
 local mode = ARGV[4]
 local exec_ttl = tonumber(ARGV[5])
 
-local state = redis.call('HGET', KEYS[3], 'state')
+local state = redis.pcall('HGET', KEYS[3], 'state')
+local record_type = nil
+if type(state) == 'table' and state['err'] then  -- WRONGTYPE: not a hash
+  record_type = redis.call('TYPE', KEYS[3])['ok']
+  state = false
+end
 if state then
   return cjson.encode({verdict = 'already_executed', state = state})
 end
@@ -85,6 +93,11 @@ local function block(reason, detail)
   redis.call('EXPIRE', KEYS[3], exec_ttl)
   return cjson.encode({verdict = reason, detail = detail or '', gov_ttl = gov_ttl,
                        p33_ttl = p33_ttl})
+end
+
+if record_type then
+  redis.call('DEL', KEYS[3])
+  return block('wrong_key_type', 'key ' .. KEYS[3] .. ' is a ' .. record_type .. ', expected a hash')
 end
 
 local graw, gerr = read(KEYS[1])

@@ -16,6 +16,9 @@
 -- then     A, then A audit field pairs (A = 0: no audit entry)
 --
 -- Returns {1, new_state, result_entry_id or ''} when moved, else {0, current_state or 'none', ''}.
+-- An open index of another Redis type (never written by us): a move that adds to it is
+-- refused, {0, 'wrong_key_type', ''}, and removing from it is skipped (a blocked result still
+-- gets out).
 
 -- @include exec_state.lua
 -- @include arg_blocks.lua
@@ -23,6 +26,12 @@
 local guard = ARGV[3]
 local may, state = exec_may_move(KEYS[1], ARGV[1], guard)
 if not may then return {0, state, ''} end
+local index_ok = true
+if ARGV[4] ~= 'keep' then
+  local held = redis.call('TYPE', KEYS[2])['ok']
+  index_ok = held == 'zset' or held == 'none'
+  if not index_ok and ARGV[4] == 'add' then return {0, 'wrong_key_type', ''} end
+end
 local now = server_now()
 local f1, fn, r = block_at(9)
 local r1, rn, a = block_at(r)
@@ -44,7 +53,7 @@ end
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[6]))
 if ARGV[4] == 'add' then
   redis.call('ZADD', KEYS[2], now, ARGV[5])
-elseif ARGV[4] == 'rem' then
+elseif ARGV[4] == 'rem' and index_ok then
   redis.call('ZREM', KEYS[2], ARGV[5])
 end
 if an >= a1 then xadd(KEYS[4], ARGV[8], a1, an) end

@@ -30,7 +30,9 @@ for j = e1, en, 2 do
 end
 if un >= u1 then redis.call('HSET', KEYS[1], unpack(ARGV, u1, un)) end
 if an >= a1 then xadd(KEYS[2], ARGV[1], a1, an) end
-if KEYS[3] ~= nil and release ~= nil and redis.call('GET', KEYS[3]) == release then
+-- (pcall: a claim key of another type is left alone, never a failed script after the write;
+-- P3.3 denies the symbol's plans on it, wrong_key_type)
+if KEYS[3] ~= nil and release ~= nil and redis.pcall('GET', KEYS[3]) == release then
   redis.call('DEL', KEYS[3])
 end
 return 1

@@ -15,12 +15,20 @@
 --   plan's; 'context' is a JSON object without its closing brace, completed here with
 --   "entry_id":"<the new entry id, or '' for a duplicate>"}
 --
--- Returns the new entry id, or false when the plan was already published (duplicate).
+-- Returns the new entry id, or false when the plan was already published (duplicate). A
+-- dedupe key of another Redis type (never written by us) is an error reply naming it
+-- ("WRONGTYPE key K is a T, expected a string": wrong_key_type); nothing is written.
 
 local n = tonumber(ARGV[3])
 local new_id = false
 if redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[1])) then
   new_id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 4, 3 + n))
+else
+  local held = redis.call('TYPE', KEYS[1])['ok']
+  if held ~= 'string' then
+    return redis.error_reply('WRONGTYPE key ' .. KEYS[1] .. ' is a ' .. held ..
+                             ', expected a string')
+  end
 end
 if KEYS[3] == nil then return new_id end
 local a = 4 + n

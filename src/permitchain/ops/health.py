@@ -3,7 +3,9 @@
 What makes the chain unhealthy (each one a *problem*, naming the layer; ``status`` exits 1):
 a service without a fresh heartbeat, a consumer group missing, lagging or holding entries
 pending for long, a stale exchange snapshot, exchange and ledger disagreeing beyond P3.3's
-tolerance (check 4, the same rule: ``position_brain.checks.tolerance``), recent dead letters.
+tolerance (check 4, the same rule: ``position_brain.checks.tolerance``), recent dead letters,
+a key holding another Redis type than the contract's (``key K is a string, expected a hash``:
+reported as a problem, never a failed command; the rest of the box is still gathered).
 *Warnings* are shown but do not fail: trading HALTED or REDUCING (an operator's choice), an
 allowlisted symbol without a snapshot.
 """
@@ -47,6 +49,7 @@ from permitchain.position_brain.state import (
     parse_snapshot,
 )
 from permitchain.settings import Settings
+from permitchain.store import is_wrong_type, wrong_type
 
 #: The reserved symbol of ``permitchain proof --canary`` (never traded; see ops/proof.py).
 #: A pending entry idle this long is stuck (live members reclaim after a few seconds).
@@ -88,7 +91,7 @@ class Problem:
 class Health:
     ts: float
     services: dict[str, dict[str, Any]] = field(default_factory=dict)
-    streams: dict[str, int] = field(default_factory=dict)
+    streams: dict[str, int | None] = field(default_factory=dict)
     groups: list[dict[str, Any]] = field(default_factory=list)
     trading_state: str = TradingState.ACTIVE.value
     positions: list[dict[str, Any]] = field(default_factory=list)
@@ -107,6 +110,12 @@ class Health:
         d["warnings"] = [str(p) for p in self.warnings]
         d["healthy"] = self.healthy
         return d
+
+
+async def wrong_type_problem(r: Redis, h: Health, layer: str, key: str, expected: str) -> None:
+    """A key of the wrong type: one problem naming the key and both types."""
+    err = await wrong_type(r, key, expected)
+    h.problems.append(Problem(layer, str(err), "wrong_type", key))
 
 
 def check_config(s: Settings) -> CheckConfig:
@@ -200,9 +209,17 @@ async def _positions(r: Redis, k: Keys, s: Settings, h: Health) -> None:
     for sym in ordered:
         pipe.hgetall(k.snapshot(sym))
         pipe.hmget(k.ledger(sym), LEDGER_CHECK_FIELDS)  # not the applied-plan marks
-    hashes = await pipe.execute()
+    hashes = await pipe.execute(raise_on_error=False)
     for i, sym in enumerate(ordered):
-        snap_h, led_h = hashes[2 * i], ledger_fields(hashes[2 * i + 1])
+        snap_h, led_vals = hashes[2 * i], hashes[2 * i + 1]
+        for key, reply in ((k.snapshot(sym), snap_h), (k.ledger(sym), led_vals)):
+            if is_wrong_type(reply):
+                await wrong_type_problem(r, h, "position-brain", key, "hash")
+            elif isinstance(reply, BaseException):
+                raise reply
+        if isinstance(snap_h, BaseException):
+            snap_h = {}
+        led_h = {} if isinstance(led_vals, BaseException) else ledger_fields(led_vals)
         snap, led = parse_snapshot(snap_h), parse_ledger(led_h)
         if snap is None and led is None and sym in s.allow_list:
             h.warnings.append(
@@ -262,16 +279,27 @@ async def gather(
     now: float | None = None,
 ) -> Health:
     h = Health(ts=time.time() if now is None else now)
+    pipe = r.pipeline(transaction=False)
     for name in SERVICES:
-        st = service_state(await rd.get(r, k.heartbeat(name)), h.ts)
+        pipe.get(k.heartbeat(name))
+    for name, raw in zip(SERVICES, await pipe.execute(raise_on_error=False), strict=True):
+        if is_wrong_type(raw):
+            await wrong_type_problem(r, h, name, k.heartbeat(name), "string")
+        st = service_state(None if isinstance(raw, BaseException) else raw, h.ts)
         h.services[name] = st
         if not st["up"]:
             h.problems.append(Problem(name, "down (no heartbeat)", "down", name))
     pipe = r.pipeline(transaction=False)
     for attr in STREAMS:
         pipe.xlen(getattr(k, attr))
-    h.streams = {attr: int(n) for attr, n in zip(STREAMS, await pipe.execute(), strict=True)}
+    for attr, n in zip(STREAMS, await pipe.execute(raise_on_error=False), strict=True):
+        h.streams[attr] = None if isinstance(n, BaseException) else int(n)
+        if is_wrong_type(n):
+            await wrong_type_problem(r, h, "redis", getattr(k, attr), "stream")
     for attr, group, owner in GROUPS:
+        if h.streams[attr] is None:  # a stream key of another type: reported above
+            h.groups.append({"stream": attr, "group": group, "service": owner, "exists": False})
+            continue
         gi = await group_info(r, getattr(k, attr), group, h.ts)
         h.groups.append(
             {
@@ -303,11 +331,15 @@ async def gather(
             )
     state = await read_trading_state(r, k)  # fail-closed: a wrong type or garbage is HALTED
     h.trading_state = state.value
+    if await r.type(k.trading_state) not in ("none", "string", b"none", b"string"):
+        await wrong_type_problem(r, h, "operator", k.trading_state, "string")
     if state is not TradingState.ACTIVE:
         h.warnings.append(Problem("operator", f"trading state {state.value}", "trading_state"))
     await _positions(r, k, s, h)
     since_ms = int((h.ts - deadletter_window_s) * 1000)
-    dl = await rd.xrange(r, k.deadletter, str(max(since_ms, 0)), count=1000)
+    no_deadletters = h.streams["deadletter"] is None
+    dl = [] if no_deadletters else await rd.xrange(r, k.deadletter, str(max(since_ms, 0)),
+                                                   count=1000)  # fmt: skip
     by_service: dict[str, int] = {}
     for _id, f in dl:
         svc = f.get("service") or "unknown"
@@ -329,5 +361,6 @@ async def gather(
                 svc,
             )
         )
-    h.recent = [audit_entry(i, f) for i, f in await rd.xrevrange(r, k.decisions, count=recent)]
+    if h.streams["decisions"] is not None:
+        h.recent = [audit_entry(i, f) for i, f in await rd.xrevrange(r, k.decisions, count=recent)]
     return h

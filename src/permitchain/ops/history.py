@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 
 from permitchain.keys import Keys
 from permitchain.ops import reads as rd
+from permitchain.store import first_fault
 
 AUDIT_PAGE = 2000
 PLAN_PAGE = 500
@@ -127,7 +128,15 @@ async def permits_of(r: Redis, k: Keys, plan_id: str) -> list[dict[str, Any]]:
         pipe.get(_permit_key(k, layer, plan_id))
         pipe.pttl(_permit_key(k, layer, plan_id))
     pipe.hmget(k.exec_record(plan_id), ["state", "permitted_at"])
-    *vals, (state, permitted_at) = await pipe.execute()
+    replies = await pipe.execute(raise_on_error=False)
+    fault = await first_fault(r, replies, [
+        (_permit_key(k, LAYERS[0], plan_id), "string"), None,
+        (_permit_key(k, LAYERS[1], plan_id), "string"), None,
+        (k.exec_record(plan_id), "hash"),
+    ])  # fmt: skip
+    if fault is not None:  # a key of the wrong type: WrongTypeError naming it
+        raise fault
+    *vals, (state, permitted_at) = replies
     rows = []
     for i, layer in enumerate(LAYERS):
         row = permit_row(layer, plan_id, parse_permit(vals[2 * i]), int(vals[2 * i + 1]))
@@ -153,7 +162,10 @@ async def live_permits(r: Redis, k: Keys, *, limit: int = 1000) -> list[dict[str
         for key in keys:
             pipe.get(key)
             pipe.pttl(key)
-        vals = await pipe.execute()
+        vals = await pipe.execute(raise_on_error=False)
+        fault = await first_fault(r, vals, [w for key in keys for w in ((key, "string"), None)])
+        if fault is not None:  # a key of the wrong type: WrongTypeError naming it
+            raise fault
         for i, key in enumerate(keys):
             plan_id = key[key.index("{") + 1 : key.index("}")]
             if vals[2 * i] is not None:

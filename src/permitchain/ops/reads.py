@@ -1,5 +1,7 @@
 """Typed reads for the ops commands. Our clients decode responses (``str``); redis-py's
-annotations cover every client, so the casts live here, once."""
+annotations cover every client, so the casts live here, once. Stream entries are read raw
+and decoded one by one (``runtime/entries.py``): an entry that is not UTF-8 is shown with
+its bad bytes escaped, never a failed command."""
 
 from __future__ import annotations
 
@@ -7,29 +9,41 @@ import asyncio
 import time
 from typing import Any, cast
 
+import redis.exceptions
 from redis.asyncio import Redis
 
-from permitchain.store import is_cluster
+from permitchain.runtime.entries import shown, xrange_raw, xread_raw
+from permitchain.store import is_cluster, is_wrong_type, wrong_type
 
 Entries = list[tuple[str, dict[str, str]]]
 
 
 async def get(r: Redis, key: str) -> str | None:
-    return cast(str | None, await r.get(key))
+    """GET; a key of another type is :class:`WrongTypeError` naming it."""
+    try:
+        return cast(str | None, await r.get(key))
+    except redis.exceptions.ResponseError as e:
+        raise (await wrong_type(r, key, "string") if is_wrong_type(e) else e) from e
 
 
 async def hgetall(r: Redis, key: str) -> dict[str, str]:
-    return cast(dict[str, str], await r.hgetall(key))
+    """HGETALL; a key of another type is :class:`WrongTypeError` naming it."""
+    try:
+        return cast(dict[str, str], await r.hgetall(key))
+    except redis.exceptions.ResponseError as e:
+        raise (await wrong_type(r, key, "hash") if is_wrong_type(e) else e) from e
 
 
 async def xrange(r: Redis, stream: str, lo: str = "-", hi: str = "+", count: int | None = None
                  ) -> Entries:  # fmt: skip
-    return cast(Entries, await r.xrange(stream, min=lo, max=hi, count=count))
+    """Stream entries read raw, each decoded: bytes that are not UTF-8 shown escaped."""
+    return shown(await xrange_raw(r, stream, lo, hi, count))
 
 
 async def xrevrange(r: Redis, stream: str, hi: str = "+", lo: str = "-",
                     count: int | None = None) -> Entries:  # fmt: skip
-    return cast(Entries, await r.xrevrange(stream, max=hi, min=lo, count=count))
+    """:func:`xrange`, newest first."""
+    return shown(await xrange_raw(r, stream, lo, hi, count, reverse=True))
 
 
 async def xread(r: Redis, positions: dict[str, str], *, count: int, block_ms: int
@@ -41,13 +55,13 @@ async def xread(r: Redis, positions: dict[str, str], *, count: int, block_ms: in
         while True:
             out: list[tuple[str, Entries]] = []
             for stream, last in positions.items():
-                one = await r.xread({stream: last}, count=count)
-                out += cast(list[tuple[str, Entries]], one or [])
+                one = await xread_raw(r, {stream: last}, count=count, block_ms=None)
+                out += [(s, shown(es)) for s, es in one]
             if out or time.monotonic() >= deadline:
                 return out
             await asyncio.sleep(0.02)
-    resp = await r.xread(positions, count=count, block=block_ms)  # type: ignore[arg-type]
-    return cast(list[tuple[str, Entries]], resp or [])
+    resp = await xread_raw(r, positions, count=count, block_ms=block_ms)
+    return [(s, shown(es)) for s, es in resp]
 
 
 async def xinfo_groups(r: Redis, stream: str) -> list[dict[str, Any]]:

@@ -32,15 +32,23 @@ from permitchain.position_brain.metrics import (
     SNAPSHOTS,
 )
 from permitchain.position_brain.state import (
+    LAYER,
     SNAPSHOT_TTL_S,
     decimal_or_none,
     init_ledgers,
     snapshot_fields,
 )
 from permitchain.runtime.clock import Clock
-from permitchain.runtime.service import Backoff
+from permitchain.runtime.service import WRONG_TYPES, Backoff
 from permitchain.scripts import scripts_for
-from permitchain.store import REDIS_FAULTS, AsyncRedis, is_cluster
+from permitchain.store import (
+    REDIS_FAULTS,
+    WRONG_KEY_TYPE,
+    AsyncRedis,
+    is_cluster,
+    is_wrong_type,
+    wrong_type,
+)
 
 log = logging.getLogger("permitchain.p33.poller")
 
@@ -203,8 +211,11 @@ class SnapshotPoller:
             pipe = self.r.pipeline(transaction=False)
             for sym in syms:
                 pipe.hset(self.k.snapshot(sym), mapping={"ts_epoch": ts, "ts_iso": now_iso})
-            # HSET creates the hash if it was gone (2 new fields): written whole below
-            return [s for s, n in zip(syms, await pipe.execute(), strict=True) if int(n) != 0]
+            # HSET creates the hash if it was gone (2 new fields), or fails on a key of another
+            # type: written whole below
+            replies = await pipe.execute(raise_on_error=False)
+            return [s for s, n in zip(syms, replies, strict=True)
+                    if isinstance(n, BaseException) or int(n) != 0]  # fmt: skip
         gone = await self.scripts.snapshot_touch(keys=[self.k.snapshot(s) for s in syms],
                                                  args=[ts, now_iso])  # fmt: skip
         return [syms[int(i) - 1] for i in gone]
@@ -220,18 +231,46 @@ class SnapshotPoller:
                                                    now, self.ex.name, now_iso))  # fmt: skip
             pipe.expire(key, SNAPSHOT_TTL_S)
             pipe.hget(self.k.ledger(sym), "last_known_amt")
-        replies = await pipe.execute()
+        replies = await pipe.execute(raise_on_error=False)
+        await self._replace_wrong_types(syms, replies, positions, now, now_iso)
         for i, sym in enumerate(syms):
             pos = positions.get(sym)
             self._whole[sym] = ((pos, self.filters[sym]), mono + self._whole_every(sym))
             amt = pos.amt if pos is not None else Decimal(0)
             POSITION_AMT.set(sym, float(amt))
             raw = replies[3 * i + 2]
+            if isinstance(raw, BaseException):  # a ledger of the wrong type: P3.3 denies on it
+                continue
             ledger_amt = decimal_or_none(raw)
             if ledger_amt is not None:
                 LEDGER_AMT.set(sym, float(ledger_amt))
             elif raw is None and amt != 0:
                 missing[sym] = amt
+
+    async def _replace_wrong_types(self, syms: list[str], replies: list[Any],
+                                   positions: dict[str, PositionInfo], now: float,
+                                   now_iso: str) -> None:  # fmt: skip
+        """A snapshot key holding another Redis type (P3.3 alone writes snapshots): replaced
+        by the snapshot, with a line naming it; P3.3 denied on it (``wrong_key_type``) until
+        then. Any other fault of the write is raised (the poll fails, snapshots go stale)."""
+        for i, sym in enumerate(syms):
+            key, reply = self.k.snapshot(sym), replies[3 * i]
+            if not isinstance(reply, BaseException):
+                continue
+            if not is_wrong_type(reply):
+                raise reply
+            WRONG_TYPES.labels(LAYER, "snapshot").inc()
+            log.error("[SNAPSHOT] %s: %s; replaced by the snapshot", WRONG_KEY_TYPE,
+                      await wrong_type(self.r, key, "hash"))  # fmt: skip
+            pipe = self.r.pipeline(transaction=True)
+            pipe.delete(key)
+            pipe.hset(key, mapping=snapshot_fields(sym, positions.get(sym), self.filters[sym],
+                                                   now, self.ex.name, now_iso))  # fmt: skip
+            pipe.expire(key, SNAPSHOT_TTL_S)
+            await pipe.execute()
+        for i in range(len(syms)):  # the ledger reads: a wrong type is P3.3's deny, not here
+            if isinstance(replies[3 * i + 1], BaseException):
+                raise replies[3 * i + 1]
 
     def _whole_every(self, sym: str) -> float:
         """Seconds until ``sym``'s next whole write: between half of ``FULL_WRITE_EVERY_S``

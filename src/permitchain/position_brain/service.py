@@ -16,6 +16,7 @@ import logging
 from decimal import Decimal
 from typing import Any
 
+from permitchain.errors import WrongTypeError
 from permitchain.exchange.base import Exchange
 from permitchain.exemptions import ExitKind, exit_kind
 from permitchain.keyfiles import signer_for, verifier_for
@@ -46,10 +47,10 @@ from permitchain.position_brain.state import (
 from permitchain.runtime.clock import Clock
 from permitchain.runtime.logs import log_decision
 from permitchain.runtime.permits import claim_and_write_permit, permit_json, write_permit
-from permitchain.runtime.service import Consumer, by_symbol
+from permitchain.runtime.service import WRONG_TYPES, Consumer, by_symbol
 from permitchain.settings import Settings
 from permitchain.signing import OPERATOR, P33
-from permitchain.store import AsyncRedis, is_cluster
+from permitchain.store import WRONG_KEY_TYPE, AsyncRedis, first_fault, is_cluster
 
 log = logging.getLogger("permitchain.p33")
 #: Longest a plan read right after the start waits for the first snapshot poll.
@@ -136,9 +137,14 @@ class PositionBrain:
         pipe.hmget(self.k.ledger(plan.symbol), LEDGER_CHECK_FIELDS)
         pipe.get(self.k.inflight(plan.symbol))
         pipe.exists(self.k.exec_record(plan.plan_id))
-        decided, snap_h, ledger_vals, holder, consumed = await pipe.execute()
+        replies = await pipe.execute(raise_on_error=False)
+        bad = await self.wrong_types(plan, replies)  # (any other fault is raised)
+        decided, snap_h, ledger_vals, holder, consumed = replies
         if decided:  # a redelivery: the first decision stands
             log.info("plan %s already has a P3.3 permit; not judged again", plan.plan_id)
+            return
+        if bad is not None:  # a key of the wrong type: denied, naming it
+            await self.issue(plan, bad, exchange_amt=None, ledger_amt=None, now=self.clock.now())
             return
         if emergency:  # an operator's exit: its signed request first
             problem = operator_problem(plan, self.verifier, self.clock.now())
@@ -191,6 +197,23 @@ class PositionBrain:
                 d = P33Decision(False, COOLDOWN_IN_FLIGHT, {**d.context, "in_flight_plan": holder},
                                 snapshot_age_s=d.snapshot_age_s)  # fmt: skip
         await self.issue(plan, d, exchange_amt=exchange_amt, ledger_amt=ledger_amt, now=now)
+
+    async def wrong_types(self, plan: Plan, replies: list[Any]) -> P33Decision | None:
+        """The deny for a key of the wrong type among what :meth:`handle_plan` read (the
+        snapshot, the ledger, the in-flight claim), naming the key and both types; None when
+        every key read has its type. Any other fault of the read is raised (retried)."""
+        fault = await first_fault(self.r, replies, [
+            None, (self.k.snapshot(plan.symbol), "hash"), (self.k.ledger(plan.symbol), "hash"),
+            (self.k.inflight(plan.symbol), "string"), None,
+        ])  # fmt: skip
+        if fault is None:
+            return None
+        if not isinstance(fault, WrongTypeError):
+            raise fault
+        kind = fault.key.removeprefix(f"{self.k.prefix}:position:").split(":", 1)[0]
+        WRONG_TYPES.labels(LAYER, kind).inc()
+        return P33Decision(False, WRONG_KEY_TYPE, {"key": fault.key, "type": fault.actual,
+                                                   "expected": fault.expected})  # fmt: skip
 
     async def issue_claimed(self, plan: Plan, d: P33Decision, *, exchange_amt: Decimal | None,
                             ledger_amt: Decimal | None, now: float) -> None:  # fmt: skip

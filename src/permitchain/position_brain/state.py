@@ -38,7 +38,7 @@ from permitchain.models import Result, ResultStatus, fmt_decimal
 from permitchain.position_brain.checks import Ledger, Snapshot, side_of
 from permitchain.runtime.audit import AUDIT_MAXLEN, add_audit, audit_fields
 from permitchain.scripts import flat_pairs, scripts_for
-from permitchain.store import AsyncRedis, is_cluster
+from permitchain.store import AsyncRedis, first_fault, is_cluster
 
 T = TypeVar("T")
 SNAPSHOT_TTL_S = 3600
@@ -233,7 +233,11 @@ async def _write_ledger(
             pipe.hlen(key)
         if read_inflight:
             pipe.get(keys.inflight(symbol))
-        replies = await pipe.execute()
+        replies = await pipe.execute(raise_on_error=False)
+        fault = await first_fault(r, replies, [*[(key, "hash")] * (1 if cluster else 2),
+                                               (keys.inflight(symbol), "string")])  # fmt: skip
+        if fault is not None:  # a wrong type: WrongTypeError naming the key
+            raise fault
         in_flight = replies[-1] if read_inflight else None
         if cluster:
             h: dict[str, str] = replies[0]

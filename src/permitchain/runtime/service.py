@@ -5,10 +5,15 @@ background tasks, run by :class:`ServiceRunner` until SIGTERM/SIGINT. On the fir
 loops stop reading, in-flight entries finish (or stay pending, to be reclaimed: nothing is
 lost), the heartbeat is removed and AsyncRedis closed; a second signal exits at once.
 
-Entry handling: the handler returns → XACK. It raises ``ContractError`` → the entry goes to
-the dead-letter stream and is acked (never a crash loop). It raises ``StoreError`` or a AsyncRedis
-fault → not acked, retried after a backoff. Any other exception → retried up to
-``max_failures`` times in this process, then dead-lettered with the error.
+Entry handling: entries are read as raw bytes and decoded one at a time (``entries.py``): an
+entry whose bytes are not UTF-8 is dead-lettered (``not_utf8``, its fields escaped) and
+acked, and the others are handled. The handler returns → XACK. It raises ``ContractError`` →
+the entry goes to the dead-letter stream and is acked (never a crash loop); a key of the wrong
+Redis type (``WrongTypeError``, or the server's ``WRONGTYPE``) is one of those, reason
+``wrong_key_type``. It raises ``StoreError`` or a AsyncRedis fault → not acked, retried after a
+backoff. Any other exception → retried up to ``max_failures`` times in this process, then
+dead-lettered with the error. A stream key of another type is logged by name and read again
+after a backoff.
 """
 
 from __future__ import annotations
@@ -32,10 +37,19 @@ import redis.exceptions
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from permitchain import __version__
-from permitchain.errors import ContractError, StoreError
+from permitchain.errors import ContractError, StoreError, WrongTypeError
 from permitchain.keys import Keys
 from permitchain.runtime import gc_tuning
-from permitchain.store import REDIS_FAULTS, AsyncRedis
+from permitchain.runtime.entries import (
+    NotUtf8,
+    RawEntry,
+    decode_fields,
+    escaped,
+    text_id,
+    xautoclaim_raw,
+    xreadgroup_raw,
+)
+from permitchain.store import REDIS_FAULTS, WRONG_KEY_TYPE, AsyncRedis, is_wrong_type, wrong_type
 
 uvloop: Any
 try:
@@ -53,6 +67,11 @@ ENTRIES = Counter(
 )
 DEADLETTERS = Counter(
     "permitchain_deadletter_total", "Entries sent to the dead-letter stream", ["service", "stream"]
+)
+WRONG_TYPES = Counter(
+    "permitchain_wrong_key_type_total",
+    "Reads that found a key holding another Redis type than the contract's (wrong_key_type)",
+    ["service", "key"],
 )
 STORE_ERRORS = Counter("permitchain_store_errors_total", "AsyncRedis faults seen", ["service"])
 UP = Gauge("permitchain_service_up", "1 while the service runs", ["service"])
@@ -240,7 +259,14 @@ class ServiceRunner:
         while not self.stop.is_set():
             try:
                 for c in self.consumers:
-                    await ensure_group(self.r, c.stream, c.group)
+                    try:
+                        await ensure_group(self.r, c.stream, c.group)
+                    except redis.exceptions.ResponseError as e:
+                        if not is_wrong_type(e):
+                            raise
+                        # the consume loop reports it and makes the group once it is a stream
+                        log.error("%s: %s: %s", self.name, WRONG_KEY_TYPE,
+                                  await wrong_type(self.r, c.stream, "stream"))  # fmt: skip
                 return
             except REDIS_FAULTS as e:
                 STORE_ERRORS.labels(self.name).inc()
@@ -291,12 +317,10 @@ class ServiceRunner:
                 if time.monotonic() - last_claim >= c.claim_every_s:
                     last_claim = time.monotonic()
                     await self._reclaim(c)
-                ident = "0" if own_pending else ">"
-                resp = await self.r.xreadgroup(
-                    c.group, self.consumer, {c.stream: ident}, count=c.count,
-                    block=None if own_pending else c.block_ms,
+                entries = await xreadgroup_raw(
+                    self.r, c.group, self.consumer, c.stream, "0" if own_pending else ">",
+                    count=c.count, block_ms=None if own_pending else c.block_ms,
                 )  # fmt: skip
-                entries = resp[0][1] if resp else []
                 if entries:
                     await self._dispatch(c, entries)
                 own_pending = False  # one pass over our own pending list, then new entries
@@ -308,30 +332,66 @@ class ServiceRunner:
                             self.name, c.stream, e, delay)  # fmt: skip
                 await self._sleep(delay)
             except redis.exceptions.ResponseError as e:
+                if is_wrong_type(e):  # a stream key holds another type: say so, wait
+                    await self._stream_wrong_type(c, backoff)
+                    continue
                 if "NOGROUP" in str(e):
                     with contextlib.suppress(*REDIS_FAULTS):
                         await ensure_group(self.r, c.stream, c.group)
                     continue
                 raise
 
+    async def _stream_wrong_type(self, c: Consumer, backoff: Backoff) -> None:
+        """A stream key holding another type (the consumer's stream, which nothing can be read
+        from, or the dead-letter stream): one line naming it (``status`` shows it too) until an
+        operator removes it, then a backoff."""
+        with contextlib.suppress(*REDIS_FAULTS):
+            for key in (c.stream, self.k.deadletter):
+                held = await self.r.type(key)
+                if held not in ("stream", "none"):
+                    WRONG_TYPES.labels(self.name, "stream").inc()
+                    log.error("%s: %s: %s", self.name, WRONG_KEY_TYPE,
+                              WrongTypeError(key, str(held), "stream"))  # fmt: skip
+        await self._sleep(max(backoff.next_delay(), 1.0))
+
     async def _reclaim(self, c: Consumer) -> None:
         """Take over entries idle in any consumer's pending list (a dead peer, or ourselves)."""
-        _next, claimed, *_ = await self.r.xautoclaim(
-            c.stream, c.group, self.consumer, min_idle_time=c.claim_idle_ms, start_id="0-0",
-            count=c.count,
-        )  # fmt: skip
-        fresh = [(i, f) for i, f in claimed if i not in c.in_flight]
+        claimed = await xautoclaim_raw(self.r, c.stream, c.group, self.consumer,
+                                       min_idle_ms=c.claim_idle_ms, count=c.count)  # fmt: skip
+        fresh = [(i, f) for i, f in claimed if text_id(i) not in c.in_flight]
         if fresh:
             log.info("%s: reclaimed %d idle entries of %s", self.name, len(fresh), c.stream)
             await self._dispatch(c, fresh)
 
-    async def _dispatch(
-        self, c: Consumer, entries: list[tuple[str, dict[str, str] | None]]
-    ) -> None:
-        gone = [i for i, f in entries if f is None and i not in c.in_flight]
-        live = [(i, f) for i, f in entries if f is not None and i not in c.in_flight]
+    async def _dispatch(self, c: Consumer, entries: list[RawEntry]) -> None:
+        """Decode each entry (read raw) and hand it on: an entry whose bytes are not UTF-8 is
+        dead-lettered (its fields escaped) and acknowledged here, the rest run the handler."""
+        gone: list[str] = []
+        live: list[tuple[str, dict[str, str]]] = []
+        poison: list[tuple[str, dict[str, str], str]] = []
+        for raw_id, raw_fields in entries:
+            eid = text_id(raw_id)
+            if eid in c.in_flight:
+                continue
+            if raw_fields is None:
+                gone.append(eid)
+                continue
+            try:
+                live.append((eid, decode_fields(raw_fields)))
+            except NotUtf8 as e:
+                poison.append((eid, escaped(raw_fields), str(e)))
+                ENTRIES.labels(self.name, c.stream, "deadletter").inc()
         if gone:  # entries trimmed away while pending: nothing to do
             await self.r.xack(c.stream, c.group, *gone)
+        if poison:
+            try:
+                await self._ack(c, [], poison)
+            except redis.exceptions.ResponseError as e:  # (left pending; the rest goes on)
+                if not is_wrong_type(e):
+                    raise
+                log.error("%s: %s: %s; %d entries of %s left pending", self.name,
+                          WRONG_KEY_TYPE, await wrong_type(self.r, self.k.deadletter, "stream"),
+                          len(poison), c.stream)  # fmt: skip
         if not live:
             return
         for entry_id, _ in live:
@@ -426,6 +486,12 @@ class ServiceRunner:
                 outcome = "ok"
                 ok.append(entry_id)
                 c.failures.pop(entry_id, None)
+            elif isinstance(e, WrongTypeError) or is_wrong_type(e):
+                # a key of the wrong type does not heal by retrying: one named dead letter
+                outcome = "deadletter"
+                WRONG_TYPES.labels(self.name, "handler").inc()
+                c.failures.pop(entry_id, None)
+                dead.append((entry_id, fields, f"{WRONG_KEY_TYPE}: {e}"))
             elif isinstance(e, ContractError):
                 outcome = "deadletter"
                 dead.append((entry_id, fields, str(e)))

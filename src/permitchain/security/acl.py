@@ -20,8 +20,9 @@ from permitchain.keys import Keys
 BASE = ("+ping", "+hello", "+client|setname", "+select", "+info",
         "+script|load", "+script|exists", "+time", "+scan", "+multi", "+exec",
         "+discard")  # fmt: skip
+#: (+type: a key of the wrong type is reported naming the type it holds: store.wrong_type)
 GROUP_CMDS = ("+xreadgroup", "+xack", "+xautoclaim", "+xgroup|create", "+xinfo|stream",
-              "+xinfo|groups", "+xpending")  # fmt: skip
+              "+xinfo|groups", "+xpending", "+type")  # fmt: skip
 SIM_READ = ("+hgetall", "+hget", "+smembers")
 SIM_WRITE = (*SIM_READ, "+evalsha", "+eval", "+hset", "+hsetnx", "+incr", "+incrby",
              "+expire", "+xadd", "+sadd", "+exists")  # fmt: skip
@@ -49,21 +50,21 @@ def grants(service: str, k: Keys) -> list[Grant]:
     if service == "governor":
         return [*common, group(k.plan_stream), group(k.result_stream),
                 Grant(("+get",), (f"%R~{k.trading_state}",)),
-                Grant(("+hmget", "+hgetall"), (f"%R~{p}:position:snapshot:*",)),
+                Grant(("+hmget", "+hgetall", "+type"), (f"%R~{p}:position:snapshot:*",)),
                 Grant(("+set",), (f"%W~{p}:permit:{{*",)),
                 Grant(("+xadd",), (f"%W~{k.permit_event_stream}",)),
                 Grant(("+evalsha", "+eval", "+zadd", "+zrem", "+zcard", "+zcount", "+zrange",
                        "+zrangebyscore", "+zremrangebyscore", "+zscore", "+get", "+set",
                        "+incrbyfloat", "+expire", "+pexpire", "+del", "+hset", "+hget",
-                       "+hgetall", "+hdel"), (f"~{p}:gov:*",))]  # fmt: skip
+                       "+hgetall", "+hdel", "+type"), (f"~{p}:gov:*",))]  # fmt: skip
     if service == "position-brain":
         return [*common, group(k.plan_stream), group(k.result_stream),
                 # snapshot_touch.lua: a full poll's unchanged snapshots (EXISTS, HSET)
-                Grant(("+hset", "+expire", "+hgetall", "+exists", "+evalsha", "+eval"),
+                Grant(("+hset", "+expire", "+hgetall", "+exists", "+evalsha", "+eval", "+type"),
                       (f"~{p}:position:snapshot:*",)),
                 # +hdel: a Redis Cluster's ledger audit outbox fields (position_brain.state)
                 Grant(("+hgetall", "+hget", "+hmget", "+hlen", "+hset", "+hsetnx", "+hdel",
-                       "+exists", "+set", "+expire"),
+                       "+exists", "+set", "+expire", "+type"),
                       (f"~{p}:position:ledger:*", f"~{p}:position:applied:*")),
                 # ledger_apply.lua: the ledger's compare-and-set with its audit entry
                 Grant(("+evalsha", "+eval", "+hget", "+hset", "+xadd"),
@@ -71,7 +72,7 @@ def grants(service: str, k: Keys) -> list[Grant]:
                 # ... which also drops the plan's in-flight claim (its GET and DEL: below)
                 Grant(("+evalsha", "+eval"), (f"~{p}:position:ledger:*", f"~{k.decisions}",
                                               f"~{p}:position:inflight:*")),
-                Grant(("+set", "+get", "+del", "+evalsha", "+eval"),
+                Grant(("+set", "+get", "+del", "+evalsha", "+eval", "+type"),
                       (f"~{p}:position:inflight:*",)),
                 # p33_claim_permit.lua: the claim with the allow, its event and audit entry
                 # (its SET, GET, EXISTS and XADDs: the selectors of those keys)
@@ -85,10 +86,10 @@ def grants(service: str, k: Keys) -> list[Grant]:
                 Grant(SIM_READ, (f"%R~{p}:sim:*",))]  # fmt: skip
     if service == "apply-layer":
         return [*common, group(k.proposal_stream), group(k.plan_stream),
-                Grant(("+hgetall",), (f"%R~{p}:harvest:proposal:*",)),
+                Grant(("+hgetall", "+type"), (f"%R~{p}:harvest:proposal:*",)),
                 # publish_plan.lua: the dedupe key, the plan and its audit entry in one step;
                 # +get: a Redis Cluster's pending dedupe mark (planner_service.publish_plan)
-                Grant(("+evalsha", "+eval", "+set", "+get", "+xadd"),
+                Grant(("+evalsha", "+eval", "+set", "+get", "+xadd", "+type"),
                       (f"~{p}:apply:stream_published:{{*", f"~{k.plan_stream}",
                        f"~{k.decisions}")),
                 Grant(("+evalsha", "+eval", "+get", "+del", "+type", "+ttl", "+hget", "+hset",
@@ -97,9 +98,9 @@ def grants(service: str, k: Keys) -> list[Grant]:
                 # the executor's state moves (exec_transition.lua: the exec record, the open
                 # index, the result and its audit entry in one step) and the resolver's index
                 Grant(("+evalsha", "+eval", "+hget", "+hexists", "+hset", "+expire", "+zadd",
-                       "+zrem", "+xadd"), (f"~{p}:exec:*", f"~{p}:apply:exec_open",
+                       "+zrem", "+xadd", "+type"), (f"~{p}:exec:*", f"~{p}:apply:exec_open",
                                            f"~{k.result_stream}", f"~{k.decisions}")),
-                Grant(("+zrangebyscore", "+zrem"), (f"~{p}:apply:exec_open",)),
+                Grant(("+zrangebyscore", "+zrem", "+type"), (f"~{p}:apply:exec_open",)),
                 Grant(("+xread", "+xinfo|stream", "+xadd"), (f"~{k.permit_event_stream}",)),
                 Grant(("+get",), (f"%R~{k.trading_state}",)),
                 Grant(("+hgetall", "+hget"), (f"%R~{p}:position:snapshot:*",)),

@@ -3,9 +3,11 @@
 --
 -- exec_may_move(key, from_states, guard): whether the record at key may move (its state is
 -- one of from_states, a comma list, and it lacks the guard field; guard '' = none), and its
--- state ('none' when it has none).
+-- state ('none' when it has none, 'wrong_key_type' when the key is not a hash: never moved).
 local function exec_may_move(key, from_states, guard)
-  local state = redis.call('HGET', key, 'state') or 'none'
+  local state = redis.pcall('HGET', key, 'state')
+  if type(state) == 'table' and state['err'] then return false, 'wrong_key_type' end
+  state = state or 'none'
   local allowed = false
   for s in string.gmatch(from_states, '[^,]+') do
     if s == state then allowed = true end
