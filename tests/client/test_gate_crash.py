@@ -1,0 +1,112 @@
+"""Crash tests of the gate: a bot process killed (SIGKILL) between its claim and its order,
+and between its order and its report. The resolver then finishes the plan by the built-in
+executor's rules: the order is looked up by its client order id, never re-sent."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import redis
+
+from permitchain_client import ClaimVerdict
+
+from .conftest import SYMBOL, Running, wait_ledger
+
+pytestmark = pytest.mark.slow
+BOT = Path(__file__).with_name("crash_bot.py")
+ROOT = Path(__file__).parents[2]
+
+
+def start_bot(run: Running, plan_id: str, stage: str) -> tuple[subprocess.Popen[str], str]:
+    """Start the bot; returns it and its first line, once it printed it (its claim)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT / "src"), str(ROOT / "clients" / "python" / "src"), str(ROOT)])}  # fmt: skip
+    bot = subprocess.Popen(
+        [sys.executable, str(BOT), run.url, run.keys.prefix, plan_id, SYMBOL, stage],
+        stdout=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    assert bot.stdout is not None
+    return bot, bot.stdout.readline().strip()
+
+
+def kill(bot: subprocess.Popen[str]) -> None:
+    bot.send_signal(signal.SIGKILL)
+    bot.wait()  # reaped: its pid is gone, as after a crash
+    if bot.stdout is not None:
+        bot.stdout.close()
+
+
+def external(run: Running, tranche: int) -> str:
+    return run.client.propose(SYMBOL, "PARTIAL_50", kill_score="0.7", tranche=tranche,
+                              executor="external")  # fmt: skip
+
+
+def test_killed_between_claim_and_order(start_chain: Callable[..., Running],
+                                        r: redis.Redis) -> None:  # fmt: skip
+    run = start_chain()
+    plan_id = external(run, 1)
+    bot, line = start_bot(run, plan_id, "claim")
+    assert line == f"claimed ok 0.031 pc-{plan_id}"
+    kill(bot)
+    t0 = time.monotonic()
+    result = run.client.wait_result(plan_id, timeout=40)
+    print(f"\nresolved {time.monotonic() - t0:.1f}s after the kill: {result.status}")
+    # nothing was sent; the sender is gone: a final unknown, never filled, nothing re-sent
+    assert (result.status, result.reason, result.filled_qty) == ("unknown", "exchange_unknown",
+                                                                 Decimal(0))  # fmt: skip
+    assert r.xlen(run.keys.sim_fills) == 0
+    assert r.hget(run.keys.ledger(SYMBOL), "last_known_amt") == "0.062"
+    # the plan is finished: no second claim, and a late report is refused
+    assert run.client.gate.claim(plan_id, timeout=1).verdict is ClaimVerdict.ALREADY_EXECUTED
+    late = run.client.gate.report(plan_id, "filled", "0.031")
+    assert not late.accepted and late.reason == "already_reported"
+
+
+def test_killed_between_order_and_report(start_chain: Callable[..., Running],
+                                         r: redis.Redis) -> None:  # fmt: skip
+    run = start_chain()
+    plan_id = external(run, 2)
+    bot, line = start_bot(run, plan_id, "order")
+    assert line.startswith("claimed ok 0.031")
+    assert bot.stdout is not None
+    ordered = bot.stdout.readline().strip()
+    assert ordered.startswith("ordered ")
+    kill(bot)
+    t0 = time.monotonic()
+    result = run.client.wait_result(plan_id, timeout=40)
+    print(f"\nresolved {time.monotonic() - t0:.1f}s after the kill: {result.status}")
+    # the resolver found the bot's order by its client order id: the plan's one result
+    assert (result.status, result.filled_qty, result.order_id) == (
+        "filled", Decimal("0.031"), ordered.removeprefix("ordered "))  # fmt: skip
+    assert r.xlen(run.keys.sim_fills) == 1  # one order, never re-sent
+    assert wait_ledger(r, run.keys, "0.031") == "0.031"
+
+
+def test_a_slow_bot_still_reports_before_the_final_unknown(
+    start_chain: Callable[..., Running], r: redis.Redis
+) -> None:
+    run = start_chain(GATE_REPORT_S="1")
+    gate = run.client.gate
+    plan_id = external(run, 3)
+    claim = gate.claim(plan_id, timeout=20)
+    assert claim.ok and claim.qty is not None
+    # past GATE_REPORT_S the resolver looks the order up, finds none yet: unknown, not final
+    deadline = time.monotonic() + 20
+    while r.hget(run.keys.exec_record(plan_id), "state") != "unknown":
+        assert time.monotonic() < deadline, "the resolver never looked"
+        time.sleep(0.02)
+    from .test_gate import place
+
+    order_id = place(run, claim.qty, claim.client_order_id)
+    report = gate.report(plan_id, "filled", claim.qty, avg_price="107", order_id=order_id)
+    assert report.accepted and report.state == "filled"
+    assert run.client.wait_result(plan_id, timeout=1).filled_qty == Decimal("0.031")
+    assert wait_ledger(r, run.keys, "0.031") == "0.031"
