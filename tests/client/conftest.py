@@ -85,8 +85,10 @@ def start_chain(
     returns a client for the chain."""
     clients: list[Client] = []
 
-    def start(**env: str) -> Running:
+    def start(service_urls: dict[str, str] | None = None, **env: str) -> Running:
         chain = chain_factory(**{**CHAIN_ENV, **env})
+        if service_urls:  # each service as its own ACL user
+            chain.service_env = {svc: {"REDIS_URL": url} for svc, url in service_urls.items()}
         seed_position(redis_url, chain.keys)
         chain.start(GATEKEEPERS)
         chain.wait_ready(GATEKEEPERS)
