@@ -23,9 +23,11 @@ POSITION = Decimal("0.062")
 #: The chain's services the client talks to (the exit brain stays off: the test proposes).
 GATEKEEPERS = ("apply-layer", "governor", "position-brain")
 CHAIN_ENV = {
-    "ALLOW_LIST_SYMBOLS": SYMBOL, "MAX_EXEC_PER_5MIN": "50", "MAX_EXEC_PER_HOUR": "50",
+    "ALLOW_LIST_SYMBOLS": SYMBOL,
+    "MAX_EXEC_PER_5MIN": "50",
+    "MAX_EXEC_PER_HOUR": "50",
     "COOLDOWN_S": "5",
-}  # fmt: skip
+}
 
 
 @dataclass

@@ -35,8 +35,9 @@ def main() -> None:
     claim = client.gate.claim(plan_id, symbol=symbol, timeout=20)
     print(f"claimed {claim.verdict.value} {claim.qty} {claim.client_order_id}", flush=True)
     if stage == "order" and claim.ok:
-        order_id = asyncio.run(send(url, prefix, symbol, claim.side, str(claim.qty),
-                                    claim.client_order_id))  # fmt: skip
+        order_id = asyncio.run(
+            send(url, prefix, symbol, claim.side, str(claim.qty), claim.client_order_id)
+        )
         print(f"ordered {order_id}", flush=True)
     time.sleep(600)  # killed here, before the report
 

@@ -44,14 +44,16 @@ def refused(fn: Callable[[], object]) -> bool:
     return False
 
 
-def test_gate_flow_as_the_client_user(start_chain: Callable[..., Running], r: redis.Redis,
-                                      acl_urls: dict[str, str], keys: Keys) -> None:  # fmt: skip
+def test_gate_flow_as_the_client_user(
+    start_chain: Callable[..., Running], r: redis.Redis, acl_urls: dict[str, str], keys: Keys
+) -> None:
     services = {s: u for s, u in acl_urls.items() if s != CLIENT}
     run = start_chain(service_urls=services)
     assert run.keys == keys
     with Client.from_url(acl_urls[CLIENT], key_prefix=keys.prefix) as bot:
-        plan_id = bot.propose(SYMBOL, "PARTIAL_50", kill_score="0.7", tranche=1,
-                              executor="external")  # fmt: skip
+        plan_id = bot.propose(
+            SYMBOL, "PARTIAL_50", kill_score="0.7", tranche=1, executor="external"
+        )
         claim = bot.gate.claim(plan_id, timeout=20)
         assert claim.verdict is ClaimVerdict.OK and claim.qty == Decimal("0.031")
         order_id = place(run, claim.qty, claim.client_order_id)

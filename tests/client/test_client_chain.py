@@ -29,8 +29,7 @@ from .conftest import SYMBOL, Running, wait_ledger
 pytestmark = pytest.mark.slow
 
 
-def test_propose_wait_result_explain(start_chain: Callable[..., Running],
-                                     r: redis.Redis) -> None:  # fmt: skip
+def test_propose_wait_result_explain(start_chain: Callable[..., Running], r: redis.Redis) -> None:
     run = start_chain()
     client, keys = run.client, run.keys
     plan_id = client.propose(SYMBOL, "PARTIAL_50", kill_score="0.7", tranche=1)
@@ -101,8 +100,11 @@ def test_schema_refusals_name_both(r: redis.Redis, keys: Keys, redis_url: str) -
         client.propose(SYMBOL, "PARTIAL_50", kill_score="0.7")
     heartbeat(r, keys, "apply-layer", schema=1)
     heartbeat(r, keys, "governor", schema=2)
-    with pytest.raises(SchemaMismatch, match=r"governor speaks schema 2; permitchain-client "
-                                             r"1\.0\.0 speaks schema 1"):  # fmt: skip
+    with pytest.raises(
+        SchemaMismatch,
+        match=r"governor speaks schema 2; permitchain-client "
+        r"1\.0\.0 speaks schema 1",
+    ):
         client.propose(SYMBOL, "PARTIAL_50", kill_score="0.7")
     heartbeat(r, keys, "governor")  # a chain from before heartbeats carried the schema
     with pytest.raises(SchemaMismatch, match="declares no schema"):
@@ -110,21 +112,28 @@ def test_schema_refusals_name_both(r: redis.Redis, keys: Keys, redis_url: str) -
     assert not r.exists(keys.proposal_stream)  # nothing was written
 
 
-def test_bad_input_is_one_clear_error_and_writes_nothing(r: redis.Redis, keys: Keys,
-                                                         redis_url: str) -> None:  # fmt: skip
+def test_bad_input_is_one_clear_error_and_writes_nothing(
+    r: redis.Redis, keys: Keys, redis_url: str
+) -> None:
     heartbeat(r, keys, "apply-layer", schema=1)
     client = Client.from_url(redis_url, key_prefix=keys.prefix)
     bad: list[tuple[dict[str, object], str]] = [
-        ({"symbol": "btc/usdt"}, "symbol"), ({"action": "SELL"}, "action"),
+        ({"symbol": "btc/usdt"}, "symbol"),
+        ({"action": "SELL"}, "action"),
         ({"kill_score": 0.7}, "kill_score: pass a decimal string"),
-        ({"kill_score": "1.5"}, "between 0 and 1"), ({"tranche": -1}, "tranche"),
+        ({"kill_score": "1.5"}, "between 0 and 1"),
+        ({"tranche": -1}, "tranche"),
         ({"action": "UPDATE_SL"}, "new_sl"),
         ({"action": "HOLD", "executor": "external"}, "closes nothing"),
         ({"executor": "mine"}, "executor"),
-    ]  # fmt: skip
+    ]
     for change, message in bad:
-        args: dict[str, object] = {"symbol": SYMBOL, "action": "PARTIAL_50",
-                                   "kill_score": "0.7", **change}  # fmt: skip
+        args: dict[str, object] = {
+            "symbol": SYMBOL,
+            "action": "PARTIAL_50",
+            "kill_score": "0.7",
+            **change,
+        }
         symbol, action = str(args.pop("symbol")), str(args.pop("action"))
         with pytest.raises(ContractError, match=message):
             client.propose(symbol, action, **args)  # type: ignore[arg-type]

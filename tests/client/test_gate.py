@@ -34,16 +34,19 @@ def results(r: redis.Redis, run: Running, plan_id: str) -> list[dict[str, str]]:
     return [f for _i, f in r.xrange(run.keys.result_stream) if f["plan_id"] == plan_id]
 
 
-def test_claim_once_send_report_and_the_ledger_follows(start_chain: Callable[..., Running],
-                                                       r: redis.Redis) -> None:  # fmt: skip
+def test_claim_once_send_report_and_the_ledger_follows(
+    start_chain: Callable[..., Running], r: redis.Redis
+) -> None:
     run = start_chain()
     client, gate, keys = run.client, run.client.gate, run.keys
-    plan_id = client.propose(SYMBOL, "PARTIAL_50", kill_score="0.7", tranche=1,
-                             executor="external")  # fmt: skip
+    plan_id = client.propose(SYMBOL, "PARTIAL_50", kill_score="0.7", tranche=1, executor="external")
     claim = gate.claim(plan_id, timeout=20)
     assert claim.verdict is ClaimVerdict.OK
-    assert (claim.side, claim.qty, claim.client_order_id) == ("SELL", Decimal("0.031"),
-                                                              f"pc-{plan_id}")  # fmt: skip
+    assert (claim.side, claim.qty, claim.client_order_id) == (
+        "SELL",
+        Decimal("0.031"),
+        f"pc-{plan_id}",
+    )
     # the executor consumed both permits and sent nothing itself
     assert not r.exists(keys.permit_governor(plan_id), keys.permit_p33(plan_id))
     assert r.xlen(keys.sim_fills) == 0
@@ -57,7 +60,11 @@ def test_claim_once_send_report_and_the_ledger_follows(start_chain: Callable[...
     (raw,) = results(r, run, plan_id)  # the plan's one result, as the chain's model reads it
     result = Result.from_fields(raw)
     assert (result.filled_qty, result.side, result.client_order_id, result.order_id) == (
-        Decimal("0.031"), "SELL", f"pc-{plan_id}", order_id)  # fmt: skip
+        Decimal("0.031"),
+        "SELL",
+        f"pc-{plan_id}",
+        order_id,
+    )
     assert client.wait_result(plan_id, timeout=1).status == "filled"
     assert wait_ledger(r, keys, "0.031") == "0.031"  # P3.3 applied it
     # reported once: a second report is refused and writes nothing
@@ -74,8 +81,7 @@ def test_unclaimed_grant_is_blocked_and_reports_are_refused(
     run = start_chain(GATE_CLAIM_S="1")
     client, gate = run.client, run.client.gate
     assert not gate.report("0123456789abcdef", "filled", "0.01").accepted  # no such plan
-    plan_id = client.propose(SYMBOL, "PARTIAL_25", kill_score="0.7", tranche=2,
-                             executor="external")  # fmt: skip
+    plan_id = client.propose(SYMBOL, "PARTIAL_25", kill_score="0.7", tranche=2, executor="external")
     deadline = time.monotonic() + 20
     while r.hget(run.keys.exec_record(plan_id), "state") != "granted":
         assert time.monotonic() < deadline, "never granted"
@@ -95,8 +101,7 @@ def test_claims_refused_by_value_by_kill_switch_and_for_builtin_plans(
 ) -> None:
     run = start_chain(GATE_CLAIM_S="30")
     client, gate, keys = run.client, run.client.gate, run.keys
-    plan_id = client.propose(SYMBOL, "PARTIAL_25", kill_score="0.7", tranche=3,
-                             executor="external")  # fmt: skip
+    plan_id = client.propose(SYMBOL, "PARTIAL_25", kill_score="0.7", tranche=3, executor="external")
     wrong = gate.claim(plan_id, symbol="ETHUSDT", timeout=20)
     assert wrong.verdict is ClaimVerdict.MISMATCH
     r.set(keys.trading_state, "HALTED")
@@ -109,8 +114,10 @@ def test_claims_refused_by_value_by_kill_switch_and_for_builtin_plans(
     # a plan for permitchain's own executor cannot be claimed
     builtin = client.propose(SYMBOL, "PARTIAL_25", kill_score="0.7", tranche=4)
     assert client.wait_result(builtin, timeout=20).status in ("filled", "blocked")
-    assert gate.claim(builtin, timeout=1).verdict in (ClaimVerdict.NOT_EXTERNAL,
-                                                      ClaimVerdict.BLOCKED)  # fmt: skip
+    assert gate.claim(builtin, timeout=1).verdict in (
+        ClaimVerdict.NOT_EXTERNAL,
+        ClaimVerdict.BLOCKED,
+    )
 
 
 def test_bad_reports_are_refused_before_anything_is_written(
@@ -120,14 +127,17 @@ def test_bad_reports_are_refused_before_anything_is_written(
 
     run = start_chain()
     gate = run.client.gate
-    plan_id = run.client.propose(SYMBOL, "PARTIAL_25", kill_score="0.7", tranche=5,
-                                 executor="external")  # fmt: skip
+    plan_id = run.client.propose(
+        SYMBOL, "PARTIAL_25", kill_score="0.7", tranche=5, executor="external"
+    )
     claim = gate.claim(plan_id, timeout=20)
     assert claim.ok and claim.qty == Decimal("0.015")
-    for args, message in [(("filled", "0.016"), "outside 0..0.015"),
-                          (("unknown", "0"), "do not report"),
-                          (("rejected", "0.01"), "filled nothing"),
-                          (("filled", 0.01), "decimal string")]:  # fmt: skip
+    for args, message in [
+        (("filled", "0.016"), "outside 0..0.015"),
+        (("unknown", "0"), "do not report"),
+        (("rejected", "0.01"), "filled nothing"),
+        (("filled", 0.01), "decimal string"),
+    ]:
         with pytest.raises(ContractError, match=message):
             gate.report(plan_id, *args)  # type: ignore[arg-type]
     assert results(r, run, plan_id) == []

@@ -27,12 +27,18 @@ ROOT = Path(__file__).parents[2]
 
 def start_bot(run: Running, plan_id: str, stage: str) -> tuple[subprocess.Popen[str], str]:
     """Start the bot; returns it and its first line, once it printed it (its claim)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(ROOT / "src"), str(ROOT / "clients" / "python" / "src"), str(ROOT)])}  # fmt: skip
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            [str(ROOT / "src"), str(ROOT / "clients" / "python" / "src"), str(ROOT)]
+        ),
+    }
     bot = subprocess.Popen(
         [sys.executable, str(BOT), run.url, run.keys.prefix, plan_id, SYMBOL, stage],
-        stdout=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     assert bot.stdout is not None
     return bot, bot.stdout.readline().strip()
 
@@ -45,12 +51,14 @@ def kill(bot: subprocess.Popen[str]) -> None:
 
 
 def external(run: Running, tranche: int) -> str:
-    return run.client.propose(SYMBOL, "PARTIAL_50", kill_score="0.7", tranche=tranche,
-                              executor="external")  # fmt: skip
+    return run.client.propose(
+        SYMBOL, "PARTIAL_50", kill_score="0.7", tranche=tranche, executor="external"
+    )
 
 
-def test_killed_between_claim_and_order(start_chain: Callable[..., Running],
-                                        r: redis.Redis) -> None:  # fmt: skip
+def test_killed_between_claim_and_order(
+    start_chain: Callable[..., Running], r: redis.Redis
+) -> None:
     run = start_chain()
     plan_id = external(run, 1)
     bot, line = start_bot(run, plan_id, "claim")
@@ -60,8 +68,11 @@ def test_killed_between_claim_and_order(start_chain: Callable[..., Running],
     result = run.client.wait_result(plan_id, timeout=40)
     print(f"\nresolved {time.monotonic() - t0:.1f}s after the kill: {result.status}")
     # nothing was sent; the sender is gone: a final unknown, never filled, nothing re-sent
-    assert (result.status, result.reason, result.filled_qty) == ("unknown", "exchange_unknown",
-                                                                 Decimal(0))  # fmt: skip
+    assert (result.status, result.reason, result.filled_qty) == (
+        "unknown",
+        "exchange_unknown",
+        Decimal(0),
+    )
     assert r.xlen(run.keys.sim_fills) == 0
     assert r.hget(run.keys.ledger(SYMBOL), "last_known_amt") == "0.062"
     # the plan is finished: no second claim, and a late report is refused
@@ -70,8 +81,9 @@ def test_killed_between_claim_and_order(start_chain: Callable[..., Running],
     assert not late.accepted and late.reason == "already_reported"
 
 
-def test_killed_between_order_and_report(start_chain: Callable[..., Running],
-                                         r: redis.Redis) -> None:  # fmt: skip
+def test_killed_between_order_and_report(
+    start_chain: Callable[..., Running], r: redis.Redis
+) -> None:
     run = start_chain()
     plan_id = external(run, 2)
     bot, line = start_bot(run, plan_id, "order")
@@ -85,7 +97,10 @@ def test_killed_between_order_and_report(start_chain: Callable[..., Running],
     print(f"\nresolved {time.monotonic() - t0:.1f}s after the kill: {result.status}")
     # the resolver found the bot's order by its client order id: the plan's one result
     assert (result.status, result.filled_qty, result.order_id) == (
-        "filled", Decimal("0.031"), ordered.removeprefix("ordered "))  # fmt: skip
+        "filled",
+        Decimal("0.031"),
+        ordered.removeprefix("ordered "),
+    )
     assert r.xlen(run.keys.sim_fills) == 1  # one order, never re-sent
     assert wait_ledger(r, run.keys, "0.031") == "0.031"
 

@@ -98,8 +98,9 @@ class Executor:
         self.r, self.k, self.s, self.clock, self.ex = r, keys, settings, clock, exchange
         self.store = ExecStore(r, keys, settings.exec_record_ttl_s)
         self.desk = OrderDesk(exchange, self.store, clock)
-        self.resolver = Resolver(self.store, self.desk, exchange, clock,
-                                 report_s=settings.gate_report_s)  # fmt: skip
+        self.resolver = Resolver(
+            self.store, self.desk, exchange, clock, report_s=settings.gate_report_s
+        )
         self.waiters: dict[str, asyncio.Event] = {}
         self.active: set[str] = set()
         self.slots = asyncio.Semaphore(MAX_ACTIVE)

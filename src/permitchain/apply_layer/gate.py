@@ -45,9 +45,10 @@ GATE_NOT_CLAIMED = "gate_not_claimed"
 LAYER = "executor"
 
 GATE_EVENTS = Counter(
-    "apply_gate_total", "Gate for external executors: grants written, grants expired unclaimed",
+    "apply_gate_total",
+    "Gate for external executors: grants written, grants expired unclaimed",
     ["event"],
-)  # fmt: skip
+)
 
 
 def grant_fields(sub: Submission, now: float, claim_s: float) -> dict[str, str]:
@@ -61,25 +62,41 @@ def grant_fields(sub: Submission, now: float, claim_s: float) -> dict[str, str]:
     }
 
 
-async def grant(store: ExecStore, plan: Plan, sub: Submission, now: float, claim_s: float
-                ) -> bool:  # fmt: skip
+async def grant(store: ExecStore, plan: Plan, sub: Submission, now: float, claim_s: float) -> bool:
     """Move ``permitted → granted`` with the grant and its audit entry (one atomic step);
     listed in the open index, so the resolver finds it if nobody claims it."""
     audit = audit_fields(
-        plan_id=plan.plan_id, symbol=plan.symbol, layer=LAYER, decision="GRANTED",
-        reason=GATE_GRANTED, ts=now,
-        context={"side": sub.side, "qty": fmt_decimal(sub.qty),
-                 "client_order_id": sub.client_order_id, "claim_s": claim_s},
-    )  # fmt: skip
+        plan_id=plan.plan_id,
+        symbol=plan.symbol,
+        layer=LAYER,
+        decision="GRANTED",
+        reason=GATE_GRANTED,
+        ts=now,
+        context={
+            "side": sub.side,
+            "qty": fmt_decimal(sub.qty),
+            "client_order_id": sub.client_order_id,
+            "claim_s": claim_s,
+        },
+    )
     moved, state = await store.move(
-        plan.plan_id, from_states=("permitted",), to=GRANTED,
-        fields=grant_fields(sub, now, claim_s), index="add", audit=audit,
-    )  # fmt: skip
+        plan.plan_id,
+        from_states=("permitted",),
+        to=GRANTED,
+        fields=grant_fields(sub, now, claim_s),
+        index="add",
+        audit=audit,
+    )
     if moved:
         GATE_EVENTS.labels("granted").inc()
-        log.info("[GATE] GRANT plan=%s symbol=%s side=%s qty=%s client_order_id=%s",
-                 plan.plan_id, plan.symbol, sub.side, fmt_decimal(sub.qty),
-                 sub.client_order_id)  # fmt: skip
+        log.info(
+            "[GATE] GRANT plan=%s symbol=%s side=%s qty=%s client_order_id=%s",
+            plan.plan_id,
+            plan.symbol,
+            sub.side,
+            fmt_decimal(sub.qty),
+            sub.client_order_id,
+        )
     else:
         log.warning("[GATE] plan=%s not granted: its exec record is %s", plan.plan_id, state)
     return moved
@@ -101,8 +118,7 @@ def due(record: dict[str, str], now: float, report_s: float, *, sender_gone: boo
     return True
 
 
-async def expire_grant(store: ExecStore, plan_id: str, record: dict[str, str], now: float
-                       ) -> bool:  # fmt: skip
+async def expire_grant(store: ExecStore, plan_id: str, record: dict[str, str], now: float) -> bool:
     """A grant nobody claimed in time: the plan's one result, ``blocked`` ``gate_not_claimed``."""
     symbol = record.get("symbol", "")
     side = record.get("side", "")
@@ -112,13 +128,20 @@ async def expire_grant(store: ExecStore, plan_id: str, record: dict[str, str], n
     except (ValueError, ArithmeticError):
         proposal_ts, qty = now, Decimal(0)
     result = Result(
-        plan_id=plan_id, symbol=symbol, executed=False, status=ResultStatus.BLOCKED,
-        reason=GATE_NOT_CLAIMED, side=side if side in ("BUY", "SELL") else "",
-        requested_qty=qty, error="granted, never claimed before grant_expires_at",
-        chain_latency_ms=latency_ms(proposal_ts, now), ts=now,
-    )  # fmt: skip
-    moved = await store.publish(result, from_states=(GRANTED,), to="blocked",
-                                context={"gate": "claim expired"})  # fmt: skip
+        plan_id=plan_id,
+        symbol=symbol,
+        executed=False,
+        status=ResultStatus.BLOCKED,
+        reason=GATE_NOT_CLAIMED,
+        side=side if side in ("BUY", "SELL") else "",
+        requested_qty=qty,
+        error="granted, never claimed before grant_expires_at",
+        chain_latency_ms=latency_ms(proposal_ts, now),
+        ts=now,
+    )
+    moved = await store.publish(
+        result, from_states=(GRANTED,), to="blocked", context={"gate": "claim expired"}
+    )
     if moved:
         GATE_EVENTS.labels("not_claimed").inc()
         log.warning("[GATE] BLOCK plan=%s reason=%s", plan_id, GATE_NOT_CLAIMED)

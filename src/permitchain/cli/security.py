@@ -12,11 +12,11 @@ from permitchain.cli.common import console, fail, run_async
 from permitchain.keys import Keys
 from permitchain.security.acl import CLIENT, password_env, setuser_args, username
 from permitchain.services import SERVICE_NAMES
+from permitchain.settings import Settings
+from permitchain.store import AsyncRedis
 
 #: One user per service, and one for bots using permitchain_client.
 USERS = (*SERVICE_NAMES, CLIENT)
-from permitchain.settings import Settings
-from permitchain.store import AsyncRedis
 
 
 def acl(

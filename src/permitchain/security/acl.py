@@ -135,18 +135,14 @@ def client_grants(k: Keys) -> list[Grant]:
         Grant(("+hget",), (f"%R~{p}:position:ledger:*",)),  # the position epoch
         Grant(("+mget", "+get"), (f"%R~{p}:svc:*",)),  # heartbeats: the chain's schema
         Grant(("+get", "+type"), (f"%R~{k.trading_state}",)),
-        Grant(
-            ("+xread", "+xrange", "+xrevrange"), (f"%R~{k.result_stream}", f"%R~{k.decisions}")
-        ),  # fmt: skip
+        Grant(("+xread", "+xrange", "+xrevrange"), (f"%R~{k.result_stream}", f"%R~{k.decisions}")),
         # gate_claim.lua (the exec record, the trading state, its audit entry) and
         # gate_report.lua (the exec record, the open index, the result and its audit entry)
-        Grant(
-            ("+evalsha", "+eval"), (f"~{p}:exec:*", f"~{k.trading_state}", f"~{k.decisions}")
-        ),  # fmt: skip
+        Grant(("+evalsha", "+eval"), (f"~{p}:exec:*", f"~{k.trading_state}", f"~{k.decisions}")),
         Grant(
             ("+evalsha", "+eval"),
             (f"~{p}:exec:*", f"~{p}:apply:exec_open", f"~{k.result_stream}", f"~{k.decisions}"),
-        ),  # fmt: skip
+        ),
         Grant(("+hget", "+hmget", "+hgetall", "+hset"), (f"~{p}:exec:*",)),
         Grant(("+zrem",), (f"%W~{p}:apply:exec_open",)),
         Grant(("+xadd",), (f"%W~{k.result_stream}", f"%W~{k.decisions}")),
@@ -163,6 +159,15 @@ def username(service: str, suffix: str = "") -> str:
 
 def setuser_args(service: str, keys: Keys, password: str, suffix: str = "") -> list[str]:
     """Arguments of ``ACL SETUSER`` for one service (``reset`` first: nothing else granted)."""
-    return ["ACL", "SETUSER", username(service, suffix), "reset", "on", f">{password}",
-            "resetkeys", "resetchannels", *BASE,
-            *[g.selector() for g in grants(service, keys)]]  # fmt: skip
+    return [
+        "ACL",
+        "SETUSER",
+        username(service, suffix),
+        "reset",
+        "on",
+        f">{password}",
+        "resetkeys",
+        "resetchannels",
+        *BASE,
+        *[g.selector() for g in grants(service, keys)],
+    ]

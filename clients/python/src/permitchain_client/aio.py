@@ -43,8 +43,14 @@ EXPLAIN_SCAN = 50_000
 class AsyncClient:
     """A connection to one chain (one Redis, one key prefix). Thread-safe as redis-py is."""
 
-    def __init__(self, client: redis.asyncio.Redis, *, key_prefix: str = "quantum",
-                 proposal_ttl_s: int = 60, source: str = "client") -> None:  # fmt: skip
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        *,
+        key_prefix: str = "quantum",
+        proposal_ttl_s: int = 60,
+        source: str = "client",
+    ) -> None:
         self.redis = client
         self.keys = Keys(key_prefix)
         self.proposal_ttl_s = proposal_ttl_s
@@ -59,8 +65,10 @@ class AsyncClient:
     def from_url(cls, url: str, **kw: Any) -> AsyncClient:
         """``redis://``, ``rediss://`` or ``unix://`` (a Redis Cluster is not supported)."""
         if "+cluster" in url.split("://", 1)[0]:
-            raise ContractError("permitchain-client: Redis Cluster URLs are not "
-                                         "supported (the gate's steps span slots)")  # fmt: skip
+            raise ContractError(
+                "permitchain-client: Redis Cluster URLs are not "
+                "supported (the gate's steps span slots)"
+            )
         return cls(
             redis.asyncio.Redis.from_url(url, decode_responses=True, socket_timeout=10), **kw
         )
@@ -71,8 +79,9 @@ class AsyncClient:
     async def __aenter__(self) -> AsyncClient:
         return self
 
-    async def __aexit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:  # fmt: skip
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.close()
 
     # -- schema ---------------------------------------------------------------------------
@@ -90,11 +99,18 @@ class AsyncClient:
 
     # -- proposals ------------------------------------------------------------------------
     async def propose(
-        self, symbol: str, action: str, *, kill_score: str | Decimal | int,
-        tranche: int = 0, new_sl: str | Decimal | None = None,
-        r_net: str | Decimal | None = None, position_epoch: int | None = None,
-        executor: str = "builtin", source: str | None = None,
-    ) -> str:  # fmt: skip
+        self,
+        symbol: str,
+        action: str,
+        *,
+        kill_score: str | Decimal | int,
+        tranche: int = 0,
+        new_sl: str | Decimal | None = None,
+        r_net: str | Decimal | None = None,
+        position_epoch: int | None = None,
+        executor: str = "builtin",
+        source: str | None = None,
+    ) -> str:
         """Hand an exit decision to the chain; returns the plan id it gets if the planner
         decides EXECUTE. ``executor="external"``: the plan is for the :class:`Gate` (you
         place the order). Same (symbol, action, epoch, tranche): the same plan, run once."""
@@ -107,9 +123,16 @@ class AsyncClient:
             raw_epoch, results, decisions = await pipe.execute()
         epoch = contract.parse_epoch(raw_epoch) if position_epoch is None else position_epoch
         fields = contract.proposal_fields(
-            symbol, action, kill_score=kill_score, epoch=epoch, tranche=tranche, new_sl=new_sl,
-            r_net=r_net, source=source or self.source, executor=executor,
-        )  # fmt: skip
+            symbol,
+            action,
+            kill_score=kill_score,
+            epoch=epoch,
+            tranche=tranche,
+            new_sl=new_sl,
+            r_net=r_net,
+            source=source or self.source,
+            executor=executor,
+        )
         plan_id = contract.plan_id_of(symbol, action, epoch, tranche, executor)
         key = self.keys.proposal(symbol)
         with translated():
@@ -117,13 +140,24 @@ class AsyncClient:
             pipe.delete(key)
             pipe.hset(key, mapping=cast("dict[Any, Any]", fields))
             pipe.expire(key, self.proposal_ttl_s)
-            pipe.xadd(self.keys.proposal_stream, fields,  # type: ignore[arg-type]
-                      maxlen=contract.PROPOSAL_STREAM_MAXLEN, approximate=True)  # fmt: skip
+            pipe.xadd(
+                self.keys.proposal_stream,
+                cast("dict[Any, Any]", fields),
+                maxlen=contract.PROPOSAL_STREAM_MAXLEN,
+                approximate=True,
+            )
             await pipe.execute()
-        self.memory.add(Proposed(plan_id, fields["proposal_id"], symbol, last_id(results),
-                                 last_id(decisions)))  # fmt: skip
-        log.info("[CLIENT] PROPOSE plan=%s symbol=%s action=%s tranche=%d executor=%s",
-                 plan_id, symbol, action, tranche, executor)  # fmt: skip
+        self.memory.add(
+            Proposed(plan_id, fields["proposal_id"], symbol, last_id(results), last_id(decisions))
+        )
+        log.info(
+            "[CLIENT] PROPOSE plan=%s symbol=%s action=%s tranche=%d executor=%s",
+            plan_id,
+            symbol,
+            action,
+            tranche,
+            executor,
+        )
         return plan_id
 
     async def _watch(self, plan_id: str) -> tuple[Watch, Result | None]:
@@ -143,13 +177,16 @@ class AsyncClient:
                     )
         return self._new_watch(plan_id, proposed, results, decisions), None
 
-    def _new_watch(self, plan_id: str, proposed: Proposed | None, results: object,
-                   decisions: object) -> Watch:  # fmt: skip
+    def _new_watch(
+        self, plan_id: str, proposed: Proposed | None, results: object, decisions: object
+    ) -> Watch:
         return Watch(
-            self.keys, plan_id, proposed,
+            self.keys,
+            plan_id,
+            proposed,
             results_from=proposed.results_from if proposed else last_id(results),
             decisions_from=proposed.decisions_from if proposed else last_id(decisions),
-        )  # fmt: skip
+        )
 
     async def wait_result(self, plan_id: str, timeout: float = 10.0) -> Result:
         """The plan's one result (``status="skipped"`` when the planner skipped the proposal
@@ -161,8 +198,11 @@ class AsyncClient:
             if remaining_ms <= 0:
                 raise ResultTimeout(f"no result for plan {plan_id} after {timeout:g}s")
             with translated():
-                reply = await self.redis.xread(watch.positions, count=1000,  # type: ignore[arg-type]
-                                         block=max(1, min(BLOCK_MS, remaining_ms)))  # fmt: skip
+                reply = await self.redis.xread(
+                    cast("dict[Any, Any]", watch.positions),
+                    count=1000,
+                    block=max(1, min(BLOCK_MS, remaining_ms)),
+                )
             found = watch.feed(reply)
         return found
 
@@ -217,8 +257,9 @@ class AsyncGate:
         proposed = c.memory.get(contract.check_plan_id(plan_id))
         sym = symbol or (proposed.symbol if proposed else "")
         if not sym:
-            raise ContractError(f"claim {plan_id}: pass symbol= (a plan this client "
-                                         "did not propose)")  # fmt: skip
+            raise ContractError(
+                f"claim {plan_id}: pass symbol= (a plan this client did not propose)"
+            )
         watch, _ = await c._watch(plan_id)
         deadline = time.monotonic() + timeout
         while True:
@@ -232,18 +273,37 @@ class AsyncGate:
                 return _logged(claim)
             remaining_ms = int((deadline - time.monotonic()) * 1000)
             if remaining_ms <= 0:
-                return _logged(Claim(plan_id, ClaimVerdict.TIMEOUT, claim.state, "", None, "",
-                                     f"not decided after {timeout:g}s"))  # fmt: skip
+                return _logged(
+                    Claim(
+                        plan_id,
+                        ClaimVerdict.TIMEOUT,
+                        claim.state,
+                        "",
+                        None,
+                        "",
+                        f"not decided after {timeout:g}s",
+                    )
+                )
             with translated():
-                reply = await c.redis.xread(watch.positions, count=1000,  # type: ignore[arg-type]
-                                      block=max(1, min(CLAIM_RETRY_MS, remaining_ms)))  # fmt: skip
+                reply = await c.redis.xread(
+                    cast("dict[Any, Any]", watch.positions),
+                    count=1000,
+                    block=max(1, min(CLAIM_RETRY_MS, remaining_ms)),
+                )
             skipped = watch.feed(reply)
             if skipped is not None and skipped.status == "skipped":
-                return _logged(Claim(plan_id, ClaimVerdict.BLOCKED, "skipped", "", None, "",
-                                     skipped.reason))  # fmt: skip
+                return _logged(
+                    Claim(plan_id, ClaimVerdict.BLOCKED, "skipped", "", None, "", skipped.reason)
+                )
 
-    async def report(self, plan_id: str, status: str, filled_qty: str | Decimal | int,
-               avg_price: str | Decimal | None = None, order_id: str = "") -> Report:  # fmt: skip
+    async def report(
+        self,
+        plan_id: str,
+        status: str,
+        filled_qty: str | Decimal | int,
+        avg_price: str | Decimal | None = None,
+        order_id: str = "",
+    ) -> Report:
         """Write the claimed plan's one result: ``filled`` / ``partially_filled`` (with the
         quantity filled) or ``rejected``. Refused (``accepted=False``) for a plan not
         claimed, or reported already."""
@@ -252,20 +312,37 @@ class AsyncGate:
         with translated():
             record = cast("dict[str, str]", await c.redis.hgetall(c.keys.exec_record(plan_id)))
         if not record or "plan_id" not in record:
-            return _logged_report(Report(plan_id, False, record.get("state", "none"), "",
-                                         "not_claimed"))  # fmt: skip
-        fields, to = contract.report_fields(record, status=status, filled_qty=filled_qty,
-                                            avg_price=avg_price, order_id=order_id,
-                                            now=time.time())  # fmt: skip
+            return _logged_report(
+                Report(plan_id, False, record.get("state", "none"), "", "not_claimed")
+            )
+        fields, to = contract.report_fields(
+            record,
+            status=status,
+            filled_qty=filled_qty,
+            avg_price=avg_price,
+            order_id=order_id,
+            now=time.time(),
+        )
         audit = contract.audit_of_report(fields, claimant())
         with translated():
             reply = await c.report_script(
-                keys=[c.keys.exec_record(plan_id), c.keys.open_index, c.keys.result_stream,
-                      c.keys.decisions],
-                args=[plan_id, record["symbol"], to, contract.RESULT_MAXLEN,
-                      contract.AUDIT_MAXLEN, record.get("client_order_id", ""),
-                      *contract.flat(fields), *contract.flat(audit)],
-            )  # fmt: skip
+                keys=[
+                    c.keys.exec_record(plan_id),
+                    c.keys.open_index,
+                    c.keys.result_stream,
+                    c.keys.decisions,
+                ],
+                args=[
+                    plan_id,
+                    record["symbol"],
+                    to,
+                    contract.RESULT_MAXLEN,
+                    contract.AUDIT_MAXLEN,
+                    record.get("client_order_id", ""),
+                    *contract.flat(fields),
+                    *contract.flat(audit),
+                ],
+            )
         ok, state, detail = (str(x) for x in reply)
         if ok == "1":
             return _logged_report(Report(plan_id, True, state, detail, ""))

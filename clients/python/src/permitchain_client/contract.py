@@ -155,10 +155,18 @@ def check_heartbeats(prefix: str, raw: dict[str, str | None]) -> int:
 
 # -- proposals ---------------------------------------------------------------------------
 def proposal_fields(
-    symbol: str, action: str, *, kill_score: object, epoch: int, tranche: int,
-    new_sl: object | None, r_net: object | None, source: str, executor: str,
+    symbol: str,
+    action: str,
+    *,
+    kill_score: object,
+    epoch: int,
+    tranche: int,
+    new_sl: object | None,
+    r_net: object | None,
+    source: str,
+    executor: str,
     now: float | None = None,
-) -> dict[str, str]:  # fmt: skip
+) -> dict[str, str]:
     """A proposal's stream fields, checked as the planner checks them (one clear error)."""
     if not isinstance(symbol, str) or not SYMBOL_RE.match(symbol):
         raise ContractError(f"symbol: not a symbol: {symbol!r} (expected e.g. BTCUSDT)")
@@ -167,8 +175,9 @@ def proposal_fields(
     if executor not in EXECUTORS:
         raise ContractError(f"executor: {executor!r} is not one of {', '.join(EXECUTORS)}")
     if executor == "external" and action not in CLOSING_ACTIONS:
-        raise ContractError(f"executor=external: {action} closes nothing (one of "
-                            f"{', '.join(CLOSING_ACTIONS)})")  # fmt: skip
+        raise ContractError(
+            f"executor=external: {action} closes nothing (one of {', '.join(CLOSING_ACTIONS)})"
+        )
     score = decimal(kill_score, "kill_score")
     if not Decimal(0) <= score <= Decimal(1):
         raise ContractError(f"kill_score: must be between 0 and 1, got {kill_score!r}")
@@ -180,14 +189,22 @@ def proposal_fields(
     if not isinstance(source, str) or not 0 < len(source) <= 64:
         raise ContractError(f"source: 1 to 64 characters, got {source!r}")
     fields = {
-        "schema": str(SCHEMA), "proposal_id": uuid.uuid4().hex[:16], "symbol": symbol,
-        "action": action, "kill_score": fmt_decimal(score), "k_regime_flip": "0",
-        "k_sigma_spike": "0", "k_ts_drop": "0", "k_age_penalty": "0",
+        "schema": str(SCHEMA),
+        "proposal_id": uuid.uuid4().hex[:16],
+        "symbol": symbol,
+        "action": action,
+        "kill_score": fmt_decimal(score),
+        "k_regime_flip": "0",
+        "k_sigma_spike": "0",
+        "k_ts_drop": "0",
+        "k_age_penalty": "0",
         "new_sl": "" if stop is None else fmt_decimal(stop),
         "r_net": "" if r_net is None else fmt_decimal(decimal(r_net, "r_net")),
-        "position_epoch": str(epoch), "tranche": str(tranche),
-        "ts_epoch": f"{time.time() if now is None else now:.6f}", "source": source,
-    }  # fmt: skip
+        "position_epoch": str(epoch),
+        "tranche": str(tranche),
+        "ts_epoch": f"{time.time() if now is None else now:.6f}",
+        "source": source,
+    }
     if executor != "builtin":
         fields["executor"] = executor
     return fields
@@ -211,20 +228,28 @@ def parse_trading_state(raw: object) -> TradingState:
 def parse_result(fields: dict[str, str]) -> Result:
     schema = fields.get("schema")
     if schema is None or not schema.isdigit() or int(schema) not in SCHEMAS:
-        raise SchemaMismatch(f"result of plan {fields.get('plan_id')!r} has schema "
-                             f"{schema!r}; this client speaks {sorted(SCHEMAS)}")  # fmt: skip
+        raise SchemaMismatch(
+            f"result of plan {fields.get('plan_id')!r} has schema "
+            f"{schema!r}; this client speaks {sorted(SCHEMAS)}"
+        )
     try:
         return Result(
-            plan_id=fields["plan_id"], symbol=fields["symbol"], status=fields["status"],
-            reason=fields.get("reason", ""), executed=fields["executed"] == "true",
-            side=fields.get("side", ""), client_order_id=fields.get("client_order_id", ""),
+            plan_id=fields["plan_id"],
+            symbol=fields["symbol"],
+            status=fields["status"],
+            reason=fields.get("reason", ""),
+            executed=fields["executed"] == "true",
+            side=fields.get("side", ""),
+            client_order_id=fields.get("client_order_id", ""),
             order_id=fields.get("order_id", ""),
             requested_qty=decimal(fields.get("requested_qty") or "0", "requested_qty"),
             filled_qty=decimal(fields.get("filled_qty") or "0", "filled_qty"),
             avg_price=decimal(fields["avg_price"], "avg_price")
-            if fields.get("avg_price") else None,
-            error=fields.get("error", ""), ts=float(fields["ts"]),
-        )  # fmt: skip
+            if fields.get("avg_price")
+            else None,
+            error=fields.get("error", ""),
+            ts=float(fields["ts"]),
+        )
     except (KeyError, ValueError) as e:
         raise ContractError(f"result of plan {fields.get('plan_id')!r}: {e}") from None
 
@@ -232,10 +257,20 @@ def parse_result(fields: dict[str, str]) -> Result:
 def skipped_result(entry: AuditEntry) -> Result:
     """A proposal the planner decided SKIP: no plan runs, so this is its outcome."""
     return Result(
-        plan_id=entry.plan_id, symbol=entry.symbol, status="skipped", reason=entry.reason,
-        executed=False, side="", client_order_id="", order_id="", requested_qty=Decimal(0),
-        filled_qty=Decimal(0), avg_price=None, error="", ts=entry.ts,
-    )  # fmt: skip
+        plan_id=entry.plan_id,
+        symbol=entry.symbol,
+        status="skipped",
+        reason=entry.reason,
+        executed=False,
+        side="",
+        client_order_id="",
+        order_id="",
+        requested_qty=Decimal(0),
+        filled_qty=Decimal(0),
+        avg_price=None,
+        error="",
+        ts=entry.ts,
+    )
 
 
 def parse_audit(entry_id: str, f: dict[str, str]) -> AuditEntry:
@@ -248,15 +283,24 @@ def parse_audit(entry_id: str, f: dict[str, str]) -> AuditEntry:
     except ValueError:
         ts = 0.0
     return AuditEntry(
-        entry_id=entry_id, plan_id=f.get("plan_id", ""), symbol=f.get("symbol", ""),
-        layer=f.get("layer", ""), decision=f.get("decision", ""), reason=f.get("reason", ""),
-        context=context if isinstance(context, dict) else {"value": context}, ts=ts,
-    )  # fmt: skip
+        entry_id=entry_id,
+        plan_id=f.get("plan_id", ""),
+        symbol=f.get("symbol", ""),
+        layer=f.get("layer", ""),
+        decision=f.get("decision", ""),
+        reason=f.get("reason", ""),
+        context=context if isinstance(context, dict) else {"value": context},
+        ts=ts,
+    )
 
 
 def explanation(plan_id: str, audit: list[AuditEntry], record: dict[str, str]) -> Explanation:
-    return Explanation(plan_id=plan_id, state=record.get("state", ""), exec_record=record,
-                       audit=tuple(sorted(audit, key=lambda e: e.ts)))  # fmt: skip
+    return Explanation(
+        plan_id=plan_id,
+        state=record.get("state", ""),
+        exec_record=record,
+        audit=tuple(sorted(audit, key=lambda e: e.ts)),
+    )
 
 
 def parse_claim(plan_id: str, reply: list[object]) -> Claim:
@@ -265,28 +309,41 @@ def parse_claim(plan_id: str, reply: list[object]) -> Claim:
     if verdict not in ClaimVerdict.__members__.values():
         raise ContractError(f"claim of {plan_id}: unknown verdict {verdict!r}")
     return Claim(
-        plan_id=plan_id, verdict=ClaimVerdict(verdict), state=state,
-        side=side, qty=decimal(qty, "qty") if qty else None, client_order_id=coid,
+        plan_id=plan_id,
+        verdict=ClaimVerdict(verdict),
+        state=state,
+        side=side,
+        qty=decimal(qty, "qty") if qty else None,
+        client_order_id=coid,
         reason=reason,
-    )  # fmt: skip
+    )
 
 
 def report_fields(
-    record: dict[str, str], *, status: str, filled_qty: object, avg_price: object | None,
-    order_id: str, now: float,
-) -> tuple[dict[str, str], str]:  # fmt: skip
+    record: dict[str, str],
+    *,
+    status: str,
+    filled_qty: object,
+    avg_price: object | None,
+    order_id: str,
+    now: float,
+) -> tuple[dict[str, str], str]:
     """The plan's one result as the executor writes it, from its exec record and the bot's
     report; returns (result fields, exec state to move to). Raises ContractError on a bad
     report (nothing is written)."""
     if status not in REPORT_STATUSES:
-        raise ContractError(f"status: {status!r} is not one of {', '.join(REPORT_STATUSES)} "
-                            "(an order whose outcome you do not know: do not report; the "
-                            "resolver looks it up by client order id)")  # fmt: skip
+        raise ContractError(
+            f"status: {status!r} is not one of {', '.join(REPORT_STATUSES)} "
+            "(an order whose outcome you do not know: do not report; the "
+            "resolver looks it up by client order id)"
+        )
     filled = decimal(filled_qty, "filled_qty")
     qty = decimal(record.get("qty") or "0", "qty")
     if filled < 0 or filled > qty:
-        raise ContractError(f"filled_qty: {fmt_decimal(filled)} is outside 0..{fmt_decimal(qty)} "
-                            "(the granted quantity)")  # fmt: skip
+        raise ContractError(
+            f"filled_qty: {fmt_decimal(filled)} is outside 0..{fmt_decimal(qty)} "
+            "(the granted quantity)"
+        )
     if status == "rejected" and filled != 0:
         raise ContractError("filled_qty: a rejected order filled nothing")
     if status in ("filled", "partially_filled") and filled <= 0:
@@ -302,30 +359,45 @@ def report_fields(
         proposal_ts = now
     executed = status != "rejected"
     fields = {
-        "schema": str(SCHEMA), "plan_id": record["plan_id"], "symbol": record["symbol"],
-        "executed": "true" if executed else "false", "status": status,
-        "reason": "ok" if executed else "exchange_rejected", "order_id": order_id,
-        "client_order_id": record.get("client_order_id", ""), "side": record.get("side", ""),
-        "requested_qty": fmt_decimal(qty), "filled_qty": fmt_decimal(filled),
-        "avg_price": "" if price is None else fmt_decimal(price), "reduce_only": "true",
-        "error": "", "permit_wait_ms": record.get("permit_wait_ms") or "0",
+        "schema": str(SCHEMA),
+        "plan_id": record["plan_id"],
+        "symbol": record["symbol"],
+        "executed": "true" if executed else "false",
+        "status": status,
+        "reason": "ok" if executed else "exchange_rejected",
+        "order_id": order_id,
+        "client_order_id": record.get("client_order_id", ""),
+        "side": record.get("side", ""),
+        "requested_qty": fmt_decimal(qty),
+        "filled_qty": fmt_decimal(filled),
+        "avg_price": "" if price is None else fmt_decimal(price),
+        "reduce_only": "true",
+        "error": "",
+        "permit_wait_ms": record.get("permit_wait_ms") or "0",
         "chain_latency_ms": str(max(0, round((now - proposal_ts) * 1000))),
         "ts": f"{now:.6f}",
-    }  # fmt: skip
+    }
     return fields, "filled" if executed else "rejected"
 
 
 def audit_of_report(fields: dict[str, str], reporter: str) -> dict[str, str]:
     """The report's audit entry, shaped as the executor's result entries."""
-    context = {"result": fields, "client_order_id": fields["client_order_id"],
-               "reported_by": reporter, "gate": "report"}  # fmt: skip
+    context = {
+        "result": fields,
+        "client_order_id": fields["client_order_id"],
+        "reported_by": reporter,
+        "gate": "report",
+    }
     executed = fields["executed"] == "true"
     return {
-        "plan_id": fields["plan_id"], "symbol": fields["symbol"], "layer": "executor",
+        "plan_id": fields["plan_id"],
+        "symbol": fields["symbol"],
+        "layer": "executor",
         "decision": "EXECUTED" if executed else fields["status"].upper(),
-        "reason": fields["reason"], "context": json.dumps(context, separators=(",", ":")),
+        "reason": fields["reason"],
+        "context": json.dumps(context, separators=(",", ":")),
         "ts": fields["ts"],
-    }  # fmt: skip
+    }
 
 
 def flat(mapping: dict[str, str]) -> list[str]:

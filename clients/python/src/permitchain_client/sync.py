@@ -59,8 +59,14 @@ def translated() -> Iterator[None]:
 class Client:
     """A connection to one chain (one Redis, one key prefix). Thread-safe as redis-py is."""
 
-    def __init__(self, client: redis.Redis, *, key_prefix: str = "quantum",
-                 proposal_ttl_s: int = 60, source: str = "client") -> None:  # fmt: skip
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        key_prefix: str = "quantum",
+        proposal_ttl_s: int = 60,
+        source: str = "client",
+    ) -> None:
         self.redis = client
         self.keys = Keys(key_prefix)
         self.proposal_ttl_s = proposal_ttl_s
@@ -75,8 +81,10 @@ class Client:
     def from_url(cls, url: str, **kw: Any) -> Client:
         """``redis://``, ``rediss://`` or ``unix://`` (a Redis Cluster is not supported)."""
         if "+cluster" in url.split("://", 1)[0]:
-            raise ContractError("permitchain-client: Redis Cluster URLs are not "
-                                         "supported (the gate's steps span slots)")  # fmt: skip
+            raise ContractError(
+                "permitchain-client: Redis Cluster URLs are not "
+                "supported (the gate's steps span slots)"
+            )
         return cls(redis.Redis.from_url(url, decode_responses=True, socket_timeout=10), **kw)
 
     def close(self) -> None:
@@ -85,8 +93,9 @@ class Client:
     def __enter__(self) -> Client:
         return self
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:  # fmt: skip
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     # -- schema ---------------------------------------------------------------------------
@@ -104,11 +113,18 @@ class Client:
 
     # -- proposals ------------------------------------------------------------------------
     def propose(
-        self, symbol: str, action: str, *, kill_score: str | Decimal | int,
-        tranche: int = 0, new_sl: str | Decimal | None = None,
-        r_net: str | Decimal | None = None, position_epoch: int | None = None,
-        executor: str = "builtin", source: str | None = None,
-    ) -> str:  # fmt: skip
+        self,
+        symbol: str,
+        action: str,
+        *,
+        kill_score: str | Decimal | int,
+        tranche: int = 0,
+        new_sl: str | Decimal | None = None,
+        r_net: str | Decimal | None = None,
+        position_epoch: int | None = None,
+        executor: str = "builtin",
+        source: str | None = None,
+    ) -> str:
         """Hand an exit decision to the chain; returns the plan id it gets if the planner
         decides EXECUTE. ``executor="external"``: the plan is for the :class:`Gate` (you
         place the order). Same (symbol, action, epoch, tranche): the same plan, run once."""
@@ -121,9 +137,16 @@ class Client:
             raw_epoch, results, decisions = pipe.execute()
         epoch = contract.parse_epoch(raw_epoch) if position_epoch is None else position_epoch
         fields = contract.proposal_fields(
-            symbol, action, kill_score=kill_score, epoch=epoch, tranche=tranche, new_sl=new_sl,
-            r_net=r_net, source=source or self.source, executor=executor,
-        )  # fmt: skip
+            symbol,
+            action,
+            kill_score=kill_score,
+            epoch=epoch,
+            tranche=tranche,
+            new_sl=new_sl,
+            r_net=r_net,
+            source=source or self.source,
+            executor=executor,
+        )
         plan_id = contract.plan_id_of(symbol, action, epoch, tranche, executor)
         key = self.keys.proposal(symbol)
         with translated():
@@ -131,13 +154,24 @@ class Client:
             pipe.delete(key)
             pipe.hset(key, mapping=cast("dict[Any, Any]", fields))
             pipe.expire(key, self.proposal_ttl_s)
-            pipe.xadd(self.keys.proposal_stream, fields,  # type: ignore[arg-type]
-                      maxlen=contract.PROPOSAL_STREAM_MAXLEN, approximate=True)  # fmt: skip
+            pipe.xadd(
+                self.keys.proposal_stream,
+                cast("dict[Any, Any]", fields),
+                maxlen=contract.PROPOSAL_STREAM_MAXLEN,
+                approximate=True,
+            )
             pipe.execute()
-        self.memory.add(Proposed(plan_id, fields["proposal_id"], symbol, last_id(results),
-                                 last_id(decisions)))  # fmt: skip
-        log.info("[CLIENT] PROPOSE plan=%s symbol=%s action=%s tranche=%d executor=%s",
-                 plan_id, symbol, action, tranche, executor)  # fmt: skip
+        self.memory.add(
+            Proposed(plan_id, fields["proposal_id"], symbol, last_id(results), last_id(decisions))
+        )
+        log.info(
+            "[CLIENT] PROPOSE plan=%s symbol=%s action=%s tranche=%d executor=%s",
+            plan_id,
+            symbol,
+            action,
+            tranche,
+            executor,
+        )
         return plan_id
 
     def _watch(self, plan_id: str) -> tuple[Watch, Result | None]:
@@ -157,13 +191,16 @@ class Client:
                     )
         return self._new_watch(plan_id, proposed, results, decisions), None
 
-    def _new_watch(self, plan_id: str, proposed: Proposed | None, results: object,
-                   decisions: object) -> Watch:  # fmt: skip
+    def _new_watch(
+        self, plan_id: str, proposed: Proposed | None, results: object, decisions: object
+    ) -> Watch:
         return Watch(
-            self.keys, plan_id, proposed,
+            self.keys,
+            plan_id,
+            proposed,
             results_from=proposed.results_from if proposed else last_id(results),
             decisions_from=proposed.decisions_from if proposed else last_id(decisions),
-        )  # fmt: skip
+        )
 
     def wait_result(self, plan_id: str, timeout: float = 10.0) -> Result:
         """The plan's one result (``status="skipped"`` when the planner skipped the proposal
@@ -175,8 +212,11 @@ class Client:
             if remaining_ms <= 0:
                 raise ResultTimeout(f"no result for plan {plan_id} after {timeout:g}s")
             with translated():
-                reply = self.redis.xread(watch.positions, count=1000,  # type: ignore[arg-type]
-                                         block=max(1, min(BLOCK_MS, remaining_ms)))  # fmt: skip
+                reply = self.redis.xread(
+                    cast("dict[Any, Any]", watch.positions),
+                    count=1000,
+                    block=max(1, min(BLOCK_MS, remaining_ms)),
+                )
             found = watch.feed(reply)
         return found
 
@@ -225,8 +265,9 @@ class Gate:
         proposed = c.memory.get(contract.check_plan_id(plan_id))
         sym = symbol or (proposed.symbol if proposed else "")
         if not sym:
-            raise ContractError(f"claim {plan_id}: pass symbol= (a plan this client "
-                                         "did not propose)")  # fmt: skip
+            raise ContractError(
+                f"claim {plan_id}: pass symbol= (a plan this client did not propose)"
+            )
         watch, _ = c._watch(plan_id)
         deadline = time.monotonic() + timeout
         while True:
@@ -240,18 +281,37 @@ class Gate:
                 return _logged(claim)
             remaining_ms = int((deadline - time.monotonic()) * 1000)
             if remaining_ms <= 0:
-                return _logged(Claim(plan_id, ClaimVerdict.TIMEOUT, claim.state, "", None, "",
-                                     f"not decided after {timeout:g}s"))  # fmt: skip
+                return _logged(
+                    Claim(
+                        plan_id,
+                        ClaimVerdict.TIMEOUT,
+                        claim.state,
+                        "",
+                        None,
+                        "",
+                        f"not decided after {timeout:g}s",
+                    )
+                )
             with translated():
-                reply = c.redis.xread(watch.positions, count=1000,  # type: ignore[arg-type]
-                                      block=max(1, min(CLAIM_RETRY_MS, remaining_ms)))  # fmt: skip
+                reply = c.redis.xread(
+                    cast("dict[Any, Any]", watch.positions),
+                    count=1000,
+                    block=max(1, min(CLAIM_RETRY_MS, remaining_ms)),
+                )
             skipped = watch.feed(reply)
             if skipped is not None and skipped.status == "skipped":
-                return _logged(Claim(plan_id, ClaimVerdict.BLOCKED, "skipped", "", None, "",
-                                     skipped.reason))  # fmt: skip
+                return _logged(
+                    Claim(plan_id, ClaimVerdict.BLOCKED, "skipped", "", None, "", skipped.reason)
+                )
 
-    def report(self, plan_id: str, status: str, filled_qty: str | Decimal | int,
-               avg_price: str | Decimal | None = None, order_id: str = "") -> Report:  # fmt: skip
+    def report(
+        self,
+        plan_id: str,
+        status: str,
+        filled_qty: str | Decimal | int,
+        avg_price: str | Decimal | None = None,
+        order_id: str = "",
+    ) -> Report:
         """Write the claimed plan's one result: ``filled`` / ``partially_filled`` (with the
         quantity filled) or ``rejected``. Refused (``accepted=False``) for a plan not
         claimed, or reported already."""
@@ -260,20 +320,37 @@ class Gate:
         with translated():
             record = cast("dict[str, str]", c.redis.hgetall(c.keys.exec_record(plan_id)))
         if not record or "plan_id" not in record:
-            return _logged_report(Report(plan_id, False, record.get("state", "none"), "",
-                                         "not_claimed"))  # fmt: skip
-        fields, to = contract.report_fields(record, status=status, filled_qty=filled_qty,
-                                            avg_price=avg_price, order_id=order_id,
-                                            now=time.time())  # fmt: skip
+            return _logged_report(
+                Report(plan_id, False, record.get("state", "none"), "", "not_claimed")
+            )
+        fields, to = contract.report_fields(
+            record,
+            status=status,
+            filled_qty=filled_qty,
+            avg_price=avg_price,
+            order_id=order_id,
+            now=time.time(),
+        )
         audit = contract.audit_of_report(fields, claimant())
         with translated():
             reply = c.report_script(
-                keys=[c.keys.exec_record(plan_id), c.keys.open_index, c.keys.result_stream,
-                      c.keys.decisions],
-                args=[plan_id, record["symbol"], to, contract.RESULT_MAXLEN,
-                      contract.AUDIT_MAXLEN, record.get("client_order_id", ""),
-                      *contract.flat(fields), *contract.flat(audit)],
-            )  # fmt: skip
+                keys=[
+                    c.keys.exec_record(plan_id),
+                    c.keys.open_index,
+                    c.keys.result_stream,
+                    c.keys.decisions,
+                ],
+                args=[
+                    plan_id,
+                    record["symbol"],
+                    to,
+                    contract.RESULT_MAXLEN,
+                    contract.AUDIT_MAXLEN,
+                    record.get("client_order_id", ""),
+                    *contract.flat(fields),
+                    *contract.flat(audit),
+                ],
+            )
         ok, state, detail = (str(x) for x in reply)
         if ok == "1":
             return _logged_report(Report(plan_id, True, state, detail, ""))
@@ -282,19 +359,37 @@ class Gate:
 
 def _logged(claim: Claim) -> Claim:
     if claim.ok:
-        log.info("[GATE] CLAIM plan=%s side=%s qty=%s client_order_id=%s", claim.plan_id,
-                 claim.side, claim.qty, claim.client_order_id)  # fmt: skip
+        log.info(
+            "[GATE] CLAIM plan=%s side=%s qty=%s client_order_id=%s",
+            claim.plan_id,
+            claim.side,
+            claim.qty,
+            claim.client_order_id,
+        )
     else:
-        log.warning("[GATE] NO_CLAIM plan=%s verdict=%s state=%s reason=%s", claim.plan_id,
-                    claim.verdict.value, claim.state, claim.reason)  # fmt: skip
+        log.warning(
+            "[GATE] NO_CLAIM plan=%s verdict=%s state=%s reason=%s",
+            claim.plan_id,
+            claim.verdict.value,
+            claim.state,
+            claim.reason,
+        )
     return claim
 
 
 def _logged_report(report: Report) -> Report:
     if report.accepted:
-        log.info("[GATE] REPORT plan=%s state=%s result=%s", report.plan_id, report.state,
-                 report.result_id)  # fmt: skip
+        log.info(
+            "[GATE] REPORT plan=%s state=%s result=%s",
+            report.plan_id,
+            report.state,
+            report.result_id,
+        )
     else:
-        log.warning("[GATE] REPORT_REFUSED plan=%s state=%s reason=%s", report.plan_id,
-                    report.state, report.reason)  # fmt: skip
+        log.warning(
+            "[GATE] REPORT_REFUSED plan=%s state=%s reason=%s",
+            report.plan_id,
+            report.state,
+            report.reason,
+        )
     return report

@@ -55,8 +55,15 @@ def last_id(reply: object) -> str:
 class Watch:
     """One plan's outcome on the streams: its result, or the planner's SKIP of its proposal."""
 
-    def __init__(self, keys: Keys, plan_id: str, proposed: Proposed | None, *,
-                 results_from: str, decisions_from: str) -> None:  # fmt: skip
+    def __init__(
+        self,
+        keys: Keys,
+        plan_id: str,
+        proposed: Proposed | None,
+        *,
+        results_from: str,
+        decisions_from: str,
+    ) -> None:
         self.keys = keys
         self.plan_id = plan_id
         self.proposal_id = proposed.proposal_id if proposed else ""
