@@ -4,10 +4,13 @@ brain: the tests are the bot), a position on the simulated exchange, and a clien
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 import redis
@@ -103,3 +106,22 @@ def start_chain(
     yield start
     for c in clients:
         c.close()
+
+
+ROOT = Path(__file__).parents[2]
+
+
+@pytest.fixture(scope="session")
+def clean_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh virtual environment with only permitchain-client installed (pip resolves
+    redis-py from its configured index or cache). Returns its python."""
+    venv = tmp_path_factory.mktemp("client-venv") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", str(ROOT / "clients" / "python")],
+        check=True,
+        timeout=600,
+        capture_output=True,
+    )
+    return python
