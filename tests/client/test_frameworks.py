@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -130,3 +131,37 @@ def test_freqtrade_backtest_exits_only_through_the_gate(
         assert float(result["filled_qty"]) == float(exit_["amount"])
     # P3.3's ledger followed the reports to a flat position
     assert r.hget(chain.keys.ledger("UNITTESTBTC"), "last_known_amt") == "0"
+
+
+def test_nautilus_backtest_holds_exits_until_the_gate_approves(
+    chain_factory: Callable[..., Chain], redis_url: str, r: redis.Redis, tmp_path: Path
+) -> None:
+    python = framework_python("PERMITCHAIN_NAUTILUS_PYTHON")
+    chain = start_chain(chain_factory, redis_url, "ETHBTC", "0.001")
+    events = run_tool(python, "nautilus_backtest.py", chain, redis_url, tmp_path / "ev.jsonl")
+    for e in events:
+        print(e)
+    log = next(e for e in events if e["kind"] == "log")
+    decisions = log["decisions"]
+    refused = [d for d in decisions if d["event"] == "refused"]
+    allowed = [d for d in decisions if d["event"] == "allowed"]
+    exits = [e for e in events if e["kind"] == "exit"]
+    results = results_by_plan(r, chain)
+    # the skipped exit was held and never sent
+    assert [d["reason"] for d in refused] == ["blocked:below_kill_score_threshold"]
+    held = next(o for o in log["nautilus_orders"] if o["id"] == refused[0]["primary"])
+    assert held["status"] == "INITIALIZED" and Decimal(held["filled"]) == 0
+    # allowed: sent with the gate's quantity (the third asked 0.5 and got 0.25)
+    half, quarter = Decimal("0.5"), Decimal("0.25")
+    asked_granted = [(Decimal(d["asked"]), Decimal(d["qty"])) for d in allowed]
+    assert asked_granted == [(half, half), (half, quarter), (quarter, quarter)]
+    assert [Decimal(e["qty"]) for e in exits] == [half, quarter, quarter]
+    orders = {o["id"]: o for o in log["nautilus_orders"]}
+    for d, e in zip(allowed, exits, strict=True):
+        spawned = orders[d["spawned"]]
+        assert spawned["reduce_only"] and spawned["status"] == "FILLED"
+        assert f"pc:client_order_id={d['client_order_id']}" in spawned["tags"]
+        assert e["client_order_id"] == d["client_order_id"] == f"pc-{d['plan_id']}"
+        assert results[d["plan_id"]]["status"] == "filled"
+    assert [Decimal(q) for q in log["nautilus_position"]] == [0]
+    assert r.hget(chain.keys.ledger("ETHBTC"), "last_known_amt") == "0"
