@@ -143,3 +143,17 @@ def test_bad_reports_are_refused_before_anything_is_written(
     assert results(r, run, plan_id) == []
     assert gate.report(plan_id, "rejected", "0").accepted
     assert run.client.wait_result(plan_id, timeout=1).status == "rejected"
+
+
+def test_a_denied_plan_names_the_gatekeepers_reason(
+    start_chain: Callable[..., Running], r: redis.Redis
+) -> None:
+    run = start_chain()
+    r.set(run.keys.trading_state, "HALTED")  # the governor denies every plan
+    plan_id = run.client.propose(
+        SYMBOL, "PARTIAL_25", kill_score="0.7", tranche=6, executor="external"
+    )
+    claim = run.client.gate.claim(plan_id, timeout=20)
+    assert claim.verdict is ClaimVerdict.BLOCKED
+    assert (claim.reason, claim.detail) == ("governor_denied", "trading_halted")
+    assert r.xlen(run.keys.sim_fills) == 0

@@ -305,7 +305,7 @@ def explanation(plan_id: str, audit: list[AuditEntry], record: dict[str, str]) -
 
 def parse_claim(plan_id: str, reply: list[object]) -> Claim:
     """``gate_claim.lua``'s reply → :class:`Claim` (a denial is data, not an error)."""
-    verdict, state, side, qty, coid, reason = (str(x) for x in reply)
+    verdict, state, side, qty, coid, reason, detail = (str(x) for x in reply)
     if verdict not in ClaimVerdict.__members__.values():
         raise ContractError(f"claim of {plan_id}: unknown verdict {verdict!r}")
     return Claim(
@@ -316,6 +316,7 @@ def parse_claim(plan_id: str, reply: list[object]) -> Claim:
         qty=decimal(qty, "qty") if qty else None,
         client_order_id=coid,
         reason=reason,
+        detail=detail,
     )
 
 

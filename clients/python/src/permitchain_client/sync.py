@@ -368,11 +368,12 @@ def _logged(claim: Claim) -> Claim:
         )
     else:
         log.warning(
-            "[GATE] NO_CLAIM plan=%s verdict=%s state=%s reason=%s",
+            "[GATE] NO_CLAIM plan=%s verdict=%s state=%s reason=%s detail=%s",
             claim.plan_id,
             claim.verdict.value,
             claim.state,
             claim.reason,
+            claim.detail,
         )
     return claim
 

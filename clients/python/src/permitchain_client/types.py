@@ -59,7 +59,8 @@ class Claim:
     side: str  #: BUY or SELL (when granted)
     qty: Decimal | None  #: the approved quantity: send exactly this
     client_order_id: str  #: send the order with this client order id
-    reason: str = ""
+    reason: str = ""  #: why not: a reason code (blocked: the plan's, e.g. p33_denied)
+    detail: str = ""  #: more on it (blocked: the gatekeeper's own reason, e.g. cooldown_in_flight)
 
     @property
     def ok(self) -> bool:
