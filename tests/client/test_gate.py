@@ -4,6 +4,7 @@ cannot be claimed or reported is refused, as data."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from decimal import Decimal
@@ -13,7 +14,7 @@ import redis
 
 from permitchain.exchange.sim import SimExchange
 from permitchain.models import Result
-from permitchain_client import ClaimVerdict
+from permitchain_client import AsyncClient, ClaimVerdict
 
 from .conftest import SYMBOL, Running, wait_ledger
 
@@ -157,3 +158,34 @@ def test_a_denied_plan_names_the_gatekeepers_reason(
     assert claim.verdict is ClaimVerdict.BLOCKED
     assert (claim.reason, claim.detail) == ("governor_denied", "trading_halted")
     assert r.xlen(run.keys.sim_fills) == 0
+
+
+def test_dry_run_chain_grants_nothing(start_chain: Callable[..., Running], r: redis.Redis) -> None:
+    run = start_chain(APPLY_MODE="dry_run")
+    plan_id = run.client.propose(
+        SYMBOL, "PARTIAL_25", kill_score="0.7", tranche=7, executor="external"
+    )
+    assert run.client.gate.claim(plan_id, timeout=20).verdict is ClaimVerdict.DRY_RUN
+    assert run.client.wait_result(plan_id, timeout=1).status == "dry_run"
+
+
+def test_async_gate_claims_and_reports(start_chain: Callable[..., Running], r: redis.Redis) -> None:
+    run = start_chain()
+
+    async def body() -> tuple[str, str, bool, str]:
+        async with AsyncClient.from_url(run.url, key_prefix=run.keys.prefix) as client:
+            plan_id = await client.propose(
+                SYMBOL, "PARTIAL_50", kill_score="0.7", tranche=8, executor="external"
+            )
+            claim = await client.gate.claim(plan_id, timeout=20)
+            assert claim.ok and claim.qty is not None
+            order_id = await asyncio.to_thread(place, run, claim.qty, claim.client_order_id)
+            report = await client.gate.report(plan_id, "filled", claim.qty, "107", order_id)
+            again = await client.gate.claim(plan_id, timeout=1)
+            result = await client.wait_result(plan_id, timeout=5)
+            return plan_id, again.verdict.value, report.accepted, result.status
+
+    plan_id, again, accepted, status = asyncio.run(body())
+    assert (again, accepted, status) == ("already_executed", True, "filled")
+    assert len(results(r, run, plan_id)) == 1
+    assert wait_ledger(r, run.keys, "0.031") == "0.031"
