@@ -17,6 +17,7 @@ from permitchain.keys import Keys
 from permitchain.models import Proposal, Result, make_plan_id
 from permitchain_client import ContractError, SchemaMismatch
 from permitchain_client import contract as client_contract
+from permitchain_client import messages as client_messages
 from permitchain_client.contract import Keys as ClientKeys
 
 POLICY = PlannerPolicy(
@@ -129,7 +130,7 @@ def test_a_report_is_a_result_the_chain_parses() -> None:
         "proposal_ts": "1700000000.000000",
         "permit_wait_ms": "3.5",
     }
-    fields, state = client_contract.report_fields(
+    fields, state = client_messages.report_fields(
         record,
         status="partially_filled",
         filled_qty="0.02",
@@ -141,9 +142,9 @@ def test_a_report_is_a_result_the_chain_parses() -> None:
     assert state == "filled" and result.executed and result.signed_delta == Decimal("-0.02")
     assert result.to_fields() == fields
     assert result.chain_latency_ms == 250
-    audit = client_contract.audit_of_report(fields, "host:1")
+    audit = client_messages.audit_of_report(fields, "host:1")
     assert json.loads(audit["context"])["result"] == fields
-    rejected, state = client_contract.report_fields(
+    rejected, state = client_messages.report_fields(
         record, status="rejected", filled_qty="0", avg_price=None, order_id="", now=1.0
     )
     assert state == "rejected" and Result.from_fields(rejected).reason == "exchange_rejected"

@@ -12,7 +12,7 @@ from typing import Any, cast
 import redis.asyncio
 import redis.exceptions
 
-from permitchain_client import contract
+from permitchain_client import contract, messages
 from permitchain_client.contract import Keys
 from permitchain_client.errors import ContractError, ResultTimeout
 from permitchain_client.sync import _logged, _logged_report, translated
@@ -41,7 +41,7 @@ EXPLAIN_SCAN = 50_000
 
 
 class AsyncClient:
-    """A connection to one chain (one Redis, one key prefix). Thread-safe as redis-py is."""
+    """A connection to one chain (one Redis, one key prefix), for asyncio."""
 
     def __init__(
         self,
@@ -173,7 +173,7 @@ class AsyncClient:
                 rows = cast("Rows", await self.redis.xrange(self.keys.result_stream, rid, rid))
                 if rows:
                     return self._new_watch(plan_id, proposed, results, decisions), (
-                        contract.parse_result(rows[0][1])
+                        messages.parse_result(rows[0][1])
                     )
         return self._new_watch(plan_id, proposed, results, decisions), None
 
@@ -222,12 +222,12 @@ class AsyncClient:
                 )
                 for entry_id, fields in rows:
                     if fields.get("plan_id") == plan_id:
-                        audit.append(contract.parse_audit(entry_id, fields))
+                        audit.append(messages.parse_audit(entry_id, fields))
                 seen += len(rows)
                 if len(rows) < 1000:
                     break
                 hi = "(" + rows[-1][0]
-        return contract.explanation(plan_id, audit, record)
+        return messages.explanation(plan_id, audit, record)
 
     async def trading_state(self) -> TradingState:
         """The kill switch, read the chain's fail-closed way (garbage or a wrong type: HALTED)."""
@@ -268,7 +268,7 @@ class AsyncGate:
                     keys=[c.keys.exec_record(plan_id), c.keys.trading_state, c.keys.decisions],
                     args=[plan_id, sym, claimant(), contract.AUDIT_MAXLEN],
                 )
-            claim = contract.parse_claim(plan_id, reply)
+            claim = messages.parse_claim(plan_id, reply)
             if claim.verdict is not ClaimVerdict.NOT_READY:
                 return _logged(claim)
             remaining_ms = int((deadline - time.monotonic()) * 1000)
@@ -315,7 +315,7 @@ class AsyncGate:
             return _logged_report(
                 Report(plan_id, False, record.get("state", "none"), "", "not_claimed")
             )
-        fields, to = contract.report_fields(
+        fields, to = messages.report_fields(
             record,
             status=status,
             filled_qty=filled_qty,
@@ -323,7 +323,7 @@ class AsyncGate:
             order_id=order_id,
             now=time.time(),
         )
-        audit = contract.audit_of_report(fields, claimant())
+        audit = messages.audit_of_report(fields, claimant())
         with translated():
             reply = await c.report_script(
                 keys=[
@@ -339,8 +339,8 @@ class AsyncGate:
                     contract.RESULT_MAXLEN,
                     contract.AUDIT_MAXLEN,
                     record.get("client_order_id", ""),
-                    *contract.flat(fields),
-                    *contract.flat(audit),
+                    *messages.flat(fields),
+                    *messages.flat(audit),
                 ],
             )
         ok, state, detail = (str(x) for x in reply)

@@ -19,7 +19,7 @@ from typing import Any, cast
 import redis
 import redis.exceptions
 
-from permitchain_client import contract
+from permitchain_client import contract, messages
 from permitchain_client.contract import Keys
 from permitchain_client.errors import ChainUnavailable, ContractError, ResultTimeout
 from permitchain_client.types import (
@@ -57,7 +57,7 @@ def translated() -> Iterator[None]:
 
 
 class Client:
-    """A connection to one chain (one Redis, one key prefix). Thread-safe as redis-py is."""
+    """A connection to one chain (one Redis, one key prefix)."""
 
     def __init__(
         self,
@@ -187,7 +187,7 @@ class Client:
                 rows = cast("Rows", self.redis.xrange(self.keys.result_stream, rid, rid))
                 if rows:
                     return self._new_watch(plan_id, proposed, results, decisions), (
-                        contract.parse_result(rows[0][1])
+                        messages.parse_result(rows[0][1])
                     )
         return self._new_watch(plan_id, proposed, results, decisions), None
 
@@ -232,12 +232,12 @@ class Client:
                 rows = cast("Rows", self.redis.xrevrange(self.keys.decisions, hi, "-", count=1000))
                 for entry_id, fields in rows:
                     if fields.get("plan_id") == plan_id:
-                        audit.append(contract.parse_audit(entry_id, fields))
+                        audit.append(messages.parse_audit(entry_id, fields))
                 seen += len(rows)
                 if len(rows) < 1000:
                     break
                 hi = "(" + rows[-1][0]
-        return contract.explanation(plan_id, audit, record)
+        return messages.explanation(plan_id, audit, record)
 
     def trading_state(self) -> TradingState:
         """The kill switch, read the chain's fail-closed way (garbage or a wrong type: HALTED)."""
@@ -276,7 +276,7 @@ class Gate:
                     keys=[c.keys.exec_record(plan_id), c.keys.trading_state, c.keys.decisions],
                     args=[plan_id, sym, claimant(), contract.AUDIT_MAXLEN],
                 )
-            claim = contract.parse_claim(plan_id, reply)
+            claim = messages.parse_claim(plan_id, reply)
             if claim.verdict is not ClaimVerdict.NOT_READY:
                 return _logged(claim)
             remaining_ms = int((deadline - time.monotonic()) * 1000)
@@ -323,7 +323,7 @@ class Gate:
             return _logged_report(
                 Report(plan_id, False, record.get("state", "none"), "", "not_claimed")
             )
-        fields, to = contract.report_fields(
+        fields, to = messages.report_fields(
             record,
             status=status,
             filled_qty=filled_qty,
@@ -331,7 +331,7 @@ class Gate:
             order_id=order_id,
             now=time.time(),
         )
-        audit = contract.audit_of_report(fields, claimant())
+        audit = messages.audit_of_report(fields, claimant())
         with translated():
             reply = c.report_script(
                 keys=[
@@ -347,8 +347,8 @@ class Gate:
                     contract.RESULT_MAXLEN,
                     contract.AUDIT_MAXLEN,
                     record.get("client_order_id", ""),
-                    *contract.flat(fields),
-                    *contract.flat(audit),
+                    *messages.flat(fields),
+                    *messages.flat(audit),
                 ],
             )
         ok, state, detail = (str(x) for x in reply)

@@ -9,7 +9,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from importlib import resources
 
-from permitchain_client.contract import Keys, parse_audit, parse_result, skipped_result
+from permitchain_client.contract import Keys
+from permitchain_client.messages import parse_audit, parse_result, skipped_result
 from permitchain_client.types import Result
 
 Rows = list[tuple[str, dict[str, str]]]
