@@ -25,8 +25,9 @@ What it does, per exit:
 - ``order_filled`` reports each gated exit order (filled quantity, price, order id): the
   plan's one result, so permitchain's P3.3 ledger follows.
 
-A strategy that defines ``confirm_trade_exit``, ``adjust_trade_position`` or ``order_filled``
-itself must call ``super()``. Limits: Freqtrade does not let a strategy set the exchange's
+Fail-closed: any error on the way (Redis unreachable, a schema the client does not speak)
+refuses the exit. A strategy that defines ``confirm_trade_exit``, ``adjust_trade_position``
+or ``order_filled`` itself must call ``super()``. Limits: Freqtrade does not let a strategy set the exchange's
 client order id, so on a live exchange the gate's id is only the order's tag; an exit whose
 bot dies before its report is then not found by that id, and the resolver ends it
 ``unknown`` (P3.3 stops the symbol until reconciled: fail-closed). Freqtrade and this module
@@ -230,6 +231,22 @@ class PermitchainExitMixin:
         exit_reason: str,
         current_time: datetime,
         **kwargs: Any,
+    ) -> bool:
+        try:
+            return self._pc_confirm(pair, trade, amount, rate, exit_reason, current_time)
+        except Exception as e:
+            # Freqtrade turns an error raised here into "allow the exit": refuse instead.
+            log.error("[GATE] exit refused pair=%s: %s: %s", pair, type(e).__name__, e)
+            return False
+
+    def _pc_confirm(
+        self,
+        pair: str,
+        trade: Any,
+        amount: float,
+        rate: float,
+        exit_reason: str,
+        current_time: datetime,
     ) -> bool:
         self._pc()
         gated = self._pc_by_tag.get(exit_reason)  # a partial exit this mixin asked for

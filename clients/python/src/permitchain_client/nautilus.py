@@ -41,6 +41,7 @@ from nautilus_trader.model.events import OrderFilled, OrderRejected
 from nautilus_trader.model.identifiers import ExecAlgorithmId
 from nautilus_trader.model.orders import Order
 
+from permitchain_client.errors import PermitchainClientError
 from permitchain_client.sync import Client
 from permitchain_client.types import Claim
 
@@ -93,6 +94,12 @@ class PermitchainGate(ExecAlgorithm):
         return mapped or re.sub(r"[^A-Z0-9]", "", symbol.upper().removesuffix("-PERP"))
 
     def on_order(self, order: Order) -> None:
+        try:
+            self._gate(order)
+        except PermitchainClientError as e:  # fail closed: the order is held, never sent
+            self._refuse(order, "", f"{type(e).__name__}: {e}")
+
+    def _gate(self, order: Order) -> None:
         tags = tags_of(order)
         if not order.is_reduce_only:
             self._refuse(order, "", "not_reduce_only")
