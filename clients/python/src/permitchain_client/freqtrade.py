@@ -27,11 +27,12 @@ What it does, per exit:
 
 Fail-closed: any error on the way (Redis unreachable, a schema the client does not speak)
 refuses the exit. A strategy that defines ``confirm_trade_exit``, ``adjust_trade_position``
-or ``order_filled`` itself must call ``super()``. Limits: Freqtrade does not let a strategy set the exchange's
-client order id, so on a live exchange the gate's id is only the order's tag; an exit whose
-bot dies before its report is then not found by that id, and the resolver ends it
-``unknown`` (P3.3 stops the symbol until reconciled: fail-closed). Freqtrade and this module
-share no dependency: it uses the sync :class:`~permitchain_client.Client` only.
+or ``order_filled`` itself must call ``super()``. Limits: Freqtrade does not let a strategy
+set the exchange's client order id, so on a live exchange the gate's id is only the order's
+tag; an exit whose bot dies before its report is then not found by that id, and the
+resolver ends it ``unknown`` (P3.3 stops the symbol until reconciled: fail-closed).
+Freqtrade and this module share no dependency: it uses the sync
+:class:`~permitchain_client.Client` only.
 """
 
 from __future__ import annotations
