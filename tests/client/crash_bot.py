@@ -1,7 +1,9 @@
 """A bot for the crash tests: claims a plan through the gate, optionally sends its order,
 then waits to be killed (SIGKILL) before it reports.
 
-    python crash_bot.py REDIS_URL KEY_PREFIX PLAN_ID SYMBOL claim|order
+    python crash_bot.py REDIS_URL KEY_PREFIX PLAN_ID SYMBOL claim|order|order-own-id
+
+``order-own-id``: a buggy bot that sends its order with an id of its own, not the gate's.
 """
 
 from __future__ import annotations
@@ -34,10 +36,9 @@ def main() -> None:
     client = Client.from_url(url, key_prefix=prefix)
     claim = client.gate.claim(plan_id, symbol=symbol, timeout=20)
     print(f"claimed {claim.verdict.value} {claim.qty} {claim.client_order_id}", flush=True)
-    if stage == "order" and claim.ok:
-        order_id = asyncio.run(
-            send(url, prefix, symbol, claim.side, str(claim.qty), claim.client_order_id)
-        )
+    if stage in ("order", "order-own-id") and claim.ok:
+        coid = claim.client_order_id if stage == "order" else f"bot-{plan_id}"
+        order_id = asyncio.run(send(url, prefix, symbol, claim.side, str(claim.qty), coid))
         print(f"ordered {order_id}", flush=True)
     time.sleep(600)  # killed here, before the report
 

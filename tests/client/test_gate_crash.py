@@ -125,3 +125,45 @@ def test_a_slow_bot_still_reports_before_the_final_unknown(
     assert report.accepted and report.state == "filled"
     assert run.client.wait_result(plan_id, timeout=1).filled_qty == Decimal("0.031")
     assert wait_ledger(r, run.keys, "0.031") == "0.031"
+
+
+def test_an_order_the_resolver_cannot_find_stops_the_symbol_until_reconciled(
+    start_chain: Callable[..., Running], r: redis.Redis
+) -> None:
+    run = start_chain(COOLDOWN_S="0")
+    plan_id = external(run, 4)
+    bot, line = start_bot(run, plan_id, "order-own-id")  # its order under an id of its own
+    assert line.startswith("claimed ok 0.031")
+    assert bot.stdout is not None
+    assert bot.stdout.readline().startswith("ordered ")
+    kill(bot)
+    result = run.client.wait_result(plan_id, timeout=40)
+    assert (result.status, result.filled_qty) == ("unknown", Decimal(0))  # never "filled"
+    # the exchange moved, the ledger did not: P3.3 stops the symbol ...
+    deadline = time.monotonic() + 20
+    while r.hget(run.keys.snapshot(SYMBOL), "position_amt") != "0.031":
+        assert time.monotonic() < deadline, "P3.3 never saw the exchange's position"
+        time.sleep(0.05)
+    stopped = run.client.propose(SYMBOL, "PARTIAL_25", kill_score="0.7", tranche=5)
+    denied = run.client.wait_result(stopped, timeout=20)
+    assert (denied.status, denied.reason) == ("blocked", "p33_denied")
+    assert denied.error == "reconcile_required_qty_mismatch"
+    # ... until someone reconciles (a new position epoch: new plan ids)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "permitchain",
+            "reconcile",
+            SYMBOL,
+            "--reason",
+            "bot order without the gate's id",
+        ],
+        env=run.chain.child_env(),
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    after = run.client.propose(SYMBOL, "PARTIAL_25", kill_score="0.7", tranche=5)
+    assert after != stopped
+    assert run.client.wait_result(after, timeout=20).status == "filled"
