@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from decimal import Decimal
 
 from permitchain.exchange.sim import SimExchange
 from permitchain.keys import Keys
@@ -19,8 +20,6 @@ from permitchain_client import Client
 
 
 async def send(url: str, prefix: str, symbol: str, side: str, qty: str, coid: str) -> str:
-    from decimal import Decimal
-
     r = async_client(url)
     try:
         order = await SimExchange(r, Keys(prefix)).place_reduce_only_market(

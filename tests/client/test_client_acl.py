@@ -3,6 +3,9 @@ through the gate with it, and can write no permit, no plan, no trading state."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -85,3 +88,18 @@ def test_the_client_user_cannot_write_what_the_chain_decides(
     )
     assert r.exists(gkey)
     bot.close()
+
+
+def test_permitchain_acl_prints_the_client_user(redis_url: str, keys: Keys) -> None:
+    env = {**os.environ, "REDIS_URL": redis_url, "KEY_PREFIX": keys.prefix, "COLUMNS": "400"}
+    out = subprocess.run(
+        [sys.executable, "-m", "permitchain", "acl"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    assert "# client: REDIS_URL=redis://permitchain-client:<password>@host:port" in out
+    assert '">${PERMITCHAIN_ACL_PASSWORD_CLIENT}"' in out
+    assert f"%W~{keys.prefix}:harvest:proposal:*" in out

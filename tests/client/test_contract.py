@@ -10,11 +10,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from permitchain.apply_layer.exec_store import open_index
 from permitchain.apply_layer.planner import PlannerPolicy, make_plan
 from permitchain.exit_brain.api import expected_plan_id
 from permitchain.governor.policy import parse_trading_state
 from permitchain.keys import Keys
-from permitchain.models import Proposal, Result, make_plan_id
+from permitchain.models import SCHEMA, Proposal, Result, make_plan_id
+from permitchain.runtime.service import ServiceRunner
 from permitchain_client import ContractError, SchemaMismatch
 from permitchain_client import contract as client_contract
 from permitchain_client import messages as client_messages
@@ -40,8 +42,6 @@ def test_key_names_are_the_chains() -> None:
     assert ours.ledger("BTCUSDT") == theirs.ledger("BTCUSDT")
     assert ours.trading_state == theirs.trading_state
     assert ours.heartbeat("governor") == theirs.heartbeat("governor")
-    from permitchain.apply_layer.exec_store import open_index
-
     assert ours.open_index == open_index(theirs)
 
 
@@ -159,9 +159,6 @@ def test_heartbeats_name_both_schemas() -> None:
 
 
 def test_the_chains_heartbeat_declares_a_schema_the_client_speaks() -> None:
-    from permitchain.models import SCHEMA
-    from permitchain.runtime.service import ServiceRunner
-
     runner = ServiceRunner("apply-layer", None, Keys("qx"))  # type: ignore[arg-type]
     payload = json.loads(runner.heartbeat_payload())
     assert payload["schema"] == SCHEMA

@@ -14,7 +14,7 @@ import redis
 
 from permitchain.exchange.sim import SimExchange
 from permitchain.models import Result
-from permitchain_client import AsyncClient, ClaimVerdict
+from permitchain_client import AsyncClient, ClaimVerdict, ContractError
 
 from .conftest import SYMBOL, Running, wait_ledger
 
@@ -124,8 +124,6 @@ def test_claims_refused_by_value_by_kill_switch_and_for_builtin_plans(
 def test_bad_reports_are_refused_before_anything_is_written(
     start_chain: Callable[..., Running], r: redis.Redis
 ) -> None:
-    from permitchain_client import ContractError
-
     run = start_chain()
     gate = run.client.gate
     plan_id = run.client.propose(

@@ -19,6 +19,7 @@ import redis
 from permitchain_client import ClaimVerdict
 
 from .conftest import SYMBOL, Running, wait_ledger
+from .test_gate import place
 
 pytestmark = pytest.mark.slow
 BOT = Path(__file__).with_name("crash_bot.py")
@@ -118,8 +119,6 @@ def test_a_slow_bot_still_reports_before_the_final_unknown(
     while r.hget(run.keys.exec_record(plan_id), "state") != "unknown":
         assert time.monotonic() < deadline, "the resolver never looked"
         time.sleep(0.02)
-    from .test_gate import place
-
     order_id = place(run, claim.qty, claim.client_order_id)
     report = gate.report(plan_id, "filled", claim.qty, avg_price="107", order_id=order_id)
     assert report.accepted and report.state == "filled"
