@@ -32,7 +32,14 @@ from prometheus_client import Counter
 
 from permitchain.apply_layer.exec_store import ExecStore
 from permitchain.apply_layer.orders import Submission, latency_ms
-from permitchain.models import Plan, Result, ResultStatus, fmt_decimal, parse_ts
+from permitchain.models import (
+    Plan,
+    Result,
+    ResultStatus,
+    fmt_decimal,
+    parse_decimal,
+    parse_ts,
+)
 from permitchain.runtime.audit import audit_fields
 
 log = logging.getLogger("permitchain.executor")
@@ -124,8 +131,8 @@ async def expire_grant(store: ExecStore, plan_id: str, record: dict[str, str], n
     side = record.get("side", "")
     try:
         proposal_ts = parse_ts(record.get("proposal_ts"), "proposal_ts")
-        qty = Decimal(record.get("qty") or "0")
-    except (ValueError, ArithmeticError):
+        qty = parse_decimal(record.get("qty") or "0", "qty")
+    except ValueError:
         proposal_ts, qty = now, Decimal(0)
     result = Result(
         plan_id=plan_id,
