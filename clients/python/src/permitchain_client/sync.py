@@ -1,8 +1,8 @@
 """The blocking client: :class:`Client` and its :class:`Gate`::
 
-    client = Client.from_url("redis://127.0.0.1:6379/0", source="my-bot")
-    plan_id = client.propose("BTCUSDT", "PARTIAL_50", kill_score="0.7", tranche=1)
-    client.wait_result(plan_id, timeout=10).status        # 'filled', 'blocked', 'skipped', …
+client = Client.from_url("redis://127.0.0.1:6379/0", source="my-bot")
+plan_id = client.propose("BTCUSDT", "PARTIAL_50", kill_score="0.7", tranche=1)
+client.wait_result(plan_id, timeout=10).status        # 'filled', 'blocked', 'skipped', …
 """
 
 from __future__ import annotations
