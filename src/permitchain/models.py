@@ -186,6 +186,11 @@ PROPOSAL_FIELDS = (
     "k_ts_drop", "k_age_penalty", "new_sl", "r_net", "position_epoch", "tranche", "ts_epoch",
     "source",
 )  # fmt: skip
+#: Who places a plan's order: permitchain's own executor, or a bot through the gate
+#: (docs/design.md §15, "Gate for external executors"). Sent only when not the default.
+Executor = Literal["builtin", "external"]
+EXECUTOR_BUILTIN: Executor = "builtin"
+EXECUTOR_EXTERNAL: Executor = "external"
 
 
 class Proposal(_Msg):
@@ -205,6 +210,7 @@ class Proposal(_Msg):
     tranche: int = 0
     ts_epoch: float
     source: str = "exit-brain"
+    executor: Executor = EXECUTOR_BUILTIN
 
     _sym = field_validator("symbol", mode="before")(_symbol)
 
@@ -258,6 +264,8 @@ class Proposal(_Msg):
                 out[name] = fmt_ts(v)
             else:
                 out[name] = str(v)
+        if self.executor != EXECUTOR_BUILTIN:
+            out["executor"] = self.executor
         return out
 
 
@@ -292,6 +300,7 @@ class Plan(_Msg):
     expires_at: float
     #: An operator's signed emergency-exit request (``source=operator`` plans only; JSON).
     operator_request: str = ""
+    executor: Executor = EXECUTOR_BUILTIN
 
     _pid = field_validator("plan_id", mode="before")(_plan_id)
     _sym = field_validator("symbol", mode="before")(_symbol)
@@ -380,7 +389,7 @@ class Plan(_Msg):
             "proposal_ts": fmt_ts(self.proposal_ts),
             "created_at": fmt_ts(self.created_at),
             "expires_at": fmt_ts(self.expires_at),
-        }
+        } | ({"executor": self.executor} if self.executor != EXECUTOR_BUILTIN else {})
         if self.operator_request:
             out["operator_request"] = self.operator_request
         return out

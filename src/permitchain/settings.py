@@ -145,6 +145,12 @@ class Settings(BaseSettings):
     sim_price_seed: int = _f(7, "SIM_PRICE_SEED")
     sim_price_interval_s: float = _f(1.0, "SIM_PRICE_INTERVAL_S", gt=0)
 
+    # --- gate for external executors (docs/design.md §15) --------------------------------
+    # A grant not claimed this long after the executor wrote it is blocked; a claim not
+    # reported this long is looked up on the exchange by its client order id (the resolver).
+    gate_claim_s: float = _f(10.0, "GATE_CLAIM_S", gt=0, le=60)
+    gate_report_s: float = _f(30.0, "GATE_REPORT_S", gt=0, le=600)
+
     # --- operations ---------------------------------------------------------------------
     metrics_port: int | None = _f(None, "METRICS_PORT", ge=0, le=65535)
     log_format: LogFormat = _f(LogFormat.TEXT, "LOG_FORMAT")

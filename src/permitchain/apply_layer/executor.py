@@ -29,6 +29,7 @@ import redis.exceptions
 from prometheus_client import Counter, Histogram
 from redis.asyncio import Redis
 
+from permitchain.apply_layer import gate
 from permitchain.apply_layer.exec_store import FINAL_GUARD, ExecStore
 from permitchain.apply_layer.orders import OrderDesk, Submission, latency_ms
 from permitchain.apply_layer.resolver import Resolver, sender_id
@@ -38,7 +39,15 @@ from permitchain.governor.policy import TradingState
 from permitchain.governor.store import read_trading_state
 from permitchain.keyfiles import verifier_for
 from permitchain.keys import GROUP_EXECUTOR, Keys
-from permitchain.models import GovernorPermit, P33Allow, Plan, Result, ResultStatus, fmt_decimal
+from permitchain.models import (
+    EXECUTOR_EXTERNAL,
+    GovernorPermit,
+    P33Allow,
+    Plan,
+    Result,
+    ResultStatus,
+    fmt_decimal,
+)
 from permitchain.operator_exit import is_operator_plan, operator_problem
 from permitchain.runtime.audit import add_audit
 from permitchain.runtime.clock import Clock
@@ -100,7 +109,9 @@ class Executor:
         self.r, self.k, self.s, self.clock, self.ex = r, keys, settings, clock, exchange
         self.store = ExecStore(r, keys, settings.exec_record_ttl_s)
         self.desk = OrderDesk(exchange, self.store, clock)
-        self.resolver = Resolver(self.store, self.desk, exchange, clock)
+        self.resolver = Resolver(
+            self.store, self.desk, exchange, clock, report_s=settings.gate_report_s
+        )
         #: public keys only (governor, P3.3, operator): this process can verify, never sign
         self.verifier = verifier_for(settings)
         self.waiters: dict[str, asyncio.Event] = {}
@@ -303,7 +314,7 @@ class Executor:
             await self.blocked(plan, RECOVERED_UNSENT, "consumed, never sent", 0.0, {},
                                from_state="permitted")  # fmt: skip
             return
-        if state in ("submitted", "unknown"):
+        if state in ("submitted", "unknown", gate.GRANTED, gate.CLAIMED):
             await self.resolver.resolve(plan.plan_id)
         log.info("[PERMIT_WAIT] SKIP plan=%s reason=already_executed state=%s", plan.plan_id,
                  state)  # fmt: skip
@@ -337,7 +348,10 @@ class Executor:
             async with self.slots:
                 await self.blocked(plan, PERMIT_INVALID, problem, wait_s, verdict, "permitted")
             return
+        # A bot through the gate places its own orders, its stop included.
+        external = plan.executor == EXECUTOR_EXTERNAL
         stop = next((s for s in plan.steps if s.type == "stop_market_reduce_only"), None)
+        stop = None if external else stop
         sub = Submission(
             plan_id=plan.plan_id, symbol=plan.symbol, side="SELL" if p33.side == "LONG" else "BUY",
             qty=p33.safe_close_qty, close=any(s.type == "market_reduce_only" for s in plan.steps),
@@ -361,6 +375,13 @@ class Executor:
                     requested_qty=sub.qty, permit_wait_ms=sub.permit_wait_ms,
                     chain_latency_ms=self._latency_ms(plan), ts=self.clock.now(),
                 ), from_states=("permitted",), to="dry_run")  # fmt: skip
+                return
+            if external:  # the gate: a grant for the bot to claim instead of an order
+                if await self.halted():
+                    await self.blocked(plan, TRADING_HALTED, "HALTED at grant time", wait_s,
+                                       {}, "permitted")  # fmt: skip
+                    return
+                await gate.grant(self.store, plan, sub, self.clock.now(), self.s.gate_claim_s)
                 return
             # The trading state is read in the same round trip as the move to submitted (read
             # first): HALTED (or unreadable) → blocked from submitted, nothing sent.

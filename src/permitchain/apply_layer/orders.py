@@ -177,10 +177,10 @@ class OrderDesk:
         else:
             order, outcome, error = await self.place_stop(sub, sub.qty)
         if not outcome.final:
-            if from_state != "submitted":
+            if from_state not in ("submitted", "claimed"):  # claimed: a gated plan's order
                 return False  # already unknown; the resolver keeps looking
             moved, _ = await self.store.move(
-                sub.plan_id, from_states=("submitted",), to="unknown",
+                sub.plan_id, from_states=(from_state,), to="unknown",
                 fields={"reason": EXCHANGE_UNKNOWN, "detail": error[:500]},
             )  # fmt: skip
             log.warning("[EXEC] plan=%s order %s outcome unknown: the resolver looks it up",

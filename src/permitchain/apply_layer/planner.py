@@ -4,14 +4,17 @@ Order of rules (the first that applies decides a SKIP; every SKIP is published f
 a missing or malformed field (or a timestamp in the future) → ``invalid_proposal``;
 unknown action → ``unknown_action``; symbol outside the allowlist → ``not_in_allowlist``;
 proposal older than ``PROPOSAL_TTL_S`` → ``proposal_expired``; ``HOLD`` → ``hold_action``;
-``UPDATE_SL`` without a stop price → ``invalid_proposal``; kill score below
+``UPDATE_SL`` without a stop price → ``invalid_proposal``; a plan for an external executor
+(the gate) that closes nothing → ``external_not_a_close``; kill score below
 ``KILL_SCORE_THRESHOLD`` → ``below_kill_score_threshold``. Otherwise EXECUTE. Nothing is
 guessed: every field the decision or the plan's identity is made of must be present
 (``REQUIRED_FIELDS``; a missing ``position_epoch`` is never taken as 0), or the proposal is a
 SKIP.
 
 ``plan_id`` comes from the decision's identity (symbol, action, position epoch, tranche),
-never from a clock, so the same proposal twice is the same plan. A SKIP carries its reason
+never from a clock, so the same proposal twice is the same plan. A plan for an external
+executor has ``external`` in its identity too: a bot's tranches never collide with the exit
+brain's. A SKIP carries its reason
 in the identity too, so a SKIP never shadows a later EXECUTE of the same tranche.
 """
 
@@ -24,6 +27,7 @@ from permitchain.errors import ContractError
 from permitchain.models import (
     CLOSE_FRACTION,
     CLOSE_STEP,
+    EXECUTOR_EXTERNAL,
     Action,
     Plan,
     PlanDecision,
@@ -42,6 +46,7 @@ DUPLICATE_PLAN = "duplicate_plan"
 PROPOSAL_EXPIRED = "proposal_expired"
 INVALID_PROPOSAL = "invalid_proposal"
 PLAN_OK = "plan_ok"
+EXTERNAL_NOT_A_CLOSE = "external_not_a_close"
 
 #: Fields the decision and the plan's identity are made of: a proposal must carry them all.
 #: The kill-score components, ``new_sl``, ``r_net`` and ``source`` inform; absent means none.
@@ -93,6 +98,8 @@ def skip_reason(p: Proposal, policy: PlannerPolicy, now: float) -> str | None:
         return HOLD_ACTION
     if action is Action.UPDATE_SL and (p.new_sl is None or p.new_sl <= 0):
         return INVALID_PROPOSAL
+    if p.executor == EXECUTOR_EXTERNAL and action not in CLOSE_FRACTION:
+        return EXTERNAL_NOT_A_CLOSE
     if p.kill_score < policy.kill_score_threshold:
         return BELOW_THRESHOLD
     return None
@@ -102,12 +109,15 @@ def make_plan(p: Proposal, policy: PlannerPolicy, now: float) -> Plan:
     reason = skip_reason(p, policy, now)
     known = p.action in Action.__members__
     action = Action(p.action) if known else None
+    ident = (EXECUTOR_EXTERNAL,) if p.executor == EXECUTOR_EXTERNAL else ()
     if reason is None and action is not None:
-        plan_id = make_plan_id(p.symbol, p.action, p.position_epoch, p.tranche)
+        plan_id = make_plan_id(p.symbol, p.action, p.position_epoch, p.tranche, *ident)
         decision, codes = PlanDecision.EXECUTE, (PLAN_OK,)
         steps = steps_for(action, p.new_sl)
     else:
-        plan_id = make_plan_id(p.symbol, p.action, p.position_epoch, p.tranche, "SKIP", str(reason))
+        plan_id = make_plan_id(
+            p.symbol, p.action, p.position_epoch, p.tranche, *ident, "SKIP", str(reason)
+        )
         decision, codes, steps = PlanDecision.SKIP, (str(reason),), ()
     # Built here from a validated proposal and the policy: constructed, not validated again
     # (tests/apply_layer/test_planner.py checks validation would give the same plan).
@@ -127,6 +137,7 @@ def make_plan(p: Proposal, policy: PlannerPolicy, now: float) -> Plan:
         proposal_ts=p.ts_epoch,
         created_at=now,
         expires_at=now + policy.plan_max_age_s,
+        executor=p.executor,
     )
 
 

@@ -13,6 +13,10 @@ the process that sent it is dead (same host, its pid gone: a restart), after
 every open plan is resolved at once (``recover_all``); afterwards a periodic pass takes those
 older than ``grace_s``.
 
+Plans of the gate for external executors (``granted``, ``claimed``) are in the open index
+too: an expired grant ends ``blocked``, an unreported claim is resolved as an order that was
+submitted, by its client order id (``gate``).
+
 On a Redis Cluster the open index also lists plans whose move left an ``outbox`` (a result
 and audit entry not yet on their streams: the process died between the record's move and
 those writes, see ``exec_store``); the resolver publishes it once it is ``grace_s`` old.
@@ -26,6 +30,7 @@ import logging
 import os
 import socket
 
+from permitchain.apply_layer import gate
 from permitchain.apply_layer.exec_store import FINAL_GUARD, OUTBOX, ExecStore
 from permitchain.apply_layer.orders import OrderDesk, Submission
 from permitchain.errors import ContractError, ExchangeError
@@ -34,7 +39,7 @@ from permitchain.runtime.clock import Clock
 from permitchain.store import REDIS_FAULTS
 
 log = logging.getLogger("permitchain.executor")
-OPEN_STATES = ("submitted", "unknown")
+OPEN_STATES = ("submitted", "unknown", gate.GRANTED, gate.CLAIMED)
 
 
 def sender_id() -> str:
@@ -59,12 +64,13 @@ def sender_dead(sender: str) -> bool:
 class Resolver:
     def __init__(self, store: ExecStore, desk: OrderDesk, exchange: Exchange, clock: Clock, *,
                  grace_s: float = 5.0, not_found_s: float = 10.0, give_up_s: float = 120.0,
-                 every_s: float = 2.0) -> None:  # fmt: skip
+                 every_s: float = 2.0, report_s: float = 30.0) -> None:  # fmt: skip
         self.store, self.desk, self.ex, self.clock = store, desk, exchange, clock
         self.grace_s = grace_s  # leave a young submit to the live path that sent it
         self.not_found_s = not_found_s  # beyond any receive window: a request cannot land now
         self.give_up_s = give_up_s  # no final answer this long after submit: final unknown
         self.every_s = every_s
+        self.report_s = report_s  # a claimed gated plan's report window (GATE_REPORT_S)
 
     async def resolve(self, plan_id: str) -> str:
         """Look the plan's order up and write its final result if there is one now.
@@ -79,6 +85,13 @@ class Resolver:
         if state not in OPEN_STATES or FINAL_GUARD in h:  # decided: nothing to look up
             await self.store.forget(plan_id)
             return state
+        if state in (gate.GRANTED, gate.CLAIMED):
+            now = self.clock.now()
+            if not gate.due(h, now, self.report_s, sender_gone=sender_dead(h.get("sender", ""))):
+                return state  # the bot's time to claim or report
+            if state == gate.GRANTED:
+                await gate.expire_grant(self.store, plan_id, h, now)
+                return (await self.store.get(plan_id)).get("state", "none")
         try:
             sub = Submission.from_fields(plan_id, h)
         except ContractError as e:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -22,7 +23,7 @@ from permitchain.cli import bench as bench_cmd
 from permitchain.cli import control, inspect, keys_cmd
 from permitchain.cli import security as security_cmd
 from permitchain.cli.common import console, fail, operator, run_async, settings
-from permitchain.errors import ConfigError
+from permitchain.errors import ConfigError, PermitchainError
 from permitchain.exchange.factory import make_exchange
 from permitchain.exchange.sim import SimExchange
 from permitchain.exit_brain.api import current_epoch, new_proposal_id, submit_proposal
@@ -323,6 +324,48 @@ def sim_fault(
         cfg["latency_ms"] = str(latency_ms)
     _sim(lambda sim: sim.clear_faults() if clear else sim.set_fault(**cfg))
     console.print("sim faults cleared" if clear else f"sim faults: {cfg}")
+
+
+@sim_app.command("order")
+def sim_order(
+    symbol: str,
+    side: Annotated[str, typer.Argument(help="BUY|SELL")],
+    qty: str,
+    client_order_id: Annotated[str, typer.Option(help="The gate's client order id")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """A reduce-only market order on the simulated exchange (a bot's own order, placed
+    through the gate against `permitchain up`; docs/integrations.md)."""
+    if side not in ("BUY", "SELL"):
+        fail(f"side: BUY or SELL, got {side!r}")
+    q = _dec(qty, "qty")
+
+    async def fn(sim: SimExchange) -> Any:
+        return await sim.place_reduce_only_market(
+            symbol, "BUY" if side == "BUY" else "SELL", q, client_order_id
+        )
+
+    try:
+        o = _sim(fn)
+    except PermitchainError as e:
+        fail(f"sim order: {e}")
+    row = {
+        "symbol": o.symbol,
+        "side": o.side,
+        "client_order_id": o.client_order_id,
+        "order_id": o.order_id,
+        "status": o.status.value,
+        "filled_qty": fmt_decimal(o.filled_qty),
+        "avg_price": "" if o.avg_price is None else fmt_decimal(o.avg_price),
+    }
+    if as_json:
+        print(json.dumps(row))
+        return
+    console.print(
+        f"sim {symbol}: {side} {fmt_decimal(q)} reduce-only, client order id "
+        f"{client_order_id}: {row['status']} order {row['order_id']} filled "
+        f"{row['filled_qty']} avg {row['avg_price'] or '-'}"
+    )
 
 
 @sim_app.command("show")

@@ -10,23 +10,26 @@ import typer
 
 from permitchain.cli.common import console, fail, run_async
 from permitchain.keys import Keys
-from permitchain.security.acl import password_env, setuser_args, username
+from permitchain.security.acl import CLIENT, password_env, setuser_args, username
 from permitchain.services import SERVICE_NAMES
 from permitchain.settings import Settings
 from permitchain.store import AsyncRedis
+
+#: One user per service, and one for bots using permitchain_client.
+USERS = (*SERVICE_NAMES, CLIENT)
 
 
 def acl(
     apply: Annotated[bool, typer.Option("--apply", help="Run the commands on REDIS_URL")] = False,
 ) -> None:
-    """Redis ACL users giving each service only the keys and commands it needs.
+    """Redis ACL users giving each service (and permitchain_client) only what it needs.
 
     Passwords come from PERMITCHAIN_ACL_PASSWORD_<SERVICE> (e.g. ..._GOVERNOR); printed
     commands reference those variables and never contain a secret."""
     if not apply:
 
         async def show(_r: AsyncRedis, k: Keys, _s: Settings) -> None:
-            for svc in SERVICE_NAMES:
+            for svc in USERS:
                 args = setuser_args(svc, k, "PASSWORD")
                 args[args.index(">PASSWORD")] = f'">${{{password_env(svc)}}}"'
                 console.print(f"# {svc}: REDIS_URL=redis://{username(svc)}:<password>@host:port")
@@ -38,12 +41,12 @@ def acl(
 
         run_async(show)
         return
-    missing = [password_env(s) for s in SERVICE_NAMES if not os.environ.get(password_env(s))]
+    missing = [password_env(s) for s in USERS if not os.environ.get(password_env(s))]
     if missing:
         fail(f"--apply needs passwords in {', '.join(missing)}")
 
     async def do(r: AsyncRedis, k: Keys, _s: Settings) -> Any:
-        for svc in SERVICE_NAMES:
+        for svc in USERS:
             await r.execute_command(*setuser_args(svc, k, os.environ[password_env(svc)]))
             console.print(f"ACL user {username(svc)} set")
 

@@ -56,7 +56,8 @@ def parse_epoch(raw: str | None) -> int:
 
 def expected_plan_id(p: Proposal) -> str:
     """The plan id the planner gives this proposal when it decides EXECUTE."""
-    return make_plan_id(p.symbol, p.action, p.position_epoch, p.tranche)
+    ident = ("external",) if p.executor == "external" else ()
+    return make_plan_id(p.symbol, p.action, p.position_epoch, p.tranche, *ident)
 
 
 def build_proposal(

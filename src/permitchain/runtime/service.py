@@ -39,6 +39,7 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 from permitchain import __version__
 from permitchain.errors import ContractError, StoreError, WrongTypeError
 from permitchain.keys import Keys
+from permitchain.models import SCHEMA
 from permitchain.runtime import gc_tuning
 from permitchain.runtime.entries import (
     NotUtf8,
@@ -292,6 +293,7 @@ class ServiceRunner:
             "service": self.name, "pid": os.getpid(), "host": socket.gethostname(),
             "version": __version__, "started_at": round(self.started_at, 3),
             "ts": round(time.time(), 3), "metrics_port": self.bound_metrics_port,
+            "schema": SCHEMA,
         })  # fmt: skip
 
     async def _heartbeat_loop(self) -> None:

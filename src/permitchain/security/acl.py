@@ -7,6 +7,10 @@ only, and only the apply layer (the executor's consume script) may delete permit
 
 Scripts run with their caller's permissions: every command a script calls is checked too,
 so the selectors below cover the scripts each service runs.
+
+One more user, ``client`` (:data:`CLIENT`), is for a bot using ``permitchain_client``:
+proposals, reading results, the audit stream, the trading state and heartbeats, and the
+gate's claim and report scripts. It can write no permit, no plan and no trading state.
 """
 
 from __future__ import annotations
@@ -26,6 +30,10 @@ GROUP_CMDS = ("+xreadgroup", "+xack", "+xautoclaim", "+xgroup|create", "+xinfo|s
 SIM_READ = ("+hgetall", "+hget", "+smembers")
 SIM_WRITE = (*SIM_READ, "+evalsha", "+eval", "+hset", "+hsetnx", "+incr", "+incrby",
              "+expire", "+xadd", "+sadd", "+exists")  # fmt: skip
+
+
+#: The ACL user of a bot using permitchain_client (not a service: nothing runs as it here).
+CLIENT = "client"
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +121,33 @@ def grants(service: str, k: Keys) -> list[Grant]:
                 Grant(("+hgetall", "+hget", "+hset", "+hsetnx", "+get", "+set", "+expire",
                        "+del"), (f"~{p}:exit:*",)),
                 Grant(SIM_WRITE, (f"~{p}:sim:*",))]  # fmt: skip
+    if service == CLIENT:
+        return client_grants(k)
     raise ValueError(f"unknown service {service!r}")
+
+
+def client_grants(k: Keys) -> list[Grant]:
+    """permitchain_client's user: what ``propose``, ``wait_result``, ``explain``,
+    ``trading_state`` and the gate's ``claim`` and ``report`` need, nothing else."""
+    p = k.prefix
+    return [
+        Grant(("+del", "+hset", "+expire"), (f"%W~{p}:harvest:proposal:*",)),
+        Grant(("+xadd",), (f"%W~{k.proposal_stream}",)),
+        Grant(("+hget",), (f"%R~{p}:position:ledger:*",)),  # the position epoch
+        Grant(("+mget", "+get"), (f"%R~{p}:svc:*",)),  # heartbeats: the chain's schema
+        Grant(("+get", "+type"), (f"%R~{k.trading_state}",)),
+        Grant(("+xread", "+xrange", "+xrevrange"), (f"%R~{k.result_stream}", f"%R~{k.decisions}")),
+        # gate_claim.lua (the exec record, the trading state, its audit entry) and
+        # gate_report.lua (the exec record, the open index, the result and its audit entry)
+        Grant(("+evalsha", "+eval"), (f"~{p}:exec:*", f"~{k.trading_state}", f"~{k.decisions}")),
+        Grant(
+            ("+evalsha", "+eval"),
+            (f"~{p}:exec:*", f"~{p}:apply:exec_open", f"~{k.result_stream}", f"~{k.decisions}"),
+        ),
+        Grant(("+hget", "+hmget", "+hgetall", "+hset"), (f"~{p}:exec:*",)),
+        Grant(("+zrem",), (f"%W~{p}:apply:exec_open",)),
+        Grant(("+xadd",), (f"%W~{k.result_stream}", f"%W~{k.decisions}")),
+    ]
 
 
 def password_env(service: str) -> str:
@@ -126,6 +160,15 @@ def username(service: str, suffix: str = "") -> str:
 
 def setuser_args(service: str, keys: Keys, password: str, suffix: str = "") -> list[str]:
     """Arguments of ``ACL SETUSER`` for one service (``reset`` first: nothing else granted)."""
-    return ["ACL", "SETUSER", username(service, suffix), "reset", "on", f">{password}",
-            "resetkeys", "resetchannels", *BASE,
-            *[g.selector() for g in grants(service, keys)]]  # fmt: skip
+    return [
+        "ACL",
+        "SETUSER",
+        username(service, suffix),
+        "reset",
+        "on",
+        f">{password}",
+        "resetkeys",
+        "resetchannels",
+        *BASE,
+        *[g.selector() for g in grants(service, keys)],
+    ]

@@ -1,0 +1,182 @@
+"""A Freqtrade strategy for the gate's backtest (tools/frameworks/freqtrade_backtest.py).
+
+One long trade on the first candle; then, by minutes after it: a partial exit the chain
+skips (kill score 0.3, below the threshold), a partial exit it allows (0.8), Freqtrade's own
+exit signal with a kill score the chain skips (0.2), and one it allows (0.9). The simulated
+exchange of the chain mirrors the trade (``permitchain sim``): the entry sets the position,
+each allowed exit is sent there with the gate's client order id. Events go to $GATE_EVENTS.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+import redis
+from freqtrade.strategy import IStrategy
+from pandas import DataFrame
+
+from permitchain_client.freqtrade import ExitIntent, PermitchainExitMixin
+
+SYMBOL = "UNITTESTBTC"
+START = datetime.fromisoformat("2017-11-05T00:00:00+00:00")
+PARTIALS = {20: ExitIntent("PARTIAL_50", "0.3"), 40: ExitIntent("PARTIAL_50", "0.8")}
+FULL_SCORES = {50: "0.2", 60: "0.9"}
+
+
+def event(**fields: Any) -> None:
+    with open(os.environ["GATE_EVENTS"], "a") as f:
+        f.write(json.dumps(fields, default=str) + "\n")
+
+
+def sim(*args: str) -> str:
+    """The chain's simulated exchange, standing in for Freqtrade's exchange."""
+    env = {
+        **os.environ,
+        "REDIS_URL": os.environ["GATE_REDIS_URL"],
+        "KEY_PREFIX": os.environ["GATE_KEY_PREFIX"],
+    }
+    return subprocess.run(
+        ["permitchain", "sim", *args], env=env, check=True, text=True, capture_output=True
+    ).stdout
+
+
+def wait_chain_sees_exchange() -> None:
+    """Until P3.3's snapshot and ledger both read the (simulated) exchange's position, as the
+    next plan's checks will."""
+    r = redis.Redis.from_url(os.environ["GATE_REDIS_URL"], decode_responses=True)
+    prefix = os.environ["GATE_KEY_PREFIX"]
+    amount = float(r.hget(f"{prefix}:sim:{{{SYMBOL}}}:position", "amt") or 0)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        snap = r.hget(f"{prefix}:position:snapshot:{SYMBOL}", "position_amt")
+        ledger = r.hget(f"{prefix}:position:ledger:{SYMBOL}", "last_known_amt")
+        if snap is not None and float(snap) == amount == float(ledger or 0):
+            r.close()
+            return
+        time.sleep(0.05)
+    r.close()
+    raise TimeoutError(f"the chain never saw the position at {amount}")
+
+
+def minute(t: datetime) -> int:
+    return int((t - START) / timedelta(minutes=1))
+
+
+class GateStrategy(PermitchainExitMixin, IStrategy):
+    INTERFACE_VERSION = 3
+    timeframe = "1m"
+    minimal_roi = {"0": 100}
+    stoploss = -0.99
+    position_adjustment_enable = True
+    use_exit_signal = True
+    startup_candle_count = 0
+
+    def populate_indicators(self, dataframe: DataFrame, metadata: dict[str, Any]) -> DataFrame:
+        return dataframe
+
+    def populate_entry_trend(self, dataframe: DataFrame, metadata: dict[str, Any]) -> DataFrame:
+        dataframe["enter_long"] = (dataframe["date"] == START).astype(int)
+        return dataframe
+
+    def populate_exit_trend(self, dataframe: DataFrame, metadata: dict[str, Any]) -> DataFrame:
+        minutes = ((dataframe["date"] - START) / timedelta(minutes=1)).astype(int)
+        dataframe["exit_long"] = minutes.isin([m - 1 for m in FULL_SCORES]).astype(int)
+        return dataframe
+
+    def permitchain_exit(
+        self, trade: Any, current_time: datetime, current_rate: float, current_profit: float
+    ) -> ExitIntent | None:
+        intent = PARTIALS.get(minute(current_time))
+        if intent is not None:
+            event(
+                kind="intent",
+                minute=minute(current_time),
+                action=intent.action,
+                kill_score=intent.kill_score,
+            )
+        return intent
+
+    def permitchain_kill_score(
+        self, pair: str, trade: Any, exit_reason: str, rate: float, current_time: datetime
+    ) -> str:
+        score = FULL_SCORES.get(minute(current_time), "0")
+        event(
+            kind="intent",
+            minute=minute(current_time),
+            action="FULL_CLOSE_PROPOSED",
+            kill_score=score,
+            exit_reason=exit_reason,
+        )
+        return score
+
+    def adjust_trade_position(
+        self, trade: Any, current_time: datetime, *args: Any, **kwargs: Any
+    ) -> Any:
+        out = super().adjust_trade_position(trade, current_time, *args, **kwargs)
+        if out is not None:
+            event(kind="adjust", minute=minute(current_time), stake=out[0], tag=out[1])
+        return out
+
+    def confirm_trade_exit(
+        self,
+        pair: str,
+        trade: Any,
+        order_type: str,
+        amount: float,
+        rate: float,
+        time_in_force: str,
+        exit_reason: str,
+        current_time: datetime,
+        **kwargs: Any,
+    ) -> bool:
+        ok = super().confirm_trade_exit(
+            pair,
+            trade,
+            order_type,
+            amount,
+            rate,
+            time_in_force,
+            exit_reason,
+            current_time,
+            **kwargs,
+        )
+        event(
+            kind="confirm",
+            minute=minute(current_time),
+            amount=amount,
+            allowed=ok,
+            exit_reason=exit_reason,
+            gate=self.permitchain_log[-1],
+        )
+        return ok
+
+    def order_filled(
+        self, pair: str, trade: Any, order: Any, current_time: datetime, **kwargs: Any
+    ) -> None:
+        amount = repr(float(order.safe_filled))
+        if order.ft_order_side == trade.entry_side:
+            sim("set-position", SYMBOL, amount, "--entry", repr(order.safe_price))
+            event(kind="entry", minute=minute(current_time), amount=amount)
+            wait_chain_sees_exchange()
+            return
+        gated = self._pc_by_tag.get(order.ft_order_tag or "") or self._pc_by_trade.get(trade.id)
+        coid = gated.client_order_id if gated else ""
+        # the exit reaches the exchange with the gate's client order id
+        sent = json.loads(sim("order", SYMBOL, "SELL", amount, "--client-order-id", coid, "--json"))
+        event(
+            kind="exit",
+            minute=minute(current_time),
+            amount=amount,
+            tag=order.ft_order_tag,
+            client_order_id=coid,
+            exchange_status=sent["status"],
+            plan_id=gated.plan_id if gated else "",
+        )
+        super().order_filled(pair, trade, order, current_time, **kwargs)
+        wait_chain_sees_exchange()
+        event(kind="log", entries=self.permitchain_log)
