@@ -106,8 +106,11 @@ def _field(loc: tuple[int | str, ...] | list[int | str]) -> str:
 def install_errors(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(_req: Request, e: RequestValidationError) -> JSONResponse:
-        problems = [f"{_field(err['loc'])}: {err['msg']}" for err in e.errors()]
-        fields = [_field(err["loc"]) for err in e.errors()]
+        errors = e.errors()
+        if any(err.get("type") == "json_invalid" for err in errors):
+            return _error(422, "body: not valid JSON", fields=["body"])
+        problems = [f"{_field(err['loc'])}: {err['msg']}" for err in errors]
+        fields = [_field(err["loc"]) for err in errors]
         return _error(422, "; ".join(problems), fields=fields)
 
     @app.exception_handler(HTTPException)
@@ -130,6 +133,36 @@ def install_errors(app: FastAPI) -> None:
         return _error(503, str(e))
 
 
+# -- access ----------------------------------------------------------------------------------
+def read_access(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
+    """Reads: open with CONSOLE_PUBLIC_READ=true or with no token configured (a loopback
+    bind: the console refuses any other without one); else a valid token."""
+    c: Console = request.app.state.console
+    if c.settings.console_public_read or not c.tokens:
+        return
+    if auth.match(c.tokens, authorization) is None:
+        raise HTTPException(401, "a valid bearer token is needed (Authorization header)")
+
+
+def operator(
+    request: Request,
+    authorization: Annotated[str | None, Header()] = None,
+    x_operator: Annotated[str | None, Header(max_length=64)] = None,
+) -> str:
+    """Writes: a valid token, always; the operator's name for the audit stream."""
+    c: Console = request.app.state.console
+    if not c.tokens:
+        raise HTTPException(403, "writes are refused: no CONSOLE_TOKEN is configured")
+    token = auth.match(c.tokens, authorization)
+    if token is None:
+        raise HTTPException(401, "a valid bearer token is needed (Authorization header)")
+    return auth.operator_name(token, x_operator)
+
+
+Read = Depends(read_access)
+Operator = Annotated[str, Depends(operator)]
+
+
 # -- the app ---------------------------------------------------------------------------------
 def create_app(console: Console) -> FastAPI:
     app = FastAPI(
@@ -142,29 +175,8 @@ def create_app(console: Console) -> FastAPI:
         redoc_url=None,
     )
     install_errors(app)
+    app.state.console = console
     c = console
-
-    def read_access(authorization: Annotated[str | None, Header()] = None) -> None:
-        if c.settings.console_public_read:
-            return
-        if not c.tokens:
-            return  # a loopback bind with no token: reads are open, writes refused
-        if auth.match(c.tokens, authorization) is None:
-            raise HTTPException(401, "a valid bearer token is needed (Authorization header)")
-
-    def operator(
-        authorization: Annotated[str | None, Header()] = None,
-        x_operator: Annotated[str | None, Header()] = None,
-    ) -> str:
-        if not c.tokens:
-            raise HTTPException(403, "writes are refused: no CONSOLE_TOKEN is configured")
-        token = auth.match(c.tokens, authorization)
-        if token is None:
-            raise HTTPException(401, "a valid bearer token is needed (Authorization header)")
-        return auth.operator_name(token, x_operator)
-
-    Read = Depends(read_access)
-    Operator = Annotated[str, Depends(operator)]
 
     @app.middleware("http")
     async def headers(request: Request, call_next: Any) -> Response:
@@ -180,12 +192,12 @@ def create_app(console: Console) -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 
-    install_reads(app, c, Read)
-    install_writes(app, c, Operator)
+    install_reads(app, c)
+    install_writes(app, c)
     return app
 
 
-def install_reads(app: FastAPI, c: Console, Read: Any) -> None:
+def install_reads(app: FastAPI, c: Console) -> None:
     """Status, plans, explain, permits, positions, trading state, events."""
 
     @app.get("/api/status", dependencies=[Read], summary="The health box (= status --json)")
@@ -276,7 +288,7 @@ def install_reads(app: FastAPI, c: Console, Read: Any) -> None:
         return {"ok": True, "version": __version__, "ts": time.time()}
 
 
-def install_writes(app: FastAPI, c: Console, Operator: Any) -> None:
+def install_writes(app: FastAPI, c: Console) -> None:
     """The operator actions: trading state, proposals, reconcile (audited with the name)."""
 
     @app.post("/api/trading-state/{action}", summary="halt, reduce or resume, with a reason")

@@ -212,8 +212,6 @@ def _context_value(fields: dict[str, str], name: str) -> str:
     return str(ctx.get(name, "?")) if isinstance(ctx, dict) else "?"
 
 
-
-
 class Notifier:
     """The sender: a bounded queue drained by its own task (one message at a time)."""
 
