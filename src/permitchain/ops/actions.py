@@ -21,7 +21,7 @@ from permitchain.exit_brain.api import (
     submit_proposal,
 )
 from permitchain.keys import Keys
-from permitchain.models import Proposal
+from permitchain.models import Action, Proposal
 from permitchain.position_brain.state import reconcile as reconcile_ledger
 from permitchain.settings import Settings
 from permitchain.store import AsyncRedis
@@ -57,6 +57,9 @@ async def operator_proposal(
 ) -> tuple[Proposal, str]:
     """Validate and submit a proposal as ``permitchain propose`` does (raises
     ``ContractError`` naming the field); returns it and its stream entry id."""
+    if action not in Action.__members__:
+        known = ", ".join(Action.__members__)
+        raise ContractError(f"Proposal action: unknown {action!r} (one of {known})")
     ep = epoch if epoch is not None else await current_epoch(r, k, symbol)
     fields = {
         "schema": "1",
