@@ -37,8 +37,13 @@ def in_process(
     async def main() -> T:
         r = async_client(redis_url)
         keys = Keys(prefix)
-        c = Console(redis=r, keys=keys, settings=settings, tokens=auth.load_tokens(settings, {}),
-                    events=Broadcaster(r, keys))
+        c = Console(
+            redis=r,
+            keys=keys,
+            settings=settings,
+            tokens=auth.load_tokens(settings, {}),
+            events=Broadcaster(r, keys),
+        )
         transport = httpx.ASGITransport(app=create_app(c))
         try:
             async with httpx.AsyncClient(transport=transport, base_url="http://console") as http:

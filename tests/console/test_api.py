@@ -19,8 +19,15 @@ from permitchain.position_brain.checks import QTY_MISMATCH
 from permitchain.settings import Settings
 from tests.console.helpers import AUTH, free_port, in_process
 
-READS = ["/api/status", "/api/plans", "/api/permits", "/api/positions", "/api/trading-state",
-         "/api/plans/nope", "/api/openapi.json"]  # fmt: skip
+READS = [
+    "/api/status",
+    "/api/plans",
+    "/api/permits",
+    "/api/positions",
+    "/api/trading-state",
+    "/api/plans/nope",
+    "/api/openapi.json",
+]
 
 
 def test_reads_need_the_token_unless_public(redis_url: str, prefix: str) -> None:
@@ -65,8 +72,11 @@ def test_halt_reduce_resume_audited_with_the_operator(redis_url: str, prefix: st
     k = Keys(prefix)
 
     async def body(http: httpx.AsyncClient, r: Any) -> list[dict[str, Any]]:
-        res = await http.post("/api/trading-state/halt", json={"reason": "exchange incident"},
-                              headers={**AUTH, "X-Operator": "bob"})  # fmt: skip
+        res = await http.post(
+            "/api/trading-state/halt",
+            json={"reason": "exchange incident"},
+            headers={**AUTH, "X-Operator": "bob"},
+        )
         assert res.status_code == 200, res.text
         assert res.json() == {"before": "ACTIVE", "after": "HALTED", "operator": "bob@alice"}
         assert await r.get(k.trading_state) == "HALTED"
@@ -76,8 +86,10 @@ def test_halt_reduce_resume_audited_with_the_operator(redis_url: str, prefix: st
         res = await http.post("/api/trading-state/resume", json={}, headers=AUTH)
         assert res.json()["after"] == "ACTIVE"
         assert await r.get(k.trading_state) == "ACTIVE"
-        return [json.loads(f["context"]) | {"reason": f["reason"]}
-                for _i, f in await r.xrange(k.decisions)]  # fmt: skip
+        return [
+            json.loads(f["context"]) | {"reason": f["reason"]}
+            for _i, f in await r.xrange(k.decisions)
+        ]
 
     audit = in_process(redis_url, prefix, body)
     assert [(a["after"], a["operator"], a["reason"]) for a in audit] == [
@@ -89,8 +101,11 @@ def test_halt_reduce_resume_audited_with_the_operator(redis_url: str, prefix: st
 def test_writes_refused_without_a_valid_token(redis_url: str, prefix: str) -> None:
     async def body(http: httpx.AsyncClient, r: Any) -> tuple[int, int]:
         none = await http.post("/api/trading-state/halt", json={"reason": "x"})
-        wrong = await http.post("/api/trading-state/halt", json={"reason": "x"},
-                                headers={"Authorization": "Bearer not-the-token-1234"})  # fmt: skip
+        wrong = await http.post(
+            "/api/trading-state/halt",
+            json={"reason": "x"},
+            headers={"Authorization": "Bearer not-the-token-1234"},
+        )
         assert await r.get(Keys(prefix).trading_state) is None
         return none.status_code, wrong.status_code
 
@@ -114,13 +129,16 @@ def test_writes_refused_without_a_valid_token(redis_url: str, prefix: str) -> No
         ("/api/proposals", {"action": "PARTIAL_50"}, "symbol"),
         ("/api/proposals", {"symbol": "BTCUSDT", "action": "PARTIAL_50", "tranche": -1}, "tranche"),
         ("/api/proposals", {"symbol": "BTCUSDT", "action": "SELL_ALL"}, "action"),
-        ("/api/proposals", {"symbol": "BTCUSDT", "action": "PARTIAL_50", "kill_score": "x"},
-         "kill_score"),
+        (
+            "/api/proposals",
+            {"symbol": "BTCUSDT", "action": "PARTIAL_50", "kill_score": "x"},
+            "kill_score",
+        ),
         ("/api/proposals?wait=-1", {"symbol": "BTCUSDT", "action": "PARTIAL_50"}, "wait"),
         ("/api/reconcile/btc usdt", {}, "symbol"),
         ("/api/reconcile/BTCUSDT", {"confirm": "maybe"}, "confirm"),
     ],
-)  # fmt: skip
+)
 def test_bad_input_is_a_422_naming_the_field(
     redis_url: str, prefix: str, path: str, payload: dict[str, Any], field: str
 ) -> None:
@@ -136,13 +154,17 @@ def test_malformed_json_and_wrong_types_never_500(redis_url: str, prefix: str) -
     async def body(http: httpx.AsyncClient, _r: Any) -> list[int]:
         codes = []
         for raw in (b"{", b"[]", b"null", b'"x"', b"\xff\xfe", b'{"reason": {"a": 1}}'):
-            res = await http.post("/api/trading-state/halt", content=raw,
-                                  headers={**AUTH, "Content-Type": "application/json"})  # fmt: skip
+            res = await http.post(
+                "/api/trading-state/halt",
+                content=raw,
+                headers={**AUTH, "Content-Type": "application/json"},
+            )
             codes.append(res.status_code)
         for q in ("last=0", "last=abc", "last=100000"):
             codes.append((await http.get(f"/api/plans?{q}", headers=AUTH)).status_code)
-        codes.append((await http.get("/api/events", headers={**AUTH, "Last-Event-ID": "x"})
-                      ).status_code)  # fmt: skip
+        codes.append(
+            (await http.get("/api/events", headers={**AUTH, "Last-Event-ID": "x"})).status_code
+        )
         codes.append((await http.get("/api/plans/" + "x" * 500, headers=AUTH)).status_code)
         return codes
 
@@ -170,9 +192,18 @@ def test_openapi_document_lists_the_api(redis_url: str, prefix: str) -> None:
         return dict(res.json())
 
     paths = in_process(redis_url, prefix, body)["paths"]
-    assert {"/api/status", "/api/plans", "/api/plans/{plan_id}", "/api/permits",
-            "/api/positions", "/api/trading-state", "/api/trading-state/{action}",
-            "/api/proposals", "/api/reconcile/{symbol}", "/api/events"} <= set(paths)  # fmt: skip
+    assert {
+        "/api/status",
+        "/api/plans",
+        "/api/plans/{plan_id}",
+        "/api/permits",
+        "/api/positions",
+        "/api/trading-state",
+        "/api/trading-state/{action}",
+        "/api/proposals",
+        "/api/reconcile/{symbol}",
+        "/api/events",
+    } <= set(paths)
 
 
 def test_positions_show_mismatch_and_in_flight_claim_and_reconcile(
@@ -184,11 +215,21 @@ def test_positions_show_mismatch_and_in_flight_claim_and_reconcile(
         sim = SimExchange(r, k)
         await sim.list_symbol("BTCUSDT")
         await sim.set_position("BTCUSDT", Decimal("0.5"))
-        await r.hset(k.snapshot("BTCUSDT"), mapping={
-            "position_amt": "0.5", "side": "LONG", "ts_epoch": f"{time.time():.3f}",
-            "mark_price": "100", "step_size": "0.001", "min_qty": "0.001"})  # fmt: skip
-        await r.hset(k.ledger("BTCUSDT"), mapping={"last_known_amt": "0.2",
-                                                   "last_known_side": "LONG", "epoch": "3"})  # fmt: skip
+        await r.hset(
+            k.snapshot("BTCUSDT"),
+            mapping={
+                "position_amt": "0.5",
+                "side": "LONG",
+                "ts_epoch": f"{time.time():.3f}",
+                "mark_price": "100",
+                "step_size": "0.001",
+                "min_qty": "0.001",
+            },
+        )
+        await r.hset(
+            k.ledger("BTCUSDT"),
+            mapping={"last_known_amt": "0.2", "last_known_side": "LONG", "epoch": "3"},
+        )
         await r.set(k.inflight("BTCUSDT"), "plan-x", ex=30)
         rows = (await http.get("/api/positions", headers=AUTH)).json()["positions"]
         [row] = [p for p in rows if p["symbol"] == "BTCUSDT"]
@@ -201,8 +242,11 @@ def test_positions_show_mismatch_and_in_flight_claim_and_reconcile(
         refused = await http.post("/api/reconcile/BTCUSDT", json={"confirm": True}, headers=AUTH)
         assert refused.status_code == 409 and "in flight" in refused.json()["error"]
         await r.delete(k.inflight("BTCUSDT"))
-        done = await http.post("/api/reconcile/BTCUSDT", json={"confirm": True, "reason": "fix"},
-                               headers={**AUTH, "X-Operator": "carol"})  # fmt: skip
+        done = await http.post(
+            "/api/reconcile/BTCUSDT",
+            json={"confirm": True, "reason": "fix"},
+            headers={**AUTH, "X-Operator": "carol"},
+        )
         assert done.status_code == 200 and done.json()["operator"] == "carol@alice"
         assert await r.hget(k.ledger("BTCUSDT"), "last_known_amt") == "0.5"
         assert await r.hget(k.ledger("BTCUSDT"), "epoch") == "4"

@@ -45,7 +45,7 @@ def test_token_file_and_systemd_credential(tmp_path: Path) -> None:
 def test_no_token_on_a_public_bind_refuses_to_start() -> None:
     auth.check_start(Settings(console_bind="127.0.0.1:8046"), ())
     auth.check_start(Settings(console_bind="localhost:8046"), ())
-    with pytest.raises(ConfigError, match="CONSOLE_BIND.*not a loopback"):
+    with pytest.raises(ConfigError, match=r"CONSOLE_BIND.*not a loopback"):
         auth.check_start(Settings(console_bind="0.0.0.0:8046"), ())
     tokens = auth.parse_tokens(SECRET)
     auth.check_start(Settings(console_bind="0.0.0.0:8046"), tokens)

@@ -16,15 +16,29 @@ class Clock:
 
 
 def policy(clock: Clock, **kw: object) -> NotifyPolicy:
-    base: dict[str, object] = {"dedupe_s": 300.0, "max_per_min": 20, "denial_burst": 3,
-                               "denial_window_s": 60.0, "plan_executed": False}
+    base: dict[str, object] = {
+        "dedupe_s": 300.0,
+        "max_per_min": 20,
+        "denial_burst": 3,
+        "denial_window_s": 60.0,
+        "plan_executed": False,
+    }
     base.update(kw)
     return NotifyPolicy(clock=clock, **base)  # type: ignore[arg-type]
 
 
-def audit(layer: str, decision: str, reason: str = "r", plan: str = "p1", **ctx: str) -> dict[str, str]:
-    return {"layer": layer, "decision": decision, "reason": reason, "plan_id": plan,
-            "symbol": "BTCUSDT", "context": json.dumps(ctx), "ts": "1.0"}
+def audit(
+    layer: str, decision: str, reason: str = "r", plan: str = "p1", **ctx: str
+) -> dict[str, str]:
+    return {
+        "layer": layer,
+        "decision": decision,
+        "reason": reason,
+        "plan_id": plan,
+        "symbol": "BTCUSDT",
+        "context": json.dumps(ctx),
+        "ts": "1.0",
+    }
 
 
 def test_trading_state_changes_are_always_told_with_who_and_why() -> None:
@@ -34,8 +48,9 @@ def test_trading_state_changes_are_always_told_with_who_and_why() -> None:
     assert m.kind == "trading_state" and "HALTED" in m.title
     assert "bob" in m.body and "exchange incident" in m.body
     clock.t += 1
-    [m2] = p.on_audit({**audit("operator", "TRADING_HALTED", "again", "", operator="bob"),
-                       "ts": "2.0"})
+    [m2] = p.on_audit(
+        {**audit("operator", "TRADING_HALTED", "again", "", operator="bob"), "ts": "2.0"}
+    )
     assert "again" in m2.body
 
 
