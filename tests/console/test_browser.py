@@ -206,3 +206,52 @@ def test_reconcile_from_the_page(live_factory: Callable[..., Live], page: Any) -
     assert r.hget(live.chain.keys.ledger("BTCUSDT"), "last_known_amt") == "0.04"
     r.close()
     expect(row).not_to_have_class("mismatch")
+
+
+def test_the_page_keeps_up_at_1000_plans_per_s(
+    live_factory: Callable[..., Live], page: Any
+) -> None:
+    """Five audit entries per plan (planner, governor, P3.3, executor, ledger) at 1,000
+    plans/s for 5 s, straight onto the audit stream. Asserted: the page draws a capped
+    table and the last plan reaches it. Printed (not asserted): frames per second and the
+    page's answer time while it is under load."""
+    live = live_factory(services=())
+    open_console(page, live)
+    page.evaluate("""() => { window.frames_seen = 0;
+        const tick = () => { window.frames_seen++; requestAnimationFrame(tick); };
+        requestAnimationFrame(tick); }""")
+    k: Keys = live.chain.keys
+    r = redis.Redis.from_url(live.chain.redis_url, decode_responses=True)
+    rate, seconds, batch = 1000, 5, 10
+    layers = (("planner", "EXECUTE", "plan_ok"), ("governor", "GRANT", "testnet_auto_approve"),
+              ("position-brain", "ALLOW", "ok"), ("executor", "EXECUTED", "ok"),
+              ("position-brain", "LEDGER_APPLY", "applied"))  # fmt: skip
+    answers = []
+    start = time.monotonic()
+    f0 = page.evaluate("window.frames_seen")
+    for n in range(0, rate * seconds, batch):
+        pipe = r.pipeline(transaction=False)
+        for i in range(n, n + batch):
+            for layer, decision, reason in layers:
+                ctx = '{"result":{"status":"filled"}}' if layer == "executor" else "{}"
+                pipe.xadd(k.decisions, {"plan_id": f"load{i:06d}", "symbol": "BTCUSDT",
+                                        "layer": layer, "decision": decision, "reason": reason,
+                                        "context": ctx, "ts": f"{time.time():.6f}"})  # fmt: skip
+        pipe.execute()
+        if n % 500 == 0:
+            t = time.monotonic()
+            page.evaluate("1")
+            answers.append((time.monotonic() - t) * 1000)
+        time.sleep(max(0.0, start + (n + batch) / rate - time.monotonic()))
+    elapsed = time.monotonic() - start
+    fps = (page.evaluate("window.frames_seen") - f0) / elapsed
+    last = f"load{rate * seconds - 1:06d}"
+    expect(page.locator(f'tr[data-plan="{last}"]')).to_have_attribute("data-outcome", "filled")
+    assert page.locator("#plans tr").count() <= 60
+    r.close()
+    answers.sort()
+    print(
+        f"\npage under {rate * seconds * len(layers) / elapsed:.0f} events/s "
+        f"({rate} plans/s): {fps:.0f} frames/s, answer time p50 "
+        f"{answers[len(answers) // 2]:.0f} ms, max {answers[-1]:.0f} ms"
+    )
