@@ -170,6 +170,16 @@ def test_malformed_json_and_wrong_types_never_500(redis_url: str, prefix: str) -
 
     assert set(in_process(redis_url, prefix, body)) == {422}
 
+    async def elsewhere(http: httpx.AsyncClient, _r: Any) -> list[httpx.Response]:
+        return [
+            await http.get("/api/nope", headers=AUTH),
+            await http.delete("/api/trading-state", headers=AUTH),
+        ]
+
+    missing, wrong_method = in_process(redis_url, prefix, elsewhere)
+    assert (missing.status_code, wrong_method.status_code) == (404, 405)
+    assert "error" in missing.json() and "error" in wrong_method.json()
+
 
 def test_redis_unreachable_is_a_503_with_the_reason(prefix: str) -> None:
     dead = f"redis://127.0.0.1:{free_port()}/0"

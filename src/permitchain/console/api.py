@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from permitchain import __version__
 from permitchain.cli.control import set_trading_state
@@ -113,8 +114,8 @@ def install_errors(app: FastAPI) -> None:
         fields = [_field(err["loc"]) for err in errors]
         return _error(422, "; ".join(problems), fields=fields)
 
-    @app.exception_handler(HTTPException)
-    async def http(_req: Request, e: HTTPException) -> JSONResponse:
+    @app.exception_handler(StarletteHTTPException)
+    async def http(_req: Request, e: StarletteHTTPException) -> JSONResponse:
         return _error(e.status_code, str(e.detail))
 
     @app.exception_handler(ContractError)

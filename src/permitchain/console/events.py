@@ -78,9 +78,7 @@ def id_key(entry_id: str) -> tuple[int, int]:
 @dataclass(eq=False)
 class Subscriber:
     compact: bool
-    queue: asyncio.Queue[tuple[str, str] | None] = field(
-        default_factory=lambda: asyncio.Queue(QUEUE_SIZE)
-    )
+    queue: asyncio.Queue[tuple[str, str]] = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
     dropped: bool = False
 
 
@@ -172,7 +170,7 @@ class Broadcaster:
                 batch = [item]
                 while not sub.queue.empty() and len(batch) < READ_COUNT:
                     batch.append(sub.queue.get_nowait())
-                text = "".join(t for i, t in (b for b in batch if b) if id_key(i) > floor)
+                text = "".join(t for i, t in batch if id_key(i) > floor)
                 if text:
                     yield text
                 if sub.dropped and sub.queue.empty():
