@@ -264,3 +264,23 @@ def test_positions_show_mismatch_and_in_flight_claim_and_reconcile(
         assert unknown.status_code == 404
 
     in_process(redis_url, prefix, body)
+
+
+def test_a_proposal_is_submitted_with_the_operator_as_its_source(
+    redis_url: str, prefix: str
+) -> None:
+    k = Keys(prefix)
+
+    async def body(http: httpx.AsyncClient, r: Any) -> tuple[dict[str, Any], dict[str, str]]:
+        res = await http.post(
+            "/api/proposals",
+            json={"symbol": "BTCUSDT", "action": "PARTIAL_25", "tranche": 3},
+            headers={**AUTH, "X-Operator": "bob"},
+        )
+        assert res.status_code == 200, res.text
+        return res.json(), await r.hgetall(k.proposal("BTCUSDT"))
+
+    out, stored = in_process(redis_url, prefix, body)
+    assert stored["proposal_id"] == out["proposal_id"] and stored["tranche"] == "3"
+    assert stored["source"] == "console:bob@alice" and out["operator"] == "bob@alice"
+    assert len(out["plan_id"]) == 16 and "outcome" not in out

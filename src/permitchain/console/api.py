@@ -323,7 +323,7 @@ def install_writes(app: FastAPI, c: Console) -> None:
             r_net=body.r_net,
             tranche=body.tranche,
             epoch=body.epoch,
-            source=body.source,
+            source=f"{body.source}:{who}",
         )
         plan_id = actions.expected_plan_id(p)
         log.info(
