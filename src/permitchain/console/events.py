@@ -150,9 +150,13 @@ class Broadcaster:
             yield "retry: 1000\n: connected\n\n"
             if cursor is not None:
                 while True:
-                    page = await rd.xrange(
-                        self.redis, self.keys.decisions, f"({cursor}", "+", count=BACKLOG_PAGE
-                    )
+                    try:
+                        page = await rd.xrange(
+                            self.redis, self.keys.decisions, f"({cursor}", "+", count=BACKLOG_PAGE
+                        )
+                    except REDIS_FAULTS as e:  # the client resumes from ``cursor`` later
+                        yield f": redis unreachable ({type(e).__name__}); reconnect\n\n"
+                        return
                     if page:
                         cursor = page[-1][0]
                         yield "".join(sse(i, f, compact_form=compact_form) for i, f in page)
