@@ -105,22 +105,33 @@ def build_console(
 
         events.listeners.append(listen)
         tasks += [notifier.run, health_watch(c, notifier)]
-    sock = bind_socket(s.console_bind)
-    config = uvicorn.Config(
-        create_app(c),
-        log_level="warning",
-        access_log=False,
-        lifespan="off",
-        loop="none",
-        timeout_graceful_shutdown=2,
-    )
-    server = _Server(config)
+    listening = [bind_socket(s.console_bind)]
+    app = create_app(c)
 
     async def http_server(stop: asyncio.Event) -> None:
-        serving = asyncio.ensure_future(server.serve(sockets=[sock]))
-        await stop.wait()
-        server.should_exit = True
-        await serving
+        """Serve until ``stop``. A server that ends on its own raises (the runner restarts
+        this task after a backoff, on a new socket if uvicorn closed the old one)."""
+        if listening[0].fileno() < 0:
+            listening[0] = bind_socket(s.console_bind)
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            loop="none",
+            timeout_graceful_shutdown=2,
+        )
+        server = _Server(config)
+        serving = asyncio.ensure_future(server.serve(sockets=[listening[0]]))
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not serving.done():
+            server.should_exit = True
+            await serving
+            return
+        serving.result()
+        raise RuntimeError("console: the HTTP server stopped on its own")
 
     tasks.insert(0, http_server)
     log.info(
