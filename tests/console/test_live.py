@@ -251,3 +251,24 @@ def test_latency_result_on_the_stream_to_sse_client_at_100_plans_per_s(
         f"\nconsole SSE latency, result stream → SSE client, {len(lat)} results at "
         f"{rate:g} plans/s: p50 {q[49]:.1f} ms, p99 {q[98]:.1f} ms, max {lat[-1]:.1f} ms"
     )
+
+
+def test_stopping_the_console_changes_nothing_for_trading(
+    live_factory: Callable[..., Live],
+) -> None:
+    live = live_factory()
+    set_position(live, "BTCUSDT", "0.062")
+    wait_snapshot(live, "BTCUSDT")
+    assert live.chain.stop_service("console") == 0  # SIGTERM: a clean exit
+    k: Keys = live.chain.keys
+    r = redis.Redis.from_url(live.chain.redis_url, decode_responses=True)
+    assert r.get(k.heartbeat("console")) is None
+    tail = r.xrevrange(k.result_stream, count=1)
+    last = tail[0][0] if tail else "0-0"
+    p = build_proposal("BTCUSDT", "PARTIAL_50", kill_score="0.7", tranche=5)
+    r.hset(k.proposal(p.symbol), mapping=p.to_fields())
+    r.xadd(k.proposal_stream, p.to_fields())
+    got = r.xread({k.result_stream: last}, block=20_000, count=1)
+    r.close()
+    assert got, "no result without the console"
+    assert got[0][1][0][1]["status"] == "filled"
