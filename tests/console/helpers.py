@@ -10,7 +10,8 @@ from typing import Any, TypeVar
 import httpx
 
 from permitchain.console import auth
-from permitchain.console.api import Console, create_app
+from permitchain.console.api import create_app
+from permitchain.console.context import Console
 from permitchain.console.events import Broadcaster
 from permitchain.keys import Keys
 from permitchain.settings import Settings

@@ -17,7 +17,8 @@ from collections.abc import Iterator
 import uvicorn
 
 from permitchain.console import auth
-from permitchain.console.api import Console, create_app
+from permitchain.console.api import create_app
+from permitchain.console.context import Console
 from permitchain.console.events import Broadcaster
 from permitchain.console.notify import Notifier, NotifyPolicy, split_urls
 from permitchain.errors import ConfigError
