@@ -86,7 +86,7 @@ def up() -> None:
     except ConfigError as e:
         fail(f"configuration: {e}")
     if s.metrics_port not in (None, 0):
-        fail("METRICS_PORT: `up` runs five services; leave it unset (defaults 8042-8045, 8047) or 0")
+        fail("METRICS_PORT: `up` runs five services: leave it unset (8042-8045, 8047) or 0")
     chain = Chain()
     url = chain.ensure_redis()
     where = f"embedded {chain.server.name} at {url}" if chain.server else url
