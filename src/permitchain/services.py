@@ -21,6 +21,10 @@ DEFAULT_METRICS_PORT = {
     "exit-brain": 8042, "apply-layer": 8043, "governor": 8044, "position-brain": 8045,
 }  # fmt: skip
 SERVICE_NAMES = tuple(DEFAULT_METRICS_PORT)
+#: The operator console (permitchain.console): run and started by `up` like the others, but
+#: not on the order path (stopping it changes nothing for trading).
+CONSOLE = "console"
+RUNNABLE = (*SERVICE_NAMES, CONSOLE)
 
 
 def check_startup(settings: Settings, service: str | None = None) -> None:
@@ -37,12 +41,18 @@ def metrics_port(name: str, settings: Settings) -> int:
 
 
 async def build(name: str, settings: Settings) -> ServiceRunner:
-    if name not in DEFAULT_METRICS_PORT:
-        raise ConfigError(f"unknown service {name!r}; one of: {', '.join(SERVICE_NAMES)}")
+    if name not in RUNNABLE:
+        raise ConfigError(f"unknown service {name!r}; one of: {', '.join(RUNNABLE)}")
     check_startup(settings, name)
     r = async_client(settings.redis_url, max_connections=64)
     keys = Keys(settings.key_prefix)
     clock = SystemClock()
+    if name == CONSOLE:
+        from permitchain.console.service import DEFAULT_METRICS_PORT as CONSOLE_PORT  # noqa: PLC0415 - web stack only here
+        from permitchain.console.service import build_console  # noqa: PLC0415
+
+        port = CONSOLE_PORT if settings.metrics_port is None else settings.metrics_port
+        return build_console(r, keys, settings, port)
     port = metrics_port(name, settings)
     if name == "governor":
         gov = Governor(r, keys, settings, clock)

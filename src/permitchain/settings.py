@@ -156,6 +156,19 @@ class Settings(BaseSettings):
     log_format: LogFormat = _f(LogFormat.TEXT, "LOG_FORMAT")
     log_level: str = _f("INFO", "LOG_LEVEL", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
 
+    # --- operator console (docs/console.md) ---------------------------------------------
+    console_bind: str = _f("127.0.0.1:8046", "CONSOLE_BIND", pattern=r"^[^\s:]+:\d{1,5}$")
+    console_token: SecretStr | None = _f(None, "CONSOLE_TOKEN")
+    console_token_file: Path | None = _f(None, "CONSOLE_TOKEN_FILE")
+    console_public_read: bool = _f(False, "CONSOLE_PUBLIC_READ")
+    notify_urls: SecretStr | None = _f(None, "NOTIFY_URLS")
+    notify_plan_executed: bool = _f(False, "NOTIFY_PLAN_EXECUTED")
+    notify_dedupe_s: float = _f(300.0, "NOTIFY_DEDUPE_S", ge=0)
+    notify_max_per_min: int = _f(20, "NOTIFY_MAX_PER_MIN", gt=0)
+    notify_denial_burst: int = _f(20, "NOTIFY_DENIAL_BURST", gt=0)
+    notify_denial_window_s: float = _f(60.0, "NOTIFY_DENIAL_WINDOW_S", gt=0)
+    notify_health_every_s: float = _f(10.0, "NOTIFY_HEALTH_EVERY_S", gt=0)
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -326,6 +339,7 @@ def _describe(e: ValidationError) -> str:
     for err in e.errors():
         var = str(err["loc"][0]) if err["loc"] else "settings"
         got = err.get("input")
-        shown = "***" if "KEY" in var or "SECRET" in var else repr(got)
+        secret = any(w in var for w in ("KEY", "SECRET", "TOKEN", "NOTIFY_URLS"))
+        shown = "***" if secret else repr(got)
         parts.append(f"{var}: {err['msg']} (got {shown})")
     return "invalid settings: " + "; ".join(parts)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from permitchain.errors import ConfigError
+from permitchain.services import RUNNABLE
 from permitchain.settings import load_settings, misspelt
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -171,7 +172,7 @@ def test_run_reads_its_env_files_strictly(tmp_path: Path) -> None:
 def test_the_units_pass_their_env_files_to_permitchain() -> None:
     """systemd's EnvironmentFile= passes misspelt names on silently: the units do not use it."""
     units = sorted((ROOT / "deploy" / "systemd").glob("*.service"))
-    assert len(units) == 4
+    assert len(units) == len(RUNNABLE)  # the four chain services and the console
     for unit in units:
         text = unit.read_text().replace("\\\n", " ")
         directives = [line for line in text.splitlines() if not line.startswith("#")]

@@ -54,7 +54,9 @@ def test_env_file_with_unknown_key_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("variant", ["", "production"])
-@pytest.mark.parametrize("service", ["governor", "position-brain", "apply-layer", "exit-brain"])
+@pytest.mark.parametrize(
+    "service", ["governor", "position-brain", "apply-layer", "exit-brain", "console"]
+)
 def test_the_shipped_example_env_files_load(variant: str, service: str) -> None:
     folder = Path(__file__).resolve().parents[2] / "deploy" / "config" / variant
     files = [folder / "common.env.example", folder / f"{service}.env.example"]

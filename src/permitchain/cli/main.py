@@ -24,16 +24,14 @@ from permitchain.cli import control, inspect, keys_cmd
 from permitchain.cli import security as security_cmd
 from permitchain.cli.common import console, fail, operator, run_async, settings
 from permitchain.errors import ConfigError, PermitchainError
-from permitchain.exchange.factory import make_exchange
 from permitchain.exchange.sim import SimExchange
-from permitchain.exit_brain.api import current_epoch, new_proposal_id, submit_proposal
 from permitchain.governor.policy import TradingState
 from permitchain.keys import Keys
 from permitchain.models import Proposal, fmt_decimal
-from permitchain.position_brain.state import reconcile as reconcile_ledger
+from permitchain.ops import actions
 from permitchain.runtime.logs import setup_logging
 from permitchain.runtime.service import run_service
-from permitchain.services import SERVICE_NAMES, build, check_startup
+from permitchain.services import CONSOLE, RUNNABLE, SERVICE_NAMES, build, check_startup
 from permitchain.settings import ENV_FILE_VARIABLE, Settings
 
 app = typer.Typer(
@@ -76,12 +74,12 @@ EnvFiles = Annotated[
 
 @app.command()
 def run(
-    service: Annotated[str, typer.Argument(help=", ".join(SERVICE_NAMES))],
+    service: Annotated[str, typer.Argument(help=", ".join(RUNNABLE))],
     env_file: EnvFiles = None,
 ) -> None:
     """Run one service in the foreground (what the systemd units call)."""
-    if service not in SERVICE_NAMES:
-        fail(f"unknown service {service!r}; one of: {', '.join(SERVICE_NAMES)}")
+    if service not in RUNNABLE:
+        fail(f"unknown service {service!r}; one of: {', '.join(RUNNABLE)}")
     s = settings(env_file)
     setup_logging(s.log_format, s.log_level, service)
     try:
@@ -90,7 +88,10 @@ def run(
             raise ConfigError("REDIS_URL: not set (`permitchain up` starts a server for you)")
     except ConfigError as e:
         fail(f"configuration: {e}")
-    run_service(lambda: build(service, s))
+    try:
+        run_service(lambda: build(service, s))
+    except ConfigError as e:
+        fail(f"configuration: {e}")
 
 
 @app.command()
@@ -104,7 +105,7 @@ def up(env_file: EnvFiles = None) -> None:  # noqa: PLR0915 - split when its lif
     except ConfigError as e:
         fail(f"configuration: {e}")
     if s.metrics_port not in (None, 0):
-        fail("METRICS_PORT: `up` runs four services; leave it unset (defaults 8042-8045) or 0")
+        fail("METRICS_PORT: `up` runs five services: leave it unset (8042-8045, 8047) or 0")
     chain = Chain()
     url = chain.ensure_redis()
     where = f"embedded {chain.server.name} at {url}" if chain.server else url
@@ -123,11 +124,12 @@ def up(env_file: EnvFiles = None) -> None:  # noqa: PLR0915 - split when its lif
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    restarts: dict[str, list[float]] = {n: [] for n in SERVICE_NAMES}
+    restarts: dict[str, list[float]] = {n: [] for n in RUNNABLE}
     try:
         chain.start()
         chain.wait_ready()
         console.print(f"[green]up[/]: {', '.join(SERVICE_NAMES)} (Ctrl-C to stop)")
+        start_console(chain, s)
         while not stopping:
             time.sleep(0.5)
             for name, proc in list(chain.procs.items()):
@@ -135,8 +137,7 @@ def up(env_file: EnvFiles = None) -> None:  # noqa: PLR0915 - split when its lif
                     continue
                 recent = [t for t in restarts[name] if time.monotonic() - t < 60]
                 if len(recent) >= 5:
-                    console.print(f"[red]{name} keeps exiting ({proc.returncode}); stopping[/]")
-                    stopping = True
+                    stopping = keeps_exiting(chain, name, proc.returncode)
                     break
                 console.print(f"[yellow]{name} exited with {proc.returncode}; restarting[/]")
                 restarts[name] = [*recent, time.monotonic()]
@@ -150,6 +151,31 @@ def up(env_file: EnvFiles = None) -> None:  # noqa: PLR0915 - split when its lif
             url_file().unlink(missing_ok=True)
         if keys_note:
             shutil.rmtree(ephemeral_keys_dir(), ignore_errors=True)
+
+
+def keeps_exiting(chain: Chain, name: str, code: int | None) -> bool:
+    """A service exited five times in a minute: stop everything (True), but for the console,
+    which is not on the order path: it is left off and the chain goes on."""
+    if name == CONSOLE:
+        console.print(f"[red]console keeps exiting ({code}); left off, the chain goes on[/]")
+        del chain.procs[name]
+        return False
+    console.print(f"[red]{name} keeps exiting ({code}); stopping[/]")
+    return True
+
+
+def start_console(chain: Chain, s: Settings) -> None:
+    """The console beside the chain; if it cannot start, the chain runs on without it."""
+    from permitchain.console.service import console_url  # noqa: PLC0415 - web stack only here
+
+    chain.start_service(CONSOLE)
+    try:
+        chain.wait_ready([CONSOLE])
+    except (RuntimeError, TimeoutError) as e:
+        console.print(f"[yellow]console did not start ({e}); the chain runs without it[/]")
+        chain.procs.pop(CONSOLE, None)
+        return
+    console.print(f"console: [cyan]{console_url(s)}[/]")
 
 
 @app.command()
@@ -181,15 +207,19 @@ def propose(
     """Hand an exit decision to the chain (same checks as the exit brain's own)."""
 
     async def body(r: Redis, k: Keys, s: Settings) -> tuple[Proposal, str]:
-        ep = epoch if epoch is not None else await current_epoch(r, k, symbol)
-        fields = {
-            "schema": "1", "proposal_id": new_proposal_id(), "symbol": symbol, "action": action,
-            "kill_score": kill_score, "new_sl": new_sl or "", "r_net": r_net or "",
-            "position_epoch": str(ep), "tranche": str(tranche), "ts_epoch": f"{time.time():.6f}",
-            "source": source,
-        }  # fmt: skip
-        p = Proposal.from_fields(fields)
-        return p, await submit_proposal(r, k, p, ttl_s=s.proposal_ttl_s)
+        return await actions.operator_proposal(
+            r,
+            k,
+            s,
+            symbol=symbol,
+            action=action,
+            kill_score=kill_score,
+            new_sl=new_sl,
+            r_net=r_net,
+            tranche=tranche,
+            epoch=epoch,
+            source=source,
+        )
 
     p, entry = run_async(body)
     console.print(
@@ -210,20 +240,12 @@ def reconcile(
     """Set P3.3's ledger to the exchange's position on purpose (audited; new epoch)."""
 
     async def body(r: Redis, k: Keys, s: Settings) -> dict[str, Any]:
-        ex = make_exchange(s, r, k)
         try:
-            known = await ex.filters([symbol])
-            positions = await ex.fetch_positions([symbol])
-        finally:
-            await ex.close()
-        if symbol not in known and symbol not in positions:
-            fail(f"{symbol}: the exchange reports no such symbol")
-        amt = positions[symbol].amt if symbol in positions else Decimal(0)
-        preview = await reconcile_ledger(r, k, symbol, amt, operator=operator(), note=reason,
-                                         dry_run=True)  # fmt: skip
-        if dry_run or (preview["in_flight_plan"] and not force):
-            return preview
-        return await reconcile_ledger(r, k, symbol, amt, operator=operator(), note=reason)
+            return await actions.reconcile_symbol(
+                r, k, s, symbol, operator=operator(), reason=reason, dry_run=dry_run, force=force
+            )
+        except actions.InFlight as e:
+            return e.preview
 
     ch = run_async(body)
     verb = "would set" if ch["dry_run"] else "set"

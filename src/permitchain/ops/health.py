@@ -268,6 +268,24 @@ async def _positions(r: Redis, k: Keys, s: Settings, h: Health) -> None:
             )
 
 
+async def positions(r: Redis, k: Keys, s: Settings, *, now: float | None = None) -> Health:
+    """Only the positions part of the health box, each row with P3.3's in-flight claim
+    (``in_flight_plan`` and its ``in_flight_ttl_s``)."""
+    h = Health(ts=time.time() if now is None else now)
+    await _positions(r, k, s, h)
+    pipe = r.pipeline(transaction=False)
+    for row in h.positions:
+        pipe.get(k.inflight(row["symbol"]))
+        pipe.pttl(k.inflight(row["symbol"]))
+    claims = await pipe.execute(raise_on_error=False)  # a wrong key type reads "unreadable"
+    for i, row in enumerate(h.positions):
+        holder, pttl = claims[2 * i], claims[2 * i + 1]
+        row["in_flight_plan"] = "unreadable" if isinstance(holder, Exception) else holder
+        ok = holder and isinstance(pttl, int) and pttl > 0
+        row["in_flight_ttl_s"] = round(pttl / 1000, 1) if ok else None
+    return h
+
+
 async def gather(
     r: Redis,
     k: Keys,
