@@ -79,16 +79,47 @@ ALGO_OPEN = ("NEW", "TRIGGERING", "TRIGGERED")
 # other is refused -1104. ccxt adds timestamp, recvWindow and signature.
 SIGNING = {"timestamp", "recvWindow", "signature"}
 ORDER_PARAMS = SIGNING | {
-    "symbol", "side", "positionSide", "type", "timeInForce", "quantity", "reduceOnly", "price",
-    "newClientOrderId", "stopPrice", "closePosition", "activationPrice", "callbackRate",
-    "workingType", "priceProtect", "newOrderRespType", "priceMatch", "selfTradePreventionMode",
+    "symbol",
+    "side",
+    "positionSide",
+    "type",
+    "timeInForce",
+    "quantity",
+    "reduceOnly",
+    "price",
+    "newClientOrderId",
+    "stopPrice",
+    "closePosition",
+    "activationPrice",
+    "callbackRate",
+    "workingType",
+    "priceProtect",
+    "newOrderRespType",
+    "priceMatch",
+    "selfTradePreventionMode",
     "goodTillDate",
-}  # fmt: skip
+}
 ALGO_PARAMS = SIGNING | {
-    "algoType", "symbol", "side", "positionSide", "type", "timeInForce", "quantity", "price",
-    "triggerPrice", "workingType", "priceMatch", "closePosition", "priceProtect", "reduceOnly",
-    "activatePrice", "callbackRate", "clientAlgoId", "selfTradePreventionMode", "goodTillDate",
-}  # fmt: skip
+    "algoType",
+    "symbol",
+    "side",
+    "positionSide",
+    "type",
+    "timeInForce",
+    "quantity",
+    "price",
+    "triggerPrice",
+    "workingType",
+    "priceMatch",
+    "closePosition",
+    "priceProtect",
+    "reduceOnly",
+    "activatePrice",
+    "callbackRate",
+    "clientAlgoId",
+    "selfTradePreventionMode",
+    "goodTillDate",
+}
 ENUMS: dict[str, tuple[tuple[str, ...], int, str]] = {
     "side": (("BUY", "SELL"), -1117, "Invalid side."),
     "positionSide": (("BOTH", "LONG", "SHORT"), -4060, "Invalid position side."),
@@ -97,12 +128,20 @@ ENUMS: dict[str, tuple[tuple[str, ...], int, str]] = {
     "workingType": (("MARK_PRICE", "CONTRACT_PRICE"), -4031, "Invalid parameter working type"),
     "newOrderRespType": (("ACK", "RESULT"), -1136, "Invalid newOrderRespType."),
     "algoType": (("CONDITIONAL",), -1116, "Invalid algoType."),
-    "priceProtect": (("TRUE", "FALSE", "true", "false"), -1130,
-                     "Data sent for parameter 'priceProtect' is not valid."),
-}  # fmt: skip
+    "priceProtect": (
+        ("TRUE", "FALSE", "true", "false"),
+        -1130,
+        "Data sent for parameter 'priceProtect' is not valid.",
+    ),
+}
 #: Request weights (Binance's per-endpoint table, the ones we use; others weigh 1).
-WEIGHTS = {"/fapi/v3/positionRisk": 5, "/fapi/v1/exchangeInfo": 1,
-           "/fapi/v1/positionSide/dual": 30, "/fapi/v2/account": 5, "/fapi/v3/account": 5}  # fmt: skip
+WEIGHTS = {
+    "/fapi/v3/positionRisk": 5,
+    "/fapi/v1/exchangeInfo": 1,
+    "/fapi/v1/positionSide/dual": 30,
+    "/fapi/v2/account": 5,
+    "/fapi/v3/account": 5,
+}
 
 DEFAULT_SYMBOLS: dict[str, dict[str, str]] = {
     "BTCUSDT": {
@@ -285,15 +324,20 @@ class FakeBinance:
         with self.lock:
             self.state.immediate_trigger_code = code
 
-    def set_algo_state(self, client_algo_id: str, status: str, actual_qty: str = "",
-                       actual_price: str = "") -> None:  # fmt: skip
+    def set_algo_state(
+        self, client_algo_id: str, status: str, actual_qty: str = "", actual_price: str = ""
+    ) -> None:
         """Force a conditional order's status (e.g. TRIGGERING stuck, FINISHED unfilled)."""
         with self.lock:
             algo = self._algo_by_client_id(client_algo_id)
             if algo is None:
                 raise KeyError(client_algo_id)
-            algo.update(algoStatus=status, actualQty=actual_qty, actualPrice=actual_price,
-                        updateTime=self._now_ms())  # fmt: skip
+            algo.update(
+                algoStatus=status,
+                actualQty=actual_qty,
+                actualPrice=actual_price,
+                updateTime=self._now_ms(),
+            )
 
     def set_position(
         self,
@@ -481,13 +525,18 @@ class FakeBinance:
             with self.lock:
                 result = self._handle(request, method, path, body)
         except FakeError as e:
-            return web.json_response({"code": e.code, "msg": e.msg}, status=e.status,
-                                     headers=headers)  # fmt: skip
+            return web.json_response(
+                {"code": e.code, "msg": e.msg}, status=e.status, headers=headers
+            )
         if fault is not None and fault.mode == "unknown503":
             return web.json_response(
-                {"code": -1000,
-                 "msg": "Unknown error, please check your request or try again later."},
-                status=503, headers=headers)  # fmt: skip
+                {
+                    "code": -1000,
+                    "msg": "Unknown error, please check your request or try again later.",
+                },
+                status=503,
+                headers=headers,
+            )
         if fault is not None:
             if fault.mode == "hang":
                 assert self._stopping is not None
@@ -798,8 +847,11 @@ class FakeBinance:
                 raise FakeError(code, msg)
         coid = params.get(id_field)
         if coid is not None and not CLIENT_ID_RE.match(coid):
-            msg = "Client order id length should not be more than 36 chars" if len(
-                coid) > 36 else "Client order id is not valid."  # fmt: skip
+            msg = (
+                "Client order id length should not be more than 36 chars"
+                if len(coid) > 36
+                else "Client order id is not valid."
+            )
             raise FakeError(-4015, msg)
 
     def _position_side(self, params: dict[str, str]) -> str:
@@ -819,12 +871,17 @@ class FakeBinance:
     def _resting_reduce_only(self, sym: str, ps: str, side: str) -> Decimal:
         """Open quantity of the reduce-only plain orders resting on this side."""
         return sum(
-            (Decimal(o["origQty"]) - Decimal(o["executedQty"])
-             for o in self.state.orders.values()
-             if o["symbol"] == sym and o["positionSide"] == ps and o["side"] == side
-             and o["status"] in OPEN and (o["reduceOnly"] or ps != "BOTH")),
+            (
+                Decimal(o["origQty"]) - Decimal(o["executedQty"])
+                for o in self.state.orders.values()
+                if o["symbol"] == sym
+                and o["positionSide"] == ps
+                and o["side"] == side
+                and o["status"] in OPEN
+                and (o["reduceOnly"] or ps != "BOTH")
+            ),
             Decimal(0),
-        )  # fmt: skip
+        )
 
     def _check_reduce(self, sym: str, ps: str, side: str, qty: Decimal | None) -> None:
         amt = self.state.positions.get((sym, ps), Position()).amt
@@ -870,8 +927,9 @@ class FakeBinance:
         if otype != "MARKET":
             raise FakeError(-1116, "Invalid orderType.")
         if side not in ("BUY", "SELL"):
-            raise FakeError(-1102, "Mandatory parameter 'side' was not sent, was empty/null, "
-                            "or malformed.")  # fmt: skip
+            raise FakeError(
+                -1102, "Mandatory parameter 'side' was not sent, was empty/null, or malformed."
+            )
         ps = self._position_side(params)
         qty = _num(params, "quantity")
         assert qty is not None
@@ -896,14 +954,17 @@ class FakeBinance:
             if kind == "PARTIAL":
                 filled = part if part is not None else qty / 2
                 self._fill(order, sym, ps, side, min(filled, qty), price)
-            order.update(status="EXPIRED_IN_MATCH" if kind == "EXPIRED_IN_MATCH" else "EXPIRED",
-                         updateTime=self._now_ms())  # fmt: skip
+            order.update(
+                status="EXPIRED_IN_MATCH" if kind == "EXPIRED_IN_MATCH" else "EXPIRED",
+                updateTime=self._now_ms(),
+            )
         elif self.state.fill:
             self._fill(order, sym, ps, side, qty, price)
         return dict(order)
 
-    def _record_market(self, sym: str, ps: str, side: str, qty: Decimal, coid: str,
-                       reduce_only: bool) -> dict[str, Any]:  # fmt: skip
+    def _record_market(
+        self, sym: str, ps: str, side: str, qty: Decimal, coid: str, reduce_only: bool
+    ) -> dict[str, Any]:
         self.state.next_id += 1
         order = {
             "orderId": self.state.next_id,
@@ -1005,8 +1066,9 @@ class FakeBinance:
         if otype != "STOP_MARKET":
             raise FakeError(-1116, "Invalid orderType.")
         if side not in ("BUY", "SELL"):
-            raise FakeError(-1102, "Mandatory parameter 'side' was not sent, was empty/null, "
-                            "or malformed.")  # fmt: skip
+            raise FakeError(
+                -1102, "Mandatory parameter 'side' was not sent, was empty/null, or malformed."
+            )
         ps = self._position_side(params)
         qty = _num(params, "quantity")
         trigger = _num(params, "triggerPrice")
@@ -1016,8 +1078,12 @@ class FakeBinance:
         mark = self.state.prices[sym]
         if (side == "SELL" and trigger >= mark) or (side == "BUY" and trigger <= mark):
             code = self.state.immediate_trigger_code
-            raise FakeError(code, "Order would immediately trigger." if code == -2021 else
-                            "REJECT: take profit or stop order will be triggered immediately")  # fmt: skip
+            raise FakeError(
+                code,
+                "Order would immediately trigger."
+                if code == -2021
+                else "REJECT: take profit or stop order will be triggered immediately",
+            )
         coid = params.get("clientAlgoId") or f"fake-algo-{self.state.next_id}"
         held = self._algo_by_client_id(coid)
         if held is not None and held["algoStatus"] in ALGO_OPEN:
@@ -1076,12 +1142,17 @@ class FakeBinance:
             if qty <= 0:
                 algo.update(algoStatus="EXPIRED", updateTime=self._now_ms())
                 continue
-            order = self._record_market(sym, ps, side, qty, f"autoalgo-{algo['algoId']}",
-                                        bool(algo["reduceOnly"]))  # fmt: skip
+            order = self._record_market(
+                sym, ps, side, qty, f"autoalgo-{algo['algoId']}", bool(algo["reduceOnly"])
+            )
             algo.update(algoStatus="TRIGGERED", actualOrderId=str(order["orderId"]))
             self._fill(order, sym, ps, side, qty, mark)
-            algo.update(algoStatus="FINISHED", actualQty=order["executedQty"],
-                        actualPrice=order["avgPrice"], updateTime=self._now_ms())  # fmt: skip
+            algo.update(
+                algoStatus="FINISHED",
+                actualQty=order["executedQty"],
+                actualPrice=order["avgPrice"],
+                updateTime=self._now_ms(),
+            )
 
     def _find_algo(self, params: dict[str, str]) -> dict[str, Any]:
         coid, aid = params.get("clientAlgoId"), params.get("algoId")

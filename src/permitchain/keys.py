@@ -117,6 +117,15 @@ class Keys:
 
     # -- simulated exchange ---------------------------------------------------------------
     # One hash tag per symbol, so a fill touches one slot.
+    def stop_book(self, symbol: str) -> str:
+        """The chain's own resting stop orders of a symbol (hash: client order id -> plan
+        id, quantity, trigger, time; apply_layer.stops)."""
+        return f"{self.prefix}:apply:stops:{{{symbol}}}"
+
+    @property
+    def stop_book_pattern(self) -> str:
+        return f"{self.prefix}:apply:stops:*"
+
     def sim_position(self, symbol: str) -> str:
         return f"{self.prefix}:sim:{{{symbol}}}:position"
 

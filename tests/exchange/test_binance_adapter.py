@@ -189,9 +189,18 @@ def test_duplicate_refused_by_exchange_resolves_to_the_open_order(fake: FakeBina
     fake.set_fill(False)
 
     async def body(ex: BinanceExchange) -> None:
-        await ex._call("order", "fapiPrivatePostOrder", {
-            "symbol": "BTCUSDT", "side": "SELL", "type": "MARKET", "quantity": "0.01",
-            "reduceOnly": "true", "newClientOrderId": "pc-o"})  # fmt: skip
+        await ex._call(
+            "order",
+            "fapiPrivatePostOrder",
+            {
+                "symbol": "BTCUSDT",
+                "side": "SELL",
+                "type": "MARKET",
+                "quantity": "0.01",
+                "reduceOnly": "true",
+                "newClientOrderId": "pc-o",
+            },
+        )
         o = await ex.place_reduce_only_market("BTCUSDT", "SELL", D("0.01"), "pc-o")
         assert (o.client_order_id, o.status) == ("pc-o", OrderStatus.NEW)
 
@@ -297,11 +306,18 @@ def test_stop_market_leaves_foreign_stops(fake: FakeBinance) -> None:
         "manual-1": "NEW", "pc-c-sl": "NEW"}  # fmt: skip
 
 
-@pytest.mark.parametrize(("amt", "side", "asked", "sent"),
-                         [("-0.05", "BUY", "100.01", "100.1"), ("-0.05", "BUY", "101.27", "101.3"),
-                          ("0.05", "SELL", "99.99", "99.9"), ("0.05", "SELL", "98.71", "98.7")])  # fmt: skip
-def test_stop_trigger_rounds_away_from_the_mark(fake: FakeBinance, amt: str, side: str,
-                                                asked: str, sent: str) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    ("amt", "side", "asked", "sent"),
+    [
+        ("-0.05", "BUY", "100.01", "100.1"),
+        ("-0.05", "BUY", "101.27", "101.3"),
+        ("0.05", "SELL", "99.99", "99.9"),
+        ("0.05", "SELL", "98.71", "98.7"),
+    ],
+)
+def test_stop_trigger_rounds_away_from_the_mark(
+    fake: FakeBinance, amt: str, side: str, asked: str, sent: str
+) -> None:
     """A SELL stop rounds down, a BUY stop up (mark 100, tick 0.1): rounding never moves a
     stop to where it would trigger at once (Binance refuses that, -2021)."""
     fake.set_position("BTCUSDT", amt)
@@ -316,8 +332,10 @@ def test_stop_already_passed_raises_stop_would_trigger(fake: FakeBinance, code: 
     fake.set_position("BTCUSDT", "0.05")
     fake.set_immediate_trigger_code(code)
     with pytest.raises(StopWouldTrigger) as e:
-        run(fake, lambda ex: ex.place_stop_market("BTCUSDT", "SELL", D("100.04"), D("0.05"),
-                                                  "pc-x-sl"))  # fmt: skip
+        run(
+            fake,
+            lambda ex: ex.place_stop_market("BTCUSDT", "SELL", D("100.04"), D("0.05"), "pc-x-sl"),
+        )
     assert e.value.code == code
     assert fake.algo_orders() == []
 
@@ -331,23 +349,40 @@ def test_algo_lifecycle_maps_onto_order_status(fake: FakeBinance) -> None:
     async def body(ex: BinanceExchange) -> list[tuple[OrderStatus, Decimal, Decimal | None]]:
         await ex.place_stop_market("BTCUSDT", "SELL", D("99"), D("0.05"), "pc-l-sl")
         seen = []
-        for status, qty, price in [("TRIGGERING", "", ""), ("TRIGGERED", "", ""),
-                                   ("TRIGGERED", "0.02", "98.9"), ("FINISHED", "0", ""),
-                                   ("FINISHED", "0.02", "98.9"), ("FINISHED", "0.05", "98.9"),
-                                   ("REJECTED", "", ""), ("EXPIRED", "", ""),
-                                   ("SOMETHING_NEW", "", "")]:  # fmt: skip
+        for status, qty, price in [
+            ("TRIGGERING", "", ""),
+            ("TRIGGERED", "", ""),
+            ("TRIGGERED", "0.02", "98.9"),
+            ("FINISHED", "0", ""),
+            ("FINISHED", "0.02", "98.9"),
+            ("FINISHED", "0.05", "98.9"),
+            ("REJECTED", "", ""),
+            ("EXPIRED", "", ""),
+            ("SOMETHING_NEW", "", ""),
+        ]:
             fake.set_algo_state("pc-l-sl", status, qty, price)
             o = await ex.fetch_order("BTCUSDT", "pc-l-sl")
             assert o is not None
             seen.append((o.status, o.filled_qty, o.avg_price))
         return seen
 
-    N, P, F, C = OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED, OrderStatus.CANCELED
+    N, P, F, C = (
+        OrderStatus.NEW,
+        OrderStatus.PARTIALLY_FILLED,
+        OrderStatus.FILLED,
+        OrderStatus.CANCELED,
+    )
     assert run(fake, body) == [
-        (N, D(0), None), (N, D(0), None), (P, D("0.02"), D("98.9")), (C, D(0), None),
-        (C, D("0.02"), D("98.9")), (F, D("0.05"), D("98.9")),
-        (OrderStatus.REJECTED, D(0), None), (OrderStatus.EXPIRED, D(0), None), (N, D(0), None),
-    ]  # fmt: skip
+        (N, D(0), None),
+        (N, D(0), None),
+        (P, D("0.02"), D("98.9")),
+        (C, D(0), None),
+        (C, D("0.02"), D("98.9")),
+        (F, D("0.05"), D("98.9")),
+        (OrderStatus.REJECTED, D(0), None),
+        (OrderStatus.EXPIRED, D(0), None),
+        (N, D(0), None),
+    ]
 
 
 def test_a_stop_the_mark_crosses_fills_on_the_exchange(fake: FakeBinance) -> None:

@@ -19,16 +19,31 @@ ORDER, ALGO = "/fapi/v1/order", "/fapi/v1/algoOrder"
 
 
 def market(**over: str) -> dict[str, str]:
-    params = {"symbol": "BTCUSDT", "side": "SELL", "type": "MARKET", "quantity": "0.01",
-              "reduceOnly": "true", "newClientOrderId": "pc-raw", "newOrderRespType": "RESULT"}  # fmt: skip
+    params = {
+        "symbol": "BTCUSDT",
+        "side": "SELL",
+        "type": "MARKET",
+        "quantity": "0.01",
+        "reduceOnly": "true",
+        "newClientOrderId": "pc-raw",
+        "newOrderRespType": "RESULT",
+    }
     params.update(over)
     return {k: v for k, v in params.items() if v != ""}
 
 
 def stop(**over: str) -> dict[str, str]:
-    params = {"algoType": "CONDITIONAL", "symbol": "BTCUSDT", "side": "SELL",
-              "type": "STOP_MARKET", "quantity": "0.01", "triggerPrice": "95",
-              "workingType": "MARK_PRICE", "reduceOnly": "true", "clientAlgoId": "pc-raw-sl"}  # fmt: skip
+    params = {
+        "algoType": "CONDITIONAL",
+        "symbol": "BTCUSDT",
+        "side": "SELL",
+        "type": "STOP_MARKET",
+        "quantity": "0.01",
+        "triggerPrice": "95",
+        "workingType": "MARK_PRICE",
+        "reduceOnly": "true",
+        "clientAlgoId": "pc-raw-sl",
+    }
     params.update(over)
     return {k: v for k, v in params.items() if v != ""}
 
@@ -66,10 +81,12 @@ def test_algo_client_id_is_refused_only_among_open_algo_orders(fake: FakeBinance
     assert again["algoId"] != first["algoId"]
 
 
-@pytest.mark.parametrize(("side", "trigger"), [("SELL", "100"), ("SELL", "100.3"),
-                                               ("BUY", "100"), ("BUY", "99.9")])  # fmt: skip
-def test_stop_that_would_trigger_at_once_is_refused(fake: FakeBinance, side: str,
-                                                    trigger: str) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    ("side", "trigger"), [("SELL", "100"), ("SELL", "100.3"), ("BUY", "100"), ("BUY", "99.9")]
+)
+def test_stop_that_would_trigger_at_once_is_refused(
+    fake: FakeBinance, side: str, trigger: str
+) -> None:
     fake.set_position("BTCUSDT", "0.062" if side == "SELL" else "-0.062")
     fake.set_price("BTCUSDT", "100")
     assert refused(fake, "fapiPrivatePostAlgoOrder", stop(side=side, triggerPrice=trigger)) == -2021
@@ -114,9 +131,10 @@ def test_client_order_id_outside_binance_pattern_is_refused(fake: FakeBinance, c
         ({"workingType": "MARK"}, -4031),
         ({"quantityy": "0.01"}, -1104),
     ],
-)  # fmt: skip
-def test_unknown_values_and_parameters_are_refused(fake: FakeBinance, over: dict[str, str],
-                                                   code: int) -> None:  # fmt: skip
+)
+def test_unknown_values_and_parameters_are_refused(
+    fake: FakeBinance, over: dict[str, str], code: int
+) -> None:
     fake.set_position("BTCUSDT", "0.062")
     assert refused(fake, "fapiPrivatePostOrder", market(**over)) == code
     assert fake.position("BTCUSDT") == "0.062"  # reduceOnly=True never flips a position
@@ -124,12 +142,17 @@ def test_unknown_values_and_parameters_are_refused(fake: FakeBinance, over: dict
 
 @pytest.mark.parametrize(
     ("over", "code"),
-    [({"positionSide": "long"}, -4060), ({"workingType": "MARK"}, -4031),
-     ({"reduceOnly": "True"}, -4062), ({"algoType": "conditional"}, -1116),
-     ({"bogus": "1"}, -1104)],
-)  # fmt: skip
-def test_algo_unknown_values_and_parameters_are_refused(fake: FakeBinance,
-                                                        over: dict[str, str], code: int) -> None:  # fmt: skip
+    [
+        ({"positionSide": "long"}, -4060),
+        ({"workingType": "MARK"}, -4031),
+        ({"reduceOnly": "True"}, -4062),
+        ({"algoType": "conditional"}, -1116),
+        ({"bogus": "1"}, -1104),
+    ],
+)
+def test_algo_unknown_values_and_parameters_are_refused(
+    fake: FakeBinance, over: dict[str, str], code: int
+) -> None:
     fake.set_position("BTCUSDT", "0.062")
     assert refused(fake, "fapiPrivatePostAlgoOrder", stop(**over)) == code
 
@@ -148,12 +171,17 @@ def test_resting_reduce_only_orders_count_against_the_position(fake: FakeBinance
     assert fake.position("BTCUSDT") == "0.05"
 
 
-@pytest.mark.parametrize(("outcome", "status", "filled", "left"),
-                         [("EXPIRED", "EXPIRED", "0", "0.062"),
-                          ("EXPIRED_IN_MATCH", "EXPIRED_IN_MATCH", "0", "0.062"),
-                          ("PARTIAL", "EXPIRED", "0.004", "0.058")])  # fmt: skip
-def test_market_outcomes_can_be_injected(fake: FakeBinance, outcome: str, status: str,
-                                         filled: str, left: str) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    ("outcome", "status", "filled", "left"),
+    [
+        ("EXPIRED", "EXPIRED", "0", "0.062"),
+        ("EXPIRED_IN_MATCH", "EXPIRED_IN_MATCH", "0", "0.062"),
+        ("PARTIAL", "EXPIRED", "0.004", "0.058"),
+    ],
+)
+def test_market_outcomes_can_be_injected(
+    fake: FakeBinance, outcome: str, status: str, filled: str, left: str
+) -> None:
     fake.set_position("BTCUSDT", "0.062")
     fake.set_market_outcome(outcome, filled="0.004")
     o = send(fake, "fapiPrivatePostOrder", market())

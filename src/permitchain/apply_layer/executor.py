@@ -32,6 +32,7 @@ from redis.asyncio import Redis
 from permitchain.apply_layer.exec_store import FINAL_GUARD, ExecStore
 from permitchain.apply_layer.orders import OrderDesk, Submission, latency_ms
 from permitchain.apply_layer.resolver import Resolver, sender_id
+from permitchain.apply_layer.stops import StopBook
 from permitchain.errors import ContractError
 from permitchain.exchange.base import Exchange
 from permitchain.governor.policy import TradingState
@@ -88,7 +89,7 @@ class Executor:
                  exchange: Exchange) -> None:  # fmt: skip
         self.r, self.k, self.s, self.clock, self.ex = r, keys, settings, clock, exchange
         self.store = ExecStore(r, keys, settings.exec_record_ttl_s)
-        self.desk = OrderDesk(exchange, self.store, clock)
+        self.desk = OrderDesk(exchange, self.store, clock, StopBook(r, keys))
         self.resolver = Resolver(self.store, self.desk, exchange, clock)
         self.waiters: dict[str, asyncio.Event] = {}
         self.active: set[str] = set()

@@ -77,8 +77,11 @@ ORDER_STATUS = {s.value: s for s in OrderStatus} | {"EXPIRED_IN_MATCH": OrderSta
 #: Conditional orders still working: not yet in the matching engine (NEW, TRIGGERING), or in
 #: it with the outcome of their market order not known yet (TRIGGERED).
 ALGO_WORKING = ("NEW", "TRIGGERING", "TRIGGERED")
-ALGO_FINAL = {"CANCELED": OrderStatus.CANCELED, "REJECTED": OrderStatus.REJECTED,
-              "EXPIRED": OrderStatus.EXPIRED}  # fmt: skip
+ALGO_FINAL = {
+    "CANCELED": OrderStatus.CANCELED,
+    "REJECTED": OrderStatus.REJECTED,
+    "EXPIRED": OrderStatus.EXPIRED,
+}
 SENT_MAX = 10_000  # client order ids this process remembers having sent
 WEIGHT_LIMIT_1M, WEIGHT_WARN = 2400, 0.8  # Binance's request weight per minute (per IP)
 USAGE_HEADER = re.compile(r"^x-mbx-(used-weight|order-count)-(\d+[smhd])$", re.IGNORECASE)
@@ -227,13 +230,18 @@ def parse_order(raw: dict[str, Any]) -> OrderInfo:
     """A plain order (``/fapi/v1/order``). An unknown status reads as NEW: not final."""
     avg, stop_price = _d(raw.get("avgPrice")), _d(raw.get("stopPrice"))
     return OrderInfo(
-        symbol=raw["symbol"], client_order_id=raw["clientOrderId"], order_id=str(raw["orderId"]),
-        side=raw["side"], type=raw.get("type", ""),
+        symbol=raw["symbol"],
+        client_order_id=raw["clientOrderId"],
+        order_id=str(raw["orderId"]),
+        side=raw["side"],
+        type=raw.get("type", ""),
         status=ORDER_STATUS.get(raw.get("status", ""), OrderStatus.NEW),
-        requested_qty=_d(raw.get("origQty")), filled_qty=_d(raw.get("executedQty")),
-        avg_price=avg if avg > 0 else None, reduce_only=_reduce_flag(raw),
+        requested_qty=_d(raw.get("origQty")),
+        filled_qty=_d(raw.get("executedQty")),
+        avg_price=avg if avg > 0 else None,
+        reduce_only=_reduce_flag(raw),
         stop_price=stop_price if stop_price > 0 else None,
-    )  # fmt: skip
+    )
 
 
 def algo_status(raw_status: str, qty: Decimal, filled: Decimal) -> OrderStatus:
@@ -255,12 +263,18 @@ def parse_algo_order(raw: dict[str, Any]) -> OrderInfo:
     qty, filled = _d(raw.get("quantity")), _d(raw.get("actualQty"))
     avg, trigger = _d(raw.get("actualPrice")), _d(raw.get("triggerPrice"))
     return OrderInfo(
-        symbol=raw["symbol"], client_order_id=raw["clientAlgoId"], order_id=str(raw["algoId"]),
-        side=raw["side"], type=raw.get("orderType", ""),
+        symbol=raw["symbol"],
+        client_order_id=raw["clientAlgoId"],
+        order_id=str(raw["algoId"]),
+        side=raw["side"],
+        type=raw.get("orderType", ""),
         status=algo_status(str(raw.get("algoStatus", "")), qty, filled),
-        requested_qty=qty, filled_qty=filled, avg_price=avg if avg > 0 else None,
-        reduce_only=_reduce_flag(raw), stop_price=trigger if trigger > 0 else None,
-    )  # fmt: skip
+        requested_qty=qty,
+        filled_qty=filled,
+        avg_price=avg if avg > 0 else None,
+        reduce_only=_reduce_flag(raw),
+        stop_price=trigger if trigger > 0 else None,
+    )
 
 
 def _point_urls(urls: dict[str, Any], base: str) -> None:
@@ -462,16 +476,19 @@ class BinanceExchange:
             return order
         except OrderRejected as e:
             if e.code not in DUPLICATE_CODES:
+                self._sent.pop(client_order_id, None)  # refused: nothing was placed
                 raise
             found = await self._lookup_quietly(lookup)
             if found is not None:
                 return found
-            raise OrderOutcomeUnknown(f"binance: {client_order_id} duplicated but not found: "
-                                      f"{e}", code=e.code) from e  # fmt: skip
+            raise OrderOutcomeUnknown(
+                f"binance: {client_order_id} duplicated but not found: {e}", code=e.code
+            ) from e
 
     @staticmethod
-    async def _lookup_quietly(lookup: Callable[[], Awaitable[OrderInfo | None]]
-                              ) -> OrderInfo | None:  # fmt: skip
+    async def _lookup_quietly(
+        lookup: Callable[[], Awaitable[OrderInfo | None]],
+    ) -> OrderInfo | None:
         try:
             return await lookup()
         except ExchangeError as e:
@@ -524,6 +541,51 @@ class BinanceExchange:
                     log.info("binance: %s: cancelled previous stop %s", symbol, coid)
         except ExchangeError as e:
             log.warning("binance: %s: previous stop not cancelled: %s", symbol, e)
+
+    async def cancel_order(self, symbol: str, client_order_id: str) -> OrderInfo | None:
+        """Cancel a conditional (algo) order with this id, else a plain one. An order no
+        longer open (-2011) or unknown (-2013) is not an error: it is returned as it stands
+        (None when the exchange has none)."""
+        algo = await self._fetch_algo(client_order_id)
+        if algo is not None:
+            if algo.status in (OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED):
+                await self._cancel_quietly(
+                    "fapiPrivateDeleteAlgoOrder", {"clientAlgoId": client_order_id}
+                )
+                algo = await self._fetch_algo(client_order_id) or algo
+            return algo
+        plain = await self._fetch_plain(symbol, client_order_id)
+        if plain is not None and plain.status in (OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED):
+            await self._cancel_quietly(
+                "fapiPrivateDeleteOrder", {"symbol": symbol, "origClientOrderId": client_order_id}
+            )
+            plain = await self._fetch_plain(symbol, client_order_id) or plain
+        return plain
+
+    async def _cancel_quietly(self, method: str, params: dict[str, str]) -> None:
+        try:
+            await self._call("order", method, params)
+        except OrderRejected as e:
+            if e.code not in (-2011, NOT_FOUND_CODE):  # already gone: fine
+                raise
+
+    async def open_orders(self, symbol: str | None = None) -> list[OrderInfo]:
+        """Open plain orders, then open conditional ones (two requests; without a symbol
+        the plain list weighs 40)."""
+        params = {"symbol": symbol} if symbol is not None else {}
+        plain: list[OrderInfo] = await self._call(
+            "read",
+            "fapiPrivateGetOpenOrders",
+            params,
+            parse=lambda rows: [parse_order(r) for r in rows],
+        )
+        algos: list[OrderInfo] = await self._call(
+            "read",
+            "fapiPrivateGetOpenAlgoOrders",
+            params,
+            parse=lambda rows: [parse_algo_order(r) for r in rows],
+        )
+        return plain + algos
 
     async def close(self) -> None:
         await self._api.close()

@@ -100,6 +100,9 @@ def grants(service: str, k: Keys) -> list[Grant]:
                        "+zrem", "+xadd"), (f"~{p}:exec:*", f"~{p}:apply:exec_open",
                                            f"~{k.result_stream}", f"~{k.decisions}")),
                 Grant(("+zrangebyscore", "+zrem"), (f"~{p}:apply:exec_open",)),
+                # the chain's own resting stops per symbol (apply_layer.stops)
+                Grant(("+hset", "+hgetall", "+hdel", "+expire", "+scan"),
+                      (f"~{p}:apply:stops:*",)),
                 Grant(("+xread", "+xinfo|stream", "+xadd"), (f"~{k.permit_event_stream}",)),
                 Grant(("+get",), (f"%R~{k.trading_state}",)),
                 Grant(("+hgetall", "+hget"), (f"%R~{p}:position:snapshot:*",)),
