@@ -569,6 +569,32 @@ class BinanceExchange:
             if e.code not in (-2011, NOT_FOUND_CODE):  # already gone: fine
                 raise
 
+    async def resting_reduce_only(self, positions: dict[str, PositionInfo]) -> dict[str, Decimal]:
+        """Per symbol with a position: the open quantity of the plain reduce-only orders
+        resting on its closing side (they count against the position: a close beyond what
+        they leave is refused, -4118). One ``GET /fapi/v1/openOrders`` (weight 40); untriggered
+        conditional orders are not in it and do not count."""
+        held = {s: p.amt for s, p in positions.items() if p.amt != 0}
+        if not held:
+            return {}
+        orders: list[OrderInfo] = await self._call(
+            "read",
+            "fapiPrivateGetOpenOrders",
+            {},
+            parse=lambda rows: [parse_order(r) for r in rows],
+        )
+        out: dict[str, Decimal] = {}
+        for o in orders:
+            amt = held.get(o.symbol)
+            closing = amt is not None and o.side == ("SELL" if amt > 0 else "BUY")
+            if (
+                closing
+                and o.reduce_only
+                and o.status in (OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED)
+            ):
+                out[o.symbol] = out.get(o.symbol, Decimal(0)) + o.requested_qty - o.filled_qty
+        return out
+
     async def open_orders(self, symbol: str | None = None) -> list[OrderInfo]:
         """Open plain orders, then open conditional ones (two requests; without a symbol
         the plain list weighs 40)."""

@@ -6,6 +6,12 @@ every symbol the exchange reports a position for. A symbol the exchange knows (i
 filters) but reports no position for gets a snapshot of amount 0: the exchange answered.
 A failed read writes nothing, never zeros: the old snapshots go stale and P3.3 denies
 ``stale_exchange_state`` until the exchange answers again.
+
+An exchange whose reduce-only orders rest against the position (Binance: a close beyond
+what they leave is refused, -4118) has ``resting_reduce_only``: read with each poll while a
+watched position is open, it goes into each snapshot as ``resting_reduce_qty``, which P3.3's
+safe close quantity leaves room for. When that read fails, the poll writes the snapshots
+without it (0): the exchange still refuses an order that does not fit.
 """
 
 from __future__ import annotations
@@ -88,6 +94,8 @@ class SnapshotPoller:
         self._whole: dict[str, tuple[Any, float]] = {}
         self.cluster = is_cluster(r)
         self.scripts = scripts_for(r)
+        #: per symbol: reduce-only quantity resting on its closing side (last poll)
+        self.resting: dict[str, Decimal] = {}
 
     async def watched(self) -> set[str]:
         if time.monotonic() - self._ledger_scan_at > LEDGER_SCAN_S:
@@ -122,6 +130,13 @@ class SnapshotPoller:
         new = [s for s in positions if s not in self.filters]
         if new and not refreshed:  # listed since the last refresh
             self.filters.update(await self.ex.filters(new))
+        resting = getattr(self.ex, "resting_reduce_only", None)
+        if resting is not None and only is None:
+            try:
+                self.resting = await resting(positions)
+            except ExchangeError as e:
+                self.resting = {}
+                log.warning("resting reduce-only orders not read: %s", e)
         return positions
 
     async def poll_once(self, only: Collection[str] | None = None) -> PollOutcome:
@@ -180,7 +195,8 @@ class SnapshotPoller:
                 continue
             done.append(sym)
             last = self._whole.get(sym)
-            if last is None or last[0] != (positions.get(sym), f) or mono >= last[1]:
+            seen = (positions.get(sym), f, self.resting.get(sym, Decimal(0)))
+            if last is None or last[0] != seen or mono >= last[1]:
                 whole.append(sym)
             else:  # the exchange says what it said: only the time moves
                 touch.append(sym)
@@ -216,14 +232,25 @@ class SnapshotPoller:
         pipe = self.r.pipeline(transaction=False)
         for sym in syms:
             key = self.k.snapshot(sym)
-            pipe.hset(key, mapping=snapshot_fields(sym, positions.get(sym), self.filters[sym],
-                                                   now, self.ex.name, now_iso))  # fmt: skip
+            pipe.hset(
+                key,
+                mapping=snapshot_fields(
+                    sym,
+                    positions.get(sym),
+                    self.filters[sym],
+                    now,
+                    self.ex.name,
+                    now_iso,
+                    self.resting.get(sym, Decimal(0)),
+                ),
+            )
             pipe.expire(key, SNAPSHOT_TTL_S)
             pipe.hget(self.k.ledger(sym), "last_known_amt")
         replies = await pipe.execute()
         for i, sym in enumerate(syms):
             pos = positions.get(sym)
-            self._whole[sym] = ((pos, self.filters[sym]), mono + self._whole_every(sym))
+            seen = (pos, self.filters[sym], self.resting.get(sym, Decimal(0)))
+            self._whole[sym] = (seen, mono + self._whole_every(sym))
             amt = pos.amt if pos is not None else Decimal(0)
             POSITION_AMT.set(sym, float(amt))
             raw = replies[3 * i + 2]
