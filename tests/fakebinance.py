@@ -56,6 +56,7 @@ import hashlib
 import hmac
 import json
 import re
+import secrets
 import signal
 import sys
 import threading
@@ -220,6 +221,10 @@ class State:
     immediate_trigger_code: int = -2021
     weights: list[tuple[float, int]] = field(default_factory=list)  # (time, weight)
     order_times: list[float] = field(default_factory=list)
+    listen_keys: dict[str, float] = field(default_factory=dict)  # key -> expiry (monotonic)
+    keep_alives: int = 0
+    stream_fault: str | None = None
+    stream_log: list[dict[str, Any]] = field(default_factory=list)
     clock_offset_ms: int = 0
     delay_ms: int = 0
     faults: list[Fault] = field(default_factory=list)
@@ -263,10 +268,15 @@ class FakeBinance:
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
         self._stopping: asyncio.Event | None = None
+        self._serving_loop: asyncio.AbstractEventLoop | None = None
+        #: listen key -> the queues of its live websocket connections
+        self._sockets: dict[str, list[asyncio.Queue[dict[str, Any] | None]]] = {}
 
     # -- administration (tests; also reachable as POST /_admin/<name>) --------------------
     def reset(self) -> None:
         with self.lock:
+            for key in list(getattr(self, "_sockets", {})):
+                self._push_to(key, [None])
             self.state = State()
             for sym, spec in DEFAULT_SYMBOLS.items():
                 self.add_symbol(sym, **spec)
@@ -350,6 +360,7 @@ class FakeBinance:
         with self.lock:
             entry = Decimal(entry_price) if entry_price else self.state.prices[symbol]
             self.state.positions[(symbol, position_side)] = Position(Decimal(amt), entry, leverage)
+            self._emit([self._account_event(symbol, position_side)])
 
     def set_dual(self, enabled: bool) -> None:
         with self.lock:
@@ -433,16 +444,269 @@ class FakeBinance:
             "request_count",
             "requests",
             "unknown_paths",
+            "expire_listen_key",
+            "set_stream_fault",
+            "disconnect_streams",
+            "stream_events",
+            "stream_connections",
         }
     )
+
+    # -- user data stream (listen key, websocket) -----------------------------------------
+    def expire_listen_key(self) -> None:
+        """Binance's expiry: ``listenKeyExpired`` to every socket of the key, which is then
+        closed; the key is gone (keep-alive answers -1125, a new POST makes a new key)."""
+        with self.lock:
+            for key in list(self.state.listen_keys):
+                self._push_to(
+                    key, [{"e": "listenKeyExpired", "E": self._now_ms(), "listenKey": key}, None]
+                )
+                del self.state.listen_keys[key]
+
+    def set_stream_fault(self, fault: str) -> None:
+        """The next batch of user-stream events: ``drop_mid_fill`` (the first event, then
+        the connection closes: the rest is lost), ``duplicate`` (each event twice) or
+        ``reorder`` (in reverse order)."""
+        if fault not in ("drop_mid_fill", "duplicate", "reorder"):
+            raise ValueError(f"unknown stream fault {fault}")
+        with self.lock:
+            self.state.stream_fault = fault
+
+    def disconnect_streams(self) -> None:
+        """Close every user-stream connection (the key stays valid)."""
+        with self.lock:
+            for key in list(self._sockets):
+                self._push_to(key, [None])
+
+    def stream_events(self) -> list[dict[str, Any]]:
+        """Every user-stream event emitted so far, in order (before faults are applied)."""
+        with self.lock:
+            return [dict(e) for e in self.state.stream_log]
+
+    def stream_connections(self) -> int:
+        with self.lock:
+            return sum(len(qs) for qs in self._sockets.values())
+
+    def _push_to(self, key: str, events: list[dict[str, Any] | None]) -> None:
+        loop = self._serving_loop
+        for q in self._sockets.get(key, []):
+            for ev in events:
+                if loop is not None:
+                    with contextlib.suppress(RuntimeError):
+                        loop.call_soon_threadsafe(q.put_nowait, ev)
+
+    def _emit(self, events: list[dict[str, Any]]) -> None:
+        """Events of one change, in Binance's order, to every live socket (a fault applied
+        once). Called with ``self.lock`` held."""
+        self.state.stream_log.extend(events)
+        fault, self.state.stream_fault = self.state.stream_fault, None
+        out: list[dict[str, Any] | None] = list(events)
+        if fault == "duplicate":
+            out = [e for ev in events for e in (ev, ev)]
+        elif fault == "reorder":
+            out = list(reversed(events))
+        elif fault == "drop_mid_fill":
+            out = [*events[:1], None]
+        for key in list(self._sockets):
+            if key in self.state.listen_keys:
+                self._push_to(key, out)
+
+    def _order_event(
+        self, o: dict[str, Any], exec_type: str, last_qty: str = "0", last_price: str = "0"
+    ) -> dict[str, Any]:
+        now = self._now_ms()
+        return {
+            "e": "ORDER_TRADE_UPDATE",
+            "E": now,
+            "T": now,
+            "o": {
+                "s": o["symbol"],
+                "c": o["clientOrderId"],
+                "S": o["side"],
+                "o": o["type"],
+                "f": o["timeInForce"],
+                "q": o["origQty"],
+                "p": o["price"],
+                "ap": o["avgPrice"],
+                "sp": o["stopPrice"],
+                "x": exec_type,
+                "X": o["status"],
+                "i": o["orderId"],
+                "l": last_qty,
+                "z": o["executedQty"],
+                "L": last_price,
+                "n": "0",
+                "N": "USDT",
+                "T": now,
+                "t": now if exec_type == "TRADE" else 0,
+                "b": "0",
+                "a": "0",
+                "m": False,
+                "R": o["reduceOnly"],
+                "wt": o["workingType"],
+                "ot": o["origType"],
+                "ps": o["positionSide"],
+                "cp": False,
+                "rp": "0",
+                "pP": False,
+                "si": 0,
+                "ss": 0,
+                "V": o["selfTradePreventionMode"],
+                "pm": "NONE",
+                "gtd": 0,
+            },
+        }
+
+    def _account_event(self, sym: str, ps: str, reason: str = "ORDER") -> dict[str, Any]:
+        pos = self.state.positions.get((sym, ps), Position())
+        mark = self.state.prices.get(sym, Decimal(0))
+        now = self._now_ms()
+        return {
+            "e": "ACCOUNT_UPDATE",
+            "E": now,
+            "T": now,
+            "a": {
+                "m": reason,
+                "B": [{"a": "USDT", "wb": "10000", "cw": "10000", "bc": "0"}],
+                "P": [
+                    {
+                        "s": sym,
+                        "pa": _s(pos.amt),
+                        "ep": _s(pos.entry),
+                        "bep": _s(pos.entry),
+                        "cr": "0",
+                        "up": _s((mark - pos.entry) * pos.amt),
+                        "mt": "cross",
+                        "iw": "0",
+                        "ps": ps,
+                        "ma": "USDT",
+                    }
+                ],
+            },
+        }
+
+    def _algo_event(self, a: dict[str, Any]) -> dict[str, Any]:
+        now = self._now_ms()
+        return {
+            "e": "ALGO_UPDATE",
+            "T": now,
+            "E": now,
+            "o": {
+                "caid": a["clientAlgoId"],
+                "aid": a["algoId"],
+                "at": "CONDITIONAL",
+                "o": a["orderType"],
+                "s": a["symbol"],
+                "S": a["side"],
+                "ps": a["positionSide"],
+                "f": a["timeInForce"],
+                "q": a["quantity"],
+                "X": a["algoStatus"],
+                "ai": a["actualOrderId"],
+                "ap": a["actualPrice"] or "0",
+                "aq": a["actualQty"] or "0",
+                "act": "0",
+                "tp": a["triggerPrice"],
+                "p": "0",
+                "V": "EXPIRE_MAKER",
+                "wt": a["workingType"],
+                "pm": "NONE",
+                "cp": False,
+                "pP": a["priceProtect"],
+                "R": a["reduceOnly"],
+                "tt": a["triggerTime"],
+                "gtd": 0,
+                "rm": "",
+            },
+        }
+
+    def _market_events(self, o: dict[str, Any]) -> list[dict[str, Any]]:
+        """A market order's events as Binance sends them: NEW, then (when something
+        filled) the position's ACCOUNT_UPDATE, then the TRADE (or the EXPIRED)."""
+        new = dict(o, status="NEW", executedQty="0", avgPrice="0")
+        events = [self._order_event(new, "NEW")]
+        if Decimal(o["executedQty"]) > 0:
+            events.append(self._account_event(o["symbol"], o["positionSide"]))
+            events.append(self._order_event(o, "TRADE", o["executedQty"], o["avgPrice"]))
+        if o["status"] in ("EXPIRED", "EXPIRED_IN_MATCH"):
+            events.append(self._order_event(o, "EXPIRED"))
+        return events
+
+    def _listen_key(self, request: web.Request, method: str) -> web.Response:
+        """``/fapi/v1/listenKey`` (API key only, no signature): POST creates (or returns the
+        live key, extended), PUT keeps it alive (-1125 when it is gone), DELETE closes it."""
+        if request.headers.get("X-MBX-APIKEY") != self.api_key:
+            return web.json_response(
+                {"code": -2015, "msg": "Invalid API-key, IP, or permissions for action."},
+                status=401,
+            )
+        with self.lock:
+            live = next(iter(self.state.listen_keys), None)
+            if method == "POST":
+                key = live or secrets.token_hex(32)
+                self.state.listen_keys[key] = time.monotonic() + 3600
+                return web.json_response({"listenKey": key})
+            if live is None:
+                return web.json_response(
+                    {"code": -1125, "msg": "This listenKey does not exist."}, status=400
+                )
+            if method == "PUT":
+                self.state.listen_keys[live] = time.monotonic() + 3600
+                self.state.keep_alives += 1
+                return web.json_response({"listenKey": live})
+            del self.state.listen_keys[live]
+            self._push_to(live, [None])
+            return web.json_response({})
+
+    async def _stream(self, request: web.Request) -> web.StreamResponse:
+        """The user data stream: ``/private/ws?listenKey=…`` (ccxt's linear URL) or
+        ``/ws/<listenKey>``."""
+        key = request.query.get("listenKey") or request.match_info.get("key", "")
+        with self.lock:
+            if key not in self.state.listen_keys:
+                return web.json_response(
+                    {"code": -1125, "msg": "This listenKey does not exist."}, status=400
+                )
+            queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+            self._sockets.setdefault(key, []).append(queue)
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+
+        async def reader() -> None:
+            async for _msg in ws:  # pings are answered inside; nothing is expected
+                pass
+            queue.put_nowait(None)
+
+        read = asyncio.ensure_future(reader())
+        try:
+            while True:
+                ev = await queue.get()
+                if ev is None:
+                    break
+                await ws.send_str(json.dumps(ev))
+        except (ConnectionError, RuntimeError):
+            pass
+        finally:
+            read.cancel()
+            with self.lock:
+                qs = self._sockets.get(key, [])
+                if queue in qs:
+                    qs.remove(queue)
+                if not qs:
+                    self._sockets.pop(key, None)
+            await ws.close()
+        return ws
 
     # -- serving ---------------------------------------------------------------------------
     def app(self) -> web.Application:
         app = web.Application()
+        app.router.add_get("/private/ws", self._stream)
+        app.router.add_get("/ws/{key}", self._stream)
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
         return app
 
     async def serve(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        self._serving_loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
@@ -455,6 +719,8 @@ class FakeBinance:
         return self.url
 
     async def shutdown(self) -> None:
+        self.disconnect_streams()
+        await asyncio.sleep(0)
         if self._stopping is not None:
             self._stopping.set()
         if self._runner is not None:
@@ -510,6 +776,10 @@ class FakeBinance:
         body = await request.text()
         if path.startswith("/_admin/"):
             return self._admin(path.removeprefix("/_admin/"), body)
+        if path == "/fapi/v1/listenKey":
+            with self.lock:
+                self.state.requests.append((method, path))
+            return self._listen_key(request, method)
         with self.lock:
             self.state.requests.append((method, path))
             fault = self._take_fault(method, path)
@@ -960,6 +1230,7 @@ class FakeBinance:
             )
         elif self.state.fill:
             self._fill(order, sym, ps, side, qty, price)
+        self._emit(self._market_events(order))
         return dict(order)
 
     def _record_market(
@@ -1120,6 +1391,7 @@ class FakeBinance:
             "goodTillDate": 0,
         }
         self.state.algo_orders[algo["algoId"]] = algo
+        self._emit([self._algo_event(algo)])
         return dict(algo)
 
     def _trigger_algos(self, sym: str) -> None:
@@ -1141,6 +1413,7 @@ class FakeBinance:
             qty = min(Decimal(algo["quantity"]), abs(amt)) if reduces else Decimal(0)
             if qty <= 0:
                 algo.update(algoStatus="EXPIRED", updateTime=self._now_ms())
+                self._emit([self._algo_event(algo)])
                 continue
             order = self._record_market(
                 sym, ps, side, qty, f"autoalgo-{algo['algoId']}", bool(algo["reduceOnly"])
@@ -1152,6 +1425,13 @@ class FakeBinance:
                 actualQty=order["executedQty"],
                 actualPrice=order["avgPrice"],
                 updateTime=self._now_ms(),
+            )
+            self._emit(
+                [
+                    self._algo_event(dict(algo, algoStatus="TRIGGERED")),
+                    *self._market_events(order),
+                    self._algo_event(algo),
+                ]
             )
 
     def _find_algo(self, params: dict[str, str]) -> dict[str, Any]:
@@ -1173,6 +1453,7 @@ class FakeBinance:
         if o["algoStatus"] != "NEW":
             raise FakeError(-2011, "Unknown order sent.")
         o.update(algoStatus="CANCELED", updateTime=self._now_ms())
+        self._emit([self._algo_event(o)])
         return {
             "algoId": o["algoId"],
             "clientAlgoId": o["clientAlgoId"],

@@ -150,5 +150,10 @@ class Keys:
         return f"{self.prefix}:sim:fills"
 
     @property
+    def sim_events(self) -> str:
+        """Positions of the simulated exchange changed from outside (pushed updates)."""
+        return f"{self.prefix}:sim:events"
+
+    @property
     def sim_config(self) -> str:
         return f"{self.prefix}:sim:config"

@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     stale_threshold_s: float = _f(10.0, "STALE_THRESHOLD_S", gt=0)
     poll_interval_s: float = _f(5.0, "POLL_INTERVAL_S", gt=0)
     cooldown_s: float = _f(15.0, "COOLDOWN_S", ge=0)
+    # pushed account updates (exchange.stream): snapshots fresh while the stream is alive
+    pushed_updates: bool = _f(True, "PUSHED_UPDATES")
+    push_touch_s: float = _f(0.5, "PUSH_TOUCH_S", gt=0)
 
     # --- exit brain ---------------------------------------------------------------------
     full_close_score: Decimal = _f(Decimal("0.6"), "FULL_CLOSE_SCORE", ge=0, le=1)

@@ -167,6 +167,13 @@ class SimExchange:
             mapping["entry_price"] = fmt_decimal(entry_price)
         async with atranslate():
             await self.r.hset(self.k.sim_position(symbol), mapping=mapping)
+            # pushed updates (exchange.stream.SimUserStream): the position changed
+            await self.r.xadd(
+                self.k.sim_events,
+                {"symbol": symbol, "amt": mapping["amt"]},
+                maxlen=10_000,
+                approximate=True,
+            )
 
     async def set_price(self, symbol: str, price: Decimal) -> None:
         await self.list_symbol(symbol)

@@ -96,6 +96,9 @@ class SnapshotPoller:
         self.scripts = scripts_for(r)
         #: per symbol: reduce-only quantity resting on its closing side (last poll)
         self.resting: dict[str, Decimal] = {}
+        #: monotonic start of the last full poll the exchange answered (pushed.py: synced)
+        self.full_poll_started_at = float("-inf")
+        self.full_due = False  # request_full(): the next poll is a full one, at once
 
     async def watched(self) -> set[str]:
         if time.monotonic() - self._ledger_scan_at > LEDGER_SCAN_S:
@@ -114,6 +117,25 @@ class SnapshotPoller:
         SNAPSHOTS.ensure(sym, "flat")
         POSITION_AMT.ensure(sym)
         LEDGER_AMT.ensure(sym)
+
+    def request_full(self) -> None:
+        """Poll every symbol now (the user stream came back: what did it miss?)."""
+        self.full_due = True
+        self.poll_now.set()
+
+    def known(self) -> set[str]:
+        """Symbols whose snapshot this poller has written."""
+        return set(self._whole)
+
+    async def touch_known(self, now: float) -> None:
+        """The current time on every snapshot this poller wrote (pushed.py, while the user
+        stream is alive and synced); a hash that is gone is left to the next poll."""
+        syms = sorted(self._whole)
+        now_iso = datetime.fromtimestamp(now, UTC).isoformat()
+        for i in range(0, len(syms), POLL_CHUNK):
+            await self._touch(syms[i : i + POLL_CHUNK], now, now_iso)
+            await asyncio.sleep(0)
+        SNAPSHOT_AGE.written_at.update(dict.fromkeys(syms, now))
 
     def request(self, symbol: str) -> None:
         """Refresh this symbol's snapshot now (after a fill), not at the next full poll."""
@@ -168,6 +190,8 @@ class SnapshotPoller:
             LEDGER_AMT.set(sym, float(missing[sym]))
             self._ledger_symbols.add(sym)
             log.info("[LEDGER] symbol=%s initialised from the exchange: %s", sym, missing[sym])
+        if only is None:  # a full poll whose read began after `started` is written
+            self.full_poll_started_at = started
         duration = time.monotonic() - started
         POLL_SECONDS.set(duration)
         return PollOutcome(True, now, tuple(written), tuple(initialised), duration, tuple(unknown))
@@ -278,7 +302,8 @@ class SnapshotPoller:
         while not stop.is_set():
             failed = False
             started = time.monotonic()
-            full = started - last_full >= self.poll_interval_s
+            full = started - last_full >= self.poll_interval_s or self.full_due
+            self.full_due = self.full_due and not full
             only = None if full else set(self.dirty)
             self.dirty.clear()
             self.poll_now.clear()  # a request made during this poll triggers the next one

@@ -22,7 +22,7 @@ BASE = ("+ping", "+hello", "+client|setname", "+select", "+info",
         "+discard")  # fmt: skip
 GROUP_CMDS = ("+xreadgroup", "+xack", "+xautoclaim", "+xgroup|create", "+xinfo|stream",
               "+xinfo|groups", "+xpending")  # fmt: skip
-SIM_READ = ("+hgetall", "+hget", "+smembers")
+SIM_READ = ("+hgetall", "+hget", "+smembers", "+xread", "+xinfo|stream", "+exists")
 SIM_WRITE = (*SIM_READ, "+evalsha", "+eval", "+hset", "+hsetnx", "+incr", "+incrby",
              "+expire", "+xadd", "+sadd", "+exists")  # fmt: skip
 
