@@ -224,6 +224,9 @@ class State:
     listen_keys: dict[str, float] = field(default_factory=dict)  # key -> expiry (monotonic)
     keep_alives: int = 0
     stream_fault: str | None = None
+    stream_held: list[dict[str, Any]] = field(default_factory=list)
+    stream_refused: bool = False
+    last_event_ms: int = 0
     stream_log: list[dict[str, Any]] = field(default_factory=list)
     clock_offset_ms: int = 0
     delay_ms: int = 0
@@ -449,6 +452,7 @@ class FakeBinance:
             "disconnect_streams",
             "stream_events",
             "stream_connections",
+            "set_stream_refused",
         }
     )
 
@@ -466,7 +470,7 @@ class FakeBinance:
     def set_stream_fault(self, fault: str) -> None:
         """The next batch of user-stream events: ``drop_mid_fill`` (the first event, then
         the connection closes: the rest is lost), ``duplicate`` (each event twice) or
-        ``reorder`` (in reverse order)."""
+        ``reorder`` (the batch is held back and sent after the next one)."""
         if fault not in ("drop_mid_fill", "duplicate", "reorder"):
             raise ValueError(f"unknown stream fault {fault}")
         with self.lock:
@@ -504,17 +508,35 @@ class FakeBinance:
         if fault == "duplicate":
             out = [e for ev in events for e in (ev, ev)]
         elif fault == "reorder":
-            out = list(reversed(events))
+            self.state.stream_held = list(events)
+            return
         elif fault == "drop_mid_fill":
             out = [*events[:1], None]
+        if self.state.stream_held:
+            out += self.state.stream_held
+            self.state.stream_held = []
         for key in list(self._sockets):
             if key in self.state.listen_keys:
                 self._push_to(key, out)
 
+    def _event_ms(self) -> int:
+        """Event time, strictly increasing (events of one millisecond stay ordered)."""
+        self.state.last_event_ms = max(self._now_ms(), self.state.last_event_ms + 1)
+        return self.state.last_event_ms
+
+    def set_stream_refused(self, refused: bool) -> None:
+        """``True``: listen keys cannot be created and sockets are refused (and the open
+        ones closed): the user stream is down until ``False``."""
+        with self.lock:
+            self.state.stream_refused = refused
+            if refused:
+                for key in list(self._sockets):
+                    self._push_to(key, [None])
+
     def _order_event(
         self, o: dict[str, Any], exec_type: str, last_qty: str = "0", last_price: str = "0"
     ) -> dict[str, Any]:
-        now = self._now_ms()
+        now = self._event_ms()
         return {
             "e": "ORDER_TRADE_UPDATE",
             "E": now,
@@ -560,7 +582,7 @@ class FakeBinance:
     def _account_event(self, sym: str, ps: str, reason: str = "ORDER") -> dict[str, Any]:
         pos = self.state.positions.get((sym, ps), Position())
         mark = self.state.prices.get(sym, Decimal(0))
-        now = self._now_ms()
+        now = self._event_ms()
         return {
             "e": "ACCOUNT_UPDATE",
             "E": now,
@@ -586,7 +608,7 @@ class FakeBinance:
         }
 
     def _algo_event(self, a: dict[str, Any]) -> dict[str, Any]:
-        now = self._now_ms()
+        now = self._event_ms()
         return {
             "e": "ALGO_UPDATE",
             "T": now,
@@ -641,6 +663,8 @@ class FakeBinance:
                 status=401,
             )
         with self.lock:
+            if self.state.stream_refused:
+                return web.json_response({"msg": "Service Unavailable."}, status=503)
             live = next(iter(self.state.listen_keys), None)
             if method == "POST":
                 key = live or secrets.token_hex(32)
@@ -663,7 +687,7 @@ class FakeBinance:
         ``/ws/<listenKey>``."""
         key = request.query.get("listenKey") or request.match_info.get("key", "")
         with self.lock:
-            if key not in self.state.listen_keys:
+            if key not in self.state.listen_keys or self.state.stream_refused:
                 return web.json_response(
                     {"code": -1125, "msg": "This listenKey does not exist."}, status=400
                 )

@@ -18,6 +18,7 @@ raw ``info`` (strings → ``Decimal``), never from ccxt's floats.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from decimal import Decimal
 from typing import Any
@@ -29,6 +30,12 @@ from permitchain.exchange.base import OrderInfo, OrderStatus, PositionInfo
 from permitchain.exchange.binance import ORDER_STATUS, _point_urls, algo_status
 
 log = logging.getLogger("permitchain.exchange.binance")
+
+
+def _quiet(task: asyncio.Future[Any]) -> None:
+    """A background watch's outcome is seen by the next call; only retrieve it here."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _d(v: Any) -> Decimal:
@@ -88,8 +95,13 @@ class BinanceUserStream:
                 if isinstance(ws, dict):
                     ws["linear"] = ws_base + "/ws"
         self._broken = False
+        self._connecting: asyncio.Future[Any] | None = None
         self._seen: dict[str, tuple[str, ...]] = {}  # per symbol: what positions() last gave
         self._seen_orders: dict[str, tuple[str, ...]] = {}  # per client id: orders() last gave
+        #: per (symbol, position side): the newest event time applied, and that position
+        #: (an older update arriving later — out of order — never moves a position back)
+        self._stamps: dict[tuple[str, str], int] = {}
+        self._latest: dict[tuple[str, str], PositionInfo] = {}
 
     def __repr__(self) -> str:  # never show the keys
         return "BinanceUserStream()"
@@ -131,13 +143,48 @@ class BinanceUserStream:
         positions = getattr(self.ws, "positions", None)
         if isinstance(positions, dict):
             positions.pop("linear", None)  # the next subscription loads a fresh snapshot
+        self._stamps.clear()  # the fresh snapshot replaces what the events said
+        self._latest.clear()
 
     async def positions(self) -> dict[str, PositionInfo]:
+        """Changes already in ccxt's cache first (pushed while nobody waited); else the
+        next push."""
+        out = self._changed_positions()
+        if out:
+            return out
         await self._watch("watch_positions")
+        if not self.alive() and (self._connecting is None or self._connecting.done()):
+            # ccxt answers the first call with its REST snapshot and connects only on the
+            # next one: connect now, so what is pushed from here on is not missed
+            self._connecting = asyncio.ensure_future(self.ws.watch_positions())
+            self._connecting.add_done_callback(_quiet)
+        return self._changed_positions()
+
+    def _client(self) -> Any:
+        for url, client in list(self.ws.clients.items()):
+            if "listenKey=" in str(url):
+                return client
+        return None
+
+    async def wait_connected(self) -> None:
+        """Until the websocket is open (after the first ``positions()``)."""
+        while (client := self._client()) is None:
+            await asyncio.sleep(0.01)
+        await client.connected
+
+    def _changed_positions(self) -> dict[str, PositionInfo]:
         cache = (getattr(self.ws, "positions", None) or {}).get("linear") or []
         by_symbol: dict[str, list[tuple[str, PositionInfo]]] = {}
         for p in list(cache):
             sym, side, pos = position_of(p.get("info") or {})
+            stamp = int(p.get("timestamp") or 0)
+            if stamp and stamp < self._stamps.get((sym, side), 0):
+                log.warning("binance stream: %s: an older position update (%d) after a newer "
+                            "one: ignored", sym, stamp)  # fmt: skip
+                pos = self._latest.get((sym, side), pos)
+            else:
+                self._stamps[(sym, side)] = max(stamp, self._stamps.get((sym, side), 0))
+                self._latest[(sym, side)] = pos
             by_symbol.setdefault(sym, []).append((side, pos))
         out: dict[str, PositionInfo] = {}
         for sym, rows in by_symbol.items():
@@ -152,7 +199,14 @@ class BinanceUserStream:
         return out
 
     async def orders(self) -> list[OrderInfo]:
+        """As ``positions``: changes in the cache first, else the next push."""
+        out = self._changed_orders()
+        if out:
+            return out
         await self._watch("watch_orders")
+        return self._changed_orders()
+
+    def _changed_orders(self) -> list[OrderInfo]:
         out = []
         for o in list(getattr(self.ws, "orders", None) or []):
             order = order_of(o.get("info") or {})
@@ -167,4 +221,6 @@ class BinanceUserStream:
         return out
 
     async def close(self) -> None:
+        if self._connecting is not None:
+            self._connecting.cancel()
         await self.ws.close()
