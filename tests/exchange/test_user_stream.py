@@ -229,7 +229,7 @@ def test_sim_publishes_the_same_updates(arun: Any, keys: Keys) -> None:
         moved = await until(us.positions, lambda p: SYM in p)
         await us.orders()
         await sim.place_reduce_only_market(SYM, "SELL", D("0.3"), "pc-s1")
-        orders = await until(us.orders, lambda o: bool(o))
+        orders = await until(us.orders, bool)
         return moved, orders, us.alive()
 
     moved, orders, alive = arun(body)

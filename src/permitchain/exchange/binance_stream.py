@@ -168,8 +168,9 @@ class BinanceUserStream:
 
     async def wait_connected(self) -> None:
         """Until the websocket is open (after the first ``positions()``)."""
-        while (client := self._client()) is None:
-            await asyncio.sleep(0.01)
+        client = self._client()
+        if client is None:
+            raise ExchangeUnavailable("binance stream: not subscribed yet")
         await client.connected
 
     def _changed_positions(self) -> dict[str, PositionInfo]:
