@@ -47,6 +47,10 @@ class PushedSnapshots:
                  touch_s: float = 0.5) -> None:  # fmt: skip
         self.poller, self.stream, self.clock, self.touch_s = poller, stream, clock, touch_s
         self.connected_at: float | None = None  # monotonic: when the stream came (back) up
+        #: set while synced / while down; ``ticked`` after each touch-loop round,
+        #: ``written`` after each pushed write (what tests and the bench wait on)
+        self.up, self.down = asyncio.Event(), asyncio.Event()
+        self.ticked, self.written = asyncio.Event(), asyncio.Event()
 
     def synced(self) -> bool:
         """Alive, and a full poll completed since it (re)connected."""
@@ -107,6 +111,7 @@ class PushedSnapshots:
             written.append(sym)
         if written:
             await pipe.execute()
+            self.written.set()
         for sym in written:
             PUSHED.inc()
             POSITION_AMT.set(sym, float(changed[sym].amt))
@@ -127,9 +132,11 @@ class PushedSnapshots:
                 log.warning("[STREAM] user stream lost; snapshots age from their last poll")
             synced = self.synced()
             STREAM_UP.set(1 if synced else 0)
-            if not synced:
-                continue
-            try:
-                await self.poller.touch_known(self.clock.now())
-            except STORE_FAULTS as e:
-                log.warning("[STREAM] snapshots not touched (store): %s", e)
+            (self.up.set if synced else self.up.clear)()
+            (self.down.clear if synced else self.down.set)()
+            if synced:
+                try:
+                    await self.poller.touch_known(self.clock.now())
+                except STORE_FAULTS as e:
+                    log.warning("[STREAM] snapshots not touched (store): %s", e)
+            self.ticked.set()
