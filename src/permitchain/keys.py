@@ -123,6 +123,11 @@ class Keys:
         return f"{self.prefix}:apply:stops:{{{symbol}}}"
 
     @property
+    def reconcile(self) -> str:
+        """The apply layer's reconciliation report (apply_layer.reconcile)."""
+        return f"{self.prefix}:apply:reconcile"
+
+    @property
     def stop_book_pattern(self) -> str:
         return f"{self.prefix}:apply:stops:*"
 

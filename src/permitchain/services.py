@@ -6,6 +6,7 @@ import functools
 
 from permitchain.apply_layer.executor import Executor
 from permitchain.apply_layer.planner_service import GROUP_PLANNER, Planner
+from permitchain.apply_layer.reconcile import Reconciler
 from permitchain.errors import ConfigError
 from permitchain.exchange.factory import make_exchange
 from permitchain.exchange.stream import make_stream
@@ -68,9 +69,12 @@ async def build(name: str, settings: Settings) -> ServiceRunner:
         executor = Executor(r, keys, settings, clock, ex)
         await executor.recover_all()
         stream = make_stream(settings, r, keys)
-        tasks: list[Task] = [planner.sweep, executor.permit_events, executor.resolver.run]
+        reconciler = Reconciler(r, keys, ex, executor.store, clock, every_s=settings.reconcile_s)
+        tasks: list[Task] = [planner.sweep, executor.permit_events, executor.resolver.run,
+                             reconciler.run]  # fmt: skip
         if stream is not None:
-            tasks.append(functools.partial(executor.resolver.run_pushed, stream=stream))
+            tasks.append(functools.partial(executor.resolver.run_pushed, stream=stream,
+                                           on_reconnect=reconciler.request))  # fmt: skip
 
         async def close() -> None:
             await ex.close()

@@ -117,6 +117,8 @@ class Settings(BaseSettings):
     # pushed account updates (exchange.stream): snapshots fresh while the stream is alive
     pushed_updates: bool = _f(True, "PUSHED_UPDATES")
     push_touch_s: float = _f(0.5, "PUSH_TOUCH_S", gt=0)
+    # exchange reconciliation (apply_layer.reconcile): position mode, unknown own orders
+    reconcile_s: float = _f(60.0, "RECONCILE_S", gt=0)
 
     # --- exit brain ---------------------------------------------------------------------
     full_close_score: Decimal = _f(Decimal("0.6"), "FULL_CLOSE_SCORE", ge=0, le=1)

@@ -29,6 +29,7 @@ import contextlib
 import logging
 import os
 import socket
+from collections.abc import Callable
 
 from permitchain.apply_layer.exec_store import FINAL_GUARD, OUTBOX, ExecStore
 from permitchain.apply_layer.orders import OrderDesk, Submission
@@ -135,14 +136,21 @@ class Resolver:
         """On start: resolve every plan a previous run left with an order out."""
         return await self.resolve_due(float("inf"))
 
-    async def run_pushed(self, stop: asyncio.Event, stream: UserStream) -> None:
-        """Resolve a plan as soon as the exchange pushes its order's final state."""
+    async def run_pushed(self, stop: asyncio.Event, stream: UserStream,
+                         on_reconnect: Callable[[], None] | None = None) -> None:  # fmt: skip
+        """Resolve a plan as soon as the exchange pushes its order's final state.
+        ``on_reconnect``: called when the stream answers again after a break."""
         backoff = Backoff(base_s=0.2, cap_s=5.0)
+        broken = False
         while not stop.is_set():
             try:
                 orders = await stream.orders()
                 backoff.reset()
+                if broken and on_reconnect is not None:
+                    on_reconnect()
+                broken = False
             except ExchangeError as e:
+                broken = True
                 delay = backoff.next_delay()
                 log.warning("resolver: user stream down (%s); retrying in %.1fs", e, delay)
                 with contextlib.suppress(TimeoutError):

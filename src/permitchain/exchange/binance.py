@@ -569,6 +569,14 @@ class BinanceExchange:
             if e.code not in (-2011, NOT_FOUND_CODE):  # already gone: fine
                 raise
 
+    async def position_mode(self) -> str:
+        """``hedge`` or ``one-way``, read now (``GET /fapi/v1/positionSide/dual``)."""
+        hedge: bool = await self._call(
+            "read", "fapiPrivateGetPositionSideDual",
+            parse=lambda raw: bool(raw["dualSidePosition"]),
+        )  # fmt: skip
+        return "hedge" if hedge else "one-way"
+
     async def resting_reduce_only(self, positions: dict[str, PositionInfo]) -> dict[str, Decimal]:
         """Per symbol with a position: the open quantity of the plain reduce-only orders
         resting on its closing side (they count against the position: a close beyond what

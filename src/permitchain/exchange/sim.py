@@ -502,6 +502,10 @@ class SimExchange:
                 h["status"] = OrderStatus.CANCELED.value
         return _order(h)
 
+    async def position_mode(self) -> str:
+        """The simulated account is one-way (one position per symbol)."""
+        return "one-way"
+
     async def open_orders(self, symbol: str | None = None) -> list[OrderInfo]:
         """The live stop of each symbol (the sim keeps one; market orders never rest)."""
         syms = [symbol] if symbol is not None else await self.symbols()

@@ -100,9 +100,11 @@ def grants(service: str, k: Keys) -> list[Grant]:
                        "+zrem", "+xadd"), (f"~{p}:exec:*", f"~{p}:apply:exec_open",
                                            f"~{k.result_stream}", f"~{k.decisions}")),
                 Grant(("+zrangebyscore", "+zrem"), (f"~{p}:apply:exec_open",)),
-                # the chain's own resting stops per symbol (apply_layer.stops)
-                Grant(("+hset", "+hgetall", "+hdel", "+expire", "+scan"),
-                      (f"~{p}:apply:stops:*",)),
+                # the chain's own resting stops per symbol (apply_layer.stops) and the
+                # reconciliation report (apply_layer.reconcile); its halt on a mode change
+                Grant(("+hset", "+hgetall", "+hdel", "+hkeys", "+expire", "+scan"),
+                      (f"~{p}:apply:stops:*", f"~{k.reconcile}")),
+                Grant(("+set",), (f"%W~{k.trading_state}",)),
                 Grant(("+xread", "+xinfo|stream", "+xadd"), (f"~{k.permit_event_stream}",)),
                 Grant(("+get",), (f"%R~{k.trading_state}",)),
                 Grant(("+hgetall", "+hget"), (f"%R~{p}:position:snapshot:*",)),
