@@ -10,7 +10,7 @@ exchange (or the fake Binance through ccxt, ``--exchange binance``):
 
 * **snapshot age at judgement**: every 50 ms (a plan arriving), now − the snapshot's
   ``ts_epoch``; p50 / p99 / max;
-* **fill → snapshot**: about every second (at random) a reduce-only fill made outside the chain (as a
+* **fill → snapshot**: at random times a reduce-only fill made outside the chain (as a
   triggered stop is: nothing asks the poller for a targeted poll), and the time until the
   snapshot shows the new amount; p50 / p99 / max. (A fill made by the chain is also seen by
   a targeted poll once the ledger applies its result; that path is the same in both modes.)
@@ -32,15 +32,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.fakebinance
 
-from permitchain.embedded import EmbeddedServer  # noqa: E402
-from permitchain.exchange.base import Exchange  # noqa: E402
-from permitchain.exchange.sim import SimExchange  # noqa: E402
-from permitchain.exchange.stream import SimUserStream, UserStream  # noqa: E402
-from permitchain.keys import Keys  # noqa: E402
-from permitchain.position_brain.poller import SnapshotPoller  # noqa: E402
-from permitchain.position_brain.pushed import PushedSnapshots  # noqa: E402
-from permitchain.runtime.clock import SystemClock  # noqa: E402
-from permitchain.store import async_client  # noqa: E402
+from permitchain.embedded import EmbeddedServer
+from permitchain.exchange.base import Exchange
+from permitchain.exchange.sim import SimExchange
+from permitchain.exchange.stream import SimUserStream, UserStream
+from permitchain.keys import Keys
+from permitchain.position_brain.poller import SnapshotPoller
+from permitchain.position_brain.pushed import PushedSnapshots
+from permitchain.runtime.clock import SystemClock
+from permitchain.store import async_client
 
 SYM = "BTCUSDT"
 SAMPLE_S = 0.05
@@ -59,74 +59,79 @@ def summary(xs: list[float]) -> dict[str, float]:
             "mean_ms": round(statistics.fmean(xs) * 1000, 1) if xs else float("nan")}  # fmt: skip
 
 
-async def one_mode(url: str, pushed_mode: bool, seconds: float, poll_s: float,
-                   kind: str) -> dict[str, Any]:  # fmt: skip
-    keys = Keys(f"sbench{uuid.uuid4().hex[:8]}")
-    r = async_client(url)
-    fake: Any = None
-    ex: Exchange
-    stream: UserStream | None = None
+async def exchange_for(kind: str, r: Any, keys: Keys, pushed_mode: bool
+                       ) -> tuple[Exchange, UserStream | None, Any]:  # fmt: skip
+    """The exchange, its user stream (pushed mode) and the fake Binance (or None)."""
     if kind == "binance":
-        from permitchain.exchange.binance import BinanceExchange
-        from permitchain.exchange.binance_stream import BinanceUserStream
-        from tests.fakebinance import API_KEY, API_SECRET, FakeBinance
+        # imported here: ccxt is slow to import and only this mode needs it
+        from tests.fakebinance import API_KEY, API_SECRET, FakeBinance  # noqa: PLC0415
+
+        from permitchain.exchange.binance import BinanceExchange  # noqa: PLC0415
+        from permitchain.exchange.binance_stream import BinanceUserStream  # noqa: PLC0415
 
         fake = FakeBinance()
         fake.start()
         fake.add_symbol(SYM, step_size="0.001", min_qty="0.001", min_notional="0", price="100")
         fake.set_position(SYM, str(START))
         ex = BinanceExchange(API_KEY, API_SECRET, demo=True, base_url=fake.url)
-        if pushed_mode:
-            stream = BinanceUserStream(API_KEY, API_SECRET, demo=True, base_url=fake.url)
-    else:
-        sim = SimExchange(r, keys)
-        await sim.list_symbol(SYM, step_size="0.001", min_qty="0.001", min_notional="0")
-        await sim.set_position(SYM, START, Decimal(100))
-        ex = sim
-        if pushed_mode:
-            stream = SimUserStream(r, keys)
-    poller = SnapshotPoller(r, keys, ex, SystemClock(), allow_list=[SYM], poll_interval_s=poll_s)
-    stop = asyncio.Event()
-    tasks = [asyncio.ensure_future(poller.run(stop))]
-    pushed = None
-    if stream is not None:
-        pushed = PushedSnapshots(poller, stream, SystemClock(), touch_s=0.5)
-        tasks.append(asyncio.ensure_future(pushed.run(stop)))
+        stream = BinanceUserStream(API_KEY, API_SECRET, demo=True, base_url=fake.url)
+        return ex, stream if pushed_mode else None, fake
+    sim = SimExchange(r, keys)
+    await sim.list_symbol(SYM, step_size="0.001", min_qty="0.001", min_notional="0")
+    await sim.set_position(SYM, START, Decimal(100))
+    return sim, SimUserStream(r, keys) if pushed_mode else None, None
+
+
+async def sample(r: Any, keys: Keys, ex: Exchange, seconds: float, poll_s: float
+                 ) -> tuple[list[float], list[float]]:  # fmt: skip
+    """Snapshot ages every 50 ms; fills made at random times and how long until seen."""
     ages: list[float] = []
     fills: list[float] = []
+    amt, n = START, 0
+    rng = random.Random(7)
+    t_end = time.monotonic() + seconds
+    next_fill = time.monotonic() + 1.0
+    pending: tuple[Decimal, float] | None = None
+    while time.monotonic() < t_end:
+        h = await r.hmget(keys.snapshot(SYM), ["ts_epoch", "position_amt"])
+        ages.append(time.time() - float(h[0]))
+        if pending is not None and Decimal(h[1]) == pending[0]:
+            fills.append(time.monotonic() - pending[1])
+            pending = None
+            next_fill = time.monotonic() + rng.uniform(0.2, poll_s)  # not phase-locked
+        if pending is None and time.monotonic() >= next_fill:
+            n += 1
+            amt -= Decimal(1)
+            t0 = time.monotonic()
+            await ex.place_reduce_only_market(SYM, "SELL", Decimal(1), f"pc-bench{n:06d}")
+            pending = (amt, t0)
+            while time.monotonic() - t0 < 1.0:  # a pushed fill shows within ms: look often
+                h = await r.hmget(keys.snapshot(SYM), ["position_amt"])
+                if Decimal(h[0]) == amt:
+                    fills.append(time.monotonic() - t0)
+                    pending = None
+                    break
+                await asyncio.sleep(0.002)
+            next_fill = time.monotonic() + rng.uniform(0.2, poll_s)
+        await asyncio.sleep(SAMPLE_S)
+    return ages, fills
+
+
+async def one_mode(url: str, pushed_mode: bool, seconds: float, poll_s: float,
+                   kind: str) -> dict[str, Any]:  # fmt: skip
+    keys = Keys(f"sbench{uuid.uuid4().hex[:8]}")
+    r = async_client(url)
+    ex, stream, fake = await exchange_for(kind, r, keys, pushed_mode)
+    poller = SnapshotPoller(r, keys, ex, SystemClock(), allow_list=[SYM], poll_interval_s=poll_s)
+    await poller.poll_once()  # the snapshot exists before anything is sampled
+    stop = asyncio.Event()
+    tasks = [asyncio.ensure_future(poller.run(stop))]
     try:
-        while not await r.exists(keys.snapshot(SYM)):
-            await asyncio.sleep(0.01)
-        if pushed is not None:
+        if stream is not None:
+            pushed = PushedSnapshots(poller, stream, SystemClock(), touch_s=0.5)
+            tasks.append(asyncio.ensure_future(pushed.run(stop)))
             await asyncio.wait_for(pushed.up.wait(), 30)
-        amt = START
-        rng = random.Random(7)
-        t_end = time.monotonic() + seconds
-        n = 0
-        next_fill = time.monotonic() + 1.0
-        pending: tuple[Decimal, float] | None = None
-        while time.monotonic() < t_end:
-            h = await r.hmget(keys.snapshot(SYM), ["ts_epoch", "position_amt"])
-            ages.append(time.time() - float(h[0]))
-            if pending is not None and Decimal(h[1]) == pending[0]:
-                fills.append(time.monotonic() - pending[1])
-                pending = None
-                next_fill = time.monotonic() + rng.uniform(0.2, poll_s)  # not phase-locked
-            if pending is None and time.monotonic() >= next_fill:
-                n += 1
-                amt -= Decimal(1)
-                t0 = time.monotonic()
-                await ex.place_reduce_only_market(SYM, "SELL", Decimal(1), f"pc-bench{n:06d}")
-                pending = (amt, t0)
-                while time.monotonic() - t0 < 1.0:  # a pushed fill shows within ms: look often
-                    h = await r.hmget(keys.snapshot(SYM), ["position_amt"])
-                    if Decimal(h[0]) == amt:
-                        fills.append(time.monotonic() - t0)
-                        pending = None
-                        break
-                    await asyncio.sleep(0.002)
-                next_fill = time.monotonic() + rng.uniform(0.2, poll_s)  # not phase-locked
-            await asyncio.sleep(SAMPLE_S)
+        ages, fills = await sample(r, keys, ex, seconds, poll_s)
     finally:
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
