@@ -53,14 +53,18 @@ def pct(xs: list[float], q: float) -> float:
 
 
 def summary(xs: list[float]) -> dict[str, float]:
-    return {"n": len(xs), "p50_ms": round(pct(xs, 0.5) * 1000, 1),
-            "p99_ms": round(pct(xs, 0.99) * 1000, 1),
-            "max_ms": round(max(xs) * 1000, 1) if xs else float("nan"),
-            "mean_ms": round(statistics.fmean(xs) * 1000, 1) if xs else float("nan")}  # fmt: skip
+    return {
+        "n": len(xs),
+        "p50_ms": round(pct(xs, 0.5) * 1000, 1),
+        "p99_ms": round(pct(xs, 0.99) * 1000, 1),
+        "max_ms": round(max(xs) * 1000, 1) if xs else float("nan"),
+        "mean_ms": round(statistics.fmean(xs) * 1000, 1) if xs else float("nan"),
+    }
 
 
-async def exchange_for(kind: str, r: Any, keys: Keys, pushed_mode: bool
-                       ) -> tuple[Exchange, UserStream | None, Any]:  # fmt: skip
+async def exchange_for(
+    kind: str, r: Any, keys: Keys, pushed_mode: bool
+) -> tuple[Exchange, UserStream | None, Any]:
     """The exchange, its user stream (pushed mode) and the fake Binance (or None)."""
     if kind == "binance":
         # imported here: ccxt is slow to import and only this mode needs it
@@ -82,8 +86,9 @@ async def exchange_for(kind: str, r: Any, keys: Keys, pushed_mode: bool
     return sim, SimUserStream(r, keys) if pushed_mode else None, None
 
 
-async def sample(r: Any, keys: Keys, ex: Exchange, seconds: float, poll_s: float
-                 ) -> tuple[list[float], list[float]]:  # fmt: skip
+async def sample(
+    r: Any, keys: Keys, ex: Exchange, seconds: float, poll_s: float
+) -> tuple[list[float], list[float]]:
     """Snapshot ages every 50 ms; fills made at random times and how long until seen."""
     ages: list[float] = []
     fills: list[float] = []
@@ -117,8 +122,9 @@ async def sample(r: Any, keys: Keys, ex: Exchange, seconds: float, poll_s: float
     return ages, fills
 
 
-async def one_mode(url: str, pushed_mode: bool, seconds: float, poll_s: float,
-                   kind: str) -> dict[str, Any]:  # fmt: skip
+async def one_mode(
+    url: str, pushed_mode: bool, seconds: float, poll_s: float, kind: str
+) -> dict[str, Any]:
     keys = Keys(f"sbench{uuid.uuid4().hex[:8]}")
     r = async_client(url)
     ex, stream, fake = await exchange_for(kind, r, keys, pushed_mode)
@@ -139,9 +145,13 @@ async def one_mode(url: str, pushed_mode: bool, seconds: float, poll_s: float,
         if fake is not None:
             fake.stop()
         await r.aclose()
-    return {"mode": "pushed" if pushed_mode else "polling", "exchange": kind,
-            "poll_interval_s": poll_s, "snapshot_age": summary(ages),
-            "fill_to_snapshot": summary(fills)}  # fmt: skip
+    return {
+        "mode": "pushed" if pushed_mode else "polling",
+        "exchange": kind,
+        "poll_interval_s": poll_s,
+        "snapshot_age": summary(ages),
+        "fill_to_snapshot": summary(fills),
+    }
 
 
 async def main(seconds: float, poll_s: float, kind: str) -> list[dict[str, Any]]:
@@ -163,10 +173,14 @@ if __name__ == "__main__":
     if a.json:
         print(json.dumps(out, indent=2))
     else:
-        print(f"{'mode':8} {'exchange':8} {'what':18} {'n':>5} {'p50 ms':>9} {'p99 ms':>9} "
-              f"{'max ms':>9}")  # fmt: skip
+        print(
+            f"{'mode':8} {'exchange':8} {'what':18} {'n':>5} {'p50 ms':>9} {'p99 ms':>9} "
+            f"{'max ms':>9}"
+        )
         for row in out:
             for what in ("snapshot_age", "fill_to_snapshot"):
                 s = row[what]
-                print(f"{row['mode']:8} {row['exchange']:8} {what:18} {s['n']:>5} "
-                      f"{s['p50_ms']:>9} {s['p99_ms']:>9} {s['max_ms']:>9}")  # fmt: skip
+                print(
+                    f"{row['mode']:8} {row['exchange']:8} {what:18} {s['n']:>5} "
+                    f"{s['p50_ms']:>9} {s['p99_ms']:>9} {s['max_ms']:>9}"
+                )

@@ -70,11 +70,20 @@ async def build(name: str, settings: Settings) -> ServiceRunner:
         await executor.recover_all()
         stream = make_stream(settings, r, keys)
         reconciler = Reconciler(r, keys, ex, executor.store, clock, every_s=settings.reconcile_s)
-        tasks: list[Task] = [planner.sweep, executor.permit_events, executor.resolver.run,
-                             reconciler.run]  # fmt: skip
+        executor.reconciler = reconciler
+        await reconciler.check_once()  # before the first plan: a mode changed while down
+        tasks: list[Task] = [
+            planner.sweep,
+            executor.permit_events,
+            executor.resolver.run,
+            reconciler.run,
+        ]
         if stream is not None:
-            tasks.append(functools.partial(executor.resolver.run_pushed, stream=stream,
-                                           on_reconnect=reconciler.request))  # fmt: skip
+            tasks.append(
+                functools.partial(
+                    executor.resolver.run_pushed, stream=stream, on_reconnect=reconciler.request
+                )
+            )
 
         async def close() -> None:
             await ex.close()

@@ -22,8 +22,7 @@ def test_plan_of_client_order_ids() -> None:
     assert plan_of("manual-1") is None and plan_of("pc-") is None
 
 
-def test_a_pushed_fill_resolves_the_plan_at_once(arun: Any, keys: Keys,
-                                                  settings: Settings) -> None:  # fmt: skip
+def test_a_pushed_fill_resolves_the_plan_at_once(arun: Any, keys: Keys, settings: Settings) -> None:
     plan = plan_for(12)
     fast = settings.model_copy(update={"permit_wait_ms": 300})
 
@@ -51,4 +50,5 @@ def test_a_pushed_fill_resolves_the_plan_at_once(arun: Any, keys: Keys,
     before, results = arun(body)
     assert before == "unknown"
     assert [(f["plan_id"], f["status"], f["filled_qty"]) for f in results] == [
-        (plan.plan_id, "filled", "0.01")]  # fmt: skip
+        (plan.plan_id, "filled", "0.01")
+    ]

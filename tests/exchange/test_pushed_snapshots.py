@@ -29,8 +29,9 @@ WAIT_S = 10.0
 
 
 @contextlib.asynccontextmanager
-async def running(r: Any, keys: Keys, ex: Exchange, stream: UserStream
-                  ) -> AsyncIterator[PushedSnapshots]:  # fmt: skip
+async def running(
+    r: Any, keys: Keys, ex: Exchange, stream: UserStream
+) -> AsyncIterator[PushedSnapshots]:
     """The poller (a full poll only at the start and when asked: interval an hour) and the
     pushed updates, in this loop."""
     poller = SnapshotPoller(r, keys, ex, SystemClock(), allow_list=[SYM], poll_interval_s=3600)
@@ -64,8 +65,9 @@ async def pushed_amount(r: Any, keys: Keys, pushed: PushedSnapshots, amt: str) -
     await asyncio.wait_for(loop(), WAIT_S)
 
 
-async def lifecycle(r: Any, keys: Keys, pushed: PushedSnapshots, move: Any, down: Any,
-                    up: Any) -> dict[str, Any]:  # fmt: skip
+async def lifecycle(
+    r: Any, keys: Keys, pushed: PushedSnapshots, move: Any, down: Any, up: Any
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     await asyncio.wait_for(pushed.up.wait(), WAIT_S)
     polled_at = pushed.poller.full_poll_started_at

@@ -10,6 +10,7 @@ from typing import Any
 from permitchain.apply_layer.exec_store import ExecStore
 from permitchain.apply_layer.reconcile import Reconciler
 from permitchain.apply_layer.stops import StopBook
+from permitchain.cli.control import set_trading_state
 from permitchain.exchange.sim import SimExchange
 from permitchain.governor.policy import TradingState
 from permitchain.governor.store import read_trading_state
@@ -28,30 +29,63 @@ def reconciler(r: Any, keys: Keys, ex: Any) -> Reconciler:
     return Reconciler(r, keys, ex, ExecStore(r, keys, 3600), SystemClock(), every_s=60)
 
 
-def test_position_mode_change_halts_trading(arun: Any, keys: Keys, settings: Settings,
-                                            fake: FakeBinance) -> None:  # fmt: skip
+def test_position_mode_change_stops_orders_until_resumed(
+    arun: Any, keys: Keys, settings: Settings, fake: FakeBinance
+) -> None:
+    """The mode changes while running: this apply layer stops sending orders (a restarted one
+    too: it is in the report), status is unhealthy; ``resume`` accepts the new mode. The
+    trading state (the operator's kill switch) is never written by the apply layer."""
+
     async def body(r: Any) -> tuple[Any, ...]:
         ex = adapter(fake)
         try:
             rec = reconciler(r, keys, ex)
             first = await rec.check_once()
-            state_before = await read_trading_state(r, keys)
             fake.set_dual(True)
             second = await rec.check_once()
+            stopped = rec.stop_reason
+            restarted = reconciler(r, keys, ex)
+            await restarted.check_once()
             health = await gather(r, keys, settings)
-            return first, second, state_before, await read_trading_state(r, keys), health
+            state = await read_trading_state(r, keys)
+            await set_trading_state(
+                r, keys, settings, TradingState.ACTIVE, reason="checked", operator="test"
+            )
+            await restarted.check_once()
+            return (first, second, stopped, restarted.stop_reason, health, state)
         finally:
             await ex.close()
 
-    first, second, before, after, health = arun(body)
+    first, second, stopped, after_resume, health, state = arun(body)
     assert first.position_mode == "one-way" and first.mode_changed == ""
     assert second.mode_changed == "one-way -> hedge"
-    assert (before, after) == (TradingState.ACTIVE, TradingState.HALTED)
+    assert stopped == "position_mode_changed: one-way -> hedge"
     assert any(p.kind == "position_mode" for p in health.problems) and not health.healthy
+    assert state is TradingState.ACTIVE  # untouched by the apply layer
+    assert after_resume == ""
 
 
-def test_unknown_own_orders_make_status_unhealthy(arun: Any, keys: Keys, settings: Settings,
-                                                   fake: FakeBinance) -> None:  # fmt: skip
+def test_executor_blocks_plans_while_stopped(arun: Any, keys: Keys, settings: Settings) -> None:
+    from tests.apply_layer.bench import Bench, plan_for
+
+    fast = settings.model_copy(update={"permit_wait_ms": 300})
+    plan = plan_for(21)
+
+    async def body(r: Any) -> dict[str, str]:
+        async with Bench(r, keys, fast) as b:
+            rec = reconciler(r, keys, b.sim)
+            rec.stop_reason = "position_mode_changed: one-way -> hedge"
+            b.ex.reconciler = rec
+            await b.run(plan, qty="0.5")
+            return await b.result(plan.plan_id)
+
+    res = arun(body)
+    assert (res["status"], res["reason"]) == ("blocked", "position_mode_changed")
+
+
+def test_unknown_own_orders_make_status_unhealthy(
+    arun: Any, keys: Keys, settings: Settings, fake: FakeBinance
+) -> None:
     fake.set_position(SYM, "1")
 
     async def body(r: Any) -> tuple[Any, ...]:
@@ -62,14 +96,34 @@ def test_unknown_own_orders_make_status_unhealthy(arun: Any, keys: Keys, setting
             booked = await ex.place_stop_market(SYM, "SELL", D(95), D(1), "pc-aaaaaaaaaaaaaaaa-sl")
             await StopBook(r, keys).placed(SYM, "aaaaaaaaaaaaaaaa", booked)
             # a stop with our prefix the chain never booked, and a hand-placed one
-            await ex._call("order", "fapiPrivatePostAlgoOrder", {
-                "algoType": "CONDITIONAL", "symbol": SYM, "side": "SELL", "type": "STOP_MARKET",
-                "quantity": "1", "triggerPrice": "90", "reduceOnly": "true",
-                "clientAlgoId": "pc-bbbbbbbbbbbbbbbb-sl"})  # fmt: skip
-            await ex._call("order", "fapiPrivatePostAlgoOrder", {
-                "algoType": "CONDITIONAL", "symbol": SYM, "side": "SELL", "type": "STOP_MARKET",
-                "quantity": "1", "triggerPrice": "91", "reduceOnly": "true",
-                "clientAlgoId": "manual-1"})  # fmt: skip
+            await ex._call(
+                "order",
+                "fapiPrivatePostAlgoOrder",
+                {
+                    "algoType": "CONDITIONAL",
+                    "symbol": SYM,
+                    "side": "SELL",
+                    "type": "STOP_MARKET",
+                    "quantity": "1",
+                    "triggerPrice": "90",
+                    "reduceOnly": "true",
+                    "clientAlgoId": "pc-bbbbbbbbbbbbbbbb-sl",
+                },
+            )
+            await ex._call(
+                "order",
+                "fapiPrivatePostAlgoOrder",
+                {
+                    "algoType": "CONDITIONAL",
+                    "symbol": SYM,
+                    "side": "SELL",
+                    "type": "STOP_MARKET",
+                    "quantity": "1",
+                    "triggerPrice": "91",
+                    "reduceOnly": "true",
+                    "clientAlgoId": "manual-1",
+                },
+            )
             dirty = await rec.check_once()
             return clean, dirty, await gather(r, keys, settings)
         finally:

@@ -25,12 +25,23 @@ D = Decimal
 NOW = 1_700_000_000.0
 
 
-def judge(amt: str, action: str, *, min_qty: str = "0.001", resting: str = "0") -> tuple[
-        bool, str, Decimal | None]:  # fmt: skip
-    snap = Snapshot(position_amt=D(amt), ts_epoch=NOW - 1, step_size=D("0.001"),
-                    min_qty=D(min_qty), resting_reduce_qty=D(resting))  # fmt: skip
-    d = evaluate(plan=PlanView(action=action, created_at=NOW), snapshot=snap, ledger=None,
-                 cfg=CheckConfig(), now=NOW)  # fmt: skip
+def judge(
+    amt: str, action: str, *, min_qty: str = "0.001", resting: str = "0"
+) -> tuple[bool, str, Decimal | None]:
+    snap = Snapshot(
+        position_amt=D(amt),
+        ts_epoch=NOW - 1,
+        step_size=D("0.001"),
+        min_qty=D(min_qty),
+        resting_reduce_qty=D(resting),
+    )
+    d = evaluate(
+        plan=PlanView(action=action, created_at=NOW),
+        snapshot=snap,
+        ledger=None,
+        cfg=CheckConfig(),
+        now=NOW,
+    )
     return d.allow, d.reason, d.safe_close_qty
 
 
@@ -44,8 +55,9 @@ def judge(amt: str, action: str, *, min_qty: str = "0.001", resting: str = "0") 
         ("0.017", "PARTIAL_50", "0.01", "0.017"),  # 0.008 would leave 0.009: all of it
     ],
 )
-def test_last_tranche_takes_a_remainder_below_min_qty(amt: str, action: str, min_qty: str,
-                                                      want: str) -> None:  # fmt: skip
+def test_last_tranche_takes_a_remainder_below_min_qty(
+    amt: str, action: str, min_qty: str, want: str
+) -> None:
     assert judge(amt, action, min_qty=min_qty) == (True, "ok", D(want))
 
 
@@ -56,13 +68,16 @@ def test_close_leaves_room_for_resting_reduce_only_orders() -> None:
     # no room: refused, named
     assert judge("0.062", "PARTIAL_50", resting="0.062")[:2] == (False, "resting_reduce_only")
     assert judge("0.03", "PARTIAL_75", min_qty="0.01", resting="0.025")[:2] == (
-        False, "resting_reduce_only")  # fmt: skip
+        False,
+        "resting_reduce_only",
+    )
     # a stop covers the whole position: stops do not count against it
     assert judge("0.062", "UPDATE_SL", resting="0.05") == (True, "ok", D("0.062"))
 
 
-def test_poller_reads_resting_orders_and_the_close_fits(fake: FakeBinance, redis_url: str,
-                                                        keys: Keys) -> None:  # fmt: skip
+def test_poller_reads_resting_orders_and_the_close_fits(
+    fake: FakeBinance, redis_url: str, keys: Keys
+) -> None:
     """A reduce-only order of 0.05 rests against a 0.062 long: the snapshot carries it, the
     allowed close (0.012) is taken by the exchange, the unreduced one (0.031) is not."""
     fake.set_position("BTCUSDT", "0.062")
@@ -72,12 +87,22 @@ def test_poller_reads_resting_orders_and_the_close_fits(fake: FakeBinance, redis
         r = async_client(redis_url)
         ex: BinanceExchange = adapter(fake)
         try:
-            await ex._call("order", "fapiPrivatePostOrder", {
-                "symbol": "BTCUSDT", "side": "SELL", "type": "MARKET", "quantity": "0.05",
-                "reduceOnly": "true", "newClientOrderId": "manual-rest"})  # fmt: skip
+            await ex._call(
+                "order",
+                "fapiPrivatePostOrder",
+                {
+                    "symbol": "BTCUSDT",
+                    "side": "SELL",
+                    "type": "MARKET",
+                    "quantity": "0.05",
+                    "reduceOnly": "true",
+                    "newClientOrderId": "manual-rest",
+                },
+            )
             fake.set_fill(True)
-            poller = SnapshotPoller(r, keys, ex, SystemClock(), allow_list=["BTCUSDT"],
-                                    poll_interval_s=5)  # fmt: skip
+            poller = SnapshotPoller(
+                r, keys, ex, SystemClock(), allow_list=["BTCUSDT"], poll_interval_s=5
+            )
             await poller.poll_once()
             snap = parse_snapshot(await r.hgetall(keys.snapshot("BTCUSDT")))
             with pytest.raises(OrderRejected) as e:

@@ -106,8 +106,11 @@ def test_positions_and_orders_are_pushed_in_binance_order(fake: FakeBinance) -> 
     order = run(body)
     assert (order.filled_qty, order.avg_price, order.reduce_only) == (D("0.01"), D(100), True)
     kinds = [(e["e"], e.get("o", {}).get("x")) for e in fake.stream_events()][-3:]
-    assert kinds == [("ORDER_TRADE_UPDATE", "NEW"), ("ACCOUNT_UPDATE", None),
-                     ("ORDER_TRADE_UPDATE", "TRADE")]  # fmt: skip
+    assert kinds == [
+        ("ORDER_TRADE_UPDATE", "NEW"),
+        ("ACCOUNT_UPDATE", None),
+        ("ORDER_TRADE_UPDATE", "TRADE"),
+    ]
 
 
 def test_disconnect_mid_fill_reconnects_and_sees_the_fill(fake: FakeBinance) -> None:
@@ -235,7 +238,8 @@ def test_sim_publishes_the_same_updates(arun: Any, keys: Keys) -> None:
     moved, orders, alive = arun(body)
     assert moved[SYM].amt == D("0.8") and alive
     assert [(o.client_order_id, o.status, o.filled_qty) for o in orders] == [
-        ("pc-s1", OrderStatus.FILLED, D("0.3"))]  # fmt: skip
+        ("pc-s1", OrderStatus.FILLED, D("0.3"))
+    ]
 
 
 def test_order_errors_keep_their_meaning(fake: FakeBinance) -> None:

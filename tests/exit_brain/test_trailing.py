@@ -31,7 +31,14 @@ def test_a_long_stop_trails_two_r_behind_and_never_loosens() -> None:
     # R 0.5: 98.5 is under the initial 99 stop; 1.5 R: break-even (100.2) is tighter;
     # 3 R: 101; 3.2 R: 101.2 moves only 0.2 R (< 0.5 R step); 3.6 R: 101.6; back down: stays
     assert walk(["100.5", "101.5", "103", "103.2", "103.6", "102", "101"]) == [
-        None, "100.2", "101.0", "101.0", "101.6", "101.6", "101.6"]  # fmt: skip
+        None,
+        "100.2",
+        "101.0",
+        "101.0",
+        "101.6",
+        "101.6",
+        "101.6",
+    ]
 
 
 def test_a_short_stop_trails_above() -> None:

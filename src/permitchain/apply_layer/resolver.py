@@ -136,8 +136,12 @@ class Resolver:
         """On start: resolve every plan a previous run left with an order out."""
         return await self.resolve_due(float("inf"))
 
-    async def run_pushed(self, stop: asyncio.Event, stream: UserStream,
-                         on_reconnect: Callable[[], None] | None = None) -> None:  # fmt: skip
+    async def run_pushed(
+        self,
+        stop: asyncio.Event,
+        stream: UserStream,
+        on_reconnect: Callable[[], None] | None = None,
+    ) -> None:
         """Resolve a plan as soon as the exchange pushes its order's final state.
         ``on_reconnect``: called when the stream answers again after a break."""
         backoff = Backoff(base_s=0.2, cap_s=5.0)
@@ -164,8 +168,13 @@ class Resolver:
                     state = (await self.store.get(plan_id)).get("state", "none")
                     if state in OPEN_STATES:
                         after = await self.resolve(plan_id)
-                        log.info("[RECOVER] plan=%s pushed %s %s: state %s", plan_id,
-                                 o.client_order_id, o.status.value, after)  # fmt: skip
+                        log.info(
+                            "[RECOVER] plan=%s pushed %s %s: state %s",
+                            plan_id,
+                            o.client_order_id,
+                            o.status.value,
+                            after,
+                        )
                 except REDIS_FAULTS as e:
                     log.warning("resolver: redis: %s", e)
 

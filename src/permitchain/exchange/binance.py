@@ -213,11 +213,13 @@ def parse_positions(
         margin = _d(r.get("positionInitialMargin"))
         lev = abs(_d(r.get("notional"))) / margin if margin > 0 else Decimal(1)
         out[sym] = PositionInfo(
-            symbol=sym, amt=_d(r.get("positionAmt")), entry_price=_d(r.get("entryPrice")),
+            symbol=sym,
+            amt=_d(r.get("positionAmt")),
+            entry_price=_d(r.get("entryPrice")),
             mark_price=_d(r.get("markPrice")),
             leverage=max(Decimal(1), lev.quantize(Decimal(1), rounding=ROUND_HALF_EVEN)),
             unrealized_pnl=_d(r.get("unRealizedProfit")),
-        )  # fmt: skip
+        )
     return out
 
 
@@ -572,9 +574,10 @@ class BinanceExchange:
     async def position_mode(self) -> str:
         """``hedge`` or ``one-way``, read now (``GET /fapi/v1/positionSide/dual``)."""
         hedge: bool = await self._call(
-            "read", "fapiPrivateGetPositionSideDual",
+            "read",
+            "fapiPrivateGetPositionSideDual",
             parse=lambda raw: bool(raw["dualSidePosition"]),
-        )  # fmt: skip
+        )
         return "hedge" if hedge else "one-way"
 
     async def resting_reduce_only(self, positions: dict[str, PositionInfo]) -> dict[str, Decimal]:

@@ -60,29 +60,41 @@ def order_of(info: dict[str, Any]) -> OrderInfo | None:
         qty, filled = _d(info.get("q")), _d(info.get("aq"))
         avg = _d(info.get("ap"))
         return OrderInfo(
-            symbol=str(info.get("s")), client_order_id=str(info["caid"]),
-            order_id=str(info.get("aid")), side="SELL" if info.get("S") == "SELL" else "BUY",
-            type=str(info.get("o", "")), status=algo_status(str(info.get("X", "")), qty, filled),
-            requested_qty=qty, filled_qty=filled, avg_price=avg if avg > 0 else None,
-            reduce_only=bool(info.get("R")), stop_price=_d(info.get("tp")) or None,
-        )  # fmt: skip
+            symbol=str(info.get("s")),
+            client_order_id=str(info["caid"]),
+            order_id=str(info.get("aid")),
+            side="SELL" if info.get("S") == "SELL" else "BUY",
+            type=str(info.get("o", "")),
+            status=algo_status(str(info.get("X", "")), qty, filled),
+            requested_qty=qty,
+            filled_qty=filled,
+            avg_price=avg if avg > 0 else None,
+            reduce_only=bool(info.get("R")),
+            stop_price=_d(info.get("tp")) or None,
+        )
     if "c" not in info:
         return None
     avg = _d(info.get("ap"))
     return OrderInfo(
-        symbol=str(info.get("s")), client_order_id=str(info["c"]), order_id=str(info.get("i")),
-        side="SELL" if info.get("S") == "SELL" else "BUY", type=str(info.get("o", "")),
+        symbol=str(info.get("s")),
+        client_order_id=str(info["c"]),
+        order_id=str(info.get("i")),
+        side="SELL" if info.get("S") == "SELL" else "BUY",
+        type=str(info.get("o", "")),
         status=ORDER_STATUS.get(str(info.get("X", "")), OrderStatus.NEW),
-        requested_qty=_d(info.get("q")), filled_qty=_d(info.get("z")),
-        avg_price=avg if avg > 0 else None, reduce_only=bool(info.get("R")),
-    )  # fmt: skip
+        requested_qty=_d(info.get("q")),
+        filled_qty=_d(info.get("z")),
+        avg_price=avg if avg > 0 else None,
+        reduce_only=bool(info.get("R")),
+    )
 
 
 class BinanceUserStream:
     name = "binance"
 
-    def __init__(self, api_key: str, api_secret: str, *, demo: bool,
-                 base_url: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, api_key: str, api_secret: str, *, demo: bool, base_url: str | None = None
+    ) -> None:
         self.ws = ccxt_pro.binanceusdm({"apiKey": api_key, "secret": api_secret})
         if demo:
             self.ws.enable_demo_trading(True)
@@ -114,8 +126,9 @@ class BinanceUserStream:
             url = str(getattr(client, "url", ""))
             if "listenKey=" in url:
                 connected = client.connected
-                return bool(not client.closed() and connected.done() and
-                            connected.exception() is None)  # fmt: skip
+                return bool(
+                    not client.closed() and connected.done() and connected.exception() is None
+                )
         return False
 
     async def _watch(self, method: str) -> None:
@@ -180,8 +193,11 @@ class BinanceUserStream:
             sym, side, pos = position_of(p.get("info") or {})
             stamp = int(p.get("timestamp") or 0)
             if stamp and stamp < self._stamps.get((sym, side), 0):
-                log.warning("binance stream: %s: an older position update (%d) after a newer "
-                            "one: ignored", sym, stamp)  # fmt: skip
+                log.warning(
+                    "binance stream: %s: an older position update (%d) after a newer one: ignored",
+                    sym,
+                    stamp,
+                )
                 pos = self._latest.get((sym, side), pos)
             else:
                 self._stamps[(sym, side)] = max(stamp, self._stamps.get((sym, side), 0))

@@ -200,24 +200,35 @@ async def _reconcile(r: Redis, k: Keys, s: Settings, h: Health) -> None:
     if not rep:
         return
     if rep.get("mode_changed"):
-        h.problems.append(Problem("apply-layer", "exchange position mode changed while running "
-                                  f"({rep['mode_changed']}): trading halted",
-                                  "position_mode"))  # fmt: skip
+        h.problems.append(
+            Problem(
+                "apply-layer",
+                "exchange position mode changed while running "
+                f"({rep['mode_changed']}): trading halted",
+                "position_mode",
+            )
+        )
     try:
         unknown = [str(x) for x in json.loads(rep.get("unknown_orders") or "[]")]
     except ValueError:
         unknown = ["(unreadable report)"]
     if unknown:
-        h.problems.append(Problem("apply-layer", f"{len(unknown)} order(s) with the chain's "
-                                  f"prefix it does not know: {'; '.join(unknown[:10])}",
-                                  "unknown_orders"))  # fmt: skip
+        h.problems.append(
+            Problem(
+                "apply-layer",
+                f"{len(unknown)} order(s) with the chain's "
+                f"prefix it does not know: {'; '.join(unknown[:10])}",
+                "unknown_orders",
+            )
+        )
     try:
         age = h.ts - float(rep.get("checked_at") or 0)
     except ValueError:
         age = float("inf")
     if age > 3 * s.reconcile_s:
-        h.warnings.append(Problem("apply-layer", f"exchange reconciliation {age:.0f}s old",
-                                  "reconcile"))  # fmt: skip
+        h.warnings.append(
+            Problem("apply-layer", f"exchange reconciliation {age:.0f}s old", "reconcile")
+        )
 
 
 async def _positions(r: Redis, k: Keys, s: Settings, h: Health) -> None:

@@ -43,11 +43,18 @@ SWITCH_INTERVAL_S = 0.0002
 
 
 class PollThread:
-    def __init__(self, redis_url: str | None, keys: Keys, clock: Clock,
-                 make_exchange: Callable[[AsyncRedis], Exchange], *,
-                 allow_list: Iterable[str], poll_interval_s: float,
-                 make_stream: Callable[[AsyncRedis], UserStream | None] | None = None,
-                 push_touch_s: float = 0.5) -> None:  # fmt: skip
+    def __init__(
+        self,
+        redis_url: str | None,
+        keys: Keys,
+        clock: Clock,
+        make_exchange: Callable[[AsyncRedis], Exchange],
+        *,
+        allow_list: Iterable[str],
+        poll_interval_s: float,
+        make_stream: Callable[[AsyncRedis], UserStream | None] | None = None,
+        push_touch_s: float = 0.5,
+    ) -> None:
         """``make_stream``: the exchange's pushed updates (``PushedSnapshots`` runs beside
         the poller on this thread); None: polling only."""
         self.url, self.k, self.clock = redis_url, keys, clock
@@ -133,10 +140,12 @@ class PollThread:
             if stream is None:
                 await self._poller.run(self._stop, after_full_poll=polled)
             else:
-                pushed = PushedSnapshots(self._poller, stream, self.clock,
-                                         touch_s=self.push_touch_s)  # fmt: skip
-                await asyncio.gather(self._poller.run(self._stop, after_full_poll=polled),
-                                     pushed.run(self._stop))  # fmt: skip
+                pushed = PushedSnapshots(
+                    self._poller, stream, self.clock, touch_s=self.push_touch_s
+                )
+                await asyncio.gather(
+                    self._poller.run(self._stop, after_full_poll=polled), pushed.run(self._stop)
+                )
         finally:
             self._loop = self._poller = None
             await ex.close()

@@ -43,8 +43,9 @@ STREAM_UP = Gauge("p33_user_stream_up", "1 while the exchange's user stream is a
 
 
 class PushedSnapshots:
-    def __init__(self, poller: SnapshotPoller, stream: UserStream, clock: Clock, *,
-                 touch_s: float = 0.5) -> None:  # fmt: skip
+    def __init__(
+        self, poller: SnapshotPoller, stream: UserStream, clock: Clock, *, touch_s: float = 0.5
+    ) -> None:
         self.poller, self.stream, self.clock, self.touch_s = poller, stream, clock, touch_s
         self.connected_at: float | None = None  # monotonic: when the stream came (back) up
         #: set while synced / while down; ``ticked`` after each touch-loop round,
@@ -82,8 +83,9 @@ class PushedSnapshots:
                     await self.write(changed)
             except ExchangeError as e:
                 delay = backoff.next_delay()
-                log.warning("[STREAM] user stream down (%s); polling only; retrying in %.1fs",
-                            e, delay)  # fmt: skip
+                log.warning(
+                    "[STREAM] user stream down (%s); polling only; retrying in %.1fs", e, delay
+                )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
             except STORE_FAULTS as e:
@@ -101,10 +103,15 @@ class PushedSnapshots:
             if sym not in self.poller.known():
                 self.poller.request(sym)  # no snapshot yet: the poller writes it whole
                 continue
-            fields = {"position_amt": fmt_decimal(pos.amt), "side": side_of(pos.amt),
-                      "entry_price": fmt_decimal(pos.entry_price),
-                      "unrealized_pnl": fmt_decimal(pos.unrealized_pnl), "ts_epoch": ts,
-                      "ts_iso": iso, "source": f"{self.stream.name}-stream"}  # fmt: skip
+            fields = {
+                "position_amt": fmt_decimal(pos.amt),
+                "side": side_of(pos.amt),
+                "entry_price": fmt_decimal(pos.entry_price),
+                "unrealized_pnl": fmt_decimal(pos.unrealized_pnl),
+                "ts_epoch": ts,
+                "ts_iso": iso,
+                "source": f"{self.stream.name}-stream",
+            }
             if pos.mark_price > 0:
                 fields["mark_price"] = fmt_decimal(pos.mark_price)
             pipe.hset(self.poller.k.snapshot(sym), mapping=fields)
@@ -115,8 +122,7 @@ class PushedSnapshots:
         for sym in written:
             PUSHED.inc()
             POSITION_AMT.set(sym, float(changed[sym].amt))
-            log.info("[STREAM] symbol=%s pushed position %s", sym,
-                     fmt_decimal(changed[sym].amt))  # fmt: skip
+            log.info("[STREAM] symbol=%s pushed position %s", sym, fmt_decimal(changed[sym].amt))
 
     async def touch(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

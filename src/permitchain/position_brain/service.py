@@ -88,8 +88,9 @@ class PositionBrain:
         if self.poll_thread is not None:
             await self.poll_thread.run(stop)
         elif self.stream is not None:
-            pushed = PushedSnapshots(self.snapshots, self.stream, self.clock,
-                                     touch_s=self.s.push_touch_s)  # fmt: skip
+            pushed = PushedSnapshots(
+                self.snapshots, self.stream, self.clock, touch_s=self.s.push_touch_s
+            )
             await asyncio.gather(self.snapshots.run(stop), pushed.run(stop))
         else:
             await self.snapshots.run(stop)

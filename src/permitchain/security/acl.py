@@ -104,7 +104,7 @@ def grants(service: str, k: Keys) -> list[Grant]:
                 # reconciliation report (apply_layer.reconcile); its halt on a mode change
                 Grant(("+hset", "+hgetall", "+hdel", "+hkeys", "+expire", "+scan"),
                       (f"~{p}:apply:stops:*", f"~{k.reconcile}")),
-                Grant(("+set",), (f"%W~{k.trading_state}",)),
+
                 Grant(("+xread", "+xinfo|stream", "+xadd"), (f"~{k.permit_event_stream}",)),
                 Grant(("+get",), (f"%R~{k.trading_state}",)),
                 Grant(("+hgetall", "+hget"), (f"%R~{p}:position:snapshot:*",)),
