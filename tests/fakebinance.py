@@ -62,6 +62,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -272,6 +273,8 @@ class FakeBinance:
         self._runner: web.AppRunner | None = None
         self._stopping: asyncio.Event | None = None
         self._serving_loop: asyncio.AbstractEventLoop | None = None
+        #: tests: called (in the fake's thread) on each listen-key keep-alive
+        self.on_keep_alive: Callable[[], object] | None = None
         #: listen key -> the queues of its live websocket connections
         self._sockets: dict[str, list[asyncio.Queue[dict[str, Any] | None]]] = {}
 
@@ -677,6 +680,8 @@ class FakeBinance:
             if method == "PUT":
                 self.state.listen_keys[live] = time.monotonic() + 3600
                 self.state.keep_alives += 1
+                if self.on_keep_alive is not None:
+                    self.on_keep_alive()
                 return web.json_response({"listenKey": live})
             del self.state.listen_keys[live]
             self._push_to(live, [None])

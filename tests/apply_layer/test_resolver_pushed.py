@@ -9,6 +9,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from permitchain.apply_layer.resolver import plan_of
+from permitchain.errors import ExchangeUnavailable
 from permitchain.exchange.stream import SimUserStream
 from permitchain.keys import Keys
 from permitchain.settings import Settings
@@ -52,3 +53,46 @@ def test_a_pushed_fill_resolves_the_plan_at_once(arun: Any, keys: Keys, settings
     assert [(f["plan_id"], f["status"], f["filled_qty"]) for f in results] == [
         (plan.plan_id, "filled", "0.01")
     ]
+
+
+class FlakyStream:
+    """A user stream that breaks once, then answers (nothing pushed)."""
+
+    name = "flaky"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def positions(self) -> dict[str, Any]:
+        return {}
+
+    async def orders(self) -> list[Any]:
+        self.calls += 1
+        if self.calls == 1:
+            raise ExchangeUnavailable("stream down (test)")
+        await asyncio.sleep(0.01)
+        return []
+
+    def alive(self) -> bool:
+        return self.calls > 1
+
+    async def close(self) -> None:
+        return None
+
+
+def test_a_stream_coming_back_asks_for_a_reconciliation(
+    arun: Any, keys: Keys, settings: Settings
+) -> None:
+    async def body(r: Redis) -> int:
+        async with Bench(r, keys, settings) as b:
+            stop = asyncio.Event()
+            asked = asyncio.Event()
+            task = asyncio.create_task(
+                b.ex.resolver.run_pushed(stop, FlakyStream(), on_reconnect=asked.set)
+            )
+            await asyncio.wait_for(asked.wait(), 10)
+            stop.set()
+            await task
+            return 1
+
+    assert arun(body) == 1

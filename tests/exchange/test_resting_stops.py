@@ -178,3 +178,23 @@ def test_cancel_of_a_stop_no_longer_open_is_not_an_error(fake: FakeBinance) -> N
     first, again, none = asyncio.run(body())
     assert first.status is OrderStatus.CANCELED and again.status is OrderStatus.CANCELED
     assert none is None
+
+
+def test_a_new_stop_that_fails_leaves_the_old_one(
+    arun: Any, keys: Keys, fast: Settings, fake: FakeBinance
+) -> None:
+    """New first, then cancel: when the new stop is refused, the old one still protects."""
+    old, moved = plan_for(1, "UPDATE_SL", new_sl="95"), plan_for(2, "UPDATE_SL", new_sl="96")
+
+    async def body(r: Redis) -> tuple[dict[str, str], list[str]]:
+        async with FakeBench(r, keys, fast, fake) as b:
+            await b.run(old, qty="1")
+            fake.fail_next(
+                path="/fapi/v1/algoOrder", method="POST", code=-2019, msg="Margin is insufficient."
+            )
+            await b.run(moved, qty="1")
+            return await b.result(moved.plan_id), await open_stops(b)
+
+    res, stops = arun(body)
+    assert (res["status"], res["reason"]) == ("rejected", "exchange_rejected")
+    assert stops == [f"pc-{old.plan_id}-sl"]

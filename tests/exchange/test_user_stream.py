@@ -255,3 +255,27 @@ def test_order_errors_keep_their_meaning(fake: FakeBinance) -> None:
             await ex.close()
 
     run(body)
+
+
+def test_ccxt_keeps_the_listen_key_alive(fake: FakeBinance) -> None:
+    """ccxt's keep-alive (every 20 min on Binance; here after 0.2 s) reaches the fake: the
+    key stays valid and the stream keeps delivering."""
+    fake.set_position(SYM, "0.062")
+
+    async def body() -> None:
+        us = stream(fake)
+        us.ws.options["listenKeyRefreshRate"] = 200
+        try:
+            await amount_pushed(us, "0.062")
+            kept = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            fake.on_keep_alive = lambda: loop.call_soon_threadsafe(kept.set)
+            await asyncio.wait_for(kept.wait(), WAIT_S)
+            fake.set_position(SYM, "0.05")
+            await amount_pushed(us, "0.05")
+        finally:
+            fake.on_keep_alive = None
+            await us.close()
+
+    run(body)
+    assert fake.state.keep_alives >= 1
