@@ -25,6 +25,12 @@ Binance's material is silent):
 * conditional (algo) orders go NEW → TRIGGERING → TRIGGERED → FINISHED when the mark crosses
   them (``set_price``), with ``actualOrderId``/``actualQty``/``actualPrice``; EXPIRED when
   there is nothing left to reduce; ``set_algo_state`` forces any status;
+* the user data stream: ``/fapi/v1/listenKey`` (POST create — the live key is returned —
+  PUT keep-alive, -1125 once gone, DELETE), a websocket on ``/private/ws?listenKey=…`` (ccxt's
+  URL) and ``/ws/<listenKey>``, ``ORDER_TRADE_UPDATE`` / ``ACCOUNT_UPDATE`` / ``ALGO_UPDATE``
+  as positions and orders change, ``listenKeyExpired`` (``expire_listen_key``); faults
+  ``set_stream_fault`` (drop mid-fill, duplicate, reorder), ``disconnect_streams``,
+  ``set_stream_refused``;
 * every answer carries ``X-MBX-USED-WEIGHT-1M``, order answers ``X-MBX-ORDER-COUNT-10S`` and
   ``-1M``; unknown paths answer 404 with the path in the message (and are recorded in
   ``unknown_paths``).

@@ -170,7 +170,7 @@ class SimExchange:
             # pushed updates (exchange.stream.SimUserStream): the position changed
             await self.r.xadd(
                 self.k.sim_events,
-                {"symbol": symbol, "amt": mapping["amt"]},
+                {"e": "ACCOUNT_UPDATE", "symbol": symbol, "amt": mapping["amt"]},
                 maxlen=10_000,
                 approximate=True,
             )
