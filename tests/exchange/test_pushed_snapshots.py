@@ -154,3 +154,44 @@ def test_pushed_snapshots_on_the_sim(arun: Any, keys: Keys) -> None:
     out = arun(body)
     assert out.pop("pushed") == "sim-stream"
     assert out == EXPECTED
+
+
+def test_a_poll_read_before_a_push_does_not_overwrite_it(arun: Any, keys: Keys) -> None:
+    """A poll that read the exchange before a pushed update was written leaves that
+    symbol's snapshot to the push (its answer is older)."""
+
+    class SlowSim(SimExchange):
+        async def fetch_positions(self, symbols: Any = None) -> Any:
+            got = await super().fetch_positions(symbols)
+            await pushed_now()  # a push lands between this read and the poll's write
+            return got
+
+    async def body(r: Any) -> tuple[str, str]:
+        nonlocal pushed_now
+        sim = SlowSim(r, keys)
+        await sim.set_position(SYM, D(1), D(100))
+        poller = SnapshotPoller(r, keys, sim, SystemClock(), allow_list=[SYM], poll_interval_s=5)
+        await poller.poll_once()
+        pushed = PushedSnapshots(poller, SimUserStream(r, keys), SystemClock())
+
+        async def push() -> None:
+            await SimExchange.set_position(sim, SYM, D("0.4"))
+            got = await SimExchange.fetch_positions(sim, [SYM])
+            await pushed.write(got)
+
+        pushed_now = push
+        await SimExchange.set_position(sim, SYM, D("0.7"))
+        await poller.poll_once()  # reads 0.7, then the push (0.4) lands, then the write
+        after_race = (await snapshot(r, keys))["position_amt"]
+
+        async def nothing() -> None:
+            return None
+
+        pushed_now = nothing
+        await poller.poll_once()  # a later poll writes what it reads
+        return after_race, (await snapshot(r, keys))["position_amt"]
+
+    async def pushed_now() -> None:
+        return None
+
+    assert arun(body) == ("0.4", "0.4")

@@ -99,6 +99,9 @@ class SnapshotPoller:
         #: monotonic start of the last full poll the exchange answered (pushed.py: synced)
         self.full_poll_started_at = float("-inf")
         self.full_due = False  # request_full(): the next poll is a full one, at once
+        #: per symbol: when (monotonic) a pushed update was last written (pushed.py); a poll
+        #: whose read began before it leaves the symbol alone: its answer is older
+        self.pushed_at: dict[str, float] = {}
 
     async def watched(self) -> set[str]:
         if time.monotonic() - self._ledger_scan_at > LEDGER_SCAN_S:
@@ -177,7 +180,9 @@ class SnapshotPoller:
         written: list[str] = []
         unknown: list[str] = []
         missing: dict[str, Decimal] = {}
-        syms = sorted(watched | positions.keys())
+        syms = sorted(
+            s for s in watched | positions.keys() if self.pushed_at.get(s, float("-inf")) < started
+        )
         now_iso = datetime.fromtimestamp(now, UTC).isoformat()
         # In chunks, each one event-loop slice (build, write, record), so the plans this
         # process judges interleave with a big poll instead of waiting for all of it.

@@ -117,6 +117,8 @@ class PushedSnapshots:
             pipe.hset(self.poller.k.snapshot(sym), mapping=fields)
             written.append(sym)
         if written:
+            stamp = time.monotonic()
+            self.poller.pushed_at.update(dict.fromkeys(written, stamp))
             await pipe.execute()
             self.written.set()
         for sym in written:
