@@ -4,7 +4,8 @@ Beside the poller (same thread, same event loop), two loops:
 
 * **watch**: every position the exchange's user stream pushes is written into its snapshot at
   once (amount, side, entry price, unrealized PnL, time); a symbol without a snapshot yet gets
-  a targeted poll.
+  a targeted poll. A poll whose exchange read began before that write leaves the symbol
+  alone (``SnapshotPoller.pushed_at``): its answer is older than the push.
 * **touch**: every ``PUSH_TOUCH_S`` while the stream is *alive and synced*, every snapshot the
   poller wrote gets the current time: nothing pushed means nothing changed, so the snapshot
   is still the exchange's state. Synced: a full poll has completed since the stream last
