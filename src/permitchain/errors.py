@@ -65,6 +65,11 @@ class OrderRejected(ExchangeError):
     """Final: the exchange refused the order and nothing was placed."""
 
 
+class StopWouldTrigger(OrderRejected):
+    """A stop refused because the mark is already past its trigger (Binance -2021, -4142):
+    nothing was placed, and the stop's condition is met now."""
+
+
 class OrderOutcomeUnknown(ExchangeError):
     """The order may or may not exist: look it up by client order id, never re-send."""
 

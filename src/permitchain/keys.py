@@ -117,6 +117,20 @@ class Keys:
 
     # -- simulated exchange ---------------------------------------------------------------
     # One hash tag per symbol, so a fill touches one slot.
+    def stop_book(self, symbol: str) -> str:
+        """The chain's own resting stop orders of a symbol (hash: client order id -> plan
+        id, quantity, trigger, time; apply_layer.stops)."""
+        return f"{self.prefix}:apply:stops:{{{symbol}}}"
+
+    @property
+    def reconcile(self) -> str:
+        """The apply layer's reconciliation report (apply_layer.reconcile)."""
+        return f"{self.prefix}:apply:reconcile"
+
+    @property
+    def stop_book_pattern(self) -> str:
+        return f"{self.prefix}:apply:stops:*"
+
     def sim_position(self, symbol: str) -> str:
         return f"{self.prefix}:sim:{{{symbol}}}:position"
 
@@ -139,6 +153,11 @@ class Keys:
     @property
     def sim_fills(self) -> str:
         return f"{self.prefix}:sim:fills"
+
+    @property
+    def sim_events(self) -> str:
+        """Positions of the simulated exchange changed from outside (pushed updates)."""
+        return f"{self.prefix}:sim:events"
 
     @property
     def sim_config(self) -> str:

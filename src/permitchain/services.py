@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+
 from permitchain.apply_layer.executor import Executor
 from permitchain.apply_layer.planner_service import GROUP_PLANNER, Planner
+from permitchain.apply_layer.reconcile import Reconciler
 from permitchain.errors import ConfigError
 from permitchain.exchange.factory import make_exchange
+from permitchain.exchange.stream import make_stream
 from permitchain.exit_brain.service import build_exit_brain
 from permitchain.governor.service import Governor
 from permitchain.keyfiles import check_custody
@@ -13,7 +17,7 @@ from permitchain.keys import Keys
 from permitchain.position_brain.poll_thread import PollThread
 from permitchain.position_brain.service import PositionBrain
 from permitchain.runtime.clock import SystemClock
-from permitchain.runtime.service import Consumer, ServiceRunner, by_symbol
+from permitchain.runtime.service import Consumer, ServiceRunner, Task, by_symbol
 from permitchain.settings import Settings
 from permitchain.store import async_client
 
@@ -63,6 +67,8 @@ async def build(name: str, settings: Settings) -> ServiceRunner:
         poll_thread = PollThread(
             settings.redis_url, keys, clock, lambda pr: make_exchange(settings, pr, keys),
             allow_list=settings.allow_list, poll_interval_s=settings.poll_interval_s,
+            make_stream=lambda pr: make_stream(settings, pr, keys),
+            push_touch_s=settings.push_touch_s,
         )  # fmt: skip
         pb = PositionBrain(r, keys, settings, clock, ex, poll_thread=poll_thread)
         return ServiceRunner(name, r, keys, consumers=pb.consumers(), tasks=[pb.poller],
@@ -72,12 +78,33 @@ async def build(name: str, settings: Settings) -> ServiceRunner:
         planner = Planner(r, keys, settings, clock)
         executor = Executor(r, keys, settings, clock, ex)
         await executor.recover_all()
+        stream = make_stream(settings, r, keys)
+        reconciler = Reconciler(r, keys, ex, executor.store, clock, every_s=settings.reconcile_s)
+        executor.reconciler = reconciler
+        await reconciler.check_once()  # before the first plan: a mode changed while down
+        tasks: list[Task] = [
+            planner.sweep,
+            executor.permit_events,
+            executor.resolver.run,
+            reconciler.run,
+        ]
+        if stream is not None:
+            tasks.append(
+                functools.partial(
+                    executor.resolver.run_pushed, stream=stream, on_reconnect=reconciler.request
+                )
+            )
+
+        async def close() -> None:
+            await ex.close()
+            if stream is not None:
+                await stream.close()
+
         return ServiceRunner(
             name, r, keys,
             consumers=[Consumer(keys.proposal_stream, GROUP_PLANNER, planner.handle,
                                 partition=by_symbol),
                        executor.consumer()],
-            tasks=[planner.sweep, executor.permit_events, executor.resolver.run],
-            metrics_port=port, on_close=ex.close,
+            tasks=tasks, metrics_port=port, on_close=close,
         )  # fmt: skip
     return await build_exit_brain(r, keys, settings, clock, port)

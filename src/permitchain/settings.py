@@ -127,6 +127,11 @@ class Settings(BaseSettings):
     stale_threshold_s: float = _f(10.0, "STALE_THRESHOLD_S", gt=0)
     poll_interval_s: float = _f(5.0, "POLL_INTERVAL_S", gt=0)
     cooldown_s: float = _f(15.0, "COOLDOWN_S", ge=0)
+    # pushed account updates (exchange.stream): snapshots fresh while the stream is alive
+    pushed_updates: bool = _f(True, "PUSHED_UPDATES")
+    push_touch_s: float = _f(0.5, "PUSH_TOUCH_S", gt=0)
+    # exchange reconciliation (apply_layer.reconcile): position mode, unknown own orders
+    reconcile_s: float = _f(60.0, "RECONCILE_S", gt=0)
 
     # --- exit brain ---------------------------------------------------------------------
     full_close_score: Decimal = _f(Decimal("0.6"), "FULL_CLOSE_SCORE", ge=0, le=1)
@@ -136,6 +141,9 @@ class Settings(BaseSettings):
     exit_risk_fraction: Decimal = _f(Decimal("0.01"), "EXIT_RISK_FRACTION", gt=0, lt=1)
     # Fee per side as a fraction of notional; round trip per unit = rate × (entry + mark).
     exit_fee_rate: Decimal = _f(Decimal("0.0004"), "EXIT_FEE_RATE", ge=0, lt=Decimal("0.1"))
+    # trailing stop: distance in R once in profit (0: off), least move in R
+    exit_trail_r: Decimal = _f(Decimal(0), "EXIT_TRAIL_R", ge=0, le=100)
+    exit_trail_step_r: Decimal = _f(Decimal("0.5"), "EXIT_TRAIL_STEP_R", gt=0, le=100)
     exit_full_close_retry_s: float = _f(60.0, "EXIT_FULL_CLOSE_RETRY_S", gt=0)
 
     # --- simulated exchange -------------------------------------------------------------

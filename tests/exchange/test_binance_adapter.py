@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from permitchain.errors import OrderRejected
+from permitchain.errors import OrderOutcomeUnknown, OrderRejected, StopWouldTrigger
 from permitchain.exchange.base import Exchange, OrderStatus
 from permitchain.exchange.binance import BinanceExchange
 from tests.exchange.binance_helpers import run
@@ -164,21 +164,48 @@ def test_same_client_order_id_twice_returns_the_existing_order(fake: FakeBinance
     assert fake.position("BTCUSDT") == "0.052"
 
 
-def test_duplicate_refused_by_exchange_resolves_to_existing_order(fake: FakeBinance) -> None:
-    """The look-up before sending misses (answer lost), the exchange says -4116: the adapter
-    returns the order that exists instead of failing or sending again."""
+def test_missed_lookup_is_unknown_and_the_order_is_never_sent_again(fake: FakeBinance) -> None:
+    """Binance refuses a client order id only among *open* orders: a filled order's id sent
+    again executes again. So the same id a second time is looked up, and when that look-up
+    misses (answer wrongly -2013) the outcome is unknown, for the resolver: no second POST."""
     fake.set_position("BTCUSDT", "0.062")
 
     async def body(ex: BinanceExchange) -> None:
-        first = await ex.place_reduce_only_market("BTCUSDT", "SELL", D("0.01"), "pc-d")
+        await ex.place_reduce_only_market("BTCUSDT", "SELL", D("0.01"), "pc-d")
         fake.fail_next(path=ORDER, method="GET", code=-2013, msg="Order does not exist.")
-        again = await ex.place_reduce_only_market("BTCUSDT", "SELL", D("0.01"), "pc-d")
-        assert again.order_id == first.order_id
+        with pytest.raises(OrderOutcomeUnknown):
+            await ex.place_reduce_only_market("BTCUSDT", "SELL", D("0.01"), "pc-d")
 
     run(fake, body)
-    assert fake.request_count(ORDER, "POST") == 2  # the second was refused (-4116)
+    assert fake.request_count(ORDER, "POST") == 1
     assert len(fake.orders()) == 1
     assert fake.position("BTCUSDT") == "0.052"
+
+
+def test_duplicate_refused_by_exchange_resolves_to_the_open_order(fake: FakeBinance) -> None:
+    """-4116 (an open order holds the id, e.g. sent by a previous process): the order that
+    exists is returned, nothing else is sent."""
+    fake.set_position("BTCUSDT", "0.062")
+    fake.set_fill(False)
+
+    async def body(ex: BinanceExchange) -> None:
+        await ex._call(
+            "order",
+            "fapiPrivatePostOrder",
+            {
+                "symbol": "BTCUSDT",
+                "side": "SELL",
+                "type": "MARKET",
+                "quantity": "0.01",
+                "reduceOnly": "true",
+                "newClientOrderId": "pc-o",
+            },
+        )
+        o = await ex.place_reduce_only_market("BTCUSDT", "SELL", D("0.01"), "pc-o")
+        assert (o.client_order_id, o.status) == ("pc-o", OrderStatus.NEW)
+
+    run(fake, body)
+    assert len(fake.orders()) == 1
 
 
 @pytest.mark.parametrize(("pos_side", "amt", "side"), [("LONG", "0.062", "SELL"),
@@ -243,9 +270,9 @@ def test_stop_market_replaces_our_previous_stop(fake: FakeBinance) -> None:
     async def body(ex: BinanceExchange) -> None:
         await ex.place_stop_market("ETHUSDT", "SELL", D("2000"), D("1"), "pc-other-sl")
         s1 = await ex.place_stop_market("BTCUSDT", "SELL", D("99.5"), D("0.062"), "pc-a-sl")
-        s2 = await ex.place_stop_market("BTCUSDT", "SELL", D("100.23"), D("0.0169"), "pc-b-sl")
+        s2 = await ex.place_stop_market("BTCUSDT", "SELL", D("99.87"), D("0.0169"), "pc-b-sl")
         assert s1.status is OrderStatus.NEW and s1.reduce_only
-        assert (s2.type, s2.stop_price, s2.requested_qty) == ("STOP_MARKET", D("100.3"),
+        assert (s2.type, s2.stop_price, s2.requested_qty) == ("STOP_MARKET", D("99.8"),
                                                               D("0.016"))  # fmt: skip
         again = await ex.fetch_order("BTCUSDT", "pc-a-sl")
         assert again is not None and again.status is OrderStatus.CANCELED
@@ -279,8 +306,111 @@ def test_stop_market_leaves_foreign_stops(fake: FakeBinance) -> None:
         "manual-1": "NEW", "pc-c-sl": "NEW"}  # fmt: skip
 
 
-def test_buy_stop_for_a_short_rounds_trigger_down(fake: FakeBinance) -> None:
-    fake.set_position("BTCUSDT", "-0.05")
-    o = run(fake, lambda ex: ex.place_stop_market("BTCUSDT", "BUY", D("101.27"), D("0.05"),
+@pytest.mark.parametrize(
+    ("amt", "side", "asked", "sent"),
+    [
+        ("-0.05", "BUY", "100.01", "100.1"),
+        ("-0.05", "BUY", "101.27", "101.3"),
+        ("0.05", "SELL", "99.99", "99.9"),
+        ("0.05", "SELL", "98.71", "98.7"),
+    ],
+)
+def test_stop_trigger_rounds_away_from_the_mark(
+    fake: FakeBinance, amt: str, side: str, asked: str, sent: str
+) -> None:
+    """A SELL stop rounds down, a BUY stop up (mark 100, tick 0.1): rounding never moves a
+    stop to where it would trigger at once (Binance refuses that, -2021)."""
+    fake.set_position("BTCUSDT", amt)
+    o = run(fake, lambda ex: ex.place_stop_market("BTCUSDT", side, D(asked), D("0.05"),  # type: ignore[arg-type]
                                                   "pc-s-sl"))  # fmt: skip
-    assert o.stop_price == D("101.2")
+    assert o.stop_price == D(sent)
+    assert fake.algo_orders()[0]["triggerPrice"] == sent
+
+
+@pytest.mark.parametrize("code", [-2021, -4142])
+def test_stop_already_passed_raises_stop_would_trigger(fake: FakeBinance, code: int) -> None:
+    fake.set_position("BTCUSDT", "0.05")
+    fake.set_immediate_trigger_code(code)
+    with pytest.raises(StopWouldTrigger) as e:
+        run(
+            fake,
+            lambda ex: ex.place_stop_market("BTCUSDT", "SELL", D("100.04"), D("0.05"), "pc-x-sl"),
+        )
+    assert e.value.code == code
+    assert fake.algo_orders() == []
+
+
+def test_algo_lifecycle_maps_onto_order_status(fake: FakeBinance) -> None:
+    """TRIGGERING/TRIGGERED are not final (never FILLED); FINISHED is FILLED only when
+    actualQty covers the stop, else CANCELED with what was filled; the quantities and price
+    come from actualQty/actualPrice."""
+    fake.set_position("BTCUSDT", "0.05")
+
+    async def body(ex: BinanceExchange) -> list[tuple[OrderStatus, Decimal, Decimal | None]]:
+        await ex.place_stop_market("BTCUSDT", "SELL", D("99"), D("0.05"), "pc-l-sl")
+        seen = []
+        for status, qty, price in [
+            ("TRIGGERING", "", ""),
+            ("TRIGGERED", "", ""),
+            ("TRIGGERED", "0.02", "98.9"),
+            ("FINISHED", "0", ""),
+            ("FINISHED", "0.02", "98.9"),
+            ("FINISHED", "0.05", "98.9"),
+            ("REJECTED", "", ""),
+            ("EXPIRED", "", ""),
+            ("SOMETHING_NEW", "", ""),
+        ]:
+            fake.set_algo_state("pc-l-sl", status, qty, price)
+            o = await ex.fetch_order("BTCUSDT", "pc-l-sl")
+            assert o is not None
+            seen.append((o.status, o.filled_qty, o.avg_price))
+        return seen
+
+    N, P, F, C = (
+        OrderStatus.NEW,
+        OrderStatus.PARTIALLY_FILLED,
+        OrderStatus.FILLED,
+        OrderStatus.CANCELED,
+    )
+    assert run(fake, body) == [
+        (N, D(0), None),
+        (N, D(0), None),
+        (P, D("0.02"), D("98.9")),
+        (C, D(0), None),
+        (C, D("0.02"), D("98.9")),
+        (F, D("0.05"), D("98.9")),
+        (OrderStatus.REJECTED, D(0), None),
+        (OrderStatus.EXPIRED, D(0), None),
+        (N, D(0), None),
+    ]
+
+
+def test_a_stop_the_mark_crosses_fills_on_the_exchange(fake: FakeBinance) -> None:
+    fake.set_position("BTCUSDT", "0.05")
+
+    async def body(ex: BinanceExchange) -> None:
+        await ex.place_stop_market("BTCUSDT", "SELL", D("99"), D("0.05"), "pc-t-sl")
+        fake.set_price("BTCUSDT", "98.5")
+        o = await ex.fetch_order("BTCUSDT", "pc-t-sl")
+        assert o is not None
+        assert (o.status, o.filled_qty, o.avg_price) == (OrderStatus.FILLED, D("0.05"), D("98.5"))
+
+    run(fake, body)
+    assert fake.position("BTCUSDT") == "0"
+    [algo] = fake.algo_orders()
+    assert algo["algoStatus"] == "FINISHED" and algo["actualOrderId"] != ""
+
+
+def test_market_outcomes_expired_and_partial(fake: FakeBinance) -> None:
+    fake.set_position("BTCUSDT", "0.062")
+    fake.set_market_outcome("EXPIRED_IN_MATCH")
+    fake.set_market_outcome("PARTIAL", filled="0.01")
+
+    async def body(ex: BinanceExchange) -> None:
+        a = await ex.place_reduce_only_market("BTCUSDT", "SELL", D("0.03"), "pc-e1")
+        assert (a.status, a.filled_qty) == (OrderStatus.EXPIRED, D(0))
+        b = await ex.place_reduce_only_market("BTCUSDT", "SELL", D("0.03"), "pc-e2")
+        assert (b.status, b.filled_qty, b.avg_price) == (OrderStatus.EXPIRED, D("0.01"), D(100))
+
+    run(fake, body)
+    assert fake.position("BTCUSDT") == "0.052"

@@ -62,4 +62,6 @@ def test_reference_scenario_through_ccxt(
     assert (Decimal(stop["triggerPrice"]), stop["quantity"]) == (Decimal("100.2"), "0.016")
     assert stop["reduceOnly"] is True
     assert fake.unknown_paths() == []
+    # pushed updates: P3.3 and the resolver opened the user data stream through ccxt.pro
+    assert fake.request_count("/fapi/v1/listenKey", "POST") >= 1
     assert out.ok()

@@ -286,7 +286,8 @@ def test_order_left_new_is_reported_new(fake: FakeBinance) -> None:
     assert fake.position("BTCUSDT") == "0.062"
 
 
-def test_orders_use_cached_filters_until_a_precision_error(fake: FakeBinance) -> None:
+@pytest.mark.parametrize("code", [-1111, -4023, -4014])
+def test_orders_use_cached_filters_until_a_filter_error(fake: FakeBinance, code: int) -> None:
     fake.set_position("BTCUSDT", "0.062")
 
     async def body(ex: BinanceExchange) -> None:
@@ -294,7 +295,7 @@ def test_orders_use_cached_filters_until_a_precision_error(fake: FakeBinance) ->
         await close(ex, "0.001", "pc-1")
         await close(ex, "0.001", "pc-2")
         assert fake.request_count("/fapi/v1/exchangeInfo") == 1
-        fake.fail_next(path=ORDER, method="POST", code=-1111, msg="Precision is over the max.")
+        fake.fail_next(path=ORDER, method="POST", code=code, msg="filter")
         with pytest.raises(OrderRejected):
             await close(ex, "0.001", "pc-3")
         await close(ex, "0.001", "pc-4")  # the filters were read again first

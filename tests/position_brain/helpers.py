@@ -90,6 +90,12 @@ class CountingExchange:
     async def fetch_order(self, symbol: str, client_order_id: str) -> OrderInfo | None:
         return await self.inner.fetch_order(symbol, client_order_id)
 
+    async def cancel_order(self, symbol: str, client_order_id: str) -> OrderInfo | None:
+        raise AssertionError("P3.3 never cancels orders")
+
+    async def open_orders(self, symbol: str | None = None) -> list[OrderInfo]:
+        return await self.inner.open_orders(symbol)
+
     async def close(self) -> None:
         return None
 

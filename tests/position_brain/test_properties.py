@@ -7,7 +7,7 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from permitchain.exchange.base import closing_side
+from permitchain.exchange.base import closing_side, round_down
 from permitchain.models import CLOSE_FRACTION, Action
 from permitchain.position_brain.checks import (
     CheckConfig,
@@ -68,7 +68,12 @@ def test_an_allow_never_closes_more_than_the_position(
     assert d.side == side_of(pos) != "NONE"
     after = pos - qty if closing_side(pos) == "SELL" else pos + qty
     assert abs(after) < abs(pos) and (after == 0 or side_of(after) == side_of(pos))
-    # never more than the action's own fraction (PARTIAL_25 is a quarter)
+    # never more than the action's own fraction (PARTIAL_25 is a quarter), except the last
+    # tranche: when the fraction would leave less than the minimum quantity, all of it
     action = Action(view.action)
     assert action is not Action.HOLD
-    assert qty <= CLOSE_FRACTION.get(action, Decimal(1)) * abs(pos)
+    fraction_qty = round_down(CLOSE_FRACTION.get(action, Decimal(1)) * abs(pos), snap.step_size)
+    if abs(pos) - fraction_qty < snap.min_qty:
+        assert qty == round_down(abs(pos), snap.step_size)
+    else:
+        assert qty <= CLOSE_FRACTION.get(action, Decimal(1)) * abs(pos)

@@ -32,7 +32,9 @@ from redis.asyncio import Redis
 from permitchain.apply_layer import gate
 from permitchain.apply_layer.exec_store import FINAL_GUARD, ExecStore
 from permitchain.apply_layer.orders import OrderDesk, Submission, latency_ms
+from permitchain.apply_layer.reconcile import POSITION_MODE_CHANGED, Reconciler
 from permitchain.apply_layer.resolver import Resolver, sender_id
+from permitchain.apply_layer.stops import StopBook
 from permitchain.errors import ContractError
 from permitchain.exchange.base import Exchange
 from permitchain.governor.policy import TradingState
@@ -108,12 +110,14 @@ class Executor:
                  exchange: Exchange) -> None:  # fmt: skip
         self.r, self.k, self.s, self.clock, self.ex = r, keys, settings, clock, exchange
         self.store = ExecStore(r, keys, settings.exec_record_ttl_s)
-        self.desk = OrderDesk(exchange, self.store, clock)
+        self.desk = OrderDesk(exchange, self.store, clock, StopBook(r, keys))
         self.resolver = Resolver(
             self.store, self.desk, exchange, clock, report_s=settings.gate_report_s
         )
         #: public keys only (governor, P3.3, operator): this process can verify, never sign
         self.verifier = verifier_for(settings)
+        #: the exchange reconciliation (apply_layer.reconcile): orders stop while it says so
+        self.reconciler: Reconciler | None = None
         self.waiters: dict[str, asyncio.Event] = {}
         self.active: set[str] = set()
         self.slots = asyncio.Semaphore(MAX_ACTIVE)
@@ -359,6 +363,17 @@ class Executor:
             stop_price=stop.price if stop is not None else None, proposal_ts=plan.proposal_ts,
             permit_wait_ms=_ms(wait_s),
         )  # fmt: skip
+        if self.reconciler is not None and self.reconciler.stop_reason:
+            async with self.slots:
+                await self.blocked(
+                    plan,
+                    POSITION_MODE_CHANGED,
+                    self.reconciler.stop_reason,
+                    wait_s,
+                    verdict,
+                    "permitted",
+                )
+            return
         log.info("[PERMIT_WAIT] OK plan=%s wait_ms=%d safe_qty=%s", plan.plan_id,
                  round(wait_s * 1000), fmt_decimal(sub.qty))  # fmt: skip
         PERMIT_WAIT.observe(wait_s)

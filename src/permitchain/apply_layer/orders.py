@@ -5,6 +5,13 @@ A :class:`Submission` is written into the exec record when the state moves to ``
 record alone: no plan entry, no guesswork. :class:`OrderDesk` sends the reduce-only market
 order once, looks it up by client order id after a timeout or error (never re-sends), places
 or replaces the reduce-only stop of an ``UPDATE_SL`` step, and publishes the result.
+
+A stop the mark has already passed (the exchange refuses it: ``StopWouldTrigger``, Binance
+-2021/-4142) has its condition met now: the desk closes the stop's quantity at market instead
+(reduce-only, client order id ``pc-<plan>-sx``), as the stop would have, and the result
+carries that fill (reason ``stop_crossed_closed``); the previous stop stays in place until
+then, so the position is never left without one. A close that leaves nothing of the
+position cancels the symbol's resting stops (``stops.StopBook``).
 """
 
 from __future__ import annotations
@@ -16,7 +23,14 @@ from decimal import Decimal
 from typing import Any
 
 from permitchain.apply_layer.exec_store import ExecStore
-from permitchain.errors import ContractError, ExchangeError, OrderOutcomeUnknown, OrderRejected
+from permitchain.apply_layer.stops import StopBook
+from permitchain.errors import (
+    ContractError,
+    ExchangeError,
+    OrderOutcomeUnknown,
+    OrderRejected,
+    StopWouldTrigger,
+)
 from permitchain.exchange.base import Exchange, OrderInfo, OrderStatus, Side
 from permitchain.models import Result, ResultStatus, fmt_decimal, parse_decimal, parse_ts
 from permitchain.runtime.clock import Clock
@@ -27,6 +41,7 @@ log = logging.getLogger("permitchain.executor")
 EXCHANGE_REJECTED = "exchange_rejected"
 EXCHANGE_UNKNOWN = "exchange_unknown"
 STOP_PLACED = "stop_placed"
+STOP_CROSSED_CLOSED = "stop_crossed_closed"
 LOOKUP_ATTEMPTS = 5
 FINAL_ORDER = (OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.REJECTED, OrderStatus.EXPIRED)
 STATE_OF = {ResultStatus.FILLED: "filled", ResultStatus.PARTIALLY_FILLED: "filled",
@@ -113,9 +128,30 @@ def judge(order: OrderInfo | None, error_reason: str, *, give_up: bool) -> Outco
     return Outcome(ResultStatus.UNKNOWN, EXCHANGE_UNKNOWN, give_up)
 
 
-def make_result(sub: Submission, order: OrderInfo | None, outcome: Outcome, error: str,
-                now: float) -> Result:  # fmt: skip
-    filled = order.filled_qty if order is not None and sub.close else Decimal(0)
+def _fills(order: OrderInfo | None, sub: Submission) -> bool:
+    """Does this order's fill count in the plan's result? The close, or the market order
+    that replaced a stop the mark had passed."""
+    return order is not None and (sub.close or order.type == "MARKET")
+
+
+def make_result(
+    sub: Submission,
+    order: OrderInfo | None,
+    outcome: Outcome,
+    error: str,
+    now: float,
+    extra: OrderInfo | None = None,
+) -> Result:
+    """The plan's result. ``extra``: the market order that closed the remainder after the
+    close, in place of a stop the mark had passed (its fill is added)."""
+    filled = order.filled_qty if order is not None and _fills(order, sub) else Decimal(0)
+    avg = order.avg_price if order is not None and _fills(order, sub) else None
+    if extra is not None and extra.filled_qty > 0:
+        extra_avg = extra.avg_price or avg or Decimal(0)
+        avg = ((avg or extra_avg) * filled + extra_avg * extra.filled_qty) / (
+            filled + extra.filled_qty
+        )
+        filled += extra.filled_qty
     return Result(
         plan_id=sub.plan_id, symbol=sub.symbol,
         executed=outcome.status in (ResultStatus.FILLED, ResultStatus.PARTIALLY_FILLED)
@@ -124,7 +160,7 @@ def make_result(sub: Submission, order: OrderInfo | None, outcome: Outcome, erro
         order_id=order.order_id if order is not None else "",
         client_order_id=order.client_order_id if order is not None else sub.client_order_id,
         side=sub.side, requested_qty=sub.qty, filled_qty=filled,
-        avg_price=order.avg_price if order is not None and sub.close else None,
+        avg_price=avg,
         reduce_only=True, error=error[:500], permit_wait_ms=sub.permit_wait_ms,
         chain_latency_ms=latency_ms(sub.proposal_ts, now),
         ts=now,
@@ -132,8 +168,11 @@ def make_result(sub: Submission, order: OrderInfo | None, outcome: Outcome, erro
 
 
 class OrderDesk:
-    def __init__(self, exchange: Exchange, store: ExecStore, clock: Clock) -> None:
+    def __init__(
+        self, exchange: Exchange, store: ExecStore, clock: Clock, book: StopBook | None = None
+    ) -> None:
         self.ex, self.store, self.clock = exchange, store, clock
+        self.book = book
 
     async def send(self, sub: Submission) -> tuple[OrderInfo | None, str, str]:
         """Place the close once. Returns (order or None, error reason, error text)."""
@@ -186,12 +225,18 @@ class OrderDesk:
             log.warning("[EXEC] plan=%s order %s outcome unknown: the resolver looks it up",
                         sub.plan_id, sub.client_order_id)  # fmt: skip
             return moved
-        if sub.close and outcome.status in (ResultStatus.FILLED, ResultStatus.PARTIALLY_FILLED):
-            filled = order.filled_qty if order is not None else Decimal(0)
-            if sub.stop_price is not None and sub.position_amt - filled > 0:
-                _o, _sl, sl_error = await self.place_stop(sub, sub.position_amt - filled)
-                error = error or sl_error
-        result = make_result(sub, order, outcome, error, self.clock.now())
+        extra: OrderInfo | None = None
+        filled = order.filled_qty if order is not None and _fills(order, sub) else Decimal(0)
+        closed = outcome.status in (ResultStatus.FILLED, ResultStatus.PARTIALLY_FILLED)
+        if sub.close and closed and sub.stop_price is not None and sub.position_amt > filled:
+            sl, _sl, sl_error = await self.place_stop(sub, sub.position_amt - filled)
+            error = error or sl_error
+            if sl is not None and sl.type == "MARKET":
+                extra = sl
+                filled += sl.filled_qty
+        if filled > 0 and filled >= sub.position_amt and self.book is not None:
+            await self.book.cancel_all(sub.symbol, self.ex, f"plan {sub.plan_id} closed it all")
+        result = make_result(sub, order, outcome, error, self.clock.now(), extra)
         # A final answer may also close a plan the resolver meanwhile marked unknown.
         return await self.store.publish(
             result, from_states=(from_state, "unknown"), to=STATE_OF[outcome.status],
@@ -206,9 +251,48 @@ class OrderDesk:
         try:
             o = await self.ex.place_stop_market(sub.symbol, sub.side, sub.stop_price, qty,
                                                 client_order_id(sub.plan_id, "-sl"))  # fmt: skip
+        except StopWouldTrigger as e:
+            return await self.close_crossed(sub, qty, e)
         except ExchangeError as e:
             log.error("[SL] plan=%s stop order failed: %s", sub.plan_id, e)
             return None, Outcome(ResultStatus.REJECTED, EXCHANGE_REJECTED, True), f"stop: {e}"
         log.info("[SL] plan=%s symbol=%s stop=%s qty=%s order=%s", sub.plan_id, sub.symbol,
                  fmt_decimal(sub.stop_price), fmt_decimal(qty), o.order_id)  # fmt: skip
+        if self.book is not None:
+            await self.book.placed(sub.symbol, sub.plan_id, o)
         return o, Outcome(ResultStatus.FILLED, STOP_PLACED, True), ""
+
+    async def close_crossed(
+        self, sub: Submission, qty: Decimal, why: StopWouldTrigger
+    ) -> tuple[OrderInfo | None, Outcome, str]:
+        """The stop's trigger is already passed: close its quantity at market now, as the
+        stop would have (the previous stop, if any, stays until this is done)."""
+        coid = client_order_id(sub.plan_id, "-sx")
+        log.warning(
+            "[SL] plan=%s symbol=%s stop=%s already passed (%s): closing %s at market as %s",
+            sub.plan_id,
+            sub.symbol,
+            sub.stop_price,
+            why.code,
+            fmt_decimal(qty),
+            coid,
+        )
+        try:
+            order: OrderInfo | None = await self.ex.place_reduce_only_market(
+                sub.symbol, sub.side, qty, coid
+            )
+        except OrderRejected as e:
+            return (
+                None,
+                Outcome(ResultStatus.REJECTED, EXCHANGE_REJECTED, True),
+                (f"stop passed ({why.code}); market close refused: {e.code}: {e}"),
+            )
+        except ExchangeError as e:
+            log.warning("order %s outcome unknown (%s): looking it up", coid, e)
+            order = await self.lookup(sub.symbol, coid)
+        if order is not None and order.status not in FINAL_ORDER:
+            order = await self.lookup(sub.symbol, coid) or order
+        outcome = judge(order, "", give_up=False)
+        if outcome.status in (ResultStatus.FILLED, ResultStatus.PARTIALLY_FILLED):
+            outcome = Outcome(outcome.status, STOP_CROSSED_CLOSED, True)
+        return order, outcome, f"stop passed ({why.code}): closed at market"

@@ -16,6 +16,9 @@ older than ``grace_s``.
 Plans of the gate for external executors (``granted``, ``claimed``) are in the open index
 too: an expired grant ends ``blocked``, an unreported claim is resolved as an order that was
 submitted, by its client order id (``gate``).
+With pushed updates (``run_pushed``: the exchange's user stream, ``exchange.stream``) a final
+order update for one of our plan orders (client order id ``pc-<plan>``, or ``pc-<plan>-sx``)
+resolves that plan at once, by the same look-up; the periodic pass stays the fallback.
 
 On a Redis Cluster the open index also lists plans whose move left an ``outbox`` (a result
 and audit entry not yet on their streams: the process died between the record's move and
@@ -29,17 +32,31 @@ import contextlib
 import logging
 import os
 import socket
+from collections.abc import Callable
 
 from permitchain.apply_layer import gate
 from permitchain.apply_layer.exec_store import FINAL_GUARD, OUTBOX, ExecStore
 from permitchain.apply_layer.orders import OrderDesk, Submission
 from permitchain.errors import ContractError, ExchangeError
-from permitchain.exchange.base import Exchange
+from permitchain.exchange.base import Exchange, OrderStatus
+from permitchain.exchange.stream import UserStream
 from permitchain.runtime.clock import Clock
+from permitchain.runtime.service import Backoff
 from permitchain.store import REDIS_FAULTS
 
 log = logging.getLogger("permitchain.executor")
 OPEN_STATES = ("submitted", "unknown", gate.GRANTED, gate.CLAIMED)
+FINAL = (OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.REJECTED, OrderStatus.EXPIRED)
+
+
+def plan_of(client_order_id: str) -> str | None:
+    """The plan a client order id belongs to (``pc-<plan>`` or ``pc-<plan>-sx``)."""
+    if not client_order_id.startswith("pc-"):
+        return None
+    rest = client_order_id[3:]
+    if rest.endswith("-sx"):
+        rest = rest[:-3]
+    return rest if rest and "-" not in rest else None
 
 
 def sender_id() -> str:
@@ -130,6 +147,48 @@ class Resolver:
     async def recover_all(self) -> int:
         """On start: resolve every plan a previous run left with an order out."""
         return await self.resolve_due(float("inf"))
+
+    async def run_pushed(
+        self,
+        stop: asyncio.Event,
+        stream: UserStream,
+        on_reconnect: Callable[[], None] | None = None,
+    ) -> None:
+        """Resolve a plan as soon as the exchange pushes its order's final state.
+        ``on_reconnect``: called when the stream answers again after a break."""
+        backoff = Backoff(base_s=0.2, cap_s=5.0)
+        broken = False
+        while not stop.is_set():
+            try:
+                orders = await stream.orders()
+                backoff.reset()
+                if broken and on_reconnect is not None:
+                    on_reconnect()
+                broken = False
+            except ExchangeError as e:
+                broken = True
+                delay = backoff.next_delay()
+                log.warning("resolver: user stream down (%s); retrying in %.1fs", e, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                continue
+            for o in orders:
+                plan_id = plan_of(o.client_order_id)
+                if plan_id is None or o.status not in FINAL:
+                    continue
+                try:
+                    state = (await self.store.get(plan_id)).get("state", "none")
+                    if state in OPEN_STATES:
+                        after = await self.resolve(plan_id)
+                        log.info(
+                            "[RECOVER] plan=%s pushed %s %s: state %s",
+                            plan_id,
+                            o.client_order_id,
+                            o.status.value,
+                            after,
+                        )
+                except REDIS_FAULTS as e:
+                    log.warning("resolver: redis: %s", e)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Periodic pass over open plans older than ``grace_s``."""

@@ -57,4 +57,9 @@ async def set_trading_state(
     after = await read_trading_state(r, keys)
     if after is not state:
         raise StoreError(f"trading state reads {after.value} after setting {state.value}")
+    if state is TradingState.ACTIVE:  # the operator checked the account: a changed position
+        # mode (apply_layer.reconcile) is accepted as the new one
+        observed = await r.hget(keys.reconcile, "observed_mode")
+        if observed:
+            await r.hset(keys.reconcile, mapping={"position_mode": observed, "mode_changed": ""})
     return before, after

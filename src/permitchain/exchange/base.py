@@ -111,4 +111,13 @@ class Exchange(Protocol):
         """The order with this client order id, or None if the exchange has none."""
         ...
 
+    async def cancel_order(self, symbol: str, client_order_id: str) -> OrderInfo | None:
+        """Cancel the open order (a stop included) with this client order id. Returns the
+        order as it stands after, or None when the exchange has no such order."""
+        ...
+
+    async def open_orders(self, symbol: str | None = None) -> list[OrderInfo]:
+        """Open orders (stops included) of one symbol, or of all, as the exchange lists them."""
+        ...
+
     async def close(self) -> None: ...

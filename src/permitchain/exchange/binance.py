@@ -14,6 +14,16 @@ structures use floats).
   ``reduceOnly=true``; hedge-mode orders carry ``positionSide`` LONG/SHORT instead.
 * Stops (UPDATE_SL) are conditional orders, which Binance only takes on the algo endpoints
   (``/fapi/v1/algoOrder``); after placing one we cancel our previous stops on that symbol.
+  The trigger is rounded to the tick away from the mark (a SELL stop down, a BUY stop up);
+  a stop the mark has already passed is refused by Binance (-2021/-4142):
+  ``StopWouldTrigger``. Their lifecycle (NEW, TRIGGERING, TRIGGERED, FINISHED, CANCELED,
+  REJECTED, EXPIRED) maps onto ``OrderStatus`` in ``parse_algo_order``.
+* An order is sent once per client order id by this process: a second call with the same id
+  looks it up and, when the look-up finds nothing, raises ``OrderOutcomeUnknown`` (the
+  resolver finishes it) — never a second request, since Binance refuses an id only among
+  *open* orders and would execute a filled one's id again.
+* The usage headers of each answer (``X-MBX-USED-WEIGHT-1M``, ``X-MBX-ORDER-COUNT-10S/1M``)
+  are kept (``rate_usage()``); above ``WEIGHT_WARN`` of the minute's weight a warning is logged.
 * Every ccxt error, and every answer we cannot parse, becomes one of ours in ``_call``
   (the one boundary), keeping Binance's code.
 * ccxt's client-side throttle is off by default (``rate_limit``): its leaky bucket turns the
@@ -24,9 +34,11 @@ structures use floats).
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, ROUND_UP, Decimal
 from typing import Any, Literal
@@ -41,6 +53,7 @@ from permitchain.errors import (
     OrderOutcomeUnknown,
     OrderRejected,
     RateLimited,
+    StopWouldTrigger,
 )
 from permitchain.exchange.base import OrderInfo, OrderStatus, PositionInfo, Side, SymbolFilters
 from permitchain.exchange.base import round_down as round_qty_down
@@ -54,17 +67,24 @@ OWN_PREFIX = "pc-"  # our client order ids (apply_layer.executor.client_order_id
 DUPLICATE_CODES = {-4116, -20132}  # client (algo) id already used: the order exists
 UNKNOWN_CODES = {-1006, -1007}  # "execution status unknown"
 RATE_CODES = {-1003, -1015}
-CLOCK_CODE, NOT_FOUND_CODE, MODE_CODE, PRECISION_CODE = -1021, -2013, -4061, -1111
-ORDER_FILTERS_MAX_AGE_S = 3600.0  # orders use cached filters this long (refreshed on -1111)
+CLOCK_CODE, NOT_FOUND_CODE, MODE_CODE = -1021, -2013, -4061
+#: precision (-1111), quantity not a multiple of the step (-4023), price not a multiple of
+#: the tick (-4014): the filters may have changed, read them again
+FILTER_CODES = {-1111, -4023, -4014}
+IMMEDIATE_TRIGGER_CODES = {-2021, -4142}  # the stop's trigger is already passed
+ORDER_FILTERS_MAX_AGE_S = 3600.0  # orders use cached filters this long (see FILTER_CODES)
 ORDER_STATUS = {s.value: s for s in OrderStatus} | {"EXPIRED_IN_MATCH": OrderStatus.EXPIRED}
-ALGO_STATUS = {"NEW": OrderStatus.NEW, "TRIGGERING": OrderStatus.NEW,
-               "TRIGGERED": OrderStatus.FILLED, "FINISHED": OrderStatus.FILLED,
-               "CANCELED": OrderStatus.CANCELED, "REJECTED": OrderStatus.REJECTED,
-               "EXPIRED": OrderStatus.EXPIRED}  # fmt: skip
-# Field names of a plain order and of an algo (conditional) order, and their status tables.
-PLAIN_FIELDS = ("clientOrderId", "orderId", "type", "status", "origQty", "stopPrice", ORDER_STATUS)
-ALGO_FIELDS = ("clientAlgoId", "algoId", "orderType", "algoStatus", "quantity", "triggerPrice",
-               ALGO_STATUS)  # fmt: skip
+#: Conditional orders still working: not yet in the matching engine (NEW, TRIGGERING), or in
+#: it with the outcome of their market order not known yet (TRIGGERED).
+ALGO_WORKING = ("NEW", "TRIGGERING", "TRIGGERED")
+ALGO_FINAL = {
+    "CANCELED": OrderStatus.CANCELED,
+    "REJECTED": OrderStatus.REJECTED,
+    "EXPIRED": OrderStatus.EXPIRED,
+}
+SENT_MAX = 10_000  # client order ids this process remembers having sent
+WEIGHT_LIMIT_1M, WEIGHT_WARN = 2400, 0.8  # Binance's request weight per minute (per IP)
+USAGE_HEADER = re.compile(r"^x-mbx-(used-weight|order-count)-(\d+[smhd])$", re.IGNORECASE)
 
 
 class _Client(ccxt_async.binanceusdm):  # type: ignore[misc]
@@ -85,7 +105,7 @@ class _Client(ccxt_async.binanceusdm):  # type: ignore[misc]
         try:
             return super().handle_errors(*args)
         except cx.BaseError as e:
-            _annotate(e, args[0], args[4], args[6])
+            _annotate(e, args[0], args[4], args[6] if args[6] is not None else args[5])
             raise
 
     def handle_http_status_code(self, *args: Any) -> Any:
@@ -93,11 +113,19 @@ class _Client(ccxt_async.binanceusdm):  # type: ignore[misc]
         try:
             return super().handle_http_status_code(*args)
         except cx.BaseError as e:
-            _annotate(e, args[0], None, None)
+            _annotate(e, args[0], None, args[4])
             raise
 
 
 def _annotate(e: Exception, status: int, headers: Any, response: Any) -> None:
+    """Record the HTTP status, Binance's code and message, and Retry-After on ``e``.
+    ``response``: the parsed JSON answer, or the body as text."""
+    if isinstance(response, str):
+        try:
+            response = json.loads(response)
+        except ValueError:
+            response = None
+    e.pc_msg = response.get("msg") if isinstance(response, dict) else None  # type: ignore[attr-defined]
     try:
         bcode: int | None = int(response["code"]) if isinstance(response, dict) else None
     except (KeyError, TypeError, ValueError):
@@ -123,6 +151,12 @@ def translate(e: Exception, kind: Kind) -> ExchangeError:
         return ClockSkew(msg, code=code)
     if kind == "read":
         return ExchangeUnavailable(msg, code=code)
+    if status == 503 and getattr(e, "pc_msg", None) == "Service Unavailable.":
+        # Binance: "Service Unavailable." is a failure (not executed); only "Unknown error,
+        # please check your request or try again later." leaves the outcome unknown
+        return OrderRejected(msg, code=status)
+    if bcode in IMMEDIATE_TRIGGER_CODES:
+        return StopWouldTrigger(msg, code=bcode)
     if bcode is None or bcode in UNKNOWN_CODES or (status or 0) >= 500:
         return OrderOutcomeUnknown(msg, code=code)  # timeout, network, 5xx: it may exist
     return OrderRejected(msg, code=code)  # Binance answered 4xx with a code: not placed
@@ -179,11 +213,13 @@ def parse_positions(
         margin = _d(r.get("positionInitialMargin"))
         lev = abs(_d(r.get("notional"))) / margin if margin > 0 else Decimal(1)
         out[sym] = PositionInfo(
-            symbol=sym, amt=_d(r.get("positionAmt")), entry_price=_d(r.get("entryPrice")),
+            symbol=sym,
+            amt=_d(r.get("positionAmt")),
+            entry_price=_d(r.get("entryPrice")),
             mark_price=_d(r.get("markPrice")),
             leverage=max(Decimal(1), lev.quantize(Decimal(1), rounding=ROUND_HALF_EVEN)),
             unrealized_pnl=_d(r.get("unRealizedProfit")),
-        )  # fmt: skip
+        )
     return out
 
 
@@ -192,22 +228,55 @@ def _reduce_flag(raw: dict[str, Any]) -> bool:
     return bool(raw.get("reduceOnly")) or hedge_close
 
 
-def parse_order(raw: dict[str, Any], *, algo: bool = False) -> OrderInfo:
-    """A plain order (``/fapi/v1/order``) or, with ``algo``, a conditional one."""
-    coid, oid, typ, status, qty, stop, table = ALGO_FIELDS if algo else PLAIN_FIELDS
-    avg, stop_price = _d(raw.get("avgPrice")), _d(raw.get(stop))
+def parse_order(raw: dict[str, Any]) -> OrderInfo:
+    """A plain order (``/fapi/v1/order``). An unknown status reads as NEW: not final."""
+    avg, stop_price = _d(raw.get("avgPrice")), _d(raw.get("stopPrice"))
     return OrderInfo(
-        symbol=raw["symbol"], client_order_id=raw[coid], order_id=str(raw[oid]),
-        side=raw["side"], type=raw.get(typ, ""),
-        status=table.get(raw.get(status, ""), OrderStatus.NEW),
-        requested_qty=_d(raw.get(qty)), filled_qty=_d(raw.get("executedQty")),
-        avg_price=avg if avg > 0 else None, reduce_only=_reduce_flag(raw),
+        symbol=raw["symbol"],
+        client_order_id=raw["clientOrderId"],
+        order_id=str(raw["orderId"]),
+        side=raw["side"],
+        type=raw.get("type", ""),
+        status=ORDER_STATUS.get(raw.get("status", ""), OrderStatus.NEW),
+        requested_qty=_d(raw.get("origQty")),
+        filled_qty=_d(raw.get("executedQty")),
+        avg_price=avg if avg > 0 else None,
+        reduce_only=_reduce_flag(raw),
         stop_price=stop_price if stop_price > 0 else None,
-    )  # fmt: skip
+    )
+
+
+def algo_status(raw_status: str, qty: Decimal, filled: Decimal) -> OrderStatus:
+    """A conditional order's status as ours. Working (NEW, TRIGGERING, TRIGGERED, or any
+    status we do not know): NEW, or PARTIALLY_FILLED once its market order filled some.
+    FINISHED means its market order was filled *or cancelled* in the matching engine: FILLED
+    when ``actualQty`` covers the quantity, else CANCELED (with what was filled)."""
+    if raw_status == "FINISHED":
+        return OrderStatus.FILLED if qty > 0 and filled >= qty else OrderStatus.CANCELED
+    if raw_status in ALGO_FINAL:
+        return ALGO_FINAL[raw_status]
+    return OrderStatus.PARTIALLY_FILLED if filled > 0 else OrderStatus.NEW
 
 
 def parse_algo_order(raw: dict[str, Any]) -> OrderInfo:
-    return parse_order(raw, algo=True)
+    """A conditional (algo) order: ``quantity``, ``triggerPrice``, and once triggered the
+    market order's ``actualOrderId``/``actualQty``/``actualPrice`` (Binance sends no
+    ``executedQty``/``avgPrice`` for these)."""
+    qty, filled = _d(raw.get("quantity")), _d(raw.get("actualQty"))
+    avg, trigger = _d(raw.get("actualPrice")), _d(raw.get("triggerPrice"))
+    return OrderInfo(
+        symbol=raw["symbol"],
+        client_order_id=raw["clientAlgoId"],
+        order_id=str(raw["algoId"]),
+        side=raw["side"],
+        type=raw.get("orderType", ""),
+        status=algo_status(str(raw.get("algoStatus", "")), qty, filled),
+        requested_qty=qty,
+        filled_qty=filled,
+        avg_price=avg if avg > 0 else None,
+        reduce_only=_reduce_flag(raw),
+        stop_price=trigger if trigger > 0 else None,
+    )
 
 
 def _point_urls(urls: dict[str, Any], base: str) -> None:
@@ -241,6 +310,9 @@ class BinanceExchange:
         self._filters: dict[str, SymbolFilters] = {}
         self.refresh_s = refresh_s
         self._filters_at = self._mode_at = self._clock_at = float("-inf")
+        #: client order ids this process sent (oldest first): never sent a second time
+        self._sent: OrderedDict[str, None] = OrderedDict()
+        self._usage: dict[str, int] = {}
 
     def __repr__(self) -> str:  # never show the keys
         return f"BinanceExchange(name={self.name!r}, url={self._api.urls['api']['fapiPublic']!r})"
@@ -261,14 +333,42 @@ class BinanceExchange:
                 await self._resync_clock()
             if err.code == MODE_CODE and self._fixed_mode is None:
                 self._mode_at = float("-inf")  # position mode changed under us: read it again
-            if err.code == PRECISION_CODE:
+            if err.code in FILTER_CODES:
                 self._filters_at = float("-inf")  # filters may have changed: read them again
             raise err from e
+        finally:
+            self._read_usage()
         try:
             return parse(raw)
         except (KeyError, TypeError, ValueError, ArithmeticError, AttributeError) as e:
             unexpected = OrderOutcomeUnknown if kind == "order" else ExchangeUnavailable
             raise unexpected(f"binance: {method}: unexpected answer ({e!r})") from e
+
+    def _read_usage(self) -> None:
+        """Keep the usage headers of the last answer (``X-MBX-USED-WEIGHT-1M`` etc.)."""
+        headers = getattr(self._api, "last_response_headers", None) or {}
+        for name, value in headers.items():
+            m = USAGE_HEADER.match(str(name))
+            if m is not None and str(value).isdigit():
+                key = f"{m.group(1).replace('-', '_')}_{m.group(2)}".lower()
+                self._usage[key] = int(value)
+        weight = self._usage.get("used_weight_1m", 0)
+        if weight > WEIGHT_LIMIT_1M * WEIGHT_WARN:
+            log.warning("binance: request weight %d of %d this minute", weight, WEIGHT_LIMIT_1M)
+
+    def rate_usage(self) -> dict[str, int]:
+        """The usage Binance reported on its last answer: ``used_weight_1m``,
+        ``order_count_10s``, ``order_count_1m`` (absent until an answer carried them)."""
+        return dict(self._usage)
+
+    def _mark_sent(self, client_order_id: str) -> bool:
+        """Remember an id as sent; False when it was sent before (by this process)."""
+        if client_order_id in self._sent:
+            return False
+        self._sent[client_order_id] = None
+        if len(self._sent) > SENT_MAX:
+            self._sent.popitem(last=False)
+        return True
 
     async def _resync_clock(self) -> None:
         try:
@@ -358,37 +458,63 @@ class BinanceExchange:
         await self._ready(orders=True)
         return f, fmt_decimal(q)
 
-    async def _place(self, method: str, params: dict[str, str],
+    async def _place(self, method: str, params: dict[str, str], client_order_id: str,
                      parse: Callable[[dict[str, Any]], OrderInfo],
                      lookup: Callable[[], Awaitable[OrderInfo | None]]) -> OrderInfo:  # fmt: skip
-        """Send once; a duplicate client id means the order exists: return it, never resend."""
+        """Send once per client order id. Sent before by this process, or refused as a
+        duplicate (-4116: an open order has it): the order is looked up; not found, its
+        outcome is unknown (``OrderOutcomeUnknown``: the resolver finishes it). Never a
+        second request: Binance refuses an id only among *open* orders, so a filled
+        order's id sent again would execute again."""
+        if not self._mark_sent(client_order_id):
+            found = await self._lookup_quietly(lookup)
+            if found is not None:
+                return found
+            raise OrderOutcomeUnknown(
+                f"binance: {client_order_id} was sent before and is not found: not sent again"
+            )
         try:
             order: OrderInfo = await self._call("order", method, params, parse=parse)
             return order
         except OrderRejected as e:
-            if e.code in DUPLICATE_CODES and (found := await lookup()) is not None:
+            if e.code not in DUPLICATE_CODES:
+                self._sent.pop(client_order_id, None)  # refused: nothing was placed
+                raise
+            found = await self._lookup_quietly(lookup)
+            if found is not None:
                 return found
-            raise
+            raise OrderOutcomeUnknown(
+                f"binance: {client_order_id} duplicated but not found: {e}", code=e.code
+            ) from e
+
+    @staticmethod
+    async def _lookup_quietly(
+        lookup: Callable[[], Awaitable[OrderInfo | None]],
+    ) -> OrderInfo | None:
+        try:
+            return await lookup()
+        except ExchangeError as e:
+            log.warning("binance: look-up failed: %s", e)
+            return None
 
     async def place_reduce_only_market(
         self, symbol: str, side: Side, qty: Decimal, client_order_id: str
     ) -> OrderInfo:
         _, q = await self._order_qty(symbol, qty)
-        existing = await self._fetch_plain(symbol, client_order_id)
-        if existing is not None:  # Binance only refuses ids of *open* orders; we refuse all
-            return existing
         params = {"symbol": symbol, "side": side, "type": "MARKET", "quantity": q,
                   "newClientOrderId": client_order_id, "newOrderRespType": "RESULT",
                   **self._closing(side)}  # fmt: skip
-        return await self._place("fapiPrivatePostOrder", params, parse_order,
+        return await self._place("fapiPrivatePostOrder", params, client_order_id, parse_order,
                                  lambda: self._fetch_plain(symbol, client_order_id))  # fmt: skip
 
     async def place_stop_market(
         self, symbol: str, side: Side, stop_price: Decimal, qty: Decimal, client_order_id: str
     ) -> OrderInfo:
+        """Place the stop, then cancel our previous stops on the symbol and side. The
+        trigger is rounded to the tick away from the mark (a SELL stop down, a BUY stop up):
+        rounding never moves it to the side where it would trigger at once."""
         f, q = await self._order_qty(symbol, qty)
-        # Trigger rounded to the tick towards the market: the stop never ends up looser.
-        rounding = ROUND_UP if side == "SELL" else ROUND_DOWN
+        rounding = ROUND_DOWN if side == "SELL" else ROUND_UP
         trigger = (stop_price / f.tick_size).to_integral_value(rounding=rounding) * f.tick_size
         order = await self._fetch_algo(client_order_id)
         if order is None:
@@ -396,7 +522,8 @@ class BinanceExchange:
                       "type": "STOP_MARKET", "quantity": q, "triggerPrice": fmt_decimal(trigger),
                       "workingType": "MARK_PRICE", "clientAlgoId": client_order_id,
                       **self._closing(side)}  # fmt: skip
-            order = await self._place("fapiPrivatePostAlgoOrder", params, parse_algo_order,
+            order = await self._place("fapiPrivatePostAlgoOrder", params, client_order_id,
+                                      parse_algo_order,
                                       lambda: self._fetch_algo(client_order_id))  # fmt: skip
         await self._cancel_previous_stops(symbol, side, keep=client_order_id)
         return order
@@ -416,6 +543,86 @@ class BinanceExchange:
                     log.info("binance: %s: cancelled previous stop %s", symbol, coid)
         except ExchangeError as e:
             log.warning("binance: %s: previous stop not cancelled: %s", symbol, e)
+
+    async def cancel_order(self, symbol: str, client_order_id: str) -> OrderInfo | None:
+        """Cancel a conditional (algo) order with this id, else a plain one. An order no
+        longer open (-2011) or unknown (-2013) is not an error: it is returned as it stands
+        (None when the exchange has none)."""
+        algo = await self._fetch_algo(client_order_id)
+        if algo is not None:
+            if algo.status in (OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED):
+                await self._cancel_quietly(
+                    "fapiPrivateDeleteAlgoOrder", {"clientAlgoId": client_order_id}
+                )
+                algo = await self._fetch_algo(client_order_id) or algo
+            return algo
+        plain = await self._fetch_plain(symbol, client_order_id)
+        if plain is not None and plain.status in (OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED):
+            await self._cancel_quietly(
+                "fapiPrivateDeleteOrder", {"symbol": symbol, "origClientOrderId": client_order_id}
+            )
+            plain = await self._fetch_plain(symbol, client_order_id) or plain
+        return plain
+
+    async def _cancel_quietly(self, method: str, params: dict[str, str]) -> None:
+        try:
+            await self._call("order", method, params)
+        except OrderRejected as e:
+            if e.code not in (-2011, NOT_FOUND_CODE):  # already gone: fine
+                raise
+
+    async def position_mode(self) -> str:
+        """``hedge`` or ``one-way``, read now (``GET /fapi/v1/positionSide/dual``)."""
+        hedge: bool = await self._call(
+            "read",
+            "fapiPrivateGetPositionSideDual",
+            parse=lambda raw: bool(raw["dualSidePosition"]),
+        )
+        return "hedge" if hedge else "one-way"
+
+    async def resting_reduce_only(self, positions: dict[str, PositionInfo]) -> dict[str, Decimal]:
+        """Per symbol with a position: the open quantity of the plain reduce-only orders
+        resting on its closing side (they count against the position: a close beyond what
+        they leave is refused, -4118). One ``GET /fapi/v1/openOrders`` (weight 40); untriggered
+        conditional orders are not in it and do not count."""
+        held = {s: p.amt for s, p in positions.items() if p.amt != 0}
+        if not held:
+            return {}
+        orders: list[OrderInfo] = await self._call(
+            "read",
+            "fapiPrivateGetOpenOrders",
+            {},
+            parse=lambda rows: [parse_order(r) for r in rows],
+        )
+        out: dict[str, Decimal] = {}
+        for o in orders:
+            amt = held.get(o.symbol)
+            closing = amt is not None and o.side == ("SELL" if amt > 0 else "BUY")
+            if (
+                closing
+                and o.reduce_only
+                and o.status in (OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED)
+            ):
+                out[o.symbol] = out.get(o.symbol, Decimal(0)) + o.requested_qty - o.filled_qty
+        return out
+
+    async def open_orders(self, symbol: str | None = None) -> list[OrderInfo]:
+        """Open plain orders, then open conditional ones (two requests; without a symbol
+        the plain list weighs 40)."""
+        params = {"symbol": symbol} if symbol is not None else {}
+        plain: list[OrderInfo] = await self._call(
+            "read",
+            "fapiPrivateGetOpenOrders",
+            params,
+            parse=lambda rows: [parse_order(r) for r in rows],
+        )
+        algos: list[OrderInfo] = await self._call(
+            "read",
+            "fapiPrivateGetOpenAlgoOrders",
+            params,
+            parse=lambda rows: [parse_algo_order(r) for r in rows],
+        )
+        return plain + algos
 
     async def close(self) -> None:
         await self._api.close()

@@ -167,6 +167,13 @@ class SimExchange:
             mapping["entry_price"] = fmt_decimal(entry_price)
         async with atranslate():
             await self.r.hset(self.k.sim_position(symbol), mapping=mapping)
+            # pushed updates (exchange.stream.SimUserStream): the position changed
+            await self.r.xadd(
+                self.k.sim_events,
+                {"e": "ACCOUNT_UPDATE", "symbol": symbol, "amt": mapping["amt"]},
+                maxlen=10_000,
+                approximate=True,
+            )
 
     async def set_price(self, symbol: str, price: Decimal) -> None:
         await self.list_symbol(symbol)
@@ -476,6 +483,38 @@ class SimExchange:
             pipe.hset(self.k.sim_stop(symbol), mapping=fields)
             await pipe.execute()
         return _order(fields)
+
+    async def cancel_order(self, symbol: str, client_order_id: str) -> OrderInfo | None:
+        """Cancel an open order (our live stop, or a market order left NEW)."""
+        await self._config()
+        order_key = self.k.sim_order(symbol, client_order_id)
+        async with atranslate():
+            h = await self.r.hgetall(order_key)
+            if not h:
+                return None
+            if h.get("status") == OrderStatus.NEW.value:
+                pipe = self.r.pipeline(transaction=True)
+                pipe.hset(order_key, "status", OrderStatus.CANCELED.value)
+                live = await self.r.hget(self.k.sim_stop(symbol), "client_order_id")
+                if live == client_order_id:
+                    pipe.hset(self.k.sim_stop(symbol), "status", OrderStatus.CANCELED.value)
+                await pipe.execute()
+                h["status"] = OrderStatus.CANCELED.value
+        return _order(h)
+
+    async def position_mode(self) -> str:
+        """The simulated account is one-way (one position per symbol)."""
+        return "one-way"
+
+    async def open_orders(self, symbol: str | None = None) -> list[OrderInfo]:
+        """The live stop of each symbol (the sim keeps one; market orders never rest)."""
+        syms = [symbol] if symbol is not None else await self.symbols()
+        async with atranslate():
+            pipe = self.r.pipeline(transaction=False)
+            for s in syms:
+                pipe.hgetall(self.k.sim_stop(s))
+            rows = await pipe.execute()
+        return [_order(h) for h in rows if h and h.get("status") == OrderStatus.NEW.value]
 
     async def close(self) -> None:
         return None

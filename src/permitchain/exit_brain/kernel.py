@@ -35,7 +35,11 @@ unit. Truncated toward zero to 4 places; decisions use that reported value.
    (tranche 1), 4 → PARTIAL_50 (2), 6 → PARTIAL_75 (3); the highest level reached wins and
    the lower ones are spent with it. A stop move (below) rides along as ``new_sl``;
 3. R_net ≥ 1.5 and break-even + 0.2 % tightens the current stop → ``UPDATE_SL`` (tranche =
-   the stop move's number in this epoch);
+   the stop move's number in this epoch); with a trailing distance (``trail_r`` > 0,
+   ``EXIT_TRAIL_R``), once in profit the stop also trails the mark by that many R (1 R =
+   entry × risk fraction), rounded to the tick away from the mark: the tighter of the two
+   is proposed when it tightens the current stop by at least ``trail_step_r`` R (so a
+   trailing stop makes one plan per step, not one per tick);
 4. otherwise HOLD: nothing is written.
 
 The planner derives ``plan_id`` from (symbol, action, position epoch, tranche), so each of
@@ -205,6 +209,8 @@ class ExitParams:
     fee_rate: Decimal = Decimal("0.0004")
     full_close_retry_s: float = 60.0
     max_full_close_attempts: int = 3
+    trail_r: Decimal = Decimal(0)  # trailing distance in R once in profit (0: no trailing)
+    trail_step_r: Decimal = Decimal("0.5")  # least move of a stop, in R
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,17 +250,37 @@ class Decision:
         return self.action is not Action.HOLD
 
 
+def trailing_stop(pos: PositionView, p: ExitParams) -> Decimal:
+    """``trail_r`` R behind the mark, rounded to the tick away from it."""
+    unit = pos.entry * p.risk_fraction
+    if pos.is_long:
+        return to_tick(pos.mark - p.trail_r * unit, pos.tick, up=False)
+    return to_tick(pos.mark + p.trail_r * unit, pos.tick, up=True)
+
+
 def stop_move(pos: PositionView, r: Decimal, book: Book, p: ExitParams) -> Decimal | None:
-    """Break-even + 0.2 % once R_net ≥ 1.5, only if it tightens the current stop (ours, or
-    the initial 1 R stop) and stays on the protective side of the mark."""
-    if r < BREAK_EVEN_R:
+    """Break-even + 0.2 % once R_net ≥ 1.5, and (``trail_r`` > 0) once in profit a stop
+    ``trail_r`` R behind the mark; the tighter one, only if it tightens the current stop
+    (ours, or the initial 1 R stop) by at least ``trail_step_r`` R when trailing, and stays
+    on the protective side of the mark."""
+    candidates = []
+    if r >= BREAK_EVEN_R:
+        candidates.append(break_even_stop(pos.entry, pos.is_long, pos.tick))
+    trailing = p.trail_r > 0 and r > 0
+    if trailing:
+        candidates.append(trailing_stop(pos, p))
+    if not candidates:
         return None
-    candidate = break_even_stop(pos.entry, pos.is_long, pos.tick)
+    candidate = max(candidates) if pos.is_long else min(candidates)
     current = book.stop if book.stop is not None else initial_stop(
         pos.entry, pos.is_long, p.risk_fraction
     )  # fmt: skip
     protective = candidate < pos.mark if pos.is_long else candidate > pos.mark
-    return candidate if protective and tightens(candidate, current, pos.is_long) else None
+    if not (protective and tightens(candidate, current, pos.is_long)):
+        return None
+    if trailing and abs(candidate - current) < p.trail_step_r * pos.entry * p.risk_fraction:
+        return None
+    return candidate
 
 
 def decide(

@@ -78,6 +78,8 @@ class ExitBrain:
             risk_fraction=settings.exit_risk_fraction,
             fee_rate=settings.exit_fee_rate,
             full_close_retry_s=settings.exit_full_close_retry_s,
+            trail_r=settings.exit_trail_r,
+            trail_step_r=settings.exit_trail_step_r,
         )
         self.marks: defaultdict[str, deque[Decimal]] = defaultdict(
             lambda: deque(maxlen=market.REF_WINDOW + 1)

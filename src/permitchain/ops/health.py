@@ -5,7 +5,10 @@ a service without a fresh heartbeat, a consumer group missing, lagging or holdin
 pending for long, a stale exchange snapshot, exchange and ledger disagreeing beyond P3.3's
 tolerance (check 4, the same rule: ``position_brain.checks.tolerance``), recent dead letters,
 a key holding another Redis type than the contract's (``key K is a string, expected a hash``:
-reported as a problem, never a failed command; the rest of the box is still gathered).
+reported as a problem, never a failed command; the rest of the box is still gathered);
+the exchange's position mode changed while running, open orders with the chain's client-order
+-id prefix that the chain does not know (both from the apply layer's reconciliation report,
+``apply_layer.reconcile``).
 *Warnings* are shown but do not fail: trading HALTED or REDUCING (an operator's choice), an
 allowlisted symbol without a snapshot.
 """
@@ -97,6 +100,7 @@ class Health:
     positions: list[dict[str, Any]] = field(default_factory=list)
     deadletters: dict[str, Any] = field(default_factory=dict)
     recent: list[dict[str, Any]] = field(default_factory=list)
+    reconcile: dict[str, str] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
 
@@ -195,6 +199,45 @@ async def group_info(r: Redis, stream: str, group: str, now: float) -> dict[str,
         "oldest_pending_idle_s": round(idle_s, 1),
         "last_delivered_id": info.get("last-delivered-id"),
     }
+
+
+async def _reconcile(r: Redis, k: Keys, s: Settings, h: Health) -> None:
+    """The apply layer's reconciliation report: a changed position mode and orders the chain
+    does not know are problems; a report older than three intervals is a warning."""
+    rep = await rd.hgetall(r, k.reconcile)
+    h.reconcile = dict(rep)
+    if not rep:
+        return
+    if rep.get("mode_changed"):
+        h.problems.append(
+            Problem(
+                "apply-layer",
+                "exchange position mode changed while running "
+                f"({rep['mode_changed']}): trading halted",
+                "position_mode",
+            )
+        )
+    try:
+        unknown = [str(x) for x in json.loads(rep.get("unknown_orders") or "[]")]
+    except ValueError:
+        unknown = ["(unreadable report)"]
+    if unknown:
+        h.problems.append(
+            Problem(
+                "apply-layer",
+                f"{len(unknown)} order(s) with the chain's "
+                f"prefix it does not know: {'; '.join(unknown[:10])}",
+                "unknown_orders",
+            )
+        )
+    try:
+        age = h.ts - float(rep.get("checked_at") or 0)
+    except ValueError:
+        age = float("inf")
+    if age > 3 * s.reconcile_s:
+        h.warnings.append(
+            Problem("apply-layer", f"exchange reconciliation {age:.0f}s old", "reconcile")
+        )
 
 
 async def _positions(r: Redis, k: Keys, s: Settings, h: Health) -> None:
@@ -354,6 +397,7 @@ async def gather(
     if state is not TradingState.ACTIVE:
         h.warnings.append(Problem("operator", f"trading state {state.value}", "trading_state"))
     await _positions(r, k, s, h)
+    await _reconcile(r, k, s, h)
     since_ms = int((h.ts - deadletter_window_s) * 1000)
     no_deadletters = h.streams["deadletter"] is None
     dl = [] if no_deadletters else await rd.xrange(r, k.deadletter, str(max(since_ms, 0)),

@@ -17,7 +17,12 @@ Then in order, the first that fails decides:
    ``cooldown_in_flight``
 6. safe_close_qty = min(fraction × |exchange|, |exchange|) rounded DOWN to the step; below the
    minimum quantity → ``below_min_qty``, except that closing the whole remaining position is
-   always allowed.
+   always allowed. When what would remain is above zero but below the minimum quantity (no
+   later tranche could close it), the plan closes the whole position instead. A close never
+   takes more than the room the exchange leaves beside reduce-only orders already resting on
+   the symbol (``resting_reduce_qty`` of the snapshot; Binance refuses more: -4118): with no
+   room at or above the minimum quantity → ``resting_reduce_only``. (A stop, ``UPDATE_SL``,
+   covers the whole position: untriggered stops do not count against it.)
 
 An operator's verified emergency exit (``exempt_cooldown``) skips check 5 only: position truth
 (checks 1-4) and the quantity (6) still decide.
@@ -44,6 +49,7 @@ SIDE_MISMATCH = "reconcile_required_side_mismatch"
 QTY_MISMATCH = "reconcile_required_qty_mismatch"
 COOLDOWN_IN_FLIGHT = "cooldown_in_flight"
 BELOW_MIN_QTY = "below_min_qty"
+RESTING_REDUCE_ONLY = "resting_reduce_only"
 PLAN_EXPIRED = "plan_expired"
 UNKNOWN_ACTION = "unknown_action"
 INVALID_PLAN = "invalid_plan"
@@ -66,6 +72,7 @@ class Snapshot:
     step_size: Decimal
     min_qty: Decimal
     mark_price: Decimal | None = None
+    resting_reduce_qty: Decimal = Decimal(0)  # reduce-only orders resting on the closing side
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +186,24 @@ def evaluate(
                                          "cooldown_s": cfg.cooldown_s})  # fmt: skip
     # 6. safe close quantity
     qty = safe_close_qty(act, ex, snapshot.step_size)
-    full = qty == abs(ex)
+    size = abs(ex)
+    room = size if act is Action.UPDATE_SL else max(Decimal(0), size - snapshot.resting_reduce_qty)
+    whole = round_down(size, snapshot.step_size)
+    if qty < whole and size - qty < snapshot.min_qty and room >= whole:
+        qty = whole  # the last tranche: what would remain could never be closed on its own
+    if qty > room:
+        qty = round_down(room, snapshot.step_size)
+        if qty <= 0 or qty < snapshot.min_qty:
+            return deny(
+                RESTING_REDUCE_ONLY,
+                {
+                    **ctx,
+                    "safe_close_qty": fmt_decimal(qty),
+                    "resting_reduce_qty": fmt_decimal(snapshot.resting_reduce_qty),
+                    "min_qty": fmt_decimal(snapshot.min_qty),
+                },
+            )
+    full = qty == size
     if qty <= 0 or (qty < snapshot.min_qty and not full):
         return deny(BELOW_MIN_QTY, {**ctx, "safe_close_qty": fmt_decimal(qty),
                                     "min_qty": fmt_decimal(snapshot.min_qty),

@@ -23,8 +23,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from permitchain.exchange.base import Exchange
+from permitchain.exchange.stream import UserStream
 from permitchain.keys import Keys
 from permitchain.position_brain.poller import SnapshotPoller
+from permitchain.position_brain.pushed import PushedSnapshots
 from permitchain.runtime.clock import Clock
 from permitchain.store import AsyncRedis, async_client
 
@@ -41,11 +43,23 @@ SWITCH_INTERVAL_S = 0.0002
 
 
 class PollThread:
-    def __init__(self, redis_url: str | None, keys: Keys, clock: Clock,
-                 make_exchange: Callable[[AsyncRedis], Exchange], *,
-                 allow_list: Iterable[str], poll_interval_s: float) -> None:  # fmt: skip
+    def __init__(
+        self,
+        redis_url: str | None,
+        keys: Keys,
+        clock: Clock,
+        make_exchange: Callable[[AsyncRedis], Exchange],
+        *,
+        allow_list: Iterable[str],
+        poll_interval_s: float,
+        make_stream: Callable[[AsyncRedis], UserStream | None] | None = None,
+        push_touch_s: float = 0.5,
+    ) -> None:
+        """``make_stream``: the exchange's pushed updates (``PushedSnapshots`` runs beside
+        the poller on this thread); None: polling only."""
         self.url, self.k, self.clock = redis_url, keys, clock
         self.make_exchange = make_exchange
+        self.make_stream, self.push_touch_s = make_stream, push_touch_s
         self.allow_list, self.poll_interval_s = frozenset(allow_list), poll_interval_s
         self._loop: asyncio.AbstractEventLoop | None = None
         self._poller: SnapshotPoller | None = None
@@ -121,8 +135,17 @@ class PollThread:
         self._stop = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         started.set()
+        stream = self.make_stream(r) if self.make_stream is not None else None
         try:
-            await self._poller.run(self._stop, after_full_poll=polled)
+            if stream is None:
+                await self._poller.run(self._stop, after_full_poll=polled)
+            else:
+                pushed = PushedSnapshots(
+                    self._poller, stream, self.clock, touch_s=self.push_touch_s
+                )
+                await asyncio.gather(
+                    self._poller.run(self._stop, after_full_poll=polled), pushed.run(self._stop)
+                )
         finally:
             self._loop = self._poller = None
             await ex.close()

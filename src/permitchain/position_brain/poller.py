@@ -6,6 +6,12 @@ every symbol the exchange reports a position for. A symbol the exchange knows (i
 filters) but reports no position for gets a snapshot of amount 0: the exchange answered.
 A failed read writes nothing, never zeros: the old snapshots go stale and P3.3 denies
 ``stale_exchange_state`` until the exchange answers again.
+
+An exchange whose reduce-only orders rest against the position (Binance: a close beyond
+what they leave is refused, -4118) has ``resting_reduce_only``: read with each poll while a
+watched position is open, it goes into each snapshot as ``resting_reduce_qty``, which P3.3's
+safe close quantity leaves room for. When that read fails, the poll writes the snapshots
+without it (0): the exchange still refuses an order that does not fit.
 """
 
 from __future__ import annotations
@@ -96,6 +102,14 @@ class SnapshotPoller:
         self._whole: dict[str, tuple[Any, float]] = {}
         self.cluster = is_cluster(r)
         self.scripts = scripts_for(r)
+        #: per symbol: reduce-only quantity resting on its closing side (last poll)
+        self.resting: dict[str, Decimal] = {}
+        #: monotonic start of the last full poll the exchange answered (pushed.py: synced)
+        self.full_poll_started_at = float("-inf")
+        self.full_due = False  # request_full(): the next poll is a full one, at once
+        #: per symbol: when (monotonic) a pushed update was last written (pushed.py); a poll
+        #: whose read began before it leaves the symbol alone: its answer is older
+        self.pushed_at: dict[str, float] = {}
 
     async def watched(self) -> set[str]:
         if time.monotonic() - self._ledger_scan_at > LEDGER_SCAN_S:
@@ -115,6 +129,25 @@ class SnapshotPoller:
         POSITION_AMT.ensure(sym)
         LEDGER_AMT.ensure(sym)
 
+    def request_full(self) -> None:
+        """Poll every symbol now (the user stream came back: what did it miss?)."""
+        self.full_due = True
+        self.poll_now.set()
+
+    def known(self) -> set[str]:
+        """Symbols whose snapshot this poller has written."""
+        return set(self._whole)
+
+    async def touch_known(self, now: float) -> None:
+        """The current time on every snapshot this poller wrote (pushed.py, while the user
+        stream is alive and synced); a hash that is gone is left to the next poll."""
+        syms = sorted(self._whole)
+        now_iso = datetime.fromtimestamp(now, UTC).isoformat()
+        for i in range(0, len(syms), POLL_CHUNK):
+            await self._touch(syms[i : i + POLL_CHUNK], now, now_iso)
+            await asyncio.sleep(0)
+        SNAPSHOT_AGE.written_at.update(dict.fromkeys(syms, now))
+
     def request(self, symbol: str) -> None:
         """Refresh this symbol's snapshot now (after a fill), not at the next full poll."""
         self.dirty.add(symbol)
@@ -130,6 +163,13 @@ class SnapshotPoller:
         new = [s for s in positions if s not in self.filters]
         if new and not refreshed:  # listed since the last refresh
             self.filters.update(await self.ex.filters(new))
+        resting = getattr(self.ex, "resting_reduce_only", None)
+        if resting is not None and only is None:
+            try:
+                self.resting = await resting(positions)
+            except ExchangeError as e:
+                self.resting = {}
+                log.warning("resting reduce-only orders not read: %s", e)
         return positions
 
     async def poll_once(self, only: Collection[str] | None = None) -> PollOutcome:
@@ -148,7 +188,9 @@ class SnapshotPoller:
         written: list[str] = []
         unknown: list[str] = []
         missing: dict[str, Decimal] = {}
-        syms = sorted(watched | positions.keys())
+        syms = sorted(
+            s for s in watched | positions.keys() if self.pushed_at.get(s, float("-inf")) < started
+        )
         now_iso = datetime.fromtimestamp(now, UTC).isoformat()
         # In chunks, each one event-loop slice (build, write, record), so the plans this
         # process judges interleave with a big poll instead of waiting for all of it.
@@ -161,6 +203,8 @@ class SnapshotPoller:
             LEDGER_AMT.set(sym, float(missing[sym]))
             self._ledger_symbols.add(sym)
             log.info("[LEDGER] symbol=%s initialised from the exchange: %s", sym, missing[sym])
+        if only is None:  # a full poll whose read began after `started` is written
+            self.full_poll_started_at = started
         duration = time.monotonic() - started
         POLL_SECONDS.set(duration)
         return PollOutcome(True, now, tuple(written), tuple(initialised), duration, tuple(unknown))
@@ -188,7 +232,8 @@ class SnapshotPoller:
                 continue
             done.append(sym)
             last = self._whole.get(sym)
-            if last is None or last[0] != (positions.get(sym), f) or mono >= last[1]:
+            seen = (positions.get(sym), f, self.resting.get(sym, Decimal(0)))
+            if last is None or last[0] != seen or mono >= last[1]:
                 whole.append(sym)
             else:  # the exchange says what it said: only the time moves
                 touch.append(sym)
@@ -227,15 +272,26 @@ class SnapshotPoller:
         pipe = self.r.pipeline(transaction=False)
         for sym in syms:
             key = self.k.snapshot(sym)
-            pipe.hset(key, mapping=snapshot_fields(sym, positions.get(sym), self.filters[sym],
-                                                   now, self.ex.name, now_iso))  # fmt: skip
+            pipe.hset(
+                key,
+                mapping=snapshot_fields(
+                    sym,
+                    positions.get(sym),
+                    self.filters[sym],
+                    now,
+                    self.ex.name,
+                    now_iso,
+                    self.resting.get(sym, Decimal(0)),
+                ),
+            )
             pipe.expire(key, SNAPSHOT_TTL_S)
             pipe.hget(self.k.ledger(sym), "last_known_amt")
         replies = await pipe.execute(raise_on_error=False)
         await self._replace_wrong_types(syms, replies, positions, now, now_iso)
         for i, sym in enumerate(syms):
             pos = positions.get(sym)
-            self._whole[sym] = ((pos, self.filters[sym]), mono + self._whole_every(sym))
+            seen = (pos, self.filters[sym], self.resting.get(sym, Decimal(0)))
+            self._whole[sym] = (seen, mono + self._whole_every(sym))
             amt = pos.amt if pos is not None else Decimal(0)
             POSITION_AMT.set(sym, float(amt))
             raw = replies[3 * i + 2]
@@ -290,7 +346,8 @@ class SnapshotPoller:
         while not stop.is_set():
             failed = False
             started = time.monotonic()
-            full = started - last_full >= self.poll_interval_s
+            full = started - last_full >= self.poll_interval_s or self.full_due
+            self.full_due = self.full_due and not full
             only = None if full else set(self.dirty)
             self.dirty.clear()
             self.poll_now.clear()  # a request made during this poll triggers the next one

@@ -18,6 +18,7 @@ from typing import Any
 
 from permitchain.errors import WrongTypeError
 from permitchain.exchange.base import Exchange
+from permitchain.exchange.stream import UserStream
 from permitchain.exemptions import ExitKind, exit_kind
 from permitchain.keyfiles import signer_for, verifier_for
 from permitchain.keys import GROUP_P33, GROUP_P33_LEDGER, Keys
@@ -34,6 +35,7 @@ from permitchain.position_brain.checks import (
 from permitchain.position_brain.metrics import LEDGER_AMT, PERMITS
 from permitchain.position_brain.poll_thread import PollThread
 from permitchain.position_brain.poller import SnapshotPoller
+from permitchain.position_brain.pushed import PushedSnapshots
 from permitchain.position_brain.state import (
     LAYER,
     LEDGER_CHECK_FIELDS,
@@ -60,12 +62,13 @@ FIRST_POLL_WAIT_S = 5.0
 class PositionBrain:
     def __init__(
         self, r: AsyncRedis, keys: Keys, settings: Settings, clock: Clock, exchange: Exchange,
-        *, poll_thread: PollThread | None = None,
+        *, poll_thread: PollThread | None = None, stream: UserStream | None = None,
     ) -> None:  # fmt: skip
         """``poll_thread``: run the snapshot poller on its own thread (the service does);
         without it, ``poller`` polls in this event loop with ``exchange`` (tests do)."""
         self.r, self.k, self.s, self.clock, self.ex = r, keys, settings, clock, exchange
         self.poll_thread = poll_thread
+        self.stream = stream  # pushed updates when polling in this loop (no poll thread)
         self.signer = signer_for(settings, P33)
         self.verifier = verifier_for(settings, (OPERATOR,))  # operators' emergency exits
         self.cfg = CheckConfig(
@@ -89,6 +92,11 @@ class PositionBrain:
     async def poller(self, stop: asyncio.Event) -> None:
         if self.poll_thread is not None:
             await self.poll_thread.run(stop)
+        elif self.stream is not None:
+            pushed = PushedSnapshots(
+                self.snapshots, self.stream, self.clock, touch_s=self.s.push_touch_s
+            )
+            await asyncio.gather(self.snapshots.run(stop), pushed.run(stop))
         else:
             await self.snapshots.run(stop)
 

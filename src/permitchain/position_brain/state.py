@@ -81,10 +81,11 @@ def float_or_none(v: str | None) -> float | None:
 
 def snapshot_fields(
     symbol: str, p: PositionInfo | None, f: SymbolFilters, ts: float, source: str,
-    ts_iso: str | None = None,
+    ts_iso: str | None = None, resting: Decimal = Decimal(0),
 ) -> dict[str, str]:  # fmt: skip
     """A snapshot hash. ``p`` None: the exchange answered and holds no position (amount 0).
-    ``ts_iso``: ``ts`` as ISO 8601, when the caller formatted it once for a whole poll."""
+    ``ts_iso``: ``ts`` as ISO 8601, when the caller formatted it once for a whole poll.
+    ``resting``: reduce-only quantity resting on the closing side (``resting_reduce_qty``)."""
     zero = Decimal(0)
     amt = p.amt if p is not None else zero
     return {
@@ -96,7 +97,7 @@ def snapshot_fields(
         "step_size": fmt_decimal(f.step_size), "min_qty": fmt_decimal(f.min_qty),
         "ts_epoch": f"{ts:.6f}",
         "ts_iso": ts_iso or datetime.fromtimestamp(ts, UTC).isoformat(),
-        "source": source,
+        "source": source, "resting_reduce_qty": fmt_decimal(resting),
     }  # fmt: skip
 
 
@@ -105,10 +106,19 @@ def parse_snapshot(h: Mapping[str, str]) -> Snapshot | None:
     amt, step = decimal_or_none(h.get("position_amt")), decimal_or_none(h.get("step_size"))
     min_qty = decimal_or_none(h.get("min_qty"))
     ts = float_or_none(h.get("ts_epoch"))
+    resting = decimal_or_none(h.get("resting_reduce_qty") or "0")
     if amt is None or step is None or step <= 0 or min_qty is None or min_qty < 0 or ts is None:
         return None
-    return Snapshot(position_amt=amt, ts_epoch=ts, step_size=step, min_qty=min_qty,
-                    mark_price=decimal_or_none(h.get("mark_price")))  # fmt: skip
+    if resting is None or resting < 0:
+        return None
+    return Snapshot(
+        position_amt=amt,
+        ts_epoch=ts,
+        step_size=step,
+        min_qty=min_qty,
+        mark_price=decimal_or_none(h.get("mark_price")),
+        resting_reduce_qty=resting,
+    )
 
 
 #: The ledger fields :func:`parse_ledger` reads (what judging a plan needs of the ledger),

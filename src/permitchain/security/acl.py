@@ -27,7 +27,7 @@ BASE = ("+ping", "+hello", "+client|setname", "+select", "+info",
 #: (+type: a key of the wrong type is reported naming the type it holds: store.wrong_type)
 GROUP_CMDS = ("+xreadgroup", "+xack", "+xautoclaim", "+xgroup|create", "+xinfo|stream",
               "+xinfo|groups", "+xpending", "+type")  # fmt: skip
-SIM_READ = ("+hgetall", "+hget", "+smembers")
+SIM_READ = ("+hgetall", "+hget", "+smembers", "+xread", "+xinfo|stream", "+exists")
 SIM_WRITE = (*SIM_READ, "+evalsha", "+eval", "+hset", "+hsetnx", "+incr", "+incrby",
              "+expire", "+xadd", "+sadd", "+exists")  # fmt: skip
 
@@ -109,6 +109,10 @@ def grants(service: str, k: Keys) -> list[Grant]:
                        "+zrem", "+xadd", "+type"), (f"~{p}:exec:*", f"~{p}:apply:exec_open",
                                            f"~{k.result_stream}", f"~{k.decisions}")),
                 Grant(("+zrangebyscore", "+zrem", "+type"), (f"~{p}:apply:exec_open",)),
+                # the chain's own resting stops per symbol (apply_layer.stops) and the
+                # reconciliation report (apply_layer.reconcile); its halt on a mode change
+                Grant(("+hset", "+hgetall", "+hdel", "+hkeys", "+expire", "+scan"),
+                      (f"~{p}:apply:stops:*", f"~{k.reconcile}")),
                 Grant(("+xread", "+xinfo|stream", "+xadd"), (f"~{k.permit_event_stream}",)),
                 Grant(("+get",), (f"%R~{k.trading_state}",)),
                 Grant(("+hgetall", "+hget"), (f"%R~{p}:position:snapshot:*",)),
