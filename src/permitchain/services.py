@@ -5,7 +5,7 @@ from __future__ import annotations
 from permitchain.apply_layer.executor import Executor
 from permitchain.apply_layer.planner_service import GROUP_PLANNER, Planner
 from permitchain.errors import ConfigError
-from permitchain.exchange.factory import make_exchange
+from permitchain.exchange.factory import check_exchange_settings, make_exchange
 from permitchain.exit_brain.service import build_exit_brain
 from permitchain.governor.service import Governor
 from permitchain.keys import Keys
@@ -23,7 +23,9 @@ SERVICE_NAMES = tuple(DEFAULT_METRICS_PORT)
 
 
 def check_startup(settings: Settings) -> None:
-    """Refuse configurations that cannot be run safely; the message names the variable."""
+    """Refuse configurations that cannot be run safely; the message names the variable.
+    Run by ``run`` and ``up`` before anything starts, and by each service's build."""
+    check_exchange_settings(settings)
     if settings.apply_mode is ApplyMode.PRODUCTION and not settings.signing_enabled:
         raise ConfigError(
             "APPLY_MODE=production needs PERMIT_KEY_GOVERNOR and PERMIT_KEY_P33 (permit signing)"

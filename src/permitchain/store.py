@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import urllib.parse
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, TypeAlias
 
@@ -12,6 +13,7 @@ import redis.asyncio.cluster as aiocluster
 import redis.asyncio.retry
 import redis.asyncio.sentinel as aiosentinel
 import redis.cluster
+import redis.connection
 import redis.sentinel
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
@@ -133,9 +135,26 @@ def is_cluster(r: Any) -> bool:
 
 
 def _require(url: str | None) -> str:
+    """The URL, checked: unset or malformed is a :class:`ConfigError` naming REDIS_URL."""
     if not url:
         raise ConfigError("REDIS_URL: not set (services need a server; `up` starts one)")
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        try:
+            redis.connection.parse_url(url)  # type: ignore[no-untyped-call]
+        except ValueError as e:
+            raise ConfigError(f"REDIS_URL: malformed {shown_url(url)}: {e}") from None
     return url
+
+
+def shown_url(url: str) -> str:
+    """The URL as it may be printed: any password replaced by ``***``, query dropped."""
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        auth, _, host = netloc.rpartition("@")
+        user, sep, _password = auth.partition(":")
+        netloc = f"{user}{':***' if sep else ''}@{host}"
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def async_client(url: str | None, *, max_connections: int = 32) -> AsyncRedis:

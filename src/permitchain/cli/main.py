@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import signal
 import sys
 import time
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -14,7 +14,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from permitchain import __version__
-from permitchain.chain import Chain, url_file
 from permitchain.cli import bench as bench_cmd
 from permitchain.cli import control, inspect
 from permitchain.cli import security as security_cmd
@@ -25,6 +24,7 @@ from permitchain.exchange.sim import SimExchange
 from permitchain.exit_brain.api import current_epoch, new_proposal_id, submit_proposal
 from permitchain.governor.policy import TradingState
 from permitchain.keys import Keys
+from permitchain.lifecycle import supervisor_fd
 from permitchain.models import Proposal, fmt_decimal
 from permitchain.position_brain.state import reconcile as reconcile_ledger
 from permitchain.runtime.logs import setup_logging
@@ -71,63 +71,17 @@ def run(service: Annotated[str, typer.Argument(help=", ".join(SERVICE_NAMES))]) 
         check_startup(s)
         if not s.redis_url:
             raise ConfigError("REDIS_URL: not set (`permitchain up` starts a server for you)")
-    except ConfigError as e:
-        fail(f"configuration: {e}")
-    run_service(lambda: build(service, s))
+        run_service(lambda: build(service, s), parent_fd=supervisor_fd())
+    except ConfigError as e:  # every start-up fault: one line naming the setting, exit 2
+        fail(f"{service}: {e}")
 
 
 @app.command()
 def up() -> None:
     """Run every service (embedded server unless REDIS_URL is set); Ctrl-C stops them."""
-    s = settings()
-    try:
-        check_startup(s)
-    except ConfigError as e:
-        fail(f"configuration: {e}")
-    if s.metrics_port not in (None, 0):
-        fail("METRICS_PORT: `up` runs four services; leave it unset (defaults 8042-8045) or 0")
-    chain = Chain()
-    url = chain.ensure_redis()
-    where = f"embedded {chain.server.name} at {url}" if chain.server else url
-    console.print(f"[bold]permitchain {__version__}[/] · redis: {where} · mode "
-                  f"{s.apply_mode.value} · exchange {s.exchange.value}")  # fmt: skip
-    if chain.server:
-        url_file().write_text(url)
-        console.print(f"other terminals: [cyan]export REDIS_URL={url}[/] (or just run commands: "
-                      "they find this server)")  # fmt: skip
-    stopping = False
+    from permitchain.cli.up import run_up  # noqa: PLC0415 - only for this command
 
-    def on_signal(signum: int, _frame: Any) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    restarts: dict[str, list[float]] = {n: [] for n in SERVICE_NAMES}
-    try:
-        chain.start()
-        chain.wait_ready()
-        console.print(f"[green]up[/]: {', '.join(SERVICE_NAMES)} (Ctrl-C to stop)")
-        while not stopping:
-            time.sleep(0.5)
-            for name, proc in list(chain.procs.items()):
-                if proc.poll() is None or stopping:
-                    continue
-                recent = [t for t in restarts[name] if time.monotonic() - t < 60]
-                if len(recent) >= 5:
-                    console.print(f"[red]{name} keeps exiting ({proc.returncode}); stopping[/]")
-                    stopping = True
-                    break
-                console.print(f"[yellow]{name} exited with {proc.returncode}; restarting[/]")
-                restarts[name] = [*recent, time.monotonic()]
-                chain.start_service(name)
-    finally:
-        console.print("stopping services…")
-        chain.stop()
-        if chain.server is None and url_file().exists() and url_file().read_text() == url:
-            url_file().unlink()
-        elif chain.server is None:
-            url_file().unlink(missing_ok=True)
+    raise typer.Exit(run_up())
 
 
 @app.command()
@@ -135,11 +89,15 @@ def demo(
     keep: Annotated[
         bool, typer.Option(help="Leave services and server running at the end")
     ] = False,
+    logs: Annotated[
+        Path | None, typer.Option(help="Keep the services' logs in this folder")
+    ] = None,
 ) -> None:
-    """Run the reference scenario (DESIGN.md §8) start to end and print each step."""
+    """Run the reference scenario (DESIGN.md §8) start to end and print each step, on its own
+    embedded server and key prefix (never REDIS_URL)."""
     from permitchain.cli.demo import run_demo  # noqa: PLC0415 - heavy, only for this command
 
-    sys.exit(run_demo(keep=keep))
+    sys.exit(run_demo(keep=keep, logs=logs))
 
 
 @app.command()

@@ -32,7 +32,7 @@ import redis.exceptions
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from permitchain import __version__
-from permitchain.errors import ContractError, StoreError
+from permitchain.errors import ConfigError, ContractError, StoreError
 from permitchain.keys import Keys
 from permitchain.runtime import gc_tuning
 from permitchain.store import REDIS_FAULTS, AsyncRedis
@@ -181,15 +181,32 @@ class ServiceRunner:
         self.stop.set()
 
     def start_metrics(self) -> None:
+        """Serve ``/metrics``; a port that cannot be bound is a start-up fault naming it."""
         if self.metrics_port is None:
             return
-        server, _thread = start_http_server(self.metrics_port, addr="127.0.0.1")
+        try:
+            server, _thread = start_http_server(self.metrics_port, addr="127.0.0.1")
+        except OSError as e:
+            raise ConfigError(
+                f"METRICS_PORT: {self.name} cannot listen on 127.0.0.1:{self.metrics_port} "
+                f"({e.strerror or e}); free the port or set another"
+            ) from None
         self.bound_metrics_port = int(server.server_port)
         log.info("%s: metrics on http://127.0.0.1:%d/metrics", self.name, self.bound_metrics_port)
 
+    async def close(self) -> None:
+        """Release what the runner holds (the exchange client, Redis), without running."""
+        if self.on_close is not None:
+            await self.on_close()
+        await self.r.aclose()
+
     async def run(self) -> None:
         """Run until ``stop`` is set; then shut down cleanly."""
-        self.start_metrics()
+        try:
+            self.start_metrics()
+        except ConfigError:
+            await self.close()
+            raise
         UP.labels(self.name).set(1)
         await self._until_store_ready()
         loops: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = [
@@ -210,9 +227,7 @@ class ServiceRunner:
         with contextlib.suppress(*REDIS_FAULTS):
             await self.r.delete(self.k.heartbeat(self.name))
         UP.labels(self.name).set(0)
-        if self.on_close is not None:
-            await self.on_close()
-        await self.r.aclose()
+        await self.close()
         log.info("%s: stopped", self.name)
 
     async def _supervise(self, name: str, loop: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -471,15 +486,28 @@ def _deadletter_fields(
             "ts": f"{time.time():.6f}"}  # fmt: skip
 
 
-def run_service(runner_factory: Callable[[], Awaitable[ServiceRunner]]) -> None:
+def run_service(
+    runner_factory: Callable[[], Awaitable[ServiceRunner]], *, parent_fd: int | None = None
+) -> None:
     """Entry point helper: build the runner inside the loop, install signals, run. The
     process's garbage collector is tuned first and its start-up heap frozen once the runner
-    is built (``runtime/gc_tuning.py``)."""
+    is built (``runtime/gc_tuning.py``).
+
+    Start-up faults leave as one :class:`ConfigError` naming the setting or resource (the
+    caller prints it and exits 2): a setting the build refuses, a metrics port that cannot
+    be bound, a Redis that cannot be reached while the runner is built. ``parent_fd``: the
+    supervision pipe's read end (``permitchain.lifecycle``); end-of-file on it (the parent
+    died) stops the service as SIGTERM does."""
     gc_tuning.tune()
 
     async def main() -> None:
-        runner = await runner_factory()
+        try:
+            runner = await runner_factory()
+        except REDIS_FAULTS as e:
+            raise ConfigError(f"REDIS_URL: redis unreachable at start ({e})") from None
         runner.install_signal_handlers()
+        if parent_fd is not None:
+            _watch_parent(runner, parent_fd)
         frozen = gc_tuning.freeze()
         log.info("%s: gc thresholds %s, %d start-up objects frozen", runner.name,
                  gc.get_threshold(), frozen)  # fmt: skip
@@ -489,3 +517,24 @@ def run_service(runner_factory: Callable[[], Awaitable[ServiceRunner]]) -> None:
         uvloop.run(main())
     else:  # pragma: no cover - uvloop is a declared dependency on Linux
         asyncio.run(main())
+
+
+def _watch_parent(runner: ServiceRunner, fd: int) -> None:
+    """Stop the runner when the supervision pipe reports end-of-file (its parent is gone)."""
+    loop = asyncio.get_running_loop()
+
+    def readable() -> None:
+        try:
+            data = os.read(fd, 64)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            return  # nothing is ever written; ignore
+        loop.remove_reader(fd)
+        log.warning("%s: the process that started it is gone: stopping", runner.name)
+        runner.stop.set()
+
+    os.set_blocking(fd, False)
+    loop.add_reader(fd, readable)
