@@ -504,7 +504,7 @@ def run_service(
         try:
             runner = await runner_factory()
         except REDIS_FAULTS as e:
-            raise ConfigError(f"REDIS_URL: redis unreachable at start ({e})") from None
+            raise ConfigError(f"REDIS_URL: redis failed at start ({e})") from None
         runner.install_signal_handlers()
         if parent_fd is not None:
             _watch_parent(runner, parent_fd)
