@@ -1,0 +1,52 @@
+"""Every start-up fault is one line on stderr naming the setting or resource, exit 2, no
+traceback: a metrics port in use, EXCHANGE=binance without keys (under ``run`` and ``up``),
+a malformed REDIS_URL, a Redis that does not answer."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from tests.lifecycle.helpers import cli, cli_env, error_lines
+
+
+def one_line(out: object, *needles: str) -> None:
+    assert out.returncode == 2, (out.returncode, out.stderr)  # type: ignore[attr-defined]
+    lines = error_lines(out.stderr)  # type: ignore[attr-defined]
+    assert len(lines) == 1, out.stderr  # type: ignore[attr-defined]
+    assert lines[0].startswith("error: ")
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def test_metrics_port_in_use_names_the_port(redis_url: str, prefix: str, tmp_path: Path) -> None:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        env = cli_env(tmp_path, REDIS_URL=redis_url, KEY_PREFIX=prefix, METRICS_PORT=str(port),
+                      LOG_LEVEL="WARNING")  # fmt: skip
+        one_line(cli(env, "run", "governor"), "METRICS_PORT", str(port))
+
+
+@pytest.mark.parametrize("command", [("run", "apply-layer"), ("up",)], ids=["run", "up"])
+def test_binance_without_keys(command: tuple[str, ...], redis_url: str, prefix: str,
+                              tmp_path: Path) -> None:  # fmt: skip
+    env = cli_env(tmp_path, REDIS_URL=redis_url, KEY_PREFIX=prefix, EXCHANGE="binance",
+                  LOG_LEVEL="WARNING")  # fmt: skip
+    one_line(cli(env, *command, timeout_s=30), "BINANCE_API_KEY", "EXCHANGE=binance")
+
+
+def test_malformed_redis_url(tmp_path: Path) -> None:
+    env = cli_env(tmp_path, REDIS_URL="redis://127.0.0.1:notaport/0", LOG_LEVEL="WARNING")
+    one_line(cli(env, "run", "governor"), "REDIS_URL", "notaport")
+
+
+def test_up_with_a_redis_that_does_not_answer(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, never listening: connection refused
+        env = cli_env(tmp_path, REDIS_URL=f"redis://127.0.0.1:{port}/0")
+        one_line(cli(env, "up", timeout_s=30), "REDIS_URL", f"127.0.0.1:{port}")
