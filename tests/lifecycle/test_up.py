@@ -5,6 +5,7 @@ server with it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -73,7 +74,5 @@ def test_second_up_refuses_and_sigkill_takes_the_children(tmp_path: Path) -> Non
     finally:
         first.stop()
         for pid in kids:  # never leave orphans behind, whatever the outcome
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
