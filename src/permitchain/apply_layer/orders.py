@@ -4,13 +4,16 @@ A :class:`Submission` is written into the exec record when the state moves to ``
 (before the order is sent), so the resolver can finish the plan after a restart from the
 record alone: no plan entry, no guesswork. :class:`OrderDesk` sends the reduce-only market
 order once, looks it up by client order id after a timeout or error (never re-sends), places
-or replaces the reduce-only stop of an ``UPDATE_SL`` step, and publishes the result.
+or replaces the reduce-only stop of an ``UPDATE_SL`` step, and publishes the result. Each
+order is logged twice, grep-able: ``[ORDER] SENT`` (plan, symbol, side, qty, client order id)
+and ``[ORDER] OUTCOME`` (the same, with status, filled quantity, reason and latency).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -131,13 +134,32 @@ def make_result(sub: Submission, order: OrderInfo | None, outcome: Outcome, erro
     )  # fmt: skip
 
 
+def log_order(event: str, sub: Submission, coid: str, qty: Decimal, level: int = logging.INFO,
+              **extra: object) -> None:  # fmt: skip
+    """One grep-able line per order event: ``[ORDER] SENT`` as it goes to the exchange,
+    ``[ORDER] OUTCOME`` once its outcome is known (the same fields as JSON in json mode)."""
+    fields = {"plan": sub.plan_id, "symbol": sub.symbol, "side": sub.side,
+              "qty": fmt_decimal(qty), "client_order_id": coid, **extra}  # fmt: skip
+    log.log(level, "[ORDER] %s %s", event, " ".join(f"{k}={v}" for k, v in fields.items()),
+            extra={"fields": {"event": f"ORDER_{event}", **fields}})  # fmt: skip
+
+
 class OrderDesk:
     def __init__(self, exchange: Exchange, store: ExecStore, clock: Clock) -> None:
         self.ex, self.store, self.clock = exchange, store, clock
+        #: client order id -> when this process sent it (monotonic), for the outcome's latency
+        self.sent_at: dict[str, float] = {}
+
+    def order_ms(self, coid: str) -> str:
+        """Milliseconds from send to now, or ``-`` when another process sent it."""
+        t = self.sent_at.pop(coid, None)
+        return "-" if t is None else str(round((time.monotonic() - t) * 1000))
 
     async def send(self, sub: Submission) -> tuple[OrderInfo | None, str, str]:
         """Place the close once. Returns (order or None, error reason, error text)."""
         coid = sub.client_order_id
+        log_order("SENT", sub, coid, sub.qty, type="market_reduce_only")
+        self.sent_at[coid] = time.monotonic()
         try:
             order = await self.ex.place_reduce_only_market(sub.symbol, sub.side, sub.qty, coid)
         except OrderRejected as e:
@@ -186,6 +208,13 @@ class OrderDesk:
             log.warning("[EXEC] plan=%s order %s outcome unknown: the resolver looks it up",
                         sub.plan_id, sub.client_order_id)  # fmt: skip
             return moved
+        if sub.close:
+            filled = order.filled_qty if order is not None else Decimal(0)
+            log_order("OUTCOME", sub, sub.client_order_id, sub.qty,
+                      logging.INFO if outcome.status is ResultStatus.FILLED else logging.WARNING,
+                      status=outcome.status.value, filled_qty=fmt_decimal(filled),
+                      reason=outcome.reason, latency_ms=self.order_ms(sub.client_order_id),
+                      chain_latency_ms=latency_ms(sub.proposal_ts, self.clock.now()))  # fmt: skip
         if sub.close and outcome.status in (ResultStatus.FILLED, ResultStatus.PARTIALLY_FILLED):
             filled = order.filled_qty if order is not None else Decimal(0)
             if sub.stop_price is not None and sub.position_amt - filled > 0:
@@ -203,12 +232,16 @@ class OrderDesk:
         """Place (or replace: same symbol, new id) the reduce-only stop-market order."""
         if sub.stop_price is None or qty <= 0:
             return None, Outcome(ResultStatus.REJECTED, EXCHANGE_REJECTED, True), "no stop"
+        coid, t0 = client_order_id(sub.plan_id, "-sl"), time.monotonic()
+        stop = fmt_decimal(sub.stop_price)
+        log_order("SENT", sub, coid, qty, type="stop_market_reduce_only", stop=stop)
         try:
-            o = await self.ex.place_stop_market(sub.symbol, sub.side, sub.stop_price, qty,
-                                                client_order_id(sub.plan_id, "-sl"))  # fmt: skip
+            o = await self.ex.place_stop_market(sub.symbol, sub.side, sub.stop_price, qty, coid)
         except ExchangeError as e:
-            log.error("[SL] plan=%s stop order failed: %s", sub.plan_id, e)
+            log_order("OUTCOME", sub, coid, qty, logging.ERROR, status="rejected", stop=stop,
+                      reason=EXCHANGE_REJECTED, latency_ms=round((time.monotonic() - t0) * 1000),
+                      error=str(e)[:200])  # fmt: skip
             return None, Outcome(ResultStatus.REJECTED, EXCHANGE_REJECTED, True), f"stop: {e}"
-        log.info("[SL] plan=%s symbol=%s stop=%s qty=%s order=%s", sub.plan_id, sub.symbol,
-                 fmt_decimal(sub.stop_price), fmt_decimal(qty), o.order_id)  # fmt: skip
+        log_order("OUTCOME", sub, coid, qty, status="placed", stop=stop, order_id=o.order_id,
+                  latency_ms=round((time.monotonic() - t0) * 1000))  # fmt: skip
         return o, Outcome(ResultStatus.FILLED, STOP_PLACED, True), ""
