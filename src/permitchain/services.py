@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from permitchain.apply_layer.executor import Executor
 from permitchain.apply_layer.planner_service import GROUP_PLANNER, Planner
 from permitchain.errors import ConfigError
@@ -9,6 +11,7 @@ from permitchain.exchange.factory import check_exchange_settings, make_exchange
 from permitchain.exit_brain.service import build_exit_brain
 from permitchain.governor.service import Governor
 from permitchain.keys import Keys
+from permitchain.ops.canary_metrics import CANARY
 from permitchain.position_brain.poll_thread import PollThread
 from permitchain.position_brain.service import PositionBrain
 from permitchain.runtime.clock import SystemClock
@@ -69,7 +72,8 @@ async def build(name: str, settings: Settings) -> ServiceRunner:
             consumers=[Consumer(keys.proposal_stream, GROUP_PLANNER, planner.handle,
                                 partition=by_symbol),
                        executor.consumer()],
-            tasks=[planner.sweep, executor.permit_events, executor.resolver.run],
+            tasks=[planner.sweep, executor.permit_events, executor.resolver.run,
+                   partial(CANARY.export, r, keys)],
             metrics_port=port, on_close=ex.close,
         )  # fmt: skip
     return await build_exit_brain(r, keys, settings, clock, port)
