@@ -49,6 +49,24 @@ CLOSE_STEP: dict[Action, str] = {
 }
 
 
+#: A proposal no policy can plan (the planner's reason codes, DESIGN.md §4).
+UNKNOWN_ACTION = "unknown_action"
+INVALID_PROPOSAL = "invalid_proposal"
+
+
+def proposal_fault(action: str, new_sl: Decimal | None) -> tuple[str, str] | None:
+    """What makes a proposal unplannable whatever the policy, as (reason code, message naming
+    the field), or None: an action that is not the contract's, or UPDATE_SL without a
+    positive stop price. The planner SKIPs such a proposal with the code; ``propose`` (CLI
+    and API) refuses it before it is sent."""
+    if action not in Action.__members__:
+        known = ", ".join(Action.__members__)
+        return UNKNOWN_ACTION, f"action: unknown {action!r} (one of {known})"
+    if action == Action.UPDATE_SL and (new_sl is None or new_sl <= 0):
+        return INVALID_PROPOSAL, "new_sl: UPDATE_SL needs a positive stop price"
+    return None
+
+
 class PlanDecision(StrEnum):
     EXECUTE = "EXECUTE"
     SKIP = "SKIP"
