@@ -20,7 +20,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from permitchain.chain import Chain
-from permitchain.cli.common import console
+from permitchain.cli.common import console, iso_utc
 from permitchain.scenario import SYMBOL, run_reference
 
 DEMO_PREFIX = "pcdemo"
@@ -30,6 +30,8 @@ DEMO_ENV = {"APPLY_MODE": "testnet", "EXCHANGE": "sim", "METRICS_PORT": "0",
             "LOG_LEVEL": "INFO", "POLL_INTERVAL_S": "1", "SIM_DRIVE_PRICES": "false",
             "KEY_PREFIX": DEMO_PREFIX, "PERMITCHAIN_ENV_FILE": ""}  # fmt: skip
 LOG_TAIL_LINES = 15
+#: Epoch-second fields of permits and results, shown as ISO UTC times.
+TIME_FIELDS = ("created_at", "expires_at", "ts", "last_update_ts")
 
 
 def _kv(d: dict[str, Any], title: str, keys: list[str] | None = None) -> Table:
@@ -39,6 +41,8 @@ def _kv(d: dict[str, Any], title: str, keys: list[str] | None = None) -> Table:
     for k in keys or list(d):
         if k in d:
             v = d[k]
+            if k in TIME_FIELDS and isinstance(v, int | float | str):
+                v = iso_utc(float(v))
             t.add_row(k, json.dumps(v) if isinstance(v, dict | list) else str(v))
     return t
 

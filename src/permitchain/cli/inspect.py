@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,7 +17,7 @@ import typer
 from redis.asyncio import Redis
 from rich.table import Table
 
-from permitchain.cli.common import console, fail, run_async
+from permitchain.cli.common import console, fail, iso_utc, run_async
 from permitchain.keys import Keys
 from permitchain.ops import canary, canary_metrics, health, history, proof
 from permitchain.ops.check import Check, passed
@@ -32,9 +32,21 @@ def _emit_json(obj: Any) -> None:
 
 
 def _t(ts: float | None) -> str:
-    if not ts:
-        return "-"
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    return iso_utc(ts) if ts else "-"
+
+
+class PlanFilter(StrEnum):
+    """``plans --decision``: the planner's decision, or the exec record's state."""
+
+    EXECUTE = "EXECUTE"
+    SKIP = "SKIP"
+    permitted = "permitted"
+    submitted = "submitted"
+    unknown = "unknown"
+    blocked = "blocked"
+    filled = "filled"
+    rejected = "rejected"
+    dry_run = "dry_run"
 
 
 def _table(title: str, cols: tuple[str, ...]) -> Table:
@@ -148,15 +160,17 @@ def status(
 def plans(
     symbol: Annotated[str | None, typer.Option(help="Only this symbol")] = None,
     decision: Annotated[
-        str | None, typer.Option(help="EXECUTE/SKIP, or a final state: blocked, filled, dry_run, …")
+        PlanFilter | None,
+        typer.Option(help="The planner's decision, or the plan's state", case_sensitive=False),
     ] = None,
-    last: Annotated[int, typer.Option(help="How many (newest first)")] = 20,
+    last: Annotated[int, typer.Option(min=1, help="How many (newest first)")] = 20,
     as_json: JsonOpt = False,
 ) -> None:
     """The newest plans and what became of each."""
 
     async def body(r: Redis, k: Keys, s: Settings) -> list[dict[str, Any]]:
-        return await history.list_plans(r, k, symbol=symbol, decision=decision, last=last)
+        want = decision.value if decision else None
+        return await history.list_plans(r, k, symbol=symbol, decision=want, last=last)
 
     rows = run_async(body)
     if as_json:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,16 +15,16 @@ from rich.table import Table
 from permitchain import __version__
 from permitchain.cli import bench as bench_cmd
 from permitchain.cli import control, inspect
+from permitchain.cli import propose as propose_cmd
 from permitchain.cli import security as security_cmd
 from permitchain.cli.common import console, fail, operator, run_async, settings
 from permitchain.errors import ConfigError
 from permitchain.exchange.factory import make_exchange
 from permitchain.exchange.sim import SimExchange
-from permitchain.exit_brain.api import current_epoch, new_proposal_id, submit_proposal
 from permitchain.governor.policy import TradingState
 from permitchain.keys import Keys
 from permitchain.lifecycle import supervisor_fd
-from permitchain.models import Proposal, fmt_decimal
+from permitchain.models import fmt_decimal
 from permitchain.position_brain.state import reconcile as reconcile_ledger
 from permitchain.runtime.logs import setup_logging
 from permitchain.runtime.service import run_service
@@ -58,6 +57,23 @@ def _dec(value: str, name: str) -> Decimal:
 def version() -> None:
     """Print the version."""
     console.print(__version__)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True,
+                     help="Print the version and exit"),
+    ] = False,
+) -> None:  # fmt: skip
+    """permitchain: a fail-closed execution gate for automated crypto-futures exits."""
 
 
 @app.command()
@@ -98,40 +114,6 @@ def demo(
     from permitchain.cli.demo import run_demo  # noqa: PLC0415 - heavy, only for this command
 
     sys.exit(run_demo(keep=keep, logs=logs))
-
-
-@app.command()
-def propose(
-    symbol: str,
-    action: Annotated[
-        str,
-        typer.Option(help="PARTIAL_25|PARTIAL_50|PARTIAL_75|FULL_CLOSE_PROPOSED|UPDATE_SL|HOLD"),
-    ],
-    kill_score: Annotated[str, typer.Option()] = "0.6",
-    new_sl: Annotated[str | None, typer.Option()] = None,
-    r_net: Annotated[str | None, typer.Option()] = None,
-    tranche: Annotated[int, typer.Option()] = 0,
-    epoch: Annotated[int | None, typer.Option(help="Position epoch (default: P3.3's)")] = None,
-    source: Annotated[str, typer.Option()] = "cli",
-) -> None:
-    """Hand an exit decision to the chain (same checks as the exit brain's own)."""
-
-    async def body(r: Redis, k: Keys, s: Settings) -> tuple[Proposal, str]:
-        ep = epoch if epoch is not None else await current_epoch(r, k, symbol)
-        fields = {
-            "schema": "1", "proposal_id": new_proposal_id(), "symbol": symbol, "action": action,
-            "kill_score": kill_score, "new_sl": new_sl or "", "r_net": r_net or "",
-            "position_epoch": str(ep), "tranche": str(tranche), "ts_epoch": f"{time.time():.6f}",
-            "source": source,
-        }  # fmt: skip
-        p = Proposal.from_fields(fields)
-        return p, await submit_proposal(r, k, p, ttl_s=s.proposal_ttl_s)
-
-    p, entry = run_async(body)
-    console.print(
-        f"proposal {p.proposal_id} {p.symbol} {p.action} kill_score "
-        f"{p.kill_score} epoch {p.position_epoch} tranche {p.tranche} → {entry}"
-    )
 
 
 @app.command()
@@ -215,7 +197,8 @@ def _sim(fn: Any) -> Any:
     return run_async(body)
 
 
-@sim_app.command("set-position")
+# A negative amount (a short) is an argument, not an option: `set-position BTCUSDT -0.063`.
+@sim_app.command("set-position", context_settings={"ignore_unknown_options": True})
 def sim_set_position(symbol: str, amt: str, entry: Annotated[str | None, typer.Option()] = None,
                      step: Annotated[str | None, typer.Option()] = None,
                      min_qty: Annotated[str | None, typer.Option()] = None) -> None:  # fmt: skip
@@ -288,6 +271,7 @@ def sim_show(symbol: Annotated[str | None, typer.Argument()] = None) -> None:
 
 
 app.command("bench")(bench_cmd.bench)
+app.command()(propose_cmd.propose)
 app.command("acl")(security_cmd.acl)
 
 
