@@ -4,6 +4,7 @@ was; it leaves no temporary folder behind, and ``--logs DIR`` keeps logs with co
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -49,4 +50,7 @@ def test_demo_keeps_logs_with_content_when_asked(tmp_path: Path) -> None:
     files = sorted(p.name for p in logs.glob("*.log"))
     assert files == ["apply-layer.log", "exit-brain.log", "governor.log", "position-brain.log"]
     applied = (logs / "apply-layer.log").read_text()
-    assert "[DECISION] layer=planner" in applied
+    assert "[DECISION] layer=planner" in applied and "[ORDER] OUTCOME" in applied
+    # the permit tables show ISO UTC times, never raw epoch seconds
+    assert re.search(r"created_at\s+│ \d{4}-\d\d-\d\dT[\d:.]+Z", out.stdout), out.stdout
+    assert not re.search(r"\b1\d{9}\.\d+", out.stdout)
