@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import re
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any, Literal, Self
@@ -117,6 +118,11 @@ def fmt_decimal(d: Decimal) -> str:
 
 def fmt_ts(t: float) -> str:
     return f"{t:.6f}"
+
+
+def iso_utc(t: float) -> str:
+    """Epoch seconds as people read them (tables, notes): ISO 8601, UTC, milliseconds."""
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def parse_bool(value: Any, name: str) -> bool:

@@ -94,7 +94,7 @@ def test_propose_waits_for_the_outcome(
     assert halted.returncode == 1 and "outcome: blocked" in halted.stdout, halted.stdout
     assert "trading_halted" in halted.stdout
 
-    table = cli(env, "plans", "--last", "5").stdout
-    assert ISO.search(table) and not EPOCH.search(table), table
-    status = cli(env, "status").stdout
-    assert ISO.search(status) and not EPOCH.search(status)
+    for command in (("plans", "--last", "5"), ("permits", plan_id.group(1)),
+                    ("explain", plan_id.group(1)), ("status",)):  # fmt: skip
+        table = cli(env, *command).stdout
+        assert ISO.search(table) and not EPOCH.search(table), table

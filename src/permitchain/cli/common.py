@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import getpass
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import NoReturn, TypeVar
 
 import typer
@@ -61,11 +60,6 @@ def redis_url(s: Settings) -> str:
     if f.exists() and UpLock(up_lock_file()).held_elsewhere():
         return f.read_text().strip()
     fail("REDIS_URL is not set and no `permitchain up` is running on this machine")
-
-
-def iso_utc(ts: float) -> str:
-    """Epoch seconds as people read them in tables: ISO 8601, UTC, milliseconds."""
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def operator() -> str:

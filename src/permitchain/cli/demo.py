@@ -20,7 +20,8 @@ from rich.panel import Panel
 from rich.table import Table
 
 from permitchain.chain import Chain
-from permitchain.cli.common import console, iso_utc
+from permitchain.cli.common import console
+from permitchain.models import iso_utc
 from permitchain.scenario import SYMBOL, run_reference
 
 DEMO_PREFIX = "pcdemo"
@@ -113,7 +114,8 @@ def run_demo(*, keep: bool = False, logs: Path | None = None) -> int:
     temp = None if logs is not None else Path(tempfile.mkdtemp(prefix="permitchain-demo-"))
     log_dir = logs if logs is not None else temp
     assert log_dir is not None
-    chain = Chain(DEMO_ENV, redis_url=None, log_dir=log_dir, supervise=not keep)
+    chain = Chain(DEMO_ENV, redis_url=None, log_dir=log_dir, supervise=not keep,
+                  die_with_parent=not keep)  # fmt: skip
     try:
         url = chain.ensure_redis()
         assert chain.server is not None

@@ -17,8 +17,9 @@ import typer
 from redis.asyncio import Redis
 from rich.table import Table
 
-from permitchain.cli.common import console, fail, iso_utc, run_async
+from permitchain.cli.common import console, fail, run_async
 from permitchain.keys import Keys
+from permitchain.models import iso_utc
 from permitchain.ops import canary, canary_metrics, health, history, proof
 from permitchain.ops.check import Check, passed
 from permitchain.settings import Settings
