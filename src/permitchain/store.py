@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import urllib.parse
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any, TypeAlias
 
 import redis
@@ -140,9 +141,13 @@ def _require(url: str | None) -> str:
         raise ConfigError("REDIS_URL: not set (services need a server; `up` starts one)")
     if url.startswith(("redis://", "rediss://", "unix://")):
         try:
-            redis.connection.parse_url(url)  # type: ignore[no-untyped-call]
+            parsed = redis.connection.parse_url(url)  # type: ignore[no-untyped-call]
         except ValueError as e:
             raise ConfigError(f"REDIS_URL: malformed {shown_url(url)}: {e}") from None
+        for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
+            path = parsed.get(name)
+            if isinstance(path, str) and not Path(path).is_file():
+                raise ConfigError(f"REDIS_URL: {name}: no such file {path}")
     return url
 
 

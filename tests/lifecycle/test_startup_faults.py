@@ -39,9 +39,15 @@ def test_binance_without_keys(command: tuple[str, ...], redis_url: str, prefix: 
     one_line(cli(env, *command, timeout_s=30), "BINANCE_API_KEY", "EXCHANGE=binance")
 
 
-def test_malformed_redis_url(tmp_path: Path) -> None:
-    env = cli_env(tmp_path, REDIS_URL="redis://127.0.0.1:notaport/0", LOG_LEVEL="WARNING")
-    one_line(cli(env, "run", "governor"), "REDIS_URL", "notaport")
+@pytest.mark.parametrize(
+    ("url", "needle"),
+    [("redis://127.0.0.1:notaport/0", "notaport"),
+     ("rediss://127.0.0.1:6390/0?ssl_ca_certs=/nonexistent/ca.pem", "ssl_ca_certs")],
+    ids=["port", "ca-file"],
+)  # fmt: skip
+def test_malformed_redis_url(url: str, needle: str, tmp_path: Path) -> None:
+    env = cli_env(tmp_path, REDIS_URL=url, LOG_LEVEL="WARNING")
+    one_line(cli(env, "run", "governor", timeout_s=30), "REDIS_URL", needle)
 
 
 def test_up_with_a_redis_that_does_not_answer(tmp_path: Path) -> None:
