@@ -66,7 +66,12 @@ async def build(name: str, settings: Settings) -> ServiceRunner:
         ex = make_exchange(settings, r, keys)
         planner = Planner(r, keys, settings, clock)
         executor = Executor(r, keys, settings, clock, ex)
-        await executor.recover_all()
+        try:
+            await executor.recover_all()
+        except BaseException:  # Redis down at start: run_service waits and builds again
+            await ex.close()
+            await r.aclose()
+            raise
         return ServiceRunner(
             name, r, keys,
             consumers=[Consumer(keys.proposal_stream, GROUP_PLANNER, planner.handle,

@@ -72,6 +72,8 @@ TASK_RESTARTS = Counter(
 DEADLETTER_MAXLEN = 100_000
 #: Faults after which an entry stays pending and is retried (never dead-lettered).
 RETRYABLE: tuple[type[BaseException], ...] = (StoreError, *REDIS_FAULTS)
+#: Errors while a service starts: waited out (Redis down), or fatal (``start_fault``).
+START_FAULTS: tuple[type[BaseException], ...] = (*REDIS_FAULTS, redis.exceptions.NoPermissionError)
 HEARTBEAT_EVERY_S = 5.0
 HEARTBEAT_TTL_S = 15
 
@@ -204,11 +206,11 @@ class ServiceRunner:
         """Run until ``stop`` is set; then shut down cleanly."""
         try:
             self.start_metrics()
+            await self._until_store_ready()
         except ConfigError:
             await self.close()
             raise
         UP.labels(self.name).set(1)
-        await self._until_store_ready()
         loops: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = [
             ("heartbeat", self._heartbeat_loop),
             ("loop_lag", self._loop_lag),
@@ -257,7 +259,10 @@ class ServiceRunner:
                 for c in self.consumers:
                     await ensure_group(self.r, c.stream, c.group)
                 return
-            except REDIS_FAULTS as e:
+            except START_FAULTS as e:
+                fatal = start_fault(e)
+                if fatal is not None:
+                    raise fatal from None
                 STORE_ERRORS.labels(self.name).inc()
                 delay = backoff.next_delay()
                 log.warning("%s: redis not ready (%s); retrying in %.2fs", self.name, e, delay)
@@ -495,16 +500,16 @@ def run_service(
 
     Start-up faults leave as one :class:`ConfigError` naming the setting or resource (the
     caller prints it and exits 2): a setting the build refuses, a metrics port that cannot
-    be bound, a Redis that cannot be reached while the runner is built. ``parent_fd``: the
+    be bound, Redis refusing the credentials or a permission. A Redis that is down is waited
+    for. ``parent_fd``: the
     supervision pipe's read end (``permitchain.lifecycle``); end-of-file on it (the parent
     died) stops the service as SIGTERM does."""
     gc_tuning.tune()
 
     async def main() -> None:
-        try:
-            runner = await runner_factory()
-        except REDIS_FAULTS as e:
-            raise ConfigError(f"REDIS_URL: redis failed at start ({e})") from None
+        runner = await _build(runner_factory)
+        if runner is None:
+            return  # a signal while waiting for Redis
         runner.install_signal_handlers()
         if parent_fd is not None:
             _watch_parent(runner, parent_fd)
@@ -517,6 +522,41 @@ def run_service(
         uvloop.run(main())
     else:  # pragma: no cover - uvloop is a declared dependency on Linux
         asyncio.run(main())
+
+
+async def _build(
+    runner_factory: Callable[[], Awaitable[ServiceRunner]],
+) -> ServiceRunner | None:
+    """Build the runner; while Redis is down, wait for it (as a running service does), until
+    SIGTERM/SIGINT (then None). A fault no retry mends is a :class:`ConfigError`."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    backoff = Backoff()
+    while True:
+        try:
+            return await runner_factory()
+        except START_FAULTS as e:
+            fatal = start_fault(e)
+            if fatal is not None:
+                raise fatal from None
+            delay = backoff.next_delay()
+            log.warning("redis not ready while starting (%s); retrying in %.2fs", e, delay)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        if stop.is_set():
+            return None
+
+
+def start_fault(e: BaseException) -> ConfigError | None:
+    """A Redis error that waiting does not mend, as the start-up fault naming REDIS_URL
+    (wrong credentials, a user without the permissions the service needs); else None."""
+    if isinstance(e, redis.exceptions.AuthenticationError):
+        return ConfigError(f"REDIS_URL: authentication failed ({e})")
+    if isinstance(e, redis.exceptions.NoPermissionError):
+        return ConfigError(f"REDIS_URL: the user lacks a permission ({e})")
+    return None
 
 
 def _watch_parent(runner: ServiceRunner, fd: int) -> None:
