@@ -9,6 +9,9 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -76,3 +79,36 @@ def test_second_up_refuses_and_sigkill_takes_the_children(tmp_path: Path) -> Non
         for pid in kids:  # never leave orphans behind, whatever the outcome
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_service_stops_when_its_supervision_pipe_closes(redis_url: str, prefix: str,
+                                                          tmp_path: Path) -> None:  # fmt: skip
+    """The portable half of "children die with their parent": no parent-death signal here,
+    only the pipe. Closing its write end (what the kernel does when the parent dies) stops
+    the service as SIGTERM would (exit 0)."""
+    read_fd, write_fd = os.pipe()
+    env = cli_env(tmp_path, REDIS_URL=redis_url, KEY_PREFIX=prefix, METRICS_PORT="0",
+                  PERMITCHAIN_SUPERVISOR_FD=str(read_fd))  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "permitchain", "run", "governor"], env=env,
+                            pass_fds=(read_fd,), stderr=subprocess.PIPE, text=True)  # fmt: skip
+    os.close(read_fd)
+    r = redis.Redis.from_url(redis_url)
+    try:
+        deadline = time.monotonic() + 30
+        while not r.exists(Keys(prefix).heartbeat("governor")):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr
+            time.sleep(0.05)
+        os.close(write_fd)
+        write_fd = -1
+        assert proc.wait(30) == 0
+        assert proc.stderr is not None
+        assert "the process that started this service is gone" in proc.stderr.read()
+    finally:
+        r.close()
+        if write_fd >= 0:
+            os.close(write_fd)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()

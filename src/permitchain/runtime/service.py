@@ -501,18 +501,25 @@ def run_service(
     Start-up faults leave as one :class:`ConfigError` naming the setting or resource (the
     caller prints it and exits 2): a setting the build refuses, a metrics port that cannot
     be bound, Redis refusing the credentials or a permission. A Redis that is down is waited
-    for. ``parent_fd``: the
-    supervision pipe's read end (``permitchain.lifecycle``); end-of-file on it (the parent
-    died) stops the service as SIGTERM does."""
+    for. ``parent_fd``: the supervision pipe's read end (``permitchain.lifecycle``);
+    end-of-file on it (the parent died) stops the service as SIGTERM does, from the start."""
     gc_tuning.tune()
 
     async def main() -> None:
-        runner = await _build(runner_factory)
-        if runner is None:
-            return  # a signal while waiting for Redis
-        runner.install_signal_handlers()
+        starting = asyncio.Event()  # set by a signal or the parent's death while building
+        to_stop = [starting]
         if parent_fd is not None:
-            _watch_parent(runner, parent_fd)
+
+            def parent_gone() -> None:
+                for event in to_stop:
+                    event.set()
+
+            _watch_parent(parent_fd, parent_gone)
+        runner = await _build(runner_factory, starting)
+        if runner is None:
+            return  # stopped while waiting for Redis
+        to_stop.append(runner.stop)
+        runner.install_signal_handlers()
         frozen = gc_tuning.freeze()
         log.info("%s: gc thresholds %s, %d start-up objects frozen", runner.name,
                  gc.get_threshold(), frozen)  # fmt: skip
@@ -525,11 +532,11 @@ def run_service(
 
 
 async def _build(
-    runner_factory: Callable[[], Awaitable[ServiceRunner]],
+    runner_factory: Callable[[], Awaitable[ServiceRunner]], stop: asyncio.Event
 ) -> ServiceRunner | None:
     """Build the runner; while Redis is down, wait for it (as a running service does), until
-    SIGTERM/SIGINT (then None). A fault no retry mends is a :class:`ConfigError`."""
-    stop = asyncio.Event()
+    ``stop`` (SIGTERM/SIGINT, or the parent's death: then None). A fault no retry mends is a
+    :class:`ConfigError`."""
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -559,8 +566,8 @@ def start_fault(e: BaseException) -> ConfigError | None:
     return None
 
 
-def _watch_parent(runner: ServiceRunner, fd: int) -> None:
-    """Stop the runner when the supervision pipe reports end-of-file (its parent is gone)."""
+def _watch_parent(fd: int, on_gone: Callable[[], None]) -> None:
+    """Call ``on_gone`` when the supervision pipe reports end-of-file (the parent is gone)."""
     loop = asyncio.get_running_loop()
 
     def readable() -> None:
@@ -573,8 +580,8 @@ def _watch_parent(runner: ServiceRunner, fd: int) -> None:
         if data:
             return  # nothing is ever written; ignore
         loop.remove_reader(fd)
-        log.warning("%s: the process that started it is gone: stopping", runner.name)
-        runner.stop.set()
+        log.warning("the process that started this service is gone: stopping")
+        on_gone()
 
     os.set_blocking(fd, False)
     loop.add_reader(fd, readable)
