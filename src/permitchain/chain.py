@@ -2,7 +2,8 @@
 
 ``Chain`` starts an embedded server when no ``REDIS_URL`` is given, starts each service as
 ``python -m permitchain run SERVICE`` with the same settings, waits for their heartbeats,
-and stops (SIGTERM) or kills (SIGKILL) them on request.
+and stops (SIGTERM) or kills (SIGKILL) them on request. Each service stops by itself when
+the process that started it dies (``permitchain.lifecycle``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import IO
 import permitchain
 from permitchain.embedded import EmbeddedServer
 from permitchain.keys import Keys
+from permitchain.lifecycle import SupervisionPipe, die_with_parent
 from permitchain.services import SERVICE_NAMES
 from permitchain.store import sync_client
 
@@ -57,6 +59,11 @@ def key_env(directory: Path) -> dict[str, dict[str, str]]:
     }
 
 
+def up_lock_file() -> Path:
+    """Held (``flock``) by the running ``permitchain up``: one per user (``lifecycle.UpLock``)."""
+    return runtime_dir() / "up.lock"
+
+
 class Chain:
     def __init__(
         self,
@@ -66,6 +73,8 @@ class Chain:
         log_dir: Path | None = None,
         prefer_path_server: bool = False,
         service_env: Mapping[str, Mapping[str, str]] | None = None,
+        die_with_parent: bool = False,
+        supervise: bool = True,
     ) -> None:
         self.env = dict(env or {})
         #: Per-service overrides (e.g. each service's own REDIS_URL with its ACL user).
@@ -76,6 +85,13 @@ class Chain:
         self.prefer_path_server = prefer_path_server
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self._logs: dict[str, IO[bytes]] = {}
+        #: Services (and the embedded server) also get SIGTERM when the thread that started
+        #: them ends (``lifecycle.die_with_parent``): for ``up``, which starts everything
+        #: from its main thread. ``supervise``: each service watches the supervision pipe
+        #: and stops when this process is gone (off only for ``demo --keep``).
+        self.die_with_parent = die_with_parent
+        self.supervise = supervise
+        self.pipe: SupervisionPipe | None = None
 
     def use_keys(self, directory: Path) -> None:
         """Run the services with the key pairs in ``directory`` (:func:`key_env`)."""
@@ -85,7 +101,9 @@ class Chain:
     # -- server -----------------------------------------------------------------------------
     def ensure_redis(self) -> str:
         if self.redis_url is None:
-            self.server = EmbeddedServer(prefer_path=self.prefer_path_server).start()
+            self.server = EmbeddedServer(
+                prefer_path=self.prefer_path_server, die_with_parent=self.die_with_parent
+            ).start()
             self.redis_url = self.server.url
         self.env["REDIS_URL"] = self.redis_url
         return self.redis_url
@@ -117,9 +135,14 @@ class Chain:
                 old.close()
             out = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - kept open while it runs
             self._logs[name] = out
+        if self.pipe is None and self.supervise:
+            self.pipe = SupervisionPipe()
+        pipe = self.pipe
         proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             [sys.executable, "-m", "permitchain", "run", name],
-            env=self.child_env(name), stdout=out, stderr=subprocess.STDOUT if out else None,
+            env={**self.child_env(name), **(pipe.child_env() if pipe else {})}, stdout=out,
+            stderr=subprocess.STDOUT if out else None, pass_fds=(pipe.read_fd,) if pipe else (),
+            preexec_fn=die_with_parent() if self.die_with_parent else None,  # noqa: PLW1509
         )  # fmt: skip
         self.procs[name] = proc
         return proc
@@ -181,6 +204,9 @@ class Chain:
         for f in self._logs.values():
             f.close()
         self._logs.clear()
+        if self.pipe is not None:
+            self.pipe.close()
+            self.pipe = None
         if self.server is not None:
             self.server.cleanup()
             self.server = None

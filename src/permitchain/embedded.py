@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from permitchain.errors import ConfigError
+from permitchain.lifecycle import die_with_parent
 
 
 def find_server_binary(prefer_path: bool = False) -> str:
@@ -72,6 +73,7 @@ class EmbeddedServer:
         extra_args: list[str] | None = None,
         persist: bool = False,
         tls: tuple[Path, Path, Path] | None = None,
+        die_with_parent: bool = False,
     ) -> None:
         self.binary = find_server_binary(prefer_path)
         self.port = port or free_port()
@@ -82,6 +84,8 @@ class EmbeddedServer:
         self.tls = tls
         self.dir = Path(tempfile.mkdtemp(prefix="permitchain-redis-"))
         self.proc: subprocess.Popen[bytes] | None = None
+        #: SIGTERM to the server when the thread that started it ends (``lifecycle``)
+        self.die_with_parent = die_with_parent
 
     @property
     def url(self) -> str:
@@ -103,7 +107,10 @@ class EmbeddedServer:
             *self.extra_args,
         ]  # fmt: skip
         self.proc = subprocess.Popen(  # noqa: S603 - fixed binary, our own arguments
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            args,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=die_with_parent() if self.die_with_parent else None,  # noqa: PLW1509
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

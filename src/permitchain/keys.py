@@ -115,6 +115,12 @@ class Keys:
     def heartbeat(self, service: str) -> str:
         return f"{self.prefix}:svc:{service}:heartbeat"
 
+    @property
+    def canary_last(self) -> str:
+        """The last ``proof --canary`` run: outcome and times (HASH, written by the CLI,
+        exported by the apply layer's /metrics)."""
+        return f"{self.prefix}:ops:canary:last"
+
     # -- simulated exchange ---------------------------------------------------------------
     # One hash tag per symbol, so a fill touches one slot.
     def stop_book(self, symbol: str) -> str:

@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import re
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any, Literal, Self
@@ -47,6 +48,24 @@ CLOSE_STEP: dict[Action, str] = {
     Action.PARTIAL_75: "CLOSE_PARTIAL_75",
     Action.FULL_CLOSE_PROPOSED: "CLOSE_FULL",
 }
+
+
+#: A proposal no policy can plan (the planner's reason codes, docs/design.md §4).
+UNKNOWN_ACTION = "unknown_action"
+INVALID_PROPOSAL = "invalid_proposal"
+
+
+def proposal_fault(action: str, new_sl: Decimal | None) -> tuple[str, str] | None:
+    """What makes a proposal unplannable whatever the policy, as (reason code, message naming
+    the field), or None: an action that is not the contract's, or UPDATE_SL without a
+    positive stop price. The planner SKIPs such a proposal with the code; ``propose`` (CLI
+    and API) refuses it before it is sent."""
+    if action not in Action.__members__:
+        known = ", ".join(Action.__members__)
+        return UNKNOWN_ACTION, f"action: unknown {action!r} (one of {known})"
+    if action == Action.UPDATE_SL and (new_sl is None or new_sl <= 0):
+        return INVALID_PROPOSAL, "new_sl: UPDATE_SL needs a positive stop price"
+    return None
 
 
 class PlanDecision(StrEnum):
@@ -99,6 +118,11 @@ def fmt_decimal(d: Decimal) -> str:
 
 def fmt_ts(t: float) -> str:
     return f"{t:.6f}"
+
+
+def iso_utc(t: float) -> str:
+    """Epoch seconds as people read them (tables, notes): ISO 8601, UTC, milliseconds."""
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def parse_bool(value: Any, name: str) -> bool:

@@ -8,12 +8,13 @@ from permitchain.apply_layer.executor import Executor
 from permitchain.apply_layer.planner_service import GROUP_PLANNER, Planner
 from permitchain.apply_layer.reconcile import Reconciler
 from permitchain.errors import ConfigError
-from permitchain.exchange.factory import make_exchange
+from permitchain.exchange.factory import check_exchange_settings, make_exchange
 from permitchain.exchange.stream import make_stream
 from permitchain.exit_brain.service import build_exit_brain
 from permitchain.governor.service import Governor
 from permitchain.keyfiles import check_custody
 from permitchain.keys import Keys
+from permitchain.ops.canary_metrics import CANARY
 from permitchain.position_brain.poll_thread import PollThread
 from permitchain.position_brain.service import PositionBrain
 from permitchain.runtime.clock import SystemClock
@@ -34,7 +35,9 @@ RUNNABLE = (*SERVICE_NAMES, CONSOLE)
 def check_startup(settings: Settings, service: str | None = None) -> None:
     """Refuse configurations that cannot be run safely; the message names the variable or
     file. ``service``: the one about to start (None: the whole chain, ``up``); key custody
-    rules in :func:`permitchain.keyfiles.check_custody`."""
+    rules in :func:`permitchain.keyfiles.check_custody`. Run by ``run`` and ``up`` before
+    anything starts, and by each service's build."""
+    check_exchange_settings(settings)
     check_custody(settings, service)
 
 
@@ -77,16 +80,28 @@ async def build(name: str, settings: Settings) -> ServiceRunner:
         ex = make_exchange(settings, r, keys)
         planner = Planner(r, keys, settings, clock)
         executor = Executor(r, keys, settings, clock, ex)
-        await executor.recover_all()
         stream = make_stream(settings, r, keys)
         reconciler = Reconciler(r, keys, ex, executor.store, clock, every_s=settings.reconcile_s)
         executor.reconciler = reconciler
-        await reconciler.check_once()  # before the first plan: a mode changed while down
+
+        async def close() -> None:
+            await ex.close()
+            if stream is not None:
+                await stream.close()
+
+        try:
+            await executor.recover_all()
+            await reconciler.check_once()  # before the first plan: a mode changed while down
+        except BaseException:  # Redis down at start: run_service waits and builds again
+            await close()
+            await r.aclose()
+            raise
         tasks: list[Task] = [
             planner.sweep,
             executor.permit_events,
             executor.resolver.run,
             reconciler.run,
+            functools.partial(CANARY.export, r, keys),
         ]
         if stream is not None:
             tasks.append(
@@ -94,12 +109,6 @@ async def build(name: str, settings: Settings) -> ServiceRunner:
                     executor.resolver.run_pushed, stream=stream, on_reconnect=reconciler.request
                 )
             )
-
-        async def close() -> None:
-            await ex.close()
-            if stream is not None:
-                await stream.close()
-
         return ServiceRunner(
             name, r, keys,
             consumers=[Consumer(keys.proposal_stream, GROUP_PLANNER, planner.handle,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import urllib.parse
 from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
 from typing import Any, TypeAlias
 
 import redis
@@ -12,6 +14,7 @@ import redis.asyncio.cluster as aiocluster
 import redis.asyncio.retry
 import redis.asyncio.sentinel as aiosentinel
 import redis.cluster
+import redis.connection
 import redis.sentinel
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
@@ -133,9 +136,30 @@ def is_cluster(r: Any) -> bool:
 
 
 def _require(url: str | None) -> str:
+    """The URL, checked: unset or malformed is a :class:`ConfigError` naming REDIS_URL."""
     if not url:
         raise ConfigError("REDIS_URL: not set (services need a server; `up` starts one)")
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        try:
+            parsed = redis.connection.parse_url(url)  # type: ignore[no-untyped-call]
+        except ValueError as e:
+            raise ConfigError(f"REDIS_URL: malformed {shown_url(url)}: {e}") from None
+        for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
+            path = parsed.get(name)
+            if isinstance(path, str) and not Path(path).is_file():
+                raise ConfigError(f"REDIS_URL: {name}: no such file {path}")
     return url
+
+
+def shown_url(url: str) -> str:
+    """The URL as it may be printed: any password replaced by ``***``, query dropped."""
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        auth, _, host = netloc.rpartition("@")
+        user, sep, _password = auth.partition(":")
+        netloc = f"{user}{':***' if sep else ''}@{host}"
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def async_client(url: str | None, *, max_connections: int = 32) -> AsyncRedis:

@@ -54,6 +54,7 @@ def test_systemd_unit() -> None:
     unit.optionxform = str  # type: ignore[assignment,method-assign]
     unit.read_string(UNIT.read_text())
     svc = unit["Service"]
-    assert svc["ExecStart"].endswith("permitchain run console")
+    assert "permitchain run console" in svc["ExecStart"]
+    assert svc["ExecStart"].endswith("--env-file /etc/permitchain/console.env")
     assert svc["LoadCredential"] == "console_token:/etc/permitchain/console_token"
     assert svc["NoNewPrivileges"] == "yes" and svc["ProtectSystem"] == "strict"

@@ -3,6 +3,7 @@ histogram; and that a service's entry point applies them."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from typing import Any
@@ -45,6 +46,7 @@ def test_run_service_tunes_then_freezes_after_building_the_runner(
 
     class Runner:
         name = "svc"
+        stop = asyncio.Event()  # what run_service sets on a signal or the parent's death
 
         def install_signal_handlers(self) -> None:
             calls.append("signals")

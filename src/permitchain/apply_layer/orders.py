@@ -11,13 +11,16 @@ A stop the mark has already passed (the exchange refuses it: ``StopWouldTrigger`
 (reduce-only, client order id ``pc-<plan>-sx``), as the stop would have, and the result
 carries that fill (reason ``stop_crossed_closed``); the previous stop stays in place until
 then, so the position is never left without one. A close that leaves nothing of the
-position cancels the symbol's resting stops (``stops.StopBook``).
+position cancels the symbol's resting stops (``stops.StopBook``). Each
+order is logged twice, grep-able: ``[ORDER] SENT`` (plan, symbol, side, qty, client order id)
+and ``[ORDER] OUTCOME`` (the same, with status, filled quantity, reason and latency).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -167,16 +170,35 @@ def make_result(
     )  # fmt: skip
 
 
+def log_order(event: str, sub: Submission, coid: str, qty: Decimal, level: int = logging.INFO,
+              **extra: object) -> None:  # fmt: skip
+    """One grep-able line per order event: ``[ORDER] SENT`` as it goes to the exchange,
+    ``[ORDER] OUTCOME`` once its outcome is known (the same fields as JSON in json mode)."""
+    fields = {"plan": sub.plan_id, "symbol": sub.symbol, "side": sub.side,
+              "qty": fmt_decimal(qty), "client_order_id": coid, **extra}  # fmt: skip
+    log.log(level, "[ORDER] %s %s", event, " ".join(f"{k}={v}" for k, v in fields.items()),
+            extra={"fields": {"event": f"ORDER_{event}", **fields}})  # fmt: skip
+
+
 class OrderDesk:
     def __init__(
         self, exchange: Exchange, store: ExecStore, clock: Clock, book: StopBook | None = None
     ) -> None:
         self.ex, self.store, self.clock = exchange, store, clock
         self.book = book
+        #: client order id -> when this process sent it (monotonic), for the outcome's latency
+        self.sent_at: dict[str, float] = {}
+
+    def order_ms(self, coid: str) -> str:
+        """Milliseconds from send to now, or ``-`` when another process sent it."""
+        t = self.sent_at.pop(coid, None)
+        return "-" if t is None else str(round((time.monotonic() - t) * 1000))
 
     async def send(self, sub: Submission) -> tuple[OrderInfo | None, str, str]:
         """Place the close once. Returns (order or None, error reason, error text)."""
         coid = sub.client_order_id
+        log_order("SENT", sub, coid, sub.qty, type="market_reduce_only")
+        self.sent_at[coid] = time.monotonic()
         try:
             order = await self.ex.place_reduce_only_market(sub.symbol, sub.side, sub.qty, coid)
         except OrderRejected as e:
@@ -225,6 +247,13 @@ class OrderDesk:
             log.warning("[EXEC] plan=%s order %s outcome unknown: the resolver looks it up",
                         sub.plan_id, sub.client_order_id)  # fmt: skip
             return moved
+        if sub.close:
+            sent = order.filled_qty if order is not None else Decimal(0)
+            log_order("OUTCOME", sub, sub.client_order_id, sub.qty,
+                      logging.INFO if outcome.status is ResultStatus.FILLED else logging.WARNING,
+                      status=outcome.status.value, filled_qty=fmt_decimal(sent),
+                      reason=outcome.reason, latency_ms=self.order_ms(sub.client_order_id),
+                      chain_latency_ms=latency_ms(sub.proposal_ts, self.clock.now()))  # fmt: skip
         extra: OrderInfo | None = None
         filled = order.filled_qty if order is not None and _fills(order, sub) else Decimal(0)
         closed = outcome.status in (ResultStatus.FILLED, ResultStatus.PARTIALLY_FILLED)
@@ -248,16 +277,22 @@ class OrderDesk:
         """Place (or replace: same symbol, new id) the reduce-only stop-market order."""
         if sub.stop_price is None or qty <= 0:
             return None, Outcome(ResultStatus.REJECTED, EXCHANGE_REJECTED, True), "no stop"
+        coid, t0 = client_order_id(sub.plan_id, "-sl"), time.monotonic()
+        stop = fmt_decimal(sub.stop_price)
+        log_order("SENT", sub, coid, qty, type="stop_market_reduce_only", stop=stop)
         try:
-            o = await self.ex.place_stop_market(sub.symbol, sub.side, sub.stop_price, qty,
-                                                client_order_id(sub.plan_id, "-sl"))  # fmt: skip
+            o = await self.ex.place_stop_market(sub.symbol, sub.side, sub.stop_price, qty, coid)
         except StopWouldTrigger as e:
+            log_order("OUTCOME", sub, coid, qty, logging.WARNING, status="would_trigger",
+                      stop=stop, latency_ms=round((time.monotonic() - t0) * 1000))  # fmt: skip
             return await self.close_crossed(sub, qty, e)
         except ExchangeError as e:
-            log.error("[SL] plan=%s stop order failed: %s", sub.plan_id, e)
+            log_order("OUTCOME", sub, coid, qty, logging.ERROR, status="rejected", stop=stop,
+                      reason=EXCHANGE_REJECTED, latency_ms=round((time.monotonic() - t0) * 1000),
+                      error=str(e)[:200])  # fmt: skip
             return None, Outcome(ResultStatus.REJECTED, EXCHANGE_REJECTED, True), f"stop: {e}"
-        log.info("[SL] plan=%s symbol=%s stop=%s qty=%s order=%s", sub.plan_id, sub.symbol,
-                 fmt_decimal(sub.stop_price), fmt_decimal(qty), o.order_id)  # fmt: skip
+        log_order("OUTCOME", sub, coid, qty, status="placed", stop=stop, order_id=o.order_id,
+                  latency_ms=round((time.monotonic() - t0) * 1000))  # fmt: skip
         if self.book is not None:
             await self.book.placed(sub.symbol, sub.plan_id, o)
         return o, Outcome(ResultStatus.FILLED, STOP_PLACED, True), ""
@@ -267,21 +302,16 @@ class OrderDesk:
     ) -> tuple[OrderInfo | None, Outcome, str]:
         """The stop's trigger is already passed: close its quantity at market now, as the
         stop would have (the previous stop, if any, stays until this is done)."""
-        coid = client_order_id(sub.plan_id, "-sx")
-        log.warning(
-            "[SL] plan=%s symbol=%s stop=%s already passed (%s): closing %s at market as %s",
-            sub.plan_id,
-            sub.symbol,
-            sub.stop_price,
-            why.code,
-            fmt_decimal(qty),
-            coid,
-        )
+        coid, t0 = client_order_id(sub.plan_id, "-sx"), time.monotonic()
+        passed = f"stop {fmt_decimal(sub.stop_price or Decimal(0))} already passed ({why.code})"
+        log_order("SENT", sub, coid, qty, logging.WARNING, type="market_reduce_only", why=passed)
         try:
             order: OrderInfo | None = await self.ex.place_reduce_only_market(
                 sub.symbol, sub.side, qty, coid
             )
         except OrderRejected as e:
+            log_order("OUTCOME", sub, coid, qty, logging.ERROR, status="rejected",
+                      reason=EXCHANGE_REJECTED, error=f"{e.code}: {str(e)[:200]}")  # fmt: skip
             return (
                 None,
                 Outcome(ResultStatus.REJECTED, EXCHANGE_REJECTED, True),
@@ -295,4 +325,14 @@ class OrderDesk:
         outcome = judge(order, "", give_up=False)
         if outcome.status in (ResultStatus.FILLED, ResultStatus.PARTIALLY_FILLED):
             outcome = Outcome(outcome.status, STOP_CROSSED_CLOSED, True)
+        log_order(
+            "OUTCOME",
+            sub,
+            coid,
+            qty,
+            status=outcome.status.value,
+            filled_qty=fmt_decimal(order.filled_qty if order else Decimal(0)),
+            reason=outcome.reason,
+            latency_ms=round((time.monotonic() - t0) * 1000),
+        )
         return order, outcome, f"stop passed ({why.code}): closed at market"

@@ -2,10 +2,11 @@
 
 Order of rules (the first that applies decides a SKIP; every SKIP is published for audit):
 a missing or malformed field (or a timestamp in the future) → ``invalid_proposal``;
-unknown action → ``unknown_action``; symbol outside the allowlist → ``not_in_allowlist``;
-proposal older than ``PROPOSAL_TTL_S`` → ``proposal_expired``; ``HOLD`` → ``hold_action``;
-``UPDATE_SL`` without a stop price → ``invalid_proposal``; a plan for an external executor
-(the gate) that closes nothing → ``external_not_a_close``; kill score below
+unknown action → ``unknown_action`` and ``UPDATE_SL`` without a stop price →
+``invalid_proposal`` (``models.proposal_fault``, which ``propose`` applies before sending);
+symbol outside the allowlist → ``not_in_allowlist``; proposal older than
+``PROPOSAL_TTL_S`` → ``proposal_expired``; ``HOLD`` → ``hold_action``; a plan for an external
+executor (the gate) that closes nothing → ``external_not_a_close``; kill score below
 ``KILL_SCORE_THRESHOLD`` → ``below_kill_score_threshold``. Otherwise EXECUTE. Nothing is
 guessed: every field the decision or the plan's identity is made of must be present
 (``REQUIRED_FIELDS``; a missing ``position_epoch`` is never taken as 0), or the proposal is a
@@ -28,23 +29,24 @@ from permitchain.models import (
     CLOSE_FRACTION,
     CLOSE_STEP,
     EXECUTOR_EXTERNAL,
+    INVALID_PROPOSAL,
     Action,
     Plan,
     PlanDecision,
     Proposal,
     Step,
     make_plan_id,
+    proposal_fault,
 )
 from permitchain.settings import SYMBOL_RE
 
-# Planner reason codes (docs/design.md §4).
+# Planner reason codes (docs/design.md §4); unknown_action and invalid_proposal are in
+# models.py (proposal_fault: the CLI and the API refuse such a proposal by the same rule).
 NOT_IN_ALLOWLIST = "not_in_allowlist"
 BELOW_THRESHOLD = "below_kill_score_threshold"
 HOLD_ACTION = "hold_action"
-UNKNOWN_ACTION = "unknown_action"
 DUPLICATE_PLAN = "duplicate_plan"
 PROPOSAL_EXPIRED = "proposal_expired"
-INVALID_PROPOSAL = "invalid_proposal"
 PLAN_OK = "plan_ok"
 EXTERNAL_NOT_A_CLOSE = "external_not_a_close"
 
@@ -87,18 +89,16 @@ def steps_for(action: Action, new_sl: Decimal | None) -> tuple[Step, ...]:
 def skip_reason(p: Proposal, policy: PlannerPolicy, now: float) -> str | None:
     if p.ts_epoch - now > MAX_FUTURE_S:
         return INVALID_PROPOSAL
-    if p.action not in Action.__members__:
-        return UNKNOWN_ACTION
+    fault = proposal_fault(p.action, p.new_sl)
+    if fault is not None:
+        return fault[0]
     if p.symbol not in policy.allow_list:
         return NOT_IN_ALLOWLIST
     if now - p.ts_epoch > policy.proposal_ttl_s:
         return PROPOSAL_EXPIRED
-    action = Action(p.action)
-    if action is Action.HOLD:
+    if p.action == Action.HOLD:
         return HOLD_ACTION
-    if action is Action.UPDATE_SL and (p.new_sl is None or p.new_sl <= 0):
-        return INVALID_PROPOSAL
-    if p.executor == EXECUTOR_EXTERNAL and action not in CLOSE_FRACTION:
+    if p.executor == EXECUTOR_EXTERNAL and Action(p.action) not in CLOSE_FRACTION:
         return EXTERNAL_NOT_A_CLOSE
     if p.kill_score < policy.kill_score_threshold:
         return BELOW_THRESHOLD

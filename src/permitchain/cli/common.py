@@ -11,21 +11,48 @@ from typing import NoReturn, TypeVar
 import redis.exceptions
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from permitchain.chain import url_file
+from permitchain.chain import up_lock_file, url_file
 from permitchain.errors import ConfigError, PermitchainError, WrongTypeError
 from permitchain.keys import Keys
+from permitchain.lifecycle import UpLock
 from permitchain.settings import Settings, load_settings
-from permitchain.store import REDIS_FAULTS, WRONG_KEY_TYPE, AsyncRedis, async_client, is_wrong_type
+from permitchain.store import (
+    REDIS_FAULTS,
+    WRONG_KEY_TYPE,
+    AsyncRedis,
+    async_client,
+    is_wrong_type,
+    shown_url,
+    sync_client,
+)
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)  # one line per error, never wrapped
 T = TypeVar("T")
 
 
-def fail(msg: str, code: int = 2) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {msg}", soft_wrap=True)  # one line, any width
+#: Exit code of a usage, start-up or Redis fault (a service exiting with it is not restarted).
+START_FAULT = 2
+
+
+def fail(msg: str, code: int = START_FAULT) -> NoReturn:
+    """One line on stderr (never wrapped), then exit ``code``."""
+    err_console.print(f"[bold red]error:[/] {escape(msg)}", soft_wrap=True, highlight=False)
     raise typer.Exit(code)
+
+
+def ping_redis(url: str) -> None:
+    """Refuse to start against a server that does not answer (one line naming REDIS_URL)."""
+    try:
+        client = sync_client(url)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except REDIS_FAULTS as e:
+        raise ConfigError(f"REDIS_URL: no answer from {shown_url(url)} ({e})") from None
 
 
 def settings(env_files: list[Path] | None = None) -> Settings:
@@ -41,7 +68,7 @@ def redis_url(s: Settings) -> str:
     if s.redis_url:
         return s.redis_url
     f = url_file()
-    if f.exists():
+    if f.exists() and UpLock(up_lock_file()).held_elsewhere():
         return f.read_text().strip()
     fail("REDIS_URL is not set and no `permitchain up` is running on this machine")
 

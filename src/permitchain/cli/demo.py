@@ -1,24 +1,40 @@
-"""``permitchain demo``: the reference scenario, start to end, printed step by step."""
+"""``permitchain demo``: the reference scenario, start to end, printed step by step.
+
+The demo never reads ``REDIS_URL`` nor any env file: it always starts its own embedded server
+and uses its own key prefix (``DEMO_PREFIX``), so it cannot touch a live ledger or join live
+consumer groups, whatever the environment holds. The services' logs go to a temporary
+folder removed at the end (printed when the demo fails), or to ``--logs DIR``, kept.
+"""
 
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
 from permitchain.chain import Chain
-from permitchain.cli.common import console, settings
+from permitchain.cli.common import console
 from permitchain.cli.keys_cmd import ephemeral_keys
+from permitchain.models import iso_utc
 from permitchain.scenario import SYMBOL, run_reference
+from permitchain.settings import load_settings
 
+DEMO_PREFIX = "pcdemo"
+#: The services' settings: the demo's own, whatever the environment says (an empty
+#: PERMITCHAIN_ENV_FILE reads no file; REDIS_URL is set to the demo's server).
 DEMO_ENV = {"APPLY_MODE": "testnet", "EXCHANGE": "sim", "METRICS_PORT": "0",
-            "LOG_LEVEL": "WARNING", "POLL_INTERVAL_S": "1",
-            "SIM_DRIVE_PRICES": "false"}  # fmt: skip
+            "LOG_LEVEL": "INFO", "POLL_INTERVAL_S": "1", "SIM_DRIVE_PRICES": "false",
+            "KEY_PREFIX": DEMO_PREFIX, "PERMITCHAIN_ENV_FILE": ""}  # fmt: skip
+LOG_TAIL_LINES = 15
+#: Epoch-second fields of permits and results, shown as ISO UTC times.
+TIME_FIELDS = ("created_at", "expires_at", "ts", "last_update_ts")
 
 
 def _kv(d: dict[str, Any], title: str, keys: list[str] | None = None) -> Table:
@@ -28,6 +44,8 @@ def _kv(d: dict[str, Any], title: str, keys: list[str] | None = None) -> Table:
     for k in keys or list(d):
         if k in d:
             v = d[k]
+            if k in TIME_FIELDS and isinstance(v, int | float | str):
+                v = iso_utc(float(v))
             t.add_row(k, json.dumps(v) if isinstance(v, dict | list) else str(v))
     return t
 
@@ -94,31 +112,46 @@ def emit(name: str, d: dict[str, Any]) -> None:
         )
 
 
-def run_demo(*, keep: bool = False) -> int:
-    s = settings()
-    log_dir = Path(tempfile.mkdtemp(prefix="permitchain-demo-"))
-    chain = Chain({**DEMO_ENV, "KEY_PREFIX": s.key_prefix}, redis_url=s.redis_url,
-                  log_dir=log_dir)  # fmt: skip
-    url = chain.ensure_redis()
-    console.print(
-        f"[bold]permitchain demo[/]: reference scenario (docs/design.md §8) · redis "
-        f"{'embedded ' + chain.server.name + ' at ' if chain.server else ''}{url} · "
-        f"service logs in {log_dir}"
-    )
-    ephemeral_keys(chain, s, log_dir / "keys")
-
-    def ready() -> None:
-        console.print("services up: exit-brain, apply-layer, governor, position-brain "
-                      "(separate processes)\n")  # fmt: skip
-
+def run_demo(*, keep: bool = False, logs: Path | None = None) -> int:
+    temp = None if logs is not None else Path(tempfile.mkdtemp(prefix="permitchain-demo-"))
+    log_dir = logs if logs is not None else temp
+    assert log_dir is not None
+    keys_dir = Path(tempfile.mkdtemp(prefix="permitchain-demo-keys-"))
+    chain = Chain(DEMO_ENV, redis_url=None, log_dir=log_dir, supervise=not keep,
+                  die_with_parent=not keep)  # fmt: skip
     try:
-        ok = run_reference(chain, url, emit=emit, on_ready=ready).ok()
-    except (TimeoutError, RuntimeError) as e:  # a step never came, or a service died
-        console.print(f"\n[bold red]{e}[/] (service logs in {log_dir})")
-        ok = False
+        url = chain.ensure_redis()
+        assert chain.server is not None
+        console.print(
+            f"[bold]permitchain demo[/]: reference scenario (docs/design.md §8) · its own embedded "
+            f"{chain.server.name} at {url}, key prefix {DEMO_PREFIX} (REDIS_URL is never used) · "
+            + (f"service logs in {logs}" if logs else "service logs kept with --logs DIR"),
+            soft_wrap=True,
+        )
+        # the demo's own keys: nothing of this machine's environment is read
+        ephemeral_keys(chain, load_settings({}), keys_dir)
+
+        def ready() -> None:
+            console.print("services up: exit-brain, apply-layer, governor, position-brain "
+                          "(separate processes)\n")  # fmt: skip
+
+        try:
+            ok = run_reference(chain, url, emit=emit, on_ready=ready).ok()
+        except (TimeoutError, RuntimeError) as e:  # a step never came, or a service died
+            console.print(f"\n[bold red]{e}[/]")
+            ok = False
+        if not ok:
+            _print_log_tails(log_dir)
     finally:
         if not keep:
             chain.stop()
+        if temp is not None:
+            shutil.rmtree(temp, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(keys_dir, ignore_errors=True)
+    if keep:
+        console.print(f"kept running (--keep): export REDIS_URL={chain.redis_url} "
+                      f"KEY_PREFIX={DEMO_PREFIX}")  # fmt: skip
     console.print(
         "\n[bold green]demo OK[/]: blocked on the P3.3 deny, then one reduce-only "
         "close of 0.046, ledger 0.016"
@@ -126,3 +159,12 @@ def run_demo(*, keep: bool = False) -> int:
         else "\n[bold red]demo FAILED[/]"
     )
     return 0 if ok else 1
+
+
+def _print_log_tails(log_dir: Path) -> None:
+    """The last lines of each service's log (the folder itself is removed at the end)."""
+    for path in sorted(log_dir.glob("*.log")):
+        lines = path.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+        console.print(f"[bold]{path.stem}[/] (last {len(lines)} lines):", highlight=False)
+        for line in lines:
+            console.print(f"  {escape(line)}", soft_wrap=True, highlight=False)

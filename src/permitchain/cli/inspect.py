@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from redis.asyncio import Redis
 from rich.table import Table
 
-from permitchain.cli.common import console, run_async
+from permitchain.cli.common import console, fail, run_async
 from permitchain.keys import Keys
-from permitchain.ops import canary, health, history, proof
+from permitchain.models import iso_utc
+from permitchain.ops import canary, canary_metrics, health, history, proof
 from permitchain.ops.check import Check, passed
 from permitchain.settings import Settings
 
@@ -31,9 +33,21 @@ def _emit_json(obj: Any) -> None:
 
 
 def _t(ts: float | None) -> str:
-    if not ts:
-        return "-"
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    return iso_utc(ts) if ts else "-"
+
+
+class PlanFilter(StrEnum):
+    """``plans --decision``: the planner's decision, or the exec record's state."""
+
+    EXECUTE = "EXECUTE"
+    SKIP = "SKIP"
+    permitted = "permitted"
+    submitted = "submitted"
+    unknown = "unknown"
+    blocked = "blocked"
+    filled = "filled"
+    rejected = "rejected"
+    dry_run = "dry_run"
 
 
 def _table(title: str, cols: tuple[str, ...]) -> Table:
@@ -147,15 +161,17 @@ def status(
 def plans(
     symbol: Annotated[str | None, typer.Option(help="Only this symbol")] = None,
     decision: Annotated[
-        str | None, typer.Option(help="EXECUTE/SKIP, or a final state: blocked, filled, dry_run, …")
+        PlanFilter | None,
+        typer.Option(help="The planner's decision, or the plan's state", case_sensitive=False),
     ] = None,
-    last: Annotated[int, typer.Option(help="How many (newest first)")] = 20,
+    last: Annotated[int, typer.Option(min=1, help="How many (newest first)")] = 20,
     as_json: JsonOpt = False,
 ) -> None:
     """The newest plans and what became of each."""
 
     async def body(r: Redis, k: Keys, s: Settings) -> list[dict[str, Any]]:
-        return await history.list_plans(r, k, symbol=symbol, decision=decision, last=last)
+        want = decision.value if decision else None
+        return await history.list_plans(r, k, symbol=symbol, decision=want, last=last)
 
     rows = run_async(body)
     if as_json:
@@ -275,14 +291,24 @@ def proof_cmd(
         float, typer.Option(help="Canary: seconds to wait for each layer")
     ] = canary.CANARY_TIMEOUT_S,
     as_json: JsonOpt = False,
+    metrics_file: Annotated[
+        Path | None,
+        typer.Option(help="--canary: also write its metrics here (node_exporter textfile)"),
+    ] = None,
 ) -> None:
     """Prove the chain works: services, metrics, snapshots, ledgers, permits, plans, dead
-    letters; --canary follows a harmless plan through every layer (exit 1 on any failure)."""
+    letters; --canary follows a harmless plan through every layer (exit 1 on any failure),
+    a new plan on every run, and records its outcome (permitchain_canary_* metrics)."""
+    if metrics_file is not None and not canary:
+        fail("--metrics-file: only with --canary")
 
-    async def body(r: Redis, k: Keys, s: Settings) -> list[Check]:
-        return await proof.run_proof(r, k, s, canary=canary, timeout_s=timeout)
+    async def body(r: Redis, k: Keys, s: Settings) -> tuple[list[Check], dict[str, str]]:
+        checks = await proof.run_proof(r, k, s, canary=canary, timeout_s=timeout)
+        return checks, (await canary_metrics.read(r, k) if metrics_file else {})
 
-    checks = run_async(body)
+    checks, last = run_async(body)
+    if metrics_file is not None:
+        canary_metrics.write_textfile(metrics_file, last)
     ok = passed(checks)
     if as_json:
         _emit_json({"passed": ok, "checks": [c.to_dict() for c in checks]})

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
 import sys
-import time
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,21 +14,22 @@ from rich.markup import escape
 from rich.table import Table
 
 from permitchain import __version__
-from permitchain.chain import Chain, ephemeral_keys_dir, url_file
 from permitchain.cli import bench as bench_cmd
 from permitchain.cli import control, inspect, keys_cmd
+from permitchain.cli import propose as propose_cmd
 from permitchain.cli import security as security_cmd
 from permitchain.cli.common import console, fail, operator, run_async, settings
 from permitchain.errors import ConfigError, PermitchainError
 from permitchain.exchange.sim import SimExchange
 from permitchain.governor.policy import TradingState
 from permitchain.keys import Keys
-from permitchain.models import Proposal, fmt_decimal
+from permitchain.lifecycle import supervisor_fd
+from permitchain.models import fmt_decimal
 from permitchain.ops import actions
 from permitchain.runtime.logs import setup_logging
 from permitchain.runtime.service import run_service
-from permitchain.services import CONSOLE, RUNNABLE, SERVICE_NAMES, build, check_startup
-from permitchain.settings import ENV_FILE_VARIABLE, Settings
+from permitchain.services import RUNNABLE, build, check_startup
+from permitchain.settings import Settings
 
 app = typer.Typer(
     help="permitchain: a fail-closed execution gate for automated crypto-futures exits.",
@@ -72,6 +69,23 @@ EnvFiles = Annotated[
 ]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True,
+                     help="Print the version and exit"),
+    ] = False,
+) -> None:  # fmt: skip
+    """permitchain: a fail-closed execution gate for automated crypto-futures exits."""
+
+
 @app.command()
 def run(
     service: Annotated[str, typer.Argument(help=", ".join(RUNNABLE))],
@@ -86,96 +100,17 @@ def run(
         check_startup(s, service)
         if not s.redis_url:
             raise ConfigError("REDIS_URL: not set (`permitchain up` starts a server for you)")
-    except ConfigError as e:
-        fail(f"configuration: {e}")
-    try:
-        run_service(lambda: build(service, s))
-    except ConfigError as e:
-        fail(f"configuration: {e}")
+        run_service(lambda: build(service, s), parent_fd=supervisor_fd())
+    except ConfigError as e:  # every start-up fault: one line naming the setting, exit 2
+        fail(f"{service}: {e}")
 
 
 @app.command()
-def up(env_file: EnvFiles = None) -> None:  # noqa: PLR0915 - split when its lifecycle moves out
+def up(env_file: EnvFiles = None) -> None:
     """Run every service (embedded server unless REDIS_URL is set); Ctrl-C stops them."""
-    s = settings(env_file)
-    if env_file:  # the services read the same files, as strictly
-        os.environ[ENV_FILE_VARIABLE] = os.pathsep.join(str(f) for f in env_file)
-    try:
-        check_startup(s)
-    except ConfigError as e:
-        fail(f"configuration: {e}")
-    if s.metrics_port not in (None, 0):
-        fail("METRICS_PORT: `up` runs five services: leave it unset (8042-8045, 8047) or 0")
-    chain = Chain()
-    url = chain.ensure_redis()
-    where = f"embedded {chain.server.name} at {url}" if chain.server else url
-    console.print(f"[bold]permitchain {__version__}[/] · redis: {where} · mode "
-                  f"{s.apply_mode.value} · exchange {s.exchange.value}")  # fmt: skip
-    keys_note = keys_cmd.ephemeral_keys(chain, s, ephemeral_keys_dir())
-    if chain.server:
-        url_file().write_text(url)
-        console.print(f"other terminals: [cyan]export REDIS_URL={url}[/] (or just run commands: "
-                      "they find this server)")  # fmt: skip
-    stopping = False
+    from permitchain.cli.up import run_up  # noqa: PLC0415 - only for this command
 
-    def on_signal(signum: int, _frame: Any) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    restarts: dict[str, list[float]] = {n: [] for n in RUNNABLE}
-    try:
-        chain.start()
-        chain.wait_ready()
-        console.print(f"[green]up[/]: {', '.join(SERVICE_NAMES)} (Ctrl-C to stop)")
-        start_console(chain, s)
-        while not stopping:
-            time.sleep(0.5)
-            for name, proc in list(chain.procs.items()):
-                if proc.poll() is None or stopping:
-                    continue
-                recent = [t for t in restarts[name] if time.monotonic() - t < 60]
-                if len(recent) >= 5:
-                    stopping = keeps_exiting(chain, name, proc.returncode)
-                    break
-                console.print(f"[yellow]{name} exited with {proc.returncode}; restarting[/]")
-                restarts[name] = [*recent, time.monotonic()]
-                chain.start_service(name)
-    finally:
-        console.print("stopping services…")
-        chain.stop()
-        if chain.server is None and url_file().exists() and url_file().read_text() == url:
-            url_file().unlink()
-        elif chain.server is None:
-            url_file().unlink(missing_ok=True)
-        if keys_note:
-            shutil.rmtree(ephemeral_keys_dir(), ignore_errors=True)
-
-
-def keeps_exiting(chain: Chain, name: str, code: int | None) -> bool:
-    """A service exited five times in a minute: stop everything (True), but for the console,
-    which is not on the order path: it is left off and the chain goes on."""
-    if name == CONSOLE:
-        console.print(f"[red]console keeps exiting ({code}); left off, the chain goes on[/]")
-        del chain.procs[name]
-        return False
-    console.print(f"[red]{name} keeps exiting ({code}); stopping[/]")
-    return True
-
-
-def start_console(chain: Chain, s: Settings) -> None:
-    """The console beside the chain; if it cannot start, the chain runs on without it."""
-    from permitchain.console.service import console_url  # noqa: PLC0415 - web stack only here
-
-    chain.start_service(CONSOLE)
-    try:
-        chain.wait_ready([CONSOLE])
-    except (RuntimeError, TimeoutError) as e:
-        console.print(f"[yellow]console did not start ({e}); the chain runs without it[/]")
-        chain.procs.pop(CONSOLE, None)
-        return
-    console.print(f"console: [cyan]{console_url(s)}[/]")
+    raise typer.Exit(run_up(env_file))
 
 
 @app.command()
@@ -183,49 +118,15 @@ def demo(
     keep: Annotated[
         bool, typer.Option(help="Leave services and server running at the end")
     ] = False,
+    logs: Annotated[
+        Path | None, typer.Option(help="Keep the services' logs in this folder")
+    ] = None,
 ) -> None:
-    """Run the reference scenario (docs/design.md §8) start to end and print each step."""
+    """Run the reference scenario (docs/design.md §8) start to end and print each step, on its own
+    embedded server and key prefix (never REDIS_URL)."""
     from permitchain.cli.demo import run_demo  # noqa: PLC0415 - heavy, only for this command
 
-    sys.exit(run_demo(keep=keep))
-
-
-@app.command()
-def propose(
-    symbol: str,
-    action: Annotated[
-        str,
-        typer.Option(help="PARTIAL_25|PARTIAL_50|PARTIAL_75|FULL_CLOSE_PROPOSED|UPDATE_SL|HOLD"),
-    ],
-    kill_score: Annotated[str, typer.Option()] = "0.6",
-    new_sl: Annotated[str | None, typer.Option()] = None,
-    r_net: Annotated[str | None, typer.Option()] = None,
-    tranche: Annotated[int, typer.Option()] = 0,
-    epoch: Annotated[int | None, typer.Option(help="Position epoch (default: P3.3's)")] = None,
-    source: Annotated[str, typer.Option()] = "cli",
-) -> None:
-    """Hand an exit decision to the chain (same checks as the exit brain's own)."""
-
-    async def body(r: Redis, k: Keys, s: Settings) -> tuple[Proposal, str]:
-        return await actions.operator_proposal(
-            r,
-            k,
-            s,
-            symbol=symbol,
-            action=action,
-            kill_score=kill_score,
-            new_sl=new_sl,
-            r_net=r_net,
-            tranche=tranche,
-            epoch=epoch,
-            source=source,
-        )
-
-    p, entry = run_async(body)
-    console.print(
-        f"proposal {p.proposal_id} {p.symbol} {p.action} kill_score "
-        f"{p.kill_score} epoch {p.position_epoch} tranche {p.tranche} → {entry}"
-    )
+    sys.exit(run_demo(keep=keep, logs=logs))
 
 
 @app.command()
@@ -301,7 +202,8 @@ def _sim(fn: Any) -> Any:
     return run_async(body)
 
 
-@sim_app.command("set-position")
+# A negative amount (a short) is an argument, not an option: `set-position BTCUSDT -0.063`.
+@sim_app.command("set-position", context_settings={"ignore_unknown_options": True})
 def sim_set_position(symbol: str, amt: str, entry: Annotated[str | None, typer.Option()] = None,
                      step: Annotated[str | None, typer.Option()] = None,
                      min_qty: Annotated[str | None, typer.Option()] = None) -> None:  # fmt: skip
@@ -419,6 +321,7 @@ app.command("bench")(bench_cmd.bench)
 # public-key permits and the operator's emergency exit (docs/design.md §13)
 app.add_typer(keys_cmd.keys_app, name="keys")
 app.command("flatten")(keys_cmd.flatten_cmd)
+app.command()(propose_cmd.propose)
 app.command("acl")(security_cmd.acl)
 
 

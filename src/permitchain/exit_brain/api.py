@@ -32,7 +32,7 @@ import redis.exceptions
 
 from permitchain.errors import ContractError
 from permitchain.keys import Keys
-from permitchain.models import Action, Proposal, make_plan_id
+from permitchain.models import UNKNOWN_ACTION, Action, Proposal, make_plan_id, proposal_fault
 from permitchain.settings import Settings
 from permitchain.store import AsyncRedis, is_wrong_type, wrong_type
 
@@ -83,9 +83,9 @@ def build_proposal(
     UPDATE_SL needs a positive ``new_sl``. Without ``kill_score`` the score is 0.5.
     Numbers are given as ``Decimal``, decimal strings or ints, never floats.
     """
-    if str(action) not in Action.__members__:
-        known = ", ".join(Action.__members__)
-        raise ContractError(f"Proposal action: unknown {action!r} (one of {known})")
+    fault = proposal_fault(str(action), None)
+    if fault is not None and fault[0] == UNKNOWN_ACTION:
+        raise ContractError(f"Proposal {fault[1]}")
     p = Proposal._validate(
         {
             "proposal_id": proposal_id or new_proposal_id(),
@@ -104,8 +104,9 @@ def build_proposal(
             "source": source,
         }
     )
-    if p.action == Action.UPDATE_SL and (p.new_sl is None or p.new_sl <= 0):
-        raise ContractError("Proposal new_sl: UPDATE_SL needs a positive stop price")
+    fault = proposal_fault(p.action, p.new_sl)
+    if fault is not None:
+        raise ContractError(f"Proposal {fault[1]}")
     return p
 
 

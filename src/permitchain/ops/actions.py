@@ -8,20 +8,19 @@ checks of ``permitchain propose`` and a reconcile is previewed and audited exact
 
 from __future__ import annotations
 
-import time
 from decimal import Decimal
 from typing import Any
 
 from permitchain.errors import ContractError
 from permitchain.exchange.factory import make_exchange
 from permitchain.exit_brain.api import (
+    build_proposal,
     current_epoch,
     expected_plan_id,
-    new_proposal_id,
     submit_proposal,
 )
 from permitchain.keys import Keys
-from permitchain.models import Action, Proposal
+from permitchain.models import Proposal
 from permitchain.position_brain.state import reconcile as reconcile_ledger
 from permitchain.settings import Settings
 from permitchain.store import AsyncRedis
@@ -56,25 +55,12 @@ async def operator_proposal(
     source: str = "cli",
 ) -> tuple[Proposal, str]:
     """Validate and submit a proposal as ``permitchain propose`` does (raises
-    ``ContractError`` naming the field); returns it and its stream entry id."""
-    if action not in Action.__members__:
-        known = ", ".join(Action.__members__)
-        raise ContractError(f"Proposal action: unknown {action!r} (one of {known})")
+    ``ContractError`` naming the field: ``exit_brain.api.build_proposal``, the planner's own
+    rule); returns it and its stream entry id."""
+    draft = build_proposal(symbol, action, kill_score=kill_score, new_sl=new_sl, r_net=r_net,
+                           position_epoch=epoch or 0, tranche=tranche, source=source)  # fmt: skip
     ep = epoch if epoch is not None else await current_epoch(r, k, symbol)
-    fields = {
-        "schema": "1",
-        "proposal_id": new_proposal_id(),
-        "symbol": symbol,
-        "action": action,
-        "kill_score": kill_score,
-        "new_sl": new_sl or "",
-        "r_net": r_net or "",
-        "position_epoch": str(ep),
-        "tranche": str(tranche),
-        "ts_epoch": f"{time.time():.6f}",
-        "source": source,
-    }
-    p = Proposal.from_fields(fields)
+    p = draft.model_copy(update={"position_epoch": ep})
     return p, await submit_proposal(r, k, p, ttl_s=s.proposal_ttl_s)
 
 

@@ -39,6 +39,12 @@ from permitchain.settings import Settings
 CANARY_TIMEOUT_S = 10.0
 
 
+def canary_tranche(nonce: str) -> int:
+    """The run's tranche, from its nonce: the planner's identity (symbol, action, epoch,
+    tranche) differs on every run, so a canary every minute is never a duplicate plan."""
+    return int(nonce, 16) % 10**12
+
+
 def canary_plan(s: Settings, nonce: str, now: float) -> Plan:
     return Plan(
         plan_id=make_plan_id(CANARY_SYMBOL, "PARTIAL_25", 0, 0, "CANARY", nonce),
@@ -143,6 +149,7 @@ async def run_canary(r: Redis, k: Keys, s: Settings, timeout_s: float) -> list[C
         symbol=CANARY_SYMBOL,
         action="HOLD",
         kill_score=Decimal(0),
+        tranche=canary_tranche(nonce),  # a new identity per run: never a duplicate_plan
         ts_epoch=now,
         source="canary",
     )

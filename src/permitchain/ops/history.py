@@ -11,6 +11,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from permitchain.keys import Keys
+from permitchain.models import iso_utc
 from permitchain.ops import reads as rd
 from permitchain.store import first_fault
 
@@ -121,6 +122,13 @@ def _permit_key(k: Keys, layer: str, plan_id: str) -> str:
     return k.permit_governor(plan_id) if layer == "governor" else k.permit_p33(plan_id)
 
 
+def _iso(raw: str) -> str:
+    try:
+        return iso_utc(float(raw))
+    except (ValueError, OverflowError, OSError):
+        return raw
+
+
 async def permits_of(r: Redis, k: Keys, plan_id: str) -> list[dict[str, Any]]:
     """Both permits of one plan as they stand now (absent once consumed or expired)."""
     pipe = r.pipeline(transaction=False)
@@ -142,7 +150,7 @@ async def permits_of(r: Redis, k: Keys, plan_id: str) -> list[dict[str, Any]]:
         row = permit_row(layer, plan_id, parse_permit(vals[2 * i]), int(vals[2 * i + 1]))
         if not row["present"]:
             row["note"] = (
-                f"consumed at {permitted_at}"
+                f"consumed at {_iso(permitted_at)}"
                 if permitted_at
                 else "expired or never issued" + (f" (exec state {state})" if state else "")
             )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from permitchain.keys import SERVICES, Keys
+from permitchain.ops import canary_metrics
 from permitchain.ops.canary import CANARY_TIMEOUT_S, run_canary
 from permitchain.ops.check import Check
 from permitchain.ops.health import Health, gather
@@ -157,5 +159,8 @@ async def run_proof(
         *(metrics_check(n, h.services[n]) for n in SERVICES)
     )
     if canary:
+        started = time.time()
         checks += await run_canary(r, k, s, timeout_s)
+        await canary_metrics.record(r, k, canary_metrics.record_fields(checks, started,
+                                                                       time.time()))  # fmt: skip
     return checks

@@ -37,7 +37,7 @@ import redis.exceptions
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from permitchain import __version__
-from permitchain.errors import ContractError, StoreError, WrongTypeError
+from permitchain.errors import ConfigError, ContractError, StoreError, WrongTypeError
 from permitchain.keys import Keys
 from permitchain.models import SCHEMA
 from permitchain.runtime import gc_tuning
@@ -92,6 +92,8 @@ TASK_RESTARTS = Counter(
 DEADLETTER_MAXLEN = 100_000
 #: Faults after which an entry stays pending and is retried (never dead-lettered).
 RETRYABLE: tuple[type[BaseException], ...] = (StoreError, *REDIS_FAULTS)
+#: Errors while a service starts: waited out (Redis down), or fatal (``start_fault``).
+START_FAULTS: tuple[type[BaseException], ...] = (*REDIS_FAULTS, redis.exceptions.NoPermissionError)
 HEARTBEAT_EVERY_S = 5.0
 HEARTBEAT_TTL_S = 15
 
@@ -201,17 +203,34 @@ class ServiceRunner:
         self.stop.set()
 
     def start_metrics(self) -> None:
+        """Serve ``/metrics``; a port that cannot be bound is a start-up fault naming it."""
         if self.metrics_port is None:
             return
-        server, _thread = start_http_server(self.metrics_port, addr="127.0.0.1")
+        try:
+            server, _thread = start_http_server(self.metrics_port, addr="127.0.0.1")
+        except OSError as e:
+            raise ConfigError(
+                f"METRICS_PORT: {self.name} cannot listen on 127.0.0.1:{self.metrics_port} "
+                f"({e.strerror or e}); free the port or set another"
+            ) from None
         self.bound_metrics_port = int(server.server_port)
         log.info("%s: metrics on http://127.0.0.1:%d/metrics", self.name, self.bound_metrics_port)
 
+    async def close(self) -> None:
+        """Release what the runner holds (the exchange client, Redis), without running."""
+        if self.on_close is not None:
+            await self.on_close()
+        await self.r.aclose()
+
     async def run(self) -> None:
         """Run until ``stop`` is set; then shut down cleanly."""
-        self.start_metrics()
+        try:
+            self.start_metrics()
+            await self._until_store_ready()
+        except ConfigError:
+            await self.close()
+            raise
         UP.labels(self.name).set(1)
-        await self._until_store_ready()
         loops: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = [
             ("heartbeat", self._heartbeat_loop),
             ("loop_lag", self._loop_lag),
@@ -230,9 +249,7 @@ class ServiceRunner:
         with contextlib.suppress(*REDIS_FAULTS):
             await self.r.delete(self.k.heartbeat(self.name))
         UP.labels(self.name).set(0)
-        if self.on_close is not None:
-            await self.on_close()
-        await self.r.aclose()
+        await self.close()
         log.info("%s: stopped", self.name)
 
     async def _supervise(self, name: str, loop: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -269,7 +286,10 @@ class ServiceRunner:
                         log.error("%s: %s: %s", self.name, WRONG_KEY_TYPE,
                                   await wrong_type(self.r, c.stream, "stream"))  # fmt: skip
                 return
-            except REDIS_FAULTS as e:
+            except START_FAULTS as e:
+                fatal = start_fault(e)
+                if fatal is not None:
+                    raise fatal from None
                 STORE_ERRORS.labels(self.name).inc()
                 delay = backoff.next_delay()
                 log.warning("%s: redis not ready (%s); retrying in %.2fs", self.name, e, delay)
@@ -539,14 +559,34 @@ def _deadletter_fields(
             "ts": f"{time.time():.6f}"}  # fmt: skip
 
 
-def run_service(runner_factory: Callable[[], Awaitable[ServiceRunner]]) -> None:
+def run_service(
+    runner_factory: Callable[[], Awaitable[ServiceRunner]], *, parent_fd: int | None = None
+) -> None:
     """Entry point helper: build the runner inside the loop, install signals, run. The
     process's garbage collector is tuned first and its start-up heap frozen once the runner
-    is built (``runtime/gc_tuning.py``)."""
+    is built (``runtime/gc_tuning.py``).
+
+    Start-up faults leave as one :class:`ConfigError` naming the setting or resource (the
+    caller prints it and exits 2): a setting the build refuses, a metrics port that cannot
+    be bound, Redis refusing the credentials or a permission. A Redis that is down is waited
+    for. ``parent_fd``: the supervision pipe's read end (``permitchain.lifecycle``);
+    end-of-file on it (the parent died) stops the service as SIGTERM does, from the start."""
     gc_tuning.tune()
 
     async def main() -> None:
-        runner = await runner_factory()
+        starting = asyncio.Event()  # set by a signal or the parent's death while building
+        to_stop = [starting]
+        if parent_fd is not None:
+
+            def parent_gone() -> None:
+                for event in to_stop:
+                    event.set()
+
+            _watch_parent(parent_fd, parent_gone)
+        runner = await _build(runner_factory, starting)
+        if runner is None:
+            return  # stopped while waiting for Redis
+        to_stop.append(runner.stop)
         runner.install_signal_handlers()
         frozen = gc_tuning.freeze()
         log.info("%s: gc thresholds %s, %d start-up objects frozen", runner.name,
@@ -557,3 +597,59 @@ def run_service(runner_factory: Callable[[], Awaitable[ServiceRunner]]) -> None:
         uvloop.run(main())
     else:  # pragma: no cover - uvloop is a declared dependency on Linux
         asyncio.run(main())
+
+
+async def _build(
+    runner_factory: Callable[[], Awaitable[ServiceRunner]], stop: asyncio.Event
+) -> ServiceRunner | None:
+    """Build the runner; while Redis is down, wait for it (as a running service does), until
+    ``stop`` (SIGTERM/SIGINT, or the parent's death: then None). A fault no retry mends is a
+    :class:`ConfigError`."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    backoff = Backoff()
+    while True:
+        try:
+            return await runner_factory()
+        except START_FAULTS as e:
+            fatal = start_fault(e)
+            if fatal is not None:
+                raise fatal from None
+            delay = backoff.next_delay()
+            log.warning("redis not ready while starting (%s); retrying in %.2fs", e, delay)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        if stop.is_set():
+            return None
+
+
+def start_fault(e: BaseException) -> ConfigError | None:
+    """A Redis error that waiting does not mend, as the start-up fault naming REDIS_URL
+    (wrong credentials, a user without the permissions the service needs); else None."""
+    if isinstance(e, redis.exceptions.AuthenticationError):
+        return ConfigError(f"REDIS_URL: authentication failed ({e})")
+    if isinstance(e, redis.exceptions.NoPermissionError):
+        return ConfigError(f"REDIS_URL: the user lacks a permission ({e})")
+    return None
+
+
+def _watch_parent(fd: int, on_gone: Callable[[], None]) -> None:
+    """Call ``on_gone`` when the supervision pipe reports end-of-file (the parent is gone)."""
+    loop = asyncio.get_running_loop()
+
+    def readable() -> None:
+        try:
+            data = os.read(fd, 64)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            return  # nothing is ever written; ignore
+        loop.remove_reader(fd)
+        log.warning("the process that started this service is gone: stopping")
+        on_gone()
+
+    os.set_blocking(fd, False)
+    loop.add_reader(fd, readable)

@@ -116,6 +116,7 @@ def grants(service: str, k: Keys) -> list[Grant]:
                 Grant(("+xread", "+xinfo|stream", "+xadd"), (f"~{k.permit_event_stream}",)),
                 Grant(("+get",), (f"%R~{k.trading_state}",)),
                 Grant(("+hgetall", "+hget"), (f"%R~{p}:position:snapshot:*",)),
+                Grant(("+hgetall",), (f"%R~{k.canary_last}",)),  # exported on /metrics
                 Grant(SIM_WRITE, (f"~{p}:sim:*",))]  # fmt: skip
     if service == "exit-brain":
         return [*common,
