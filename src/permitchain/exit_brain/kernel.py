@@ -285,8 +285,14 @@ def stop_move(pos: PositionView, r: Decimal, book: Book, p: ExitParams) -> Decim
 
 def pending(book: Book, action: Action, level: int, sl: Decimal | None, now: float) -> Book:
     """The book after proposing: one more proposal, this one awaiting its outcome."""
-    return replace(book, proposals=book.proposals + 1, pending_action=action.value,
-                   pending_level=level, pending_sl=sl, pending_since=now)  # fmt: skip
+    return replace(
+        book,
+        proposals=book.proposals + 1,
+        pending_action=action.value,
+        pending_level=level,
+        pending_sl=sl,
+        pending_since=now,
+    )
 
 
 def settle(book: Book, executed: bool, now: float, p: ExitParams) -> Book:
@@ -300,8 +306,9 @@ def settle(book: Book, executed: bool, now: float, p: ExitParams) -> Book:
         return replace(done, retry_at=now + p.retry_s)
     action = Action(book.pending_action)
     if action is Action.FULL_CLOSE_PROPOSED:
-        return replace(done, full_close_attempts=book.full_close_attempts + 1,
-                       last_full_close_ts=now)  # fmt: skip
+        return replace(
+            done, full_close_attempts=book.full_close_attempts + 1, last_full_close_ts=now
+        )
     stop = book.pending_sl if book.pending_sl is not None else book.stop
     if action is Action.UPDATE_SL:
         return replace(done, stop=stop, sl_moves=book.sl_moves + 1)
@@ -319,8 +326,9 @@ def decide(
     def out(action: Action, level: int = 0, sl: Decimal | None = None) -> Decision:
         if action is Action.HOLD:
             return Decision(action, 0, None, score, comps, r, book)
-        return Decision(action, book.proposals + 1, sl, score, comps, r,
-                        pending(book, action, level, sl, now))  # fmt: skip
+        return Decision(
+            action, book.proposals + 1, sl, score, comps, r, pending(book, action, level, sl, now)
+        )
 
     if book.pending or now < book.retry_at:
         return out(Action.HOLD)

@@ -87,8 +87,9 @@ class ExitBrain:
             lambda: market.Bars(settings.exit_bar_s, self.windows.ref + 1)
         )
         # After this long without an exec record a proposal's plan can no longer execute.
-        self.outcome_timeout_s = (settings.proposal_ttl_s + settings.plan_max_age_s
-                                  + settings.permit_wait_ms / 1000 + 5.0)  # fmt: skip
+        self.outcome_timeout_s = (
+            settings.proposal_ttl_s + settings.plan_max_age_s + settings.permit_wait_ms / 1000 + 5.0
+        )
         self.ticks: dict[str, Decimal] = {}
         self._ticks_at: float | None = None
         self._skipping: dict[str, str] = {}
@@ -184,9 +185,15 @@ class ExitBrain:
         OUTCOMES.labels(
             symbol, st.book.pending_action, "executed" if executed else "not_executed"
         ).inc()
-        log.info("[OUTCOME] symbol=%s plan_id=%s action=%s tranche=%d executed=%s state=%s",
-                 symbol, plan_id, st.book.pending_action, st.book.proposals,
-                 str(executed).lower(), exec_state or "none")  # fmt: skip
+        log.info(
+            "[OUTCOME] symbol=%s plan_id=%s action=%s tranche=%d executed=%s state=%s",
+            symbol,
+            plan_id,
+            st.book.pending_action,
+            st.book.proposals,
+            str(executed).lower(),
+            exec_state or "none",
+        )
         return book
 
     async def track(

@@ -107,8 +107,9 @@ def pending_plan_id(symbol: str, book: Book) -> str | None:
     return make_plan_id(symbol, book.pending_action, book.epoch, book.proposals)
 
 
-def outcome(exec_state: str | None, pending_since: float, now: float, timeout_s: float
-            ) -> bool | None:  # fmt: skip
+def outcome(
+    exec_state: str | None, pending_since: float, now: float, timeout_s: float
+) -> bool | None:
     """Whether the chain executed the pending plan: True, False, or None (not known yet).
     No exec record after ``timeout_s`` (the planner skipped it, or it expired before a
     permit): not executed; by then the plan can no longer execute."""
