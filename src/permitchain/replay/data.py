@@ -24,6 +24,7 @@ import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import pairwise
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
@@ -108,10 +109,10 @@ def _fill(name: str, rows: list[tuple[int, list[str]]], cols: tuple[int, ...]) -
         closes.append(c)
     if len(times) < 2:
         raise DataError(f"{name}: fewer than two candles")
-    steps = Counter(round(b - a, 6) for a, b in zip(times, times[1:], strict=False))
+    steps = Counter(round(b - a, 6) for a, b in pairwise(times))
     interval = steps.most_common(1)[0][0]
     gaps = []
-    for a, b in zip(times, times[1:], strict=False):
+    for a, b in pairwise(times):
         n = round((b - a) / interval) - 1
         if b - a > interval * 1.5 and n > 0:
             gaps.append(Gap(a, n))

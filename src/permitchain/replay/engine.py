@@ -186,6 +186,9 @@ class Replayer:
         rule = self.entries if isinstance(self.entries, Rule) else None
         listed = [] if rule is not None else for_symbol(self.entries, series.symbol)  # type: ignore[arg-type]
         li = 0
+        # the rule's period of the last entry; data starting mid-period waits for the next
+        first = int(times[0]) if n else 0
+        last_slot = None if rule is None or first % rule.period_s == 0 else first // rule.period_s
         alternate_long = True
         trades: list[Trade] = []
         op: _Open | None = None
@@ -208,8 +211,10 @@ class Replayer:
             # 2. entries
             entry = None
             if rule is not None:
-                if int(t) % rule.period_s == 0:
+                slot = int(t) // rule.period_s
+                if slot != last_slot:  # the first candle of a period (a missing one: the next)
                     is_long = rule.side == "long" or (rule.side == "alternate" and alternate_long)
+                    last_slot = slot
                     entry = Entry(
                         t,
                         series.symbol,
@@ -349,7 +354,6 @@ class Replayer:
         t = op.trade
         t.end_s = end_s
         t.r = _q(t.pnl / t.risk)
-        t.pnl = _q(t.pnl) if abs(t.pnl) >= 1 else t.pnl.normalize()
 
     def record(
         self,

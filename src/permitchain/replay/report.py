@@ -31,6 +31,13 @@ def dec(d: Decimal | None) -> str | None:
     return "0" if s in ("-0", "") else s
 
 
+def money(d: Decimal | None) -> str | None:
+    """Quote-currency amounts to 10 significant digits (prices of 0.00004 stay readable)."""
+    if d is None:
+        return None
+    return dec(Decimal(format(d, ".10g")))
+
+
 def r4(x: float) -> float:
     return round(x, 4) + 0.0
 
@@ -45,7 +52,7 @@ def exit_dict(e: Exit) -> dict[str, Any]:
         "qty": dec(e.qty),
         "price": dec(e.price),
         "new_sl": dec(e.new_sl),
-        "pnl": dec(e.pnl),
+        "pnl": money(e.pnl),
         "r": dec(e.r),
         "kill_score": dec(e.kill_score),
         "r_net": dec(e.r_net),
@@ -65,8 +72,8 @@ def trade_dict(t: Trade) -> dict[str, Any]:
         "end_time": iso(t.end_s),
         "hours": r4((t.end_s - t.entry_s) / 3600),
         "r": dec(t.r),
-        "pnl": dec(t.pnl),
-        "fees": dec(t.fees),
+        "pnl": money(t.pnl),
+        "fees": money(t.fees),
         "hold_r": dec(t.hold_r),
         "baseline_r": dec(t.base_r),
         "exits": [exit_dict(e) for e in t.exits],
@@ -158,10 +165,10 @@ def file_dict(r: SeriesResult, with_trades: bool = True) -> dict[str, Any]:
         "window_restarts": r.restarts,
         "warming_bars_in_trade": r.warming,
         "quote_pnl": {
-            "net": dec(sum((t.pnl for t in r.trades), Decimal(0))),
-            "hold": dec(sum((t.hold_pnl for t in r.trades), Decimal(0))),
-            "baseline": dec(sum((t.base_pnl for t in r.trades), Decimal(0))),
-            "fees": dec(sum((t.fees for t in r.trades), Decimal(0))),
+            "net": money(sum((t.pnl for t in r.trades), Decimal(0))),
+            "hold": money(sum((t.hold_pnl for t in r.trades), Decimal(0))),
+            "baseline": money(sum((t.base_pnl for t in r.trades), Decimal(0))),
+            "fees": money(sum((t.fees for t in r.trades), Decimal(0))),
         },
         "totals": totals([r]),
     }
@@ -185,19 +192,33 @@ def to_json(data: dict[str, Any]) -> str:
 
 
 # -- for people ------------------------------------------------------------------------------
+def _s(v: object) -> str:
+    return "-" if v is None else str(v)
+
+
+def wide(console: Console) -> Console:
+    """Tables are not squeezed into 80 columns when the output is not a terminal."""
+    if console.is_terminal:
+        return console
+    return Console(file=console.file, width=max(console.width, 200), highlight=False)
+
+
 def summary_row(t: dict[str, Any]) -> list[str]:
     ks = t["kill_score"]
+    keys = (
+        "trades",
+        "net_r",
+        "hold_r",
+        "baseline_r",
+        "exits_per_trade",
+        "stops_hit",
+        "mean_hours_in_trade",
+        "max_drawdown_r",
+    )
     return [
-        str(t["trades"]),
-        str(t["net_r"]),
-        str(t["hold_r"]),
-        str(t["baseline_r"]),
-        str(t["exits_per_trade"]),
-        str(t["stops_hit"]),
-        str(t["mean_hours_in_trade"]),
-        str(t["max_drawdown_r"]),
-        f"{ks['p50']}/{ks['p90']}",
-        str(ks["regime_flip_share"]),
+        *(_s(t[k]) for k in keys),
+        f"{_s(ks['p50'])}/{_s(ks['p90'])}",
+        _s(ks["regime_flip_share"]),
     ]
 
 
@@ -216,6 +237,7 @@ SUMMARY_HEADERS = (
 
 
 def print_report(data: dict[str, Any], console: Console, with_trades: bool) -> None:
+    console = wide(console)
     inp = data["inputs"]
     console.print(
         f"replay: entries {inp['entries']}; fills at the next open, slippage "

@@ -9,10 +9,10 @@ with ``REPLAY_`` are the replay's own (:class:`~permitchain.replay.engine.Option
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields, replace
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import Any
 
 from permitchain.errors import ConfigError

@@ -1,0 +1,84 @@
+"""``--sweep NAME=V1,V2,…``: one replay per value (several names: every point of their grid),
+spread over the machine's cores (one process each; the candles are read once, before the
+workers start, and inherited by them)."""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import os
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+from permitchain.errors import ConfigError
+from permitchain.replay import report, runner
+from permitchain.replay.data import Series
+from permitchain.replay.entries import Entry, Rule
+
+# What the workers inherit (set before the pool starts; fork keeps it).
+_SHARED: dict[str, Any] = {}
+
+
+def parse_sweeps(specs: Sequence[str]) -> list[tuple[str, list[str]]]:
+    out = []
+    for spec in specs:
+        name, sep, values = spec.partition("=")
+        vals = [v.strip() for v in values.split(",") if v.strip()]
+        if not sep or not name.strip() or not vals:
+            raise ConfigError(f"--sweep {spec!r}: expected NAME=V1,V2,…")
+        out.append((name.strip(), vals))
+    names = [n for n, _ in out]
+    if len(set(names)) != len(names):
+        raise ConfigError("--sweep: a name given twice")
+    return out
+
+
+def grid(sweeps: Sequence[tuple[str, list[str]]]) -> list[dict[str, str]]:
+    names = [n for n, _ in sweeps]
+    return [
+        dict(zip(names, combo, strict=True)) for combo in itertools.product(*(v for _, v in sweeps))
+    ]
+
+
+def point_row(point: Mapping[str, str]) -> dict[str, Any]:
+    """One grid point, in a worker: replay every file, return the point and the totals."""
+    sets = {**_SHARED["sets"], **point}
+    settings, options = runner.build_settings(sets, _SHARED["environ"])
+    series: list[Series] = _SHARED["series"]
+    entries: Rule | list[Entry] = _SHARED["entries"]
+    results = runner.replay(series, settings, options, entries)
+    per_file = {r.series.name: report.totals([r])["net_r"] for r in results}
+    return {"point": dict(point), "totals": report.totals(results), "net_r_by_file": per_file}
+
+
+def run_sweep(
+    series: Sequence[Series],
+    entries: Rule | list[Entry],
+    sets: Mapping[str, str],
+    points: Sequence[Mapping[str, str]],
+    workers: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Rows in the order of ``points``. ``workers`` 1 runs them one after the other here."""
+    for p in points:  # fail on a bad value before any work starts
+        runner.build_settings({**sets, **p})
+    _SHARED.update(series=list(series), entries=entries, sets=dict(sets), environ=dict(os.environ))
+    n = workers or min(len(points), os.cpu_count() or 1)
+    rows: list[dict[str, Any]] = []
+    try:
+        if n <= 1 or os.name != "posix":  # the workers inherit the candles by fork
+            for p in points:
+                rows.append(point_row(p))
+                if progress:
+                    progress(1)
+            return rows
+        ctx = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(max_workers=n, mp_context=ctx) as pool:
+            for row in pool.map(point_row, points):
+                rows.append(row)
+                if progress:
+                    progress(1)
+        return rows
+    finally:
+        _SHARED.clear()
