@@ -37,7 +37,7 @@ def test_seeded_prices_lead_to_proposals_plans_and_a_close(
     chain_factory: Callable[..., Chain], redis_url: str
 ) -> None:
     chain = chain_factory(
-        ALLOW_LIST_SYMBOLS=SYM, EXIT_INTERVAL_S="0.2", SIM_PRICE_INTERVAL_S="0.2",
+        ALLOW_LIST_SYMBOLS=SYM, EXIT_INTERVAL_S="0.2", SIM_PRICE_INTERVAL_S="0.2", EXIT_BAR_S="0.2",
         SIM_PRICE_SEED="7",
     )  # fmt: skip
     keys = chain.keys

@@ -28,7 +28,7 @@ SYM = "BTCUSDT"
 D = Decimal
 T0 = 1_700_000_000.0
 UP = [VolRegime("up", 0.001, 0.0003)]
-LEVELS = {"UPDATE_SL": D("1.5"), "PARTIAL_25": D(2), "PARTIAL_50": D(4), "PARTIAL_75": D(6)}
+LEVELS = {"UPDATE_SL": D(1), "PARTIAL_25": D(2), "PARTIAL_50": D(4), "PARTIAL_75": D(6)}
 
 
 @pytest.fixture

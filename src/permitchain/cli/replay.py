@@ -100,8 +100,11 @@ def replay_cmd(
         run_sweep(series, ents, sets, sweep_, workers, as_json)
         return
     total = sum(len(s) for s in series)
-    with progress_bar(total, "replay") as step:
-        results = runner.replay(series, settings, options, ents, step)
+    try:
+        with progress_bar(total, "replay") as step:
+            results = runner.replay(series, settings, options, ents, step)
+    except ConfigError as e:
+        fail(str(e))
     data_out = report.report(
         results,
         runner.inputs_dict(series, entries, settings, options),

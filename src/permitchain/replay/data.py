@@ -67,9 +67,10 @@ class Series:
 
 
 def symbol_of(name: str) -> str:
-    """``ETH_BTC-5m.csv`` → ``ETHBTC``: the part before the interval, letters and digits."""
+    """``ETH_BTC-5m.csv`` → ``ETHBTC``, ``BTCUSDT-1m-2024-01.csv`` (Binance's dumps) →
+    ``BTCUSDT``: the part before the interval, letters and digits."""
     stem = Path(name).name.split(".")[0]
-    base = re.split(r"-\d+[smhdwM]$", stem)[0]
+    base = re.split(r"-\d+[smhdwM](?:-|$)", stem)[0]
     sym = re.sub(r"[^A-Za-z0-9]", "", base).upper()[:32]
     return sym if len(sym) >= 2 else "REPLAY"
 

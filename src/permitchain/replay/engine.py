@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
 
+from permitchain.errors import ConfigError
 from permitchain.exit_brain import market
 from permitchain.exit_brain.config import exit_params, exit_windows
 from permitchain.exit_brain.kernel import (
@@ -180,6 +181,11 @@ class Replayer:
             series.closes,
         )
         dt = series.interval_s
+        if s.exit_bar_s < dt:
+            raise ConfigError(
+                f"EXIT_BAR_S={s.exit_bar_s:g} is shorter than the {dt:g}s candles of "
+                f"{series.name}: a bar needs at least one candle (--set EXIT_BAR_S={dt:g})"
+            )
         bars = market.Bars(s.exit_bar_s, self.windows.ref + 1)
         need = self.windows.min_returns + 1
         gate = Gate(s, series.symbol, o.step_size, o.min_qty)

@@ -132,6 +132,12 @@ def totals(results: Sequence[SeriesResult]) -> dict[str, Any]:
         "stops_hit": sum(1 for e in exits if e.action == STOP),
         "closed_at_end": sum(1 for e in exits if e.action == END),
         "full_closes": sum(1 for e in closes if e.action == "FULL_CLOSE_PROPOSED"),
+        "full_closes_first_hour": sum(
+            1
+            for t in trades
+            for e in t.exits
+            if e.executed and e.action == "FULL_CLOSE_PROPOSED" and e.time_s - t.entry_s <= 3600
+        ),
         "not_executed": dict(sorted(refused.items())),
         "mean_hours_in_trade": r4(in_trade / n / 3600) if n else None,
         "time_in_trade_share": r4(in_trade / span) if span else None,

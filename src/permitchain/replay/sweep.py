@@ -24,7 +24,8 @@ def parse_sweeps(specs: Sequence[str]) -> list[tuple[str, list[str]]]:
     out = []
     for spec in specs:
         name, sep, values = spec.partition("=")
-        vals = [v.strip() for v in values.split(",") if v.strip()]
+        sep_values = ";" if ";" in values else ","  # values with commas: EXIT_TRANCHE_R=1,2,3;2,4,6
+        vals = [v.strip() for v in values.split(sep_values) if v.strip()]
         if not sep or not name.strip() or not vals:
             raise ConfigError(f"--sweep {spec!r}: expected NAME=V1,V2,…")
         out.append((name.strip(), vals))
@@ -62,7 +63,12 @@ def run_sweep(
 ) -> list[dict[str, Any]]:
     """Rows in the order of ``points``. ``workers`` 1 runs them one after the other here."""
     for p in points:  # fail on a bad value before any work starts
-        runner.build_settings({**sets, **p})
+        settings, _ = runner.build_settings({**sets, **p})
+        short = [s.name for s in series if settings.exit_bar_s < s.interval_s]
+        if short:
+            raise ConfigError(
+                f"EXIT_BAR_S={settings.exit_bar_s:g} is shorter than the candles of {short[0]}"
+            )
     _SHARED.update(series=list(series), entries=entries, sets=dict(sets), environ=dict(os.environ))
     n = workers or min(len(points), os.cpu_count() or 1)
     rows: list[dict[str, Any]] = []
