@@ -11,8 +11,10 @@ import pytest
 
 from permitchain.replay.data import DataError, read_series, symbol_of
 
-BINANCE_HEADER = ("open_time,open,high,low,close,volume,close_time,quote_volume,count,"
-                  "taker_buy_volume,taker_buy_quote_volume,ignore")  # fmt: skip
+BINANCE_HEADER = (
+    "open_time,open,high,low,close,volume,close_time,quote_volume,count,"
+    "taker_buy_volume,taker_buy_quote_volume,ignore"
+)
 
 
 def first_rows(klines: Path, name: str, n: int) -> list[list[str]]:
@@ -70,9 +72,11 @@ def test_freqtrade_json(klines: Path, tmp_path: Path) -> None:
 )
 def test_a_bad_row_names_file_and_line(tmp_path: Path, line: str, why: str) -> None:
     f = tmp_path / "BAD-5m.csv"
-    f.write_text("open_time,open,high,low,close,volume\n"
-                 "1515560100000,0.1,0.2,0.09,0.1,5\n1515560400000,0.1,0.2,0.09,0.1,5\n"
-                 f"{line}\n")  # fmt: skip
+    f.write_text(
+        "open_time,open,high,low,close,volume\n"
+        "1515560100000,0.1,0.2,0.09,0.1,5\n1515560400000,0.1,0.2,0.09,0.1,5\n"
+        f"{line}\n"
+    )
     with pytest.raises(DataError, match="^BAD-5m.csv: " + why.replace("(", r"\(")):
         read_series(f)
 

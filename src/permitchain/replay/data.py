@@ -76,12 +76,18 @@ def symbol_of(name: str) -> str:
 
 
 def _time_s(raw: str) -> float:
-    t = int(Decimal(raw))
+    try:
+        t = int(Decimal(raw))
+    except (InvalidOperation, ValueError):
+        raise ValueError(f"open time {raw.strip()!r} is not a number") from None
     return t / 1_000_000 if t >= MICROSECONDS_ABOVE else t / 1000
 
 
 def _price(raw: str) -> Decimal:
-    d = Decimal(raw.strip())
+    try:
+        d = Decimal(raw.strip())
+    except InvalidOperation:
+        raise ValueError(f"price {raw.strip()!r} is not a number") from None
     if not d.is_finite() or d <= 0:
         raise ValueError(f"price {raw.strip()!r} is not positive")
     return d
