@@ -18,9 +18,9 @@ from permitchain.exit_brain.kernel import (
     break_even_stop,
     decide,
     kill_score,
-    settle,
     r_net,
     regime_flip,
+    settle,
     sigma_spike,
     ts_drop,
 )

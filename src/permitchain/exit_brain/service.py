@@ -35,7 +35,7 @@ from permitchain.errors import ContractError, ExchangeError
 from permitchain.exchange.base import Exchange, PositionInfo
 from permitchain.exchange.factory import make_exchange
 from permitchain.exchange.sim import SimExchange
-from permitchain.exchange.sim_prices import drive_prices
+from permitchain.exchange.sim_prices import drive_file, drive_prices
 from permitchain.exit_brain import market, state
 from permitchain.exit_brain.api import build_proposal, submit_proposal
 from permitchain.exit_brain.config import exit_params, exit_windows
@@ -123,7 +123,9 @@ class ExitBrain:
         """Decide for one symbol; write the proposal (and then the state) if there is one."""
         history = self.marks[symbol]
         if mark is not None and mark > 0:
-            history.add(now, mark)
+            # bucketed by the mark's own time when the exchange gives one (recorded candles)
+            at = pos.mark_time if pos is not None and pos.mark_time is not None else now
+            history.add(at, mark)
         else:
             history.clear()
         held = pos is not None and pos.amt != 0
@@ -276,10 +278,15 @@ async def build_exit_brain(
     tasks: list[Task] = [brain.run]
     if settings.exchange is ExchangeKind.SIM and settings.sim_drive_prices:
         sim = ex if isinstance(ex, SimExchange) else SimExchange(r, keys)
+        price_file = settings.sim_price_file
+
+        async def sim_file(stop: asyncio.Event) -> None:
+            assert price_file is not None
+            await drive_file(sim, brain.symbols, price_file, stop, speed=settings.sim_price_speed)
 
         async def sim_prices(stop: asyncio.Event) -> None:
             await drive_prices(sim, brain.symbols, settings.sim_price_seed, stop,
                                interval_s=settings.sim_price_interval_s)  # fmt: skip
 
-        tasks.append(sim_prices)
+        tasks.append(sim_file if price_file is not None else sim_prices)
     return ServiceRunner("exit-brain", r, keys, tasks=tasks, metrics_port=port, on_close=ex.close)

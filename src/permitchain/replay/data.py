@@ -24,8 +24,8 @@ import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from itertools import pairwise
 from decimal import Decimal, InvalidOperation
+from itertools import pairwise
 from pathlib import Path
 
 from permitchain.errors import PermitchainError

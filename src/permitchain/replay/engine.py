@@ -139,6 +139,65 @@ def _q(d: Decimal) -> Decimal:
     return d.quantize(FOUR, rounding=ROUND_HALF_EVEN)
 
 
+@dataclass(slots=True)
+class _Run:
+    """One series' replay in progress."""
+
+    bars: market.Bars
+    gate: Gate
+    trades: list[Trade] = field(default_factory=list)
+    op: _Open | None = None
+    due: tuple[Decision, Decimal] | None = None  # executed at a close, fills at the next open
+    skipped: int = 0
+    restarts: int = 0
+    decisions: int = 0
+    warming: int = 0
+    flips: int = 0
+    scores: list[Decimal] = field(default_factory=list)
+    equity: list[float] = field(default_factory=list)
+    realised: float = 0.0
+
+    def settle_if_flat(self) -> None:
+        if self.op is not None and self.op.qty == 0:
+            self.realised += float(self.op.trade.r)
+            self.op = None
+
+
+class _Entries:
+    """The entries due, candle by candle, from a rule or a list."""
+
+    def __init__(self, replayer: Replayer, series: Series) -> None:
+        self.r, self.series = replayer, series
+        e = replayer.entries
+        self.rule = e if isinstance(e, Rule) else None
+        self.listed = [] if isinstance(e, Rule) else for_symbol(e, series.symbol)
+        self.next = 0
+        self.long = True
+        # the rule's period of the last entry; data starting mid-period waits for the next
+        first = int(series.times[0]) if len(series) else 0
+        period = self.rule.period_s if self.rule is not None else 1
+        self.slot: int | None = None if first % period == 0 else first // period
+
+    def due(self, i: int) -> Entry | None:
+        t = self.series.times[i]
+        if self.rule is None:
+            entry = None
+            while self.next < len(self.listed) and self.listed[self.next].time_s <= t:
+                entry = self.listed[self.next]
+                self.next += 1
+            return entry
+        slot = int(t) // self.rule.period_s
+        if slot == self.slot:
+            return None
+        self.slot = slot  # the first candle of a period (a missing one: the next)
+        is_long = self.rule.side == "long" or (self.rule.side == "alternate" and self.long)
+        price = self.r.fill_price(self.series.opens[i], is_long, closing=False)
+        return Entry(t, self.series.symbol, is_long, self.r.o.qty, price)
+
+    def taken(self) -> None:
+        self.long = not self.long
+
+
 class Replayer:
     """Replays one series with one set of settings."""
 
@@ -172,171 +231,132 @@ class Replayer:
 
     def run(self, series: Series, progress: Callable[[int], None] | None = None) -> SeriesResult:
         s, o = self.s, self.o
-        n = len(series)
-        times, opens, highs, lows, closes = (
-            series.times,
-            series.opens,
-            series.highs,
-            series.lows,
-            series.closes,
-        )
-        dt = series.interval_s
+        n, dt = len(series), series.interval_s
         if s.exit_bar_s < dt:
             raise ConfigError(
                 f"EXIT_BAR_S={s.exit_bar_s:g} is shorter than the {dt:g}s candles of "
                 f"{series.name}: a bar needs at least one candle (--set EXIT_BAR_S={dt:g})"
             )
-        bars = market.Bars(s.exit_bar_s, self.windows.ref + 1)
-        need = self.windows.min_returns + 1
-        gate = Gate(s, series.symbol, o.step_size, o.min_qty)
-        rule = self.entries if isinstance(self.entries, Rule) else None
-        listed = [] if rule is not None else for_symbol(self.entries, series.symbol)  # type: ignore[arg-type]
-        li = 0
-        # the rule's period of the last entry; data starting mid-period waits for the next
-        first = int(times[0]) if n else 0
-        last_slot = None if rule is None or first % rule.period_s == 0 else first // rule.period_s
-        alternate_long = True
-        trades: list[Trade] = []
-        op: _Open | None = None
-        due: tuple[Decision, Decimal] | None = None  # executed at the close, fills at next open
-        skipped = restarts = decisions = warming = flips = 0
-        scores: list[Decimal] = []
-        equity: list[float] = []
-        realised = 0.0
+        times, opens, closes = series.times, series.opens, series.closes
+        st = _Run(
+            market.Bars(s.exit_bar_s, self.windows.ref + 1),
+            Gate(s, series.symbol, o.step_size, o.min_qty),
+        )
+        entries = _Entries(self, series)
         step_every = max(1, n // 200)
         for i in range(n):
             t = times[i]
             # 1. the plan executed at the previous close fills at this open
-            if due is not None and op is not None:
-                d, qty = due
-                due = None
-                op = self.execute(op, d, qty, t, opens[i], gate)
-                if op.qty == 0:
-                    realised += float(op.trade.r)
-                    op = None
-            # 2. entries
-            entry = None
-            if rule is not None:
-                slot = int(t) // rule.period_s
-                if slot != last_slot:  # the first candle of a period (a missing one: the next)
-                    is_long = rule.side == "long" or (rule.side == "alternate" and alternate_long)
-                    last_slot = slot
-                    entry = Entry(
-                        t,
-                        series.symbol,
-                        is_long,
-                        o.qty,
-                        self.fill_price(opens[i], is_long, closing=False),
-                    )
-            else:
-                while li < len(listed) and listed[li].time_s <= t:
-                    entry = listed[li]
-                    li += 1
+            if st.due is not None and st.op is not None:
+                d, qty = st.due
+                st.due = None
+                self.execute(st.op, d, qty, t, opens[i], st.gate)
+                st.settle_if_flat()
+            # 2. an entry
+            entry = entries.due(i)
             if entry is not None:
-                if op is None:
-                    op = self.open(entry, t, i, len(trades), series.symbol)
-                    trades.append(op.trade)
-                    alternate_long = not alternate_long
+                if st.op is None:
+                    st.op = self.open(entry, t, i, len(st.trades), series.symbol)
+                    st.trades.append(st.op.trade)
+                    entries.taken()
                 else:
-                    skipped += 1
+                    st.skipped += 1
             # 3. the stop
-            if op is not None:
-                is_long = op.trade.is_long
-                hit = lows[i] <= op.stop if is_long else highs[i] >= op.stop
-                if hit:
-                    gapped = opens[i] <= op.stop if is_long else opens[i] >= op.stop
-                    level = opens[i] if gapped else op.stop
-                    price = self.fill_price(level, is_long, closing=True)
-                    qty = op.qty
-                    pnl, _fee = self.close_part(op, qty, price)
-                    op.trade.exits.append(
-                        Exit(
-                            t,
-                            STOP,
-                            0,
-                            None,
-                            None,
-                            None,
-                            True,
-                            "ok",
-                            qty,
-                            price,
-                            None,
-                            _q(pnl),
-                            self.r_of(op, pnl),
-                        )
-                    )
-                    self.finish(op, t)
-                    realised += float(op.trade.r)
-                    op = None
-                    due = None
-            # 4. bars
-            c = closes[i]
-            fresh = bars.index is None
-            if not bars.add(t, c) and not fresh:
-                restarts += 1
-            # 5. decide at the close
-            now = t + dt
-            if op is not None:
-                tr = op.trade
-                if len(bars) < need:
-                    warming += 1
-                else:
-                    comps = market.components(
-                        bars.returns, tr.is_long, now - tr.entry_s, self.windows
-                    )
-                    view = PositionView(tr.entry_price, c, tr.is_long, o.tick_size)
-                    d = decide(view, comps, op.book, self.params, now)
-                    decisions += 1
-                    scores.append(d.kill_score)
-                    flips += d.components.regime_flip > 0
-                    if d.proposes:
-                        amt = op.qty if tr.is_long else -op.qty
-                        v = gate.judge(d, op.epoch, amt, c, now)
-                        if v.executed:
-                            op.book = d.book
-                            due = (d, v.qty)
-                        else:
-                            op.book = settle(d.book, False, now, self.params)
-                            tr.exits.append(self.record(d, now, False, f"{v.layer}:{v.reason}"))
-                unreal = float(self.mark_r(op, c))
-                equity.append(realised + unreal)
+            if st.op is not None:
+                self.stop_step(st, series, i)
+            # 4. the bars
+            fresh = st.bars.index is None
+            if not st.bars.add(t, closes[i]) and not fresh:
+                st.restarts += 1
+            # 5. the decision at the close
+            if st.op is not None:
+                self.decide_step(st, closes[i], t + dt)
+                st.equity.append(st.realised + float(self.mark_r(st.op, closes[i])))
             else:
-                equity.append(realised)
+                st.equity.append(st.realised)
             if progress is not None and (i + 1) % step_every == 0:
                 progress(step_every)
-        if op is not None:  # the end of the data closes what is left
-            last = n - 1
-            price = self.fill_price(closes[last], op.trade.is_long, closing=True)
-            qty = op.qty
-            pnl, _fee = self.close_part(op, qty, price)
-            end_s = times[last] + dt
-            op.trade.exits.append(
-                Exit(
-                    end_s,
-                    END,
-                    0,
-                    None,
-                    None,
-                    None,
-                    True,
-                    "ok",
-                    qty,
-                    price,
-                    None,
-                    _q(pnl),
-                    self.r_of(op, pnl),
-                )
-            )
-            self.finish(op, end_s)
-            realised += float(op.trade.r)
-            if equity:
-                equity[-1] = realised
-        for tr in trades:
+        if st.op is not None:  # the end of the data closes what is left
+            price = self.fill_price(closes[-1], st.op.trade.is_long, closing=True)
+            self.close_all(st.op, END, times[-1] + dt, price)
+            st.settle_if_flat()
+            if st.equity:
+                st.equity[-1] = st.realised
+        for tr in st.trades:
             self.baselines(tr, series)
         return SeriesResult(
-            series, trades, skipped, restarts, decisions, warming, scores, flips, equity
+            series,
+            st.trades,
+            st.skipped,
+            st.restarts,
+            st.decisions,
+            st.warming,
+            st.scores,
+            st.flips,
+            st.equity,
         )
+
+    def stop_step(self, st: _Run, series: Series, i: int) -> None:
+        """The position's stop fills when the candle reaches it (at a worse open if gapped)."""
+        assert st.op is not None
+        op, is_long = st.op, st.op.trade.is_long
+        o, hit = (
+            series.opens[i],
+            (series.lows[i] <= op.stop if is_long else series.highs[i] >= op.stop),
+        )
+        if not hit:
+            return
+        gapped = o <= op.stop if is_long else o >= op.stop
+        price = self.fill_price(o if gapped else op.stop, is_long, closing=True)
+        self.close_all(op, STOP, series.times[i], price)
+        st.due = None
+        st.settle_if_flat()
+
+    def decide_step(self, st: _Run, close: Decimal, now: float) -> None:
+        """The kernel decides at the close; a proposal meets the gate."""
+        assert st.op is not None
+        op, tr = st.op, st.op.trade
+        if len(st.bars) < self.windows.min_returns + 1:
+            st.warming += 1
+            return
+        comps = market.components(st.bars.returns, tr.is_long, now - tr.entry_s, self.windows)
+        view = PositionView(tr.entry_price, close, tr.is_long, self.o.tick_size)
+        d = decide(view, comps, op.book, self.params, now)
+        st.decisions += 1
+        st.scores.append(d.kill_score)
+        st.flips += d.components.regime_flip > 0
+        if not d.proposes:
+            return
+        v = st.gate.judge(d, op.epoch, op.qty if tr.is_long else -op.qty, close, now)
+        if v.executed:
+            op.book = d.book
+            st.due = (d, v.qty)
+        else:
+            op.book = settle(d.book, False, now, self.params)
+            tr.exits.append(self.record(d, now, False, f"{v.layer}:{v.reason}"))
+
+    def close_all(self, op: _Open, action: str, at: float, price: Decimal) -> None:
+        """Close what is left outside the chain (the exchange's stop, the end of the data)."""
+        qty = op.qty
+        pnl, _fee = self.close_part(op, qty, price)
+        op.trade.exits.append(
+            Exit(
+                at,
+                action,
+                0,
+                None,
+                None,
+                None,
+                True,
+                "ok",
+                qty,
+                price,
+                None,
+                _q(pnl),
+                self.r_of(op, pnl),
+            )
+        )
+        self.finish(op, at)
 
     # -- positions --------------------------------------------------------------------------
     def open(self, e: Entry, t: float, i: int, number: int, symbol: str) -> _Open:
@@ -390,7 +410,7 @@ class Replayer:
 
     def execute(
         self, op: _Open, d: Decision, qty: Decimal, t: float, open_price: Decimal, gate: Gate
-    ) -> _Open:
+    ) -> None:
         """The executed plan fills at ``open_price``: the close (if any), then the stop."""
         gate.record(t)
         op.book = settle(op.book, True, t, self.params)
@@ -408,7 +428,6 @@ class Replayer:
             op.stop = d.new_sl
         if op.qty == 0:
             self.finish(op, t)
-        return op
 
     # -- baselines --------------------------------------------------------------------------
     def baselines(self, tr: Trade, series: Series) -> None:
