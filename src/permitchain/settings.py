@@ -116,7 +116,7 @@ class Settings(BaseSettings):
     cooldown_s: float = _f(15.0, "COOLDOWN_S", ge=0)
 
     # --- exit brain ---------------------------------------------------------------------
-    full_close_score: Decimal = _f(Decimal("0.75"), "FULL_CLOSE_SCORE", ge=0, le=1)
+    full_close_score: Decimal = _f(Decimal("0.78"), "FULL_CLOSE_SCORE", ge=0, le=1)
     exit_interval_s: float = _f(2.0, "EXIT_INTERVAL_S", gt=0)
     # Initial risk per unit as a fraction of entry (the stop distance a trade opens with):
     # 1 R = entry × EXIT_RISK_FRACTION.
@@ -131,7 +131,7 @@ class Settings(BaseSettings):
     exit_short_window: int = _f(20, "EXIT_SHORT_WINDOW", ge=4)
     exit_ref_window: int = _f(120, "EXIT_REF_WINDOW", ge=6)
     exit_tranche_r: str = _f("2,4,6", "EXIT_TRANCHE_R")
-    exit_break_even_r: Decimal = _f(Decimal("1"), "EXIT_BREAK_EVEN_R", gt=0)
+    exit_break_even_r: Decimal = _f(Decimal("1.5"), "EXIT_BREAK_EVEN_R", gt=0)
     exit_break_even_offset: Decimal = _f(
         Decimal("0.002"), "EXIT_BREAK_EVEN_OFFSET", ge=0, lt=Decimal("0.5")
     )

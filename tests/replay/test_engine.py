@@ -59,7 +59,7 @@ def test_an_exit_fills_at_the_next_open_with_slippage_and_fees() -> None:
     assert (first.action, first.tranche, first.executed) == ("PARTIAL_25", 1, True)
     assert first.time_s == s.times[15]  # decided at the close of candle 14, filled at 15's open
     assert first.qty == D("0.25") and first.price == s.opens[15] * D("0.999")
-    assert first.new_sl == D("100.200")  # break-even + 0.2 % rides along (R ≥ 1)
+    assert first.new_sl == D("100.200")  # break-even + 0.2 % rides along (R ≥ 1.5)
     fee = D("0.0004") * first.price * first.qty
     assert first.pnl == ((first.price - 100) * first.qty - fee).quantize(D("0.0001"))
     assert first.kill_score < D("0.51") and first.r_net is not None and first.r_net >= 2

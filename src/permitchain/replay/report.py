@@ -132,6 +132,11 @@ def totals(results: Sequence[SeriesResult]) -> dict[str, Any]:
         "stops_hit": sum(1 for e in exits if e.action == STOP),
         "closed_at_end": sum(1 for e in exits if e.action == END),
         "full_closes": sum(1 for e in closes if e.action == "FULL_CLOSE_PROPOSED"),
+        "full_closes_without_sigma_spike": sum(
+            1
+            for e in closes
+            if e.action == "FULL_CLOSE_PROPOSED" and e.components and e.components[1] == 0
+        ),
         "full_closes_first_hour": sum(
             1
             for t in trades
