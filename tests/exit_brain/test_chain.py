@@ -57,6 +57,7 @@ def test_seeded_prices_lead_to_proposals_plans_and_a_close(
             await sim.set_price(SYM, Decimal(107))
             await asyncio.to_thread(chain.start)
             await asyncio.to_thread(chain.wait_ready)
+            await r.hset(keys.ledger(SYM), "last_order_time_epoch", f"{time.time():.6f}")
             result = await first_fill(r, keys, timeout_s=60)
             proposals = [f for _i, f in await r.xrange(keys.proposal_stream)]
             plans = [f for _i, f in await r.xrange(keys.plan_stream)]
@@ -82,7 +83,7 @@ def test_seeded_prices_lead_to_proposals_plans_and_a_close(
 def test_a_denied_tranche_stays_available_until_the_chain_executes_it(
     chain_factory: Callable[..., Chain], redis_url: str
 ) -> None:
-    """P3.3 denies the first plans (an order 4 s ago: cooldown); the exit brain learns each
+    """P3.3 denies the first plans (an order just now: cooldown); the exit brain learns each
     plan's outcome, keeps PARTIAL_25 available and proposes it again after EXIT_RETRY_S,
     as a new plan, until the chain fills it; only then is the tranche spent."""
     chain = chain_factory(
@@ -111,6 +112,7 @@ def test_a_denied_tranche_stays_available_until_the_chain_executes_it(
             )
             await asyncio.to_thread(chain.start)
             await asyncio.to_thread(chain.wait_ready)
+            await r.hset(keys.ledger(SYM), "last_order_time_epoch", f"{time.time():.6f}")
             result = await first_fill(r, keys, timeout_s=60)
             proposals = [f for _i, f in await r.xrange(keys.proposal_stream)]
             states = {
