@@ -10,6 +10,7 @@ Wall-clock figures: on a shared machine they move with its load, which is printe
 from __future__ import annotations
 
 import os
+import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ class BenchResult:
     sweep_points: int
     sweep_serial_s: float
     sweep_parallel_s: float
+    sweep_serial_cpu_s: float  # CPU time of the serial sweep (this process)
+    sweep_parallel_cpu_s: float  # CPU time of the workers, all together
     workers: int
     speedup: float
     load_before: tuple[float, float, float]
@@ -80,30 +83,37 @@ def run_bench(
     one = time.perf_counter() - t0
     say(f"one replay: {one:.2f} s, {len(year) / one:,.0f} candles/s, {len(res.trades)} trades")
     points = [{"FULL_CLOSE_SCORE": v} for v in SWEEP_VALUES]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     sweep.run_sweep([year], entries, {}, points, workers=1)
-    serial = time.perf_counter() - t0
+    serial, serial_cpu = time.perf_counter() - t0, time.process_time() - c0
     say(f"sweep of {len(points)} values one after the other: {serial:.2f} s")
     n = workers or os.cpu_count() or 1
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     sweep.run_sweep([year], entries, {}, points, workers=n)
     parallel = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    par_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    load = os.getloadavg()
     say(
         f"sweep of {len(points)} values on {n} processes: {parallel:.2f} s "
-        f"({serial / parallel:.2f}× faster)"
+        f"({serial / parallel:.2f}× faster); CPU {serial_cpu:.1f} s one after the other, "
+        f"{par_cpu:.1f} s in the workers; load average {load[0]:.2f} after"
     )
     return BenchResult(
-        len(year),
-        data_file.name,
-        one,
-        len(year) / one,
-        len(res.trades),
-        len(points),
-        serial,
-        parallel,
-        n,
-        serial / parallel,
-        load_before,
-        os.getloadavg(),
-        os.cpu_count() or 1,
+        candles=len(year),
+        source=data_file.name,
+        replay_s=one,
+        candles_per_s=len(year) / one,
+        trades=len(res.trades),
+        sweep_points=len(points),
+        sweep_serial_s=serial,
+        sweep_parallel_s=parallel,
+        sweep_serial_cpu_s=serial_cpu,
+        sweep_parallel_cpu_s=par_cpu,
+        workers=n,
+        speedup=serial / parallel,
+        load_before=load_before,
+        load_after=load,
+        cpus=os.cpu_count() or 1,
     )
