@@ -15,7 +15,7 @@ from permitchain.exit_brain import kernel, market
 from permitchain.position_brain import checks
 from permitchain.replay import engine, gate, runner
 from permitchain.replay.data import Series
-from permitchain.replay.entries import Entry, parse_rule
+from permitchain.replay.entries import Entry, Rule, parse_rule
 
 D = Decimal
 T0 = 1_700_000_040.0  # not on an hour: rule entries wait for the next one
@@ -37,7 +37,7 @@ def series(closes: list[str], interval_s: float = 60.0) -> Series:
     )
 
 
-def run(s: Series, entries: list[Entry], **sets: str) -> engine.SeriesResult:
+def run(s: Series, entries: Rule | list[Entry], **sets: str) -> engine.SeriesResult:
     settings, options = runner.build_settings({"EXIT_BAR_S": "60", **sets}, environ={})
     return runner.replay([s], settings, options, entries)[0]
 
@@ -105,7 +105,9 @@ def test_a_stop_fills_at_the_stop_or_at_a_worse_open() -> None:
 
 def test_rule_entries_alternate_and_skip_while_open() -> None:
     s = series(["100"] * 200)
-    res = run(s, parse_rule("every:1h:alternate"), FULL_CLOSE_SCORE="0.99")  # type: ignore[arg-type]
+    rule = parse_rule("every:1h:alternate")
+    assert rule is not None
+    res = run(s, rule, FULL_CLOSE_SCORE="0.99")
     assert [t.is_long for t in res.trades] == [True]  # the first held to the end
     assert res.skipped_entries == 2
     assert res.trades[0].entry_s % 3600 == 0

@@ -16,7 +16,9 @@ and at most sigmoid(2.55) ≈ 0.9276. The planner's ``KILL_SCORE_THRESHOLD`` (0.
 minimum score a proposal needs to become an EXECUTE plan: at 0.5 it lets every proposal of
 this kernel through (it gates only hand-made proposals with lower scores); above 0.5 it
 demands evidence of a deteriorating trade even for profit harvests. ``FULL_CLOSE_SCORE``
-(0.6) is this kernel's own line between "close everything" and "harvest by R".
+(setting default 0.78, calibrated with the replay; :class:`ExitParams` keeps 0.6 as the
+kernel's neutral default for tests) is this kernel's own line between "close everything"
+and "harvest by R".
 
 The score is computed from the components rounded to 4 places, the values the proposal
 carries, so anyone can recompute it from the proposal: (0, 0.1084, 0.1789, 0.0417) → 0.5390.

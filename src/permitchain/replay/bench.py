@@ -22,7 +22,7 @@ from permitchain.replay.data import Series, read_series
 
 YEAR_MINUTES = 525_600
 START_S = 1_672_531_200.0  # 2023-01-01T00:00:00Z
-SWEEP_VALUES = ("0.6", "0.65", "0.7", "0.75", "0.8", "0.85", "0.9", "0.95")
+SWEEP_VALUES = ("0.74", "0.75", "0.76", "0.77", "0.78", "0.79", "0.8", "0.81")
 ENTRIES = "every:6h:alternate"
 
 
