@@ -124,3 +124,15 @@ def test_shared_files_replay_the_same_twice(klines: Path) -> None:
     a = runner.replay(s, settings, options, runner.parse_entries("every:6h:alternate"))[0]
     b = runner.replay(s, settings, options, runner.parse_entries("every:6h:alternate"))[0]
     assert [t.r for t in a.trades] == [t.r for t in b.trades] and len(a.trades) == 80
+
+
+def test_a_gap_restarts_the_windows_and_the_kernel_waits() -> None:
+    closes = ["100"] * 14 + ["102.5"] * 30
+    s = series(closes)
+    for k in range(20, 44):  # a missing candle after 20: a bar without marks
+        s.times[k] += 60
+    res = run(s, [Entry(T0 + 60 * 12, "", True, D(1), D(100))], MAX_EXEC_PER_HOUR="0")
+    assert res.restarts == 1
+    assert res.warming == 10  # candles 20 … 29: eleven bars needed again before a decision
+    decided = [e.time_s for e in res.trades[0].exits if not e.executed]
+    assert all(not (s.times[20] <= t <= s.times[29] + 60) for t in decided)
