@@ -36,7 +36,7 @@ def plot(results: Sequence[SeriesResult], path: str | Path) -> None:
         price.plot(when, [float(c) for c in s.closes], lw=0.6, color="tab:blue")
         price.set_title(f"{s.name}: close, entries and exits")
         for t in r.trades:
-            colour = "tab:green" if t.is_long else "tab:red"
+            colour = "navy" if t.is_long else "darkorange"
             price.scatter(
                 [datetime.fromtimestamp(t.entry_s, UTC)],
                 [float(t.entry_price)],
@@ -44,6 +44,7 @@ def plot(results: Sequence[SeriesResult], path: str | Path) -> None:
                 color=colour,
                 s=30,
                 zorder=3,
+                label="entry long" if t.is_long else "entry short",
             )
             for e in t.exits:
                 if not e.executed or (e.price is None and e.new_sl is None):
