@@ -38,6 +38,8 @@ class BenchResult:
     sweep_parallel_s: float
     sweep_serial_cpu_s: float  # CPU time of the serial sweep (this process)
     sweep_parallel_cpu_s: float  # CPU time of the workers, all together
+    busiest_worker_cpu_s: float  # the most CPU one worker spent: the sweep's floor on idle cores
+    idle_cores_speedup: float  # serial CPU / busiest worker's CPU: the speedup on idle cores
     workers: int
     speedup: float
     load_before: tuple[float, float, float]
@@ -90,8 +92,10 @@ def run_bench(
     n = workers or os.cpu_count() or 1
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    sweep.run_sweep([year], entries, {}, points, workers=n)
+    per_worker: dict[int, float] = {}
+    sweep.run_sweep([year], entries, {}, points, workers=n, cpu_by_worker=per_worker)
     parallel = time.perf_counter() - t0
+    busiest = max(per_worker.values())
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     par_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     load = os.getloadavg()
@@ -99,6 +103,10 @@ def run_bench(
         f"sweep of {len(points)} values on {n} processes: {parallel:.2f} s "
         f"({serial / parallel:.2f}× faster); CPU {serial_cpu:.1f} s one after the other, "
         f"{par_cpu:.1f} s in the workers; load average {load[0]:.2f} after"
+    )
+    say(
+        f"on idle cores: the busiest worker's CPU {busiest:.1f} s → {serial_cpu / busiest:.2f}× "
+        f"(serial CPU / busiest worker's CPU, independent of the load)"
     )
     return BenchResult(
         candles=len(year),
@@ -111,6 +119,8 @@ def run_bench(
         sweep_parallel_s=parallel,
         sweep_serial_cpu_s=serial_cpu,
         sweep_parallel_cpu_s=par_cpu,
+        busiest_worker_cpu_s=busiest,
+        idle_cores_speedup=serial_cpu / busiest,
         workers=n,
         speedup=serial / parallel,
         load_before=load_before,

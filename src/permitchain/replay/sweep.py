@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import multiprocessing
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -53,6 +54,13 @@ def point_row(point: Mapping[str, str]) -> dict[str, Any]:
     return {"point": dict(point), "totals": report.totals(results), "net_r_by_file": per_file}
 
 
+def _timed_point(point: Mapping[str, str]) -> tuple[dict[str, Any], int, float]:
+    """:func:`point_row`, with the worker's pid and the CPU seconds the point took."""
+    c0 = time.process_time()
+    row = point_row(point)
+    return row, os.getpid(), time.process_time() - c0
+
+
 def run_sweep(
     series: Sequence[Series],
     entries: Rule | list[Entry],
@@ -60,8 +68,11 @@ def run_sweep(
     points: Sequence[Mapping[str, str]],
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
+    cpu_by_worker: dict[int, float] | None = None,
 ) -> list[dict[str, Any]]:
-    """Rows in the order of ``points``. ``workers`` 1 runs them one after the other here."""
+    """Rows in the order of ``points``. ``workers`` 1 runs them one after the other here.
+    ``cpu_by_worker``, when given, receives the CPU seconds each process spent on points."""
+    cpu = cpu_by_worker if cpu_by_worker is not None else {}
     for p in points:  # fail on a bad value before any work starts
         settings, _ = runner.build_settings({**sets, **p})
         short = [s.name for s in series if settings.exit_bar_s < s.interval_s]
@@ -75,14 +86,17 @@ def run_sweep(
     try:
         if n <= 1 or os.name != "posix":  # the workers inherit the candles by fork
             for p in points:
-                rows.append(point_row(p))
+                row, pid, used = _timed_point(p)
+                rows.append(row)
+                cpu[pid] = cpu.get(pid, 0.0) + used
                 if progress:
                     progress(1)
             return rows
         ctx = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(max_workers=n, mp_context=ctx) as pool:
-            for row in pool.map(point_row, points):
+            for row, pid, used in pool.map(_timed_point, points):
                 rows.append(row)
+                cpu[pid] = cpu.get(pid, 0.0) + used
                 if progress:
                     progress(1)
         return rows
