@@ -136,3 +136,18 @@ def test_a_gap_restarts_the_windows_and_the_kernel_waits() -> None:
     assert res.warming == 10  # candles 20 … 29: eleven bars needed again before a decision
     decided = [e.time_s for e in res.trades[0].exits if not e.executed]
     assert all(not (s.times[20] <= t <= s.times[29] + 60) for t in decided)
+
+
+def test_p33_cooldown_after_an_order() -> None:
+    """The stop move fills; the harvest right after it meets P3.3's cooldown, is not spent,
+    and goes through once the cooldown and the retry pause have passed."""
+    s = series(["100"] * 14 + ["101.7"] * 3 + ["102.5"] * 40)
+    res = run(s, [Entry(T0 + 60 * 12, "", True, D(1), D(100))], COOLDOWN_S="600", EXIT_RETRY_S="60")
+    steps = [(e.action, e.executed, e.reason) for e in res.trades[0].exits]
+    assert steps[:3] == [
+        ("UPDATE_SL", True, "ok"),
+        ("PARTIAL_25", False, "p33:cooldown_in_flight"),
+        ("PARTIAL_25", False, "p33:cooldown_in_flight"),
+    ]
+    done = next(e for e in res.trades[0].exits if e.action == "PARTIAL_25" and e.executed)
+    assert done.time_s - res.trades[0].exits[0].time_s >= 600
