@@ -275,8 +275,12 @@ def print_report(data: dict[str, Any], console: Console, with_trades: bool) -> N
             f"{f['from']} → {f['to']}; {f['gaps']} gaps ({f['missing_candles']} "
             f"candles missing, windows restarted {f['window_restarts']}×); "
             f"PnL net {q['net']} hold {q['hold']} SL/TP {q['baseline']}, fees {q['fees']}; "
-            f"not executed {f['totals']['not_executed'] or 'none'}"
+            f"not executed: {refusals(f['totals']['not_executed'])}"
         )
+
+
+def refusals(counts: dict[str, int]) -> str:
+    return ", ".join(f"{reason} ×{n}" for reason, n in counts.items()) or "none"
 
 
 def print_trades(f: dict[str, Any], console: Console) -> None:
