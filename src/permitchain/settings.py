@@ -134,7 +134,7 @@ class Settings(BaseSettings):
     reconcile_s: float = _f(60.0, "RECONCILE_S", gt=0)
 
     # --- exit brain ---------------------------------------------------------------------
-    full_close_score: Decimal = _f(Decimal("0.6"), "FULL_CLOSE_SCORE", ge=0, le=1)
+    full_close_score: Decimal = _f(Decimal("0.78"), "FULL_CLOSE_SCORE", ge=0, le=1)
     exit_interval_s: float = _f(2.0, "EXIT_INTERVAL_S", gt=0)
     # Initial risk per unit as a fraction of entry (the stop distance a trade opens with):
     # 1 R = entry × EXIT_RISK_FRACTION.
@@ -145,6 +145,18 @@ class Settings(BaseSettings):
     exit_trail_r: Decimal = _f(Decimal(0), "EXIT_TRAIL_R", ge=0, le=100)
     exit_trail_step_r: Decimal = _f(Decimal("0.5"), "EXIT_TRAIL_STEP_R", gt=0, le=100)
     exit_full_close_retry_s: float = _f(60.0, "EXIT_FULL_CLOSE_RETRY_S", gt=0)
+    # Replay-calibrated (docs/exit-brain.md): marks bucketed into bars of EXIT_BAR_S seconds;
+    # estimator windows in bars; harvest levels in R; the break-even stop move; the pause
+    # after a proposal the chain did not execute.
+    exit_bar_s: float = _f(300.0, "EXIT_BAR_S", gt=0)
+    exit_short_window: int = _f(20, "EXIT_SHORT_WINDOW", ge=4)
+    exit_ref_window: int = _f(120, "EXIT_REF_WINDOW", ge=6)
+    exit_tranche_r: str = _f("2,4,6", "EXIT_TRANCHE_R")
+    exit_break_even_r: Decimal = _f(Decimal("1.5"), "EXIT_BREAK_EVEN_R", gt=0)
+    exit_break_even_offset: Decimal = _f(
+        Decimal("0.002"), "EXIT_BREAK_EVEN_OFFSET", ge=0, lt=Decimal("0.5")
+    )
+    exit_retry_s: float = _f(30.0, "EXIT_RETRY_S", gt=0)
 
     # --- simulated exchange -------------------------------------------------------------
     # With EXCHANGE=sim the exit brain drives sim prices (seeded random walk) and triggers
@@ -152,6 +164,10 @@ class Settings(BaseSettings):
     sim_drive_prices: bool = _f(True, "SIM_DRIVE_PRICES")
     sim_price_seed: int = _f(7, "SIM_PRICE_SEED")
     sim_price_interval_s: float = _f(1.0, "SIM_PRICE_INTERVAL_S", gt=0)
+    # Recorded candles instead of the random walk (a file `permitchain replay` reads): each
+    # candle's close becomes the mark at its time, SIM_PRICE_SPEED file seconds per second.
+    sim_price_file: Path | None = _f(None, "SIM_PRICE_FILE")
+    sim_price_speed: float = _f(1.0, "SIM_PRICE_SPEED", gt=0)
 
     # --- gate for external executors (docs/design.md §15) --------------------------------
     # A grant not claimed this long after the executor wrote it is blocked; a claim not
@@ -198,6 +214,18 @@ class Settings(BaseSettings):
         if bad:
             raise ValueError(f"not a symbol: {', '.join(bad)} (expected e.g. BTCUSDT)")
         return ",".join(items)
+
+    @field_validator("exit_tranche_r")
+    @classmethod
+    def _tranche_r(cls, v: str) -> str:
+        try:
+            levels = [Decimal(x.strip()) for x in v.split(",")]
+        except ArithmeticError:
+            levels = []
+        ok = len(levels) == 3 and all(x.is_finite() and x > 0 for x in levels)
+        if not ok or not levels[0] < levels[1] < levels[2]:
+            raise ValueError("three increasing positive R levels, e.g. 2,4,6")
+        return ",".join(str(x) for x in levels)
 
     @field_validator("redis_url")
     @classmethod

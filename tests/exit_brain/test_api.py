@@ -14,7 +14,7 @@ from permitchain.exit_brain import state
 from permitchain.exit_brain.api import build_proposal, expected_plan_id, propose
 from permitchain.exit_brain.kernel import Book
 from permitchain.keys import Keys
-from permitchain.models import Action, PlanDecision, Proposal
+from permitchain.models import Action, PlanDecision, Proposal, make_plan_id
 from permitchain.settings import load_settings
 
 NOW = 1_700_000_000.0
@@ -108,4 +108,64 @@ def test_exit_settings_load_from_the_environment() -> None:
     assert s.exit_risk_fraction == Decimal("0.02") and s.exit_fee_rate == Decimal("0.0004")
     for bad in ({"EXIT_RISK_FRACTION": "0"}, {"SIM_DRIVE_PRICE": "true"}, {"EXIT_INTERVAL_S": "x"}):
         with pytest.raises(ConfigError, match=next(iter(bad))[:14]):
+            load_settings(bad)
+
+
+def test_state_keeps_the_pending_proposal() -> None:
+    b = Book(
+        epoch=1,
+        proposals=3,
+        pending_action="PARTIAL_50",
+        pending_level=2,
+        pending_sl=Decimal("100.2"),
+        pending_since=NOW,
+        retry_at=NOW - 5,
+    )
+    st = state.Stored(b, "LONG", NOW)
+    assert state.parse_state(state.state_fields(st, NOW)) == st
+    assert state.pending_plan_id("BTCUSDT", b) == make_plan_id("BTCUSDT", "PARTIAL_50", 1, 3)
+    assert state.pending_plan_id("BTCUSDT", Book()) is None
+    with pytest.raises(ContractError, match="pending_action"):
+        state.parse_state({"epoch": "1", "pending_action": "SELL_EVERYTHING"})
+
+
+@pytest.mark.parametrize(
+    ("exec_state", "age_s", "expect"),
+    [
+        ("filled", 1, True),
+        ("partially_filled", 1, True),
+        ("unknown", 1, True),  # the order may exist: never proposed again as if not
+        ("blocked", 1, False),
+        ("rejected", 1, False),
+        ("dry_run", 1, False),
+        ("permitted", 500, None),  # on its way: wait
+        ("submitted", 500, None),
+        (None, 10, None),  # no record yet
+        (None, 100, False),  # no record after the timeout: it can no longer execute
+    ],
+)
+def test_outcome_of_a_pending_plan(
+    exec_state: str | None, age_s: float, expect: bool | None
+) -> None:
+    assert state.outcome(exec_state, NOW, NOW + age_s, timeout_s=97) is expect
+
+
+def test_bar_and_calibration_settings() -> None:
+    s = load_settings(
+        {"EXIT_BAR_S": "60", "EXIT_TRANCHE_R": "1.5, 3,4.5", "EXIT_SHORT_WINDOW": "30"}
+    )
+    assert (s.exit_bar_s, s.exit_tranche_r, s.exit_short_window) == (60.0, "1.5,3,4.5", 30)
+    defaults = load_settings({})
+    assert (defaults.exit_bar_s, defaults.full_close_score, defaults.exit_break_even_r) == (
+        300.0,
+        Decimal("0.78"),
+        Decimal("1.5"),
+    )
+    for bad in (
+        {"EXIT_TRANCHE_R": "4,2,6"},
+        {"EXIT_TRANCHE_R": "2,4"},
+        {"EXIT_BAR_S": "0"},
+        {"EXIT_SHORT_WINDOW": "2"},
+    ):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
             load_settings(bad)

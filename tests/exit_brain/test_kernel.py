@@ -20,6 +20,7 @@ from permitchain.exit_brain.kernel import (
     kill_score,
     r_net,
     regime_flip,
+    settle,
     sigma_spike,
     ts_drop,
 )
@@ -83,9 +84,12 @@ def test_reference_partial_75_with_break_even_stop() -> None:
     pos = PositionView(Decimal(100), Decimal("107.0136"), True, Decimal("0.1"))
     d = decide(pos, REFERENCE, Book(), NO_FEES, NOW)
     assert d.r_net == Decimal("7.0136")
-    assert (d.action, d.tranche, d.new_sl) == (Action.PARTIAL_75, 3, Decimal("100.2"))
+    assert (d.action, d.tranche, d.new_sl) == (Action.PARTIAL_75, 1, Decimal("100.2"))
     assert d.kill_score == Decimal("0.5390")
-    assert d.book == Book(tranches_done=3, stop=Decimal("100.2"))
+    assert d.book == Book(proposals=1, pending_action="PARTIAL_75", pending_level=3,
+                          pending_sl=Decimal("100.2"), pending_since=NOW)  # fmt: skip
+    executed = settle(d.book, True, NOW + 1, P)
+    assert executed == Book(proposals=1, tranches_done=3, stop=Decimal("100.2"))
     assert break_even_stop(Decimal(100), False) == Decimal("99.8")
 
 
@@ -96,26 +100,27 @@ def test_tranche_ladder_each_once_per_epoch() -> None:
         d = decide(
             PositionView(Decimal(100), Decimal(mark), True), Components(), book, NO_FEES, NOW
         )
-        book = d.book
+        book = settle(d.book, True, NOW, NO_FEES)  # the chain executed each proposal
         seen.append((d.action, d.tranche))
     assert seen == [
         (Action.UPDATE_SL, 1),  # R 1.6: stop to break-even + 0.2 %
-        (Action.PARTIAL_25, 1),
-        (Action.HOLD, 0),  # R 2.5 again: PARTIAL_25 already proposed, stop already there
-        (Action.PARTIAL_50, 2),
-        (Action.PARTIAL_75, 3),
+        (Action.PARTIAL_25, 2),
+        (Action.HOLD, 0),  # R 2.5 again: PARTIAL_25 already executed, stop already there
+        (Action.PARTIAL_50, 3),
+        (Action.PARTIAL_75, 4),
         (Action.HOLD, 0),
         (Action.HOLD, 0),  # back at R 3: nothing repeats
     ]
-    assert book.epoch == 4 and book.tranches_done == 3
+    assert book.epoch == 4 and book.tranches_done == 3 and book.proposals == 4
 
 
 def test_highest_tranche_spends_the_lower_ones() -> None:
     d = decide(PositionView(Decimal(100), Decimal(105), True), Components(), Book(), NO_FEES, NOW)
-    assert (d.action, d.tranche) == (Action.PARTIAL_50, 2)
+    assert (d.action, d.tranche) == (Action.PARTIAL_50, 1)
     again = decide(
-        PositionView(Decimal(100), Decimal("102.5"), True), Components(), d.book, NO_FEES, NOW
-    )
+        PositionView(Decimal(100), Decimal("102.5"), True), Components(),
+        settle(d.book, True, NOW, NO_FEES), NO_FEES, NOW,
+    )  # fmt: skip
     assert again.action is Action.HOLD
 
 
@@ -123,9 +128,10 @@ def test_new_epoch_allows_tranches_again() -> None:
     pos = PositionView(Decimal(100), Decimal(107), True)
     first = decide(pos, Components(), Book(epoch=0), NO_FEES, NOW)
     assert first.action is Action.PARTIAL_75
-    assert decide(pos, Components(), first.book, NO_FEES, NOW).action is Action.HOLD
+    done = settle(first.book, True, NOW, NO_FEES)
+    assert decide(pos, Components(), done, NO_FEES, NOW).action is Action.HOLD
     fresh = decide(pos, Components(), Book(epoch=1), NO_FEES, NOW)
-    assert (fresh.action, fresh.tranche, fresh.book.epoch) == (Action.PARTIAL_75, 3, 1)
+    assert (fresh.action, fresh.tranche, fresh.book.epoch) == (Action.PARTIAL_75, 1, 1)
 
 
 @pytest.mark.parametrize(
@@ -171,14 +177,38 @@ def test_full_close_first_then_retries_then_gives_up() -> None:
     d1 = decide(pos, flip, Book(), P, NOW)
     assert (d1.action, d1.tranche, d1.new_sl) == (Action.FULL_CLOSE_PROPOSED, 1, None)
     assert d1.kill_score == Decimal("0.7311")
-    assert decide(pos, flip, d1.book, P, NOW + 59).action is Action.HOLD  # pending
-    d2 = decide(pos, flip, d1.book, P, NOW + 60)
-    d3 = decide(pos, flip, d2.book, P, NOW + 120)
+    assert decide(pos, flip, d1.book, P, NOW + 500).action is Action.HOLD  # awaiting outcome
+    b1 = settle(d1.book, True, NOW + 1, P)  # executed (a partial fill left some)
+    assert decide(pos, flip, b1, P, NOW + 59).action is Action.HOLD  # full_close_retry_s
+    d2 = decide(pos, flip, b1, P, NOW + 61)
+    d3 = decide(pos, flip, settle(d2.book, True, NOW + 61, P), P, NOW + 121)
     assert [(d.action, d.tranche) for d in (d2, d3)] == [
         (Action.FULL_CLOSE_PROPOSED, 2),
         (Action.FULL_CLOSE_PROPOSED, 3),
     ]
-    assert decide(pos, flip, d3.book, P, NOW + 1000).action is Action.HOLD
+    gave_up = settle(d3.book, True, NOW + 121, P)
+    assert decide(pos, flip, gave_up, P, NOW + 1000).action is Action.HOLD
+
+
+def test_not_executed_leaves_it_available_after_the_retry_pause() -> None:
+    """A denied or blocked plan spends nothing: the same exit is proposed again (as a new
+    plan: the next tranche number) once ``retry_s`` has passed."""
+    pos = PositionView(Decimal(100), Decimal("102.5"), True)
+    d1 = decide(pos, Components(), Book(), NO_FEES, NOW)
+    assert (d1.action, d1.tranche) == (Action.PARTIAL_25, 1)
+    denied = settle(d1.book, False, NOW + 1, NO_FEES)
+    assert denied.tranches_done == 0 and denied.stop is None and not denied.pending
+    assert decide(pos, Components(), denied, NO_FEES, NOW + 1 + NO_FEES.retry_s - 1).action \
+        is Action.HOLD  # fmt: skip
+    d2 = decide(pos, Components(), denied, NO_FEES, NOW + 1 + NO_FEES.retry_s)
+    assert (d2.action, d2.tranche, d2.new_sl) == (Action.PARTIAL_25, 2, Decimal("100.2"))
+    # a denied full close is not an attempt: after three denials a fourth is still proposed
+    flip, book = Components(regime_flip=1), Book()
+    for i in range(4):
+        d = decide(pos, flip, book, P, NOW + 100 * i)
+        assert d.action is Action.FULL_CLOSE_PROPOSED
+        book = settle(d.book, False, NOW + 100 * i, P)
+    assert book.full_close_attempts == 0
 
 
 def test_below_full_close_score_harvests() -> None:
@@ -238,4 +268,4 @@ def test_proposed_stop_always_tightens_and_protects(
             assert (stop is None or d.new_sl > stop) and d.new_sl < m
         else:
             assert (stop is None or d.new_sl < stop) and d.new_sl > m
-        assert d.book.stop == d.new_sl
+        assert settle(d.book, True, NOW, NO_FEES).stop == d.new_sl

@@ -33,7 +33,8 @@ LEVELS = {"UPDATE_SL": D("1.5"), "PARTIAL_25": D(2), "PARTIAL_50": D(4), "PARTIA
 
 @pytest.fixture
 def one_symbol(redis_url: str, prefix: str) -> Settings:
-    return Settings(redis_url=redis_url, key_prefix=prefix, allow_list_symbols=SYM)
+    # one bar per 2-second cycle, as the tests step the clock
+    return Settings(redis_url=redis_url, key_prefix=prefix, allow_list_symbols=SYM, exit_bar_s=2)
 
 
 def skipped(reason: str, symbol: str = SYM) -> float:
@@ -58,11 +59,17 @@ async def run_path(
     sim: SimExchange,
     clock: FixedClock,
     prices: list[Decimal],
+    outcome: str | None = "filled",
 ) -> list[Proposal]:
+    """One cycle per price, 2 s apart. Each proposal's plan gets the exec record state
+    ``outcome`` (what the chain's executor writes; None: no record, no outcome yet)."""
     out: list[Proposal] = []
     for p in prices:
         await sim.set_price(SYM, p)
-        out += await brain.cycle()
+        made = await brain.cycle()
+        for proposal in made if outcome else ():
+            await brain.r.hset(brain.k.exec_record(expected_plan_id(proposal)), "state", outcome)
+        out += made
         clock.advance(2)
     return out
 
@@ -102,9 +109,9 @@ def test_cycles_harvest_a_rising_long_once_per_epoch(
     first, warmups, latest, ttl, stream, book, again, after = arun(body)
     assert [(p.action, p.tranche) for p in first] == [
         ("UPDATE_SL", 1),
-        ("PARTIAL_25", 1),
-        ("PARTIAL_50", 2),
-        ("PARTIAL_75", 3),
+        ("PARTIAL_25", 2),
+        ("PARTIAL_50", 3),
+        ("PARTIAL_75", 4),
     ]
     assert warmups == MIN_RETURNS  # 10 marks to warm up, then decisions
     assert proposed("PARTIAL_75") - partial75_before == 2
@@ -125,7 +132,7 @@ def test_cycles_harvest_a_rising_long_once_per_epoch(
     assert book["epoch"] == "0" and book["tranches_done"] == "3" and book["stop"] == "100.2"
     assert again == []
     assert [(p.action, p.tranche, p.position_epoch, p.new_sl) for p in after] == [
-        ("PARTIAL_75", 3, 1, D("100.2"))
+        ("PARTIAL_75", 1, 1, D("100.2"))
     ]
     assert expected_plan_id(after[0]) != expected_plan_id(p75)
 
@@ -133,6 +140,30 @@ def test_cycles_harvest_a_rising_long_once_per_epoch(
 def test_choppy_market_proposes_a_full_close(
     arun: Callable[..., Any], keys: Keys, one_symbol: Settings
 ) -> None:
+    """A calm market that turns choppy: the regime flips and the volatility jumps."""
+    calm, chop = [VolRegime("calm", 0.0, 0.0005)], [VolRegime("chop", 0.0, 0.004)]
+    prices = path(D(100), 60, seed_=8, regimes=calm)
+    prices += path(prices[-1], 40, seed_=8, regimes=chop)
+
+    async def body(r: Any) -> list[Proposal]:
+        sim = await seed(r, keys)
+        clock = FixedClock(T0)
+        brain = ExitBrain(r, keys, one_symbol, clock, sim)
+        return await run_path(brain, sim, clock, prices)
+
+    made = arun(body)
+    closes = [p for p in made if p.action == "FULL_CLOSE_PROPOSED"]
+    assert [p.tranche for p in made] == list(range(1, len(made) + 1)) and closes
+    first = closes[0]
+    assert first.kill_score >= one_symbol.full_close_score and first.new_sl is None
+    assert first.k_sigma_spike > 0  # a flip and a trend drop alone stay below 0.78
+
+
+def test_a_flip_alone_no_longer_closes(
+    arun: Callable[..., Any], keys: Keys, one_symbol: Settings
+) -> None:
+    """Steady noise without a volatility change: the flip fires on some windows, the
+    default FULL_CLOSE_SCORE (0.78) is above a flip with the full trend drop (0.7773)."""
     chop = [VolRegime("chop", 0.0, 0.003)]
 
     async def body(r: Any) -> list[Proposal]:
@@ -141,11 +172,33 @@ def test_choppy_market_proposes_a_full_close(
         brain = ExitBrain(r, keys, one_symbol, clock, sim)
         return await run_path(brain, sim, clock, path(D(100), 40, seed_=8, regimes=chop))
 
-    closes = [p for p in arun(body) if p.action == "FULL_CLOSE_PROPOSED"]
-    assert [p.tranche for p in closes] == list(range(1, len(closes) + 1)) and closes
-    first = closes[0]
-    assert first.kill_score >= one_symbol.full_close_score and first.new_sl is None
-    assert first.k_regime_flip == 1
+    assert [p for p in arun(body) if p.action == "FULL_CLOSE_PROPOSED"] == []
+
+
+def test_only_executed_plans_spend_their_tranche(
+    arun: Callable[..., Any], keys: Keys, one_symbol: Settings
+) -> None:
+    """Without an outcome the exit brain waits; a blocked plan leaves the tranche available
+    and it is proposed again, as a new plan, after EXIT_RETRY_S."""
+    prices = [D(100)] * 12 + [D("102.5")] * 40  # R 2.5: PARTIAL_25 with the stop move
+
+    async def body(r: Any) -> Any:
+        sim = await seed(r, keys)
+        clock = FixedClock(T0)
+        brain = ExitBrain(r, keys, one_symbol, clock, sim)
+        waiting = await run_path(brain, sim, clock, prices[:20], outcome=None)
+        pending = await r.hgetall(keys.exit_state(SYM))
+        await r.hset(keys.exec_record(expected_plan_id(waiting[0])), "state", "blocked")
+        retried = await run_path(brain, sim, clock, prices[20:], outcome="filled")
+        return waiting, pending, retried, await r.hgetall(keys.exit_state(SYM))
+
+    waiting, pending, retried, book = arun(body)
+    assert [(p.action, p.tranche) for p in waiting] == [("PARTIAL_25", 1)]  # then it waits
+    assert pending["pending_action"] == "PARTIAL_25" and pending["tranches_done"] == "0"
+    assert [(p.action, p.tranche, p.new_sl) for p in retried] == [("PARTIAL_25", 2, D("100.2"))]
+    gap = retried[0].ts_epoch - (T0 + 2 * 20)  # blocked seen at the first cycle of the retry
+    assert gap >= one_symbol.exit_retry_s
+    assert book["tranches_done"] == "1" and book["stop"] == "100.2" and book["pending_action"] == ""
 
 
 def test_missing_prices_give_no_proposal_and_count_skips(

@@ -1,5 +1,6 @@
 """The trailing stop (``EXIT_TRAIL_R``): once in profit the stop follows the mark at a fixed
-distance in R, only ever tightening, one move per ``EXIT_TRAIL_STEP_R``. Pure; no Redis.
+distance in R, only ever tightening, one move per ``EXIT_TRAIL_STEP_R``; a move counts once
+the chain executed it (``settle``). Pure; no Redis.
 Entry 100, risk fraction 1 %: 1 R = 1.00; no fees."""
 
 from __future__ import annotations
@@ -7,7 +8,14 @@ from __future__ import annotations
 from dataclasses import replace
 from decimal import Decimal
 
-from permitchain.exit_brain.kernel import Book, Components, ExitParams, PositionView, decide
+from permitchain.exit_brain.kernel import (
+    Book,
+    Components,
+    ExitParams,
+    PositionView,
+    decide,
+    settle,
+)
 from permitchain.models import Action
 
 D = Decimal
@@ -22,7 +30,7 @@ def walk(marks: list[str], is_long: bool = True, p: ExitParams = TRAIL) -> list[
     for m in marks:
         d = decide(PositionView(D(100), D(m), is_long, D("0.1")), Components(), book, p, NOW)
         if d.action is Action.UPDATE_SL:
-            book = d.book
+            book = settle(d.book, True, NOW, p)  # the chain executed the stop move
         stops.append(str(book.stop) if book.stop is not None else None)
     return stops
 
@@ -58,5 +66,5 @@ def test_each_trailing_move_is_its_own_plan() -> None:
         d = decide(PositionView(D(100), D(m), True, D("0.1")), Components(), book, TRAIL, NOW)
         if d.action is Action.UPDATE_SL:
             tranches.append((d.tranche, str(d.new_sl)))
-            book = d.book
+            book = settle(d.book, True, NOW, TRAIL)
     assert tranches == [(1, "100.2"), (2, "101.0"), (3, "102.0"), (4, "103.0")]

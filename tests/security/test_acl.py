@@ -99,3 +99,16 @@ def test_reference_scenario_with_least_privilege(
     assert run_reference(chain, redis_url, emit=lambda n, d: None).ok()
     logs = "".join(p.read_text() for p in (chain.log_dir or []).glob("*.log"))  # type: ignore[union-attr]
     assert "NOPERM" not in logs and "NoPermission" not in logs
+
+
+def test_the_exit_brain_reads_its_plans_outcomes_and_writes_none(
+    users: dict[str, str], r: redis.Redis, keys: Keys
+) -> None:
+    r.hset(keys.exec_record(PLAN), "state", "filled")
+    brain = as_user(users["exit-brain"])
+    try:
+        assert brain.hget(keys.exec_record(PLAN), "state") == "filled"
+        assert refused(lambda: brain.hset(keys.exec_record(PLAN), "state", "blocked"))
+        assert refused(lambda: brain.hgetall(keys.exec_record(PLAN)))
+    finally:
+        brain.close()

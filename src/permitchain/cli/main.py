@@ -17,6 +17,7 @@ from permitchain import __version__
 from permitchain.cli import bench as bench_cmd
 from permitchain.cli import control, inspect, keys_cmd
 from permitchain.cli import propose as propose_cmd
+from permitchain.cli import replay as replay_cmd
 from permitchain.cli import security as security_cmd
 from permitchain.cli.common import console, fail, operator, run_async, settings
 from permitchain.errors import ConfigError, PermitchainError
@@ -41,6 +42,7 @@ sim_app = typer.Typer(help="Drive the simulated exchange (positions, prices, fau
                       no_args_is_help=True)  # fmt: skip
 app.add_typer(sim_app, name="sim")
 inspect.register(app)
+replay_cmd.register(app)
 
 
 def _dec(value: str, name: str) -> Decimal:

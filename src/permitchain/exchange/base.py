@@ -45,6 +45,7 @@ class PositionInfo:
     mark_price: Decimal
     leverage: Decimal = Decimal(1)
     unrealized_pnl: Decimal = Decimal(0)
+    mark_time: float | None = None  # epoch seconds of the mark, when the exchange gives it
 
     @property
     def side(self) -> Literal["LONG", "SHORT", "NONE"]:

@@ -108,9 +108,11 @@ def _position(s: str, h: dict[str, str]) -> PositionInfo:
     amt = _dec(h.get("amt"))
     entry = _dec(h.get("entry_price"))
     mark = _dec(h.get("mark_price"), h.get("entry_price") or "0")
+    at = h.get("mark_time")
     return PositionInfo(symbol=s, amt=amt, entry_price=entry, mark_price=mark,
                         leverage=_dec(h.get("leverage"), "1"),
-                        unrealized_pnl=(mark - entry) * amt if entry else Decimal(0))  # fmt: skip
+                        unrealized_pnl=(mark - entry) * amt if entry else Decimal(0),
+                        mark_time=float(at) if at else None)  # fmt: skip
 
 
 def _order(h: dict[str, str]) -> OrderInfo:
@@ -175,12 +177,12 @@ class SimExchange:
                 approximate=True,
             )
 
-    async def set_price(self, symbol: str, price: Decimal) -> None:
+    async def set_price(self, symbol: str, price: Decimal, at: float | None = None) -> None:
+        """Set the mark; ``at``: the mark's own time (recorded candles), else none."""
         await self.list_symbol(symbol)
+        mapping = {"mark_price": fmt_decimal(price), "mark_time": "" if at is None else f"{at:.6f}"}
         async with atranslate():
-            await self.r.hset(
-                self.k.sim_position(symbol), mapping={"mark_price": fmt_decimal(price)}
-            )
+            await self.r.hset(self.k.sim_position(symbol), mapping=mapping)
 
     async def set_fault(self, **config: str) -> None:
         async with atranslate():

@@ -22,6 +22,11 @@ the same path. :func:`drive_prices` is the task that applies one step per symbol
 ``SIM_DRIVE_PRICES=true``). A symbol starts from its current sim mark (or entry price) and
 is left alone until it has one; a mark set from outside (``permitchain sim``, a test) is
 adopted and the walk continues from it.
+
+With ``SIM_PRICE_FILE`` the marks come from recorded candles instead (:func:`drive_file`):
+each candle's close becomes every watched symbol's mark, with the candle's time as the
+mark's own time (``mark_time``, which the exit brain buckets into bars), one candle per
+``interval / SIM_PRICE_SPEED`` seconds; after the last candle the marks stay.
 """
 
 from __future__ import annotations
@@ -31,13 +36,16 @@ import contextlib
 import logging
 import math
 import random
+import time
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
+from pathlib import Path
 
 from permitchain.exchange.sim import SimExchange
 from permitchain.exchange.sim_stops import trigger_stop
+from permitchain.replay.data import read_series
 from permitchain.runtime.service import RETRYABLE, Backoff
 
 log = logging.getLogger("permitchain.sim.prices")
@@ -195,3 +203,57 @@ async def drive_prices(
             log.warning("sim: price step failed (%s); retrying in %.2fs", e, delay)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), delay)
+
+
+def file_clock(first_s: float, speed: float, now: float) -> float:
+    """The offset that puts a recorded candle's time ``t`` on today's accelerated clock:
+    ``t / speed + offset``, the offset a whole number of days (bars of any length that
+    divides a day stay aligned with the file's own)."""
+    return math.floor((now - first_s / speed) / 86400) * 86400
+
+
+async def drive_file(
+    sim: SimExchange,
+    symbols: Sequence[str],
+    path: str | Path,
+    stop: asyncio.Event,
+    *,
+    speed: float = 1.0,
+) -> None:
+    """Replay a candle file (any layout ``permitchain replay`` reads) as the sim's marks."""
+    series = await asyncio.to_thread(read_series, path)
+    start = time.time()
+    t0 = series.times[0]
+    offset = file_clock(t0, speed, start)
+    log.info(
+        "sim: driving prices of %s from %s (%d candles, speed %g)",
+        ",".join(symbols),
+        series.name,
+        len(series),
+        speed,
+    )
+    for t, close in zip(series.times, series.closes, strict=True):
+        delay = start + (t - t0) / speed - time.time()
+        if delay > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+        if stop.is_set():
+            return
+        for s in symbols:
+            try:
+                await sim.set_price(s, close, at=t / speed + offset)
+                order = await trigger_stop(sim, s)
+            except RETRYABLE as e:
+                log.warning("sim: price step failed (%s); the candle is skipped", e)
+                continue
+            if order is not None:
+                log.info(
+                    "sim: stop %s %s %s at %s (%s)",
+                    s,
+                    order.side,
+                    order.status.value,
+                    close,
+                    order.client_order_id,
+                )
+    log.info("sim: %s replayed to its end; marks stay at the last close", series.name)
+    await stop.wait()

@@ -16,7 +16,9 @@ and at most sigmoid(2.55) ≈ 0.9276. The planner's ``KILL_SCORE_THRESHOLD`` (0.
 minimum score a proposal needs to become an EXECUTE plan: at 0.5 it lets every proposal of
 this kernel through (it gates only hand-made proposals with lower scores); above 0.5 it
 demands evidence of a deteriorating trade even for profit harvests. ``FULL_CLOSE_SCORE``
-(0.6) is this kernel's own line between "close everything" and "harvest by R".
+(setting default 0.78, calibrated with the replay; :class:`ExitParams` keeps 0.6 as the
+kernel's neutral default for tests) is this kernel's own line between "close everything"
+and "harvest by R".
 
 The score is computed from the components rounded to 4 places, the values the proposal
 carries, so anyone can recompute it from the proposal: (0, 0.1084, 0.1789, 0.0417) → 0.5390.
@@ -28,22 +30,31 @@ unit. Truncated toward zero to 4 places; decisions use that reported value.
 
 **Decision** (:func:`decide`), first match wins:
 
-1. kill score ≥ ``full_close_score`` → ``FULL_CLOSE_PROPOSED`` (tranche = attempt number;
-   another attempt only after ``full_close_retry_s`` and at most ``max_full_close_attempts``
-   per epoch; while one is pending → HOLD);
-2. R_net reaches a harvest level not yet proposed for this position epoch: 2 → PARTIAL_25
-   (tranche 1), 4 → PARTIAL_50 (2), 6 → PARTIAL_75 (3); the highest level reached wins and
-   the lower ones are spent with it. A stop move (below) rides along as ``new_sl``;
-3. R_net ≥ 1.5 and break-even + 0.2 % tightens the current stop → ``UPDATE_SL`` (tranche =
-   the stop move's number in this epoch); with a trailing distance (``trail_r`` > 0,
+0. a proposal still waiting for its outcome, or a retry pause after one the chain did not
+   execute → HOLD;
+1. kill score ≥ ``full_close_score`` → ``FULL_CLOSE_PROPOSED`` (another executed attempt
+   only after ``full_close_retry_s``, at most ``max_full_close_attempts`` per epoch);
+2. R_net reaches a harvest level not yet executed for this position epoch: 2 → PARTIAL_25
+   (level 1), 4 → PARTIAL_50 (2), 6 → PARTIAL_75 (3) (``tranche_r``); the highest level
+   reached wins and the lower ones are spent with it. A stop move (below) rides along as
+   ``new_sl``;
+3. R_net ≥ ``break_even_r`` (1.5) and break-even + ``break_even_offset`` (0.2 %) tightens the
+   current stop → ``UPDATE_SL``; with a trailing distance (``trail_r`` > 0,
    ``EXIT_TRAIL_R``), once in profit the stop also trails the mark by that many R (1 R =
    entry × risk fraction), rounded to the tick away from the mark: the tighter of the two
    is proposed when it tightens the current stop by at least ``trail_step_r`` R (so a
    trailing stop makes one plan per step, not one per tick);
 4. otherwise HOLD: nothing is written.
 
-The planner derives ``plan_id`` from (symbol, action, position epoch, tranche), so each of
-these is one plan per position epoch however often it is proposed.
+**Only what the chain executed counts.** A proposal makes the book *pending*
+(:func:`pending`); :func:`settle` applies it when the chain executed the plan (a harvest
+level spent, a stop moved, a full-close attempt counted) or, when it did not (denied,
+blocked, rejected, expired), leaves everything available again after ``retry_s``.
+
+The ``tranche`` of every proposal is its number in the position epoch (1, 2, 3, …; retries
+included), and the planner derives ``plan_id`` from (symbol, action, position epoch,
+tranche): each proposal is its own plan, a re-proposal after a crash (same number, the book
+not yet saved) is the same plan.
 """
 
 from __future__ import annotations
@@ -152,21 +163,21 @@ def r_net(
     return ((pnl - fees) / (entry * risk_fraction)).quantize(FOUR, rounding=ROUND_DOWN)
 
 
-#: R_net levels of the harvest tranches, highest first: (level, action, tranche).
-TRANCHES: tuple[tuple[Decimal, Action, int], ...] = (
-    (Decimal(6), Action.PARTIAL_75, 3),
-    (Decimal(4), Action.PARTIAL_50, 2),
-    (Decimal(2), Action.PARTIAL_25, 1),
-)
+#: R_net levels of the harvest tranches, in order: PARTIAL_25, PARTIAL_50, PARTIAL_75.
+TRANCHE_ACTIONS = (Action.PARTIAL_25, Action.PARTIAL_50, Action.PARTIAL_75)
+TRANCHE_R = (Decimal(2), Decimal(4), Decimal(6))
 BREAK_EVEN_R = Decimal("1.5")
 BREAK_EVEN_BUFFER = Decimal("0.002")
 
 
-def harvest_action(r: Decimal, tranches_done: int) -> tuple[Action, int] | None:
-    """The highest tranche R_net reaches that was not yet proposed for this position."""
-    for level, action, n in TRANCHES:
-        if r >= level and n > tranches_done:
-            return action, n
+def harvest_action(
+    r: Decimal, tranches_done: int, levels: tuple[Decimal, ...] = TRANCHE_R
+) -> tuple[Action, int] | None:
+    """The highest tranche level R_net reaches that was not yet executed for this position:
+    (action, level number 1–3)."""
+    for n in range(len(levels), 0, -1):
+        if r >= levels[n - 1] and n > tranches_done:
+            return TRANCHE_ACTIONS[n - 1], n
     return None
 
 
@@ -178,12 +189,14 @@ def to_tick(price: Decimal, tick: Decimal | None, *, up: bool) -> Decimal:
     return steps * tick
 
 
-def break_even_stop(entry: Decimal, is_long: bool, tick: Decimal | None = None) -> Decimal:
-    """Break-even plus 0.2 % in the trade's favour: 100 → 100.2 for a long, 99.8 for a short.
-    Rounded to the tick away from entry, so at least the 0.2 % stays locked in."""
+def break_even_stop(
+    entry: Decimal, is_long: bool, tick: Decimal | None = None, offset: Decimal = BREAK_EVEN_BUFFER
+) -> Decimal:
+    """Break-even plus the offset (0.2 %) in the trade's favour: 100 → 100.2 for a long, 99.8
+    for a short. Rounded to the tick away from entry, so at least the offset stays locked in."""
     if is_long:
-        return to_tick(entry * (1 + BREAK_EVEN_BUFFER), tick, up=True)
-    return to_tick(entry * (1 - BREAK_EVEN_BUFFER), tick, up=False)
+        return to_tick(entry * (1 + offset), tick, up=True)
+    return to_tick(entry * (1 - offset), tick, up=False)
 
 
 def initial_stop(entry: Decimal, is_long: bool, risk_fraction: Decimal) -> Decimal:
@@ -209,6 +222,10 @@ class ExitParams:
     fee_rate: Decimal = Decimal("0.0004")
     full_close_retry_s: float = 60.0
     max_full_close_attempts: int = 3
+    tranche_r: tuple[Decimal, ...] = TRANCHE_R
+    break_even_r: Decimal = BREAK_EVEN_R
+    break_even_offset: Decimal = BREAK_EVEN_BUFFER
+    retry_s: float = 30.0  # pause after a proposal the chain did not execute
     trail_r: Decimal = Decimal(0)  # trailing distance in R once in profit (0: no trailing)
     trail_step_r: Decimal = Decimal("0.5")  # least move of a stop, in R
 
@@ -225,14 +242,25 @@ class PositionView:
 
 @dataclass(frozen=True, slots=True)
 class Book:
-    """What was already proposed for one position epoch (kept in Redis by the runner)."""
+    """What the chain executed for one position epoch, and the proposal awaiting its outcome
+    (kept in Redis by the runner, in memory by the replay)."""
 
     epoch: int = 0
-    tranches_done: int = 0  # highest harvest tranche proposed (0 = none)
-    stop: Decimal | None = None  # tightest stop proposed
+    tranches_done: int = 0  # highest harvest level executed (0 = none)
+    stop: Decimal | None = None  # tightest stop executed
     sl_moves: int = 0
-    full_close_attempts: int = 0
+    full_close_attempts: int = 0  # full closes executed
     last_full_close_ts: float = 0.0
+    proposals: int = 0  # proposals made in this epoch (the last one's tranche)
+    pending_action: str = ""  # the proposal awaiting its outcome ("" = none)
+    pending_level: int = 0  # its harvest level (PARTIAL_*), else 0
+    pending_sl: Decimal | None = None  # its stop (UPDATE_SL, or riding along a harvest)
+    pending_since: float = 0.0
+    retry_at: float = 0.0  # no proposal before this time (after one not executed)
+
+    @property
+    def pending(self) -> bool:
+        return self.pending_action != ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,13 +287,13 @@ def trailing_stop(pos: PositionView, p: ExitParams) -> Decimal:
 
 
 def stop_move(pos: PositionView, r: Decimal, book: Book, p: ExitParams) -> Decimal | None:
-    """Break-even + 0.2 % once R_net ≥ 1.5, and (``trail_r`` > 0) once in profit a stop
-    ``trail_r`` R behind the mark; the tighter one, only if it tightens the current stop
-    (ours, or the initial 1 R stop) by at least ``trail_step_r`` R when trailing, and stays
-    on the protective side of the mark."""
+    """Break-even + offset once R_net ≥ ``break_even_r``, and (``trail_r`` > 0) once in profit
+    a stop ``trail_r`` R behind the mark; the tighter one, only if it tightens the current stop
+    (ours, or the initial 1 R stop) by at least ``trail_step_r`` R when trailing, and stays on
+    the protective side of the mark."""
     candidates = []
-    if r >= BREAK_EVEN_R:
-        candidates.append(break_even_stop(pos.entry, pos.is_long, pos.tick))
+    if r >= p.break_even_r:
+        candidates.append(break_even_stop(pos.entry, pos.is_long, pos.tick, p.break_even_offset))
     trailing = p.trail_r > 0 and r > 0
     if trailing:
         candidates.append(trailing_stop(pos, p))
@@ -283,6 +311,38 @@ def stop_move(pos: PositionView, r: Decimal, book: Book, p: ExitParams) -> Decim
     return candidate
 
 
+def pending(book: Book, action: Action, level: int, sl: Decimal | None, now: float) -> Book:
+    """The book after proposing: one more proposal, this one awaiting its outcome."""
+    return replace(
+        book,
+        proposals=book.proposals + 1,
+        pending_action=action.value,
+        pending_level=level,
+        pending_sl=sl,
+        pending_since=now,
+    )
+
+
+def settle(book: Book, executed: bool, now: float, p: ExitParams) -> Book:
+    """The book once the pending proposal's outcome is known. Executed: the harvest level is
+    spent, the stop moved, the full-close attempt counted. Not executed (denied, blocked,
+    rejected, expired): all stays available, after a pause of ``retry_s``."""
+    if not book.pending:
+        return book
+    done = replace(book, pending_action="", pending_level=0, pending_sl=None, pending_since=0.0)
+    if not executed:
+        return replace(done, retry_at=now + p.retry_s)
+    action = Action(book.pending_action)
+    if action is Action.FULL_CLOSE_PROPOSED:
+        return replace(
+            done, full_close_attempts=book.full_close_attempts + 1, last_full_close_ts=now
+        )
+    stop = book.pending_sl if book.pending_sl is not None else book.stop
+    if action is Action.UPDATE_SL:
+        return replace(done, stop=stop, sl_moves=book.sl_moves + 1)
+    return replace(done, tranches_done=max(book.tranches_done, book.pending_level), stop=stop)
+
+
 def decide(
     pos: PositionView, components: Components, book: Book, p: ExitParams, now: float
 ) -> Decision:
@@ -291,24 +351,26 @@ def decide(
     score = kill_score(comps, p.weights)
     r = r_net(pos.entry, pos.mark, pos.is_long, p.risk_fraction, p.fee_rate)
 
-    def out(
-        action: Action, tranche: int = 0, sl: Decimal | None = None, b: Book = book
-    ) -> Decision:
-        return Decision(action, tranche, sl, score, comps, r, b)
+    def out(action: Action, level: int = 0, sl: Decimal | None = None) -> Decision:
+        if action is Action.HOLD:
+            return Decision(action, 0, None, score, comps, r, book)
+        return Decision(
+            action, book.proposals + 1, sl, score, comps, r, pending(book, action, level, sl, now)
+        )
 
+    if book.pending or now < book.retry_at:
+        return out(Action.HOLD)
     if score >= p.full_close_score:
         n = book.full_close_attempts
         due = n == 0 or now - book.last_full_close_ts >= p.full_close_retry_s
         if n < p.max_full_close_attempts and due:
-            b = replace(book, full_close_attempts=n + 1, last_full_close_ts=now)
-            return out(Action.FULL_CLOSE_PROPOSED, n + 1, None, b)
+            return out(Action.FULL_CLOSE_PROPOSED)
         return out(Action.HOLD)
     sl = stop_move(pos, r, book, p)
-    harvest = harvest_action(r, book.tranches_done)
+    harvest = harvest_action(r, book.tranches_done, p.tranche_r)
     if harvest is not None:
         action, n = harvest
-        return out(action, n, sl, replace(book, tranches_done=n, stop=sl or book.stop))
+        return out(action, n, sl)
     if sl is not None:
-        m = book.sl_moves + 1
-        return out(Action.UPDATE_SL, m, sl, replace(book, stop=sl, sl_moves=m))
+        return out(Action.UPDATE_SL, 0, sl)
     return out(Action.HOLD)

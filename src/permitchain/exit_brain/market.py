@@ -1,8 +1,15 @@
 """Market estimators: recent mark prices → the kill-score components. Pure, ``float`` maths.
 
-Input is the series of marks the exit brain sampled, one per cycle (equally spaced), turned
-into log returns r_t = ln(p_t / p_{t−1}). Windows: the last ``SHORT_WINDOW`` returns for the
-current σ, the regime and the trend; the last ``REF_WINDOW`` for the reference σ_ref.
+**Bars in time.** Marks are bucketed into bars of ``EXIT_BAR_S`` seconds (:class:`Bars`):
+bar ``floor(t / bar_s)``, its close is the last mark seen in it; the bar still forming counts
+with its latest mark. A bar without any mark (a gap: the service was down, a candle is
+missing) clears the series, so returns are only ever taken between consecutive bars. The
+live service feeds every mark it samples, the replay every candle's close at its open time:
+the same function, so a window of 20 bars means the same minutes live and in replay.
+
+The closes become log returns r_t = ln(p_t / p_{t−1}). Windows (:class:`Windows`): the last
+``short`` returns (20) for the current σ, the regime and the trend; the last ``ref`` (120) for
+the reference σ_ref.
 
 **Regime estimate** (:func:`regime_estimate`) over the short window of n returns, as three
 probabilities that sum to 1:
@@ -34,7 +41,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from itertools import pairwise
-from statistics import fmean, stdev
 
 from permitchain.exit_brain.kernel import (
     Components,
@@ -48,6 +54,71 @@ SHORT_WINDOW = 20
 REF_WINDOW = 120
 MIN_RETURNS = 10
 MIN_REF_RETURNS = 40
+
+
+@dataclass(frozen=True, slots=True)
+class Windows:
+    """Estimator windows, in bars (returns)."""
+
+    short: int = SHORT_WINDOW
+    ref: int = REF_WINDOW
+
+    @property
+    def min_returns(self) -> int:
+        return max(2, self.short // 2)
+
+    @property
+    def min_ref_returns(self) -> int:
+        return max(2, self.ref // 3)
+
+
+DEFAULT_WINDOWS = Windows()
+
+
+class Bars:
+    """Closes of consecutive time bars of ``bar_s`` seconds, the forming one included; at most
+    ``keep`` of them. :meth:`add` one mark at a time, in time order."""
+
+    __slots__ = ("bar_s", "closes", "index", "keep", "returns")
+
+    def __init__(self, bar_s: float, keep: int) -> None:
+        if bar_s <= 0 or keep < 2:
+            raise ValueError("Bars needs a positive bar length and keep ≥ 2")
+        self.bar_s, self.keep = bar_s, keep
+        self.closes: list[Decimal] = []
+        self.returns: list[float] = []  # ln(close_t / close_{t−1}) of the kept closes
+        self.index: int | None = None  # the forming bar's number
+
+    def clear(self) -> None:
+        self.closes.clear()
+        self.returns.clear()
+        self.index = None
+
+    def add(self, ts: float, price: Decimal) -> bool:
+        """Take a mark at time ``ts``. Returns False when it started the series afresh after a
+        gap (a bar without marks) or a mark out of order."""
+        if price <= 0:
+            raise ValueError(f"Bars needs positive prices, got {price}")
+        i = math.floor(ts / self.bar_s)
+        if self.index is not None and i == self.index:
+            self.closes[-1] = price  # the forming bar's latest mark
+            if len(self.closes) > 1:
+                self.returns[-1] = math.log(float(price) / float(self.closes[-2]))
+            return True
+        fresh = self.index is None or i != self.index + 1
+        if fresh:
+            self.clear()
+        elif self.closes:
+            self.returns.append(math.log(float(price) / float(self.closes[-1])))
+        self.closes.append(price)
+        self.index = i
+        if len(self.closes) > self.keep:
+            del self.closes[0]
+            del self.returns[0]
+        return not fresh
+
+    def __len__(self) -> int:
+        return len(self.closes)
 
 
 def phi(x: float) -> float:
@@ -73,22 +144,30 @@ class Regime:
     drift: int  # sign of the mean return: +1 up, −1 down, 0 none
 
 
+def mean_stdev(r: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n − 1), two passes in plain floats (n ≥ 2)."""
+    n = len(r)
+    m = math.fsum(r) / n
+    return m, math.sqrt(math.fsum((x - m) * (x - m) for x in r) / (n - 1))
+
+
 def lag1_autocorr(r: Sequence[float]) -> float:
-    m = fmean(r)
-    den = sum((x - m) ** 2 for x in r)
+    m = math.fsum(r) / len(r)
+    d = [x - m for x in r]
+    den = math.fsum(x * x for x in d)
     if den == 0:
         return 0.0
-    num = sum((r[i] - m) * (r[i - 1] - m) for i in range(1, len(r)))
+    num = math.fsum(a * b for a, b in pairwise(d))
     return max(-1.0, min(1.0, num / den))
 
 
-def regime_estimate(returns: Sequence[float]) -> Regime | None:
-    """Trend / chop / mean-reversion probabilities of the last ``SHORT_WINDOW`` returns."""
-    r = list(returns[-SHORT_WINDOW:])
+def regime_estimate(returns: Sequence[float], windows: Windows = DEFAULT_WINDOWS) -> Regime | None:
+    """Trend / chop / mean-reversion probabilities of the last ``windows.short`` returns."""
+    r = returns[-windows.short :]
     n = len(r)
-    if n < MIN_RETURNS:
+    if n < windows.min_returns:
         return None
-    m, s = fmean(r), stdev(r)
+    m, s = mean_stdev(r)
     drift = (m > 0) - (m < 0)
     if s == 0:
         # Identical returns: a perfectly steady drift, or no movement at all (no evidence).
@@ -105,17 +184,21 @@ def trend_strength(regime: Regime, is_long: bool) -> float:
     return regime.trend * regime.drift * (1 if is_long else -1)
 
 
-def sigmas(returns: Sequence[float]) -> tuple[float, float] | None:
+def sigmas(
+    returns: Sequence[float], windows: Windows = DEFAULT_WINDOWS
+) -> tuple[float, float] | None:
     """(σ of the short window, σ_ref of the reference window), or None without enough data."""
-    if len(returns) < MIN_REF_RETURNS:
+    if len(returns) < windows.min_ref_returns:
         return None
-    return stdev(returns[-SHORT_WINDOW:]), stdev(returns[-REF_WINDOW:])
+    return mean_stdev(returns[-windows.short :])[1], mean_stdev(returns[-windows.ref :])[1]
 
 
-def components(returns: Sequence[float], is_long: bool, age_s: float) -> Components:
+def components(
+    returns: Sequence[float], is_long: bool, age_s: float, windows: Windows = DEFAULT_WINDOWS
+) -> Components:
     """The four kill-score components from recent returns and the position's age."""
-    regime = regime_estimate(returns)
-    sig = sigmas(returns)
+    regime = regime_estimate(returns, windows)
+    sig = sigmas(returns, windows)
     flip, drop = 0.0, 0.0
     if regime is not None:
         flip = float(regime_flip(regime.trend, regime.chop, regime.mean_reversion))

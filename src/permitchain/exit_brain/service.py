@@ -6,9 +6,13 @@ of every symbol in ``ALLOW_LIST_SYMBOLS``; one pipelined read of each symbol's p
 with :func:`permitchain.exit_brain.api.submit_proposal`, before the state that records it
 (a crash in between re-proposes the same identity, which the planner dedupes).
 
-Marks are kept in memory, one per cycle per symbol, at most ``REF_WINDOW + 1``; a missing
-mark or a failed read clears the symbol's history, so returns are only ever taken between
-consecutive cycles. Nothing is invented: a held position without a mark or an entry price,
+Marks are bucketed into bars of ``EXIT_BAR_S`` seconds (:class:`market.Bars`), at most
+``EXIT_REF_WINDOW + 1`` bars per symbol; a missing mark, a failed read or a bar without any
+mark clears the symbol's history, so returns are only ever taken between consecutive bars.
+A proposal waits for its outcome: each cycle the exec record of the pending plan is read,
+and :func:`kernel.settle` counts it done only when the chain executed it.
+
+Nothing is invented: a held position without a mark or an entry price,
 a failed exchange read, a malformed state, a ledger or state key of the wrong Redis type
 (``wrong_key_type``) or an epoch that went backwards gives no proposal,
 one ``exit_brain_skipped_total{symbol,reason}`` and a log line (the first of a run of equal
@@ -23,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import defaultdict, deque
+from collections import defaultdict
 from decimal import Decimal
 
 import redis.exceptions
@@ -33,10 +37,11 @@ from permitchain.errors import ContractError, ExchangeError, WrongTypeError
 from permitchain.exchange.base import Exchange, PositionInfo
 from permitchain.exchange.factory import make_exchange
 from permitchain.exchange.sim import SimExchange
-from permitchain.exchange.sim_prices import drive_prices
+from permitchain.exchange.sim_prices import drive_file, drive_prices
 from permitchain.exit_brain import market, state
 from permitchain.exit_brain.api import build_proposal, submit_proposal
-from permitchain.exit_brain.kernel import ExitParams, PositionView, decide, to4
+from permitchain.exit_brain.config import exit_params, exit_windows
+from permitchain.exit_brain.kernel import Book, PositionView, decide, settle, to4
 from permitchain.keys import Keys
 from permitchain.models import Proposal, fmt_decimal
 from permitchain.runtime.clock import Clock
@@ -51,6 +56,11 @@ PROPOSALS = Counter(
 )
 SKIPPED = Counter(
     "exit_brain_skipped_total", "Symbols skipped for missing or bad data", ["symbol", "reason"]
+)
+OUTCOMES = Counter(
+    "exit_brain_outcomes_total",
+    "Outcomes of the exit brain's proposals, as the chain decided",
+    ["symbol", "action", "outcome"],
 )
 CYCLES = Counter("exit_brain_cycles_total", "Exit-brain cycles", ["outcome"])
 KILL_SCORE = Gauge("exit_brain_kill_score", "Last kill score of the held position", ["symbol"])
@@ -73,16 +83,14 @@ class ExitBrain:
     ) -> None:
         self.r, self.k, self.s, self.clock, self.ex = r, keys, settings, clock, exchange
         self.symbols = sorted(settings.allow_list)
-        self.params = ExitParams(
-            full_close_score=settings.full_close_score,
-            risk_fraction=settings.exit_risk_fraction,
-            fee_rate=settings.exit_fee_rate,
-            full_close_retry_s=settings.exit_full_close_retry_s,
-            trail_r=settings.exit_trail_r,
-            trail_step_r=settings.exit_trail_step_r,
+        self.params = exit_params(settings)
+        self.windows = exit_windows(settings)
+        self.marks: defaultdict[str, market.Bars] = defaultdict(
+            lambda: market.Bars(settings.exit_bar_s, self.windows.ref + 1)
         )
-        self.marks: defaultdict[str, deque[Decimal]] = defaultdict(
-            lambda: deque(maxlen=market.REF_WINDOW + 1)
+        # After this long without an exec record a proposal's plan can no longer execute.
+        self.outcome_timeout_s = (
+            settings.proposal_ttl_s + settings.plan_max_age_s + settings.permit_wait_ms / 1000 + 5.0
         )
         self.ticks: dict[str, Decimal] = {}
         self._ticks_at: float | None = None
@@ -122,7 +130,9 @@ class ExitBrain:
         """Decide for one symbol; write the proposal (and then the state) if there is one."""
         history = self.marks[symbol]
         if mark is not None and mark > 0:
-            history.append(mark)
+            # bucketed by the mark's own time when the exchange gives one (recorded candles)
+            at = pos.mark_time if pos is not None and pos.mark_time is not None else now
+            history.add(at, mark)
         else:
             history.clear()
         held = pos is not None and pos.amt != 0
@@ -141,9 +151,12 @@ class ExitBrain:
         self._skipping.pop(symbol, None)
         is_long = pos.amt > 0
         opened_at = st.opened_at if st.opened_at is not None else now
-        comps = market.components(market.log_returns(list(history)), is_long, now - opened_at)
+        book = await self.settle_pending(symbol, st, now)
+        if book is None:
+            return None  # still waiting for the outcome of the last proposal
+        comps = market.components(history.returns, is_long, now - opened_at, self.windows)
         view = PositionView(pos.entry_price, mark, is_long, self.ticks.get(symbol))
-        d = decide(view, comps, st.book, self.params, now)
+        d = decide(view, comps, book, self.params, now)
         KILL_SCORE.labels(symbol).set(float(d.kill_score))
         R_NET.labels(symbol).set(float(d.r_net))
         if not d.proposes:
@@ -165,6 +178,32 @@ class ExitBrain:
             fmt_decimal(mark), fmt_decimal(pos.entry_price),
         )  # fmt: skip
         return p
+
+    async def settle_pending(self, symbol: str, st: state.Stored, now: float) -> Book | None:
+        """The book with its pending proposal settled (saved when it changed), or None while
+        the outcome is not known yet."""
+        plan_id = state.pending_plan_id(symbol, st.book)
+        if plan_id is None:
+            return st.book
+        (exec_state,) = await state.exec_states(self.r, self.k, [plan_id])
+        executed = state.outcome(exec_state, st.book.pending_since, now, self.outcome_timeout_s)
+        if executed is None:
+            return None
+        book = settle(st.book, executed, now, self.params)
+        await state.save(self.r, self.k, symbol, state.Stored(book, st.side, st.opened_at), now)
+        OUTCOMES.labels(
+            symbol, st.book.pending_action, "executed" if executed else "not_executed"
+        ).inc()
+        log.info(
+            "[OUTCOME] symbol=%s plan_id=%s action=%s tranche=%d executed=%s state=%s",
+            symbol,
+            plan_id,
+            st.book.pending_action,
+            st.book.proposals,
+            str(executed).lower(),
+            exec_state or "none",
+        )
+        return book
 
     async def track(
         self, symbol: str, side: str, epoch: int, raw: dict[str, str], now: float
@@ -194,8 +233,9 @@ class ExitBrain:
         if pos.entry_price <= 0:
             return NO_ENTRY_PRICE, "position without an entry price"
         seen = len(self.marks[symbol])
-        if seen <= market.MIN_RETURNS:
-            return WARMING_UP, f"{seen} of {market.MIN_RETURNS + 1} consecutive marks"
+        need = self.windows.min_returns + 1
+        if seen < need:
+            return WARMING_UP, f"{seen} of {need} consecutive bars of {self.s.exit_bar_s:g}s"
         return None
 
     def skip(self, symbol: str, reason: str, detail: str) -> None:
@@ -253,10 +293,15 @@ async def build_exit_brain(
     tasks: list[Task] = [brain.run]
     if settings.exchange is ExchangeKind.SIM and settings.sim_drive_prices:
         sim = ex if isinstance(ex, SimExchange) else SimExchange(r, keys)
+        price_file = settings.sim_price_file
+
+        async def sim_file(stop: asyncio.Event) -> None:
+            assert price_file is not None
+            await drive_file(sim, brain.symbols, price_file, stop, speed=settings.sim_price_speed)
 
         async def sim_prices(stop: asyncio.Event) -> None:
             await drive_prices(sim, brain.symbols, settings.sim_price_seed, stop,
                                interval_s=settings.sim_price_interval_s)  # fmt: skip
 
-        tasks.append(sim_prices)
+        tasks.append(sim_file if price_file is not None else sim_prices)
     return ServiceRunner("exit-brain", r, keys, tasks=tasks, metrics_port=port, on_close=ex.close)

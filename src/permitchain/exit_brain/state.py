@@ -3,7 +3,12 @@
 Fields: ``epoch`` (the P3.3 position epoch the book belongs to), ``side`` (LONG, SHORT or
 NONE), ``opened_at`` (epoch seconds the exit brain first saw this side open; the age
 penalty counts from it), ``tranches_done``, ``stop``, ``sl_moves``, ``full_close_attempts``,
-``last_full_close_ts``, ``updated_at``.
+``last_full_close_ts`` (what the chain executed), ``proposals`` (the last proposal's
+tranche), ``pending_action``, ``pending_level``, ``pending_sl``, ``pending_since`` (the
+proposal awaiting its outcome), ``retry_at``, ``updated_at``.
+
+A pending proposal's outcome is its plan's exec record (``quantum:exec:{plan_id}``, field
+``state``), see :func:`outcome`.
 
 Rules (:func:`advance`): a new, higher epoch (``permitchain reconcile``) starts a fresh book,
 so every tranche may be proposed again; the same epoch keeps the book, so a restart never
@@ -22,10 +27,15 @@ from permitchain.errors import ContractError, WrongTypeError
 from permitchain.exit_brain.api import parse_epoch
 from permitchain.exit_brain.kernel import Book
 from permitchain.keys import Keys
-from permitchain.models import fmt_decimal, fmt_ts
+from permitchain.models import Action, fmt_decimal, fmt_ts, make_plan_id
 from permitchain.store import AsyncRedis, first_fault
 
 SIDES = ("LONG", "SHORT", "NONE")
+#: Exec record states: the chain executed the plan (``unknown``: the order may exist, so it
+#: counts as executed: fail closed, never send it twice) …
+EXECUTED_STATES = frozenset({"filled", "partially_filled", "unknown"})
+#: … it did not, and never will.
+NOT_EXECUTED_STATES = frozenset({"rejected", "blocked", "dry_run"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +60,12 @@ def parse_state(h: dict[str, str]) -> Stored | None:
             sl_moves=int(h.get("sl_moves") or 0),
             full_close_attempts=int(h.get("full_close_attempts") or 0),
             last_full_close_ts=float(h.get("last_full_close_ts") or 0),
+            proposals=int(h.get("proposals") or 0),
+            pending_action=_pending_action(h.get("pending_action") or ""),
+            pending_level=int(h.get("pending_level") or 0),
+            pending_sl=Decimal(h["pending_sl"]) if h.get("pending_sl") else None,
+            pending_since=float(h.get("pending_since") or 0),
+            retry_at=float(h.get("retry_at") or 0),
         )
         opened = float(h["opened_at"]) if h.get("opened_at") else None
     except (KeyError, ValueError, InvalidOperation) as e:
@@ -68,8 +84,50 @@ def state_fields(st: Stored, now: float) -> dict[str, str]:
         "sl_moves": str(b.sl_moves),
         "full_close_attempts": str(b.full_close_attempts),
         "last_full_close_ts": fmt_ts(b.last_full_close_ts),
+        "proposals": str(b.proposals),
+        "pending_action": b.pending_action,
+        "pending_level": str(b.pending_level),
+        "pending_sl": fmt_decimal(b.pending_sl) if b.pending_sl is not None else "",
+        "pending_since": fmt_ts(b.pending_since),
+        "retry_at": fmt_ts(b.retry_at),
         "updated_at": fmt_ts(now),
     }
+
+
+def _pending_action(raw: str) -> str:
+    if raw and raw not in Action.__members__:
+        raise ValueError(f"pending_action {raw!r}")
+    return raw
+
+
+def pending_plan_id(symbol: str, book: Book) -> str | None:
+    """The plan id of the proposal awaiting its outcome (the planner's identity)."""
+    if not book.pending:
+        return None
+    return make_plan_id(symbol, book.pending_action, book.epoch, book.proposals)
+
+
+def outcome(
+    exec_state: str | None, pending_since: float, now: float, timeout_s: float
+) -> bool | None:
+    """Whether the chain executed the pending plan: True, False, or None (not known yet).
+    No exec record after ``timeout_s`` (the planner skipped it, or it expired before a
+    permit): not executed; by then the plan can no longer execute."""
+    if exec_state in EXECUTED_STATES:
+        return True
+    if exec_state in NOT_EXECUTED_STATES:
+        return False
+    if not exec_state and now - pending_since > timeout_s:
+        return False
+    return None
+
+
+async def exec_states(r: AsyncRedis, keys: Keys, plan_ids: Sequence[str]) -> list[str | None]:
+    """The ``state`` of each plan's exec record (None: no record), in one round trip."""
+    pipe = r.pipeline(transaction=False)
+    for plan_id in plan_ids:
+        pipe.hget(keys.exec_record(plan_id), "state")
+    return list(await pipe.execute())
 
 
 def advance(stored: Stored | None, epoch: int, side: str, now: float) -> Stored | None:

@@ -123,6 +123,7 @@ def grants(service: str, k: Keys) -> list[Grant]:
                 Grant(("+del", "+hset", "+expire"), (f"%W~{p}:harvest:proposal:*",)),
                 Grant(("+xadd",), (f"%W~{k.proposal_stream}",)),
                 Grant(("+hget", "+hgetall"), (f"%R~{p}:position:ledger:*",)),
+                Grant(("+hget",), (f"%R~{p}:exec:*",)),  # outcomes of its own plans
                 Grant(("+hgetall", "+hget", "+hset", "+hsetnx", "+get", "+set", "+expire",
                        "+del"), (f"~{p}:exit:*",)),
                 Grant(SIM_WRITE, (f"~{p}:sim:*",))]  # fmt: skip
