@@ -77,8 +77,8 @@ def test_gate_recipe(
 
 
 def test_exit_brain_recipe(chain_factory: Callable[..., Chain], r: redis.Redis) -> None:
-    chain = chain_factory(ALLOW_LIST_SYMBOLS=SYMBOL, EXIT_INTERVAL_S="0.2")
-    chain.start()  # what `permitchain up &` starts
+    chain = chain_factory(ALLOW_LIST_SYMBOLS=SYMBOL, EXIT_INTERVAL_S="0.2", EXIT_BAR_S="1")
+    chain.start()  # what `EXIT_BAR_S=1 permitchain up &` starts
     chain.wait_ready()
     lines = [ln.split("#")[0].strip() for ln in recipe("exit-brain").splitlines()]
     commands = [shlex.split(ln) for ln in lines if ln and not ln.endswith("&")]

@@ -1,15 +1,18 @@
-"""``permitchain demo`` never reads REDIS_URL: pointed at a server holding a ledger (the
-session's), it runs on its own embedded server and prefix and leaves every key there as it
-was; it leaves no temporary folder behind, and ``--logs DIR`` keeps logs with content."""
+"""``permitchain demo`` never reads REDIS_URL: pointed at a server holding a ledger (a
+private one, so that no other test's keys come and go on it), it runs on its own embedded
+server and prefix and leaves every key there as it was; it leaves no temporary folder
+behind, and ``--logs DIR`` keeps logs with content."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
+from permitchain.embedded import EmbeddedServer
 from permitchain.keys import Keys
 from tests.lifecycle.helpers import cli, cli_env
 
@@ -21,8 +24,20 @@ def snapshot(r: redis.Redis) -> dict[bytes, bytes]:
     return {key: r.dump(key) for key in r.scan_iter(count=1000)}
 
 
-def test_demo_leaves_the_redis_url_server_alone(redis_url: str, keys: Keys, prefix: str,
-                                                tmp_path: Path) -> None:  # fmt: skip
+@pytest.fixture
+def live_url() -> Iterator[str]:
+    """A server of its own, standing for the live one REDIS_URL names."""
+    server = EmbeddedServer(prefer_path=True).start()
+    try:
+        yield server.url
+    finally:
+        server.cleanup()
+
+
+def test_demo_leaves_the_redis_url_server_alone(
+    live_url: str, keys: Keys, prefix: str, tmp_path: Path
+) -> None:
+    redis_url = live_url
     r = redis.Redis.from_url(redis_url, decode_responses=False)
     live = redis.Redis.from_url(redis_url, decode_responses=True)
     try:
