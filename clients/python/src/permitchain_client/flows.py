@@ -1,153 +1,27 @@
 """What the client does, once for both its faces: each call of :class:`~permitchain_client.Client`
-and :class:`~permitchain_client.AsyncClient` is a *flow* here, a generator that yields the
-Redis calls to make and receives their replies (a Redis error is thrown into it where the
-call was yielded). The flows make no I/O themselves: :mod:`permitchain_client.sync` and
-:mod:`permitchain_client.aio` run them on ``redis.Redis`` and ``redis.asyncio.Redis``::
-
-    reply = yield lambda r: r.get(chain.keys.trading_state)   # in a flow
-    steps.reply(call(self.redis))                             # the sync driver
-    steps.reply(await call(self.redis))                       # the asyncio driver
-"""
+and :class:`~permitchain_client.AsyncClient` is a flow here (:mod:`permitchain_client.core`):
+a generator that yields the Redis calls to make and receives their replies, making no I/O
+itself. :mod:`permitchain_client.sync` and :mod:`permitchain_client.aio` run them."""
 
 from __future__ import annotations
 
-import functools
-import inspect
 import logging
 import time
-from collections.abc import Callable, Generator, Iterator
-from contextlib import contextmanager
 from decimal import Decimal
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, cast
 
-import redis
-import redis.asyncio
 import redis.exceptions
-from redis.commands.core import AsyncScript, Script
 
 from permitchain_client import contract, messages
-from permitchain_client.contract import Keys
-from permitchain_client.errors import ChainUnavailable, ContractError, ResultTimeout
+from permitchain_client.core import Call, Chain, Flow, R, pipelined, translated
+from permitchain_client.errors import ContractError, ResultTimeout
 from permitchain_client.types import Claim, ClaimVerdict, Explanation, Report, Result, TradingState
-from permitchain_client.watch import (
-    BLOCK_MS,
-    Memory,
-    Proposed,
-    Rows,
-    Watch,
-    claimant,
-    last_id,
-    script_text,
-)
+from permitchain_client.watch import BLOCK_MS, Proposed, Rows, Watch, claimant, last_id
 
 log = logging.getLogger("permitchain_client")
 #: How often a waiting claim runs the claim script again without a stream event.
 CLAIM_RETRY_MS = 100
 EXPLAIN_SCAN = 50_000  # audit entries read back, at most, by explain
-
-T = TypeVar("T")
-F = TypeVar("F", bound=Callable[..., object])
-Connection = redis.Redis | redis.asyncio.Redis
-R = TypeVar("R", bound=Connection)
-#: One Redis call: made on the driver's client, its value is the reply (on redis.asyncio, a
-#: coroutine of it). redis-py types replies as ``Any``; the flows cast what they read.
-Call = Callable[[Connection], Any]
-Flow = Generator[Call, Any, T]
-
-
-@contextmanager
-def translated() -> Iterator[None]:
-    """Redis's connection errors become :class:`ChainUnavailable` (the one boundary)."""
-    try:
-        yield
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
-        raise ChainUnavailable(f"redis: {e}") from e
-
-
-def checked_url(url: str) -> str:
-    """The URL, refused for a Redis Cluster (the gate's steps span slots)."""
-    if "+cluster" in url.split("://", 1)[0]:
-        raise ContractError(
-            "permitchain-client: Redis Cluster URLs are not supported (the gate's steps span slots)"
-        )
-    return url
-
-
-class Steps(Generic[T]):
-    """A flow as its driver steps it: :attr:`call` is the call to make next (``None`` once the
-    flow returned :attr:`result`); hand back its reply, or the Redis error it raised."""
-
-    def __init__(self, flow: Flow[T]) -> None:
-        self.flow = flow
-        self.result: T
-        self.call: Call | None = self._advance(flow.send, None)
-
-    def reply(self, value: object) -> None:
-        self.call = self._advance(self.flow.send, value)
-
-    def fail(self, error: redis.exceptions.RedisError) -> None:
-        self.call = self._advance(self.flow.throw, error)
-
-    def _advance(self, step: Callable[[Any], Call], value: object) -> Call | None:
-        try:
-            return step(value)
-        except StopIteration as done:
-            self.result = cast("T", done.value)
-            return None
-
-
-def method_of(flow: Callable[..., Flow[object]]) -> Callable[[F], F]:
-    """Dresses a driver's method as the flow it runs: the flow's name, docstring and
-    signature, with ``self`` for the chain and the flow's value as what it returns."""
-    signature = inspect.signature(flow)
-    chain, *params = signature.parameters.values()
-    returns = str(signature.return_annotation).removeprefix("Flow[").removesuffix("]")
-
-    def dress(method: F) -> F:
-        functools.update_wrapper(method, flow)
-        method.__signature__ = signature.replace(  # type: ignore[attr-defined]
-            parameters=[chain.replace(name="self", annotation=inspect.Parameter.empty), *params],
-            return_annotation=returns,
-        )
-        return method
-
-    return dress
-
-
-def pipelined(*calls: Call) -> Call:
-    """The calls in one pipeline (no transaction): the reply is the list of their replies."""
-
-    def call(client: Connection) -> Any:
-        pipe = client.pipeline(transaction=False)
-        for each in calls:
-            each(pipe)
-        return pipe.execute()
-
-    return call
-
-
-class Chain(Generic[R]):
-    """What a client holds of one chain: its Redis, the key names under its prefix, the
-    gate's scripts, and the plans it proposed."""
-
-    def __init__(
-        self,
-        client: R,
-        *,
-        key_prefix: str = "quantum",
-        proposal_ttl_s: int = 60,
-        source: str = "client",
-    ) -> None:
-        self.redis: R = client
-        self.keys = Keys(key_prefix)
-        self.proposal_ttl_s = proposal_ttl_s
-        self.source = source
-        self.memory = Memory()
-        self.schema: int | None = None
-        self.claim_script: Script | AsyncScript = client.register_script(script_text("gate_claim"))
-        self.report_script: Script | AsyncScript = client.register_script(
-            script_text("gate_report")
-        )
 
 
 # -- the client's calls ---------------------------------------------------------------------
@@ -405,38 +279,30 @@ def report(
 
 def logged(claim: Claim) -> Claim:
     if claim.ok:
-        log.info(
-            "[GATE] CLAIM plan=%s side=%s qty=%s client_order_id=%s",
-            claim.plan_id,
-            claim.side,
-            claim.qty,
-            claim.client_order_id,
+        gate_line(
+            logging.INFO,
+            f"CLAIM plan={claim.plan_id} side={claim.side} qty={claim.qty} "
+            f"client_order_id={claim.client_order_id}",
         )
     else:
-        log.warning(
-            "[GATE] NO_CLAIM plan=%s verdict=%s state=%s reason=%s detail=%s",
-            claim.plan_id,
-            claim.verdict.value,
-            claim.state,
-            claim.reason,
-            claim.detail,
+        gate_line(
+            logging.WARNING,
+            f"NO_CLAIM plan={claim.plan_id} verdict={claim.verdict.value} state={claim.state} "
+            f"reason={claim.reason} detail={claim.detail}",
         )
     return claim
 
 
 def logged_report(report: Report) -> Report:
     if report.accepted:
-        log.info(
-            "[GATE] REPORT plan=%s state=%s result=%s",
-            report.plan_id,
-            report.state,
-            report.result_id,
-        )
+        text = f"REPORT plan={report.plan_id} state={report.state} result={report.result_id}"
+        gate_line(logging.INFO, text)
     else:
-        log.warning(
-            "[GATE] REPORT_REFUSED plan=%s state=%s reason=%s",
-            report.plan_id,
-            report.state,
-            report.reason,
-        )
+        text = f"REPORT_REFUSED plan={report.plan_id} state={report.state} reason={report.reason}"
+        gate_line(logging.WARNING, text)
     return report
+
+
+def gate_line(level: int, text: str) -> None:
+    """``[GATE] EVENT name=value …``: the client's grep-able gate log lines."""
+    log.log(level, "[GATE] %s", text)
