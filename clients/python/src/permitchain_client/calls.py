@@ -14,6 +14,9 @@ C = TypeVar("C")
 
 
 class Calls(Chain[R]):
+    """The calls of :class:`~permitchain_client.Client` and
+    :class:`~permitchain_client.AsyncClient`."""
+
     check_schema = FlowMethod(flows.check_schema)
     propose = FlowMethod(flows.propose)
     wait_result = FlowMethod(flows.wait_result)
@@ -22,6 +25,8 @@ class Calls(Chain[R]):
 
 
 class GateCalls(Generic[C]):
+    """The calls of both gates, run on their client's chain."""
+
     def __init__(self, client: C) -> None:
         self.client = client
 
