@@ -13,13 +13,13 @@ and order is appended to ``--out``.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from mirror import argument_parser, use
 
 HERE = Path(__file__).resolve().parent
 KLINES = HERE.parents[1].parent / "shared" / "data" / "klines" / "UNITTEST_BTC-1m.csv"
@@ -87,16 +87,10 @@ def offline_markets() -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--redis-url", required=True)
-    ap.add_argument("--key-prefix", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--klines", default=str(KLINES))
+    ap = argument_parser(KLINES)
     ap.add_argument("--timerange", default="1509840000-1509845400")  # 2017-11-05 00:00, 90 min
     args = ap.parse_args()
-    os.environ["GATE_EVENTS"] = args.out
-    os.environ["GATE_REDIS_URL"] = args.redis_url
-    os.environ["GATE_KEY_PREFIX"] = args.key_prefix
+    use(args)
     with tempfile.TemporaryDirectory() as tmp:
         datadir, userdir = Path(tmp) / "data", Path(tmp) / "user"
         write_candles(Path(args.klines), datadir)

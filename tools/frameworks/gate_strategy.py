@@ -10,14 +10,11 @@ each allowed exit is sent there with the gate's client order id. Events go to $G
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import time
 from datetime import datetime, timedelta
 from typing import Any
 
-import redis
 from freqtrade.strategy import IStrategy
+from mirror import event, sim, wait_chain_sees_exchange
 from pandas import DataFrame
 
 from permitchain_client.freqtrade import ExitIntent, PermitchainExitMixin
@@ -26,41 +23,6 @@ SYMBOL = "UNITTESTBTC"
 START = datetime.fromisoformat("2017-11-05T00:00:00+00:00")
 PARTIALS = {20: ExitIntent("PARTIAL_50", "0.3"), 40: ExitIntent("PARTIAL_50", "0.8")}
 FULL_SCORES = {50: "0.2", 60: "0.9"}
-
-
-def event(**fields: Any) -> None:
-    with open(os.environ["GATE_EVENTS"], "a") as f:
-        f.write(json.dumps(fields, default=str) + "\n")
-
-
-def sim(*args: str) -> str:
-    """The chain's simulated exchange, standing in for Freqtrade's exchange."""
-    env = {
-        **os.environ,
-        "REDIS_URL": os.environ["GATE_REDIS_URL"],
-        "KEY_PREFIX": os.environ["GATE_KEY_PREFIX"],
-    }
-    return subprocess.run(
-        ["permitchain", "sim", *args], env=env, check=True, text=True, capture_output=True
-    ).stdout
-
-
-def wait_chain_sees_exchange() -> None:
-    """Until P3.3's snapshot and ledger both read the (simulated) exchange's position, as the
-    next plan's checks will."""
-    r = redis.Redis.from_url(os.environ["GATE_REDIS_URL"], decode_responses=True)
-    prefix = os.environ["GATE_KEY_PREFIX"]
-    amount = float(r.hget(f"{prefix}:sim:{{{SYMBOL}}}:position", "amt") or 0)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        snap = r.hget(f"{prefix}:position:snapshot:{SYMBOL}", "position_amt")
-        ledger = r.hget(f"{prefix}:position:ledger:{SYMBOL}", "last_known_amt")
-        if snap is not None and float(snap) == amount == float(ledger or 0):
-            r.close()
-            return
-        time.sleep(0.05)
-    r.close()
-    raise TimeoutError(f"the chain never saw the position at {amount}")
 
 
 def minute(t: datetime) -> int:
@@ -122,35 +84,15 @@ class GateStrategy(PermitchainExitMixin, IStrategy):
             event(kind="adjust", minute=minute(current_time), stake=out[0], tag=out[1])
         return out
 
-    def confirm_trade_exit(
-        self,
-        pair: str,
-        trade: Any,
-        order_type: str,
-        amount: float,
-        rate: float,
-        time_in_force: str,
-        exit_reason: str,
-        current_time: datetime,
-        **kwargs: Any,
-    ) -> bool:
-        ok = super().confirm_trade_exit(
-            pair,
-            trade,
-            order_type,
-            amount,
-            rate,
-            time_in_force,
-            exit_reason,
-            current_time,
-            **kwargs,
-        )
+    def confirm_trade_exit(self, pair: str, trade: Any, **kwargs: Any) -> bool:
+        # Freqtrade passes the hook's arguments by name: the mixin's signature reads them
+        ok = super().confirm_trade_exit(pair, trade, **kwargs)
         event(
             kind="confirm",
-            minute=minute(current_time),
-            amount=amount,
+            minute=minute(kwargs["current_time"]),
+            amount=kwargs["amount"],
             allowed=ok,
-            exit_reason=exit_reason,
+            exit_reason=kwargs["exit_reason"],
             gate=self.permitchain_log[-1],
         )
         return ok
@@ -162,7 +104,7 @@ class GateStrategy(PermitchainExitMixin, IStrategy):
         if order.ft_order_side == trade.entry_side:
             sim("set-position", SYMBOL, amount, "--entry", repr(order.safe_price))
             event(kind="entry", minute=minute(current_time), amount=amount)
-            wait_chain_sees_exchange()
+            wait_chain_sees_exchange(SYMBOL)
             return
         gated = self._pc_by_tag.get(order.ft_order_tag or "") or self._pc_by_trade.get(trade.id)
         coid = gated.client_order_id if gated else ""
@@ -178,5 +120,5 @@ class GateStrategy(PermitchainExitMixin, IStrategy):
             plan_id=gated.plan_id if gated else "",
         )
         super().order_filled(pair, trade, order, current_time, **kwargs)
-        wait_chain_sees_exchange()
+        wait_chain_sees_exchange(SYMBOL)
         event(kind="log", entries=self.permitchain_log)

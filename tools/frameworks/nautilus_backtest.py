@@ -14,17 +14,12 @@ fill goes to ``--out``.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
-import os
-import subprocess
-import time
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
-import redis
+from mirror import argument_parser, event, sim, use, wait_chain_sees_exchange
 from nautilus_trader.backtest.engine import BacktestEngine, BacktestEngineConfig
 from nautilus_trader.config import LoggingConfig, StrategyConfig
 from nautilus_trader.model.currencies import BTC, ETH
@@ -54,40 +49,6 @@ EXITS = {
 }
 
 
-def event(**fields: Any) -> None:
-    with open(os.environ["GATE_EVENTS"], "a") as f:
-        f.write(json.dumps(fields, default=str) + "\n")
-
-
-def sim(*args: str) -> str:
-    """The chain's simulated exchange, mirroring Nautilus's venue."""
-    env = {
-        **os.environ,
-        "REDIS_URL": os.environ["GATE_REDIS_URL"],
-        "KEY_PREFIX": os.environ["GATE_KEY_PREFIX"],
-    }
-    return subprocess.run(
-        ["permitchain", "sim", *args], env=env, check=True, text=True, capture_output=True
-    ).stdout
-
-
-def wait_chain_sees_exchange() -> None:
-    """Until P3.3's snapshot and ledger read the chain's simulated position."""
-    r = redis.Redis.from_url(os.environ["GATE_REDIS_URL"], decode_responses=True)
-    prefix = os.environ["GATE_KEY_PREFIX"]
-    amount = Decimal(r.hget(f"{prefix}:sim:{{{SYMBOL}}}:position", "amt") or 0)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        snap = r.hget(f"{prefix}:position:snapshot:{SYMBOL}", "position_amt")
-        ledger = r.hget(f"{prefix}:position:ledger:{SYMBOL}", "last_known_amt")
-        if snap is not None and Decimal(snap) == amount == Decimal(ledger or 0):
-            r.close()
-            return
-        time.sleep(0.05)
-    r.close()
-    raise TimeoutError(f"the chain never saw the position at {amount}")
-
-
 class MirroredGate(PermitchainGate):
     """The gate algorithm, plus the mirror: a gated fill also goes to the chain's simulated
     exchange, with the gate's client order id, before it is reported."""
@@ -111,7 +72,7 @@ class MirroredGate(PermitchainGate):
     def on_order_filled(self, event_: OrderFilled) -> None:
         super().on_order_filled(event_)
         if not self.claims:
-            wait_chain_sees_exchange()
+            wait_chain_sees_exchange(SYMBOL)
 
 
 class ExitsConfig(StrategyConfig, frozen=True):
@@ -155,7 +116,7 @@ class Exits(Strategy):
             qty = str(event_.last_qty)
             sim("set-position", SYMBOL, qty, "--entry", str(event_.last_px))
             event(kind="entry", qty=qty, price=str(event_.last_px))
-            wait_chain_sees_exchange()
+            wait_chain_sees_exchange(SYMBOL)
 
 
 def instrument() -> CryptoPerpetual:
@@ -202,15 +163,8 @@ def bars(bar_type: BarType, path: Path, limit: int) -> list[Bar]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--redis-url", required=True)
-    ap.add_argument("--key-prefix", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--klines", default=str(KLINES))
-    args = ap.parse_args()
-    os.environ.update(
-        GATE_EVENTS=args.out, GATE_REDIS_URL=args.redis_url, GATE_KEY_PREFIX=args.key_prefix
-    )
+    args = argument_parser(KLINES).parse_args()
+    use(args)
     engine = BacktestEngine(BacktestEngineConfig(logging=LoggingConfig(log_level="ERROR")))
     engine.add_venue(
         venue=VENUE,
