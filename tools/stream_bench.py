@@ -237,11 +237,13 @@ async def measure(
     finally:
         await r.aclose()
     to_ledger = [ledger_at[p] - fills[p] for p in fills if p in ledger_at]
+    judged = [ages[p] for p in results if p in ages]
     statuses: dict[str, int] = {}
     for f in results.values():
         statuses[f.get("status", "?")] = statuses.get(f.get("status", "?"), 0) + 1
     return {
-        "snapshot_age_at_judgement": summary([ages[p] for p in results if p in ages]),
+        "snapshot_age_at_judgement": summary(judged),
+        "judged_ages_ms": [round(a * 1000) for a in judged],  # plan by plan, in order
         "fill_to_ledger": summary(to_ledger),
         "outside_fill_to_snapshot": summary(outside),
         "results": statuses,
