@@ -198,3 +198,29 @@ def test_a_new_stop_that_fails_leaves_the_old_one(
     res, stops = arun(body)
     assert (res["status"], res["reason"]) == ("rejected", "exchange_rejected")
     assert stops == [f"pc-{old.plan_id}-sl"]
+
+
+def test_stop_already_passed_closes_at_market_on_the_sim(
+    arun: Any, keys: Keys, fast: Settings
+) -> None:
+    """The sim refuses the passed stop as Binance does (-2021), so the executor takes the same
+    close-at-market path: the stop's quantity closed reduce-only, no stop left resting."""
+    old, moved = plan_for(1, "UPDATE_SL", new_sl="95"), plan_for(2, "UPDATE_SL", new_sl="108")
+
+    async def body(r: Redis) -> tuple[dict[str, str], list[str], Any, Any]:
+        async with Bench(r, keys, fast) as b:  # the mark is 107: a SELL stop at 108 is passed
+            await b.run(old, qty="1")
+            await b.run(moved, qty="1")
+            close = await b.sim.fetch_order(SYM, f"pc-{moved.plan_id}-sx")
+            amt = (await b.sim.fetch_positions([SYM]))[SYM].amt
+            return await b.result(moved.plan_id), await open_stops(b), close, amt
+
+    res, stops, close, amt = arun(body)
+    assert (res["status"], res["reason"], res["filled_qty"]) == (
+        "filled",
+        "stop_crossed_closed",
+        "1",
+    )
+    assert res["client_order_id"] == f"pc-{moved.plan_id}-sx"
+    assert close is not None and close.status is OrderStatus.FILLED and close.reduce_only
+    assert amt == 0 and stops == []

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import redis
 
-from permitchain.errors import OrderOutcomeUnknown, OrderRejected
+from permitchain.errors import OrderOutcomeUnknown, OrderRejected, StopWouldTrigger
 from permitchain.exchange.base import OrderInfo
 from permitchain.exchange.sim import SimExchange
 from permitchain.exchange.sim_stops import trigger_stop
@@ -225,3 +225,26 @@ def test_e_filters_changed_outside_apply_to_the_next_order(
     assert (step, too_big, gone) == (-1111, -4003, -1121)
     assert o1.status.value == o4.status.value == "FILLED"
     assert r.hget(keys.sim_position(SYM), "amt") == "0.99"
+
+
+@pytest.mark.parametrize(
+    ("amt", "side", "stop"),
+    [("1", "SELL", "100"), ("1", "SELL", "100.3"), ("-1", "BUY", "100"), ("-1", "BUY", "99.7")],
+)
+def test_a_stop_the_mark_has_reached_is_refused_like_binance(
+    arun: Run, keys: Keys, amt: str, side: str, stop: str
+) -> None:
+    """Binance -2021: nothing placed, no stop resting; a stop on the safe side is placed."""
+
+    async def body(r: Any) -> tuple[StopWouldTrigger, list[OrderInfo], OrderInfo]:
+        sim = await listed(r, keys, amt=amt)  # mark = entry = 100
+        with pytest.raises(StopWouldTrigger) as refused:
+            await sim.place_stop_market(SYM, side, D(stop), D("1"), "pc-x-sl")  # type: ignore[arg-type]
+        resting = await sim.open_orders(SYM)
+        safe = D("99") if side == "SELL" else D("101")
+        placed = await sim.place_stop_market(SYM, side, safe, D("1"), "pc-y-sl")  # type: ignore[arg-type]
+        return refused.value, resting, placed
+
+    refused, resting, placed = arun(body)
+    assert refused.code == -2021 and "immediately trigger" in str(refused)
+    assert resting == [] and placed.status.value == "NEW"

@@ -171,6 +171,7 @@ def test_racing_triggers_fill_once_and_a_half_done_trigger_completes(
         sim = SimExchange(r, keys)
         await sim.list_symbol(SYM, step_size="0.001", min_qty="0.001")
         await sim.set_position(SYM, D("0.062"), D(100))
+        await sim.set_price(SYM, D(101))
         await sim.place_stop_market(SYM, "SELL", D("100.2"), D("0.016"), "pc-race-sl")
         await sim.set_price(SYM, D(100))
         raced = await asyncio.gather(*(trigger_stop(sim, SYM) for _ in range(5)))
@@ -206,7 +207,9 @@ def test_driver_and_stops_work_with_the_exit_brains_least_privilege(
         sim = SimExchange(admin, keys)
         await sim.list_symbol(SYM, step_size="0.001", min_qty="0.001")
         await sim.set_position(SYM, D("0.062"), D(100))
+        await sim.set_price(SYM, D(200))  # a stop at or above the mark would be refused
         await sim.place_stop_market(SYM, "SELL", D("150"), D("0.016"), "pc-acl-sl")
+        await sim.set_price(SYM, D(100))
 
     async def as_exit_brain() -> Any:
         client = async_client(url)

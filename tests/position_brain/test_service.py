@@ -14,6 +14,7 @@ from pydantic import SecretStr
 
 from permitchain.keys import Keys
 from permitchain.models import P33Allow
+from permitchain.runtime.clock import FixedClock
 from permitchain.settings import PermitSignature, Settings
 from permitchain.signing import verify
 from tests.position_brain.helpers import brain, next_permit, plan, result, running
@@ -147,3 +148,32 @@ def test_no_ledger_is_initialised_from_a_stale_snapshot(
 
     assert arun(body)["reason"] == "stale_exchange_state"
     assert not r.exists(keys.ledger("BTCUSDT"))
+
+
+def test_the_snapshot_age_at_each_judgement_is_a_histogram(
+    arun: Any, keys: Keys, settings: Settings
+) -> None:
+    """``p33_snapshot_age_at_judgement_seconds``: one observation per plan judged by a
+    snapshot, its age at that moment (the clock moved 1.5 s, then 4 s past the poll)."""
+    clock = FixedClock(time.time())
+    name = "p33_snapshot_age_at_judgement_seconds"
+
+    def seen() -> tuple[float, float]:
+        return (REGISTRY.get_sample_value(f"{name}_count") or 0.0,
+                REGISTRY.get_sample_value(f"{name}_sum") or 0.0)  # fmt: skip
+
+    async def body(ar: Any) -> tuple[float, float]:
+        pb, sim = brain(ar, keys, settings, clock=clock, cooldown_s=0.0)
+        await sim.set_position("BTCUSDT", Decimal("0.062"), Decimal(100))
+        await pb.snapshots.poll_once()
+        written = float(await ar.hget(keys.snapshot("BTCUSDT"), "ts_epoch"))
+        clock.t = written + 1.5
+        await pb.handle_plan("1-0", plan(tranche=1, created_at=clock.t).to_fields())
+        clock.t = written + 4.0
+        await pb.handle_plan("2-0", plan(tranche=2, created_at=clock.t).to_fields())
+        return seen()
+
+    count, total = seen()
+    after_count, after_total = arun(body)
+    assert after_count - count == 2
+    assert abs((after_total - total) - 5.5) < 0.01

@@ -151,3 +151,23 @@ def test_p33_cooldown_after_an_order() -> None:
     ]
     done = next(e for e in res.trades[0].exits if e.action == "PARTIAL_25" and e.executed)
     assert done.time_s - res.trades[0].exits[0].time_s >= 600
+
+
+def test_a_trailing_stop_is_proposed_moved_and_the_position_exits_at_it() -> None:
+    """EXIT_TRAIL_R=2: once in profit the kernel trails its stop 2 R (2 quote units here)
+    behind the close; each executed move becomes the replayed stop, and the drop exits there
+    (STOP at the trailed 110), where without trailing the remainder rides to the end."""
+    closes = ["100"] * 14 + [str(100 + i) for i in range(1, 13)] + ["111.5"] * 3 + ["104"] * 3
+    s = series(closes)
+    entry = [Entry(T0 + 60 * 12, "", True, D(1), D(100))]
+    sets = {"REPLAY_SLIPPAGE": "0", "APPLY_MODE": "testnet", "TESTNET_AUTO_APPROVE": "true"}
+    (trailed,) = run(s, entry, EXIT_TRAIL_R="2", **sets).trades
+    (plain,) = run(s, entry, **sets).trades
+    moves = [e.new_sl for e in trailed.exits if e.action == "UPDATE_SL" and e.executed]
+    assert moves[-3:] == [D("108.00"), D("109.00"), D("110.00")]  # the close − 2 R, each move
+    last = trailed.exits[-1]
+    assert (last.action, last.price, last.time_s) == (engine.STOP, D("110.00"), s.times[-3])
+    assert last.qty > 0 and trailed.exits[-1].r > 0
+    assert plain.exits[-1].action == engine.END and plain.exits[-1].price == D(104)
+    assert all(e.action != "UPDATE_SL" or e.new_sl == D("100.200") for e in plain.exits)
+    assert trailed.r > plain.r

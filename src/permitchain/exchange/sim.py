@@ -1,7 +1,9 @@
 """The simulated exchange: state in AsyncRedis under ``quantum:sim:*`` so every process sees the
 same account. Behaves like a careful exchange: reduce-only orders that would not reduce are
 rejected (code -2022), quantities off the step are rejected (-1111), a repeated client order
-id returns the existing order and never fills twice.
+id returns the existing order and never fills twice. A stop the mark has already reached (a
+SELL stop at or above the mark, a BUY stop at or below it) is refused as Binance refuses it
+(-2021, ``StopWouldTrigger``), so the executor's close-at-market path is the same on both.
 
 Fault injection (``quantum:sim:config`` hash, set with ``permitchain sim fault``):
 ``latency_ms``; ``fetch_fail`` = 1 (position reads fail); ``order_mode`` = ``fill`` (default) |
@@ -21,7 +23,13 @@ from typing import Any, cast
 
 from hiredis import ReplyError
 
-from permitchain.errors import ExchangeUnavailable, OrderOutcomeUnknown, OrderRejected, StoreError
+from permitchain.errors import (
+    ExchangeUnavailable,
+    OrderOutcomeUnknown,
+    OrderRejected,
+    StopWouldTrigger,
+    StoreError,
+)
 from permitchain.exchange.base import (
     OrderInfo,
     OrderStatus,
@@ -468,6 +476,15 @@ class SimExchange:
             existing = await self.r.hgetall(order_key)
             if existing:
                 return _order(existing)
+            pos = await self.r.hmget(self.k.sim_position(symbol), ["mark_price", "entry_price"])
+            mark = _dec(pos[0] or pos[1])
+            if mark > 0 and (stop_price >= mark if side == "SELL" else stop_price <= mark):
+                # as Binance: a stop the mark has already reached is refused, nothing placed
+                raise StopWouldTrigger(
+                    f"sim: -2021 Order would immediately trigger ({side} stop "
+                    f"{fmt_decimal(stop_price)}, mark {fmt_decimal(mark)})",
+                    code=-2021,
+                )
             oid = await self.r.incr(self.k.sim_order_seq(symbol))
             fields = {
                 "symbol": symbol, "client_order_id": client_order_id, "order_id": str(oid),

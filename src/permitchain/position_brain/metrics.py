@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-from prometheus_client import Gauge
+from prometheus_client import Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
@@ -26,6 +26,13 @@ PERMITS = LabelledCounter("p33_permit_total", "P3.3 permits", ["symbol", "decisi
 POSITION_AMT = SymbolGauge("p33_position_amt", "Exchange position (signed)")
 LEDGER_AMT = SymbolGauge("p33_ledger_amt", "Ledger position (signed)")
 POLL_SECONDS = Gauge("p33_poll_duration_seconds", "Duration of the last snapshot poll")
+#: How old the snapshot was when P3.3 judged a plan by it (every judgement that read one,
+#: allow or deny): the freshness pushed updates buy, next to ``STALE_THRESHOLD_S``.
+JUDGED_AGE = Histogram(
+    "p33_snapshot_age_at_judgement_seconds",
+    "Age of the snapshot P3.3 judged a plan by",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 20),
+)
 
 
 class SnapshotAge(Collector):

@@ -32,7 +32,7 @@ from permitchain.position_brain.checks import (
     canary_decision,
     judge,
 )
-from permitchain.position_brain.metrics import LEDGER_AMT, PERMITS
+from permitchain.position_brain.metrics import JUDGED_AGE, LEDGER_AMT, PERMITS
 from permitchain.position_brain.poll_thread import PollThread
 from permitchain.position_brain.poller import SnapshotPoller
 from permitchain.position_brain.pushed import PushedSnapshots
@@ -285,6 +285,8 @@ class PositionBrain:
         """A permit written: its metric and its decision line."""
         decision = "ALLOW" if d.allow else "DENY"
         PERMITS.inc(plan.symbol, decision, d.reason)
+        if d.snapshot_age_s is not None:
+            JUDGED_AGE.observe(float(d.snapshot_age_s))
         if log.isEnabledFor(logging.INFO):
             extra: dict[str, Any] = {k: v for k, v in d.context.items()
                                      if k in ("diff", "tolerance", "safe_close_qty")}  # fmt: skip
