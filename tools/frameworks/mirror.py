@@ -40,9 +40,11 @@ def event(**fields: Any) -> None:
 
 
 def sim(*args: str) -> str:
-    """The chain's simulated exchange, standing in for the framework's exchange."""
+    """The chain's simulated exchange, standing in for the framework's exchange. The
+    backtest's own ``GATE_*`` variables stay out of permitchain's environment: it refuses a
+    variable whose name is close to a setting's (``GATE_KEY_PREFIX`` ~ ``KEY_PREFIX``)."""
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if not k.startswith("GATE_")},
         "REDIS_URL": os.environ["GATE_REDIS_URL"],
         "KEY_PREFIX": os.environ["GATE_KEY_PREFIX"],
     }
