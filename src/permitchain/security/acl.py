@@ -27,7 +27,7 @@ BASE = ("+ping", "+hello", "+client|setname", "+select", "+info",
 #: (+type: a key of the wrong type is reported naming the type it holds: store.wrong_type)
 GROUP_CMDS = ("+xreadgroup", "+xack", "+xautoclaim", "+xgroup|create", "+xinfo|stream",
               "+xinfo|groups", "+xpending", "+type")  # fmt: skip
-SIM_READ = ("+hgetall", "+hget", "+smembers", "+xread", "+xinfo|stream", "+exists")
+SIM_READ = ("+hgetall", "+hget", "+hmget", "+smembers", "+xread", "+xinfo|stream", "+exists")
 SIM_WRITE = (*SIM_READ, "+evalsha", "+eval", "+hset", "+hsetnx", "+incr", "+incrby",
              "+expire", "+xadd", "+sadd", "+exists")  # fmt: skip
 
