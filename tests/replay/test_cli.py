@@ -109,7 +109,6 @@ def test_sweep_gives_one_row_per_grid_point(klines: Path) -> None:
 
 
 def test_plot_writes_a_png(klines: Path, tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
     png = tmp_path / "replay.png"
     code, out, _err = invoke(str(klines / "XRP_ETH-1m.csv"), "--summary", "--plot", str(png))
     assert code == 0, out
