@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from permitchain.models import Plan
 from permitchain.operator_exit import (
@@ -34,6 +34,9 @@ from permitchain.operator_exit import (
     OPERATOR_SIGNATURE_INVALID,
     is_operator_plan,
 )
+
+if TYPE_CHECKING:
+    from permitchain.settings import Settings
 
 # Governor reason codes (docs/design.md §4).
 TESTNET_AUTO_APPROVE = "testnet_auto_approve"
@@ -79,6 +82,20 @@ class GovernorPolicy:
     max_exec_per_5min: int = 2
     max_notional_per_trade: Decimal = Decimal(1000)
     daily_notional_cap: Decimal = Decimal(10000)
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> GovernorPolicy:
+        """The policy the settings describe (the governor's, and the replay's)."""
+        return cls(
+            mode=s.apply_mode.value,
+            allow_list=s.allow_list,
+            plan_max_age_s=s.plan_max_age_s,
+            testnet_auto_approve=s.testnet_auto_approve,
+            max_exec_per_hour=s.max_exec_per_hour,
+            max_exec_per_5min=s.max_exec_per_5min,
+            max_notional_per_trade=s.max_notional_per_trade,
+            daily_notional_cap=s.daily_notional_cap,
+        )
 
     @property
     def auto_approves(self) -> bool:

@@ -54,23 +54,10 @@ TRADING_STATE = Gauge(
 _STATE_VALUE = {TradingState.ACTIVE: 0, TradingState.REDUCING: 1, TradingState.HALTED: 2}
 
 
-def policy_from(settings: Settings) -> GovernorPolicy:
-    return GovernorPolicy(
-        mode=settings.apply_mode.value,
-        allow_list=settings.allow_list,
-        plan_max_age_s=settings.plan_max_age_s,
-        testnet_auto_approve=settings.testnet_auto_approve,
-        max_exec_per_hour=settings.max_exec_per_hour,
-        max_exec_per_5min=settings.max_exec_per_5min,
-        max_notional_per_trade=settings.max_notional_per_trade,
-        daily_notional_cap=settings.daily_notional_cap,
-    )
-
-
 class Governor:
     def __init__(self, r: AsyncRedis, keys: Keys, settings: Settings, clock: Clock) -> None:
         self.r, self.k, self.s, self.clock = r, keys, settings, clock
-        self.policy = policy_from(settings)
+        self.policy = GovernorPolicy.from_settings(settings)
         self.store = GovernorStore(r, keys)
         self.reservation_ttl_s = reservation_ttl_s(settings.permit_ttl_s, settings.permit_wait_ms)
         self.signer = signer_for(settings, GOVERNOR)

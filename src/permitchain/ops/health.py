@@ -122,16 +122,6 @@ async def wrong_type_problem(r: Redis, h: Health, layer: str, key: str, expected
     h.problems.append(Problem(layer, str(err), "wrong_type", key))
 
 
-def check_config(s: Settings) -> CheckConfig:
-    return CheckConfig(
-        stale_threshold_s=s.stale_threshold_s,
-        position_tolerance=s.position_tolerance,
-        qty_tolerance_pct=s.qty_tolerance_pct,
-        cooldown_s=s.cooldown_s,
-        plan_max_age_s=s.plan_max_age_s,
-    )
-
-
 def reconcile_verdict(
     exchange_amt: Decimal | None, ledger_amt: Decimal | None, cfg: CheckConfig
 ) -> tuple[str, dict[str, str]]:
@@ -241,7 +231,7 @@ async def _reconcile(r: Redis, k: Keys, s: Settings, h: Health) -> None:
 
 
 async def _positions(r: Redis, k: Keys, s: Settings, h: Health) -> None:
-    cfg = check_config(s)
+    cfg = CheckConfig.from_settings(s)
     symbols: set[str] = set()
     for pattern in (k.snapshot_pattern, k.ledger_pattern):
         prefix = pattern[:-1]

@@ -36,11 +36,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from permitchain.exchange.base import round_down
 from permitchain.exemptions import Check, ExitKind, applies
 from permitchain.models import CANARY_SIZE, CLOSE_FRACTION, Action, fmt_decimal
+
+if TYPE_CHECKING:
+    from permitchain.settings import Settings
 
 NO_EXCHANGE_SNAPSHOT = "no_exchange_snapshot"
 STALE_EXCHANGE_STATE = "stale_exchange_state"
@@ -98,6 +101,17 @@ class CheckConfig:
     qty_tolerance_pct: Decimal = Decimal(1)
     cooldown_s: float = 15.0
     plan_max_age_s: float = 30.0
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> CheckConfig:
+        """The checks' limits the settings describe (P3.3's, ``status``'s and the replay's)."""
+        return cls(
+            stale_threshold_s=s.stale_threshold_s,
+            position_tolerance=s.position_tolerance,
+            qty_tolerance_pct=s.qty_tolerance_pct,
+            cooldown_s=s.cooldown_s,
+            plan_max_age_s=s.plan_max_age_s,
+        )
 
 
 @dataclass(frozen=True, slots=True)

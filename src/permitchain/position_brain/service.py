@@ -71,13 +71,7 @@ class PositionBrain:
         self.stream = stream  # pushed updates when polling in this loop (no poll thread)
         self.signer = signer_for(settings, P33)
         self.verifier = verifier_for(settings, (OPERATOR,))  # operators' emergency exits
-        self.cfg = CheckConfig(
-            stale_threshold_s=settings.stale_threshold_s,
-            position_tolerance=settings.position_tolerance,
-            qty_tolerance_pct=settings.qty_tolerance_pct,
-            cooldown_s=settings.cooldown_s,
-            plan_max_age_s=settings.plan_max_age_s,
-        )
+        self.cfg = CheckConfig.from_settings(settings)
         self.snapshots = SnapshotPoller(r, keys, exchange, clock, allow_list=settings.allow_list,
                                         poll_interval_s=settings.poll_interval_s)  # fmt: skip
 

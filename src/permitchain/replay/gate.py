@@ -16,7 +16,7 @@ executor's wait (the replay decides instantly), Redis or exchange faults, signat
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from permitchain.apply_layer.planner import PlannerPolicy, make_plan
@@ -59,23 +59,8 @@ class Gate:
         self.planner = PlannerPolicy(
             allow, s.kill_score_threshold, s.proposal_ttl_s, s.plan_max_age_s, s.apply_mode.value
         )
-        self.governor = governor.GovernorPolicy(
-            mode=s.apply_mode.value,
-            allow_list=allow,
-            plan_max_age_s=s.plan_max_age_s,
-            testnet_auto_approve=s.testnet_auto_approve,
-            max_exec_per_hour=s.max_exec_per_hour,
-            max_exec_per_5min=s.max_exec_per_5min,
-            max_notional_per_trade=s.max_notional_per_trade,
-            daily_notional_cap=s.daily_notional_cap,
-        )
-        self.checks = checks.CheckConfig(
-            stale_threshold_s=s.stale_threshold_s,
-            position_tolerance=s.position_tolerance,
-            qty_tolerance_pct=s.qty_tolerance_pct,
-            cooldown_s=s.cooldown_s,
-            plan_max_age_s=s.plan_max_age_s,
-        )
+        self.governor = replace(governor.GovernorPolicy.from_settings(s), allow_list=allow)
+        self.checks = checks.CheckConfig.from_settings(s)
 
     def judge(self, d: Decision, epoch: int, amt: Decimal, mark: Decimal, now: float) -> Verdict:
         """Planner, governor, P3.3 for the decision's proposal at ``now``; ``amt`` signed."""
