@@ -140,10 +140,12 @@ class Chain:
         pipe = self.pipe
         proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             [sys.executable, "-m", "permitchain", "run", name],
-            env={**self.child_env(name), **(pipe.child_env() if pipe else {})}, stdout=out,
-            stderr=subprocess.STDOUT if out else None, pass_fds=(pipe.read_fd,) if pipe else (),
+            env={**self.child_env(name), **(pipe.child_env() if pipe else {})},
+            stdout=out,
+            stderr=subprocess.STDOUT if out else None,
+            pass_fds=(pipe.read_fd,) if pipe else (),
             preexec_fn=die_with_parent() if self.die_with_parent else None,  # noqa: PLW1509
-        )  # fmt: skip
+        )
         self.procs[name] = proc
         return proc
 

@@ -99,13 +99,26 @@ class EmbeddedServer:
 
     def start(self, timeout_s: float = 10.0) -> EmbeddedServer:
         args = [
-            self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
-            "--save", "", "--appendonly", "yes" if self.persist else "no",
-            "--appendfsync", "always", "--dir", str(self.dir),
-            "--logfile", str(self.dir / "server.log"), "--protected-mode", "yes",
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.persist else "no",
+            "--appendfsync",
+            "always",
+            "--dir",
+            str(self.dir),
+            "--logfile",
+            str(self.dir / "server.log"),
+            "--protected-mode",
+            "yes",
             *self._tls_args(),
             *self.extra_args,
-        ]  # fmt: skip
+        ]
         self.proc = subprocess.Popen(  # noqa: S603 - fixed binary, our own arguments
             args,
             stdout=subprocess.DEVNULL,
@@ -128,9 +141,20 @@ class EmbeddedServer:
         if self.tls is None:
             return []
         cert, key, ca = self.tls
-        return ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(cert),
-                "--tls-key-file", str(key), "--tls-ca-cert-file", str(ca),
-                "--tls-auth-clients", "no"]  # fmt: skip
+        return [
+            "--port",
+            "0",
+            "--tls-port",
+            str(self.port),
+            "--tls-cert-file",
+            str(cert),
+            "--tls-key-file",
+            str(key),
+            "--tls-ca-cert-file",
+            str(ca),
+            "--tls-auth-clients",
+            "no",
+        ]
 
     def _ping(self) -> bool:
         with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as raw:

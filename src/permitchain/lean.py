@@ -52,13 +52,45 @@ NEVER_DECODE = "NEVER_DECODE"
 EMPTY_RESPONSE = "EMPTY_RESPONSE"
 
 #: Commands that block, or change or depend on connection state: redis-py's pool runs them.
-POOL_ONLY = frozenset({
-    "WATCH", "UNWATCH", "MULTI", "EXEC", "DISCARD", "SELECT", "AUTH", "HELLO", "CLIENT",
-    "RESET", "QUIT", "MONITOR", "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "UNSUBSCRIBE",
-    "PUNSUBSCRIBE", "SUNSUBSCRIBE", "BLPOP", "BRPOP", "BRPOPLPUSH", "BLMOVE", "BLMPOP",
-    "BZPOPMIN", "BZPOPMAX", "BZMPOP", "WAIT", "WAITAOF", "SHUTDOWN", "DEBUG", "SYNC", "PSYNC",
-    "READONLY", "READWRITE", "ASKING",
-})  # fmt: skip
+POOL_ONLY = frozenset(
+    {
+        "WATCH",
+        "UNWATCH",
+        "MULTI",
+        "EXEC",
+        "DISCARD",
+        "SELECT",
+        "AUTH",
+        "HELLO",
+        "CLIENT",
+        "RESET",
+        "QUIT",
+        "MONITOR",
+        "SUBSCRIBE",
+        "PSUBSCRIBE",
+        "SSUBSCRIBE",
+        "UNSUBSCRIBE",
+        "PUNSUBSCRIBE",
+        "SUNSUBSCRIBE",
+        "BLPOP",
+        "BRPOP",
+        "BRPOPLPUSH",
+        "BLMOVE",
+        "BLMPOP",
+        "BZPOPMIN",
+        "BZPOPMAX",
+        "BZMPOP",
+        "WAIT",
+        "WAITAOF",
+        "SHUTDOWN",
+        "DEBUG",
+        "SYNC",
+        "PSYNC",
+        "READONLY",
+        "READWRITE",
+        "ASKING",
+    }
+)
 
 
 #: The lean connection speaks RESP2: redis-py's RESP2 callbacks give its usual Python shapes.
@@ -225,8 +257,9 @@ class _Proto(asyncio.Protocol):
             if not batch.fut.done():
                 batch.fut.set_exception(self.error(msg))
 
-    def send(self, data: bytes, raws: Sequence[bool], wait_s: float = 0.0
-             ) -> asyncio.Future[list[Any]]:  # fmt: skip
+    def send(
+        self, data: bytes, raws: Sequence[bool], wait_s: float = 0.0
+    ) -> asyncio.Future[list[Any]]:
         """Write ``data`` (one command per ``raws`` entry: its reply undecoded?); the future
         gets the replies, in order, due within COMMAND_TIMEOUT_S plus ``wait_s`` (a blocking
         read's own wait). A reply that failed to decode is its UnicodeDecodeError."""
@@ -244,8 +277,15 @@ class _Proto(asyncio.Protocol):
 class Lean:
     """The lean connection of one client (made on first use, remade after a loss)."""
 
-    def __init__(self, host: str, port: int, *, db: int = 0, username: str | None = None,
-                 password: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        db: int = 0,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> None:
         self.host, self.port, self.db = host, port, db
         self.username, self.password = username, password
         self.proto: _Proto | None = None
@@ -299,20 +339,23 @@ class Lean:
         return reply
 
     def clone(self) -> Lean:
-        return Lean(self.host, self.port, db=self.db, username=self.username,
-                    password=self.password)  # fmt: skip
+        return Lean(
+            self.host, self.port, db=self.db, username=self.username, password=self.password
+        )
 
     def close(self) -> None:
         if self.proto is not None and self.proto.transport is not None:
             self.proto.transport.close()
 
-    async def call_many(self, commands: Sequence[tuple[Sequence[Any], bool]],
-                        wait_s: float = 0.0) -> list[Any]:  # fmt: skip
+    async def call_many(
+        self, commands: Sequence[tuple[Sequence[Any], bool]], wait_s: float = 0.0
+    ) -> list[Any]:
         """Send ``commands`` (arguments, reply undecoded?) in one write; their replies, each
         due within COMMAND_TIMEOUT_S plus ``wait_s``. A reply that failed to decode raises."""
         p = await self.connection()
-        replies = await p.send(b"".join(pack(a) for a, _ in commands), [r for _, r in commands],
-                               wait_s)  # fmt: skip
+        replies = await p.send(
+            b"".join(pack(a) for a, _ in commands), [r for _, r in commands], wait_s
+        )
         for reply in replies:
             if isinstance(reply, UnicodeDecodeError):
                 raise reply
@@ -342,8 +385,13 @@ class LeanPipeline(Pipeline):
 
     async def execute(self, raise_on_error: bool = True) -> list[Any]:
         stack = self.command_stack
-        if (self.watching or self.explicit_transaction or self.is_transaction or not stack
-                or not all(lean_ok(args) for args, _ in stack)):  # fmt: skip
+        if (
+            self.watching
+            or self.explicit_transaction
+            or self.is_transaction
+            or not stack
+            or not all(lean_ok(args) for args, _ in stack)
+        ):
             return await super().execute(raise_on_error)
         # Each script the pipeline runs is loaded ahead of it, in the same write: a no-op for a
         # script the server has (it only hashes the text), and never NOSCRIPT after a restart
@@ -433,7 +481,11 @@ def lean_client(pool: aioredis.ConnectionPool) -> aioredis.Redis:
     client.auto_close_connection_pool = True  # as Redis.from_pool: the client owns the pool
     kw = pool.connection_kwargs
     if pool.connection_class is Connection and kw.get("decode_responses"):
-        client.lean = Lean(str(kw.get("host", "localhost")), int(kw.get("port", 6379)),
-                           db=int(kw.get("db") or 0), username=kw.get("username"),
-                           password=kw.get("password"))  # fmt: skip
+        client.lean = Lean(
+            str(kw.get("host", "localhost")),
+            int(kw.get("port", 6379)),
+            db=int(kw.get("db") or 0),
+            username=kw.get("username"),
+            password=kw.get("password"),
+        )
     return client

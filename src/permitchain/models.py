@@ -206,10 +206,21 @@ def make_plan_id(symbol: str, action: str, position_epoch: int, tranche: int, *e
 # Proposal
 # ---------------------------------------------------------------------------------------
 PROPOSAL_FIELDS = (
-    "proposal_id", "symbol", "action", "kill_score", "k_regime_flip", "k_sigma_spike",
-    "k_ts_drop", "k_age_penalty", "new_sl", "r_net", "position_epoch", "tranche", "ts_epoch",
+    "proposal_id",
+    "symbol",
+    "action",
+    "kill_score",
+    "k_regime_flip",
+    "k_sigma_spike",
+    "k_ts_drop",
+    "k_age_penalty",
+    "new_sl",
+    "r_net",
+    "position_epoch",
+    "tranche",
+    "ts_epoch",
     "source",
-)  # fmt: skip
+)
 #: Who places a plan's order: permitchain's own executor, or a bot through the gate
 #: (docs/design.md §15, "Gate for external executors"). Sent only when not the default.
 Executor = Literal["builtin", "external"]
@@ -239,9 +250,15 @@ class Proposal(_Msg):
     _sym = field_validator("symbol", mode="before")(_symbol)
 
     @field_validator(
-        "kill_score", "k_regime_flip", "k_sigma_spike", "k_ts_drop", "k_age_penalty", "new_sl",
-        "r_net", mode="before",
-    )  # fmt: skip
+        "kill_score",
+        "k_regime_flip",
+        "k_sigma_spike",
+        "k_ts_drop",
+        "k_age_penalty",
+        "new_sl",
+        "r_net",
+        mode="before",
+    )
     @classmethod
     def _dec(cls, v: Any, info: Any) -> Decimal | None:
         if v is None or v == "":
@@ -299,8 +316,9 @@ class Proposal(_Msg):
 class Step(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    step: Literal["CLOSE_PARTIAL_25", "CLOSE_PARTIAL_50", "CLOSE_PARTIAL_75", "CLOSE_FULL",
-                  "UPDATE_SL"]  # fmt: skip
+    step: Literal[
+        "CLOSE_PARTIAL_25", "CLOSE_PARTIAL_50", "CLOSE_PARTIAL_75", "CLOSE_FULL", "UPDATE_SL"
+    ]
     type: Literal["market_reduce_only", "stop_market_reduce_only"]
     fraction: Decimal | None = None
     price: Decimal | None = None
@@ -512,9 +530,12 @@ class P33Allow(_Permit):
     snapshot_age_sec: Decimal
 
     @field_validator(
-        "safe_close_qty", "exchange_position_amt", "ledger_position_amt", "snapshot_age_sec",
+        "safe_close_qty",
+        "exchange_position_amt",
+        "ledger_position_amt",
+        "snapshot_age_sec",
         mode="before",
-    )  # fmt: skip
+    )
     @classmethod
     def _dec(cls, v: Any, info: Any) -> Decimal:
         return parse_decimal(v, info.field_name)
@@ -573,9 +594,13 @@ class Result(_Msg):
     _sym = field_validator("symbol", mode="before")(_symbol)
 
     @field_validator(
-        "requested_qty", "filled_qty", "avg_price", "permit_wait_ms", "chain_latency_ms",
+        "requested_qty",
+        "filled_qty",
+        "avg_price",
+        "permit_wait_ms",
+        "chain_latency_ms",
         mode="before",
-    )  # fmt: skip
+    )
     @classmethod
     def _dec(cls, v: Any, info: Any) -> Decimal | None:
         if v is None or v == "":

@@ -96,9 +96,15 @@ def run_reference(
 
 async def seed_ledger(r: AsyncRedis, keys: Keys) -> None:
     """The demo's ledger: 0.002, as if the position grew outside the chain."""
-    await r.hset(keys.ledger(SYMBOL), mapping={
-        "last_known_amt": fmt_decimal(LEDGER_AMT), "last_known_side": "LONG", "epoch": "0",
-        "last_update_ts": f"{time.time():.6f}"})  # fmt: skip
+    await r.hset(
+        keys.ledger(SYMBOL),
+        mapping={
+            "last_known_amt": fmt_decimal(LEDGER_AMT),
+            "last_known_side": "LONG",
+            "epoch": "0",
+            "last_update_ts": f"{time.time():.6f}",
+        },
+    )
 
 
 async def wait_snapshot(r: AsyncRedis, keys: Keys, timeout_s: float = 20.0) -> dict[str, str]:
@@ -154,14 +160,21 @@ async def propose_reference(r: AsyncRedis, keys: Keys, proposal_ttl_s: int) -> t
     assert action is not None
     epoch = await current_epoch(r, keys, SYMBOL)
     p = Proposal(
-        proposal_id=new_proposal_id(), symbol=SYMBOL, action=action.value, kill_score=score,
+        proposal_id=new_proposal_id(),
+        symbol=SYMBOL,
+        action=action.value,
+        kill_score=score,
         k_regime_flip=Decimal(str(COMPONENTS.regime_flip)),
         k_sigma_spike=Decimal(str(COMPONENTS.sigma_spike)),
         k_ts_drop=Decimal(str(COMPONENTS.ts_drop)),
         k_age_penalty=Decimal(str(COMPONENTS.age_penalty)),
-        new_sl=break_even_stop(ENTRY, is_long=True), r_net=R_NET, position_epoch=epoch,
-        tranche=tranche, ts_epoch=time.time(), source="demo",
-    )  # fmt: skip
+        new_sl=break_even_stop(ENTRY, is_long=True),
+        r_net=R_NET,
+        position_epoch=epoch,
+        tranche=tranche,
+        ts_epoch=time.time(),
+        source="demo",
+    )
     await submit_proposal(r, keys, p, ttl_s=proposal_ttl_s)
     return p, make_plan_id(p.symbol, p.action, p.position_epoch, p.tranche)
 
@@ -202,9 +215,15 @@ async def run_scenario(
 
     snap = await wait_snapshot(r, keys)
     ledger = await r.hgetall(keys.ledger(SYMBOL))
-    step("state", {"exchange_amt": snap["position_amt"], "mark_price": snap["mark_price"],
-                   "ledger_amt": ledger.get("last_known_amt"),
-                   "step_size": snap["step_size"]})  # fmt: skip
+    step(
+        "state",
+        {
+            "exchange_amt": snap["position_amt"],
+            "mark_price": snap["mark_price"],
+            "ledger_amt": ledger.get("last_known_amt"),
+            "step_size": snap["step_size"],
+        },
+    )
 
     p1, plan1 = await propose_reference(r, keys, proposal_ttl_s)
     step("proposal", {"proposal": p1.to_fields(), "plan_id": plan1})
@@ -215,8 +234,14 @@ async def run_scenario(
     step("first_result", {**res1, "p33_reason": permits1.get("position-brain", {}).get("reason")})
 
     positions = await exchange.fetch_positions([SYMBOL])
-    change = await reconcile(r, keys, SYMBOL, positions[SYMBOL].amt, operator="demo",
-                             note="position grew outside the chain")  # fmt: skip
+    change = await reconcile(
+        r,
+        keys,
+        SYMBOL,
+        positions[SYMBOL].amt,
+        operator="demo",
+        note="position grew outside the chain",
+    )
     step("reconcile", change)
 
     p2, plan2 = await propose_reference(r, keys, proposal_ttl_s)

@@ -42,8 +42,11 @@ def _lua_dir() -> Any:
 
 def names() -> list[str]:
     """The names of the scripts (``lua/<name>.lua``; not the included files of ``lua/lib/``)."""
-    return sorted(f.name.removesuffix(".lua") for f in _lua_dir().iterdir()
-                  if f.is_file() and f.name.endswith(".lua"))  # fmt: skip
+    return sorted(
+        f.name.removesuffix(".lua")
+        for f in _lua_dir().iterdir()
+        if f.is_file() and f.name.endswith(".lua")
+    )
 
 
 def expand(text: str, origin: str, lib: Any = None) -> str:
@@ -61,8 +64,9 @@ def expand(text: str, origin: str, lib: Any = None) -> str:
         name = m.group(1).strip()
         where = f"{origin} line {no}"
         if not _LIB_NAME.fullmatch(name):
-            raise ScriptSourceError(f"{where}: malformed include {line.strip()!r} (expected "
-                                    f"'-- @include <name>.lua')")  # fmt: skip
+            raise ScriptSourceError(
+                f"{where}: malformed include {line.strip()!r} (expected '-- @include <name>.lua')"
+            )
         if name in seen:
             raise ScriptSourceError(f"{where}: lib/{name} included twice")
         seen.add(name)
@@ -71,8 +75,9 @@ def expand(text: str, origin: str, lib: Any = None) -> str:
             raise ScriptSourceError(f"{where}: include of lib/{name}: no such file")
         body = f.read_text()
         if any(_INCLUDE.match(x) for x in body.splitlines()):
-            raise ScriptSourceError(f"lib/{name} (included by {where}): an included file "
-                                    f"may not include another")  # fmt: skip
+            raise ScriptSourceError(
+                f"lib/{name} (included by {where}): an included file may not include another"
+            )
         out.append(body if body.endswith("\n") else body + "\n")
     return "".join(out)
 
@@ -94,23 +99,24 @@ class LeanScript:
     def __init__(self, client: Any, script: Any) -> None:
         self.client, self.script = client, script
 
-    async def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = (),
-                       client: Any = None) -> Any:  # fmt: skip
+    async def __call__(
+        self, keys: Sequence[Any] = (), args: Sequence[Any] = (), client: Any = None
+    ) -> Any:
         if client is not None:
             return await self.script(keys=keys, args=args, client=client)
         script = self.script
         try:
-            return await self.client.execute_command("EVALSHA", script.sha, len(keys), *keys,
-                                                     *args)  # fmt: skip
+            return await self.client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
         except NoScriptError:
             script.sha = await self.client.script_load(script.script)
-            return await self.client.execute_command("EVALSHA", script.sha, len(keys), *keys,
-                                                     *args)  # fmt: skip
+            return await self.client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
 
     async def after_reads(
-        self, reads: Sequence[tuple[Sequence[Any], bool]], keys: Sequence[Any],
+        self,
+        reads: Sequence[tuple[Sequence[Any], bool]],
+        keys: Sequence[Any],
         args: Sequence[Any],
-    ) -> tuple[list[Any], Any]:  # fmt: skip
+    ) -> tuple[list[Any], Any]:
         """Read-only commands (arguments, reply undecoded?), then the script, in one write on
         the lean connection: (the reads' replies, an error reply as its exception; the
         script's result, an error raised). Unlike a pipeline, which loads its scripts ahead

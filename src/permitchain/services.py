@@ -23,8 +23,11 @@ from permitchain.settings import Settings
 from permitchain.store import async_client
 
 DEFAULT_METRICS_PORT = {
-    "exit-brain": 8042, "apply-layer": 8043, "governor": 8044, "position-brain": 8045,
-}  # fmt: skip
+    "exit-brain": 8042,
+    "apply-layer": 8043,
+    "governor": 8044,
+    "position-brain": 8045,
+}
 SERVICE_NAMES = tuple(DEFAULT_METRICS_PORT)
 #: The operator console (permitchain.console): run and started by `up` like the others, but
 #: not on the order path (stopping it changes nothing for trading).
@@ -63,19 +66,31 @@ async def build(name: str, settings: Settings) -> ServiceRunner:
     port = metrics_port(name, settings)
     if name == "governor":
         gov = Governor(r, keys, settings, clock)
-        return ServiceRunner(name, r, keys, consumers=gov.consumers(), tasks=[gov.watch_state],
-                             metrics_port=port)  # fmt: skip
+        return ServiceRunner(
+            name, r, keys, consumers=gov.consumers(), tasks=[gov.watch_state], metrics_port=port
+        )
     if name == "position-brain":
         ex = make_exchange(settings, r, keys)
         poll_thread = PollThread(
-            settings.redis_url, keys, clock, lambda pr: make_exchange(settings, pr, keys),
-            allow_list=settings.allow_list, poll_interval_s=settings.poll_interval_s,
+            settings.redis_url,
+            keys,
+            clock,
+            lambda pr: make_exchange(settings, pr, keys),
+            allow_list=settings.allow_list,
+            poll_interval_s=settings.poll_interval_s,
             make_stream=lambda pr: make_stream(settings, pr, keys),
             push_touch_s=settings.push_touch_s,
-        )  # fmt: skip
+        )
         pb = PositionBrain(r, keys, settings, clock, ex, poll_thread=poll_thread)
-        return ServiceRunner(name, r, keys, consumers=pb.consumers(), tasks=[pb.poller],
-                             metrics_port=port, on_close=ex.close)  # fmt: skip
+        return ServiceRunner(
+            name,
+            r,
+            keys,
+            consumers=pb.consumers(),
+            tasks=[pb.poller],
+            metrics_port=port,
+            on_close=ex.close,
+        )
     if name == "apply-layer":
         ex = make_exchange(settings, r, keys)
         planner = Planner(r, keys, settings, clock)
@@ -110,10 +125,15 @@ async def build(name: str, settings: Settings) -> ServiceRunner:
                 )
             )
         return ServiceRunner(
-            name, r, keys,
-            consumers=[Consumer(keys.proposal_stream, GROUP_PLANNER, planner.handle,
-                                partition=by_symbol),
-                       executor.consumer()],
-            tasks=tasks, metrics_port=port, on_close=close,
-        )  # fmt: skip
+            name,
+            r,
+            keys,
+            consumers=[
+                Consumer(keys.proposal_stream, GROUP_PLANNER, planner.handle, partition=by_symbol),
+                executor.consumer(),
+            ],
+            tasks=tasks,
+            metrics_port=port,
+            on_close=close,
+        )
     return await build_exit_brain(r, keys, settings, clock, port)

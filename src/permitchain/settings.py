@@ -231,11 +231,19 @@ class Settings(BaseSettings):
     @classmethod
     def _redis_url(cls, v: str | None) -> str | None:
         if v is not None and not v.startswith(
-            ("redis://", "rediss://", "unix://", "redis+sentinel://", "redis+cluster://",
-             "rediss+cluster://")
-        ):  # fmt: skip
-            raise ValueError("must start with redis://, rediss://, unix://, redis+sentinel://, "
-                             "redis+cluster:// or rediss+cluster://")  # fmt: skip
+            (
+                "redis://",
+                "rediss://",
+                "unix://",
+                "redis+sentinel://",
+                "redis+cluster://",
+                "rediss+cluster://",
+            )
+        ):
+            raise ValueError(
+                "must start with redis://, rediss://, unix://, redis+sentinel://, "
+                "redis+cluster:// or rediss+cluster://"
+            )
         return v
 
     @model_validator(mode="after")

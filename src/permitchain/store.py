@@ -172,14 +172,19 @@ def async_client(url: str | None, *, max_connections: int = 32) -> AsyncRedis:
             startup_nodes=[aiocluster.ClusterNode(h, p) for h, p in nodes],
             max_connections=max_connections,
             retry=_retry(redis.asyncio.retry.Retry),
-            **kw, **_client_kwargs(),
-        )  # fmt: skip
+            **kw,
+            **_client_kwargs(),
+        )
     if url.startswith("redis+sentinel://"):
         nodes, service, kw = parse_sentinel_url(url)
         sentinel = aiosentinel.Sentinel(nodes, socket_connect_timeout=2.0)  # type: ignore[no-untyped-call]
-        return sentinel.master_for(service, redis_class=_SentinelRedis,
-                                   max_connections=max_connections,
-                                   **kw, **_client_kwargs())  # fmt: skip
+        return sentinel.master_for(
+            service,
+            redis_class=_SentinelRedis,
+            max_connections=max_connections,
+            **kw,
+            **_client_kwargs(),
+        )
     # A blocking pool: when every connection is busy a command waits for one (bounded by
     # POOL_WAIT_S) instead of failing with "Too many connections".
     pool = aioredis.BlockingConnectionPool.from_url(
@@ -201,8 +206,10 @@ def sync_client(url: str | None) -> SyncRedis:
         nodes, kw = parse_cluster_url(url)
         return redis.cluster.RedisCluster(
             startup_nodes=[redis.cluster.ClusterNode(h, p) for h, p in nodes],  # type: ignore[no-untyped-call]
-            retry=_retry(), **kw, **_client_kwargs(),
-        )  # fmt: skip
+            retry=_retry(),
+            **kw,
+            **_client_kwargs(),
+        )
     if url.startswith("redis+sentinel://"):
         nodes, service, kw = parse_sentinel_url(url)
         s = redis.sentinel.Sentinel(nodes, socket_connect_timeout=2.0)  # type: ignore[no-untyped-call]

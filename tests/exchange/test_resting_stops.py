@@ -35,7 +35,7 @@ class FakeBench(Bench):
         super().__init__(r, keys, settings)
         self.fake = fake
         self.binance = adapter(fake)
-        self.ex.ex = self.ex.desk.ex = self.ex.resolver.ex = self.binance
+        self.ex.exchange = self.ex.desk.exchange = self.ex.resolver.exchange = self.binance
 
     async def __aenter__(self) -> FakeBench:
         self.fake.set_position(SYM, "1", entry_price="100")

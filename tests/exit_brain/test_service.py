@@ -68,7 +68,7 @@ async def run_path(
         await sim.set_price(SYM, p)
         made = await brain.cycle()
         for proposal in made if outcome else ():
-            await brain.r.hset(brain.k.exec_record(expected_plan_id(proposal)), "state", outcome)
+            await brain.redis.hset(brain.keys.exec_record(expected_plan_id(proposal)), "state", outcome)
         out += made
         clock.advance(2)
     return out
@@ -253,6 +253,6 @@ def test_build_runs_the_price_driver_only_when_asked(
         try:
             return len(runner.tasks)
         finally:
-            await runner.r.aclose()
+            await runner.redis.aclose()
 
     assert asyncio.run(body()) == tasks

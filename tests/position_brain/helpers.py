@@ -114,9 +114,9 @@ async def running(pb: PositionBrain, redis_url: str, *, poller: bool = True
     from permitchain.store import async_client
 
     r = async_client(redis_url)
-    await ensure_group(r, pb.k.plan_stream, GROUP_P33)
-    await ensure_group(r, pb.k.result_stream, GROUP_P33_LEDGER)
-    runner = ServiceRunner("position-brain", r, pb.k, consumers=pb.consumers(),
+    await ensure_group(r, pb.keys.plan_stream, GROUP_P33)
+    await ensure_group(r, pb.keys.result_stream, GROUP_P33_LEDGER)
+    runner = ServiceRunner("position-brain", r, pb.keys, consumers=pb.consumers(),
                            tasks=[pb.poller] if poller else [])  # fmt: skip
     task = asyncio.create_task(runner.run())
     try:

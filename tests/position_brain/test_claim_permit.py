@@ -57,7 +57,7 @@ def _count(symbol: str, decision: str, reason: str) -> float:
 def _round_trips(pb: PositionBrain, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Records the store calls the brain makes (a pipeline counts once)."""
     calls: list[str] = []
-    real_pipeline, real_set = pb.r.pipeline, pb.r.set
+    real_pipeline, real_set = pb.redis.pipeline, pb.redis.set
 
     def pipeline(*a: Any, **kw: Any) -> Any:
         p = real_pipeline(*a, **kw)
@@ -74,16 +74,16 @@ def _round_trips(pb: PositionBrain, monkeypatch: pytest.MonkeyPatch) -> list[str
         calls.append("set")
         return await real_set(*a, **kw)
 
-    real_command = pb.r.execute_command
+    real_command = pb.redis.execute_command
 
     async def execute_command(*a: Any, **kw: Any) -> Any:  # every script call passes here
         if a and a[0] == "EVALSHA":
             calls.append("script")
         return await real_command(*a, **kw)
 
-    monkeypatch.setattr(pb.r, "pipeline", pipeline)
-    monkeypatch.setattr(pb.r, "set", set_)
-    monkeypatch.setattr(pb.r, "execute_command", execute_command)
+    monkeypatch.setattr(pb.redis, "pipeline", pipeline)
+    monkeypatch.setattr(pb.redis, "set", set_)
+    monkeypatch.setattr(pb.redis, "execute_command", execute_command)
     return calls
 
 

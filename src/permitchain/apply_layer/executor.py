@@ -90,9 +90,10 @@ SKIPPED = Counter(
 )
 
 PERMIT_WAIT = Histogram(
-    "apply_permit_wait_seconds", "Plan read → both permits consumed, or blocked",
+    "apply_permit_wait_seconds",
+    "Plan read → both permits consumed, or blocked",
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 1.5, 2.5),
-)  # fmt: skip
+)
 
 
 def _entry_ms(entry_id: str) -> float:
@@ -106,9 +107,16 @@ def _ms(seconds: float) -> Decimal:
 
 
 class Executor:
-    def __init__(self, r: Redis, keys: Keys, settings: Settings, clock: Clock,
-                 exchange: Exchange) -> None:  # fmt: skip
-        self.r, self.k, self.s, self.clock, self.ex = r, keys, settings, clock, exchange
+    def __init__(
+        self, r: Redis, keys: Keys, settings: Settings, clock: Clock, exchange: Exchange
+    ) -> None:
+        self.redis, self.keys, self.settings, self.clock, self.exchange = (
+            r,
+            keys,
+            settings,
+            clock,
+            exchange,
+        )
         self.store = ExecStore(r, keys, settings.exec_record_ttl_s)
         self.desk = OrderDesk(exchange, self.store, clock, StopBook(r, keys))
         self.resolver = Resolver(
@@ -131,7 +139,7 @@ class Executor:
 
     def consumer(self) -> Consumer:
         # Many plans wait for permits at once: one task each, bounded by max_in_flight.
-        return Consumer(self.k.plan_stream, GROUP_EXECUTOR, self.handle, concurrent=True)
+        return Consumer(self.keys.plan_stream, GROUP_EXECUTOR, self.handle, concurrent=True)
 
     async def recover_all(self) -> int:
         return await self.resolver.recover_all()
@@ -145,13 +153,14 @@ class Executor:
             try:
                 if last == "$":
                     # Resolve "$" to a concrete id once, so no event between reads is lost.
-                    info = await self.r.xinfo_stream(self.k.permit_event_stream)
+                    info = await self.redis.xinfo_stream(self.keys.permit_event_stream)
                     last = str(info.get("last-generated-id") or "0-0")
-                    sec, usec = await self.r.time()
+                    sec, usec = await self.redis.time()
                     self.events_from_ms = int(sec) * 1000 + int(usec) // 1000 + 1
                     self.events_ready.set()
-                resp = await xread_raw(self.r, {self.k.permit_event_stream: last}, count=1000,
-                                       block_ms=1000)  # fmt: skip
+                resp = await xread_raw(
+                    self.redis, {self.keys.permit_event_stream: last}, count=1000, block_ms=1000
+                )
                 for _stream, entries in resp:
                     for raw_id, raw_fields in entries:
                         last = text_id(raw_id)
@@ -165,7 +174,9 @@ class Executor:
             except redis.exceptions.ResponseError as e:
                 if "no such key" not in str(e).lower():
                     raise
-                await self.r.xadd(self.k.permit_event_stream, {"plan_id": "", "layer": "init"})
+                await self.redis.xadd(
+                    self.keys.permit_event_stream, {"plan_id": "", "layer": "init"}
+                )
 
     def permit_event(self, entry_id: str, raw: RawFields) -> None:
         """One permit event, read raw: decoded here; one that is not UTF-8 is skipped with a
@@ -173,7 +184,7 @@ class Executor:
         try:
             fields = decode_fields(raw)
         except NotUtf8 as e:
-            ENTRIES.labels("apply-layer", self.k.permit_event_stream, NOT_UTF8).inc()
+            ENTRIES.labels("apply-layer", self.keys.permit_event_stream, NOT_UTF8).inc()
             log.warning("permit events: %s skipped: %s (fields %s)", entry_id, e, escaped(raw))
             return
         self.permit_seen(fields.get("plan_id", ""), fields.get("layer", ""))
@@ -210,13 +221,17 @@ class Executor:
     async def _handle(self, plan: Plan, entry_ms: float) -> None:
         await self.events_ready.wait()
         t0 = time.monotonic()
-        if self.clock.now() - plan.created_at >= self.s.exec_record_ttl_s - RETENTION_MARGIN_S:
+        if (
+            self.clock.now() - plan.created_at
+            >= self.settings.exec_record_ttl_s - RETENTION_MARGIN_S
+        ):
             await self.beyond_retention(plan)
             return
-        if self.clock.now() > min(plan.expires_at, plan.created_at + self.s.plan_max_age_s):
+        if self.clock.now() > min(plan.expires_at, plan.created_at + self.settings.plan_max_age_s):
             async with self.slots:
-                state = await self.store.block_new(plan.plan_id, plan.symbol, PLAN_EXPIRED,
-                                                   "plan older than PLAN_MAX_AGE_S")  # fmt: skip
+                state = await self.store.block_new(
+                    plan.plan_id, plan.symbol, PLAN_EXPIRED, "plan older than PLAN_MAX_AGE_S"
+                )
                 await self.resume(plan, state)
             return
         verdict = await self.wait_and_consume(plan, t0, fresh=entry_ms >= self.events_from_ms)
@@ -237,20 +252,28 @@ class Executor:
         be told any more. Nothing is written for it but an audit entry: no exec record and no
         result, so a plan that had its result never gets a second one."""
         age_s = self.clock.now() - plan.created_at
-        log.warning("[PERMIT_WAIT] SKIP plan=%s reason=%s age_s=%d", plan.plan_id,
-                    BEYOND_RETENTION, age_s)  # fmt: skip
+        log.warning(
+            "[PERMIT_WAIT] SKIP plan=%s reason=%s age_s=%d", plan.plan_id, BEYOND_RETENTION, age_s
+        )
         SKIPPED.labels(BEYOND_RETENTION).inc()
-        await add_audit(self.r, self.k, plan_id=plan.plan_id, symbol=plan.symbol,
-                        layer="executor", decision="SKIPPED", reason=BEYOND_RETENTION,
-                        context={"age_s": round(age_s),
-                                 "exec_record_ttl_s": self.s.exec_record_ttl_s})  # fmt: skip
+        await add_audit(
+            self.redis,
+            self.keys,
+            plan_id=plan.plan_id,
+            symbol=plan.symbol,
+            layer="executor",
+            decision="SKIPPED",
+            reason=BEYOND_RETENTION,
+            context={"age_s": round(age_s), "exec_record_ttl_s": self.settings.exec_record_ttl_s},
+        )
 
     async def consume(self, plan: Plan, mode: str) -> dict[str, Any]:
         async with self.slots:
             return await self.store.consume(plan.plan_id, plan.symbol, mode)
 
-    async def wait_and_consume(self, plan: Plan, t0: float, *, fresh: bool = False
-                               ) -> dict[str, Any]:  # fmt: skip
+    async def wait_and_consume(
+        self, plan: Plan, t0: float, *, fresh: bool = False
+    ) -> dict[str, Any]:
         """Consume as soon as both permits are there; at the deadline, once more in ``final``
         mode. A ``fresh`` plan (added after the event reader started) is tried only once both
         gatekeepers announced their permit: one consume per plan, not one per event. Any other
@@ -258,7 +281,7 @@ class Executor:
         after every event. Events only save work: the deadline decides without them."""
         pid = plan.plan_id
         ev = self.waiters.setdefault(pid, asyncio.Event())
-        deadline = t0 + self.s.permit_wait_ms / 1000
+        deadline = t0 + self.settings.permit_wait_ms / 1000
         try:
             while True:
                 ev.clear()
@@ -282,28 +305,47 @@ class Executor:
             self.waiters.pop(pid, None)
             self.seen.pop(pid, None)
 
-    async def blocked(self, plan: Plan, reason: str, detail: str, wait_s: float,
-                      verdict: dict[str, Any], from_state: str = "blocked") -> None:  # fmt: skip
+    async def blocked(
+        self,
+        plan: Plan,
+        reason: str,
+        detail: str,
+        wait_s: float,
+        verdict: dict[str, Any],
+        from_state: str = "blocked",
+    ) -> None:
         """Publish the plan's blocked result (once), and the BLOCK line with the permits' TTLs."""
         if "gov_ttl" in verdict and "p33_ttl" in verdict:
             gov_ttl, p33_ttl = int(verdict["gov_ttl"]), int(verdict["p33_ttl"])
         else:
             gov_ttl, p33_ttl = await self.store.ttls(plan.plan_id)
-        log.info("[PERMIT_WAIT] BLOCK plan=%s reason=%s gov_ttl=%d p33_ttl=%d", plan.plan_id,
-                 reason, gov_ttl, p33_ttl)  # fmt: skip
+        log.info(
+            "[PERMIT_WAIT] BLOCK plan=%s reason=%s gov_ttl=%d p33_ttl=%d",
+            plan.plan_id,
+            reason,
+            gov_ttl,
+            p33_ttl,
+        )
         if wait_s > 0:  # not for blocks written again on a redelivery
             PERMIT_WAIT.observe(wait_s)
         result = Result(
-            plan_id=plan.plan_id, symbol=plan.symbol, executed=False,
-            status=ResultStatus.BLOCKED, reason=reason, error=detail[:500],
-            permit_wait_ms=_ms(wait_s), chain_latency_ms=self._latency_ms(plan),
+            plan_id=plan.plan_id,
+            symbol=plan.symbol,
+            executed=False,
+            status=ResultStatus.BLOCKED,
+            reason=reason,
+            error=detail[:500],
+            permit_wait_ms=_ms(wait_s),
+            chain_latency_ms=self._latency_ms(plan),
             ts=self.clock.now(),
-        )  # fmt: skip
+        )
         await self.store.publish(
-            result, from_states=(from_state,), to="blocked",
+            result,
+            from_states=(from_state,),
+            to="blocked",
             fields={"reason": reason, "detail": detail[:500]},
             context={"gov_ttl": gov_ttl, "p33_ttl": p33_ttl, "detail": detail},
-        )  # fmt: skip
+        )
 
     async def resume(self, plan: Plan, state: str) -> None:
         """The plan already has an exec record: a redelivery, or a restart mid-flight."""
@@ -315,13 +357,13 @@ class Executor:
         if state == "permitted":
             # Consumed, but no order was sent: the handler died (its entry was redelivered).
             # The move to submitted is a compare-and-set, so this can never race a send.
-            await self.blocked(plan, RECOVERED_UNSENT, "consumed, never sent", 0.0, {},
-                               from_state="permitted")  # fmt: skip
+            await self.blocked(
+                plan, RECOVERED_UNSENT, "consumed, never sent", 0.0, {}, from_state="permitted"
+            )
             return
         if state in ("submitted", "unknown", gate.GRANTED, gate.CLAIMED):
             await self.resolver.resolve(plan.plan_id)
-        log.info("[PERMIT_WAIT] SKIP plan=%s reason=already_executed state=%s", plan.plan_id,
-                 state)  # fmt: skip
+        log.info("[PERMIT_WAIT] SKIP plan=%s reason=already_executed state=%s", plan.plan_id, state)
 
     # -- the order ------------------------------------------------------------------------
     def permit_problem(self, gov_raw: str, p33_raw: str) -> tuple[str, P33Allow | None]:
@@ -357,12 +399,16 @@ class Executor:
         stop = next((s for s in plan.steps if s.type == "stop_market_reduce_only"), None)
         stop = None if external else stop
         sub = Submission(
-            plan_id=plan.plan_id, symbol=plan.symbol, side="SELL" if p33.side == "LONG" else "BUY",
-            qty=p33.safe_close_qty, close=any(s.type == "market_reduce_only" for s in plan.steps),
+            plan_id=plan.plan_id,
+            symbol=plan.symbol,
+            side="SELL" if p33.side == "LONG" else "BUY",
+            qty=p33.safe_close_qty,
+            close=any(s.type == "market_reduce_only" for s in plan.steps),
             position_amt=abs(p33.exchange_position_amt),
-            stop_price=stop.price if stop is not None else None, proposal_ts=plan.proposal_ts,
+            stop_price=stop.price if stop is not None else None,
+            proposal_ts=plan.proposal_ts,
             permit_wait_ms=_ms(wait_s),
-        )  # fmt: skip
+        )
         if self.reconciler is not None and self.reconciler.stop_reason:
             async with self.slots:
                 await self.blocked(
@@ -374,47 +420,69 @@ class Executor:
                     "permitted",
                 )
             return
-        log.info("[PERMIT_WAIT] OK plan=%s wait_ms=%d safe_qty=%s", plan.plan_id,
-                 round(wait_s * 1000), fmt_decimal(sub.qty))  # fmt: skip
+        log.info(
+            "[PERMIT_WAIT] OK plan=%s wait_ms=%d safe_qty=%s",
+            plan.plan_id,
+            round(wait_s * 1000),
+            fmt_decimal(sub.qty),
+        )
         PERMIT_WAIT.observe(wait_s)
         # One order per symbol at a time; a plan queued behind its symbol holds no slot.
         async with self.symbol_locks[plan.symbol], self.slots:
-            if plan.mode == "dry_run" or self.s.apply_mode.value == "dry_run":
+            if plan.mode == "dry_run" or self.settings.apply_mode.value == "dry_run":
                 if not emergency and await self.halted():
-                    await self.blocked(plan, TRADING_HALTED, "HALTED at order time", wait_s,
-                                       {}, "permitted")  # fmt: skip
+                    await self.blocked(
+                        plan, TRADING_HALTED, "HALTED at order time", wait_s, {}, "permitted"
+                    )
                     return
-                await self.store.publish(Result(
-                    plan_id=plan.plan_id, symbol=plan.symbol, executed=False,
-                    status=ResultStatus.DRY_RUN, reason="dry_run", side=sub.side,
-                    requested_qty=sub.qty, permit_wait_ms=sub.permit_wait_ms,
-                    chain_latency_ms=self._latency_ms(plan), ts=self.clock.now(),
-                ), from_states=("permitted",), to="dry_run")  # fmt: skip
+                await self.store.publish(
+                    Result(
+                        plan_id=plan.plan_id,
+                        symbol=plan.symbol,
+                        executed=False,
+                        status=ResultStatus.DRY_RUN,
+                        reason="dry_run",
+                        side=sub.side,
+                        requested_qty=sub.qty,
+                        permit_wait_ms=sub.permit_wait_ms,
+                        chain_latency_ms=self._latency_ms(plan),
+                        ts=self.clock.now(),
+                    ),
+                    from_states=("permitted",),
+                    to="dry_run",
+                )
                 return
             if external:  # the gate: a grant for the bot to claim instead of an order
                 if await self.halted():
-                    await self.blocked(plan, TRADING_HALTED, "HALTED at grant time", wait_s,
-                                       {}, "permitted")  # fmt: skip
+                    await self.blocked(
+                        plan, TRADING_HALTED, "HALTED at grant time", wait_s, {}, "permitted"
+                    )
                     return
-                await gate.grant(self.store, plan, sub, self.clock.now(), self.s.gate_claim_s)
+                await gate.grant(
+                    self.store, plan, sub, self.clock.now(), self.settings.gate_claim_s
+                )
                 return
             # The trading state is read in the same round trip as the move to submitted (read
             # first): HALTED (or unreadable) → blocked from submitted, nothing sent.
             trading, moved, state = await self.store.submit(
                 plan.plan_id,
-                fields={**sub.to_fields(), "submitted_at": f"{self.clock.now():.6f}",
-                        "sender": sender_id()},
-            )  # fmt: skip
+                fields={
+                    **sub.to_fields(),
+                    "submitted_at": f"{self.clock.now():.6f}",
+                    "sender": sender_id(),
+                },
+            )
             if not moved and state == WRONG_KEY_TYPE:  # the open index: nothing sent
-                err = await wrong_type(self.r, self.store.open_key, "zset")
+                err = await wrong_type(self.redis, self.store.open_key, "zset")
                 await self.blocked(plan, WRONG_KEY_TYPE, str(err), wait_s, {}, "permitted")
                 return
             if not moved:
                 log.warning("plan %s: not sent, its exec record is %s", plan.plan_id, state)
                 return
             if trading is TradingState.HALTED and not emergency:
-                await self.blocked(plan, TRADING_HALTED, "HALTED at order time", wait_s, {},
-                                   "submitted")  # fmt: skip
+                await self.blocked(
+                    plan, TRADING_HALTED, "HALTED at order time", wait_s, {}, "submitted"
+                )
                 return
             order, error_reason, error = await self.desk.send(sub) if sub.close else (None, "", "")
             await self.desk.conclude(sub, order, error_reason, error, from_state="submitted")
@@ -426,6 +494,6 @@ class Executor:
         """Trading state right before the order, read the governor's fail-closed way: a wrong
         key type, garbage or a read error counts as HALTED."""
         try:
-            return await read_trading_state(self.r, self.k) is TradingState.HALTED
+            return await read_trading_state(self.redis, self.keys) is TradingState.HALTED
         except REDIS_FAULTS:
             return True

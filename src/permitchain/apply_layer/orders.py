@@ -47,8 +47,12 @@ STOP_PLACED = "stop_placed"
 STOP_CROSSED_CLOSED = "stop_crossed_closed"
 LOOKUP_ATTEMPTS = 5
 FINAL_ORDER = (OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.REJECTED, OrderStatus.EXPIRED)
-STATE_OF = {ResultStatus.FILLED: "filled", ResultStatus.PARTIALLY_FILLED: "filled",
-            ResultStatus.REJECTED: "rejected", ResultStatus.UNKNOWN: "unknown"}  # fmt: skip
+STATE_OF = {
+    ResultStatus.FILLED: "filled",
+    ResultStatus.PARTIALLY_FILLED: "filled",
+    ResultStatus.REJECTED: "rejected",
+    ResultStatus.UNKNOWN: "unknown",
+}
 
 
 def client_order_id(plan_id: str, suffix: str = "") -> str:
@@ -81,14 +85,16 @@ class Submission:
 
     def to_fields(self) -> dict[str, str]:
         return {
-            "symbol": self.symbol, "side": self.side, "qty": fmt_decimal(self.qty),
+            "symbol": self.symbol,
+            "side": self.side,
+            "qty": fmt_decimal(self.qty),
             "close": "true" if self.close else "false",
             "client_order_id": self.client_order_id,
             "position_amt": fmt_decimal(self.position_amt),
             "stop_price": "" if self.stop_price is None else fmt_decimal(self.stop_price),
             "proposal_ts": f"{self.proposal_ts:.6f}",
             "permit_wait_ms": fmt_decimal(self.permit_wait_ms),
-        }  # fmt: skip
+        }
 
     @classmethod
     def from_fields(cls, plan_id: str, h: dict[str, str]) -> Submission:
@@ -98,13 +104,16 @@ class Submission:
                 raise ValueError(f"side/close: {side!r}/{h['close']!r}")
             stop = h.get("stop_price") or ""
             return cls(
-                plan_id=plan_id, symbol=h["symbol"], side="BUY" if side == "BUY" else "SELL",
-                qty=parse_decimal(h["qty"], "qty"), close=h["close"] == "true",
+                plan_id=plan_id,
+                symbol=h["symbol"],
+                side="BUY" if side == "BUY" else "SELL",
+                qty=parse_decimal(h["qty"], "qty"),
+                close=h["close"] == "true",
                 position_amt=parse_decimal(h["position_amt"], "position_amt"),
                 stop_price=parse_decimal(stop, "stop_price") if stop else None,
                 proposal_ts=parse_ts(h["proposal_ts"], "proposal_ts"),
                 permit_wait_ms=parse_decimal(h.get("permit_wait_ms") or "0", "permit_wait_ms"),
-            )  # fmt: skip
+            )
         except (KeyError, ValueError) as e:
             raise ContractError(f"exec record {plan_id}: {e}") from None
 
@@ -156,35 +165,53 @@ def make_result(
         )
         filled += extra.filled_qty
     return Result(
-        plan_id=sub.plan_id, symbol=sub.symbol,
+        plan_id=sub.plan_id,
+        symbol=sub.symbol,
         executed=outcome.status in (ResultStatus.FILLED, ResultStatus.PARTIALLY_FILLED)
         and filled > 0,
-        status=outcome.status, reason=outcome.reason,
+        status=outcome.status,
+        reason=outcome.reason,
         order_id=order.order_id if order is not None else "",
         client_order_id=order.client_order_id if order is not None else sub.client_order_id,
-        side=sub.side, requested_qty=sub.qty, filled_qty=filled,
+        side=sub.side,
+        requested_qty=sub.qty,
+        filled_qty=filled,
         avg_price=avg,
-        reduce_only=True, error=error[:500], permit_wait_ms=sub.permit_wait_ms,
+        reduce_only=True,
+        error=error[:500],
+        permit_wait_ms=sub.permit_wait_ms,
         chain_latency_ms=latency_ms(sub.proposal_ts, now),
         ts=now,
-    )  # fmt: skip
+    )
 
 
-def log_order(event: str, sub: Submission, coid: str, qty: Decimal, level: int = logging.INFO,
-              **extra: object) -> None:  # fmt: skip
+def log_order(
+    event: str, sub: Submission, coid: str, qty: Decimal, level: int = logging.INFO, **extra: object
+) -> None:
     """One grep-able line per order event: ``[ORDER] SENT`` as it goes to the exchange,
     ``[ORDER] OUTCOME`` once its outcome is known (the same fields as JSON in json mode)."""
-    fields = {"plan": sub.plan_id, "symbol": sub.symbol, "side": sub.side,
-              "qty": fmt_decimal(qty), "client_order_id": coid, **extra}  # fmt: skip
-    log.log(level, "[ORDER] %s %s", event, " ".join(f"{k}={v}" for k, v in fields.items()),
-            extra={"fields": {"event": f"ORDER_{event}", **fields}})  # fmt: skip
+    fields = {
+        "plan": sub.plan_id,
+        "symbol": sub.symbol,
+        "side": sub.side,
+        "qty": fmt_decimal(qty),
+        "client_order_id": coid,
+        **extra,
+    }
+    log.log(
+        level,
+        "[ORDER] %s %s",
+        event,
+        " ".join(f"{k}={v}" for k, v in fields.items()),
+        extra={"fields": {"event": f"ORDER_{event}", **fields}},
+    )
 
 
 class OrderDesk:
     def __init__(
         self, exchange: Exchange, store: ExecStore, clock: Clock, book: StopBook | None = None
     ) -> None:
-        self.ex, self.store, self.clock = exchange, store, clock
+        self.exchange, self.store, self.clock = exchange, store, clock
         self.book = book
         #: client order id -> when this process sent it (monotonic), for the outcome's latency
         self.sent_at: dict[str, float] = {}
@@ -200,7 +227,9 @@ class OrderDesk:
         log_order("SENT", sub, coid, sub.qty, type="market_reduce_only")
         self.sent_at[coid] = time.monotonic()
         try:
-            order = await self.ex.place_reduce_only_market(sub.symbol, sub.side, sub.qty, coid)
+            order = await self.exchange.place_reduce_only_market(
+                sub.symbol, sub.side, sub.qty, coid
+            )
         except OrderRejected as e:
             return None, EXCHANGE_REJECTED, f"{e.code}: {e}"
         except (OrderOutcomeUnknown, ExchangeError) as e:
@@ -210,14 +239,15 @@ class OrderDesk:
             order = await self.lookup(sub.symbol, coid) or order
         return order, "", ""
 
-    async def lookup(self, symbol: str, coid: str, attempts: int = LOOKUP_ATTEMPTS
-                     ) -> OrderInfo | None:  # fmt: skip
+    async def lookup(
+        self, symbol: str, coid: str, attempts: int = LOOKUP_ATTEMPTS
+    ) -> OrderInfo | None:
         """Look the order up by client order id (never re-send); wait briefly for a final state."""
         backoff = Backoff(base_s=0.05, cap_s=0.5)
         found: OrderInfo | None = None
         for i in range(attempts):
             try:
-                found = await self.ex.fetch_order(symbol, coid) or found
+                found = await self.exchange.fetch_order(symbol, coid) or found
             except ExchangeError as e:
                 log.warning("lookup %s failed: %s", coid, e)
             if found is not None and found.status in FINAL_ORDER:
@@ -227,9 +257,16 @@ class OrderDesk:
         return found
 
     async def conclude(
-        self, sub: Submission, order: OrderInfo | None, error_reason: str, error: str, *,
-        from_state: str, give_up: bool = False, context: dict[str, Any] | None = None,
-    ) -> bool:  # fmt: skip
+        self,
+        sub: Submission,
+        order: OrderInfo | None,
+        error_reason: str,
+        error: str,
+        *,
+        from_state: str,
+        give_up: bool = False,
+        context: dict[str, Any] | None = None,
+    ) -> bool:
         """Judge the answer, place the stop when the plan has one, publish the plan's one
         result. An answer that is not final yet moves ``submitted → unknown`` (no result: the
         resolver writes it later). Returns False when another writer got there first."""
@@ -241,19 +278,31 @@ class OrderDesk:
             if from_state not in ("submitted", "claimed"):  # claimed: a gated plan's order
                 return False  # already unknown; the resolver keeps looking
             moved, _ = await self.store.move(
-                sub.plan_id, from_states=(from_state,), to="unknown",
+                sub.plan_id,
+                from_states=(from_state,),
+                to="unknown",
                 fields={"reason": EXCHANGE_UNKNOWN, "detail": error[:500]},
-            )  # fmt: skip
-            log.warning("[EXEC] plan=%s order %s outcome unknown: the resolver looks it up",
-                        sub.plan_id, sub.client_order_id)  # fmt: skip
+            )
+            log.warning(
+                "[EXEC] plan=%s order %s outcome unknown: the resolver looks it up",
+                sub.plan_id,
+                sub.client_order_id,
+            )
             return moved
         if sub.close:
             sent = order.filled_qty if order is not None else Decimal(0)
-            log_order("OUTCOME", sub, sub.client_order_id, sub.qty,
-                      logging.INFO if outcome.status is ResultStatus.FILLED else logging.WARNING,
-                      status=outcome.status.value, filled_qty=fmt_decimal(sent),
-                      reason=outcome.reason, latency_ms=self.order_ms(sub.client_order_id),
-                      chain_latency_ms=latency_ms(sub.proposal_ts, self.clock.now()))  # fmt: skip
+            log_order(
+                "OUTCOME",
+                sub,
+                sub.client_order_id,
+                sub.qty,
+                logging.INFO if outcome.status is ResultStatus.FILLED else logging.WARNING,
+                status=outcome.status.value,
+                filled_qty=fmt_decimal(sent),
+                reason=outcome.reason,
+                latency_ms=self.order_ms(sub.client_order_id),
+                chain_latency_ms=latency_ms(sub.proposal_ts, self.clock.now()),
+            )
         extra: OrderInfo | None = None
         filled = order.filled_qty if order is not None and _fills(order, sub) else Decimal(0)
         closed = outcome.status in (ResultStatus.FILLED, ResultStatus.PARTIALLY_FILLED)
@@ -264,16 +313,21 @@ class OrderDesk:
                 extra = sl
                 filled += sl.filled_qty
         if filled > 0 and filled >= sub.position_amt and self.book is not None:
-            await self.book.cancel_all(sub.symbol, self.ex, f"plan {sub.plan_id} closed it all")
+            await self.book.cancel_all(
+                sub.symbol, self.exchange, f"plan {sub.plan_id} closed it all"
+            )
         result = make_result(sub, order, outcome, error, self.clock.now(), extra)
         # A final answer may also close a plan the resolver meanwhile marked unknown.
         return await self.store.publish(
-            result, from_states=(from_state, "unknown"), to=STATE_OF[outcome.status],
+            result,
+            from_states=(from_state, "unknown"),
+            to=STATE_OF[outcome.status],
             context={"client_order_id": result.client_order_id, **(context or {})},
-        )  # fmt: skip
+        )
 
-    async def place_stop(self, sub: Submission, qty: Decimal
-                         ) -> tuple[OrderInfo | None, Outcome, str]:  # fmt: skip
+    async def place_stop(
+        self, sub: Submission, qty: Decimal
+    ) -> tuple[OrderInfo | None, Outcome, str]:
         """Place (or replace: same symbol, new id) the reduce-only stop-market order."""
         if sub.stop_price is None or qty <= 0:
             return None, Outcome(ResultStatus.REJECTED, EXCHANGE_REJECTED, True), "no stop"
@@ -281,18 +335,45 @@ class OrderDesk:
         stop = fmt_decimal(sub.stop_price)
         log_order("SENT", sub, coid, qty, type="stop_market_reduce_only", stop=stop)
         try:
-            o = await self.ex.place_stop_market(sub.symbol, sub.side, sub.stop_price, qty, coid)
+            o = await self.exchange.place_stop_market(
+                sub.symbol, sub.side, sub.stop_price, qty, coid
+            )
         except StopWouldTrigger as e:
-            log_order("OUTCOME", sub, coid, qty, logging.WARNING, status="would_trigger",
-                      stop=stop, latency_ms=round((time.monotonic() - t0) * 1000))  # fmt: skip
+            log_order(
+                "OUTCOME",
+                sub,
+                coid,
+                qty,
+                logging.WARNING,
+                status="would_trigger",
+                stop=stop,
+                latency_ms=round((time.monotonic() - t0) * 1000),
+            )
             return await self.close_crossed(sub, qty, e)
         except ExchangeError as e:
-            log_order("OUTCOME", sub, coid, qty, logging.ERROR, status="rejected", stop=stop,
-                      reason=EXCHANGE_REJECTED, latency_ms=round((time.monotonic() - t0) * 1000),
-                      error=str(e)[:200])  # fmt: skip
+            log_order(
+                "OUTCOME",
+                sub,
+                coid,
+                qty,
+                logging.ERROR,
+                status="rejected",
+                stop=stop,
+                reason=EXCHANGE_REJECTED,
+                latency_ms=round((time.monotonic() - t0) * 1000),
+                error=str(e)[:200],
+            )
             return None, Outcome(ResultStatus.REJECTED, EXCHANGE_REJECTED, True), f"stop: {e}"
-        log_order("OUTCOME", sub, coid, qty, status="placed", stop=stop, order_id=o.order_id,
-                  latency_ms=round((time.monotonic() - t0) * 1000))  # fmt: skip
+        log_order(
+            "OUTCOME",
+            sub,
+            coid,
+            qty,
+            status="placed",
+            stop=stop,
+            order_id=o.order_id,
+            latency_ms=round((time.monotonic() - t0) * 1000),
+        )
         if self.book is not None:
             await self.book.placed(sub.symbol, sub.plan_id, o)
         return o, Outcome(ResultStatus.FILLED, STOP_PLACED, True), ""
@@ -306,12 +387,20 @@ class OrderDesk:
         passed = f"stop {fmt_decimal(sub.stop_price or Decimal(0))} already passed ({why.code})"
         log_order("SENT", sub, coid, qty, logging.WARNING, type="market_reduce_only", why=passed)
         try:
-            order: OrderInfo | None = await self.ex.place_reduce_only_market(
+            order: OrderInfo | None = await self.exchange.place_reduce_only_market(
                 sub.symbol, sub.side, qty, coid
             )
         except OrderRejected as e:
-            log_order("OUTCOME", sub, coid, qty, logging.ERROR, status="rejected",
-                      reason=EXCHANGE_REJECTED, error=f"{e.code}: {str(e)[:200]}")  # fmt: skip
+            log_order(
+                "OUTCOME",
+                sub,
+                coid,
+                qty,
+                logging.ERROR,
+                status="rejected",
+                reason=EXCHANGE_REJECTED,
+                error=f"{e.code}: {str(e)[:200]}",
+            )
             return (
                 None,
                 Outcome(ResultStatus.REJECTED, EXCHANGE_REJECTED, True),

@@ -52,8 +52,15 @@ EXTERNAL_NOT_A_CLOSE = "external_not_a_close"
 
 #: Fields the decision and the plan's identity are made of: a proposal must carry them all.
 #: The kill-score components, ``new_sl``, ``r_net`` and ``source`` inform; absent means none.
-REQUIRED_FIELDS = ("proposal_id", "symbol", "action", "kill_score", "position_epoch", "tranche",
-                   "ts_epoch")  # fmt: skip
+REQUIRED_FIELDS = (
+    "proposal_id",
+    "symbol",
+    "action",
+    "kill_score",
+    "position_epoch",
+    "tranche",
+    "ts_epoch",
+)
 MAX_FUTURE_S = 5.0  # clock skew tolerated on a proposal's ts_epoch
 
 
@@ -69,10 +76,11 @@ class PlannerPolicy:
 #: Each closing action's market step, validated once here: a frozen model, the same for
 #: every plan of that action (one per plan was a validation per plan).
 CLOSE_STEPS: dict[Action, Step] = {
-    action: Step(step=CLOSE_STEP[action], type="market_reduce_only",
-                 fraction=CLOSE_FRACTION[action])
+    action: Step(
+        step=CLOSE_STEP[action], type="market_reduce_only", fraction=CLOSE_FRACTION[action]
+    )
     for action in CLOSE_FRACTION
-}  # fmt: skip
+}
 
 
 def steps_for(action: Action, new_sl: Decimal | None) -> tuple[Step, ...]:
@@ -141,22 +149,31 @@ def make_plan(p: Proposal, policy: PlannerPolicy, now: float) -> Plan:
     )
 
 
-def invalid_plan(symbol: str, fields: dict[str, str], error: str, policy: PlannerPolicy,
-                 now: float) -> Plan:  # fmt: skip
+def invalid_plan(
+    symbol: str, fields: dict[str, str], error: str, policy: PlannerPolicy, now: float
+) -> Plan:
     """SKIP plan for a proposal whose symbol is readable but whose other fields are not."""
-    action, epoch, tranche = (fields.get(k, "")[:64] for k in ("action", "position_epoch",
-                                                               "tranche"))  # fmt: skip
+    action, epoch, tranche = (
+        fields.get(k, "")[:64] for k in ("action", "position_epoch", "tranche")
+    )
     plan_id = make_plan_id(symbol, action, 0, 0, "SKIP", INVALID_PROPOSAL, epoch, tranche)
     return Plan(
-        plan_id=plan_id, symbol=symbol, action="UNKNOWN", decision=PlanDecision.SKIP,
-        reason_codes=(INVALID_PROPOSAL,), close_fraction=Decimal(0), mode=policy.mode,
-        source=fields.get("source", "")[:64], proposal_id=fields.get("proposal_id", "")[:64],
-        proposal_ts=now, created_at=now, expires_at=now + policy.plan_max_age_s,
-    )  # fmt: skip
+        plan_id=plan_id,
+        symbol=symbol,
+        action="UNKNOWN",
+        decision=PlanDecision.SKIP,
+        reason_codes=(INVALID_PROPOSAL,),
+        close_fraction=Decimal(0),
+        mode=policy.mode,
+        source=fields.get("source", "")[:64],
+        proposal_id=fields.get("proposal_id", "")[:64],
+        proposal_ts=now,
+        created_at=now,
+        expires_at=now + policy.plan_max_age_s,
+    )
 
 
-def plan_from_fields(fields: dict[str, str], policy: PlannerPolicy, now: float
-                     ) -> tuple[Plan, str]:  # fmt: skip
+def plan_from_fields(fields: dict[str, str], policy: PlannerPolicy, now: float) -> tuple[Plan, str]:
     """A proposal's stream entry or hash → (plan, what was wrong with it or '').
     Raises ContractError only when not even the symbol is readable (dead letter)."""
     try:

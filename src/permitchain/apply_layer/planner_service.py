@@ -64,9 +64,15 @@ PENDING = "pending:"
 
 
 async def publish_plan(
-    r: AsyncRedis, scripts: Scripts, keys: Keys, plan_id: str, ttl_s: int, maxlen: int,
-    flat: list[str], audit: list[str] | None = None,
-) -> str | None:  # fmt: skip
+    r: AsyncRedis,
+    scripts: Scripts,
+    keys: Keys,
+    plan_id: str,
+    ttl_s: int,
+    maxlen: int,
+    flat: list[str],
+    audit: list[str] | None = None,
+) -> str | None:
     """Publish a plan once: its dedupe key and the XADD. Returns the entry id, or None when the
     plan was published already. One atomic script on a plain server; split on a Cluster.
 
@@ -74,10 +80,13 @@ async def publish_plan(
     by the same script (:func:`script_audit` makes it)."""
     if audit is not None or not is_cluster(r):  # an audit is passed on a plain server only
         new_id: str | None = await scripts.publish_plan(
-            keys=[keys.dedupe(plan_id), keys.plan_stream,
-                  *([keys.decisions] if audit is not None else [])],
+            keys=[
+                keys.dedupe(plan_id),
+                keys.plan_stream,
+                *([keys.decisions] if audit is not None else []),
+            ],
             args=[ttl_s, maxlen, len(flat), *flat, *(audit or [])],
-        )  # fmt: skip
+        )
         return new_id or None
     key, mark = keys.dedupe(plan_id), f"{PENDING}{time.time():.6f}"
     if not await r.set(key, mark, nx=True, ex=ttl_s):
@@ -101,9 +110,9 @@ async def publish_plan(
 
 class Planner:
     def __init__(self, r: Redis, keys: Keys, settings: Settings, clock: Clock) -> None:
-        self.r = r
-        self.k = keys
-        self.s = settings
+        self.redis = r
+        self.keys = keys
+        self.settings = settings
         self.clock = clock
         self.scripts = Scripts(r)
         self.cluster = is_cluster(r)
@@ -121,8 +130,9 @@ class Planner:
         ctx: dict[str, Any] = {"proposal": fields, **({"error": error} if error else {})}
         await self.publish(plan, context=ctx)
 
-    async def publish(self, plan: Plan, context: dict[str, Any] | None = None, *,
-                      audit_duplicate: bool = True) -> bool:  # fmt: skip
+    async def publish(
+        self, plan: Plan, context: dict[str, Any] | None = None, *, audit_duplicate: bool = True
+    ) -> bool:
         flat: list[str] = []
         for k, v in plan.to_fields().items():
             flat += [k, v]
@@ -130,10 +140,15 @@ class Planner:
         # A plain server: the audit entry is written by the publish script itself.
         in_script = not self.cluster and "entry_id" not in ctx
         new_id = await publish_plan(
-            self.r, self.scripts, self.k, plan.plan_id, self.s.dedupe_ttl_s,
-            self.s.plan_stream_maxlen, flat,
+            self.redis,
+            self.scripts,
+            self.keys,
+            plan.plan_id,
+            self.settings.dedupe_ttl_s,
+            self.settings.plan_stream_maxlen,
+            flat,
             script_audit(plan, ctx, audit_duplicate=audit_duplicate) if in_script else None,
-        )  # fmt: skip
+        )
         if new_id:
             decision, reason = plan.decision.value, plan.reason_codes[0]
         elif audit_duplicate:
@@ -142,18 +157,29 @@ class Planner:
             return False
         if not in_script:
             audit = _audit(plan, decision, reason, {**ctx, "entry_id": new_id or ""})
-            await self.r.xadd(self.k.decisions, cast("dict[Any, Any]", audit),
-                              maxlen=AUDIT_MAXLEN, approximate=True)  # fmt: skip
+            await self.redis.xadd(
+                self.keys.decisions,
+                cast("dict[Any, Any]", audit),
+                maxlen=AUDIT_MAXLEN,
+                approximate=True,
+            )
         PLANS.inc(plan.symbol, decision, reason)
-        log_decision(log, layer=LAYER, plan_id=plan.plan_id, symbol=plan.symbol,
-                     decision=decision, reason=reason, action=plan.action)  # fmt: skip
+        log_decision(
+            log,
+            layer=LAYER,
+            plan_id=plan.plan_id,
+            symbol=plan.symbol,
+            decision=decision,
+            reason=reason,
+            action=plan.action,
+        )
         return bool(new_id)
 
     async def sweep(self, stop: asyncio.Event) -> None:
         """Every ``PLANNER_SWEEP_S``: catch proposals whose stream event was missed."""
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.s.planner_sweep_s)
+                await asyncio.wait_for(stop.wait(), self.settings.planner_sweep_s)
             if stop.is_set():
                 return
             try:
@@ -165,15 +191,15 @@ class Planner:
         """Publish the plans of live proposal hashes not published yet; returns how many.
         Already published (the usual case) is silent: no audit entry, no metric."""
         symbols = sorted(self.policy.allow_list)
-        pipe = self.r.pipeline(transaction=False)
+        pipe = self.redis.pipeline(transaction=False)
         for symbol in symbols:
-            pipe.hgetall(self.k.proposal(symbol))
+            pipe.hgetall(self.keys.proposal(symbol))
         rows = await pipe.execute(raise_on_error=False)
         now = self.clock.now()
         n = 0
         for symbol, fields in zip(symbols, rows, strict=True):
             if isinstance(fields, BaseException):  # one bad key skips its symbol only
-                await self.sweep_fault(symbol, fields, self.k.proposal(symbol), "hash")
+                await self.sweep_fault(symbol, fields, self.keys.proposal(symbol), "hash")
                 continue
             if not fields:
                 continue
@@ -184,27 +210,30 @@ class Planner:
             if plan.reason_codes == (PROPOSAL_EXPIRED,):
                 continue  # gone stale since: nothing to catch
             try:
-                published = await self.publish(plan, {"proposal": fields, "source": "sweep"},
-                                               audit_duplicate=False)  # fmt: skip
+                published = await self.publish(
+                    plan, {"proposal": fields, "source": "sweep"}, audit_duplicate=False
+                )
             except (WrongTypeError, redis.exceptions.ResponseError) as e:
                 if not (isinstance(e, WrongTypeError) or is_wrong_type(e)):
                     raise
-                await self.sweep_fault(plan.symbol, e, self.k.dedupe(plan.plan_id), "string")
+                await self.sweep_fault(plan.symbol, e, self.keys.dedupe(plan.plan_id), "string")
                 continue
             if published:
                 log.warning("planner sweep: plan %s had no stream event", plan.plan_id)
                 n += 1
         return n
 
-    async def sweep_fault(self, symbol: str, fault: BaseException, key: str, expected: str
-                          ) -> None:  # fmt: skip
+    async def sweep_fault(self, symbol: str, fault: BaseException, key: str, expected: str) -> None:
         """A key the sweep could not use (the proposal hash, a plan's dedupe key): a line
         naming it (a key of the wrong type: ``wrong_key_type``, key and types, and a metric);
         the other symbols go on."""
         if isinstance(fault, WrongTypeError) or is_wrong_type(fault):
             WRONG_TYPES.labels("apply-layer", "proposal" if expected == "hash" else "dedupe").inc()
-            err = fault if isinstance(fault, WrongTypeError) else await wrong_type(
-                self.r, key, expected)  # fmt: skip
+            err = (
+                fault
+                if isinstance(fault, WrongTypeError)
+                else await wrong_type(self.redis, key, expected)
+            )
             log.error("planner sweep: %s %s: %s; symbol skipped", WRONG_KEY_TYPE, symbol, err)
         else:
             log.error("planner sweep: %s unreadable (%s); symbol skipped", key, fault)
@@ -212,15 +241,24 @@ class Planner:
 
 def _context(plan: Plan, context: dict[str, Any] | None) -> dict[str, Any]:
     """A plan's audit context, but for its entry id (added last)."""
-    return {"action": plan.action, "kill_score": str(plan.kill_score),
-            "proposal_id": plan.proposal_id, **(context or {})}  # fmt: skip
+    return {
+        "action": plan.action,
+        "kill_score": str(plan.kill_score),
+        "proposal_id": plan.proposal_id,
+        **(context or {}),
+    }
 
 
 def _audit(plan: Plan, decision: str, reason: str, context: dict[str, Any]) -> dict[str, str]:
     return audit_fields(
-        plan_id=plan.plan_id, symbol=plan.symbol, layer=LAYER, decision=decision, reason=reason,
-        context=context, ts=time.time(),
-    )  # fmt: skip
+        plan_id=plan.plan_id,
+        symbol=plan.symbol,
+        layer=LAYER,
+        decision=decision,
+        reason=reason,
+        context=context,
+        ts=time.time(),
+    )
 
 
 def script_audit(plan: Plan, context: dict[str, Any], *, audit_duplicate: bool) -> list[str]:

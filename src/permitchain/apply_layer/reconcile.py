@@ -63,7 +63,13 @@ class Reconciler:
         *,
         every_s: float = 60.0,
     ) -> None:
-        self.r, self.k, self.ex, self.store, self.clock = r, keys, exchange, store, clock
+        self.redis, self.keys, self.exchange, self.store, self.clock = (
+            r,
+            keys,
+            exchange,
+            store,
+            clock,
+        )
         self.every_s = every_s
         self.due = asyncio.Event()  # set by request(): check now (a stream reconnection)
         #: why this apply layer sends no order ("" = it may); read by the executor
@@ -75,8 +81,8 @@ class Reconciler:
     async def known_ids(self) -> set[str]:
         """Client order ids the chain knows: its booked stops and its open plans' orders."""
         ids: set[str] = set()
-        async for key in self.r.scan_iter(match=self.k.stop_book_pattern, count=1000):
-            ids.update(await self.r.hkeys(key))
+        async for key in self.redis.scan_iter(match=self.keys.stop_book_pattern, count=1000):
+            ids.update(await self.redis.hkeys(key))
         for plan_id in await self.store.open_plans(float("inf"), limit=100_000):
             ids.update(
                 {f"{OWN_PREFIX}{plan_id}", f"{OWN_PREFIX}{plan_id}-sx", f"{OWN_PREFIX}{plan_id}-sl"}
@@ -86,11 +92,11 @@ class Reconciler:
     async def check_once(self) -> ReconcileReport | None:
         """One reconciliation; None when the exchange or Redis could not be read."""
         try:
-            mode_of = getattr(self.ex, "position_mode", None)
+            mode_of = getattr(self.exchange, "position_mode", None)
             mode = str(await mode_of()) if mode_of is not None else ""
-            orders = await self.ex.open_orders()
+            orders = await self.exchange.open_orders()
             known = await self.known_ids()
-            before = await self.r.hgetall(self.k.reconcile)
+            before = await self.redis.hgetall(self.keys.reconcile)
         except ExchangeError as e:
             log.warning("[RECONCILE] exchange not read: %s", e)
             return None
@@ -116,8 +122,8 @@ class Reconciler:
         for line in report.unknown_orders:
             log.error("[RECONCILE] order on the exchange the chain does not know: %s", line)
         try:
-            await self.r.hset(
-                self.k.reconcile,
+            await self.redis.hset(
+                self.keys.reconcile,
                 mapping={
                     "position_mode": recorded if report.mode_changed else mode,
                     "observed_mode": mode,
@@ -137,11 +143,17 @@ class Reconciler:
         self.stop_reason = f"{POSITION_MODE_CHANGED}: {change}"
         log.error("[RECONCILE] position mode changed (%s): no orders until resumed", change)
         fields = audit_fields(
-            plan_id="", layer="executor", decision="TRADING_STOPPED",
-            reason=POSITION_MODE_CHANGED, context={"change": change}, ts=self.clock.now(),
-        )  # fmt: skip
+            plan_id="",
+            layer="executor",
+            decision="TRADING_STOPPED",
+            reason=POSITION_MODE_CHANGED,
+            context={"change": change},
+            ts=self.clock.now(),
+        )
         try:
-            await self.r.xadd(self.k.decisions, fields, maxlen=AUDIT_MAXLEN, approximate=True)
+            await self.redis.xadd(
+                self.keys.decisions, fields, maxlen=AUDIT_MAXLEN, approximate=True
+            )
         except REDIS_FAULTS as e:
             log.error("[RECONCILE] audit entry not written: %s", e)
 

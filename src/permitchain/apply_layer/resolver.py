@@ -79,10 +79,20 @@ def sender_dead(sender: str) -> bool:
 
 
 class Resolver:
-    def __init__(self, store: ExecStore, desk: OrderDesk, exchange: Exchange, clock: Clock, *,
-                 grace_s: float = 5.0, not_found_s: float = 10.0, give_up_s: float = 120.0,
-                 every_s: float = 2.0, report_s: float = 30.0) -> None:  # fmt: skip
-        self.store, self.desk, self.ex, self.clock = store, desk, exchange, clock
+    def __init__(
+        self,
+        store: ExecStore,
+        desk: OrderDesk,
+        exchange: Exchange,
+        clock: Clock,
+        *,
+        grace_s: float = 5.0,
+        not_found_s: float = 10.0,
+        give_up_s: float = 120.0,
+        every_s: float = 2.0,
+        report_s: float = 30.0,
+    ) -> None:
+        self.store, self.desk, self.exchange, self.clock = store, desk, exchange, clock
         self.grace_s = grace_s  # leave a young submit to the live path that sent it
         self.not_found_s = not_found_s  # beyond any receive window: a request cannot land now
         self.give_up_s = give_up_s  # no final answer this long after submit: final unknown
@@ -117,7 +127,7 @@ class Resolver:
         order = None
         if sub.close:
             try:
-                order = await self.ex.fetch_order(sub.symbol, sub.client_order_id)
+                order = await self.exchange.fetch_order(sub.symbol, sub.client_order_id)
             except ExchangeError as e:
                 log.warning("[RECOVER] plan=%s lookup failed: %s", plan_id, e)
                 return state
@@ -127,14 +137,14 @@ class Resolver:
         error = ""
         if give_up:
             error = f"no final answer for {sub.client_order_id} after {age:.1f}s" + (
-                " (not found; its sender is gone)" if missing else "")  # fmt: skip
+                " (not found; its sender is gone)" if missing else ""
+            )
         moved = await self.desk.conclude(
             sub, order, "", error, from_state=state, give_up=give_up, context={"recovered": True}
         )
         after = (await self.store.get(plan_id)).get("state", "none") if moved else state
         if moved:
-            log.warning("[RECOVER] plan=%s looked up by client order id: state %s", plan_id,
-                        after)  # fmt: skip
+            log.warning("[RECOVER] plan=%s looked up by client order id: state %s", plan_id, after)
         return after
 
     async def resolve_due(self, submitted_before: float) -> int:

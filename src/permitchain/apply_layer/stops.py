@@ -51,16 +51,16 @@ def _parse(coid: str, raw: str) -> BookedStop:
 
 class StopBook:
     def __init__(self, r: AsyncRedis, keys: Keys) -> None:
-        self.r, self.k = r, keys
+        self.redis, self.keys = r, keys
 
     async def stops(self, symbol: str) -> list[BookedStop]:
-        raw: dict[str, str] = await self.r.hgetall(self.k.stop_book(symbol))
+        raw: dict[str, str] = await self.redis.hgetall(self.keys.stop_book(symbol))
         return sorted((_parse(c, v) for c, v in raw.items()), key=lambda b: b.ts)
 
     async def placed(self, symbol: str, plan_id: str, order: OrderInfo) -> None:
         """A new stop is in place (and the adapter cancelled the previous ones): the book
         holds it alone."""
-        key = self.k.stop_book(symbol)
+        key = self.keys.stop_book(symbol)
         value = "|".join(
             [
                 plan_id,
@@ -70,8 +70,8 @@ class StopBook:
             ]
         )
         try:
-            old = [c for c in await self.r.hgetall(key) if c != order.client_order_id]
-            pipe = self.r.pipeline(transaction=False)
+            old = [c for c in await self.redis.hgetall(key) if c != order.client_order_id]
+            pipe = self.redis.pipeline(transaction=False)
             pipe.hset(key, order.client_order_id, value)
             if old:
                 pipe.hdel(key, *old)
@@ -117,7 +117,7 @@ class StopBook:
             done.append(b.client_order_id)
         if done:
             try:
-                await self.r.hdel(self.k.stop_book(symbol), *done)
+                await self.redis.hdel(self.keys.stop_book(symbol), *done)
             except REDIS_FAULTS as e:
                 log.warning("[SL] symbol=%s stop book not updated: %s", symbol, e)
         return done

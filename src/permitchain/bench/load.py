@@ -36,9 +36,16 @@ async def seed(r: AsyncRedis, keys: Keys, symbols: list[str]) -> None:
     """Large positions whose ledgers agree with the exchange."""
     pipe = r.pipeline(transaction=False)
     for s in symbols:
-        pipe.hset(keys.sim_filters(s), mapping={"step_size": "0.001", "min_qty": "0.001",
-                                                "max_qty": "1000000000000", "min_notional": "0",
-                                                "tick_size": "0.01"})  # fmt: skip
+        pipe.hset(
+            keys.sim_filters(s),
+            mapping={
+                "step_size": "0.001",
+                "min_qty": "0.001",
+                "max_qty": "1000000000000",
+                "min_notional": "0",
+                "tick_size": "0.01",
+            },
+        )
         pipe.sadd(keys.sim_symbols, s)
         pipe.hset(
             keys.sim_position(s),
@@ -73,7 +80,7 @@ class Load:
     """Submits proposals and collects their results."""
 
     def __init__(self, r: AsyncRedis, keys: Keys, symbols: list[str], run_id: int) -> None:
-        self.r, self.k, self.symbols = r, keys, symbols
+        self.redis, self.keys, self.symbols = r, keys, symbols
         self.run_id = run_id
         self.samples: dict[str, Sample] = {}
         self.seq = 0
@@ -87,32 +94,43 @@ class Load:
         self.seq += 1
         sym = self.symbols[self.seq % len(self.symbols)]
         tranche = self.run_id * 10_000_000 + self.seq
-        p = Proposal(proposal_id=f"b{self.run_id}-{self.seq}", symbol=sym, action="PARTIAL_25",
-                     kill_score=Decimal("0.9"), position_epoch=0, tranche=tranche,
-                     ts_epoch=time.time(), source="bench")  # fmt: skip
+        p = Proposal(
+            proposal_id=f"b{self.run_id}-{self.seq}",
+            symbol=sym,
+            action="PARTIAL_25",
+            kill_score=Decimal("0.9"),
+            position_epoch=0,
+            tranche=tranche,
+            ts_epoch=time.time(),
+            source="bench",
+        )
         return p, make_plan_id(sym, "PARTIAL_25", 0, tranche)
 
     async def submit(self, n: int) -> None:
-        pipe = self.r.pipeline(transaction=False)
+        pipe = self.redis.pipeline(transaction=False)
         now = time.time()
         for _ in range(n):
             p, pid = self._proposal()
             p = p.model_copy(update={"ts_epoch": now})
-            pipe.xadd(self.k.proposal_stream, p.to_fields(), maxlen=200_000, approximate=True)
+            pipe.xadd(self.keys.proposal_stream, p.to_fields(), maxlen=200_000, approximate=True)
             self.samples[pid] = Sample(pid, p.symbol, now)
         await pipe.execute()
 
     async def start_reader(self) -> None:
-        info = await self.r.xinfo_stream(self.k.result_stream) if await self.r.exists(
-            self.k.result_stream) else None  # fmt: skip
+        info = (
+            await self.redis.xinfo_stream(self.keys.result_stream)
+            if await self.redis.exists(self.keys.result_stream)
+            else None
+        )
         self.last_result = (info or {}).get("last-generated-id") or "0-0"
 
     async def read_results(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             # read raw, each entry decoded (bad bytes escaped): an entry another writer added
             # that is not UTF-8 is no plan of ours, never a failed read
-            resp = await rd.xread(self.r, {self.k.result_stream: self.last_result}, count=5000,
-                                  block_ms=200)  # fmt: skip
+            resp = await rd.xread(
+                self.redis, {self.keys.result_stream: self.last_result}, count=5000, block_ms=200
+            )
             now = time.time()
             for _s, entries in resp:
                 for entry_id, f in entries:
@@ -128,14 +146,13 @@ class Load:
     def completed(self) -> int:
         return self.n_completed
 
-    async def check_orders(self, stop: asyncio.Event, every_s: float = ORDER_CHECK_EVERY_S
-                           ) -> None:  # fmt: skip
+    async def check_orders(self, stop: asyncio.Event, every_s: float = ORDER_CHECK_EVERY_S) -> None:
         """Read the order record of each plan soon after its result (every ``every_s``, one
         pipeline), so that verification does not depend on how long the exchange keeps its
         orders (EXEC_RECORD_TTL_S) however long the run."""
         while True:
             batch, self.unchecked = self.unchecked, []
-            await read_orders(self.r, self.k, batch)
+            await read_orders(self.redis, self.keys, batch)
             if stop.is_set():
                 return
             with contextlib.suppress(TimeoutError):
@@ -191,8 +208,9 @@ async def verify(r: AsyncRedis, keys: Keys, samples: list[Sample]) -> dict[str, 
     fills: dict[str, int] = {}
     last = "0-0"
     while True:
-        batch = await r.xrange(keys.sim_fills, min=f"({last}" if last != "0-0" else "-",
-                               count=10_000)  # fmt: skip
+        batch = await r.xrange(
+            keys.sim_fills, min=f"({last}" if last != "0-0" else "-", count=10_000
+        )
         if not batch:
             break
         for entry_id, f in batch:
@@ -203,14 +221,22 @@ async def verify(r: AsyncRedis, keys: Keys, samples: list[Sample]) -> dict[str, 
     bad: list[str] = []
     for s in done:
         f, order = s.result, s.order or {}
-        ok = (f.get("status") == "filled" and f.get("executed") == "true"
-              and f.get("filled_qty") == f.get("requested_qty")
-              and order.get("status") == "FILLED"
-              and order.get("filled_qty") == f.get("filled_qty"))  # fmt: skip
+        ok = (
+            f.get("status") == "filled"
+            and f.get("executed") == "true"
+            and f.get("filled_qty") == f.get("requested_qty")
+            and order.get("status") == "FILLED"
+            and order.get("filled_qty") == f.get("filled_qty")
+        )
         if not ok:
             bad.append(f"{s.plan_id}:{f.get('status')}:{f.get('reason')}")
     doubles = sum(1 for n in fills.values() if n > 1)
     missing = len(samples) - len(done)
-    return {"plans": len(samples), "verified": len(samples) - missing - len(bad),
-            "missing": missing, "failed": len(bad), "double_fills": doubles,
-            "failures_sample": bad[:5]}  # fmt: skip
+    return {
+        "plans": len(samples),
+        "verified": len(samples) - missing - len(bad),
+        "missing": missing,
+        "failed": len(bad),
+        "double_fills": doubles,
+        "failures_sample": bad[:5],
+    }

@@ -82,8 +82,14 @@ class BenchConfig:
 
     @classmethod
     def quick_config(cls, redis_url: str | None = None) -> BenchConfig:
-        return cls(rates=[50.0], rate_duration_s=2.0, throughput_s=3.0, window=50,
-                   redis_url=redis_url, quick=True)  # fmt: skip
+        return cls(
+            rates=[50.0],
+            rate_duration_s=2.0,
+            throughput_s=3.0,
+            window=50,
+            redis_url=redis_url,
+            quick=True,
+        )
 
     def total_plans(self) -> int:
         return int(sum(self.rates) * self.rate_duration_s + 3000 * self.throughput_s)
@@ -99,8 +105,13 @@ def pct(values: list[float], p: float) -> float:
 
 def summarize_ms(values_s: list[float]) -> dict[str, float]:
     ms = [v * 1000 for v in values_s]
-    return {"n": len(ms), "p50_ms": pct(ms, 50), "p90_ms": pct(ms, 90), "p99_ms": pct(ms, 99),
-            "max_ms": max(ms) if ms else math.nan}  # fmt: skip
+    return {
+        "n": len(ms),
+        "p50_ms": pct(ms, 50),
+        "p90_ms": pct(ms, 90),
+        "p99_ms": pct(ms, 99),
+        "max_ms": max(ms) if ms else math.nan,
+    }
 
 
 def rss_mb(pid: int) -> float | None:
@@ -183,24 +194,31 @@ async def command_stats(r: AsyncRedis) -> dict[str, tuple[int, float]]:
     return out
 
 
-def redis_per_plan(before: dict[str, tuple[int, float]], after: dict[str, tuple[int, float]],
-                   plans: int, top: int = 12) -> dict[str, dict[str, float]]:  # fmt: skip
+def redis_per_plan(
+    before: dict[str, tuple[int, float]],
+    after: dict[str, tuple[int, float]],
+    plans: int,
+    top: int = 12,
+) -> dict[str, dict[str, float]]:
     """Redis's time per plan by command over a phase (the ``top`` costliest): calls and µs.
     A script's µs include the commands it runs, which also count under their own names."""
     if not plans:
         return {}
     rows = {
-        name: {"calls": (calls - before.get(name, (0, 0.0))[0]) / plans,
-               "us": (usec - before.get(name, (0, 0.0))[1]) / plans}
+        name: {
+            "calls": (calls - before.get(name, (0, 0.0))[0]) / plans,
+            "us": (usec - before.get(name, (0, 0.0))[1]) / plans,
+        }
         for name, (calls, usec) in after.items()
-    }  # fmt: skip
+    }
     kept = sorted((kv for kv in rows.items() if kv[1]["calls"] > 0), key=lambda kv: -kv[1]["us"])
     return {name: {k: round(x, 2) for k, x in v.items()} for name, v in kept[:top]}
 
 
 @contextlib.asynccontextmanager
-async def phase_costs(r: AsyncRedis, chain: Chain, out: dict[str, Any],
-                      plans: Callable[[], int]) -> AsyncIterator[None]:  # fmt: skip
+async def phase_costs(
+    r: AsyncRedis, chain: Chain, out: dict[str, Any], plans: Callable[[], int]
+) -> AsyncIterator[None]:
     """Around a phase: each process's CPU and context switches per plan (:func:`cpu_per_plan`)
     and Redis's time per plan by command (``out["redis_per_plan"]``)."""
     stats0 = await command_stats(r)
@@ -262,12 +280,17 @@ async def hop_floor(r: AsyncRedis, url: str, prefix: str, n: int = 200) -> float
 MEM_SAMPLE_S = 5.0
 
 
-async def sample_memory(r: AsyncRedis, keys: Keys, series: list[dict[str, float]],
-                        stop: asyncio.Event) -> None:  # fmt: skip
+async def sample_memory(
+    r: AsyncRedis, keys: Keys, series: list[dict[str, float]], stop: asyncio.Event
+) -> None:
     """Redis ``used_memory``, key count and the chain's stream lengths every MEM_SAMPLE_S."""
-    streams = {"plans": keys.plan_stream, "results": keys.result_stream,
-               "audit": keys.decisions, "proposals": keys.proposal_stream,
-               "permit_events": keys.permit_event_stream}  # fmt: skip
+    streams = {
+        "plans": keys.plan_stream,
+        "results": keys.result_stream,
+        "audit": keys.decisions,
+        "proposals": keys.proposal_stream,
+        "permit_events": keys.permit_event_stream,
+    }
     t0 = time.monotonic()
     while not stop.is_set():
         pipe = r.pipeline(transaction=False)
@@ -276,9 +299,14 @@ async def sample_memory(r: AsyncRedis, keys: Keys, series: list[dict[str, float]
         for k in streams.values():
             pipe.xlen(k)
         info, dbsize, *lens = await pipe.execute()
-        series.append({"t_s": round(time.monotonic() - t0, 1),
-                       "used_mb": round(info["used_memory"] / 2**20, 2), "keys": dbsize,
-                       **dict(zip(streams, lens, strict=True))})  # fmt: skip
+        series.append(
+            {
+                "t_s": round(time.monotonic() - t0, 1),
+                "used_mb": round(info["used_memory"] / 2**20, 2),
+                "keys": dbsize,
+                **dict(zip(streams, lens, strict=True)),
+            }
+        )
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), MEM_SAMPLE_S)
 
@@ -290,7 +318,7 @@ def _key_class(key: str, prefix: str) -> str:
     kept = [
         p for p in parts if not (p.startswith("{") or p.isupper() or any(c.isdigit() for c in p))
     ]
-    return ":".join(kept) or "other"  # fmt: skip
+    return ":".join(kept) or "other"
 
 
 async def memory_by_class(r: AsyncRedis, prefix: str, per_class: int = 30) -> dict[str, Any]:
@@ -368,10 +396,12 @@ async def measure(
     keys = chain.keys
     out: dict[str, Any] = {"config": {k: v for k, v in cfg.__dict__.items() if k != "redis_url"}}
     try:
-        out["floor"] = {"rtt_p50_ms": await rtt_floor(r) * 1000,
-                        "critical_path_rtts": CRITICAL_PATH_RTTS,
-                        "hop_p50_ms": await hop_floor(r, url, keys.prefix) * 1000,
-                        "critical_path_hops": CRITICAL_PATH_HOPS}  # fmt: skip
+        out["floor"] = {
+            "rtt_p50_ms": await rtt_floor(r) * 1000,
+            "critical_path_rtts": CRITICAL_PATH_RTTS,
+            "hop_p50_ms": await hop_floor(r, url, keys.prefix) * 1000,
+            "critical_path_hops": CRITICAL_PATH_HOPS,
+        }
         fl = out["floor"]
         fl["floor_ms"] = fl["rtt_p50_ms"] * CRITICAL_PATH_RTTS
         fl["floor_with_hops_ms"] = fl["floor_ms"] + fl["hop_p50_ms"] * CRITICAL_PATH_HOPS
@@ -395,12 +425,19 @@ async def measure(
                 await load.offered_rate(rate, cfg.rate_duration_s)
             samples = list(load.samples.values())
             v = await verify(r, keys, samples)  # also reads when each result went on the stream
-            lat = [s.on_stream_at - offset - s.sent_at for s in samples
-                   if s.done_at is not None and s.on_stream_at is not None]  # fmt: skip
+            lat = [
+                s.on_stream_at - offset - s.sent_at
+                for s in samples
+                if s.done_at is not None and s.on_stream_at is not None
+            ]
             read = [s.done_at - s.sent_at for s in samples if s.done_at is not None]
-            out["latency"][f"{rate:g}"] = {**summarize_ms(lat), "to_reader": summarize_ms(read),
-                                           "verify": v, **cpu,
-                                           "samples_ms": [x * 1000 for x in lat]}  # fmt: skip
+            out["latency"][f"{rate:g}"] = {
+                **summarize_ms(lat),
+                "to_reader": summarize_ms(read),
+                "verify": v,
+                **cpu,
+                "samples_ms": [x * 1000 for x in lat],
+            }
             if i == 0:
                 out["hops"] = await per_hop(r, keys, samples[-2000:])
         if cfg.throughput_s > 0:
@@ -411,18 +448,25 @@ async def measure(
                 elapsed = await load.closed_loop(cfg.window, cfg.throughput_s)
             samples = list(load.samples.values())
             v = await verify(r, keys, samples)
-            out["throughput"] = {"plans": len(samples), "seconds": elapsed,
-                                 "plans_per_s": v["verified"] / elapsed if elapsed else 0.0,
-                                 "verify": v, **cpu}  # fmt: skip
+            out["throughput"] = {
+                "plans": len(samples),
+                "seconds": elapsed,
+                "plans_per_s": v["verified"] / elapsed if elapsed else 0.0,
+                "verify": v,
+                **cpu,
+            }
         await _stop(sampler, mem_stop)
         out["footprint"] = {
-            "redis_used_memory_mb": {"start": mem0 / 2**20,
-                                     "end": (await r.info("memory"))["used_memory"] / 2**20,
-                                     "series": series},
+            "redis_used_memory_mb": {
+                "start": mem0 / 2**20,
+                "end": (await r.info("memory"))["used_memory"] / 2**20,
+                "series": series,
+            },
             "redis_keys_by_class": await memory_by_class(r, keys.prefix),
-            "rss_mb": {n: {"start": rss0.get(n), "end": rss_mb(p.pid)}
-                       for n, p in chain.procs.items()},
-        }  # fmt: skip
+            "rss_mb": {
+                n: {"start": rss0.get(n), "end": rss_mb(p.pid)} for n, p in chain.procs.items()
+            },
+        }
     finally:
         await r.aclose()
     return out
@@ -470,10 +514,16 @@ def run(cfg: BenchConfig, progress: Callable[[str], None]) -> dict[str, Any]:
     gc_tuning.tune()
     n_symbols = min(BENCH_SYMBOLS, max(10, math.ceil(cfg.total_plans() / PLANS_PER_SYMBOL)))
     symbols = bench_symbols(n_symbols)
-    env = {"APPLY_MODE": "testnet", "EXCHANGE": "sim", "COOLDOWN_S": "0",
-           "QTY_TOLERANCE_PCT": "60", "LOG_LEVEL": "WARNING", "METRICS_PORT": "0",
-           "KEY_PREFIX": f"bench{int(time.time())}",
-           "ALLOW_LIST_SYMBOLS": ",".join(symbols)}  # fmt: skip
+    env = {
+        "APPLY_MODE": "testnet",
+        "EXCHANGE": "sim",
+        "COOLDOWN_S": "0",
+        "QTY_TOLERANCE_PCT": "60",
+        "LOG_LEVEL": "WARNING",
+        "METRICS_PORT": "0",
+        "KEY_PREFIX": f"bench{int(time.time())}",
+        "ALLOW_LIST_SYMBOLS": ",".join(symbols),
+    }
     if cfg.exec_record_ttl_s is not None:
         env["EXEC_RECORD_TTL_S"] = str(cfg.exec_record_ttl_s)
     with Chain(env, redis_url=cfg.redis_url) as chain, tempfile.TemporaryDirectory() as tmp:
@@ -481,8 +531,10 @@ def run(cfg: BenchConfig, progress: Callable[[str], None]) -> dict[str, Any]:
             generate(Path(tmp) / "keys")
             chain.use_keys(Path(tmp) / "keys")
         url = chain.ensure_redis()
-        progress(f"redis {'embedded ' + chain.server.name if chain.server else ''} {url}; "
-                 f"seeding {n_symbols} symbols")  # fmt: skip
+        progress(
+            f"redis {'embedded ' + chain.server.name if chain.server else ''} {url}; "
+            f"seeding {n_symbols} symbols"
+        )
 
         async def do_seed() -> None:
             r = async_client(url)
@@ -505,5 +557,8 @@ def run(cfg: BenchConfig, progress: Callable[[str], None]) -> dict[str, Any]:
 
 
 def machine() -> dict[str, Any]:
-    return {"cpus": os.cpu_count(), "python": platform.python_version(),
-            "platform": platform.platform()}  # fmt: skip
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }

@@ -29,12 +29,19 @@ def _f(v: Any, nd: int = 2) -> str:
 #: and how many items at most (None: all).
 PER_PLAN_LINES: list[tuple[str, str, Callable[[str, Any], str], int | None]] = [
     ("cpu_ms_per_plan", "CPU ms per plan ({phase}): ", lambda n, x: f"{n} {x:.2f}", None),
-    ("ctx_switches_per_plan", "context switches per plan ({phase}): ",
-     lambda n, x: f"{n} {x:.1f}", None),
-    ("redis_per_plan",
-     "redis µs per plan by command ({phase}; a script's include the commands it runs): ",
-     lambda n, x: f"{n} {x['us']:.1f} ({x['calls']:.2f} calls)", 8),
-]  # fmt: skip
+    (
+        "ctx_switches_per_plan",
+        "context switches per plan ({phase}): ",
+        lambda n, x: f"{n} {x:.1f}",
+        None,
+    ),
+    (
+        "redis_per_plan",
+        "redis µs per plan by command ({phase}; a script's include the commands it runs): ",
+        lambda n, x: f"{n} {x['us']:.1f} ({x['calls']:.2f} calls)",
+        8,
+    ),
+]
 
 
 def render(res: dict[str, Any]) -> None:
@@ -47,18 +54,24 @@ def render(res: dict[str, Any]) -> None:
         f"results adds a hop and a read ({fl['reader_floor_with_hops_ms']:.2f} ms); "
         f"server clock offset {fl['clock_offset_ms'] * 1000:+.0f} µs"
     )
-    t = Table(title="end-to-end latency in ms: proposal written → result on the stream; "
-                    "× the floor (with hops); → result read by a consumer")  # fmt: skip
+    t = Table(
+        title="end-to-end latency in ms: proposal written → result on the stream; "
+        "× the floor (with hops); → result read by a consumer"
+    )
     for c in ("plans/s", "p50", "p90", "p99", "max", "verified", "× floor", "read p50/p99"):
         t.add_column(c, justify="right")
     for rate, v in res["latency"].items():
         rd, p50 = v["to_reader"], v["p50_ms"]
         t.add_row(
-            rate, _f(v["p50_ms"]), _f(v["p90_ms"]), _f(v["p99_ms"]),
-            _f(v["max_ms"]), f"{v['verify']['verified']}/{v['verify']['plans']}",
+            rate,
+            _f(v["p50_ms"]),
+            _f(v["p90_ms"]),
+            _f(v["p99_ms"]),
+            _f(v["max_ms"]),
+            f"{v['verify']['verified']}/{v['verify']['plans']}",
             f"{_f(p50 / fl['floor_ms'], 1)} ({_f(p50 / fl['floor_with_hops_ms'], 1)})",
             f"{_f(rd['p50_ms'])}/{_f(rd['p99_ms'])}",
-        )  # fmt: skip
+        )
     console.print(t)
     h = Table(title="per hop (first latency phase)")
     for c in ("hop", "p50 ms", "p90 ms", "p99 ms", "max ms"):
@@ -81,12 +94,13 @@ def render(res: dict[str, Any]) -> None:
             if v.get(key):
                 label = phase if phase == "throughput" else f"{phase}/s"
                 items = list(v[key].items())[:most]
-                console.print(title.format(phase=label)
-                              + ", ".join(item(n, x) for n, x in items))  # fmt: skip
+                console.print(title.format(phase=label) + ", ".join(item(n, x) for n, x in items))
     for phase, v in phases:
         if v["verify"]["failures_sample"]:
-            console.print(f"[yellow]{phase}: not verified (sample)[/]: "
-                          + ", ".join(v["verify"]["failures_sample"]))  # fmt: skip
+            console.print(
+                f"[yellow]{phase}: not verified (sample)[/]: "
+                + ", ".join(v["verify"]["failures_sample"])
+            )
     if "signing" in res:
         console.print(signing_cost.describe(res["signing"]))
     fp = res["footprint"]
@@ -131,8 +145,10 @@ def plot(res: dict[str, Any], samples_path: Path) -> None:
     for ax, (rate, v) in zip(np.atleast_1d(axes), phases, strict=False):
         ax.hist(v["samples_ms"], bins=60, color="tab:blue")
         ax.set_yscale("log")
-        ax.set_title(f"{rate} plans/s offered: p50 {v['p50_ms']:.2f} ms, p99 {v['p99_ms']:.1f} ms",
-                     fontsize=9)  # fmt: skip
+        ax.set_title(
+            f"{rate} plans/s offered: p50 {v['p50_ms']:.2f} ms, p99 {v['p99_ms']:.1f} ms",
+            fontsize=9,
+        )
         ax.set_xlabel("proposal → result on the stream (ms)")
         ax.set_ylabel("plans")
     fig.suptitle("permitchain end-to-end latency")
@@ -173,9 +189,15 @@ def bench(
             rate_list = [float(x) for x in rates.split(",") if x]
         except ValueError:
             fail(f"--rates: not numbers: {rates!r}")
-        cfg = BenchConfig(rates=rate_list, rate_duration_s=duration, throughput_s=throughput_s,
-                          window=window, redis_url=s.redis_url,
-                          exec_record_ttl_s=exec_record_ttl, signed=signed)  # fmt: skip
+        cfg = BenchConfig(
+            rates=rate_list,
+            rate_duration_s=duration,
+            throughput_s=throughput_s,
+            window=window,
+            redis_url=s.redis_url,
+            exec_record_ttl_s=exec_record_ttl,
+            signed=signed,
+        )
     out = err_console if as_json else console  # --json: stdout carries the JSON only
     res = run(cfg, progress=lambda m: out.print(f"[dim]bench:[/] {m}"))
     if plot_png is not None:

@@ -40,12 +40,18 @@ async def set_trading_state(
     before = await read_trading_state(r, keys)
     raw_type = await r.type(keys.trading_state)
     fields = audit_fields(
-        plan_id="", layer=OPERATOR_LAYER, decision=f"TRADING_{state.value}",
+        plan_id="",
+        layer=OPERATOR_LAYER,
+        decision=f"TRADING_{state.value}",
         reason=clean_reason(reason),
-        context={"before": before.value, "after": state.value, "operator": operator,
-                 "key_type_before": raw_type},
+        context={
+            "before": before.value,
+            "after": state.value,
+            "operator": operator,
+            "key_type_before": raw_type,
+        },
         ts=time.time(),
-    )  # fmt: skip
+    )
     if is_cluster(r):
         await r.set(keys.trading_state, state.value)
         await r.xadd(keys.decisions, fields, maxlen=AUDIT_MAXLEN, approximate=True)

@@ -29,9 +29,16 @@ from permitchain.settings import load_settings
 DEMO_PREFIX = "pcdemo"
 #: The services' settings: the demo's own, whatever the environment says (an empty
 #: PERMITCHAIN_ENV_FILE reads no file; REDIS_URL is set to the demo's server).
-DEMO_ENV = {"APPLY_MODE": "testnet", "EXCHANGE": "sim", "METRICS_PORT": "0",
-            "LOG_LEVEL": "INFO", "POLL_INTERVAL_S": "1", "SIM_DRIVE_PRICES": "false",
-            "KEY_PREFIX": DEMO_PREFIX, "PERMITCHAIN_ENV_FILE": ""}  # fmt: skip
+DEMO_ENV = {
+    "APPLY_MODE": "testnet",
+    "EXCHANGE": "sim",
+    "METRICS_PORT": "0",
+    "LOG_LEVEL": "INFO",
+    "POLL_INTERVAL_S": "1",
+    "SIM_DRIVE_PRICES": "false",
+    "KEY_PREFIX": DEMO_PREFIX,
+    "PERMITCHAIN_ENV_FILE": "",
+}
 LOG_TAIL_LINES = 15
 #: Epoch-second fields of permits and results, shown as ISO UTC times.
 TIME_FIELDS = ("created_at", "expires_at", "ts", "last_update_ts")
@@ -117,8 +124,9 @@ def run_demo(*, keep: bool = False, logs: Path | None = None) -> int:
     log_dir = logs if logs is not None else temp
     assert log_dir is not None
     keys_dir = Path(tempfile.mkdtemp(prefix="permitchain-demo-keys-"))
-    chain = Chain(DEMO_ENV, redis_url=None, log_dir=log_dir, supervise=not keep,
-                  die_with_parent=not keep)  # fmt: skip
+    chain = Chain(
+        DEMO_ENV, redis_url=None, log_dir=log_dir, supervise=not keep, die_with_parent=not keep
+    )
     try:
         url = chain.ensure_redis()
         assert chain.server is not None
@@ -132,8 +140,10 @@ def run_demo(*, keep: bool = False, logs: Path | None = None) -> int:
         ephemeral_keys(chain, load_settings({}), keys_dir)
 
         def ready() -> None:
-            console.print("services up: exit-brain, apply-layer, governor, position-brain "
-                          "(separate processes)\n")  # fmt: skip
+            console.print(
+                "services up: exit-brain, apply-layer, governor, position-brain "
+                "(separate processes)\n"
+            )
 
         try:
             ok = run_reference(chain, url, emit=emit, on_ready=ready).ok()
@@ -150,8 +160,9 @@ def run_demo(*, keep: bool = False, logs: Path | None = None) -> int:
         if not keep:
             shutil.rmtree(keys_dir, ignore_errors=True)
     if keep:
-        console.print(f"kept running (--keep): export REDIS_URL={chain.redis_url} "
-                      f"KEY_PREFIX={DEMO_PREFIX}")  # fmt: skip
+        console.print(
+            f"kept running (--keep): export REDIS_URL={chain.redis_url} KEY_PREFIX={DEMO_PREFIX}"
+        )
     console.print(
         "\n[bold green]demo OK[/]: blocked on the P3.3 deny, then one reduce-only "
         "close of 0.046, ledger 0.016"

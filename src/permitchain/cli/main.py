@@ -38,8 +38,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-sim_app = typer.Typer(help="Drive the simulated exchange (positions, prices, faults).",
-                      no_args_is_help=True)  # fmt: skip
+sim_app = typer.Typer(
+    help="Drive the simulated exchange (positions, prices, faults).", no_args_is_help=True
+)
 app.add_typer(sim_app, name="sim")
 inspect.register(app)
 replay_cmd.register(app)
@@ -81,10 +82,11 @@ def _print_version(value: bool) -> None:
 def _main(
     show_version: Annotated[
         bool,
-        typer.Option("--version", callback=_print_version, is_eager=True,
-                     help="Print the version and exit"),
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit"
+        ),
     ] = False,
-) -> None:  # fmt: skip
+) -> None:
     """permitchain: a fail-closed execution gate for automated crypto-futures exits."""
 
 
@@ -152,12 +154,16 @@ def reconcile(
 
     ch = run_async(body)
     verb = "would set" if ch["dry_run"] else "set"
-    console.print(f"reconcile {symbol}: {verb} ledger {ch['ledger_before']} → "
-                  f"{ch['ledger_after']} (exchange {ch['exchange_amt']}, diff {ch['diff']}), "
-                  f"epoch {ch['epoch_before']} → {ch['epoch_after']}")  # fmt: skip
+    console.print(
+        f"reconcile {symbol}: {verb} ledger {ch['ledger_before']} → "
+        f"{ch['ledger_after']} (exchange {ch['exchange_amt']}, diff {ch['diff']}), "
+        f"epoch {ch['epoch_before']} → {ch['epoch_after']}"
+    )
     if ch["in_flight_plan"]:
-        msg = (f"plan {ch['in_flight_plan']} is in flight for {symbol}: its fill may not be on "
-               "the exchange or the ledger yet")  # fmt: skip
+        msg = (
+            f"plan {ch['in_flight_plan']} is in flight for {symbol}: its fill may not be on "
+            "the exchange or the ledger yet"
+        )
         if not dry_run and not force:
             fail(f"{msg}; nothing changed. Wait for its result (COOLDOWN_S) or pass --force")
         console.print(f"[yellow]warning:[/] {msg}")
@@ -169,8 +175,10 @@ def _set_state(state: TradingState, reason: str) -> None:
 
     before, after = run_async(body)
     why = escape(control.clean_reason(reason))
-    console.print(f"trading state {before.value} → [bold]{after.value}[/] ({why}); "
-                  "recorded in the audit stream")  # fmt: skip
+    console.print(
+        f"trading state {before.value} → [bold]{after.value}[/] ({why}); "
+        "recorded in the audit stream"
+    )
     if after is not TradingState.ACTIVE:
         console.print('undo with: permitchain resume --reason "…"')
 
@@ -206,9 +214,13 @@ def _sim(fn: Any) -> Any:
 
 # A negative amount (a short) is an argument, not an option: `set-position BTCUSDT -0.063`.
 @sim_app.command("set-position", context_settings={"ignore_unknown_options": True})
-def sim_set_position(symbol: str, amt: str, entry: Annotated[str | None, typer.Option()] = None,
-                     step: Annotated[str | None, typer.Option()] = None,
-                     min_qty: Annotated[str | None, typer.Option()] = None) -> None:  # fmt: skip
+def sim_set_position(
+    symbol: str,
+    amt: str,
+    entry: Annotated[str | None, typer.Option()] = None,
+    step: Annotated[str | None, typer.Option()] = None,
+    min_qty: Annotated[str | None, typer.Option()] = None,
+) -> None:
     """Set the signed position (negative = short), optionally entry price and filters."""
     a, e = _dec(amt, "amt"), _dec(entry, "entry") if entry else None
     filters = {k: v for k, v in (("step_size", step), ("min_qty", min_qty)) if v}

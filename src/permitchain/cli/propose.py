@@ -46,17 +46,34 @@ def propose(
 ) -> None:
     """Hand an exit decision to the chain (same checks as the exit brain's own)."""
     try:  # refused before anything is sent, Redis or not
-        build_proposal(symbol, action, kill_score=kill_score, new_sl=new_sl,
-                               r_net=r_net, position_epoch=epoch or 0, tranche=tranche,
-                               source=source)  # fmt: skip
+        build_proposal(
+            symbol,
+            action,
+            kill_score=kill_score,
+            new_sl=new_sl,
+            r_net=r_net,
+            position_epoch=epoch or 0,
+            tranche=tranche,
+            source=source,
+        )
     except ContractError as e:
         fail(str(e))
 
     async def body(r: AsyncRedis, k: Keys, s: Settings) -> tuple[Proposal, str, PlanOutcome | None]:
         pos = await positions(r, k) if wait is not None else {}
-        p, entry = await operator_proposal(r, k, s, symbol=symbol, action=action,
-                                           kill_score=kill_score, new_sl=new_sl, r_net=r_net,
-                                           tranche=tranche, epoch=epoch, source=source)  # fmt: skip
+        p, entry = await operator_proposal(
+            r,
+            k,
+            s,
+            symbol=symbol,
+            action=action,
+            kill_score=kill_score,
+            new_sl=new_sl,
+            r_net=r_net,
+            tranche=tranche,
+            epoch=epoch,
+            source=source,
+        )
         if wait is None:
             return p, entry, None
         return p, entry, await await_outcome(r, k, p.proposal_id, pos, wait)
@@ -69,9 +86,13 @@ def propose(
             out["outcome"] = outcome.to_dict()
         typer.echo(json.dumps(out, indent=2))
     else:
-        console.print(f"proposal {p.proposal_id} {p.symbol} {p.action} kill_score "
-                      f"{p.kill_score} epoch {p.position_epoch} tranche {p.tranche} → plan "
-                      f"{plan_id} (entry {entry})", soft_wrap=True, highlight=False)  # fmt: skip
+        console.print(
+            f"proposal {p.proposal_id} {p.symbol} {p.action} kill_score "
+            f"{p.kill_score} epoch {p.position_epoch} tranche {p.tranche} → plan "
+            f"{plan_id} (entry {entry})",
+            soft_wrap=True,
+            highlight=False,
+        )
         if outcome is not None:
             console.print(_describe(outcome, wait or 0), soft_wrap=True, highlight=False)
     if outcome is not None and not outcome.ok:

@@ -113,8 +113,10 @@ def _supervise(chain: Chain, s: Settings) -> int:
             recent = [t for t in restarts[name] if time.monotonic() - t < 60]
             if proc.returncode == START_FAULT or len(recent) >= MAX_RESTARTS_PER_MIN:
                 if name == CONSOLE:  # not on the order path: left off, the chain goes on
-                    console.print(f"[red]console keeps exiting ({proc.returncode}); left off, "
-                                  "the chain goes on[/]")  # fmt: skip
+                    console.print(
+                        f"[red]console keeps exiting ({proc.returncode}); left off, "
+                        "the chain goes on[/]"
+                    )
                     del chain.procs[name]
                     continue
                 console.print(f"[red]{name} keeps exiting ({proc.returncode}); stopping[/]")

@@ -289,15 +289,31 @@ def _point_urls(urls: dict[str, Any], base: str) -> None:
 class BinanceExchange:
     """The ``Exchange`` protocol on Binance USDⓈ-M futures (demo trading or live)."""
 
-    def __init__(self, api_key: str, api_secret: str, *, demo: bool,
-                 base_url: str | None = None, hedge_mode: bool | None = None,
-                 timeout_s: float = 10.0, recv_window_ms: int = 5000,
-                 rate_limit: bool = False, refresh_s: float = REFRESH_S) -> None:  # fmt: skip
+    def __init__(
+        self,
+        api_key: str,
+        api_secret: str,
+        *,
+        demo: bool,
+        base_url: str | None = None,
+        hedge_mode: bool | None = None,
+        timeout_s: float = 10.0,
+        recv_window_ms: int = 5000,
+        rate_limit: bool = False,
+        refresh_s: float = REFRESH_S,
+    ) -> None:
         self.name = "binance-demo" if demo else "binance"
         base = base_url.rstrip("/") if base_url else None
-        self._api = _Client({"apiKey": api_key, "secret": api_secret,
-                             "timeout": int(timeout_s * 1000), "enableRateLimit": rate_limit,
-                             "options": {"recvWindow": recv_window_ms}}, base)  # fmt: skip
+        self._api = _Client(
+            {
+                "apiKey": api_key,
+                "secret": api_secret,
+                "timeout": int(timeout_s * 1000),
+                "enableRateLimit": rate_limit,
+                "options": {"recvWindow": recv_window_ms},
+            },
+            base,
+        )
         if demo:
             self._api.enable_demo_trading(True)
         if base is not None:
@@ -318,9 +334,15 @@ class BinanceExchange:
         return f"BinanceExchange(name={self.name!r}, url={self._api.urls['api']['fapiPublic']!r})"
 
     # -- the boundary ----------------------------------------------------------------------
-    async def _call(self, kind: Kind, method: str, params: dict[str, str] | None = None, *,
-                    parse: Callable[[Any], Any] = lambda raw: raw,
-                    missing_ok: bool = False) -> Any:  # fmt: skip
+    async def _call(
+        self,
+        kind: Kind,
+        method: str,
+        params: dict[str, str] | None = None,
+        *,
+        parse: Callable[[Any], Any] = lambda raw: raw,
+        missing_ok: bool = False,
+    ) -> Any:
         """Call a ccxt method and parse its answer; translate every failure (the one place
         this happens). With ``missing_ok``, "order does not exist" (-2013) returns None."""
         try:
@@ -421,9 +443,12 @@ class BinanceExchange:
     async def mark_prices(self, symbols: Sequence[str] | None = None) -> dict[str, Decimal]:
         want = None if symbols is None else set(symbols)
         prices: dict[str, Decimal] = await self._call(
-            "read", "fapiPublicGetPremiumIndex",
-            parse=lambda rows: {r["symbol"]: _d(r["markPrice"]) for r in rows
-                                if want is None or r["symbol"] in want})  # fmt: skip
+            "read",
+            "fapiPublicGetPremiumIndex",
+            parse=lambda rows: {
+                r["symbol"]: _d(r["markPrice"]) for r in rows if want is None or r["symbol"] in want
+            },
+        )
         return prices
 
     async def fetch_order(self, symbol: str, client_order_id: str) -> OrderInfo | None:
@@ -434,14 +459,22 @@ class BinanceExchange:
     async def _fetch_plain(self, symbol: str, client_order_id: str) -> OrderInfo | None:
         await self._ready(orders=False)
         order: OrderInfo | None = await self._call(
-            "read", "fapiPrivateGetOrder", {"symbol": symbol, "origClientOrderId": client_order_id},
-            parse=parse_order, missing_ok=True)  # fmt: skip
+            "read",
+            "fapiPrivateGetOrder",
+            {"symbol": symbol, "origClientOrderId": client_order_id},
+            parse=parse_order,
+            missing_ok=True,
+        )
         return order
 
     async def _fetch_algo(self, client_order_id: str) -> OrderInfo | None:
         order: OrderInfo | None = await self._call(
-            "read", "fapiPrivateGetAlgoOrder", {"clientAlgoId": client_order_id},
-            parse=parse_algo_order, missing_ok=True)  # fmt: skip
+            "read",
+            "fapiPrivateGetAlgoOrder",
+            {"clientAlgoId": client_order_id},
+            parse=parse_algo_order,
+            missing_ok=True,
+        )
         return order
 
     # -- orders ----------------------------------------------------------------------------
@@ -458,9 +491,14 @@ class BinanceExchange:
         await self._ready(orders=True)
         return f, fmt_decimal(q)
 
-    async def _place(self, method: str, params: dict[str, str], client_order_id: str,
-                     parse: Callable[[dict[str, Any]], OrderInfo],
-                     lookup: Callable[[], Awaitable[OrderInfo | None]]) -> OrderInfo:  # fmt: skip
+    async def _place(
+        self,
+        method: str,
+        params: dict[str, str],
+        client_order_id: str,
+        parse: Callable[[dict[str, Any]], OrderInfo],
+        lookup: Callable[[], Awaitable[OrderInfo | None]],
+    ) -> OrderInfo:
         """Send once per client order id. Sent before by this process, or refused as a
         duplicate (-4116: an open order has it): the order is looked up; not found, its
         outcome is unknown (``OrderOutcomeUnknown``: the resolver finishes it). Never a
@@ -501,11 +539,22 @@ class BinanceExchange:
         self, symbol: str, side: Side, qty: Decimal, client_order_id: str
     ) -> OrderInfo:
         _, q = await self._order_qty(symbol, qty)
-        params = {"symbol": symbol, "side": side, "type": "MARKET", "quantity": q,
-                  "newClientOrderId": client_order_id, "newOrderRespType": "RESULT",
-                  **self._closing(side)}  # fmt: skip
-        return await self._place("fapiPrivatePostOrder", params, client_order_id, parse_order,
-                                 lambda: self._fetch_plain(symbol, client_order_id))  # fmt: skip
+        params = {
+            "symbol": symbol,
+            "side": side,
+            "type": "MARKET",
+            "quantity": q,
+            "newClientOrderId": client_order_id,
+            "newOrderRespType": "RESULT",
+            **self._closing(side),
+        }
+        return await self._place(
+            "fapiPrivatePostOrder",
+            params,
+            client_order_id,
+            parse_order,
+            lambda: self._fetch_plain(symbol, client_order_id),
+        )
 
     async def place_stop_market(
         self, symbol: str, side: Side, stop_price: Decimal, qty: Decimal, client_order_id: str
@@ -518,13 +567,24 @@ class BinanceExchange:
         trigger = (stop_price / f.tick_size).to_integral_value(rounding=rounding) * f.tick_size
         order = await self._fetch_algo(client_order_id)
         if order is None:
-            params = {"algoType": "CONDITIONAL", "symbol": symbol, "side": side,
-                      "type": "STOP_MARKET", "quantity": q, "triggerPrice": fmt_decimal(trigger),
-                      "workingType": "MARK_PRICE", "clientAlgoId": client_order_id,
-                      **self._closing(side)}  # fmt: skip
-            order = await self._place("fapiPrivatePostAlgoOrder", params, client_order_id,
-                                      parse_algo_order,
-                                      lambda: self._fetch_algo(client_order_id))  # fmt: skip
+            params = {
+                "algoType": "CONDITIONAL",
+                "symbol": symbol,
+                "side": side,
+                "type": "STOP_MARKET",
+                "quantity": q,
+                "triggerPrice": fmt_decimal(trigger),
+                "workingType": "MARK_PRICE",
+                "clientAlgoId": client_order_id,
+                **self._closing(side),
+            }
+            order = await self._place(
+                "fapiPrivatePostAlgoOrder",
+                params,
+                client_order_id,
+                parse_algo_order,
+                lambda: self._fetch_algo(client_order_id),
+            )
         await self._cancel_previous_stops(symbol, side, keep=client_order_id)
         return order
 
@@ -533,10 +593,15 @@ class BinanceExchange:
         place, so the position is never without a stop). Failures are logged, not raised."""
         try:
             stops = await self._call(
-                "read", "fapiPrivateGetOpenAlgoOrders", {"symbol": symbol},
+                "read",
+                "fapiPrivateGetOpenAlgoOrders",
+                {"symbol": symbol},
                 parse=lambda rows: [
-                    (str(o["clientAlgoId"]), str(o["algoId"])) for o in rows
-                    if o["side"] == side and o["orderType"] == "STOP_MARKET"])  # fmt: skip
+                    (str(o["clientAlgoId"]), str(o["algoId"]))
+                    for o in rows
+                    if o["side"] == side and o["orderType"] == "STOP_MARKET"
+                ],
+            )
             for coid, algo_id in stops:
                 if coid.startswith(OWN_PREFIX) and coid != keep:
                     await self._call("order", "fapiPrivateDeleteAlgoOrder", {"algoId": algo_id})

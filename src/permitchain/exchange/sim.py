@@ -46,9 +46,12 @@ from permitchain.store import AsyncRedis, atranslate, is_cluster
 ORDER_TTL_S = 7 * 86400
 READ_CHUNK = 100
 DEFAULT_FILTERS = {
-    "step_size": "0.001", "min_qty": "0.001", "max_qty": "1000", "min_notional": "5",
+    "step_size": "0.001",
+    "min_qty": "0.001",
+    "max_qty": "1000",
+    "min_notional": "5",
     "tick_size": "0.1",
-}  # fmt: skip
+}
 
 
 #: What a market order depends on, of the position, filters and config hashes: what the
@@ -117,10 +120,15 @@ def _position(s: str, h: dict[str, str]) -> PositionInfo:
     entry = _dec(h.get("entry_price"))
     mark = _dec(h.get("mark_price"), h.get("entry_price") or "0")
     at = h.get("mark_time")
-    return PositionInfo(symbol=s, amt=amt, entry_price=entry, mark_price=mark,
-                        leverage=_dec(h.get("leverage"), "1"),
-                        unrealized_pnl=(mark - entry) * amt if entry else Decimal(0),
-                        mark_time=float(at) if at else None)  # fmt: skip
+    return PositionInfo(
+        symbol=s,
+        amt=amt,
+        entry_price=entry,
+        mark_price=mark,
+        leverage=_dec(h.get("leverage"), "1"),
+        unrealized_pnl=(mark - entry) * amt if entry else Decimal(0),
+        mark_time=float(at) if at else None,
+    )
 
 
 def _order(h: dict[str, str]) -> OrderInfo:
@@ -147,8 +155,8 @@ class SimExchange:
     name = "sim"
 
     def __init__(self, redis: AsyncRedis, keys: Keys, order_ttl_s: int = ORDER_TTL_S) -> None:
-        self.r = redis
-        self.k = keys
+        self.redis = redis
+        self.keys = keys
         self.order_ttl_s = order_ttl_s  # the services pass EXEC_RECORD_TTL_S
         self.scripts = Scripts(redis)
         self.cluster = is_cluster(redis)
@@ -163,10 +171,10 @@ class SimExchange:
     # -- administration (CLI, tests, price driver) -------------------------------------------
     async def list_symbol(self, symbol: str, **filters: str) -> None:
         async with atranslate():
-            fk = self.k.sim_filters(symbol)
-            existing = await self.r.hgetall(fk)
-            await self.r.hset(fk, mapping={**DEFAULT_FILTERS, **existing, **filters})
-            await self.r.sadd(self.k.sim_symbols, symbol)
+            fk = self.keys.sim_filters(symbol)
+            existing = await self.redis.hgetall(fk)
+            await self.redis.hset(fk, mapping={**DEFAULT_FILTERS, **existing, **filters})
+            await self.redis.sadd(self.keys.sim_symbols, symbol)
 
     async def set_position(
         self, symbol: str, amt: Decimal, entry_price: Decimal | None = None
@@ -176,10 +184,10 @@ class SimExchange:
         if entry_price is not None:
             mapping["entry_price"] = fmt_decimal(entry_price)
         async with atranslate():
-            await self.r.hset(self.k.sim_position(symbol), mapping=mapping)
+            await self.redis.hset(self.keys.sim_position(symbol), mapping=mapping)
             # pushed updates (exchange.stream.SimUserStream): the position changed
-            await self.r.xadd(
-                self.k.sim_events,
+            await self.redis.xadd(
+                self.keys.sim_events,
                 {"e": "ACCOUNT_UPDATE", "symbol": symbol, "amt": mapping["amt"]},
                 maxlen=10_000,
                 approximate=True,
@@ -190,24 +198,24 @@ class SimExchange:
         await self.list_symbol(symbol)
         mapping = {"mark_price": fmt_decimal(price), "mark_time": "" if at is None else f"{at:.6f}"}
         async with atranslate():
-            await self.r.hset(self.k.sim_position(symbol), mapping=mapping)
+            await self.redis.hset(self.keys.sim_position(symbol), mapping=mapping)
 
     async def set_fault(self, **config: str) -> None:
         async with atranslate():
-            await self.r.hset(self.k.sim_config, mapping=config)
+            await self.redis.hset(self.keys.sim_config, mapping=config)
 
     async def clear_faults(self) -> None:
         async with atranslate():
-            await self.r.delete(self.k.sim_config)
+            await self.redis.delete(self.keys.sim_config)
 
     async def symbols(self) -> list[str]:
         async with atranslate():
-            return sorted(await self.r.smembers(self.k.sim_symbols))
+            return sorted(await self.redis.smembers(self.keys.sim_symbols))
 
     # -- Exchange protocol ------------------------------------------------------------------
     async def _config(self) -> dict[str, str]:
         async with atranslate():
-            cfg: dict[str, str] = await self.r.hgetall(self.k.sim_config)
+            cfg: dict[str, str] = await self.redis.hgetall(self.keys.sim_config)
         latency = int(cfg.get("latency_ms") or 0)
         if latency:
             await asyncio.sleep(latency / 1000)
@@ -216,9 +224,9 @@ class SimExchange:
     async def filters(self, symbols: Sequence[str] | None = None) -> dict[str, SymbolFilters]:
         syms = list(symbols) if symbols is not None else await self.symbols()
         async with atranslate():
-            pipe = self.r.pipeline(transaction=False)
+            pipe = self.redis.pipeline(transaction=False)
             for s in syms:
-                pipe.hgetall(self.k.sim_filters(s))
+                pipe.hgetall(self.keys.sim_filters(s))
             rows = await pipe.execute()
         return {s: _filters(s, h) for s, h in zip(syms, rows, strict=True) if h}
 
@@ -234,7 +242,7 @@ class SimExchange:
             async with atranslate():
                 for i in range(0, len(syms), READ_CHUNK):  # one event-loop slice per chunk
                     chunk = syms[i : i + READ_CHUNK]
-                    rows = await self._hash_rows([self.k.sim_position(s) for s in chunk])
+                    rows = await self._hash_rows([self.keys.sim_position(s) for s in chunk])
                     for s, flat in zip(chunk, rows, strict=True):
                         if flat:
                             out[s] = self._parsed_position(s, flat)
@@ -259,7 +267,7 @@ class SimExchange:
     async def fetch_order(self, symbol: str, client_order_id: str) -> OrderInfo | None:
         await self._config()
         async with atranslate():
-            h = await self.r.hgetall(self.k.sim_order(symbol, client_order_id))
+            h = await self.redis.hgetall(self.keys.sim_order(symbol, client_order_id))
         return _order(h) if h else None
 
     async def place_reduce_only_market(
@@ -267,29 +275,42 @@ class SimExchange:
     ) -> OrderInfo:
         first, st = True, None
         for _ in range(50):
-            out = await self._attempt(symbol, side, qty, client_order_id, first=first,
-                                      internal=False, st=st)  # fmt: skip
+            out = await self._attempt(
+                symbol, side, qty, client_order_id, first=first, internal=False, st=st
+            )
             if isinstance(out, OrderInfo):
                 return out
             st, first = out[0], first and out[1]
         raise OrderOutcomeUnknown("sim: position kept moving; order not placed")
 
     async def _try_market(
-        self, symbol: str, side: Side, qty: Decimal, coid: str, *, first: bool,
+        self,
+        symbol: str,
+        side: Side,
+        qty: Decimal,
+        coid: str,
+        *,
+        first: bool,
         internal: bool = False,
-    ) -> OrderInfo | None:  # fmt: skip
+    ) -> OrderInfo | None:
         """One attempt (:meth:`_attempt`): the order, or None when the state it assumed was
         stale (the next attempt decides from what the script returned, remembered).
         ``internal``: a fill inside the exchange (a triggered stop), which the API's injected
         faults do not touch."""
-        out = await self._attempt(symbol, side, qty, coid, first=first, internal=internal,
-                                  st=None)  # fmt: skip
+        out = await self._attempt(symbol, side, qty, coid, first=first, internal=internal, st=None)
         return out if isinstance(out, OrderInfo) else None
 
     async def _attempt(
-        self, symbol: str, side: Side, qty: Decimal, coid: str, *, first: bool,
-        internal: bool, st: _State | None,
-    ) -> OrderInfo | tuple[_State | None, bool]:  # fmt: skip
+        self,
+        symbol: str,
+        side: Side,
+        qty: Decimal,
+        coid: str,
+        *,
+        first: bool,
+        internal: bool,
+        st: _State | None,
+    ) -> OrderInfo | tuple[_State | None, bool]:
         """One attempt, one ``sim_order.lua`` call at most, which records the order only if
         the state it was decided from still holds. That state is ``st`` (a stale reply's),
         else what the last attempt on the symbol saw (:meth:`_remembered`: then one round
@@ -306,8 +327,7 @@ class SimExchange:
             st = self._remembered(symbol, faults=faults, internal=internal)
             if st is not None:
                 try:
-                    plan = self._plan(symbol, side, qty, coid, st, faults=faults,
-                                      internal=internal)  # fmt: skip
+                    plan = self._plan(symbol, side, qty, coid, st, faults=faults, internal=internal)
                 except (OrderRejected, OrderOutcomeUnknown):
                     st = None  # decided from memory: decided again on a fresh read
         if st is None:
@@ -364,17 +384,27 @@ class SimExchange:
         """Position, filters, the order and the config, in one round trip; remembered."""
         async with atranslate():
             pos, filt, existing, cfg = await self._hashes(
-                [self.k.sim_position(symbol), self.k.sim_filters(symbol),
-                 self.k.sim_order(symbol, coid), self.k.sim_config]
-            )  # fmt: skip
+                [
+                    self.keys.sim_position(symbol),
+                    self.keys.sim_filters(symbol),
+                    self.keys.sim_order(symbol, coid),
+                    self.keys.sim_config,
+                ]
+            )
         self._remember(symbol, pos, filt, cfg)
         return _State(pos, filt, existing, cfg)
 
     @staticmethod
     def _plan(
-        symbol: str, side: Side, qty: Decimal, coid: str, st: _State, *, faults: bool,
+        symbol: str,
+        side: Side,
+        qty: Decimal,
+        coid: str,
+        st: _State,
+        *,
+        faults: bool,
         internal: bool,
-    ) -> OrderInfo | _Plan:  # fmt: skip
+    ) -> OrderInfo | _Plan:
         """The order decided from ``st``: the existing order (``st.existing``), a reject or
         an injected fault raised, or the order to record."""
         mode = "fill" if internal else st.cfg.get("order_mode", "fill")
@@ -404,32 +434,45 @@ class SimExchange:
         new_amt = amt - qty if side == "SELL" else amt + qty
         now = time.time()
         fields = {
-            "symbol": symbol, "client_order_id": coid, "side": side, "type": "MARKET",
+            "symbol": symbol,
+            "client_order_id": coid,
+            "side": side,
+            "type": "MARKET",
             "status": (OrderStatus.FILLED if fill else OrderStatus.NEW).value,
             "requested_qty": fmt_decimal(qty),
             "filled_qty": fmt_decimal(qty if fill else Decimal(0)),
-            "avg_price": fmt_decimal(price) if fill else "", "reduce_only": "true",
+            "avg_price": fmt_decimal(price) if fill else "",
+            "reduce_only": "true",
             "created_at": f"{now:.6f}",
-        }  # fmt: skip
-        fill_record = {
-            "symbol": symbol, "client_order_id": coid, "side": side, "qty": fmt_decimal(qty),
-            "price": fmt_decimal(price), "position_before": fmt_decimal(amt),
-            "position_after": fmt_decimal(new_amt), "ts": f"{now:.6f}",
-        } if fill else {}  # fmt: skip
+        }
+        fill_record = (
+            {
+                "symbol": symbol,
+                "client_order_id": coid,
+                "side": side,
+                "qty": fmt_decimal(qty),
+                "price": fmt_decimal(price),
+                "position_before": fmt_decimal(amt),
+                "position_after": fmt_decimal(new_amt),
+                "ts": f"{now:.6f}",
+            }
+            if fill
+            else {}
+        )
         return _Plan(mode, fields, fill_record, fmt_decimal(new_amt) if fill else "")
 
     async def _hash_rows(self, keys: list[str]) -> list[list[str]]:
         """HGETALL of each key in one round trip, each as its flat reply (name, value, …; []
         when none): straight on a lean client's connection (what its pipeline would send,
         without building one), else a pipeline."""
-        lean = getattr(self.r, "lean", None)
+        lean = getattr(self.redis, "lean", None)
         if lean is not None:
             replies = await lean.call_many([(("HGETALL", k), False) for k in keys])
             for reply in replies:
                 if isinstance(reply, ReplyError):
                     raise error_of(reply)
             return cast("list[list[str]]", replies)
-        pipe = self.r.pipeline(transaction=False)
+        pipe = self.redis.pipeline(transaction=False)
         for k in keys:
             pipe.hgetall(k)
         return [[x for kv in h.items() for x in kv] for h in await pipe.execute()]
@@ -446,37 +489,49 @@ class SimExchange:
         slots: the script records the order and moves the position (the source of truth),
         and the fill record follows, added once, by the one call whose script created the
         order."""
-        pos_key = self.k.sim_position(symbol)
-        keys = [pos_key, self.k.sim_order(symbol, coid), self.k.sim_order_seq(symbol),
-                self.k.sim_filters(symbol)]  # fmt: skip
+        pos_key = self.keys.sim_position(symbol)
+        keys = [
+            pos_key,
+            self.keys.sim_order(symbol, coid),
+            self.keys.sim_order_seq(symbol),
+            self.keys.sim_filters(symbol),
+        ]
         argv: list[Any] = [
-            self.order_ttl_s, plan.new_amt,
+            self.order_ttl_s,
+            plan.new_amt,
             *flat_pairs({f: st.pos.get(f, "") for f in POSITION_FIELDS}),
             *(flat_pairs({f: st.cfg.get(f, "") for f in CONFIG_FIELDS}) if check_cfg else ["0"]),
             *flat_pairs({f: st.filt.get(f, "") for f in FILTER_FIELDS}),
-            *flat_pairs(plan.fields), *flat_pairs(plan.fill_record),
-        ]  # fmt: skip
+            *flat_pairs(plan.fields),
+            *flat_pairs(plan.fill_record),
+        ]
         if not self.cluster:
             res: list[Any] = await self.scripts.sim_order(
-                keys=[*keys, self.k.sim_config, self.k.sim_fills], args=argv
+                keys=[*keys, self.keys.sim_config, self.keys.sim_fills], args=argv
             )
             return res
         res = await self.scripts.sim_order(keys=keys, args=argv)
         if plan.fill_record and res[0] == "ok":
-            await self.r.xadd(self.k.sim_fills, {"order_id": res[1], **plan.fill_record},
-                              maxlen=100_000, approximate=True)  # fmt: skip
+            await self.redis.xadd(
+                self.keys.sim_fills,
+                {"order_id": res[1], **plan.fill_record},
+                maxlen=100_000,
+                approximate=True,
+            )
         return res
 
     async def place_stop_market(
         self, symbol: str, side: Side, stop_price: Decimal, qty: Decimal, client_order_id: str
     ) -> OrderInfo:
         await self._config()
-        order_key = self.k.sim_order(symbol, client_order_id)
+        order_key = self.keys.sim_order(symbol, client_order_id)
         async with atranslate():
-            existing = await self.r.hgetall(order_key)
+            existing = await self.redis.hgetall(order_key)
             if existing:
                 return _order(existing)
-            pos = await self.r.hmget(self.k.sim_position(symbol), ["mark_price", "entry_price"])
+            pos = await self.redis.hmget(
+                self.keys.sim_position(symbol), ["mark_price", "entry_price"]
+            )
             mark = _dec(pos[0] or pos[1])
             if mark > 0 and (stop_price >= mark if side == "SELL" else stop_price <= mark):
                 # as Binance: a stop the mark has already reached is refused, nothing placed
@@ -485,38 +540,45 @@ class SimExchange:
                     f"{fmt_decimal(stop_price)}, mark {fmt_decimal(mark)})",
                     code=-2021,
                 )
-            oid = await self.r.incr(self.k.sim_order_seq(symbol))
+            oid = await self.redis.incr(self.keys.sim_order_seq(symbol))
             fields = {
-                "symbol": symbol, "client_order_id": client_order_id, "order_id": str(oid),
-                "side": side, "type": "STOP_MARKET", "status": "NEW",
-                "requested_qty": fmt_decimal(qty), "filled_qty": "0", "avg_price": "",
-                "reduce_only": "true", "stop_price": fmt_decimal(stop_price),
+                "symbol": symbol,
+                "client_order_id": client_order_id,
+                "order_id": str(oid),
+                "side": side,
+                "type": "STOP_MARKET",
+                "status": "NEW",
+                "requested_qty": fmt_decimal(qty),
+                "filled_qty": "0",
+                "avg_price": "",
+                "reduce_only": "true",
+                "stop_price": fmt_decimal(stop_price),
                 "created_at": f"{time.time():.6f}",
-            }  # fmt: skip
-            pipe = self.r.pipeline(transaction=True)
-            prev = await self.r.hget(self.k.sim_stop(symbol), "client_order_id")
+            }
+            pipe = self.redis.pipeline(transaction=True)
+            prev = await self.redis.hget(self.keys.sim_stop(symbol), "client_order_id")
             if prev:
-                pipe.hset(self.k.sim_order(symbol, prev), "status", "CANCELED")
+                pipe.hset(self.keys.sim_order(symbol, prev), "status", "CANCELED")
             pipe.hset(order_key, mapping=fields)
             pipe.expire(order_key, self.order_ttl_s)
-            pipe.hset(self.k.sim_stop(symbol), mapping=fields)
+            pipe.hset(self.keys.sim_stop(symbol), mapping=fields)
             await pipe.execute()
         return _order(fields)
 
     async def cancel_order(self, symbol: str, client_order_id: str) -> OrderInfo | None:
         """Cancel an open order (our live stop, or a market order left NEW)."""
         await self._config()
-        order_key = self.k.sim_order(symbol, client_order_id)
+        order_key = self.keys.sim_order(symbol, client_order_id)
         async with atranslate():
-            h = await self.r.hgetall(order_key)
+            h = await self.redis.hgetall(order_key)
             if not h:
                 return None
             if h.get("status") == OrderStatus.NEW.value:
-                pipe = self.r.pipeline(transaction=True)
+                pipe = self.redis.pipeline(transaction=True)
                 pipe.hset(order_key, "status", OrderStatus.CANCELED.value)
-                live = await self.r.hget(self.k.sim_stop(symbol), "client_order_id")
+                live = await self.redis.hget(self.keys.sim_stop(symbol), "client_order_id")
                 if live == client_order_id:
-                    pipe.hset(self.k.sim_stop(symbol), "status", OrderStatus.CANCELED.value)
+                    pipe.hset(self.keys.sim_stop(symbol), "status", OrderStatus.CANCELED.value)
                 await pipe.execute()
                 h["status"] = OrderStatus.CANCELED.value
         return _order(h)
@@ -529,9 +591,9 @@ class SimExchange:
         """The live stop of each symbol (the sim keeps one; market orders never rest)."""
         syms = [symbol] if symbol is not None else await self.symbols()
         async with atranslate():
-            pipe = self.r.pipeline(transaction=False)
+            pipe = self.redis.pipeline(transaction=False)
             for s in syms:
-                pipe.hgetall(self.k.sim_stop(s))
+                pipe.hgetall(self.keys.sim_stop(s))
             rows = await pipe.execute()
         return [_order(h) for h in rows if h and h.get("status") == OrderStatus.NEW.value]
 

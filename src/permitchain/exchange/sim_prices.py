@@ -146,10 +146,10 @@ async def step_prices(
 ) -> dict[str, Decimal]:
     """One step for every symbol that has a price: write the new mark, then trigger stops.
     Returns the new marks."""
-    pipe = sim.r.pipeline(transaction=False)
+    pipe = sim.redis.pipeline(transaction=False)
     for s in symbols:
-        pipe.hgetall(sim.k.sim_position(s))
-        pipe.hget(sim.k.sim_filters(s), "tick_size")
+        pipe.hgetall(sim.keys.sim_position(s))
+        pipe.hget(sim.keys.sim_filters(s), "tick_size")
     rows = await pipe.execute()
     out: dict[str, Decimal] = {}
     for i, s in enumerate(symbols):
@@ -161,9 +161,12 @@ async def step_prices(
             if current is None or current <= 0:
                 continue  # nothing to start from: wait until the symbol has a price
             walk = walks[s] = PriceWalk(
-                current, symbol_seed(seed, s), tick=Decimal(tick or DEFAULT_TICK),
-                regimes=regimes, switch_prob=switch_prob,
-            )  # fmt: skip
+                current,
+                symbol_seed(seed, s),
+                tick=Decimal(tick or DEFAULT_TICK),
+                regimes=regimes,
+                switch_prob=switch_prob,
+            )
             walk.rebase(current)
         elif current is not None and current > 0 and current != walk.last:
             walk.rebase(current)
@@ -171,8 +174,14 @@ async def step_prices(
         await sim.set_price(s, out[s])
         order = await trigger_stop(sim, s)
         if order is not None:
-            log.info("sim: stop %s %s %s at %s (%s)", s, order.side, order.status.value,
-                     out[s], order.client_order_id)  # fmt: skip
+            log.info(
+                "sim: stop %s %s %s at %s (%s)",
+                s,
+                order.side,
+                order.status.value,
+                out[s],
+                order.client_order_id,
+            )
     return out
 
 
@@ -190,13 +199,13 @@ async def drive_prices(
     logged and retried after a backoff; they never end the task."""
     walks: dict[str, PriceWalk] = {}
     backoff = Backoff(base_s=0.2, cap_s=10.0)
-    log.info("sim: driving prices of %s (seed %d, every %.2fs)", ",".join(symbols), seed,
-             interval_s)  # fmt: skip
+    log.info(
+        "sim: driving prices of %s (seed %d, every %.2fs)", ",".join(symbols), seed, interval_s
+    )
     while not stop.is_set():
         delay = interval_s
         try:
-            await step_prices(sim, symbols, seed, walks, regimes=regimes,
-                              switch_prob=switch_prob)  # fmt: skip
+            await step_prices(sim, symbols, seed, walks, regimes=regimes, switch_prob=switch_prob)
             backoff.reset()
         except RETRYABLE as e:
             delay = max(delay, backoff.next_delay())

@@ -41,9 +41,13 @@ class StopOutcome:
 
 
 def stop_outcome(
-    side: str, stop_price: Decimal, requested: Decimal, amt: Decimal, mark: Decimal,
+    side: str,
+    stop_price: Decimal,
+    requested: Decimal,
+    amt: Decimal,
+    mark: Decimal,
     step: Decimal,
-) -> StopOutcome | None:  # fmt: skip
+) -> StopOutcome | None:
     """What a stop does at this mark: None (not crossed), FILLED or EXPIRED. Pure."""
     crossed = mark <= stop_price if side == "SELL" else mark >= stop_price
     if not crossed:
@@ -61,11 +65,11 @@ async def trigger_stop(sim: SimExchange, symbol: str) -> OrderInfo | None:
     Returns the stop order as it now stands, or None when there is no live stop, no mark,
     the mark has not crossed it, or the position kept moving (tried again next step).
     """
-    k = sim.k
+    k = sim.keys
     stop_key = k.sim_stop(symbol)
     for _ in range(MAX_TRIES):
         async with atranslate():
-            pipe = sim.r.pipeline(transaction=False)
+            pipe = sim.redis.pipeline(transaction=False)
             pipe.hgetall(stop_key)
             pipe.hgetall(k.sim_position(symbol))
             pipe.hgetall(k.sim_filters(symbol))
@@ -75,12 +79,22 @@ async def trigger_stop(sim: SimExchange, symbol: str) -> OrderInfo | None:
         side: Side = "SELL" if stop["side"] == "SELL" else "BUY"
         mark = _dec(pos["mark_price"])
         step = _filters(symbol, filt).step_size if filt else Decimal("0.001")
-        out = stop_outcome(side, _dec(stop["stop_price"]), _dec(stop["requested_qty"]),
-                           _dec(pos.get("amt")), mark, step)  # fmt: skip
+        out = stop_outcome(
+            side,
+            _dec(stop["stop_price"]),
+            _dec(stop["requested_qty"]),
+            _dec(pos.get("amt")),
+            mark,
+            step,
+        )
         if out is None:
             return None
-        update = {"status": out.status, "filled_qty": "0", "avg_price": "",
-                  "triggered_at": f"{time.time():.6f}"}  # fmt: skip
+        update = {
+            "status": out.status,
+            "filled_qty": "0",
+            "avg_price": "",
+            "triggered_at": f"{time.time():.6f}",
+        }
         if out.qty:
             try:
                 coid = f"{stop['client_order_id']}-fill"
@@ -91,10 +105,13 @@ async def trigger_stop(sim: SimExchange, symbol: str) -> OrderInfo | None:
                 continue  # the position changed under us: read again
             if fill is None:
                 continue
-            update.update(filled_qty=fmt_decimal(fill.filled_qty), fill_order_id=fill.order_id,
-                          avg_price=fmt_decimal(fill.avg_price or mark))  # fmt: skip
+            update.update(
+                filled_qty=fmt_decimal(fill.filled_qty),
+                fill_order_id=fill.order_id,
+                avg_price=fmt_decimal(fill.avg_price or mark),
+            )
         async with atranslate():
-            pipe = sim.r.pipeline(transaction=False)
+            pipe = sim.redis.pipeline(transaction=False)
             pipe.hset(k.sim_order(symbol, stop["client_order_id"]), mapping=update)
             pipe.hset(stop_key, mapping=update)
             await pipe.execute()

@@ -60,7 +60,7 @@ class SimUserStream:
     name = "sim"
 
     def __init__(self, redis: AsyncRedis, keys: Keys) -> None:
-        self.r, self.k = redis, keys
+        self.redis, self.keys = redis, keys
         self.sim = SimExchange(redis, keys)
         self._last = {"positions": "$", "orders": "$"}
         self._alive = False
@@ -69,18 +69,20 @@ class SimUserStream:
         return self._alive
 
     async def _read(self, who: str) -> list[dict[str, str]]:
-        streams = [self.k.sim_fills, self.k.sim_events]
+        streams = [self.keys.sim_fills, self.keys.sim_events]
         try:
             if self._last[who] == "$":  # resolve "$" to concrete ids once: nothing is lost
                 known = []
                 for name in streams:
-                    info = await self.r.xinfo_stream(name) if await self.r.exists(name) else {}
+                    info = (
+                        await self.redis.xinfo_stream(name) if await self.redis.exists(name) else {}
+                    )
                     known.append(str(info.get("last-generated-id") or "0-0"))
                 self._last[who] = ",".join(known)
             ids: dict[str, str] = dict(zip(streams, self._last[who].split(","), strict=True))
             resp = cast(
                 "list[tuple[str, list[tuple[str, dict[str, str]]]]]",
-                await self.r.xread(ids, count=1000, block=BLOCK_MS),
+                await self.redis.xread(ids, count=1000, block=BLOCK_MS),
             )
         except STREAM_FAULTS as e:
             self._alive = False

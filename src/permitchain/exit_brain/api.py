@@ -153,8 +153,15 @@ async def propose(
     P3.3's current one, so the plan belongs to the position as the ledger knows it."""
     epoch = await current_epoch(r, keys, symbol) if position_epoch is None else position_epoch
     p = build_proposal(
-        symbol, action, kill_score=kill_score, new_sl=new_sl, r_net=r_net,
-        position_epoch=epoch, tranche=tranche, source=source, now=now,
-    )  # fmt: skip
+        symbol,
+        action,
+        kill_score=kill_score,
+        new_sl=new_sl,
+        r_net=r_net,
+        position_epoch=epoch,
+        tranche=tranche,
+        source=source,
+        now=now,
+    )
     await submit_proposal(r, keys, p, ttl_s=ttl_s)
     return p

@@ -300,9 +300,11 @@ def stop_move(pos: PositionView, r: Decimal, book: Book, p: ExitParams) -> Decim
     if not candidates:
         return None
     candidate = max(candidates) if pos.is_long else min(candidates)
-    current = book.stop if book.stop is not None else initial_stop(
-        pos.entry, pos.is_long, p.risk_fraction
-    )  # fmt: skip
+    current = (
+        book.stop
+        if book.stop is not None
+        else initial_stop(pos.entry, pos.is_long, p.risk_fraction)
+    )
     protective = candidate < pos.mark if pos.is_long else candidate > pos.mark
     if not (protective and tightens(candidate, current, pos.is_long)):
         return None

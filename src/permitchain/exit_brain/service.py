@@ -81,7 +81,13 @@ class ExitBrain:
     def __init__(
         self, r: AsyncRedis, keys: Keys, settings: Settings, clock: Clock, exchange: Exchange
     ) -> None:
-        self.r, self.k, self.s, self.clock, self.ex = r, keys, settings, clock, exchange
+        self.redis, self.keys, self.settings, self.clock, self.exchange = (
+            r,
+            keys,
+            settings,
+            clock,
+            exchange,
+        )
         self.symbols = sorted(settings.allow_list)
         self.params = exit_params(settings)
         self.windows = exit_windows(settings)
@@ -101,15 +107,15 @@ class ExitBrain:
         """Read, decide and propose once for every watched symbol; returns the proposals."""
         now = self.clock.now()
         try:
-            positions = await self.ex.fetch_positions(self.symbols)
-            marks = await self.ex.mark_prices(self.symbols)
+            positions = await self.exchange.fetch_positions(self.symbols)
+            marks = await self.exchange.mark_prices(self.symbols)
         except ExchangeError as e:
             for s in self.symbols:
                 self.marks[s].clear()
                 self.skip(s, FETCH_FAILED, str(e))
             return []
         await self.refresh_ticks(now)
-        loaded = await state.load(self.r, self.k, self.symbols)
+        loaded = await state.load(self.redis, self.keys, self.symbols)
         out = []
         for s in self.symbols:
             read = loaded[s]
@@ -124,9 +130,14 @@ class ExitBrain:
         return out
 
     async def decide_symbol(
-        self, symbol: str, pos: PositionInfo | None, mark: Decimal | None, epoch: int,
-        raw: dict[str, str], now: float,
-    ) -> Proposal | None:  # fmt: skip
+        self,
+        symbol: str,
+        pos: PositionInfo | None,
+        mark: Decimal | None,
+        epoch: int,
+        raw: dict[str, str],
+        now: float,
+    ) -> Proposal | None:
         """Decide for one symbol; write the proposal (and then the state) if there is one."""
         history = self.marks[symbol]
         if mark is not None and mark > 0:
@@ -136,8 +147,9 @@ class ExitBrain:
         else:
             history.clear()
         held = pos is not None and pos.amt != 0
-        st, problem = await self.track(symbol, pos.side if pos is not None else "NONE", epoch,
-                                       raw, now)  # fmt: skip
+        st, problem = await self.track(
+            symbol, pos.side if pos is not None else "NONE", epoch, raw, now
+        )
         if pos is None or not held:
             for gauge in (KILL_SCORE, R_NET):
                 with contextlib.suppress(KeyError):
@@ -163,20 +175,38 @@ class ExitBrain:
             return None
         c = d.components
         p = build_proposal(
-            symbol, d.action, kill_score=d.kill_score, k_regime_flip=to4(c.regime_flip),
-            k_sigma_spike=to4(c.sigma_spike), k_ts_drop=to4(c.ts_drop),
-            k_age_penalty=to4(c.age_penalty), new_sl=d.new_sl, r_net=d.r_net,
-            position_epoch=d.book.epoch, tranche=d.tranche, source=SOURCE, now=now,
-        )  # fmt: skip
-        await submit_proposal(self.r, self.k, p, ttl_s=self.s.proposal_ttl_s)
-        await state.save(self.r, self.k, symbol, state.Stored(d.book, st.side, st.opened_at), now)
+            symbol,
+            d.action,
+            kill_score=d.kill_score,
+            k_regime_flip=to4(c.regime_flip),
+            k_sigma_spike=to4(c.sigma_spike),
+            k_ts_drop=to4(c.ts_drop),
+            k_age_penalty=to4(c.age_penalty),
+            new_sl=d.new_sl,
+            r_net=d.r_net,
+            position_epoch=d.book.epoch,
+            tranche=d.tranche,
+            source=SOURCE,
+            now=now,
+        )
+        await submit_proposal(self.redis, self.keys, p, ttl_s=self.settings.proposal_ttl_s)
+        await state.save(
+            self.redis, self.keys, symbol, state.Stored(d.book, st.side, st.opened_at), now
+        )
         PROPOSALS.labels(symbol, d.action.value).inc()
         log.info(
             "[PROPOSAL] symbol=%s action=%s tranche=%d epoch=%d kill_score=%s r_net=%s "
-            "new_sl=%s mark=%s entry=%s", symbol, d.action.value, d.tranche, d.book.epoch,
-            d.kill_score, d.r_net, fmt_decimal(d.new_sl) if d.new_sl is not None else "-",
-            fmt_decimal(mark), fmt_decimal(pos.entry_price),
-        )  # fmt: skip
+            "new_sl=%s mark=%s entry=%s",
+            symbol,
+            d.action.value,
+            d.tranche,
+            d.book.epoch,
+            d.kill_score,
+            d.r_net,
+            fmt_decimal(d.new_sl) if d.new_sl is not None else "-",
+            fmt_decimal(mark),
+            fmt_decimal(pos.entry_price),
+        )
         return p
 
     async def settle_pending(self, symbol: str, st: state.Stored, now: float) -> Book | None:
@@ -185,12 +215,14 @@ class ExitBrain:
         plan_id = state.pending_plan_id(symbol, st.book)
         if plan_id is None:
             return st.book
-        (exec_state,) = await state.exec_states(self.r, self.k, [plan_id])
+        (exec_state,) = await state.exec_states(self.redis, self.keys, [plan_id])
         executed = state.outcome(exec_state, st.book.pending_since, now, self.outcome_timeout_s)
         if executed is None:
             return None
         book = settle(st.book, executed, now, self.params)
-        await state.save(self.r, self.k, symbol, state.Stored(book, st.side, st.opened_at), now)
+        await state.save(
+            self.redis, self.keys, symbol, state.Stored(book, st.side, st.opened_at), now
+        )
         OUTCOMES.labels(
             symbol, st.book.pending_action, "executed" if executed else "not_executed"
         ).inc()
@@ -218,10 +250,10 @@ class ExitBrain:
         if stored is None and side == "NONE":
             return None, None  # never held: nothing to keep
         if st is None:
-            key = self.k.exit_state(symbol)
+            key = self.keys.exit_state(symbol)
             return None, (EPOCH_REGRESSED, f"ledger epoch {epoch} < exit state's; delete {key}")
         if st != stored:
-            await state.save(self.r, self.k, symbol, st, now)
+            await state.save(self.redis, self.keys, symbol, st, now)
         return st, None
 
     def data_problem(
@@ -235,7 +267,7 @@ class ExitBrain:
         seen = len(self.marks[symbol])
         need = self.windows.min_returns + 1
         if seen < need:
-            return WARMING_UP, f"{seen} of {need} consecutive bars of {self.s.exit_bar_s:g}s"
+            return WARMING_UP, f"{seen} of {need} consecutive bars of {self.settings.exit_bar_s:g}s"
         return None
 
     def skip(self, symbol: str, reason: str, detail: str) -> None:
@@ -243,14 +275,19 @@ class ExitBrain:
         first = self._skipping.get(symbol) != reason
         self._skipping[symbol] = reason
         level = logging.INFO if reason == WARMING_UP else logging.WARNING
-        log.log(level if first else logging.DEBUG,
-                "[SKIP] symbol=%s reason=%s %s", symbol, reason, detail)  # fmt: skip
+        log.log(
+            level if first else logging.DEBUG,
+            "[SKIP] symbol=%s reason=%s %s",
+            symbol,
+            reason,
+            detail,
+        )
 
     async def refresh_ticks(self, now: float) -> None:
         if self._ticks_at is not None and now - self._ticks_at < FILTER_REFRESH_S:
             return
         try:
-            filters = await self.ex.filters(self.symbols)
+            filters = await self.exchange.filters(self.symbols)
         except ExchangeError as e:
             log.warning("exit-brain: filters unavailable (%s); stops not rounded to tick", e)
             return
@@ -261,10 +298,13 @@ class ExitBrain:
     async def run(self, stop: asyncio.Event) -> None:
         """Cycle every ``EXIT_INTERVAL_S`` until ``stop``; Redis faults back off and retry."""
         backoff = Backoff(base_s=0.5, cap_s=30.0)
-        log.info("exit-brain: watching %s every %.2fs", ",".join(self.symbols),
-                 self.s.exit_interval_s)  # fmt: skip
+        log.info(
+            "exit-brain: watching %s every %.2fs",
+            ",".join(self.symbols),
+            self.settings.exit_interval_s,
+        )
         while not stop.is_set():
-            delay = self.s.exit_interval_s
+            delay = self.settings.exit_interval_s
             try:
                 await self.cycle()
                 CYCLES.labels("ok").inc()
@@ -279,8 +319,9 @@ class ExitBrain:
                 # e.g. the proposal stream holding another type: one line, then a backoff
                 CYCLES.labels(WRONG_KEY_TYPE).inc()
                 delay = max(delay, backoff.next_delay())
-                log.error("exit-brain: cycle failed: %s: %s; retrying in %.2fs", WRONG_KEY_TYPE,
-                          e, delay)  # fmt: skip
+                log.error(
+                    "exit-brain: cycle failed: %s: %s; retrying in %.2fs", WRONG_KEY_TYPE, e, delay
+                )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
 
@@ -300,8 +341,13 @@ async def build_exit_brain(
             await drive_file(sim, brain.symbols, price_file, stop, speed=settings.sim_price_speed)
 
         async def sim_prices(stop: asyncio.Event) -> None:
-            await drive_prices(sim, brain.symbols, settings.sim_price_seed, stop,
-                               interval_s=settings.sim_price_interval_s)  # fmt: skip
+            await drive_prices(
+                sim,
+                brain.symbols,
+                settings.sim_price_seed,
+                stop,
+                interval_s=settings.sim_price_interval_s,
+            )
 
         tasks.append(sim_file if price_file is not None else sim_prices)
     return ServiceRunner("exit-brain", r, keys, tasks=tasks, metrics_port=port, on_close=ex.close)

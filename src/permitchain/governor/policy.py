@@ -153,8 +153,9 @@ def decide(plan: Plan, inp: GovernorInput, policy: GovernorPolicy, now: float) -
 
     expires = min(plan.expires_at, plan.created_at + policy.plan_max_age_s)
     if now > expires:
-        return deny(PLAN_EXPIRED, age_s=round(now - plan.created_at, 3),
-                    max_age_s=policy.plan_max_age_s)  # fmt: skip
+        return deny(
+            PLAN_EXPIRED, age_s=round(now - plan.created_at, 3), max_age_s=policy.plan_max_age_s
+        )
     if plan.is_canary:  # proof --canary: proves the allow path, ends dry_run at the executor
         if inp.trading_state is TradingState.HALTED:
             return deny(TRADING_HALTED)
@@ -179,9 +180,12 @@ def decide(plan: Plan, inp: GovernorInput, policy: GovernorPolicy, now: float) -
 
 
 def production(
-    plan: Plan, inp: GovernorInput, policy: GovernorPolicy,
-    qty: Decimal | None, notional: Decimal | None,
-) -> GovernorDecision:  # fmt: skip
+    plan: Plan,
+    inp: GovernorInput,
+    policy: GovernorPolicy,
+    qty: Decimal | None,
+    notional: Decimal | None,
+) -> GovernorDecision:
     """Rate limits per symbol on confirmed executions plus live reservations (the runner then
     reserves atomically, which may still refuse). Notional caps apply to risk-increasing
     plans only, and an unknown notional there denies."""
@@ -197,6 +201,9 @@ def production(
         if notional is None or notional > policy.max_notional_per_trade:
             return deny(NOTIONAL_CAP, max=str(policy.max_notional_per_trade))
         if inp.notional_today + notional > policy.daily_notional_cap:
-            return deny(DAILY_NOTIONAL_CAP, today=str(inp.notional_today),
-                        cap=str(policy.daily_notional_cap))  # fmt: skip
+            return deny(
+                DAILY_NOTIONAL_CAP,
+                today=str(inp.notional_today),
+                cap=str(policy.daily_notional_cap),
+            )
     return GovernorDecision(True, POLICY_OK, qty, notional)

@@ -70,8 +70,7 @@ class ReservationBook:
     def counts(self, now: float) -> RateCounts:
         return count_windows(self.executed.values(), self.reserved.values(), now)
 
-    def reserve(self, plan_id: str, now: float, ttl_s: float, max_5min: int,
-                max_hour: int) -> str:  # fmt: skip
+    def reserve(self, plan_id: str, now: float, ttl_s: float, max_5min: int, max_hour: int) -> str:
         self.reserved = {p: e for p, e in self.reserved.items() if e > now}
         c = self.counts(now)
         if plan_id in self.reserved or plan_id in self.executed:

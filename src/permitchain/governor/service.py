@@ -45,8 +45,9 @@ from permitchain.store import REDIS_FAULTS, AsyncRedis
 log = logging.getLogger("permitchain.governor")
 LAYER = "governor"
 STATE_REFRESH_S = 2.0
-PERMITS = LabelledCounter("governor_permit_total", "Governor permits",
-                          ["symbol", "decision", "reason"])  # fmt: skip
+PERMITS = LabelledCounter(
+    "governor_permit_total", "Governor permits", ["symbol", "decision", "reason"]
+)
 SETTLED = LabelledCounter("governor_results_total", "Results settled", ["symbol", "settlement"])
 TRADING_STATE = Gauge(
     "governor_trading_state", "Trading state seen (0 ACTIVE, 1 REDUCING, 2 HALTED)"
@@ -56,7 +57,7 @@ _STATE_VALUE = {TradingState.ACTIVE: 0, TradingState.REDUCING: 1, TradingState.H
 
 class Governor:
     def __init__(self, r: AsyncRedis, keys: Keys, settings: Settings, clock: Clock) -> None:
-        self.r, self.k, self.s, self.clock = r, keys, settings, clock
+        self.redis, self.keys, self.settings, self.clock = r, keys, settings, clock
         self.policy = GovernorPolicy.from_settings(settings)
         self.store = GovernorStore(r, keys)
         self.reservation_ttl_s = reservation_ttl_s(settings.permit_ttl_s, settings.permit_wait_ms)
@@ -64,11 +65,12 @@ class Governor:
         self.verifier = verifier_for(settings, (OPERATOR,))  # operators' emergency exits
 
     def consumers(self) -> list[Consumer]:
-        plans = Consumer(self.k.plan_stream, GROUP_GOVERNOR, self.handle, partition=by_symbol)
+        plans = Consumer(self.keys.plan_stream, GROUP_GOVERNOR, self.handle, partition=by_symbol)
         if not self.counts_executions:
             return [plans]
-        results = Consumer(self.k.result_stream, GROUP_GOVERNOR_RESULTS, self.handle_result,
-                           partition=by_symbol)  # fmt: skip
+        results = Consumer(
+            self.keys.result_stream, GROUP_GOVERNOR_RESULTS, self.handle_result, partition=by_symbol
+        )
         return [plans, results]
 
     @property
@@ -82,8 +84,7 @@ class Governor:
         if not plan.is_execute:
             return
         now = self.clock.now()
-        inp = await self.store.read_input(plan.symbol, now,
-                                          windows=not self.policy.auto_approves)  # fmt: skip
+        inp = await self.store.read_input(plan.symbol, now, windows=not self.policy.auto_approves)
         TRADING_STATE.set(_STATE_VALUE[inp.trading_state])
         if is_operator_plan(plan):
             inp = dataclasses.replace(
@@ -102,16 +103,25 @@ class Governor:
         """Take the slot atomically; a limit reached meanwhile (another plan, another governor)
         turns the grant into a deny with the script's counts."""
         verdict, c5, ch = await self.store.reserve(
-            plan.symbol, plan.plan_id, now, self.reservation_ttl_s,
-            self.policy.max_exec_per_5min, self.policy.max_exec_per_hour,
-        )  # fmt: skip
+            plan.symbol,
+            plan.plan_id,
+            now,
+            self.reservation_ttl_s,
+            self.policy.max_exec_per_5min,
+            self.policy.max_exec_per_hour,
+        )
         counts = {"count_5min": c5, "count_hour": ch}
         if verdict not in ("reserved", "already"):
             return GovernorDecision(False, verdict, d.computed_qty, d.computed_notional, counts)
         if not is_reduce_only(plan) and d.computed_notional is not None:
             await self.store.add_notional(plan.plan_id, d.computed_notional, now)
-        return GovernorDecision(True, d.reason, d.computed_qty, d.computed_notional,
-                                {**d.context, **counts, "reservation": verdict})  # fmt: skip
+        return GovernorDecision(
+            True,
+            d.reason,
+            d.computed_qty,
+            d.computed_notional,
+            {**d.context, **counts, "reservation": verdict},
+        )
 
     async def handle_result(self, entry_id: str, fields: dict[str, str]) -> None:
         result = Result.from_fields(fields)
@@ -123,21 +133,42 @@ class Governor:
         """Write the permit (once), its wake-up event and audit entry. False when a permit for
         the plan already existed."""
         permit = GovernorPermit(
-            plan_id=plan.plan_id, symbol=plan.symbol, decision="GRANT" if d.granted else "DENY",
-            granted=d.granted, reason=d.reason, computed_qty=d.computed_qty,
-            computed_notional=d.computed_notional, mode=self.policy.mode, created_at=now,
-            expires_at=now + self.s.permit_ttl_s,
-        )  # fmt: skip
+            plan_id=plan.plan_id,
+            symbol=plan.symbol,
+            decision="GRANT" if d.granted else "DENY",
+            granted=d.granted,
+            reason=d.reason,
+            computed_qty=d.computed_qty,
+            computed_notional=d.computed_notional,
+            mode=self.policy.mode,
+            created_at=now,
+            expires_at=now + self.settings.permit_ttl_s,
+        )
         value, issued = permit_json(permit, self.signer)
         decision = permit.decision
         written = await write_permit(
-            self.r, self.k, key=self.k.permit_governor(plan.plan_id), permit_json=value,
-            ttl_s=self.s.permit_ttl_s, plan_id=plan.plan_id, symbol=plan.symbol, layer=LAYER,
-            decision=decision, reason=d.reason, context={"permit": issued, **d.context}, ts=now,
-        )  # fmt: skip
+            self.redis,
+            self.keys,
+            key=self.keys.permit_governor(plan.plan_id),
+            permit_json=value,
+            ttl_s=self.settings.permit_ttl_s,
+            plan_id=plan.plan_id,
+            symbol=plan.symbol,
+            layer=LAYER,
+            decision=decision,
+            reason=d.reason,
+            context={"permit": issued, **d.context},
+            ts=now,
+        )
         PERMITS.inc(plan.symbol, decision, d.reason)
-        log_decision(log, layer=LAYER, plan_id=plan.plan_id, symbol=plan.symbol,
-                     decision=decision, reason=d.reason)  # fmt: skip
+        log_decision(
+            log,
+            layer=LAYER,
+            plan_id=plan.plan_id,
+            symbol=plan.symbol,
+            decision=decision,
+            reason=d.reason,
+        )
         return written
 
     async def watch_state(self, stop: asyncio.Event) -> None:

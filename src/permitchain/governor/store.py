@@ -76,34 +76,36 @@ async def read_trading_state(r: AsyncRedis, keys: Keys) -> TradingState:
 
 class GovernorStore:
     def __init__(self, r: AsyncRedis, keys: Keys) -> None:
-        self.r, self.k = r, keys
+        self.redis, self.keys = r, keys
         self.scripts = Scripts(r)
 
     async def trading_state(self) -> TradingState:
-        return await read_trading_state(self.r, self.k)
+        return await read_trading_state(self.redis, self.keys)
 
-    async def read_input(self, symbol: str, now: float, *, windows: bool = True
-                         ) -> GovernorInput:  # fmt: skip
+    async def read_input(self, symbol: str, now: float, *, windows: bool = True) -> GovernorInput:
         """What the policy decides from, in one round trip. ``windows=False`` (a policy that
         auto-approves never looks at them) skips the rate windows and today's notional;
         they then read as UNREADABLE, which would deny, never allow, were they consulted."""
-        pipe = self.r.pipeline(transaction=False)
-        queue_state_read(pipe, self.k)
-        pipe.hgetall(self.k.snapshot(symbol))
+        pipe = self.redis.pipeline(transaction=False)
+        queue_state_read(pipe, self.keys)
+        pipe.hgetall(self.keys.snapshot(symbol))
         if windows:
-            pipe.zrange(self.k.governor_executions(symbol), 0, -1, withscores=True)
-            pipe.zrange(self.k.governor_reservations(symbol), 0, -1, withscores=True)
-            pipe.hgetall(self.k.governor_notional(utc_day(now)))
+            pipe.zrange(self.keys.governor_executions(symbol), 0, -1, withscores=True)
+            pipe.zrange(self.keys.governor_reservations(symbol), 0, -1, withscores=True)
+            pipe.hgetall(self.keys.governor_notional(utc_day(now)))
         replies = await pipe.execute(raise_on_error=False)
         raw_state, snap, *rest = replies
-        read = [None, (self.k.snapshot(symbol), "hash"),
-                (self.k.governor_executions(symbol), "zset"),
-                (self.k.governor_reservations(symbol), "zset"),
-                (self.k.governor_notional(utc_day(now)), "hash")]  # fmt: skip
+        read = [
+            None,
+            (self.keys.snapshot(symbol), "hash"),
+            (self.keys.governor_executions(symbol), "zset"),
+            (self.keys.governor_reservations(symbol), "zset"),
+            (self.keys.governor_notional(utc_day(now)), "hash"),
+        ]
         wrong: list[str] = []  # (the windows are not read when they are not consulted)
         for what, reply in zip(read, replies, strict=False):
             if what is not None and is_wrong_type(reply):
-                wrong.append(str(await wrong_type(self.r, *what)))
+                wrong.append(str(await wrong_type(self.redis, *what)))
         snapshot = None if isinstance(snap, BaseException) else parse_snapshot(snap)
         if not rest:
             counts, today = RateCounts(UNREADABLE, UNREADABLE), Decimal(UNREADABLE)
@@ -113,32 +115,45 @@ class GovernorStore:
                 counts = RateCounts(UNREADABLE, UNREADABLE)
             else:
                 counts = count_windows((t for _, t in executed), (e for _, e in reserved), now)
-            today = (Decimal(UNREADABLE) if isinstance(notionals, BaseException)
-                     else _notional_today(notionals.values()))  # fmt: skip
+            today = (
+                Decimal(UNREADABLE)
+                if isinstance(notionals, BaseException)
+                else _notional_today(notionals.values())
+            )
         return GovernorInput(
             trading_state=state_from_reply(raw_state),
             position_amt=snapshot.position_amt if snapshot else None,
             mark_price=snapshot.mark_price if snapshot else None,
             step_size=snapshot.step_size if snapshot else None,
-            exec_last_hour=counts.last_hour, exec_last_5min=counts.last_5min, notional_today=today,
+            exec_last_hour=counts.last_hour,
+            exec_last_5min=counts.last_5min,
+            notional_today=today,
             wrong_types=tuple(wrong),
-        )  # fmt: skip
+        )
 
-    async def reserve(self, symbol: str, plan_id: str, now: float, ttl_s: float,
-                      max_5min: int, max_hour: int) -> tuple[str, int, int]:  # fmt: skip
+    async def reserve(
+        self, symbol: str, plan_id: str, now: float, ttl_s: float, max_5min: int, max_hour: int
+    ) -> tuple[str, int, int]:
         """→ (verdict, count_5min, count_hour); verdict ``reserved``, ``already``,
         ``rate_limit_5min`` or ``rate_limit_hour`` (see the script's header)."""
         verdict, c5, ch = await self.scripts.governor_reserve(
-            keys=[self.k.governor_executions(symbol), self.k.governor_reservations(symbol)],
-            args=[plan_id, f"{now:.6f}", f"{ttl_s:.3f}", max_5min, max_hour, WINDOW_5MIN_S,
-                  WINDOW_HOUR_S],
-        )  # fmt: skip
+            keys=[self.keys.governor_executions(symbol), self.keys.governor_reservations(symbol)],
+            args=[
+                plan_id,
+                f"{now:.6f}",
+                f"{ttl_s:.3f}",
+                max_5min,
+                max_hour,
+                WINDOW_5MIN_S,
+                WINDOW_HOUR_S,
+            ],
+        )
         return str(verdict), int(c5), int(ch)
 
     async def add_notional(self, plan_id: str, notional: Decimal, now: float) -> None:
         """Count a risk-increasing grant against today's DAILY_NOTIONAL_CAP (once per plan)."""
-        key = self.k.governor_notional(utc_day(now))
-        pipe = self.r.pipeline(transaction=True)
+        key = self.keys.governor_notional(utc_day(now))
+        pipe = self.redis.pipeline(transaction=True)
         pipe.hset(key, plan_id, fmt_decimal(notional))  # per plan: a redelivery rewrites it
         pipe.expire(key, NOTIONAL_TTL_S)
         await pipe.execute()
@@ -146,9 +161,9 @@ class GovernorStore:
     async def settle(self, symbol: str, plan_id: str, action: Settlement, ts: float) -> None:
         """Confirm (record the execution at the result's time) or release, atomically.
         Idempotent: a result seen twice changes nothing the second time."""
-        executions = self.k.governor_executions(symbol)
-        pipe = self.r.pipeline(transaction=True)
-        pipe.zrem(self.k.governor_reservations(symbol), plan_id)
+        executions = self.keys.governor_executions(symbol)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zrem(self.keys.governor_reservations(symbol), plan_id)
         if action is Settlement.CONFIRM:
             pipe.zadd(executions, {plan_id: ts})
             pipe.zremrangebyscore(executions, "-inf", ts - WINDOW_HOUR_S)

@@ -57,8 +57,16 @@ async def operator_proposal(
     """Validate and submit a proposal as ``permitchain propose`` does (raises
     ``ContractError`` naming the field: ``exit_brain.api.build_proposal``, the planner's own
     rule); returns it and its stream entry id."""
-    draft = build_proposal(symbol, action, kill_score=kill_score, new_sl=new_sl, r_net=r_net,
-                           position_epoch=epoch or 0, tranche=tranche, source=source)  # fmt: skip
+    draft = build_proposal(
+        symbol,
+        action,
+        kill_score=kill_score,
+        new_sl=new_sl,
+        r_net=r_net,
+        position_epoch=epoch or 0,
+        tranche=tranche,
+        source=source,
+    )
     ep = epoch if epoch is not None else await current_epoch(r, k, symbol)
     p = draft.model_copy(update={"position_epoch": ep})
     return p, await submit_proposal(r, k, p, ttl_s=s.proposal_ttl_s)

@@ -34,8 +34,14 @@ class PlanOutcome:
         return self.status in DONE
 
     def to_dict(self) -> dict[str, Any]:
-        return {"plan_id": self.plan_id, "decision": self.decision, "status": self.status,
-                "reason": self.reason, "ok": self.ok, "result": self.result}  # fmt: skip
+        return {
+            "plan_id": self.plan_id,
+            "decision": self.decision,
+            "status": self.status,
+            "reason": self.reason,
+            "ok": self.ok,
+            "result": self.result,
+        }
 
 
 async def positions(r: AsyncRedis, k: Keys) -> dict[str, str]:
@@ -47,8 +53,9 @@ async def positions(r: AsyncRedis, k: Keys) -> dict[str, str]:
     return out
 
 
-async def await_outcome(r: AsyncRedis, k: Keys, proposal_id: str, pos: dict[str, str],
-                        timeout_s: float) -> PlanOutcome:  # fmt: skip
+async def await_outcome(
+    r: AsyncRedis, k: Keys, proposal_id: str, pos: dict[str, str], timeout_s: float
+) -> PlanOutcome:
     """The proposal's outcome, or as far as it got by ``timeout_s`` (``status`` '')."""
     out = PlanOutcome()
     results: dict[str, dict[str, str]] = {}

@@ -73,15 +73,15 @@ class _Follower:
     """Follows the audit and result streams from a starting point, by blocking reads."""
 
     def __init__(self, r: Redis, k: Keys) -> None:
-        self.r, self.k = r, k
+        self.redis, self.keys = r, k
         self.audit: list[dict[str, Any]] = []
         self.results: list[tuple[str, dict[str, str]]] = []
         self.pos: dict[str, str] = {}
 
     async def start(self) -> None:
         self.pos = {
-            self.k.decisions: await _last_id(self.r, self.k.decisions),
-            self.k.result_stream: await _last_id(self.r, self.k.result_stream),
+            self.keys.decisions: await _last_id(self.redis, self.keys.decisions),
+            self.keys.result_stream: await _last_id(self.redis, self.keys.result_stream),
         }
 
     async def until(self, done: Callable[[], bool], deadline: float) -> bool:
@@ -89,11 +89,11 @@ class _Follower:
             left_ms = int((deadline - time.monotonic()) * 1000)
             if left_ms <= 0:
                 return False
-            resp = await rd.xread(self.r, self.pos, count=500, block_ms=min(left_ms, 500))
+            resp = await rd.xread(self.redis, self.pos, count=500, block_ms=min(left_ms, 500))
             for stream, entries in resp:
                 for entry_id, f in entries:
                     self.pos[stream] = entry_id
-                    if stream == self.k.decisions:
+                    if stream == self.keys.decisions:
                         self.audit.append(audit_entry(entry_id, f))
                     else:
                         self.results.append((entry_id, dict(f)))
@@ -186,8 +186,7 @@ async def run_canary(r: Redis, k: Keys, s: Settings, timeout_s: float) -> list[C
     flat: list[str] = []
     for key, v in plan.to_fields().items():
         flat += [key, v]
-    await publish_plan(r, Scripts(r), k, plan.plan_id, s.dedupe_ttl_s, s.plan_stream_maxlen,
-                       flat)  # fmt: skip
+    await publish_plan(r, Scripts(r), k, plan.plan_id, s.dedupe_ttl_s, s.plan_stream_maxlen, flat)
     pid = plan.plan_id
 
     def all_seen() -> bool:

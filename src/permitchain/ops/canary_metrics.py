@@ -36,21 +36,30 @@ EXPORT_EVERY_S = 5.0
 READ_FAULTS: tuple[type[BaseException], ...] = (*REDIS_FAULTS, redis.exceptions.ResponseError)
 #: (series, help, hash field)
 SERIES = (
-    ("permitchain_canary_last_ok", "1 when the last proof --canary passed, 0 when it failed",
-     "ok"),
+    ("permitchain_canary_last_ok", "1 when the last proof --canary passed, 0 when it failed", "ok"),
     ("permitchain_canary_last_run_timestamp_seconds", "When the last proof --canary ran", "ts"),
-    ("permitchain_canary_last_success_timestamp_seconds",
-     "When a proof --canary last passed", "last_ok_ts"),
-    ("permitchain_canary_last_duration_seconds", "How long the last proof --canary took",
-     "duration_s"),
-)  # fmt: skip
+    (
+        "permitchain_canary_last_success_timestamp_seconds",
+        "When a proof --canary last passed",
+        "last_ok_ts",
+    ),
+    (
+        "permitchain_canary_last_duration_seconds",
+        "How long the last proof --canary took",
+        "duration_s",
+    ),
+)
 
 
 def record_fields(checks: list[Check], started: float, now: float) -> dict[str, str]:
     """The canary's outcome as the hash's fields (``last_ok_ts`` only when it passed)."""
     ok = all(c.ok is not False for c in checks)
-    out = {"ok": "1" if ok else "0", "ts": f"{now:.3f}", "duration_s": f"{now - started:.3f}",
-           "failed": ",".join(c.name for c in checks if c.ok is False)}  # fmt: skip
+    out = {
+        "ok": "1" if ok else "0",
+        "ts": f"{now:.3f}",
+        "duration_s": f"{now - started:.3f}",
+        "failed": ",".join(c.name for c in checks if c.ok is False),
+    }
     if ok:
         out["last_ok_ts"] = f"{now:.3f}"
     return out

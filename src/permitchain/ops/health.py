@@ -390,8 +390,11 @@ async def gather(
     await _reconcile(r, k, s, h)
     since_ms = int((h.ts - deadletter_window_s) * 1000)
     no_deadletters = h.streams["deadletter"] is None
-    dl = [] if no_deadletters else await rd.xrange(r, k.deadletter, str(max(since_ms, 0)),
-                                                   count=1000)  # fmt: skip
+    dl = (
+        []
+        if no_deadletters
+        else await rd.xrange(r, k.deadletter, str(max(since_ms, 0)), count=1000)
+    )
     by_service: dict[str, int] = {}
     for _id, f in dl:
         svc = f.get("service") or "unknown"

@@ -137,11 +137,17 @@ async def permits_of(r: Redis, k: Keys, plan_id: str) -> list[dict[str, Any]]:
         pipe.pttl(_permit_key(k, layer, plan_id))
     pipe.hmget(k.exec_record(plan_id), ["state", "permitted_at"])
     replies = await pipe.execute(raise_on_error=False)
-    fault = await first_fault(r, replies, [
-        (_permit_key(k, LAYERS[0], plan_id), "string"), None,
-        (_permit_key(k, LAYERS[1], plan_id), "string"), None,
-        (k.exec_record(plan_id), "hash"),
-    ])  # fmt: skip
+    fault = await first_fault(
+        r,
+        replies,
+        [
+            (_permit_key(k, LAYERS[0], plan_id), "string"),
+            None,
+            (_permit_key(k, LAYERS[1], plan_id), "string"),
+            None,
+            (k.exec_record(plan_id), "hash"),
+        ],
+    )
     if fault is not None:  # a key of the wrong type: WrongTypeError naming it
         raise fault
     *vals, (state, permitted_at) = replies

@@ -161,6 +161,7 @@ async def run_proof(
     if canary:
         started = time.time()
         checks += await run_canary(r, k, s, timeout_s)
-        await canary_metrics.record(r, k, canary_metrics.record_fields(checks, started,
-                                                                       time.time()))  # fmt: skip
+        await canary_metrics.record(
+            r, k, canary_metrics.record_fields(checks, started, time.time())
+        )
     return checks

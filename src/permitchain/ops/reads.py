@@ -34,20 +34,23 @@ async def hgetall(r: Redis, key: str) -> dict[str, str]:
         raise (await wrong_type(r, key, "hash") if is_wrong_type(e) else e) from e
 
 
-async def xrange(r: Redis, stream: str, lo: str = "-", hi: str = "+", count: int | None = None
-                 ) -> Entries:  # fmt: skip
+async def xrange(
+    r: Redis, stream: str, lo: str = "-", hi: str = "+", count: int | None = None
+) -> Entries:
     """Stream entries read raw, each decoded: bytes that are not UTF-8 shown escaped."""
     return shown(await xrange_raw(r, stream, lo, hi, count))
 
 
-async def xrevrange(r: Redis, stream: str, hi: str = "+", lo: str = "-",
-                    count: int | None = None) -> Entries:  # fmt: skip
+async def xrevrange(
+    r: Redis, stream: str, hi: str = "+", lo: str = "-", count: int | None = None
+) -> Entries:
     """:func:`xrange`, newest first."""
     return shown(await xrange_raw(r, stream, lo, hi, count, reverse=True))
 
 
-async def xread(r: Redis, positions: dict[str, str], *, count: int, block_ms: int
-                ) -> list[tuple[str, Entries]]:  # fmt: skip
+async def xread(
+    r: Redis, positions: dict[str, str], *, count: int, block_ms: int
+) -> list[tuple[str, Entries]]:
     """XREAD over several streams. On a Redis Cluster they may be in different slots, which
     one XREAD cannot span: each is read without blocking, polled until ``block_ms``."""
     if len(positions) > 1 and is_cluster(r):
@@ -68,7 +71,8 @@ async def xinfo_groups(r: Redis, stream: str) -> list[dict[str, Any]]:
     return await r.xinfo_groups(stream)
 
 
-async def xpending(r: Redis, stream: str, group: str, lo: str = "-", hi: str = "+",
-                   count: int = 20) -> list[dict[str, Any]]:  # fmt: skip
+async def xpending(
+    r: Redis, stream: str, group: str, lo: str = "-", hi: str = "+", count: int = 20
+) -> list[dict[str, Any]]:
     rows = await r.xpending_range(stream, group, min=lo, max=hi, count=count)
     return cast(list[dict[str, Any]], rows)

@@ -140,20 +140,33 @@ def _plan_refusal(plan: PlanView, cfg: CheckConfig, now: float) -> P33Decision |
     act = Action(plan.action)
     expected = CLOSE_FRACTION.get(act, Decimal(0))
     if plan.close_fraction is not None and plan.close_fraction != expected:
-        return P33Decision(False, INVALID_PLAN, {
-            "action": plan.action, "close_fraction": fmt_decimal(plan.close_fraction),
-            "expected_close_fraction": fmt_decimal(expected)})  # fmt: skip
+        return P33Decision(
+            False,
+            INVALID_PLAN,
+            {
+                "action": plan.action,
+                "close_fraction": fmt_decimal(plan.close_fraction),
+                "expected_close_fraction": fmt_decimal(expected),
+            },
+        )
     age = now - plan.created_at
     if age > cfg.plan_max_age_s or (plan.expires_at is not None and now > plan.expires_at):
-        return P33Decision(False, PLAN_EXPIRED, {"age_s": round(age, 3),
-                                                "max_age_s": cfg.plan_max_age_s})  # fmt: skip
+        return P33Decision(
+            False, PLAN_EXPIRED, {"age_s": round(age, 3), "max_age_s": cfg.plan_max_age_s}
+        )
     return None
 
 
 def evaluate(
-    *, plan: PlanView, snapshot: Snapshot | None, ledger: Ledger | None, cfg: CheckConfig,
-    now: float, in_flight_plan: str | None = None, exempt_cooldown: bool = False,
-) -> P33Decision:  # fmt: skip
+    *,
+    plan: PlanView,
+    snapshot: Snapshot | None,
+    ledger: Ledger | None,
+    cfg: CheckConfig,
+    now: float,
+    in_flight_plan: str | None = None,
+    exempt_cooldown: bool = False,
+) -> P33Decision:
     """Judge one plan. ``ledger`` None means "not yet initialised": the exchange amount stands
     in for it (the runner initialises it from the same snapshot). ``in_flight_plan``: another
     plan's close allowed for this symbol and not yet resolved. ``exempt_cooldown``: an
@@ -168,9 +181,15 @@ def evaluate(
     raw_age = now - snapshot.ts_epoch
     age = Decimal(str(round(max(0.0, raw_age), 3)))
     if abs(raw_age) > cfg.stale_threshold_s:
-        return P33Decision(False, STALE_EXCHANGE_STATE,
-                           {"snapshot_age_sec": fmt_decimal(Decimal(str(round(raw_age, 3)))),
-                            "threshold_s": cfg.stale_threshold_s}, snapshot_age_s=age)  # fmt: skip
+        return P33Decision(
+            False,
+            STALE_EXCHANGE_STATE,
+            {
+                "snapshot_age_sec": fmt_decimal(Decimal(str(round(raw_age, 3)))),
+                "threshold_s": cfg.stale_threshold_s,
+            },
+            snapshot_age_s=age,
+        )
     ex = snapshot.position_amt
 
     def deny(reason: str, ctx: dict[str, Any]) -> P33Decision:
@@ -178,14 +197,16 @@ def evaluate(
 
     # 2. a position to close
     if ex == 0 or abs(ex) < snapshot.min_qty:
-        return deny(NO_POSITION, {"exchange_amt": fmt_decimal(ex),
-                                  "min_qty": fmt_decimal(snapshot.min_qty)})  # fmt: skip
+        return deny(
+            NO_POSITION, {"exchange_amt": fmt_decimal(ex), "min_qty": fmt_decimal(snapshot.min_qty)}
+        )
     led = ledger.amt if ledger is not None else ex
     ctx: dict[str, Any] = {"exchange_amt": fmt_decimal(ex), "ledger_amt": fmt_decimal(led)}
     # 3. same side
     if side_of(led) != side_of(ex):
-        return deny(SIDE_MISMATCH, {**ctx, "exchange_side": side_of(ex),
-                                    "ledger_side": side_of(led)})  # fmt: skip
+        return deny(
+            SIDE_MISMATCH, {**ctx, "exchange_side": side_of(ex), "ledger_side": side_of(led)}
+        )
     # 4. same size within tolerance
     diff, tol = abs(ex - led), tolerance(ex, cfg)
     if diff > tol:
@@ -193,11 +214,15 @@ def evaluate(
     # 5. cooldown (not for an emergency exit): a recent order, or another plan's close in flight
     last = ledger.last_order_time_epoch if ledger is not None and not exempt_cooldown else None
     if last is not None and now - last < cfg.cooldown_s:
-        return deny(COOLDOWN_IN_FLIGHT, {**ctx, "since_last_order_s": round(now - last, 3),
-                                         "cooldown_s": cfg.cooldown_s})  # fmt: skip
+        return deny(
+            COOLDOWN_IN_FLIGHT,
+            {**ctx, "since_last_order_s": round(now - last, 3), "cooldown_s": cfg.cooldown_s},
+        )
     if in_flight_plan is not None and not exempt_cooldown:
-        return deny(COOLDOWN_IN_FLIGHT, {**ctx, "in_flight_plan": in_flight_plan,
-                                         "cooldown_s": cfg.cooldown_s})  # fmt: skip
+        return deny(
+            COOLDOWN_IN_FLIGHT,
+            {**ctx, "in_flight_plan": in_flight_plan, "cooldown_s": cfg.cooldown_s},
+        )
     # 6. safe close quantity
     qty = safe_close_qty(act, ex, snapshot.step_size)
     size = abs(ex)
@@ -219,9 +244,15 @@ def evaluate(
             )
     full = qty == size
     if qty <= 0 or (qty < snapshot.min_qty and not full):
-        return deny(BELOW_MIN_QTY, {**ctx, "safe_close_qty": fmt_decimal(qty),
-                                    "min_qty": fmt_decimal(snapshot.min_qty),
-                                    "step_size": fmt_decimal(snapshot.step_size)})  # fmt: skip
+        return deny(
+            BELOW_MIN_QTY,
+            {
+                **ctx,
+                "safe_close_qty": fmt_decimal(qty),
+                "min_qty": fmt_decimal(snapshot.min_qty),
+                "step_size": fmt_decimal(snapshot.step_size),
+            },
+        )
     return P33Decision(True, OK, {**ctx, "safe_close_qty": fmt_decimal(qty)}, qty, side_of(ex), age)
 
 
@@ -229,19 +260,32 @@ def canary_decision(close_fraction: Decimal | None) -> P33Decision:
     """``proof --canary``: a nominal allow without snapshot, ledger or claim (the plan is
     dry_run, so the executor ends it before any order)."""
     qty = round_down(CANARY_SIZE * (close_fraction or Decimal(1)), CANARY_SIZE / 1000)
-    return P33Decision(True, OK, {"canary": True}, safe_close_qty=qty, side="LONG",
-                       snapshot_age_s=Decimal(0))  # fmt: skip
+    return P33Decision(
+        True, OK, {"canary": True}, safe_close_qty=qty, side="LONG", snapshot_age_s=Decimal(0)
+    )
 
 
 def judge(
-    kind: ExitKind, *, plan: PlanView, snapshot: Snapshot | None, ledger: Ledger | None,
-    cfg: CheckConfig, now: float, in_flight_plan: str | None = None,
-) -> P33Decision:  # fmt: skip
+    kind: ExitKind,
+    *,
+    plan: PlanView,
+    snapshot: Snapshot | None,
+    ledger: Ledger | None,
+    cfg: CheckConfig,
+    now: float,
+    in_flight_plan: str | None = None,
+) -> P33Decision:
     """P3.3's decision for a kind of exit (:mod:`permitchain.exemptions`): the canary gets
     :func:`canary_decision`; every other kind the checks, the cooldown only where it applies
     (an emergency exit's request is verified by the runner before)."""
     if kind is ExitKind.CANARY:
         return canary_decision(plan.close_fraction)
-    return evaluate(plan=plan, snapshot=snapshot, ledger=ledger, cfg=cfg, now=now,
-                    in_flight_plan=in_flight_plan,
-                    exempt_cooldown=not applies(kind, Check.COOLDOWN))  # fmt: skip
+    return evaluate(
+        plan=plan,
+        snapshot=snapshot,
+        ledger=ledger,
+        cfg=cfg,
+        now=now,
+        in_flight_plan=in_flight_plan,
+        exempt_cooldown=not applies(kind, Check.COOLDOWN),
+    )

@@ -20,8 +20,9 @@ from prometheus_client.registry import REGISTRY, Collector
 
 from permitchain.runtime.metrics import LabelledCounter, SymbolGauge
 
-SNAPSHOTS = LabelledCounter("p33_snapshot_total", "Snapshot writes per symbol",
-                            ["symbol", "status"])  # fmt: skip
+SNAPSHOTS = LabelledCounter(
+    "p33_snapshot_total", "Snapshot writes per symbol", ["symbol", "status"]
+)
 PERMITS = LabelledCounter("p33_permit_total", "P3.3 permits", ["symbol", "decision", "reason"])
 POSITION_AMT = SymbolGauge("p33_position_amt", "Exchange position (signed)")
 LEDGER_AMT = SymbolGauge("p33_ledger_amt", "Ledger position (signed)")
@@ -43,8 +44,9 @@ class SnapshotAge(Collector):
         self.written_at: dict[str, float] = {}
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
-        g = GaugeMetricFamily("p33_snapshot_age_sec", "Age of the last good snapshot",
-                              labels=["symbol"])  # fmt: skip
+        g = GaugeMetricFamily(
+            "p33_snapshot_age_sec", "Age of the last good snapshot", labels=["symbol"]
+        )
         now = time.time()
         for sym, ts in list(self.written_at.items()):
             g.add_metric([sym], now - ts)

@@ -57,7 +57,7 @@ class PollThread:
     ) -> None:
         """``make_stream``: the exchange's pushed updates (``PushedSnapshots`` runs beside
         the poller on this thread); None: polling only."""
-        self.url, self.k, self.clock = redis_url, keys, clock
+        self.url, self.keys, self.clock = redis_url, keys, clock
         self.make_exchange = make_exchange
         self.make_stream, self.push_touch_s = make_stream, push_touch_s
         self.allow_list, self.poll_interval_s = frozenset(allow_list), poll_interval_s
@@ -130,8 +130,14 @@ class PollThread:
     async def _main(self, started: threading.Event, polled: Callable[[], None]) -> None:
         r = async_client(self.url)
         ex = self.make_exchange(r)
-        self._poller = SnapshotPoller(r, self.k, ex, self.clock, allow_list=self.allow_list,
-                                      poll_interval_s=self.poll_interval_s)  # fmt: skip
+        self._poller = SnapshotPoller(
+            r,
+            self.keys,
+            ex,
+            self.clock,
+            allow_list=self.allow_list,
+            poll_interval_s=self.poll_interval_s,
+        )
         self._stop = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         started.set()

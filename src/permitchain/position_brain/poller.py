@@ -85,9 +85,17 @@ TARGETED_MIN_GAP_S = 0.02
 
 
 class SnapshotPoller:
-    def __init__(self, r: AsyncRedis, keys: Keys, exchange: Exchange, clock: Clock, *,
-                 allow_list: Iterable[str], poll_interval_s: float) -> None:  # fmt: skip
-        self.r, self.k, self.ex, self.clock = r, keys, exchange, clock
+    def __init__(
+        self,
+        r: AsyncRedis,
+        keys: Keys,
+        exchange: Exchange,
+        clock: Clock,
+        *,
+        allow_list: Iterable[str],
+        poll_interval_s: float,
+    ) -> None:
+        self.redis, self.keys, self.exchange, self.clock = r, keys, exchange, clock
         self.allow_list = frozenset(allow_list)
         self.poll_interval_s = poll_interval_s
         self.filters: dict[str, SymbolFilters] = {}
@@ -113,11 +121,11 @@ class SnapshotPoller:
 
     async def watched(self) -> set[str]:
         if time.monotonic() - self._ledger_scan_at > LEDGER_SCAN_S:
-            prefix = self.k.ledger("")
+            prefix = self.keys.ledger("")
             self._ledger_symbols = {
-                key[len(prefix):] async for key in self.r.scan_iter(match=self.k.ledger_pattern,
-                                                                   count=1000)
-            }  # fmt: skip
+                key[len(prefix) :]
+                async for key in self.redis.scan_iter(match=self.keys.ledger_pattern, count=1000)
+            }
             self._ledger_scan_at = time.monotonic()
         return set(self.allow_list) | self._ledger_symbols
 
@@ -157,13 +165,13 @@ class SnapshotPoller:
         """One positions call (and the filters, when due or when a symbol is new)."""
         refreshed = False
         if time.monotonic() - self._filters_at > FILTER_REFRESH_S:
-            self.filters = await self.ex.filters(None)
+            self.filters = await self.exchange.filters(None)
             self._filters_at, refreshed = time.monotonic(), True
-        positions = await self.ex.fetch_positions(list(only) if only is not None else None)
+        positions = await self.exchange.fetch_positions(list(only) if only is not None else None)
         new = [s for s in positions if s not in self.filters]
         if new and not refreshed:  # listed since the last refresh
-            self.filters.update(await self.ex.filters(new))
-        resting = getattr(self.ex, "resting_reduce_only", None)
+            self.filters.update(await self.exchange.filters(new))
+        resting = getattr(self.exchange, "resting_reduce_only", None)
         if resting is not None and only is None:
             try:
                 self.resting = await resting(positions)
@@ -195,10 +203,11 @@ class SnapshotPoller:
         # In chunks, each one event-loop slice (build, write, record), so the plans this
         # process judges interleave with a big poll instead of waiting for all of it.
         for i in range(0, len(syms), POLL_CHUNK):
-            written += await self._write_chunk(syms[i : i + POLL_CHUNK], positions, now, now_iso,
-                                               unknown, missing)  # fmt: skip
+            written += await self._write_chunk(
+                syms[i : i + POLL_CHUNK], positions, now, now_iso, unknown, missing
+            )
             await asyncio.sleep(0)
-        initialised = await init_ledgers(self.r, self.k, missing)
+        initialised = await init_ledgers(self.redis, self.keys, missing)
         for sym in initialised:
             LEDGER_AMT.set(sym, float(missing[sym]))
             self._ledger_symbols.add(sym)
@@ -209,9 +218,15 @@ class SnapshotPoller:
         POLL_SECONDS.set(duration)
         return PollOutcome(True, now, tuple(written), tuple(initialised), duration, tuple(unknown))
 
-    async def _write_chunk(self, syms: list[str], positions: dict[str, PositionInfo],
-                           now: float, now_iso: str, unknown: list[str],
-                           missing: dict[str, Decimal]) -> list[str]:  # fmt: skip
+    async def _write_chunk(
+        self,
+        syms: list[str],
+        positions: dict[str, PositionInfo],
+        now: float,
+        now_iso: str,
+        unknown: list[str],
+        missing: dict[str, Decimal],
+    ) -> list[str]:
         """Write one chunk's snapshots and record them; returns the symbols written. Adds to
         ``unknown`` (no filters) and ``missing`` (a position, no ledger).
 
@@ -253,25 +268,35 @@ class SnapshotPoller:
         (nothing written for them)."""
         ts = f"{now:.6f}"
         if self.cluster:
-            pipe = self.r.pipeline(transaction=False)
+            pipe = self.redis.pipeline(transaction=False)
             for sym in syms:
-                pipe.hset(self.k.snapshot(sym), mapping={"ts_epoch": ts, "ts_iso": now_iso})
+                pipe.hset(self.keys.snapshot(sym), mapping={"ts_epoch": ts, "ts_iso": now_iso})
             # HSET creates the hash if it was gone (2 new fields), or fails on a key of another
             # type: written whole below
             replies = await pipe.execute(raise_on_error=False)
-            return [s for s, n in zip(syms, replies, strict=True)
-                    if isinstance(n, BaseException) or int(n) != 0]  # fmt: skip
-        gone = await self.scripts.snapshot_touch(keys=[self.k.snapshot(s) for s in syms],
-                                                 args=[ts, now_iso])  # fmt: skip
+            return [
+                s
+                for s, n in zip(syms, replies, strict=True)
+                if isinstance(n, BaseException) or int(n) != 0
+            ]
+        gone = await self.scripts.snapshot_touch(
+            keys=[self.keys.snapshot(s) for s in syms], args=[ts, now_iso]
+        )
         return [syms[int(i) - 1] for i in gone]
 
-    async def _write_whole(self, syms: list[str], positions: dict[str, PositionInfo],
-                           now: float, now_iso: str, mono: float,
-                           missing: dict[str, Decimal]) -> None:  # fmt: skip
+    async def _write_whole(
+        self,
+        syms: list[str],
+        positions: dict[str, PositionInfo],
+        now: float,
+        now_iso: str,
+        mono: float,
+        missing: dict[str, Decimal],
+    ) -> None:
         """Each snapshot of ``syms`` whole, in one pipeline, with its ledger's amount."""
-        pipe = self.r.pipeline(transaction=False)
+        pipe = self.redis.pipeline(transaction=False)
         for sym in syms:
-            key = self.k.snapshot(sym)
+            key = self.keys.snapshot(sym)
             pipe.hset(
                 key,
                 mapping=snapshot_fields(
@@ -279,13 +304,13 @@ class SnapshotPoller:
                     positions.get(sym),
                     self.filters[sym],
                     now,
-                    self.ex.name,
+                    self.exchange.name,
                     now_iso,
                     self.resting.get(sym, Decimal(0)),
                 ),
             )
             pipe.expire(key, SNAPSHOT_TTL_S)
-            pipe.hget(self.k.ledger(sym), "last_known_amt")
+            pipe.hget(self.keys.ledger(sym), "last_known_amt")
         replies = await pipe.execute(raise_on_error=False)
         await self._replace_wrong_types(syms, replies, positions, now, now_iso)
         for i, sym in enumerate(syms):
@@ -303,25 +328,37 @@ class SnapshotPoller:
             elif raw is None and amt != 0:
                 missing[sym] = amt
 
-    async def _replace_wrong_types(self, syms: list[str], replies: list[Any],
-                                   positions: dict[str, PositionInfo], now: float,
-                                   now_iso: str) -> None:  # fmt: skip
+    async def _replace_wrong_types(
+        self,
+        syms: list[str],
+        replies: list[Any],
+        positions: dict[str, PositionInfo],
+        now: float,
+        now_iso: str,
+    ) -> None:
         """A snapshot key holding another Redis type (P3.3 alone writes snapshots): replaced
         by the snapshot, with a line naming it; P3.3 denied on it (``wrong_key_type``) until
         then. Any other fault of the write is raised (the poll fails, snapshots go stale)."""
         for i, sym in enumerate(syms):
-            key, reply = self.k.snapshot(sym), replies[3 * i]
+            key, reply = self.keys.snapshot(sym), replies[3 * i]
             if not isinstance(reply, BaseException):
                 continue
             if not is_wrong_type(reply):
                 raise reply
             WRONG_TYPES.labels(LAYER, "snapshot").inc()
-            log.error("[SNAPSHOT] %s: %s; replaced by the snapshot", WRONG_KEY_TYPE,
-                      await wrong_type(self.r, key, "hash"))  # fmt: skip
-            pipe = self.r.pipeline(transaction=True)
+            log.error(
+                "[SNAPSHOT] %s: %s; replaced by the snapshot",
+                WRONG_KEY_TYPE,
+                await wrong_type(self.redis, key, "hash"),
+            )
+            pipe = self.redis.pipeline(transaction=True)
             pipe.delete(key)
-            pipe.hset(key, mapping=snapshot_fields(sym, positions.get(sym), self.filters[sym],
-                                                   now, self.ex.name, now_iso))  # fmt: skip
+            pipe.hset(
+                key,
+                mapping=snapshot_fields(
+                    sym, positions.get(sym), self.filters[sym], now, self.exchange.name, now_iso
+                ),
+            )
             pipe.expire(key, SNAPSHOT_TTL_S)
             await pipe.execute()
         for i in range(len(syms)):  # the ledger reads: a wrong type is P3.3's deny, not here
@@ -335,8 +372,9 @@ class SnapshotPoller:
         spread = zlib.crc32(sym.encode()) % 1000 / 1000
         return FULL_WRITE_EVERY_S * (1 - spread / 2)
 
-    async def run(self, stop: asyncio.Event,
-                  after_full_poll: Callable[[], None] | None = None) -> None:  # fmt: skip
+    async def run(
+        self, stop: asyncio.Event, after_full_poll: Callable[[], None] | None = None
+    ) -> None:
         """Poll until ``stop``: every symbol each ``poll_interval_s``; in between, at once,
         only the symbols ``request()`` marked dirty (a fill costs one symbol's read, not a
         full poll, however busy the chain is). ``after_full_poll`` is called after each full
@@ -373,8 +411,10 @@ class SnapshotPoller:
                 # coalesce: fills arriving together cost one targeted read, not one each
                 await asyncio.sleep(min(delay, TARGETED_MIN_GAP_S))
                 delay = max(0.0, delay - TARGETED_MIN_GAP_S)
-            waiters = [asyncio.ensure_future(stop.wait()),
-                       asyncio.ensure_future(self.poll_now.wait())]  # fmt: skip
+            waiters = [
+                asyncio.ensure_future(stop.wait()),
+                asyncio.ensure_future(self.poll_now.wait()),
+            ]
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
             for w in waiters:

@@ -98,7 +98,7 @@ class PushedSnapshots:
         """Each pushed position into its snapshot, now."""
         now = self.clock.now()
         ts, iso = f"{now:.6f}", datetime.fromtimestamp(now, UTC).isoformat()
-        pipe = self.poller.r.pipeline(transaction=False)
+        pipe = self.poller.redis.pipeline(transaction=False)
         written = []
         for sym, pos in sorted(changed.items()):
             if sym not in self.poller.known():
@@ -115,7 +115,7 @@ class PushedSnapshots:
             }
             if pos.mark_price > 0:
                 fields["mark_price"] = fmt_decimal(pos.mark_price)
-            pipe.hset(self.poller.k.snapshot(sym), mapping=fields)
+            pipe.hset(self.poller.keys.snapshot(sym), mapping=fields)
             written.append(sym)
         if written:
             stamp = time.monotonic()

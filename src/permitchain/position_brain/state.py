@@ -54,8 +54,14 @@ LEGACY_APPLIED = "applied_plans"
 LEDGER_OTHER_FIELDS = 16
 LAYER = "position-brain"
 #: Results that mean an order reached the exchange (the cooldown starts).
-ORDER_SENT = frozenset({ResultStatus.FILLED, ResultStatus.PARTIALLY_FILLED,
-                        ResultStatus.UNKNOWN, ResultStatus.REJECTED})  # fmt: skip
+ORDER_SENT = frozenset(
+    {
+        ResultStatus.FILLED,
+        ResultStatus.PARTIALLY_FILLED,
+        ResultStatus.UNKNOWN,
+        ResultStatus.REJECTED,
+    }
+)
 
 
 def decimal_or_none(v: str | None) -> Decimal | None:
@@ -80,25 +86,34 @@ def float_or_none(v: str | None) -> float | None:
 
 
 def snapshot_fields(
-    symbol: str, p: PositionInfo | None, f: SymbolFilters, ts: float, source: str,
-    ts_iso: str | None = None, resting: Decimal = Decimal(0),
-) -> dict[str, str]:  # fmt: skip
+    symbol: str,
+    p: PositionInfo | None,
+    f: SymbolFilters,
+    ts: float,
+    source: str,
+    ts_iso: str | None = None,
+    resting: Decimal = Decimal(0),
+) -> dict[str, str]:
     """A snapshot hash. ``p`` None: the exchange answered and holds no position (amount 0).
     ``ts_iso``: ``ts`` as ISO 8601, when the caller formatted it once for a whole poll.
     ``resting``: reduce-only quantity resting on the closing side (``resting_reduce_qty``)."""
     zero = Decimal(0)
     amt = p.amt if p is not None else zero
     return {
-        "symbol": symbol, "position_amt": fmt_decimal(amt), "side": side_of(amt),
+        "symbol": symbol,
+        "position_amt": fmt_decimal(amt),
+        "side": side_of(amt),
         "entry_price": fmt_decimal(p.entry_price if p else zero),
         "mark_price": fmt_decimal(p.mark_price if p else zero),
         "leverage": fmt_decimal(p.leverage if p else Decimal(1)),
         "unrealized_pnl": fmt_decimal(p.unrealized_pnl if p else zero),
-        "step_size": fmt_decimal(f.step_size), "min_qty": fmt_decimal(f.min_qty),
+        "step_size": fmt_decimal(f.step_size),
+        "min_qty": fmt_decimal(f.min_qty),
         "ts_epoch": f"{ts:.6f}",
         "ts_iso": ts_iso or datetime.fromtimestamp(ts, UTC).isoformat(),
-        "source": source, "resting_reduce_qty": fmt_decimal(resting),
-    }  # fmt: skip
+        "source": source,
+        "resting_reduce_qty": fmt_decimal(resting),
+    }
 
 
 def parse_snapshot(h: Mapping[str, str]) -> Snapshot | None:
@@ -126,8 +141,9 @@ def parse_snapshot(h: Mapping[str, str]) -> Snapshot | None:
 LEDGER_CHECK_FIELDS = ("last_known_amt", "last_order_time_epoch", "epoch")
 
 
-def ledger_fields(values: Sequence[str | None],
-                  fields: Sequence[str] = LEDGER_CHECK_FIELDS) -> dict[str, str]:  # fmt: skip
+def ledger_fields(
+    values: Sequence[str | None], fields: Sequence[str] = LEDGER_CHECK_FIELDS
+) -> dict[str, str]:
     """An HMGET of ``fields`` as a hash (absent fields left out)."""
     return {f: v for f, v in zip(fields, values, strict=True) if v is not None}
 
@@ -177,8 +193,7 @@ def ledger_update(h: Mapping[str, str], result: Result, result_id: str, now: flo
     field = applied_field(result.plan_id)
     if h.get(field) is not None or _in_legacy_applied(h.get(LEGACY_APPLIED), result.plan_id):
         return LedgerChange(False, "duplicate_plan", before, before)
-    update = {"last_result_id": result_id, "last_update_ts": f"{now:.6f}",
-              field: f"{now:.6f}"}  # fmt: skip
+    update = {"last_result_id": result_id, "last_update_ts": f"{now:.6f}", field: f"{now:.6f}"}
     last_order = float_or_none(h.get("last_order_time_epoch"))
     if last_order is None or result.ts >= last_order:
         update["last_order_time_epoch"] = f"{result.ts:.6f}"
@@ -210,11 +225,15 @@ ABSENT = "\x00absent"
 
 
 async def _write_ledger(
-    r: AsyncRedis, keys: Keys, symbol: str,
-    decide: Callable[[dict[str, str], str | None], tuple[T, LedgerWrite | None]], *,
-    read_inflight: bool = False, release_claim_of: str | None = None,
+    r: AsyncRedis,
+    keys: Keys,
+    symbol: str,
+    decide: Callable[[dict[str, str], str | None], tuple[T, LedgerWrite | None]],
+    *,
+    read_inflight: bool = False,
+    release_claim_of: str | None = None,
     extra: tuple[str, ...] = (),
-) -> tuple[T, bool, int]:  # fmt: skip
+) -> tuple[T, bool, int]:
     """Read the symbol's ledger fields ``LEDGER_READ_FIELDS`` and ``extra`` (and, with
     ``read_inflight``, its in-flight claim, in the same round trip), decide, and write the
     ledger fields with the audit entry in one step, ``ledger_apply.lua``: only if the fields
@@ -244,8 +263,11 @@ async def _write_ledger(
         if read_inflight:
             pipe.get(keys.inflight(symbol))
         replies = await pipe.execute(raise_on_error=False)
-        fault = await first_fault(r, replies, [*[(key, "hash")] * (1 if cluster else 2),
-                                               (keys.inflight(symbol), "string")])  # fmt: skip
+        fault = await first_fault(
+            r,
+            replies,
+            [*[(key, "hash")] * (1 if cluster else 2), (keys.inflight(symbol), "string")],
+        )
         if fault is not None:  # a wrong type: WrongTypeError naming the key
             raise fault
         in_flight = replies[-1] if read_inflight else None
@@ -274,7 +296,7 @@ async def _write_ledger(
         written = await scripts.ledger_apply(
             keys=[key],
             args=[AUDIT_MAXLEN, ABSENT, *expect, *flat_pairs({**fields, field: box}), "0"],
-        )  # fmt: skip
+        )
         if int(written):
             await flush_ledger_outboxes(r, keys, symbol, {**stale_outboxes(h), field: box})
             return answer, False, size
@@ -286,10 +308,15 @@ async def prune_applied(r: AsyncRedis, keys: Keys, symbol: str, now: float | Non
     writes, and need not be: only plans too old to be applied again lose their mark."""
     now = time.time() if now is None else now
     h = await r.hgetall(keys.ledger(symbol))
-    marks = sorted(((float_or_none(v) or 0.0, f) for f, v in h.items()
-                    if f.startswith(APPLIED_PREFIX)), reverse=True)  # fmt: skip
-    drop = [f for i, (at, f) in enumerate(marks)
-            if i >= APPLIED_PLANS_MAX or now - at >= APPLIED_PLANS_TTL_S]  # fmt: skip
+    marks = sorted(
+        ((float_or_none(v) or 0.0, f) for f, v in h.items() if f.startswith(APPLIED_PREFIX)),
+        reverse=True,
+    )
+    drop = [
+        f
+        for i, (at, f) in enumerate(marks)
+        if i >= APPLIED_PLANS_MAX or now - at >= APPLIED_PLANS_TTL_S
+    ]
     if drop:
         await r.hdel(keys.ledger(symbol), *drop)
     return len(drop)
@@ -327,8 +354,9 @@ async def flush_ledger_outboxes(
     return len(outboxes)
 
 
-async def apply_result(r: AsyncRedis, keys: Keys, result: Result, result_id: str, *,
-                       release: bool = False) -> LedgerChange:  # fmt: skip
+async def apply_result(
+    r: AsyncRedis, keys: Keys, result: Result, result_id: str, *, release: bool = False
+) -> LedgerChange:
     """Apply one result to its symbol's ledger, once per plan, atomically: the amount, the
     applied plan ids and the ``LEDGER_APPLY`` audit entry are written together or not at all
     (:func:`_write_ledger`).
@@ -338,24 +366,37 @@ async def apply_result(r: AsyncRedis, keys: Keys, result: Result, result_id: str
     (nothing to write: a duplicate, no order; or a Cluster) by ``release_claim`` right after.
     Never before the ledger holds the result."""
 
-    def decide(h: dict[str, str], _in_flight: str | None
-               ) -> tuple[LedgerChange, LedgerWrite | None]:  # fmt: skip
+    def decide(
+        h: dict[str, str], _in_flight: str | None
+    ) -> tuple[LedgerChange, LedgerWrite | None]:
         change = ledger_update(h, result, result_id, time.time())
         if change.update is None:
             return change, None
         audit = audit_fields(
-            plan_id=result.plan_id, symbol=result.symbol, layer=LAYER, decision="LEDGER_APPLY",
-            reason=change.reason, context={
-                "result_id": result_id, "status": result.status.value,
-                "filled_qty": fmt_decimal(result.filled_qty), "side": result.side,
-                "ledger_before": _s(change.before), "ledger_after": _s(change.after)},
-        )  # fmt: skip
+            plan_id=result.plan_id,
+            symbol=result.symbol,
+            layer=LAYER,
+            decision="LEDGER_APPLY",
+            reason=change.reason,
+            context={
+                "result_id": result_id,
+                "status": result.status.value,
+                "filled_qty": fmt_decimal(result.filled_qty),
+                "side": result.side,
+                "ledger_before": _s(change.before),
+                "ledger_after": _s(change.after),
+            },
+        )
         return change, (change.update, audit)
 
     change, released, size = await _write_ledger(
-        r, keys, result.symbol, decide, release_claim_of=result.plan_id if release else None,
+        r,
+        keys,
+        result.symbol,
+        decide,
+        release_claim_of=result.plan_id if release else None,
         extra=(applied_field(result.plan_id),),
-    )  # fmt: skip
+    )
     if release and not released:
         await release_claim(r, keys, result.symbol, result.plan_id)
     if size > APPLIED_PLANS_MAX + APPLIED_PRUNE_SLACK + LEDGER_OTHER_FIELDS:
@@ -383,20 +424,36 @@ async def init_ledgers(r: AsyncRedis, keys: Keys, amounts: Mapping[str, Decimal]
     pipe = r.pipeline(transaction=False)
     for sym in created:
         amt = amounts[sym]
-        pipe.hset(keys.ledger(sym), mapping={"last_known_side": side_of(amt),
-                                             "last_update_ts": f"{now:.6f}"})  # fmt: skip
+        pipe.hset(
+            keys.ledger(sym),
+            mapping={"last_known_side": side_of(amt), "last_update_ts": f"{now:.6f}"},
+        )
         pipe.hsetnx(keys.ledger(sym), "epoch", "0")
-        add_audit(pipe, keys, plan_id="", symbol=sym, layer=LAYER, decision="LEDGER_INIT",
-                  reason="first_sight", context={"ledger_amt": fmt_decimal(amt),
-                                                 "source": "exchange"}, ts=now)  # fmt: skip
+        add_audit(
+            pipe,
+            keys,
+            plan_id="",
+            symbol=sym,
+            layer=LAYER,
+            decision="LEDGER_INIT",
+            reason="first_sight",
+            context={"ledger_amt": fmt_decimal(amt), "source": "exchange"},
+            ts=now,
+        )
     await pipe.execute()
     return created
 
 
 async def reconcile(
-    r: AsyncRedis, keys: Keys, symbol: str, exchange_amt: Decimal, *, operator: str, note: str,
+    r: AsyncRedis,
+    keys: Keys,
+    symbol: str,
+    exchange_amt: Decimal,
+    *,
+    operator: str,
+    note: str,
     dry_run: bool = False,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Set the ledger to the exchange amount on purpose, with a ``RECONCILE`` audit entry.
     Starts a new position epoch, so plans made on the old beliefs are never the same plan as
     the ones made after. ``in_flight_plan`` in the answer: a close P3.3 allowed and whose result
@@ -408,20 +465,36 @@ async def reconcile(
         before, epoch = h.get("last_known_amt"), int(h.get("epoch") or 0)
         before_d = decimal_or_none(before)
         change: dict[str, Any] = {
-            "symbol": symbol, "ledger_before": before, "ledger_after": fmt_decimal(exchange_amt),
+            "symbol": symbol,
+            "ledger_before": before,
+            "ledger_after": fmt_decimal(exchange_amt),
             "exchange_amt": fmt_decimal(exchange_amt),
             "diff": None if before_d is None else fmt_decimal(exchange_amt - before_d),
-            "epoch_before": epoch, "epoch_after": epoch + 1, "in_flight_plan": in_flight,
-            "operator": operator, "note": note, "dry_run": dry_run,
-        }  # fmt: skip
+            "epoch_before": epoch,
+            "epoch_after": epoch + 1,
+            "in_flight_plan": in_flight,
+            "operator": operator,
+            "note": note,
+            "dry_run": dry_run,
+        }
         if dry_run:
             return change, None
         now = time.time()
-        fields = {"last_known_amt": fmt_decimal(exchange_amt),
-                  "last_known_side": side_of(exchange_amt), "last_update_ts": f"{now:.6f}",
-                  "epoch": str(epoch + 1)}  # fmt: skip
-        audit = audit_fields(plan_id="", symbol=symbol, layer=LAYER, decision="RECONCILE",
-                             reason="operator_reconcile", context=change, ts=now)  # fmt: skip
+        fields = {
+            "last_known_amt": fmt_decimal(exchange_amt),
+            "last_known_side": side_of(exchange_amt),
+            "last_update_ts": f"{now:.6f}",
+            "epoch": str(epoch + 1),
+        }
+        audit = audit_fields(
+            plan_id="",
+            symbol=symbol,
+            layer=LAYER,
+            decision="RECONCILE",
+            reason="operator_reconcile",
+            context=change,
+            ts=now,
+        )
         return change, (fields, audit)
 
     change, _, _ = await _write_ledger(r, keys, symbol, decide, read_inflight=True)

@@ -167,7 +167,7 @@ class _Entries:
     """The entries due, candle by candle, from a rule or a list."""
 
     def __init__(self, replayer: Replayer, series: Series) -> None:
-        self.r, self.series = replayer, series
+        self.redis, self.series = replayer, series
         e = replayer.entries
         self.rule = e if isinstance(e, Rule) else None
         self.listed = [] if isinstance(e, Rule) else for_symbol(e, series.symbol)
@@ -191,8 +191,8 @@ class _Entries:
             return None
         self.slot = slot  # the first candle of a period (a missing one: the next)
         is_long = self.rule.side == "long" or (self.rule.side == "alternate" and self.long)
-        price = self.r.fill_price(self.series.opens[i], is_long, closing=False)
-        return Entry(t, self.series.symbol, is_long, self.r.o.qty, price)
+        price = self.redis.fill_price(self.series.opens[i], is_long, closing=False)
+        return Entry(t, self.series.symbol, is_long, self.redis.o.qty, price)
 
     def taken(self) -> None:
         self.long = not self.long
@@ -204,7 +204,7 @@ class Replayer:
     def __init__(
         self, settings: Settings, options: Options, entries: Rule | Sequence[Entry]
     ) -> None:
-        self.s, self.o = settings, options
+        self.settings, self.o = settings, options
         self.params = exit_params(settings)
         self.windows = exit_windows(settings)
         self.entries = entries
@@ -230,7 +230,7 @@ class Replayer:
         return pnl, fee
 
     def run(self, series: Series, progress: Callable[[int], None] | None = None) -> SeriesResult:
-        s, o = self.s, self.o
+        s, o = self.settings, self.o
         n, dt = len(series), series.interval_s
         if s.exit_bar_s < dt:
             raise ConfigError(

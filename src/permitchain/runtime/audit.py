@@ -18,9 +18,15 @@ _context_json = json.JSONEncoder(default=str, separators=(",", ":")).encode
 
 
 def audit_fields(
-    *, plan_id: str, layer: str, decision: str, reason: str, context: dict[str, Any] | None = None,
-    symbol: str = "", ts: float | None = None,
-) -> dict[str, str]:  # fmt: skip
+    *,
+    plan_id: str,
+    layer: str,
+    decision: str,
+    reason: str,
+    context: dict[str, Any] | None = None,
+    symbol: str = "",
+    ts: float | None = None,
+) -> dict[str, str]:
     return {
         "plan_id": plan_id,
         "symbol": symbol,

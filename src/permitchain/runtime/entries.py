@@ -75,9 +75,15 @@ def shown(entries: Sequence[RawEntry] | None) -> list[Entry]:
 
 
 async def xreadgroup_raw(
-    r: Any, group: str, consumer: str, stream: str, ident: str, *, count: int,
+    r: Any,
+    group: str,
+    consumer: str,
+    stream: str,
+    ident: str,
+    *,
+    count: int,
     block_ms: int | None,
-) -> list[RawEntry]:  # fmt: skip
+) -> list[RawEntry]:
     """XREADGROUP of one stream, undecoded: the entries (``[]`` when none)."""
     args: list[Any] = ["XREADGROUP", "GROUP", group, consumer, "COUNT", count]
     if block_ms is not None:
@@ -94,9 +100,16 @@ async def xautoclaim_raw(
 ) -> list[RawEntry]:
     """XAUTOCLAIM from the start of the pending list, undecoded: the entries claimed."""
     resp = await r.execute_command(
-        "XAUTOCLAIM", stream, group, consumer, min_idle_ms, "0-0", "COUNT", count,
+        "XAUTOCLAIM",
+        stream,
+        group,
+        consumer,
+        min_idle_ms,
+        "0-0",
+        "COUNT",
+        count,
         **{NEVER_DECODE: True},
-    )  # fmt: skip
+    )
     entries: list[RawEntry] = resp[1]
     return entries
 
@@ -114,9 +127,14 @@ async def xread_raw(
 
 
 async def xrange_raw(
-    r: Any, stream: str, lo: str = "-", hi: str = "+", count: int | None = None, *,
+    r: Any,
+    stream: str,
+    lo: str = "-",
+    hi: str = "+",
+    count: int | None = None,
+    *,
     reverse: bool = False,
-) -> list[RawEntry]:  # fmt: skip
+) -> list[RawEntry]:
     """XRANGE (or, ``reverse``, XREVRANGE from ``hi`` down to ``lo``), undecoded."""
     args: list[Any] = ["XREVRANGE", stream, hi, lo] if reverse else ["XRANGE", stream, lo, hi]
     if count is not None:

@@ -33,10 +33,11 @@ GEN1_THRESHOLD = 20
 GEN2_THRESHOLD = 10
 
 GC_PAUSE = Histogram(
-    "permitchain_gc_pause_seconds", "Garbage collections, by generation, and how long each took",
+    "permitchain_gc_pause_seconds",
+    "Garbage collections, by generation, and how long each took",
     ["generation"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
-)  # fmt: skip
+)
 _started: list[float] = []
 
 

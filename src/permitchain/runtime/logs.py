@@ -62,7 +62,20 @@ def log_decision(
     logger.log(
         level,
         "[DECISION] layer=%s plan=%s symbol=%s decision=%s reason=%s%s",
-        layer, plan_id, symbol, decision, reason, tail,
-        extra={"fields": {"layer": layer, "plan_id": plan_id, "symbol": symbol,
-                          "decision": decision, "reason": reason, **extra}},
-    )  # fmt: skip
+        layer,
+        plan_id,
+        symbol,
+        decision,
+        reason,
+        tail,
+        extra={
+            "fields": {
+                "layer": layer,
+                "plan_id": plan_id,
+                "symbol": symbol,
+                "decision": decision,
+                "reason": reason,
+                **extra,
+            }
+        },
+    )

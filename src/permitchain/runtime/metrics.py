@@ -35,8 +35,13 @@ def _use_created() -> bool:
 class LabelledCounter(Collector):
     """A counter with labels, one dict entry per label set: the value and its creation time."""
 
-    def __init__(self, name: str, documentation: str, labelnames: Sequence[str],
-                 registry: CollectorRegistry | None = REGISTRY) -> None:  # fmt: skip
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        registry: CollectorRegistry | None = REGISTRY,
+    ) -> None:
         self.name, self.documentation = name, documentation
         self.labelnames = tuple(labelnames)
         self.values: dict[tuple[str, ...], float] = {}
@@ -92,8 +97,9 @@ class LabelledCounter(Collector):
 class SymbolGauge(Collector):
     """A gauge labelled by symbol alone: ``{symbol: value}``."""
 
-    def __init__(self, name: str, documentation: str,
-                 registry: CollectorRegistry | None = REGISTRY) -> None:  # fmt: skip
+    def __init__(
+        self, name: str, documentation: str, registry: CollectorRegistry | None = REGISTRY
+    ) -> None:
         self.name, self.documentation = name, documentation
         self.values: dict[str, float] = {}
         if registry is not None:

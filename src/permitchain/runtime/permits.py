@@ -40,9 +40,20 @@ def permit_json(
 
 
 async def write_permit(
-    r: AsyncRedis, keys: Keys, *, key: str, permit_json: str, ttl_s: int, plan_id: str, symbol: str,
-    layer: str, decision: str, reason: str, context: dict[str, Any], ts: float,
-) -> bool:  # fmt: skip
+    r: AsyncRedis,
+    keys: Keys,
+    *,
+    key: str,
+    permit_json: str,
+    ttl_s: int,
+    plan_id: str,
+    symbol: str,
+    layer: str,
+    decision: str,
+    reason: str,
+    context: dict[str, Any],
+    ts: float,
+) -> bool:
     """Returns False when a permit for this plan already existed (the first decision stands)."""
     cluster, created = is_cluster(r), None
     if cluster:
@@ -50,21 +61,46 @@ async def write_permit(
     pipe = r.pipeline(transaction=False)
     if not cluster:
         pipe.set(key, permit_json, ex=ttl_s, nx=True)
-    pipe.xadd(keys.permit_event_stream, {"plan_id": plan_id, "layer": layer},
-              maxlen=PERMIT_EVENTS_MAXLEN, approximate=True)  # fmt: skip
-    pipe.xadd(keys.decisions,
-              audit_fields(plan_id=plan_id, symbol=symbol, layer=layer, decision=decision,
-                           reason=reason, context=context, ts=ts),
-              maxlen=AUDIT_MAXLEN, approximate=True)  # fmt: skip
+    pipe.xadd(
+        keys.permit_event_stream,
+        {"plan_id": plan_id, "layer": layer},
+        maxlen=PERMIT_EVENTS_MAXLEN,
+        approximate=True,
+    )
+    pipe.xadd(
+        keys.decisions,
+        audit_fields(
+            plan_id=plan_id,
+            symbol=symbol,
+            layer=layer,
+            decision=decision,
+            reason=reason,
+            context=context,
+            ts=ts,
+        ),
+        maxlen=AUDIT_MAXLEN,
+        approximate=True,
+    )
     replies = await pipe.execute()
     return bool(created if cluster else replies[0])
 
 
 async def claim_and_write_permit(
-    r: AsyncRedis, keys: Keys, *, claim_key: str, claim_ms: int, key: str, permit_json: str,
-    ttl_s: int, plan_id: str, symbol: str, layer: str, reason: str, context: dict[str, Any],
+    r: AsyncRedis,
+    keys: Keys,
+    *,
+    claim_key: str,
+    claim_ms: int,
+    key: str,
+    permit_json: str,
+    ttl_s: int,
+    plan_id: str,
+    symbol: str,
+    layer: str,
+    reason: str,
+    context: dict[str, Any],
     ts: float,
-) -> tuple[str, str]:  # fmt: skip
+) -> tuple[str, str]:
     """Take the in-flight claim ``claim_key`` for ``plan_id`` (SET NX PX ``claim_ms``) and
     write the allow ``permit_json`` with its event and its ``ALLOW`` audit entry, in one
     atomic script (``p33_claim_permit.lua``; not on a Redis Cluster: different slots).
@@ -73,12 +109,27 @@ async def claim_and_write_permit(
     ``("allow", plan_id)`` the same with the claim already this plan's; ``("held", other)``
     another plan holds the claim and ``("exists", "")`` the plan has a permit already: in
     both nothing was written."""
-    audit = audit_fields(plan_id=plan_id, symbol=symbol, layer=layer, decision="ALLOW",
-                         reason=reason, context=context, ts=ts)  # fmt: skip
+    audit = audit_fields(
+        plan_id=plan_id,
+        symbol=symbol,
+        layer=layer,
+        decision="ALLOW",
+        reason=reason,
+        context=context,
+        ts=ts,
+    )
     reply = await scripts_for(r).p33_claim_permit(
         keys=[claim_key, key, keys.permit_event_stream, keys.decisions],
-        args=[plan_id, claim_ms, permit_json, ttl_s, PERMIT_EVENTS_MAXLEN, AUDIT_MAXLEN, layer,
-              *flat_pairs(audit)],
-    )  # fmt: skip
+        args=[
+            plan_id,
+            claim_ms,
+            permit_json,
+            ttl_s,
+            PERMIT_EVENTS_MAXLEN,
+            AUDIT_MAXLEN,
+            layer,
+            *flat_pairs(audit),
+        ],
+    )
     verdict, holder = reply
     return str(verdict), str(holder)

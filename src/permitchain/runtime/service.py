@@ -81,7 +81,7 @@ LOOP_LAG = Histogram(
     "How late a 50 ms timer fired: time the event loop was busy with other work",
     ["service"],
     buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0),
-)  # fmt: skip
+)
 LOOP_LAG_EVERY_S = 0.05
 TASK_RESTARTS = Counter(
     "permitchain_task_restarts_total",
@@ -174,8 +174,8 @@ class ServiceRunner:
         on_close: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.name = name
-        self.r = redis
-        self.k = keys
+        self.redis = redis
+        self.keys = keys
         self.consumers = consumers or []
         self.tasks = tasks or []
         self.metrics_port = metrics_port
@@ -198,8 +198,11 @@ class ServiceRunner:
         if self._signals > 1:
             log.warning("second signal: exiting at once")
             os._exit(130)
-        log.info("%s: signal %s, stopping (in-flight entries finish or stay pending)",
-                 self.name, signal.Signals(sig).name)  # fmt: skip
+        log.info(
+            "%s: signal %s, stopping (in-flight entries finish or stay pending)",
+            self.name,
+            signal.Signals(sig).name,
+        )
         self.stop.set()
 
     def start_metrics(self) -> None:
@@ -220,7 +223,7 @@ class ServiceRunner:
         """Release what the runner holds (the exchange client, Redis), without running."""
         if self.on_close is not None:
             await self.on_close()
-        await self.r.aclose()
+        await self.redis.aclose()
 
     async def run(self) -> None:
         """Run until ``stop`` is set; then shut down cleanly."""
@@ -235,8 +238,10 @@ class ServiceRunner:
             ("heartbeat", self._heartbeat_loop),
             ("loop_lag", self._loop_lag),
         ]
-        loops += [(f"consume:{c.stream}:{c.group}", partial(self._consume_loop, c))
-                  for c in self.consumers]  # fmt: skip
+        loops += [
+            (f"consume:{c.stream}:{c.group}", partial(self._consume_loop, c))
+            for c in self.consumers
+        ]
         loops += [(getattr(t, "__name__", "task"), partial(t, self.stop)) for t in self.tasks]
         runners = [asyncio.create_task(self._supervise(n, f), name=n) for n, f in loops]
         await self.stop.wait()
@@ -247,7 +252,7 @@ class ServiceRunner:
             t.cancel()
         await asyncio.gather(*runners, *self._handler_tasks, return_exceptions=True)
         with contextlib.suppress(*REDIS_FAULTS):
-            await self.r.delete(self.k.heartbeat(self.name))
+            await self.redis.delete(self.keys.heartbeat(self.name))
         UP.labels(self.name).set(0)
         await self.close()
         log.info("%s: stopped", self.name)
@@ -278,13 +283,17 @@ class ServiceRunner:
             try:
                 for c in self.consumers:
                     try:
-                        await ensure_group(self.r, c.stream, c.group)
+                        await ensure_group(self.redis, c.stream, c.group)
                     except redis.exceptions.ResponseError as e:
                         if not is_wrong_type(e):
                             raise
                         # the consume loop reports it and makes the group once it is a stream
-                        log.error("%s: %s: %s", self.name, WRONG_KEY_TYPE,
-                                  await wrong_type(self.r, c.stream, "stream"))  # fmt: skip
+                        log.error(
+                            "%s: %s: %s",
+                            self.name,
+                            WRONG_KEY_TYPE,
+                            await wrong_type(self.redis, c.stream, "stream"),
+                        )
                 return
             except START_FAULTS as e:
                 fatal = start_fault(e)
@@ -309,18 +318,25 @@ class ServiceRunner:
 
     # -- heartbeat --------------------------------------------------------------------------
     def heartbeat_payload(self) -> str:
-        return json.dumps({
-            "service": self.name, "pid": os.getpid(), "host": socket.gethostname(),
-            "version": __version__, "started_at": round(self.started_at, 3),
-            "ts": round(time.time(), 3), "metrics_port": self.bound_metrics_port,
-            "schema": SCHEMA,
-        })  # fmt: skip
+        return json.dumps(
+            {
+                "service": self.name,
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "version": __version__,
+                "started_at": round(self.started_at, 3),
+                "ts": round(time.time(), 3),
+                "metrics_port": self.bound_metrics_port,
+                "schema": SCHEMA,
+            }
+        )
 
     async def _heartbeat_loop(self) -> None:
         while not self.stop.is_set():
             try:
-                await self.r.set(self.k.heartbeat(self.name), self.heartbeat_payload(),
-                                 ex=HEARTBEAT_TTL_S)  # fmt: skip
+                await self.redis.set(
+                    self.keys.heartbeat(self.name), self.heartbeat_payload(), ex=HEARTBEAT_TTL_S
+                )
             except REDIS_FAULTS as e:
                 STORE_ERRORS.labels(self.name).inc()
                 log.warning("%s: heartbeat failed: %s", self.name, e)
@@ -340,9 +356,14 @@ class ServiceRunner:
                     last_claim = time.monotonic()
                     await self._reclaim(c)
                 entries = await xreadgroup_raw(
-                    self.r, c.group, self.consumer, c.stream, "0" if own_pending else ">",
-                    count=c.count, block_ms=None if own_pending else c.block_ms,
-                )  # fmt: skip
+                    self.redis,
+                    c.group,
+                    self.consumer,
+                    c.stream,
+                    "0" if own_pending else ">",
+                    count=c.count,
+                    block_ms=None if own_pending else c.block_ms,
+                )
                 if entries:
                     await self._dispatch(c, entries)
                 own_pending = False  # one pass over our own pending list, then new entries
@@ -350,8 +371,9 @@ class ServiceRunner:
             except REDIS_FAULTS as e:
                 STORE_ERRORS.labels(self.name).inc()
                 delay = backoff.next_delay()
-                log.warning("%s: %s read failed (%s); retrying in %.2fs",
-                            self.name, c.stream, e, delay)  # fmt: skip
+                log.warning(
+                    "%s: %s read failed (%s); retrying in %.2fs", self.name, c.stream, e, delay
+                )
                 await self._sleep(delay)
             except redis.exceptions.ResponseError as e:
                 if is_wrong_type(e):  # a stream key holds another type: say so, wait
@@ -359,7 +381,7 @@ class ServiceRunner:
                     continue
                 if "NOGROUP" in str(e):
                     with contextlib.suppress(*REDIS_FAULTS):
-                        await ensure_group(self.r, c.stream, c.group)
+                        await ensure_group(self.redis, c.stream, c.group)
                     continue
                 raise
 
@@ -368,18 +390,23 @@ class ServiceRunner:
         from, or the dead-letter stream): one line naming it (``status`` shows it too) until an
         operator removes it, then a backoff."""
         with contextlib.suppress(*REDIS_FAULTS):
-            for key in (c.stream, self.k.deadletter):
-                held = await self.r.type(key)
+            for key in (c.stream, self.keys.deadletter):
+                held = await self.redis.type(key)
                 if held not in ("stream", "none"):
                     WRONG_TYPES.labels(self.name, "stream").inc()
-                    log.error("%s: %s: %s", self.name, WRONG_KEY_TYPE,
-                              WrongTypeError(key, str(held), "stream"))  # fmt: skip
+                    log.error(
+                        "%s: %s: %s",
+                        self.name,
+                        WRONG_KEY_TYPE,
+                        WrongTypeError(key, str(held), "stream"),
+                    )
         await self._sleep(max(backoff.next_delay(), 1.0))
 
     async def _reclaim(self, c: Consumer) -> None:
         """Take over entries idle in any consumer's pending list (a dead peer, or ourselves)."""
-        claimed = await xautoclaim_raw(self.r, c.stream, c.group, self.consumer,
-                                       min_idle_ms=c.claim_idle_ms, count=c.count)  # fmt: skip
+        claimed = await xautoclaim_raw(
+            self.redis, c.stream, c.group, self.consumer, min_idle_ms=c.claim_idle_ms, count=c.count
+        )
         fresh = [(i, f) for i, f in claimed if text_id(i) not in c.in_flight]
         if fresh:
             log.info("%s: reclaimed %d idle entries of %s", self.name, len(fresh), c.stream)
@@ -404,16 +431,21 @@ class ServiceRunner:
                 poison.append((eid, escaped(raw_fields), str(e)))
                 ENTRIES.labels(self.name, c.stream, "deadletter").inc()
         if gone:  # entries trimmed away while pending: nothing to do
-            await self.r.xack(c.stream, c.group, *gone)
+            await self.redis.xack(c.stream, c.group, *gone)
         if poison:
             try:
                 await self._ack(c, [], poison)
             except redis.exceptions.ResponseError as e:  # (left pending; the rest goes on)
                 if not is_wrong_type(e):
                     raise
-                log.error("%s: %s: %s; %d entries of %s left pending", self.name,
-                          WRONG_KEY_TYPE, await wrong_type(self.r, self.k.deadletter, "stream"),
-                          len(poison), c.stream)  # fmt: skip
+                log.error(
+                    "%s: %s: %s; %d entries of %s left pending",
+                    self.name,
+                    WRONG_KEY_TYPE,
+                    await wrong_type(self.redis, self.keys.deadletter, "stream"),
+                    len(poison),
+                    c.stream,
+                )
         if not live:
             return
         for entry_id, _ in live:
@@ -458,8 +490,13 @@ class ServiceRunner:
                 await self._ack(c, ok, dead)
             except REDIS_FAULTS as e:  # left pending: reclaimed and handled again (idempotent)
                 STORE_ERRORS.labels(self.name).inc()
-                log.warning("%s: %s ack of %d entries failed: %s", self.name, c.stream,
-                            len(ok) + len(dead), e)  # fmt: skip
+                log.warning(
+                    "%s: %s ack of %d entries failed: %s",
+                    self.name,
+                    c.stream,
+                    len(ok) + len(dead),
+                    e,
+                )
             finally:
                 for entry_id in [*ok, *(d[0] for d in dead)]:
                     c.in_flight.discard(entry_id)
@@ -495,9 +532,11 @@ class ServiceRunner:
         return out
 
     def _classify(
-        self, c: Consumer, live: list[tuple[str, dict[str, str]]],
+        self,
+        c: Consumer,
+        live: list[tuple[str, dict[str, str]]],
         errors: dict[str, BaseException | None],
-    ) -> tuple[list[str], list[tuple[str, dict[str, str], str]]]:  # fmt: skip
+    ) -> tuple[list[str], list[tuple[str, dict[str, str], str]]]:
         """Which entries are done (ack) and which cannot be handled (dead-letter); the rest
         stay pending for a retry."""
         ok: list[str] = []
@@ -524,8 +563,15 @@ class ServiceRunner:
             else:
                 n = c.failures.get(entry_id, 0) + 1
                 c.failures[entry_id] = n
-                log.error("%s: handler failed on %s %s (%d/%d)", self.name, c.stream, entry_id,
-                          n, c.max_failures, exc_info=e)  # fmt: skip
+                log.error(
+                    "%s: handler failed on %s %s (%d/%d)",
+                    self.name,
+                    c.stream,
+                    entry_id,
+                    n,
+                    c.max_failures,
+                    exc_info=e,
+                )
                 if n >= c.max_failures:
                     outcome = "deadletter"
                     c.failures.pop(entry_id, None)
@@ -541,12 +587,16 @@ class ServiceRunner:
         """Ack what is done and dead-letter what cannot be handled, in one pipeline."""
         if not ok and not dead:
             return
-        pipe = self.r.pipeline(transaction=False)
+        pipe = self.redis.pipeline(transaction=False)
         for entry_id, fields, err in dead:
             log.error("%s: dead-letter %s %s: %s", self.name, c.stream, entry_id, err)
             DEADLETTERS.labels(self.name, c.stream).inc()
-            pipe.xadd(self.k.deadletter, _deadletter_fields(self.name, c, entry_id, fields, err),
-                      maxlen=DEADLETTER_MAXLEN, approximate=True)  # fmt: skip
+            pipe.xadd(
+                self.keys.deadletter,
+                _deadletter_fields(self.name, c, entry_id, fields, err),
+                maxlen=DEADLETTER_MAXLEN,
+                approximate=True,
+            )
         pipe.xack(c.stream, c.group, *ok, *[d[0] for d in dead])
         await pipe.execute()
 
@@ -554,9 +604,15 @@ class ServiceRunner:
 def _deadletter_fields(
     service: str, c: Consumer, entry_id: str, fields: dict[str, str], err: str
 ) -> dict[str, str]:
-    return {"source": c.stream, "group": c.group, "entry_id": entry_id, "service": service,
-            "fields": json.dumps(fields, default=str)[:65536], "error": err[:2000],
-            "ts": f"{time.time():.6f}"}  # fmt: skip
+    return {
+        "source": c.stream,
+        "group": c.group,
+        "entry_id": entry_id,
+        "service": service,
+        "fields": json.dumps(fields, default=str)[:65536],
+        "error": err[:2000],
+        "ts": f"{time.time():.6f}",
+    }
 
 
 def run_service(
@@ -589,8 +645,12 @@ def run_service(
         to_stop.append(runner.stop)
         runner.install_signal_handlers()
         frozen = gc_tuning.freeze()
-        log.info("%s: gc thresholds %s, %d start-up objects frozen", runner.name,
-                 gc.get_threshold(), frozen)  # fmt: skip
+        log.info(
+            "%s: gc thresholds %s, %d start-up objects frozen",
+            runner.name,
+            gc.get_threshold(),
+            frozen,
+        )
         await runner.run()
 
     if uvloop is not None:

@@ -21,15 +21,45 @@ from permitchain.keys import Keys
 
 #: Commands every client needs: connection set-up, script loading, keyless reads. (redis-py
 #: also sends CLIENT SETINFO, which servers before 7.2 lack; it ignores a refusal.)
-BASE = ("+ping", "+hello", "+client|setname", "+select", "+info",
-        "+script|load", "+script|exists", "+time", "+scan", "+multi", "+exec",
-        "+discard")  # fmt: skip
+BASE = (
+    "+ping",
+    "+hello",
+    "+client|setname",
+    "+select",
+    "+info",
+    "+script|load",
+    "+script|exists",
+    "+time",
+    "+scan",
+    "+multi",
+    "+exec",
+    "+discard",
+)
 #: (+type: a key of the wrong type is reported naming the type it holds: store.wrong_type)
-GROUP_CMDS = ("+xreadgroup", "+xack", "+xautoclaim", "+xgroup|create", "+xinfo|stream",
-              "+xinfo|groups", "+xpending", "+type")  # fmt: skip
+GROUP_CMDS = (
+    "+xreadgroup",
+    "+xack",
+    "+xautoclaim",
+    "+xgroup|create",
+    "+xinfo|stream",
+    "+xinfo|groups",
+    "+xpending",
+    "+type",
+)
 SIM_READ = ("+hgetall", "+hget", "+hmget", "+smembers", "+xread", "+xinfo|stream", "+exists")
-SIM_WRITE = (*SIM_READ, "+evalsha", "+eval", "+hset", "+hsetnx", "+incr", "+incrby",
-             "+expire", "+xadd", "+sadd", "+exists")  # fmt: skip
+SIM_WRITE = (
+    *SIM_READ,
+    "+evalsha",
+    "+eval",
+    "+hset",
+    "+hsetnx",
+    "+incr",
+    "+incrby",
+    "+expire",
+    "+xadd",
+    "+sadd",
+    "+exists",
+)
 
 
 #: The ACL user of a bot using permitchain_client (not a service: nothing runs as it here).
@@ -56,77 +86,172 @@ def grants(service: str, k: Keys) -> list[Grant]:
         return Grant(GROUP_CMDS, (f"~{stream}",))
 
     if service == "governor":
-        return [*common, group(k.plan_stream), group(k.result_stream),
-                Grant(("+get",), (f"%R~{k.trading_state}",)),
-                Grant(("+hmget", "+hgetall", "+type"), (f"%R~{p}:position:snapshot:*",)),
-                Grant(("+set",), (f"%W~{p}:permit:{{*",)),
-                Grant(("+xadd",), (f"%W~{k.permit_event_stream}",)),
-                Grant(("+evalsha", "+eval", "+zadd", "+zrem", "+zcard", "+zcount", "+zrange",
-                       "+zrangebyscore", "+zremrangebyscore", "+zscore", "+get", "+set",
-                       "+incrbyfloat", "+expire", "+pexpire", "+del", "+hset", "+hget",
-                       "+hgetall", "+hdel", "+type"), (f"~{p}:gov:*",))]  # fmt: skip
+        return [
+            *common,
+            group(k.plan_stream),
+            group(k.result_stream),
+            Grant(("+get",), (f"%R~{k.trading_state}",)),
+            Grant(("+hmget", "+hgetall", "+type"), (f"%R~{p}:position:snapshot:*",)),
+            Grant(("+set",), (f"%W~{p}:permit:{{*",)),
+            Grant(("+xadd",), (f"%W~{k.permit_event_stream}",)),
+            Grant(
+                (
+                    "+evalsha",
+                    "+eval",
+                    "+zadd",
+                    "+zrem",
+                    "+zcard",
+                    "+zcount",
+                    "+zrange",
+                    "+zrangebyscore",
+                    "+zremrangebyscore",
+                    "+zscore",
+                    "+get",
+                    "+set",
+                    "+incrbyfloat",
+                    "+expire",
+                    "+pexpire",
+                    "+del",
+                    "+hset",
+                    "+hget",
+                    "+hgetall",
+                    "+hdel",
+                    "+type",
+                ),
+                (f"~{p}:gov:*",),
+            ),
+        ]
     if service == "position-brain":
-        return [*common, group(k.plan_stream), group(k.result_stream),
-                # snapshot_touch.lua: a full poll's unchanged snapshots (EXISTS, HSET)
-                Grant(("+hset", "+expire", "+hgetall", "+exists", "+evalsha", "+eval", "+type"),
-                      (f"~{p}:position:snapshot:*",)),
-                # +hdel: a Redis Cluster's ledger audit outbox fields (position_brain.state)
-                Grant(("+hgetall", "+hget", "+hmget", "+hlen", "+hset", "+hsetnx", "+hdel",
-                       "+exists", "+set", "+expire", "+type"),
-                      (f"~{p}:position:ledger:*", f"~{p}:position:applied:*")),
-                # ledger_apply.lua: the ledger's compare-and-set with its audit entry
-                Grant(("+evalsha", "+eval", "+hget", "+hset", "+xadd"),
-                      (f"~{p}:position:ledger:*", f"~{k.decisions}")),
-                # ... which also drops the plan's in-flight claim (its GET and DEL: below)
-                Grant(("+evalsha", "+eval"), (f"~{p}:position:ledger:*", f"~{k.decisions}",
-                                              f"~{p}:position:inflight:*")),
-                Grant(("+set", "+get", "+del", "+evalsha", "+eval", "+type"),
-                      (f"~{p}:position:inflight:*",)),
-                # p33_claim_permit.lua: the claim with the allow, its event and audit entry
-                # (its SET, GET, EXISTS and XADDs: the selectors of those keys)
-                Grant(("+evalsha", "+eval"), (f"~{p}:position:inflight:*", f"~{p}:permit:p33:{{*",
-                                              f"~{k.permit_event_stream}", f"~{k.decisions}")),
-                Grant(("+set",), (f"%W~{p}:permit:p33:{{*",)),
-                Grant(("+exists",), (f"%R~{p}:permit:p33:{{*",)),
-                Grant(("+exists",), (f"%R~{p}:exec:{{*",)),  # a plan already consumed
-                Grant(("+xadd",), (f"%W~{k.permit_event_stream}",)),
-                Grant(("+get",), (f"%R~{k.trading_state}",)),
-                Grant(SIM_READ, (f"%R~{p}:sim:*",))]  # fmt: skip
+        return [
+            *common,
+            group(k.plan_stream),
+            group(k.result_stream),
+            # snapshot_touch.lua: a full poll's unchanged snapshots (EXISTS, HSET)
+            Grant(
+                ("+hset", "+expire", "+hgetall", "+exists", "+evalsha", "+eval", "+type"),
+                (f"~{p}:position:snapshot:*",),
+            ),
+            # +hdel: a Redis Cluster's ledger audit outbox fields (position_brain.state)
+            Grant(
+                (
+                    "+hgetall",
+                    "+hget",
+                    "+hmget",
+                    "+hlen",
+                    "+hset",
+                    "+hsetnx",
+                    "+hdel",
+                    "+exists",
+                    "+set",
+                    "+expire",
+                    "+type",
+                ),
+                (f"~{p}:position:ledger:*", f"~{p}:position:applied:*"),
+            ),
+            # ledger_apply.lua: the ledger's compare-and-set with its audit entry
+            Grant(
+                ("+evalsha", "+eval", "+hget", "+hset", "+xadd"),
+                (f"~{p}:position:ledger:*", f"~{k.decisions}"),
+            ),
+            # ... which also drops the plan's in-flight claim (its GET and DEL: below)
+            Grant(
+                ("+evalsha", "+eval"),
+                (f"~{p}:position:ledger:*", f"~{k.decisions}", f"~{p}:position:inflight:*"),
+            ),
+            Grant(
+                ("+set", "+get", "+del", "+evalsha", "+eval", "+type"),
+                (f"~{p}:position:inflight:*",),
+            ),
+            # p33_claim_permit.lua: the claim with the allow, its event and audit entry
+            # (its SET, GET, EXISTS and XADDs: the selectors of those keys)
+            Grant(
+                ("+evalsha", "+eval"),
+                (
+                    f"~{p}:position:inflight:*",
+                    f"~{p}:permit:p33:{{*",
+                    f"~{k.permit_event_stream}",
+                    f"~{k.decisions}",
+                ),
+            ),
+            Grant(("+set",), (f"%W~{p}:permit:p33:{{*",)),
+            Grant(("+exists",), (f"%R~{p}:permit:p33:{{*",)),
+            Grant(("+exists",), (f"%R~{p}:exec:{{*",)),  # a plan already consumed
+            Grant(("+xadd",), (f"%W~{k.permit_event_stream}",)),
+            Grant(("+get",), (f"%R~{k.trading_state}",)),
+            Grant(SIM_READ, (f"%R~{p}:sim:*",)),
+        ]
     if service == "apply-layer":
-        return [*common, group(k.proposal_stream), group(k.plan_stream),
-                Grant(("+hgetall", "+type"), (f"%R~{p}:harvest:proposal:*",)),
-                # publish_plan.lua: the dedupe key, the plan and its audit entry in one step;
-                # +get: a Redis Cluster's pending dedupe mark (planner_service.publish_plan)
-                Grant(("+evalsha", "+eval", "+set", "+get", "+xadd", "+type"),
-                      (f"~{p}:apply:stream_published:{{*", f"~{k.plan_stream}",
-                       f"~{k.decisions}")),
-                Grant(("+evalsha", "+eval", "+get", "+del", "+type", "+ttl", "+hget", "+hset",
-                       "+hsetnx", "+hgetall", "+expire"), (f"~{p}:permit:*", f"~{p}:exec:*")),
-                Grant(("+xadd",), (f"%W~{k.result_stream}",)),
-                # the executor's state moves (exec_transition.lua: the exec record, the open
-                # index, the result and its audit entry in one step) and the resolver's index
-                Grant(("+evalsha", "+eval", "+hget", "+hexists", "+hset", "+expire", "+zadd",
-                       "+zrem", "+xadd", "+type"), (f"~{p}:exec:*", f"~{p}:apply:exec_open",
-                                           f"~{k.result_stream}", f"~{k.decisions}")),
-                Grant(("+zrangebyscore", "+zrem", "+type"), (f"~{p}:apply:exec_open",)),
-                # the chain's own resting stops per symbol (apply_layer.stops) and the
-                # reconciliation report (apply_layer.reconcile); its halt on a mode change
-                Grant(("+hset", "+hgetall", "+hdel", "+hkeys", "+expire", "+scan"),
-                      (f"~{p}:apply:stops:*", f"~{k.reconcile}")),
-                Grant(("+xread", "+xinfo|stream", "+xadd"), (f"~{k.permit_event_stream}",)),
-                Grant(("+get",), (f"%R~{k.trading_state}",)),
-                Grant(("+hgetall", "+hget"), (f"%R~{p}:position:snapshot:*",)),
-                Grant(("+hgetall",), (f"%R~{k.canary_last}",)),  # exported on /metrics
-                Grant(SIM_WRITE, (f"~{p}:sim:*",))]  # fmt: skip
+        return [
+            *common,
+            group(k.proposal_stream),
+            group(k.plan_stream),
+            Grant(("+hgetall", "+type"), (f"%R~{p}:harvest:proposal:*",)),
+            # publish_plan.lua: the dedupe key, the plan and its audit entry in one step;
+            # +get: a Redis Cluster's pending dedupe mark (planner_service.publish_plan)
+            Grant(
+                ("+evalsha", "+eval", "+set", "+get", "+xadd", "+type"),
+                (f"~{p}:apply:stream_published:{{*", f"~{k.plan_stream}", f"~{k.decisions}"),
+            ),
+            Grant(
+                (
+                    "+evalsha",
+                    "+eval",
+                    "+get",
+                    "+del",
+                    "+type",
+                    "+ttl",
+                    "+hget",
+                    "+hset",
+                    "+hsetnx",
+                    "+hgetall",
+                    "+expire",
+                ),
+                (f"~{p}:permit:*", f"~{p}:exec:*"),
+            ),
+            Grant(("+xadd",), (f"%W~{k.result_stream}",)),
+            # the executor's state moves (exec_transition.lua: the exec record, the open
+            # index, the result and its audit entry in one step) and the resolver's index
+            Grant(
+                (
+                    "+evalsha",
+                    "+eval",
+                    "+hget",
+                    "+hexists",
+                    "+hset",
+                    "+expire",
+                    "+zadd",
+                    "+zrem",
+                    "+xadd",
+                    "+type",
+                ),
+                (f"~{p}:exec:*", f"~{p}:apply:exec_open", f"~{k.result_stream}", f"~{k.decisions}"),
+            ),
+            Grant(("+zrangebyscore", "+zrem", "+type"), (f"~{p}:apply:exec_open",)),
+            # the chain's own resting stops per symbol (apply_layer.stops) and the
+            # reconciliation report (apply_layer.reconcile); its halt on a mode change
+            Grant(
+                ("+hset", "+hgetall", "+hdel", "+hkeys", "+expire", "+scan"),
+                (f"~{p}:apply:stops:*", f"~{k.reconcile}"),
+            ),
+            Grant(("+xread", "+xinfo|stream", "+xadd"), (f"~{k.permit_event_stream}",)),
+            Grant(("+get",), (f"%R~{k.trading_state}",)),
+            Grant(("+hgetall", "+hget"), (f"%R~{p}:position:snapshot:*",)),
+            Grant(("+hgetall",), (f"%R~{k.canary_last}",)),  # exported on /metrics
+            Grant(SIM_WRITE, (f"~{p}:sim:*",)),
+        ]
     if service == "exit-brain":
-        return [*common,
-                Grant(("+del", "+hset", "+expire"), (f"%W~{p}:harvest:proposal:*",)),
-                Grant(("+xadd",), (f"%W~{k.proposal_stream}",)),
-                Grant(("+hget", "+hgetall"), (f"%R~{p}:position:ledger:*",)),
-                Grant(("+hget",), (f"%R~{p}:exec:*",)),  # outcomes of its own plans
-                Grant(("+hgetall", "+hget", "+hset", "+hsetnx", "+get", "+set", "+expire",
-                       "+del"), (f"~{p}:exit:*",)),
-                Grant(SIM_WRITE, (f"~{p}:sim:*",))]  # fmt: skip
+        return [
+            *common,
+            Grant(("+del", "+hset", "+expire"), (f"%W~{p}:harvest:proposal:*",)),
+            Grant(("+xadd",), (f"%W~{k.proposal_stream}",)),
+            Grant(("+hget", "+hgetall"), (f"%R~{p}:position:ledger:*",)),
+            Grant(("+hget",), (f"%R~{p}:exec:*",)),  # outcomes of its own plans
+            Grant(
+                ("+hgetall", "+hget", "+hset", "+hsetnx", "+get", "+set", "+expire", "+del"),
+                (f"~{p}:exit:*",),
+            ),
+            Grant(SIM_WRITE, (f"~{p}:sim:*",)),
+        ]
     if service == CLIENT:
         return client_grants(k)
     raise ValueError(f"unknown service {service!r}")
