@@ -19,9 +19,9 @@ import pytest
 import redis
 
 from permitchain.chain import Chain
+from permitchain.contract.keys import Keys
+from permitchain.contract.settings import Settings
 from permitchain.embedded import EmbeddedServer
-from permitchain.keys import Keys
-from permitchain.settings import Settings
 from permitchain.store import async_client
 
 T = TypeVar("T")

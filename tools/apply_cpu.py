@@ -30,12 +30,12 @@ import uvloop
 
 from permitchain.apply_layer.executor import Executor
 from permitchain.apply_layer.planner_service import Planner
+from permitchain.contract.keys import Keys
+from permitchain.contract.models import SCHEMA, GovernorPermit, P33Allow, Plan
+from permitchain.contract.settings import Settings
+from permitchain.contract.signing import sign
 from permitchain.exchange.sim import SimExchange
-from permitchain.keys import Keys
-from permitchain.models import SCHEMA, GovernorPermit, P33Allow, Plan
 from permitchain.runtime.clock import SystemClock
-from permitchain.settings import Settings
-from permitchain.signing import sign
 from permitchain.store import async_client
 
 SYM = "BTCUSDT"

@@ -25,8 +25,8 @@ import uuid
 import uvloop
 
 from permitchain.bench.load import bench_symbols, seed
+from permitchain.contract.keys import Keys
 from permitchain.exchange.sim import SimExchange
-from permitchain.keys import Keys
 from permitchain.position_brain.poller import SnapshotPoller
 from permitchain.runtime.clock import SystemClock
 from permitchain.store import async_client

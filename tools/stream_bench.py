@@ -43,11 +43,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.fakebinance
 
 from permitchain.chain import Chain
+from permitchain.contract.keys import Keys
+from permitchain.contract.models import Proposal, make_plan_id
 from permitchain.embedded import EmbeddedServer
 from permitchain.exchange.base import Exchange
 from permitchain.exchange.sim import SimExchange
-from permitchain.keys import Keys
-from permitchain.models import Proposal, make_plan_id
 from permitchain.position_brain.state import LAYER as P33_LAYER
 from permitchain.store import AsyncRedis, async_client
 

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import IO
 
 import permitchain
+from permitchain.contract.keys import Keys
 from permitchain.embedded import EmbeddedServer
-from permitchain.keys import Keys
 from permitchain.lifecycle import SupervisionPipe, die_with_parent
 from permitchain.services import SERVICE_NAMES
 from permitchain.store import sync_client

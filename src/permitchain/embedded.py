@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from permitchain.errors import ConfigError
+from permitchain.contract.errors import ConfigError
 from permitchain.lifecycle import die_with_parent
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from permitchain.models import Plan
+from permitchain.contract.models import Plan
 from permitchain.operator_exit import is_operator_plan
 
 

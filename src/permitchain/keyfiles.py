@@ -29,9 +29,9 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_public_key,
 )
 
-from permitchain.errors import ConfigError
-from permitchain.settings import ApplyMode, PermitSignature, Settings
-from permitchain.signing import (
+from permitchain.contract.errors import ConfigError
+from permitchain.contract.settings import ApplyMode, PermitSignature, Settings
+from permitchain.contract.signing import (
     GOVERNOR,
     ISSUERS,
     OPERATOR,

@@ -1,7 +1,7 @@
 """The operator's emergency exit (``permitchain flatten``): a signed request and its plan.
 
 The request is a JSON object signed with the operator's Ed25519 key (context
-``permitchain-operator-request-v1``, see :mod:`permitchain.signing`)::
+``permitchain-operator-request-v1``, see :mod:`permitchain.contract.signing`)::
 
     {"schema": 1, "kind": "flatten", "request_id": <16 hex, random>, "plan_id": <16 hex>,
      "symbol": "BTCUSDT", "action": "FULL_CLOSE_PROPOSED", "mode": "testnet",
@@ -25,8 +25,8 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from permitchain.errors import ContractError
-from permitchain.models import (
+from permitchain.contract.errors import ContractError
+from permitchain.contract.models import (
     SCHEMA,
     Action,
     Plan,
@@ -37,7 +37,7 @@ from permitchain.models import (
     make_plan_id,
     parse_ts,
 )
-from permitchain.signing import OPERATOR, OPERATOR_CONTEXT, Signer, Verifier
+from permitchain.contract.signing import OPERATOR, OPERATOR_CONTEXT, Signer, Verifier
 
 OPERATOR_SOURCE = "operator"
 #: Governor reason code: an operator's verified emergency exit, granted under any trading state.

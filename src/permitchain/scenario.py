@@ -19,6 +19,8 @@ from decimal import Decimal
 from typing import Any
 
 from permitchain.chain import Chain
+from permitchain.contract.keys import Keys
+from permitchain.contract.models import Proposal, fmt_decimal, make_plan_id
 from permitchain.exchange.base import Exchange
 from permitchain.exchange.sim import SimExchange
 from permitchain.exit_brain.api import current_epoch, new_proposal_id, submit_proposal
@@ -28,8 +30,6 @@ from permitchain.exit_brain.kernel import (
     harvest_action,
     kill_score,
 )
-from permitchain.keys import Keys
-from permitchain.models import Proposal, fmt_decimal, make_plan_id
 from permitchain.position_brain.state import reconcile
 from permitchain.store import AsyncRedis, async_client
 

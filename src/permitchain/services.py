@@ -7,19 +7,19 @@ import functools
 from permitchain.apply_layer.executor import Executor
 from permitchain.apply_layer.planner_service import GROUP_PLANNER, Planner
 from permitchain.apply_layer.reconcile import Reconciler
-from permitchain.errors import ConfigError
+from permitchain.contract.errors import ConfigError
+from permitchain.contract.keys import Keys
+from permitchain.contract.settings import Settings
 from permitchain.exchange.factory import check_exchange_settings, make_exchange
 from permitchain.exchange.stream import make_stream
 from permitchain.exit_brain.service import build_exit_brain
 from permitchain.governor.service import Governor
 from permitchain.keyfiles import check_custody
-from permitchain.keys import Keys
 from permitchain.ops.canary_metrics import CANARY
 from permitchain.position_brain.poll_thread import PollThread
 from permitchain.position_brain.service import PositionBrain
 from permitchain.runtime.clock import SystemClock
 from permitchain.runtime.service import Consumer, ServiceRunner, Task, by_symbol
-from permitchain.settings import Settings
 from permitchain.store import async_client
 
 DEFAULT_METRICS_PORT = {

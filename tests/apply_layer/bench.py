@@ -19,13 +19,13 @@ from redis.asyncio import Redis
 from permitchain.apply_layer.executor import Executor
 from permitchain.apply_layer.orders import client_order_id
 from permitchain.apply_layer.planner import PlannerPolicy, make_plan
+from permitchain.contract.keys import Keys
+from permitchain.contract.models import GovernorPermit, P33Allow, P33Deny, Plan, Proposal
+from permitchain.contract.settings import Settings
+from permitchain.contract.signing import sign
 from permitchain.exchange.sim import SimExchange
-from permitchain.keys import Keys
-from permitchain.models import GovernorPermit, P33Allow, P33Deny, Plan, Proposal
 from permitchain.runtime.clock import Clock, SystemClock
 from permitchain.runtime.permits import write_permit
-from permitchain.settings import Settings
-from permitchain.signing import sign
 
 SYM = "BTCUSDT"
 POSITION = Decimal("1")

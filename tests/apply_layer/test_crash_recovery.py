@@ -13,9 +13,9 @@ import pytest
 from redis.asyncio import Redis
 
 from permitchain.chain import Chain
+from permitchain.contract.keys import GROUP_EXECUTOR, Keys
+from permitchain.contract.models import Plan
 from permitchain.exchange.sim import SimExchange
-from permitchain.keys import GROUP_EXECUTOR, Keys
-from permitchain.models import Plan
 from permitchain.runtime.permits import write_permit
 from permitchain.store import async_client
 from tests.apply_layer.bench import SYM, gov_json, p33_json, plan_for

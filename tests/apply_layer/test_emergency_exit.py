@@ -11,11 +11,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from redis.asyncio import Redis
 
+from permitchain.contract.keys import Keys
+from permitchain.contract.settings import Settings
+from permitchain.contract.signing import OPERATOR, Ed25519Signer
 from permitchain.keyfiles import generate, load_private
-from permitchain.keys import Keys
 from permitchain.operator_exit import flatten_plan, make_request
-from permitchain.settings import Settings
-from permitchain.signing import OPERATOR, Ed25519Signer
 from tests.apply_layer.bench import SYM, Bench
 
 

@@ -11,12 +11,12 @@ import pytest
 from redis.asyncio import Redis
 
 from permitchain.apply_layer.orders import Submission, client_order_id
+from permitchain.contract.keys import Keys
+from permitchain.contract.models import Plan
+from permitchain.contract.settings import Settings
 from permitchain.exchange.base import OrderInfo, Side
 from permitchain.exchange.factory import make_exchange
 from permitchain.exchange.sim import SimExchange
-from permitchain.keys import Keys
-from permitchain.models import Plan
-from permitchain.settings import Settings
 from tests.apply_layer.bench import SYM, Bench, audit_context, plan_for
 
 

@@ -14,9 +14,9 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from permitchain.apply_layer.executor import Executor
-from permitchain.keys import Keys
-from permitchain.models import Plan
-from permitchain.settings import ApplyMode, PermitSignature, Settings
+from permitchain.contract.keys import Keys
+from permitchain.contract.models import Plan
+from permitchain.contract.settings import ApplyMode, PermitSignature, Settings
 from tests.apply_layer.bench import Bench, gov_json, p33_json, plan_for
 
 GK, PK = "governor-secret", "p33-secret"

@@ -9,9 +9,9 @@ from typing import Any
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
-from permitchain.keys import Keys
-from permitchain.models import Plan
-from permitchain.settings import PermitSignature, Settings
+from permitchain.contract.keys import Keys
+from permitchain.contract.models import Plan
+from permitchain.contract.settings import PermitSignature, Settings
 from tests.apply_layer.bench import Bench, plan_for
 
 GK, PK = "governor-secret", "p33-secret"

@@ -9,9 +9,9 @@ from prometheus_client import REGISTRY, generate_latest
 from redis.asyncio import Redis
 
 from permitchain.apply_layer.planner_service import Planner
-from permitchain.keys import Keys
+from permitchain.contract.keys import Keys
+from permitchain.contract.settings import Settings
 from permitchain.runtime.clock import FixedClock
-from permitchain.settings import Settings
 from tests.apply_layer.bench import Bench, plan_for
 from tests.apply_layer.test_planner import fields
 

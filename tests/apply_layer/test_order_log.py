@@ -12,8 +12,8 @@ import pytest
 from redis.asyncio import Redis
 
 from permitchain.apply_layer.orders import client_order_id
-from permitchain.keys import Keys
-from permitchain.settings import Settings
+from permitchain.contract.keys import Keys
+from permitchain.contract.settings import Settings
 from tests.apply_layer.bench import SYM, Bench, plan_for
 
 

@@ -7,8 +7,8 @@ from decimal import Decimal
 import pytest
 
 from permitchain.apply_layer.orders import Submission, judge, make_result
+from permitchain.contract.models import ResultStatus
 from permitchain.exchange.base import OrderInfo, OrderStatus
-from permitchain.models import ResultStatus
 
 
 def order(status: OrderStatus, filled: str) -> OrderInfo:

@@ -10,8 +10,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from permitchain.keys import Keys
-from permitchain.settings import Settings
+from permitchain.contract.keys import Keys
+from permitchain.contract.settings import Settings
 from tests.apply_layer.bench import Bench, gov_json, p33_json, plan_for
 from tests.apply_layer.test_executor_reasons import spy_verdicts
 

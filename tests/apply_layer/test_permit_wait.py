@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from permitchain.apply_layer.executor import MAX_ACTIVE
-from permitchain.keys import Keys
-from permitchain.models import Plan
-from permitchain.settings import PermitSignature, Settings
+from permitchain.contract.keys import Keys
+from permitchain.contract.models import Plan
+from permitchain.contract.settings import PermitSignature, Settings
 from permitchain.store import async_client
 from tests.apply_layer.bench import SYM, Bench, gov_json, p33_json, plan_for
 

@@ -12,11 +12,11 @@ import redis
 
 from permitchain.apply_layer.planner import PlannerPolicy, plan_from_fields
 from permitchain.apply_layer.planner_service import Planner
-from permitchain.errors import ContractError
-from permitchain.keys import Keys
-from permitchain.models import Plan, Proposal
+from permitchain.contract.errors import ContractError
+from permitchain.contract.keys import Keys
+from permitchain.contract.models import Plan, Proposal
+from permitchain.contract.settings import Settings
 from permitchain.runtime.clock import FixedClock
-from permitchain.settings import Settings
 
 NOW = 1_800_000_000.0
 POLICY = PlannerPolicy(allow_list=frozenset({"BTCUSDT", "ETHUSDT"}),

@@ -9,10 +9,10 @@ from typing import Any
 from redis.asyncio import Redis
 
 from permitchain.apply_layer.resolver import plan_of
-from permitchain.errors import ExchangeUnavailable
+from permitchain.contract.errors import ExchangeUnavailable
+from permitchain.contract.keys import Keys
+from permitchain.contract.settings import Settings
 from permitchain.exchange.stream import SimUserStream
-from permitchain.keys import Keys
-from permitchain.settings import Settings
 from tests.apply_layer.bench import SYM, Bench, plan_for
 
 

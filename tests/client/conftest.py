@@ -16,8 +16,8 @@ import pytest
 import redis
 
 from permitchain.chain import Chain
+from permitchain.contract.keys import Keys
 from permitchain.exchange.sim import SimExchange
-from permitchain.keys import Keys
 from permitchain.store import async_client
 from permitchain_client import Client
 

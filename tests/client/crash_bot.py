@@ -13,8 +13,8 @@ import sys
 import time
 from decimal import Decimal
 
+from permitchain.contract.keys import Keys
 from permitchain.exchange.sim import SimExchange
-from permitchain.keys import Keys
 from permitchain.store import async_client
 from permitchain_client import Client
 

@@ -14,10 +14,10 @@ from urllib.parse import urlsplit
 import pytest
 import redis
 
-from permitchain.keys import Keys
-from permitchain.scripts import Scripts
+from permitchain.contract.keys import Keys
 from permitchain.security.acl import CLIENT, setuser_args, username
 from permitchain.services import SERVICE_NAMES
+from permitchain.store.scripts import Scripts
 from permitchain_client import ClaimVerdict, Client
 
 from .conftest import SYMBOL, Running

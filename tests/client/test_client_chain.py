@@ -12,9 +12,9 @@ from decimal import Decimal
 import pytest
 import redis
 
+from permitchain.contract.keys import Keys
+from permitchain.contract.models import Proposal, Result
 from permitchain.exit_brain.api import expected_plan_id
-from permitchain.keys import Keys
-from permitchain.models import Proposal, Result
 from permitchain_client import (
     AsyncClient,
     ChainUnavailable,

@@ -12,8 +12,8 @@ from decimal import Decimal
 import pytest
 import redis
 
+from permitchain.contract.models import Result
 from permitchain.exchange.sim import SimExchange
-from permitchain.models import Result
 from permitchain_client import AsyncClient, ClaimVerdict, ContractError
 
 from .conftest import SYMBOL, Running, wait_ledger

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import redis
 
+from permitchain.contract.errors import ConfigError
 from permitchain.embedded import EmbeddedServer, find_server_binary, free_port
-from permitchain.errors import ConfigError
 from permitchain.store import sync_client
 
 SLOT_RANGES = ((0, 5460), (5461, 10922), (10923, 16383))

@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from permitchain.keys import Keys
+from permitchain.contract.keys import Keys
 from permitchain.store import async_client, is_cluster
 from tests.ops.test_bad_keys_and_bytes import (
     test_entries_that_are_not_utf8_are_shown_escaped as _shown_escaped,

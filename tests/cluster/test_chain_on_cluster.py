@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from permitchain.chain import Chain
-from permitchain.keys import Keys
+from permitchain.contract.keys import Keys
 from tests.cluster.conftest import LocalCluster
 from tests.integration.test_reference_scenario import test_reference_scenario as _reference
 from tests.reliability.harness import check_invariants, settle, started_chain

@@ -27,12 +27,13 @@ from permitchain.apply_layer.orders import OrderDesk
 from permitchain.apply_layer.planner_service import PENDING, publish_plan
 from permitchain.apply_layer.resolver import Resolver
 from permitchain.cli.control import set_trading_state
+from permitchain.contract.keys import Keys
+from permitchain.contract.models import Result, ResultStatus
+from permitchain.contract.settings import Settings
 from permitchain.exchange.sim import SimExchange
 from permitchain.governor.policy import TradingState
 from permitchain.governor.rates import Settlement
 from permitchain.governor.store import GovernorStore
-from permitchain.keys import Keys
-from permitchain.models import Result, ResultStatus
 from permitchain.position_brain.state import (
     AUDIT_OUTBOX,
     apply_result,
@@ -40,10 +41,9 @@ from permitchain.position_brain.state import (
     release_claim,
 )
 from permitchain.runtime.clock import SystemClock
-from permitchain.scripts import Scripts, flat_pairs, source
-from permitchain.scripts import names as script_names
-from permitchain.settings import Settings
 from permitchain.store import is_cluster
+from permitchain.store.scripts import Scripts, flat_pairs, source
+from permitchain.store.scripts import names as script_names
 
 Run = Callable[[Callable[[Any], Any]], Any]
 SINGLE_NODE_ONLY = {"publish_plan", "exec_transition", "p33_claim_permit", "snapshot_touch"}

@@ -13,8 +13,8 @@ from permitchain.console import auth
 from permitchain.console.api import create_app
 from permitchain.console.context import Console
 from permitchain.console.events import Broadcaster
-from permitchain.keys import Keys
-from permitchain.settings import Settings
+from permitchain.contract.keys import Keys
+from permitchain.contract.settings import Settings
 from permitchain.store import async_client
 
 T = TypeVar("T")

@@ -12,11 +12,11 @@ from typing import Any
 import httpx
 import pytest
 
+from permitchain.contract.keys import Keys
+from permitchain.contract.settings import Settings
 from permitchain.exchange.sim import SimExchange
-from permitchain.keys import Keys
 from permitchain.ops import health, history
 from permitchain.position_brain.checks import QTY_MISMATCH
-from permitchain.settings import Settings
 from tests.console.helpers import AUTH, free_port, in_process
 
 READS = [

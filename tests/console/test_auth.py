@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from permitchain.console import auth
-from permitchain.errors import ConfigError
-from permitchain.settings import Settings
+from permitchain.contract.errors import ConfigError
+from permitchain.contract.settings import Settings
 
 SECRET = "0123456789abcdef0123"
 
@@ -59,7 +59,7 @@ def test_operator_name() -> None:
 
 
 def test_secrets_are_masked_in_setting_errors() -> None:
-    from permitchain.settings import load_settings
+    from permitchain.contract.settings import load_settings
 
     with pytest.raises(ConfigError) as e:
         load_settings({"CONSOLE_TOKEN": SECRET, "NOTIFY_DEDUPE_S": "x"})

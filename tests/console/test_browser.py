@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import redis
 
-from permitchain.keys import Keys
+from permitchain.contract.keys import Keys
 from tests.console.conftest import Live
 from tests.console.helpers import SECRET
 

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 import redis
 
+from permitchain.contract.keys import Keys
 from permitchain.exchange.sim import SimExchange
 from permitchain.exit_brain.api import build_proposal, submit_proposal
-from permitchain.keys import Keys
 from permitchain.store import async_client
 from tests.console.conftest import Live, SSEReader
 

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from permitchain.errors import OrderOutcomeUnknown, OrderRejected, StopWouldTrigger
+from permitchain.contract.errors import OrderOutcomeUnknown, OrderRejected, StopWouldTrigger
 from permitchain.exchange.base import Exchange, OrderStatus
 from permitchain.exchange.binance import BinanceExchange
 from tests.exchange.binance_helpers import run

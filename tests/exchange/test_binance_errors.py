@@ -10,7 +10,7 @@ import ccxt.async_support as ccxt_async
 import pytest
 from ccxt.base import errors as cx
 
-from permitchain.errors import (
+from permitchain.contract.errors import (
     ClockSkew,
     ExchangeError,
     ExchangeUnavailable,

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from permitchain.errors import ConfigError
+from permitchain.contract.errors import ConfigError
+from permitchain.contract.keys import Keys
+from permitchain.contract.settings import load_settings
 from permitchain.exchange.binance import BinanceExchange
 from permitchain.exchange.factory import check_exchange_settings, make_exchange
-from permitchain.keys import Keys
-from permitchain.settings import load_settings
 from tests.fakebinance import API_KEY, API_SECRET, AdminClient
 
 KEYS = {"BINANCE_API_KEY": API_KEY, "BINANCE_API_SECRET": API_SECRET}

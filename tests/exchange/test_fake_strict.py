@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from permitchain.errors import OrderOutcomeUnknown, OrderRejected
+from permitchain.contract.errors import OrderOutcomeUnknown, OrderRejected
 from permitchain.exchange.binance import BinanceExchange
 from tests.exchange.binance_helpers import run
 from tests.fakebinance import FakeBinance

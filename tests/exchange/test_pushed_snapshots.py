@@ -11,12 +11,12 @@ from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
-from permitchain.errors import ExchangeUnavailable
+from permitchain.contract.errors import ExchangeUnavailable
+from permitchain.contract.keys import Keys
 from permitchain.exchange.base import Exchange
 from permitchain.exchange.binance_stream import BinanceUserStream
 from permitchain.exchange.sim import SimExchange
 from permitchain.exchange.stream import SimUserStream, UserStream
-from permitchain.keys import Keys
 from permitchain.position_brain.poller import SnapshotPoller
 from permitchain.position_brain.pushed import PushedSnapshots
 from permitchain.runtime.clock import SystemClock

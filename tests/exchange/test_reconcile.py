@@ -11,13 +11,13 @@ from permitchain.apply_layer.exec_store import ExecStore
 from permitchain.apply_layer.reconcile import Reconciler
 from permitchain.apply_layer.stops import StopBook
 from permitchain.cli.control import set_trading_state
+from permitchain.contract.keys import Keys
+from permitchain.contract.settings import Settings
 from permitchain.exchange.sim import SimExchange
 from permitchain.governor.policy import TradingState
 from permitchain.governor.store import read_trading_state
-from permitchain.keys import Keys
 from permitchain.ops.health import gather
 from permitchain.runtime.clock import SystemClock
-from permitchain.settings import Settings
 from tests.exchange.binance_helpers import adapter
 from tests.fakebinance import FakeBinance
 

@@ -10,9 +10,9 @@ from decimal import Decimal
 
 import pytest
 
-from permitchain.errors import OrderRejected
+from permitchain.contract.errors import OrderRejected
+from permitchain.contract.keys import Keys
 from permitchain.exchange.binance import BinanceExchange
-from permitchain.keys import Keys
 from permitchain.position_brain.checks import CheckConfig, PlanView, Snapshot, evaluate
 from permitchain.position_brain.poller import SnapshotPoller
 from permitchain.position_brain.state import parse_snapshot

@@ -12,10 +12,10 @@ import pytest
 from redis.asyncio import Redis
 
 from permitchain.apply_layer.stops import StopBook
+from permitchain.contract.keys import Keys
+from permitchain.contract.models import Plan
+from permitchain.contract.settings import Settings
 from permitchain.exchange.base import Exchange, OrderStatus
-from permitchain.keys import Keys
-from permitchain.models import Plan
-from permitchain.settings import Settings
 from tests.apply_layer.bench import SYM, Bench, plan_for
 from tests.exchange.binance_helpers import adapter
 from tests.fakebinance import FakeBinance

@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 import redis
 
-from permitchain.errors import OrderOutcomeUnknown, OrderRejected, StopWouldTrigger
+from permitchain.contract.errors import OrderOutcomeUnknown, OrderRejected, StopWouldTrigger
+from permitchain.contract.keys import Keys
 from permitchain.exchange.base import OrderInfo
 from permitchain.exchange.sim import SimExchange
 from permitchain.exchange.sim_stops import trigger_stop
-from permitchain.keys import Keys
 
 SYM = "BTCUSDT"
 Run = Callable[..., Any]

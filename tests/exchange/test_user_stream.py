@@ -10,12 +10,12 @@ from typing import Any, TypeVar
 
 import pytest
 
-from permitchain.errors import ExchangeUnavailable, OrderRejected
+from permitchain.contract.errors import ExchangeUnavailable, OrderRejected
+from permitchain.contract.keys import Keys
 from permitchain.exchange.base import OrderInfo, OrderStatus, PositionInfo
 from permitchain.exchange.binance_stream import BinanceUserStream
 from permitchain.exchange.sim import SimExchange
 from permitchain.exchange.stream import SimUserStream
-from permitchain.keys import Keys
 from tests.exchange.binance_helpers import adapter
 from tests.fakebinance import API_KEY, API_SECRET, FakeBinance
 

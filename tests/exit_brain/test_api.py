@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 
 from permitchain.apply_layer.planner import PlannerPolicy, make_plan
-from permitchain.errors import ConfigError, ContractError
+from permitchain.contract.errors import ConfigError, ContractError
+from permitchain.contract.keys import Keys
+from permitchain.contract.models import Action, PlanDecision, Proposal, make_plan_id
+from permitchain.contract.settings import load_settings
 from permitchain.exit_brain import state
 from permitchain.exit_brain.api import build_proposal, expected_plan_id, propose
 from permitchain.exit_brain.kernel import Book
-from permitchain.keys import Keys
-from permitchain.models import Action, PlanDecision, Proposal, make_plan_id
-from permitchain.settings import load_settings
 
 NOW = 1_700_000_000.0
 

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from permitchain.chain import Chain
+from permitchain.contract.keys import Keys
+from permitchain.contract.models import Proposal
 from permitchain.exchange.sim import SimExchange
 from permitchain.exit_brain.api import expected_plan_id
-from permitchain.keys import Keys
-from permitchain.models import Proposal
 from permitchain.store import async_client
 
 pytestmark = pytest.mark.slow

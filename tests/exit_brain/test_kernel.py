@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from permitchain.contract.models import Action
 from permitchain.exit_brain.kernel import (
     Book,
     Components,
@@ -24,7 +25,6 @@ from permitchain.exit_brain.kernel import (
     sigma_spike,
     ts_drop,
 )
-from permitchain.models import Action
 
 REFERENCE = Components(regime_flip=0, sigma_spike=0.1084, ts_drop=0.1789, age_penalty=0.0417)
 P = ExitParams()

@@ -12,16 +12,16 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
+from permitchain.contract.keys import Keys
+from permitchain.contract.models import Proposal
+from permitchain.contract.settings import Settings
 from permitchain.exchange.sim import SimExchange
 from permitchain.exchange.sim_prices import VolRegime, price_path
 from permitchain.exit_brain.api import expected_plan_id
 from permitchain.exit_brain.kernel import Components, kill_score
 from permitchain.exit_brain.market import MIN_RETURNS
 from permitchain.exit_brain.service import ExitBrain, build_exit_brain
-from permitchain.keys import Keys
-from permitchain.models import Proposal
 from permitchain.runtime.clock import FixedClock
-from permitchain.settings import Settings
 from permitchain.store import async_client
 
 SYM = "BTCUSDT"
@@ -68,7 +68,9 @@ async def run_path(
         await sim.set_price(SYM, p)
         made = await brain.cycle()
         for proposal in made if outcome else ():
-            await brain.redis.hset(brain.keys.exec_record(expected_plan_id(proposal)), "state", outcome)
+            await brain.redis.hset(
+                brain.keys.exec_record(expected_plan_id(proposal)), "state", outcome
+            )
         out += made
         clock.advance(2)
     return out

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from permitchain.contract.keys import Keys
 from permitchain.exchange.sim import SimExchange
 from permitchain.exchange.sim_prices import (
     PriceWalk,
@@ -20,7 +21,6 @@ from permitchain.exchange.sim_prices import (
     step_prices,
 )
 from permitchain.exchange.sim_stops import stop_outcome, trigger_stop
-from permitchain.keys import Keys
 from permitchain.security.acl import setuser_args, username
 from permitchain.store import async_client
 

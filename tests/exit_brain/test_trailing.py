@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import replace
 from decimal import Decimal
 
+from permitchain.contract.models import Action
 from permitchain.exit_brain.kernel import (
     Book,
     Components,
@@ -16,7 +17,6 @@ from permitchain.exit_brain.kernel import (
     decide,
     settle,
 )
-from permitchain.models import Action
 
 D = Decimal
 NOW = 1_700_000_000.0

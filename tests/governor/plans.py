@@ -5,7 +5,14 @@ from __future__ import annotations
 from decimal import Decimal
 
 from permitchain.apply_layer.planner import steps_for
-from permitchain.models import CLOSE_FRACTION, Action, Plan, PlanDecision, Step, make_plan_id
+from permitchain.contract.models import (
+    CLOSE_FRACTION,
+    Action,
+    Plan,
+    PlanDecision,
+    Step,
+    make_plan_id,
+)
 
 T0 = 1_800_000_000.0  # a fixed "now" for the injected clock
 

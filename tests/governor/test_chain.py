@@ -18,11 +18,11 @@ import pytest
 from redis.asyncio import Redis
 
 from permitchain.chain import Chain
+from permitchain.contract.keys import Keys
+from permitchain.contract.models import Action, Proposal, make_plan_id
 from permitchain.exchange.sim import SimExchange
 from permitchain.exit_brain.api import current_epoch, new_proposal_id, submit_proposal
 from permitchain.keyfiles import generate
-from permitchain.keys import Keys
-from permitchain.models import Action, Proposal, make_plan_id
 from permitchain.scenario import (
     ENTRY,
     MARK,

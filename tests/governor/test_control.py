@@ -11,7 +11,7 @@ from typing import Any
 import redis
 
 from permitchain.cli.control import MAX_REASON_CHARS, NO_REASON, clean_reason
-from permitchain.keys import Keys
+from permitchain.contract.keys import Keys
 
 
 def cli(redis_url: str, prefix: str, *args: str) -> subprocess.CompletedProcess[str]:

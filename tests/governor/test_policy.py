@@ -6,6 +6,7 @@ from decimal import Decimal
 
 import pytest
 
+from permitchain.contract.models import CANARY_SYMBOL, Action, Plan, ResultStatus
 from permitchain.governor import policy as gp
 from permitchain.governor.policy import (
     GovernorInput,
@@ -16,7 +17,6 @@ from permitchain.governor.policy import (
     parse_trading_state,
 )
 from permitchain.governor.rates import ReservationBook
-from permitchain.models import CANARY_SYMBOL, Action, Plan, ResultStatus
 from permitchain.runtime.clock import FixedClock
 
 from .plans import T0, plan, risk_increasing

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from permitchain.contract.keys import GROUP_GOVERNOR, GROUP_GOVERNOR_RESULTS, Keys
+from permitchain.contract.settings import Settings
 from permitchain.governor.service import Governor
-from permitchain.keys import GROUP_GOVERNOR, GROUP_GOVERNOR_RESULTS, Keys
 from permitchain.runtime.clock import SystemClock
-from permitchain.settings import Settings
 from permitchain.store import async_client
 
 

@@ -13,15 +13,15 @@ import pytest
 import redis
 from prometheus_client import REGISTRY
 
+from permitchain.contract.keys import Keys
+from permitchain.contract.models import Action, GovernorPermit, Plan, Result, ResultStatus
+from permitchain.contract.settings import ApplyMode, Settings
+from permitchain.contract.signing import verify
 from permitchain.governor.policy import GovernorPolicy, decide
 from permitchain.governor.rates import ReservationBook, Settlement
 from permitchain.governor.service import Governor
 from permitchain.governor.store import GovernorStore
-from permitchain.keys import Keys
-from permitchain.models import Action, GovernorPermit, Plan, Result, ResultStatus
 from permitchain.runtime.clock import FixedClock
-from permitchain.settings import ApplyMode, Settings
-from permitchain.signing import verify
 from permitchain.store import async_client
 
 from .plans import T0, plan

@@ -16,7 +16,7 @@ import pytest
 
 from permitchain.bench.load import Load, Sample, verify
 from permitchain.bench.runner import clock_offset
-from permitchain.keys import Keys
+from permitchain.contract.keys import Keys
 
 pytestmark = pytest.mark.slow
 

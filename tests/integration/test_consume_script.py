@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import redis
 
-from permitchain.keys import Keys
-from permitchain.models import GovernorPermit, P33Allow, P33Deny, make_plan_id
-from permitchain.scripts import Scripts
+from permitchain.contract.keys import Keys
+from permitchain.contract.models import GovernorPermit, P33Allow, P33Deny, make_plan_id
+from permitchain.store.scripts import Scripts
 
 SYM = "BTCUSDT"
 PLAN = make_plan_id(SYM, "PARTIAL_75", 0, 3)

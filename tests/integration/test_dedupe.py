@@ -8,10 +8,10 @@ from typing import Any
 import redis
 
 from permitchain.apply_layer.planner_service import Planner
-from permitchain.keys import Keys
-from permitchain.models import Proposal
+from permitchain.contract.keys import Keys
+from permitchain.contract.models import Proposal
+from permitchain.contract.settings import Settings
 from permitchain.runtime.clock import FixedClock
-from permitchain.settings import Settings
 
 
 def proposal(**kw: Any) -> Proposal:

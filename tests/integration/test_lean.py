@@ -1,4 +1,4 @@
-"""The lean transport (permitchain.lean) against a real server: the same answers and errors
+"""The lean transport (permitchain.store.lean) against a real server: the same answers and errors
 as redis-py's own transport, blocking reads kept off it, losses and hangs fail fast."""
 
 from __future__ import annotations

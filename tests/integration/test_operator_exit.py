@@ -20,16 +20,16 @@ from redis.asyncio import Redis
 
 from permitchain.apply_layer.planner_service import publish_plan
 from permitchain.chain import Chain
+from permitchain.contract.keys import Keys
+from permitchain.contract.models import Action, P33Allow, Plan, Proposal, make_plan_id
+from permitchain.contract.signing import P33, Ed25519Signer, HmacSigner, Signer
 from permitchain.exit_brain.api import current_epoch, new_proposal_id, submit_proposal
 from permitchain.keyfiles import generate, load_private
-from permitchain.keys import Keys
-from permitchain.models import Action, P33Allow, Plan, Proposal, make_plan_id
 from permitchain.operator_exit import flatten_plan
 from permitchain.runtime.permits import permit_json
 from permitchain.scenario import EXCHANGE_AMT, SYMBOL, audit_for, seed, wait_result, wait_snapshot
-from permitchain.scripts import Scripts
-from permitchain.signing import P33, Ed25519Signer, HmacSigner, Signer
 from permitchain.store import async_client
+from permitchain.store.scripts import Scripts
 
 pytestmark = pytest.mark.slow
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from permitchain.contract.keys import Keys
 from permitchain.embedded import EmbeddedServer
-from permitchain.keys import Keys
 from tests.lifecycle.helpers import cli, cli_env
 
 pytestmark = pytest.mark.slow

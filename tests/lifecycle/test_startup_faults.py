@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from permitchain.contract.keys import Keys
 from permitchain.embedded import EmbeddedServer, free_port
-from permitchain.keys import Keys
 from tests.lifecycle.helpers import cli, cli_env, error_lines
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from permitchain.keys import SERVICES, Keys
+from permitchain.contract.keys import SERVICES, Keys
 from tests.lifecycle.helpers import Up, await_gone, children_of, cli, cli_env, error_lines
 
 pytestmark = pytest.mark.slow

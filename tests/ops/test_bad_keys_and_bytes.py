@@ -15,9 +15,9 @@ from typing import Any
 
 import redis
 
-from permitchain.keys import Keys
+from permitchain.contract.keys import Keys
+from permitchain.contract.settings import Settings
 from permitchain.ops.health import gather
-from permitchain.settings import Settings
 from tests.apply_layer.bench import plan_for
 
 

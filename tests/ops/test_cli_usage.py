@@ -16,7 +16,7 @@ import redis
 
 from permitchain import __version__
 from permitchain.chain import Chain
-from permitchain.keys import Keys
+from permitchain.contract.keys import Keys
 from permitchain.scenario import SYMBOL
 from tests.lifecycle.helpers import cli, cli_env, error_lines
 from tests.ops.test_commands import start, wait_for

@@ -10,9 +10,9 @@ from typing import Any
 
 import redis
 
-from permitchain.keys import Keys
+from permitchain.contract.keys import Keys
+from permitchain.contract.settings import Settings
 from permitchain.ops.health import CANARY_SYMBOL, gather
-from permitchain.settings import Settings
 
 
 def snapshot(r: redis.Redis, k: Keys, symbol: str, amt: str, age_s: float) -> None:

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from permitchain.contract.settings import LogFormat
 from permitchain.runtime.logs import log_decision, setup_logging
-from permitchain.settings import LogFormat
 
 
 @pytest.fixture

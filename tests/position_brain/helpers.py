@@ -12,10 +12,8 @@ from typing import Any
 from redis.asyncio import Redis
 
 from permitchain.apply_layer.planner import steps_for
-from permitchain.exchange.base import OrderInfo, PositionInfo, Side, SymbolFilters
-from permitchain.exchange.sim import SimExchange
-from permitchain.keys import GROUP_P33, GROUP_P33_LEDGER, Keys
-from permitchain.models import (
+from permitchain.contract.keys import GROUP_P33, GROUP_P33_LEDGER, Keys
+from permitchain.contract.models import (
     CLOSE_FRACTION,
     Action,
     Plan,
@@ -24,10 +22,12 @@ from permitchain.models import (
     ResultStatus,
     make_plan_id,
 )
+from permitchain.contract.settings import Settings
+from permitchain.exchange.base import OrderInfo, PositionInfo, Side, SymbolFilters
+from permitchain.exchange.sim import SimExchange
 from permitchain.position_brain.service import PositionBrain
 from permitchain.runtime.clock import Clock, SystemClock
 from permitchain.runtime.service import ServiceRunner, ensure_group
-from permitchain.settings import Settings
 
 
 def plan(symbol: str = "BTCUSDT", action: str = "PARTIAL_75", *, tranche: int = 0,
@@ -129,7 +129,7 @@ async def running(pb: PositionBrain, redis_url: str, *, poller: bool = True
 async def next_permit(r: Redis, keys: Keys, plan_id: str, last_id: str = "0-0",
                       timeout_s: float = 5.0) -> tuple[dict[str, Any], str]:  # fmt: skip
     """Wait (XREAD BLOCK on the permit events) for P3.3's permit of ``plan_id``."""
-    from permitchain.models import parse_p33
+    from permitchain.contract.models import parse_p33
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

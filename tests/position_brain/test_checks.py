@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from permitchain.contract.models import Action
 from permitchain.exchange.base import closing_side
-from permitchain.models import Action
 from permitchain.position_brain.checks import (
     CheckConfig,
     Ledger,

@@ -13,13 +13,13 @@ import redis
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
-from permitchain.keys import Keys
+from permitchain.contract.keys import Keys
+from permitchain.contract.settings import PermitSignature, Settings
+from permitchain.contract.signing import verify
 from permitchain.position_brain.checks import COOLDOWN_IN_FLIGHT, P33Decision
 from permitchain.position_brain.service import PositionBrain
 from permitchain.runtime.permits import claim_and_write_permit
-from permitchain.scripts import source
-from permitchain.settings import PermitSignature, Settings
-from permitchain.signing import verify
+from permitchain.store.scripts import source
 from tests.position_brain.helpers import brain, plan
 
 COOLDOWN_S = 15.0

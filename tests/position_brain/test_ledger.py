@@ -10,8 +10,9 @@ from typing import Any
 
 import redis
 
-from permitchain.keys import Keys
-from permitchain.models import Result
+from permitchain.contract.keys import Keys
+from permitchain.contract.models import Result
+from permitchain.contract.settings import Settings
 from permitchain.position_brain import state as state_mod
 from permitchain.position_brain.state import (
     APPLIED_PLANS_MAX,
@@ -24,7 +25,6 @@ from permitchain.position_brain.state import (
     ledger_update,
     parse_ledger,
 )
-from permitchain.settings import Settings
 from tests.position_brain.helpers import brain, plan, result, running
 
 D = Decimal

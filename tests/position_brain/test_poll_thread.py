@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import redis
 
+from permitchain.contract.keys import Keys
 from permitchain.exchange.sim import SimExchange
-from permitchain.keys import Keys
 from permitchain.position_brain.poll_thread import PollThread
 from permitchain.runtime.clock import SystemClock
 from tests.position_brain.test_poller import _list_many

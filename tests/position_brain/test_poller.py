@@ -9,8 +9,8 @@ from typing import Any
 
 import redis
 
+from permitchain.contract.keys import Keys
 from permitchain.exchange.sim import DEFAULT_FILTERS, SimExchange
-from permitchain.keys import Keys
 from permitchain.position_brain.poller import FULL_WRITE_EVERY_S, SnapshotPoller
 from permitchain.runtime.clock import SystemClock
 from tests.position_brain.helpers import CountingExchange

@@ -7,8 +7,8 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from permitchain.contract.models import CLOSE_FRACTION, Action
 from permitchain.exchange.base import closing_side, round_down
-from permitchain.models import CLOSE_FRACTION, Action
 from permitchain.position_brain.checks import (
     CheckConfig,
     Ledger,

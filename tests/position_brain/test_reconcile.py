@@ -10,7 +10,7 @@ import redis
 from typer.testing import CliRunner
 
 from permitchain.cli.main import app
-from permitchain.keys import Keys
+from permitchain.contract.keys import Keys
 
 
 @pytest.fixture

@@ -12,11 +12,11 @@ import redis
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
-from permitchain.keys import Keys
-from permitchain.models import P33Allow
+from permitchain.contract.keys import Keys
+from permitchain.contract.models import P33Allow
+from permitchain.contract.settings import PermitSignature, Settings
+from permitchain.contract.signing import verify
 from permitchain.runtime.clock import FixedClock
-from permitchain.settings import PermitSignature, Settings
-from permitchain.signing import verify
 from tests.position_brain.helpers import brain, next_permit, plan, result, running
 
 POLL_S, STALE_S = 0.1, 0.6

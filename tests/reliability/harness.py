@@ -18,7 +18,7 @@ from typing import Any
 import redis
 
 from permitchain.chain import Chain
-from permitchain.keys import Keys
+from permitchain.contract.keys import Keys
 
 TERMINAL = {"filled", "rejected", "blocked", "dry_run", "unknown"}
 

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from permitchain.keys import Keys
+from permitchain.contract.keys import Keys
 from permitchain.runtime.service import Consumer, ServiceRunner, by_symbol, ensure_group
 
 POISON_SYMBOL = b"BTC\xffUSDT"

@@ -34,8 +34,7 @@ import redis
 from permitchain.apply_layer.exec_store import open_index
 from permitchain.apply_layer.planner_service import GROUP_PLANNER
 from permitchain.chain import Chain
-from permitchain.governor.store import utc_day
-from permitchain.keys import (
+from permitchain.contract.keys import (
     GROUP_EXECUTOR,
     GROUP_GOVERNOR,
     GROUP_GOVERNOR_RESULTS,
@@ -43,7 +42,8 @@ from permitchain.keys import (
     GROUP_P33_LEDGER,
     Keys,
 )
-from permitchain.models import make_plan_id
+from permitchain.contract.models import make_plan_id
+from permitchain.governor.store import utc_day
 from permitchain.runtime.entries import Entry, shown
 from tests.reliability.harness import seed_positions, settle
 

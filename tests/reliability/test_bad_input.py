@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from permitchain.chain import Chain
-from permitchain.models import make_plan_id
+from permitchain.contract.models import make_plan_id
 from tests.reliability.harness import seed_positions, settle
 
 pytestmark = pytest.mark.slow

@@ -30,7 +30,7 @@ import pytest
 import redis
 
 from permitchain.chain import Chain
-from permitchain.keys import Keys
+from permitchain.contract.keys import Keys
 from tests.reliability.harness import (
     Load,
     check_invariants,

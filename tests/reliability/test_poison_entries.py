@@ -15,11 +15,11 @@ import pytest
 import redis.asyncio as aioredis
 from redis.asyncio import Redis
 
-from permitchain.keys import Keys
-from permitchain.lean import LeanRedis
+from permitchain.contract.keys import Keys
+from permitchain.contract.settings import Settings
 from permitchain.runtime.service import Consumer, ServiceRunner, ensure_group
-from permitchain.settings import Settings
 from permitchain.store import async_client
+from permitchain.store.lean import LeanRedis
 from tests.apply_layer.bench import Bench, plan_for
 from tests.apply_layer.test_permit_events import fresh_id
 from tests.reliability.poison import MODES, check, feed_poison

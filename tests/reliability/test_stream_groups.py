@@ -20,8 +20,8 @@ import redis
 from permitchain.apply_layer.planner import steps_for
 from permitchain.apply_layer.planner_service import GROUP_PLANNER
 from permitchain.chain import Chain
-from permitchain.keys import Keys
-from permitchain.models import CLOSE_FRACTION, Action, Plan, PlanDecision, make_plan_id
+from permitchain.contract.keys import Keys
+from permitchain.contract.models import CLOSE_FRACTION, Action, Plan, PlanDecision, make_plan_id
 from tests.reliability.harness import seed_positions, settle, wait_fills
 
 pytestmark = pytest.mark.slow

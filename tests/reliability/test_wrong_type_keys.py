@@ -21,17 +21,17 @@ from redis.asyncio import Redis
 from permitchain.apply_layer.exec_store import open_index
 from permitchain.apply_layer.planner import plan_from_fields
 from permitchain.apply_layer.planner_service import Planner
-from permitchain.errors import WrongTypeError
+from permitchain.contract.errors import WrongTypeError
+from permitchain.contract.keys import Keys
+from permitchain.contract.models import GovernorPermit, Result, ResultStatus, parse_p33
+from permitchain.contract.settings import Settings
 from permitchain.exchange.sim import SimExchange
 from permitchain.exit_brain.service import ExitBrain
 from permitchain.governor.service import Governor
 from permitchain.governor.store import utc_day
-from permitchain.keys import Keys
-from permitchain.models import GovernorPermit, Result, ResultStatus, parse_p33
 from permitchain.position_brain.poller import SnapshotPoller
 from permitchain.position_brain.state import apply_result
 from permitchain.runtime.clock import FixedClock, SystemClock
-from permitchain.settings import Settings
 from permitchain.store import is_wrong_type
 from tests.apply_layer.bench import Bench, plan_for
 from tests.apply_layer.test_planner import fields

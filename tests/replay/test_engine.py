@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from permitchain.apply_layer import planner
-from permitchain.errors import ConfigError
+from permitchain.contract.errors import ConfigError
 from permitchain.exit_brain import kernel, market
 from permitchain.position_brain import checks
 from permitchain.replay import engine, gate, runner

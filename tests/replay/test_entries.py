@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from permitchain.errors import ConfigError
+from permitchain.contract.errors import ConfigError
 from permitchain.replay import runner
 from permitchain.replay.data import DataError
 from permitchain.replay.entries import Rule, for_symbol, parse_rule, read_entries

@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 
 from permitchain.chain import Chain
+from permitchain.contract.models import Proposal
 from permitchain.exchange.sim import SimExchange
 from permitchain.exit_brain.api import expected_plan_id
-from permitchain.models import Proposal
 from permitchain.replay import runner
 from permitchain.replay.data import read_series
 from permitchain.replay.entries import read_entries

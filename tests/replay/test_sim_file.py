@@ -10,9 +10,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from permitchain.contract.keys import Keys
 from permitchain.exchange.sim import SimExchange
 from permitchain.exchange.sim_prices import drive_file, file_clock
-from permitchain.keys import Keys
 
 SYM = "BTCUSDT"
 

@@ -11,12 +11,12 @@ import pytest
 import redis
 
 from permitchain.chain import Chain
-from permitchain.keys import Keys
-from permitchain.models import make_plan_id
+from permitchain.contract.keys import Keys
+from permitchain.contract.models import make_plan_id
 from permitchain.scenario import run_reference
-from permitchain.scripts import Scripts
 from permitchain.security.acl import setuser_args, username
 from permitchain.services import SERVICE_NAMES
+from permitchain.store.scripts import Scripts
 
 PLAN = make_plan_id("BTCUSDT", "PARTIAL_75", 0, 3)
 

@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from permitchain.chain import SRC_DIR
-from permitchain.errors import ConfigError
+from permitchain.contract.errors import ConfigError
+from permitchain.contract.settings import ApplyMode, PermitSignature, Settings
+from permitchain.contract.signing import GOVERNOR, ISSUERS, OPERATOR, P33
 from permitchain.keyfiles import (
     SIGNS_AS,
     VERIFIES,
@@ -24,8 +26,6 @@ from permitchain.keyfiles import (
     signer_for,
     verifier_for,
 )
-from permitchain.settings import ApplyMode, PermitSignature, Settings
-from permitchain.signing import GOVERNOR, ISSUERS, OPERATOR, P33
 
 PROD = ApplyMode.PRODUCTION
 

@@ -16,14 +16,14 @@ import redis
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from permitchain.chain import Chain
+from permitchain.contract.keys import Keys
+from permitchain.contract.models import Action, Proposal, make_plan_id
+from permitchain.contract.settings import load_settings
+from permitchain.contract.signing import ISSUERS, OPERATOR, Ed25519Signer, HmacSigner, Signer
 from permitchain.exit_brain.api import current_epoch, new_proposal_id, submit_proposal
 from permitchain.keyfiles import generate, private_key_location, signer_for, verifier_for
-from permitchain.keys import Keys
-from permitchain.models import Action, Proposal, make_plan_id
 from permitchain.operator_exit import flatten_plan, make_request
 from permitchain.scenario import SYMBOL, audit_for, seed, wait_result, wait_snapshot
-from permitchain.settings import load_settings
-from permitchain.signing import ISSUERS, OPERATOR, Ed25519Signer, HmacSigner, Signer
 from permitchain.store import async_client
 from tests.security.test_acl import users  # noqa: F401 - the ACL users fixture
 

@@ -9,9 +9,8 @@ from decimal import Decimal
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from permitchain.models import GovernorPermit, canonical_json
-from permitchain.runtime.permits import permit_json
-from permitchain.signing import (
+from permitchain.contract.models import GovernorPermit, canonical_json
+from permitchain.contract.signing import (
     GOVERNOR,
     OPERATOR,
     OPERATOR_CONTEXT,
@@ -23,6 +22,7 @@ from permitchain.signing import (
     raw_public,
     signed_bytes,
 )
+from permitchain.runtime.permits import permit_json
 
 SEED = bytes(range(32))  # the private key: 00 01 02 … 1f
 PUBLIC_HEX = "03a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b8"

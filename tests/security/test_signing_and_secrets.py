@@ -11,8 +11,8 @@ import pytest
 import redis
 
 from permitchain.chain import Chain
+from permitchain.contract.models import GovernorPermit, P33Allow, make_plan_id
 from permitchain.exchange.sim import SimExchange
-from permitchain.models import GovernorPermit, P33Allow, make_plan_id
 from permitchain.scenario import (
     ENTRY,
     EXCHANGE_AMT,

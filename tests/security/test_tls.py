@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from permitchain.chain import Chain
+from permitchain.contract.errors import ConfigError
 from permitchain.embedded import EmbeddedServer
-from permitchain.errors import ConfigError
 from permitchain.scenario import run_reference
 
 pytestmark = pytest.mark.slow

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from permitchain.errors import ConfigError
-from permitchain.settings import Settings
+from permitchain.contract.errors import ConfigError
+from permitchain.contract.settings import Settings
 from permitchain.store import is_cluster, parse_cluster_url, sync_client
 
 

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from permitchain.errors import ContractError
+from permitchain.contract.errors import ContractError
+from permitchain.contract.models import GovernorPermit, Plan, canonical_json
 from permitchain.exchange.sim import _filters, _filters_of
-from permitchain.models import GovernorPermit, Plan, canonical_json
 from permitchain.runtime.audit import audit_fields
-from permitchain.scripts import LeanScript, Scripts
+from permitchain.store.scripts import LeanScript, Scripts
 
 CONTEXTS: list[dict[str, Any]] = [
     {},

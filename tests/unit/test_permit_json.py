@@ -8,9 +8,9 @@ from decimal import Decimal
 
 import pytest
 
-from permitchain.models import GovernorPermit, P33Allow, P33Deny, parse_p33
+from permitchain.contract.models import GovernorPermit, P33Allow, P33Deny, parse_p33
+from permitchain.contract.signing import HmacSigner, sign, verify
 from permitchain.runtime.permits import permit_json
-from permitchain.signing import HmacSigner, sign, verify
 
 NOW = time.time()
 PID = "0123456789abcdef"

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import redis
 
-from permitchain.scripts import Scripts, ScriptSourceError, expand, names, source
+from permitchain.store.scripts import Scripts, ScriptSourceError, expand, names, source
 
 LIB = Path(__file__).resolve().parents[2] / "src" / "permitchain" / "lua"
 

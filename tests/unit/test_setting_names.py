@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from permitchain.errors import ConfigError
+from permitchain.contract.errors import ConfigError
+from permitchain.contract.settings import load_settings, misspelt
 from permitchain.services import RUNNABLE
-from permitchain.settings import load_settings, misspelt
 
 ROOT = Path(__file__).resolve().parents[2]
 

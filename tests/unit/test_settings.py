@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from permitchain.errors import ConfigError
-from permitchain.settings import ApplyMode, PermitSignature, load_settings
+from permitchain.contract.errors import ConfigError
+from permitchain.contract.settings import ApplyMode, PermitSignature, load_settings
 
 
 def test_defaults_follow_the_contract() -> None:

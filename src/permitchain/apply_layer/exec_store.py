@@ -33,15 +33,15 @@ import redis.exceptions
 from prometheus_client import Histogram
 from redis.asyncio import Redis
 
+from permitchain.contract.keys import Keys
+from permitchain.contract.models import SCHEMA, Result
 from permitchain.governor.policy import TradingState
 from permitchain.governor.store import queue_state_read, read_trading_state, state_from_reply
-from permitchain.keys import Keys
-from permitchain.lean import NEVER_DECODE
-from permitchain.models import SCHEMA, Result
 from permitchain.runtime.audit import AUDIT_MAXLEN, audit_fields
 from permitchain.runtime.metrics import LabelledCounter
-from permitchain.scripts import LeanScript, Scripts, flat_pairs
 from permitchain.store import WRONG_KEY_TYPE, is_cluster, is_wrong_type, wrong_type
+from permitchain.store.lean import NEVER_DECODE
+from permitchain.store.scripts import LeanScript, Scripts, flat_pairs
 
 log = logging.getLogger("permitchain.executor")
 

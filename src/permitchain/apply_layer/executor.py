@@ -35,13 +35,9 @@ from permitchain.apply_layer.orders import OrderDesk, Submission, latency_ms
 from permitchain.apply_layer.reconcile import POSITION_MODE_CHANGED, Reconciler
 from permitchain.apply_layer.resolver import Resolver, sender_id
 from permitchain.apply_layer.stops import StopBook
-from permitchain.errors import ContractError
-from permitchain.exchange.base import Exchange
-from permitchain.governor.policy import TradingState
-from permitchain.governor.store import read_trading_state
-from permitchain.keyfiles import verifier_for
-from permitchain.keys import GROUP_EXECUTOR, Keys
-from permitchain.models import (
+from permitchain.contract.errors import ContractError
+from permitchain.contract.keys import GROUP_EXECUTOR, Keys
+from permitchain.contract.models import (
     EXECUTOR_EXTERNAL,
     GovernorPermit,
     P33Allow,
@@ -50,6 +46,12 @@ from permitchain.models import (
     ResultStatus,
     fmt_decimal,
 )
+from permitchain.contract.settings import Settings
+from permitchain.contract.signing import GOVERNOR, P33
+from permitchain.exchange.base import Exchange
+from permitchain.governor.policy import TradingState
+from permitchain.governor.store import read_trading_state
+from permitchain.keyfiles import verifier_for
 from permitchain.operator_exit import is_operator_plan, operator_problem
 from permitchain.runtime.audit import add_audit
 from permitchain.runtime.clock import Clock
@@ -63,8 +65,6 @@ from permitchain.runtime.entries import (
     xread_raw,
 )
 from permitchain.runtime.service import ENTRIES, Backoff, Consumer
-from permitchain.settings import Settings
-from permitchain.signing import GOVERNOR, P33
 from permitchain.store import REDIS_FAULTS, WRONG_KEY_TYPE, wrong_type
 
 log = logging.getLogger("permitchain.executor")

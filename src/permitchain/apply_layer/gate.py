@@ -32,7 +32,7 @@ from prometheus_client import Counter
 
 from permitchain.apply_layer.exec_store import ExecStore
 from permitchain.apply_layer.orders import Submission, latency_ms
-from permitchain.models import (
+from permitchain.contract.models import (
     Plan,
     Result,
     ResultStatus,

@@ -27,15 +27,15 @@ from typing import Any
 
 from permitchain.apply_layer.exec_store import ExecStore
 from permitchain.apply_layer.stops import StopBook
-from permitchain.errors import (
+from permitchain.contract.errors import (
     ContractError,
     ExchangeError,
     OrderOutcomeUnknown,
     OrderRejected,
     StopWouldTrigger,
 )
+from permitchain.contract.models import Result, ResultStatus, fmt_decimal, parse_decimal, parse_ts
 from permitchain.exchange.base import Exchange, OrderInfo, OrderStatus, Side
-from permitchain.models import Result, ResultStatus, fmt_decimal, parse_decimal, parse_ts
 from permitchain.runtime.clock import Clock
 from permitchain.runtime.service import Backoff
 

@@ -24,8 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from permitchain.errors import ContractError
-from permitchain.models import (
+from permitchain.contract.errors import ContractError
+from permitchain.contract.models import (
     CLOSE_FRACTION,
     CLOSE_STEP,
     EXECUTOR_EXTERNAL,
@@ -38,7 +38,7 @@ from permitchain.models import (
     make_plan_id,
     proposal_fault,
 )
-from permitchain.settings import SYMBOL_RE
+from permitchain.contract.settings import SYMBOL_RE
 
 # Planner reason codes (docs/design.md §4); unknown_action and invalid_proposal are in
 # models.py (proposal_fault: the CLI and the API refuse such a proposal by the same rule).

@@ -32,16 +32,15 @@ from permitchain.apply_layer.planner import (
     PlannerPolicy,
     plan_from_fields,
 )
-from permitchain.errors import ContractError, WrongTypeError
-from permitchain.keys import Keys
-from permitchain.models import Plan
+from permitchain.contract.errors import ContractError, WrongTypeError
+from permitchain.contract.keys import Keys
+from permitchain.contract.models import Plan
+from permitchain.contract.settings import Settings
 from permitchain.runtime.audit import AUDIT_MAXLEN, audit_fields
 from permitchain.runtime.clock import Clock
 from permitchain.runtime.logs import log_decision
 from permitchain.runtime.metrics import LabelledCounter
 from permitchain.runtime.service import WRONG_TYPES
-from permitchain.scripts import Scripts
-from permitchain.settings import Settings
 from permitchain.store import (
     REDIS_FAULTS,
     WRONG_KEY_TYPE,
@@ -50,6 +49,7 @@ from permitchain.store import (
     is_wrong_type,
     wrong_type,
 )
+from permitchain.store.scripts import Scripts
 
 log = logging.getLogger("permitchain.planner")
 LAYER = "planner"

@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 
 from permitchain.apply_layer.exec_store import ExecStore
 from permitchain.apply_layer.resolver import plan_of
-from permitchain.errors import ExchangeError
+from permitchain.contract.errors import ExchangeError
+from permitchain.contract.keys import Keys
 from permitchain.exchange.base import Exchange
-from permitchain.keys import Keys
 from permitchain.runtime.audit import AUDIT_MAXLEN, audit_fields
 from permitchain.runtime.clock import Clock
 from permitchain.store import REDIS_FAULTS, AsyncRedis

@@ -37,7 +37,7 @@ from collections.abc import Callable
 from permitchain.apply_layer import gate
 from permitchain.apply_layer.exec_store import FINAL_GUARD, OUTBOX, ExecStore
 from permitchain.apply_layer.orders import OrderDesk, Submission
-from permitchain.errors import ContractError, ExchangeError
+from permitchain.contract.errors import ContractError, ExchangeError
 from permitchain.exchange.base import Exchange, OrderStatus
 from permitchain.exchange.stream import UserStream
 from permitchain.runtime.clock import Clock

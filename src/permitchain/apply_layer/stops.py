@@ -22,10 +22,10 @@ import time
 from dataclasses import dataclass
 from decimal import Decimal
 
-from permitchain.errors import ExchangeError
+from permitchain.contract.errors import ExchangeError
+from permitchain.contract.keys import Keys
+from permitchain.contract.models import fmt_decimal
 from permitchain.exchange.base import Exchange, OrderInfo
-from permitchain.keys import Keys
-from permitchain.models import fmt_decimal
 from permitchain.store import REDIS_FAULTS, AsyncRedis
 
 log = logging.getLogger("permitchain.executor")

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from permitchain.keys import Keys
-from permitchain.models import Proposal, make_plan_id
+from permitchain.contract.keys import Keys
+from permitchain.contract.models import Proposal, make_plan_id
 from permitchain.ops import reads as rd
 from permitchain.position_brain.state import float_or_none
 from permitchain.store import AsyncRedis

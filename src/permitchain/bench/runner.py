@@ -28,8 +28,8 @@ import redis.exceptions
 from permitchain.bench import signing_cost
 from permitchain.bench.load import Load, Sample, bench_symbols, seed, verify
 from permitchain.chain import Chain
+from permitchain.contract.keys import Keys
 from permitchain.keyfiles import generate
-from permitchain.keys import Keys
 from permitchain.ops import reads as rd
 from permitchain.runtime import gc_tuning
 from permitchain.store import AsyncRedis, async_client

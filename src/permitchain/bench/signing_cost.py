@@ -12,9 +12,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from permitchain.models import GovernorPermit, P33Allow
-from permitchain.runtime.permits import permit_json
-from permitchain.signing import (
+from permitchain.contract.models import GovernorPermit, P33Allow
+from permitchain.contract.signing import (
     GOVERNOR,
     P33,
     Ed25519Signer,
@@ -23,6 +22,7 @@ from permitchain.signing import (
     Signer,
     Verifier,
 )
+from permitchain.runtime.permits import permit_json
 
 #: The budget: Ed25519 may add at most this much CPU per plan over HMAC.
 TARGET_EXTRA_MS = 0.1

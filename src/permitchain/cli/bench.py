@@ -15,8 +15,8 @@ from rich.table import Table
 from permitchain.bench import signing_cost
 from permitchain.bench.runner import BenchConfig, run
 from permitchain.cli.common import console, err_console, fail, settings
-from permitchain.errors import ConfigError
-from permitchain.settings import load_settings
+from permitchain.contract.errors import ConfigError
+from permitchain.contract.settings import load_settings
 
 
 def _f(v: Any, nd: int = 2) -> str:

@@ -14,10 +14,10 @@ from rich.console import Console
 from rich.markup import escape
 
 from permitchain.chain import up_lock_file, url_file
-from permitchain.errors import ConfigError, PermitchainError, WrongTypeError
-from permitchain.keys import Keys
+from permitchain.contract.errors import ConfigError, PermitchainError, WrongTypeError
+from permitchain.contract.keys import Keys
+from permitchain.contract.settings import Settings, load_settings
 from permitchain.lifecycle import UpLock
-from permitchain.settings import Settings, load_settings
 from permitchain.store import (
     REDIS_FAULTS,
     WRONG_KEY_TYPE,

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import time
 
-from permitchain.errors import StoreError
+from permitchain.contract.errors import StoreError
+from permitchain.contract.keys import Keys
+from permitchain.contract.settings import Settings
 from permitchain.governor.policy import TradingState
 from permitchain.governor.store import read_trading_state
-from permitchain.keys import Keys
 from permitchain.runtime.audit import AUDIT_MAXLEN, audit_fields
-from permitchain.settings import Settings
 from permitchain.store import AsyncRedis, is_cluster
 
 OPERATOR_LAYER = "operator"

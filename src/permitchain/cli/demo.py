@@ -22,9 +22,9 @@ from rich.table import Table
 from permitchain.chain import Chain
 from permitchain.cli.common import console
 from permitchain.cli.keys_cmd import ephemeral_keys
-from permitchain.models import iso_utc
+from permitchain.contract.models import iso_utc
+from permitchain.contract.settings import load_settings
 from permitchain.scenario import SYMBOL, run_reference
-from permitchain.settings import load_settings
 
 DEMO_PREFIX = "pcdemo"
 #: The services' settings: the demo's own, whatever the environment says (an empty

@@ -18,11 +18,11 @@ from redis.asyncio import Redis
 from rich.table import Table
 
 from permitchain.cli.common import console, fail, run_async
-from permitchain.keys import Keys
-from permitchain.models import iso_utc
+from permitchain.contract.keys import Keys
+from permitchain.contract.models import iso_utc
+from permitchain.contract.settings import Settings
 from permitchain.ops import canary, canary_metrics, health, history, proof
 from permitchain.ops.check import Check, passed
-from permitchain.settings import Settings
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout")]
 

@@ -14,12 +14,12 @@ from rich.table import Table
 from permitchain.chain import Chain, ephemeral_keys_dir
 from permitchain.cli.common import console, fail, operator, run_async, settings
 from permitchain.cli.control import clean_reason
-from permitchain.errors import ConfigError
+from permitchain.contract.errors import ConfigError
+from permitchain.contract.keys import Keys
+from permitchain.contract.settings import SYMBOL_RE, PermitSignature, Settings
+from permitchain.contract.signing import ISSUERS, OPERATOR, Ed25519Signer
 from permitchain.keyfiles import generate, load_private, private_key_location, rotate
-from permitchain.keys import Keys
 from permitchain.ops.flatten import Flattened, flatten, open_symbols
-from permitchain.settings import SYMBOL_RE, PermitSignature, Settings
-from permitchain.signing import ISSUERS, OPERATOR, Ed25519Signer
 
 keys_app = typer.Typer(help="Ed25519 permit keys: generate, rotate.", no_args_is_help=True)
 #: Extra time `keys rotate` keeps the old public key beyond PERMIT_TTL_SECONDS, for the

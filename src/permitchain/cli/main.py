@@ -20,17 +20,17 @@ from permitchain.cli import propose as propose_cmd
 from permitchain.cli import replay as replay_cmd
 from permitchain.cli import security as security_cmd
 from permitchain.cli.common import console, fail, operator, run_async, settings
-from permitchain.errors import ConfigError, PermitchainError
+from permitchain.contract.errors import ConfigError, PermitchainError
+from permitchain.contract.keys import Keys
+from permitchain.contract.models import fmt_decimal
+from permitchain.contract.settings import Settings
 from permitchain.exchange.sim import SimExchange
 from permitchain.governor.policy import TradingState
-from permitchain.keys import Keys
 from permitchain.lifecycle import supervisor_fd
-from permitchain.models import fmt_decimal
 from permitchain.ops import actions
 from permitchain.runtime.logs import setup_logging
 from permitchain.runtime.service import run_service
 from permitchain.services import RUNNABLE, build, check_startup
-from permitchain.settings import Settings
 
 app = typer.Typer(
     help="permitchain: a fail-closed execution gate for automated crypto-futures exits.",

@@ -17,13 +17,13 @@ from typing import Annotated, Any
 import typer
 
 from permitchain.cli.common import console, fail, run_async
-from permitchain.errors import ContractError
+from permitchain.contract.errors import ContractError
+from permitchain.contract.keys import Keys
+from permitchain.contract.models import Action, Proposal
+from permitchain.contract.settings import Settings
 from permitchain.exit_brain.api import build_proposal, expected_plan_id
-from permitchain.keys import Keys
-from permitchain.models import Action, Proposal
 from permitchain.ops.actions import operator_proposal
 from permitchain.ops.await_plan import PlanOutcome, await_outcome, positions
-from permitchain.settings import Settings
 from permitchain.store import AsyncRedis
 
 ACTIONS = "|".join(Action.__members__)

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from permitchain.cli.common import console, err_console, fail
-from permitchain.errors import ConfigError
+from permitchain.contract.errors import ConfigError
 from permitchain.replay import report, runner, sweep
 from permitchain.replay.data import DataError
 from permitchain.replay.entries import Rule

@@ -9,10 +9,10 @@ from typing import Annotated, Any
 import typer
 
 from permitchain.cli.common import console, fail, run_async
-from permitchain.keys import Keys
+from permitchain.contract.keys import Keys
+from permitchain.contract.settings import Settings
 from permitchain.security.acl import CLIENT, password_env, setuser_args, username
 from permitchain.services import SERVICE_NAMES
-from permitchain.settings import Settings
 from permitchain.store import AsyncRedis
 
 #: One user per service, and one for bots using permitchain_client.

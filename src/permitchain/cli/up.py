@@ -23,10 +23,10 @@ from permitchain import __version__
 from permitchain.chain import Chain, ephemeral_keys_dir, up_lock_file, url_file
 from permitchain.cli.common import START_FAULT, console, err_console, fail, ping_redis, settings
 from permitchain.cli.keys_cmd import ephemeral_keys
-from permitchain.errors import ConfigError
+from permitchain.contract.errors import ConfigError
+from permitchain.contract.settings import ENV_FILE_VARIABLE, Settings
 from permitchain.lifecycle import UpLock, UpLockHeld
 from permitchain.services import CONSOLE, RUNNABLE, SERVICE_NAMES, check_startup
-from permitchain.settings import ENV_FILE_VARIABLE, Settings
 from permitchain.store import shown_url
 
 MAX_RESTARTS_PER_MIN = 5

@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from permitchain.errors import ConfigError
-from permitchain.settings import Settings
+from permitchain.contract.errors import ConfigError
+from permitchain.contract.settings import Settings
 
 CREDENTIAL_NAME = "console_token"
 DEFAULT_OPERATOR = "console"

@@ -19,9 +19,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from permitchain.console import auth
 from permitchain.console.events import Broadcaster
-from permitchain.errors import ContractError, PermitchainError, StoreError
-from permitchain.keys import Keys
-from permitchain.settings import Settings
+from permitchain.contract.errors import ContractError, PermitchainError, StoreError
+from permitchain.contract.keys import Keys
+from permitchain.contract.settings import Settings
 from permitchain.store import REDIS_FAULTS, AsyncRedis
 
 

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from permitchain.keys import Keys
+from permitchain.contract.keys import Keys
 from permitchain.ops import reads as rd
 from permitchain.ops.history import audit_entry
 from permitchain.runtime.service import Backoff

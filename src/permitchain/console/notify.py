@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from prometheus_client import Counter
 
-from permitchain.settings import Settings
+from permitchain.contract.settings import Settings
 
 log = logging.getLogger("permitchain.console")
 

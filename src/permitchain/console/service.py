@@ -21,11 +21,11 @@ from permitchain.console.api import create_app
 from permitchain.console.context import Console
 from permitchain.console.events import Broadcaster
 from permitchain.console.notify import Notifier, NotifyPolicy, split_urls
-from permitchain.errors import ConfigError
-from permitchain.keys import Keys
+from permitchain.contract.errors import ConfigError
+from permitchain.contract.keys import Keys
+from permitchain.contract.settings import Settings
 from permitchain.ops import health
 from permitchain.runtime.service import ServiceRunner, Task
-from permitchain.settings import Settings
 from permitchain.store import REDIS_FAULTS, AsyncRedis
 
 log = logging.getLogger("permitchain.console")

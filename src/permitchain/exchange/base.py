@@ -78,7 +78,7 @@ class OrderInfo:
 
 @runtime_checkable
 class Exchange(Protocol):
-    """What the chain needs of an exchange. Errors are permitchain.errors.ExchangeError."""
+    """What the chain needs of an exchange. Errors are permitchain.contract.errors.ExchangeError."""
 
     name: str
 

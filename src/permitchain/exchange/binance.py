@@ -46,7 +46,7 @@ from typing import Any, Literal
 import ccxt.async_support as ccxt_async
 from ccxt.base import errors as cx
 
-from permitchain.errors import (
+from permitchain.contract.errors import (
     ClockSkew,
     ExchangeError,
     ExchangeUnavailable,
@@ -55,9 +55,9 @@ from permitchain.errors import (
     RateLimited,
     StopWouldTrigger,
 )
+from permitchain.contract.models import fmt_decimal
 from permitchain.exchange.base import OrderInfo, OrderStatus, PositionInfo, Side, SymbolFilters
 from permitchain.exchange.base import round_down as round_qty_down
-from permitchain.models import fmt_decimal
 
 log = logging.getLogger("permitchain.exchange.binance")
 

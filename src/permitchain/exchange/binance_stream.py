@@ -25,7 +25,7 @@ from typing import Any
 
 import ccxt.pro as ccxt_pro
 
-from permitchain.errors import ExchangeUnavailable
+from permitchain.contract.errors import ExchangeUnavailable
 from permitchain.exchange.base import OrderInfo, OrderStatus, PositionInfo
 from permitchain.exchange.binance import ORDER_STATUS, _point_urls, algo_status
 

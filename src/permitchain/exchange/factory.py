@@ -14,11 +14,11 @@ The keys are read from ``SecretStr`` here and handed to the adapter only; never 
 
 from __future__ import annotations
 
-from permitchain.errors import ConfigError
+from permitchain.contract.errors import ConfigError
+from permitchain.contract.keys import Keys
+from permitchain.contract.settings import ApplyMode, ExchangeKind, Settings
 from permitchain.exchange.base import Exchange
 from permitchain.exchange.sim import SimExchange
-from permitchain.keys import Keys
-from permitchain.settings import ApplyMode, ExchangeKind, Settings
 from permitchain.store import AsyncRedis
 
 

@@ -23,13 +23,15 @@ from typing import Any, cast
 
 from hiredis import ReplyError
 
-from permitchain.errors import (
+from permitchain.contract.errors import (
     ExchangeUnavailable,
     OrderOutcomeUnknown,
     OrderRejected,
     StopWouldTrigger,
     StoreError,
 )
+from permitchain.contract.keys import Keys
+from permitchain.contract.models import fmt_decimal
 from permitchain.exchange.base import (
     OrderInfo,
     OrderStatus,
@@ -37,11 +39,9 @@ from permitchain.exchange.base import (
     Side,
     SymbolFilters,
 )
-from permitchain.keys import Keys
-from permitchain.lean import error_of
-from permitchain.models import fmt_decimal
-from permitchain.scripts import Scripts, flat_pairs
 from permitchain.store import AsyncRedis, atranslate, is_cluster
+from permitchain.store.lean import error_of
+from permitchain.store.scripts import Scripts, flat_pairs
 
 ORDER_TTL_S = 7 * 86400
 READ_CHUNK = 100

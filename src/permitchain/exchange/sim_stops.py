@@ -24,10 +24,10 @@ import time
 from dataclasses import dataclass
 from decimal import Decimal
 
-from permitchain.errors import OrderRejected
+from permitchain.contract.errors import OrderRejected
+from permitchain.contract.models import fmt_decimal
 from permitchain.exchange.base import OrderInfo, Side, round_down
 from permitchain.exchange.sim import SimExchange, _dec, _filters, _order
-from permitchain.models import fmt_decimal
 from permitchain.store import atranslate
 
 MAX_TRIES = 20

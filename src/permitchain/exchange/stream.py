@@ -20,11 +20,11 @@ import logging
 from decimal import Decimal
 from typing import Protocol, cast, runtime_checkable
 
-from permitchain.errors import ExchangeUnavailable, StoreError
+from permitchain.contract.errors import ExchangeUnavailable, StoreError
+from permitchain.contract.keys import Keys
+from permitchain.contract.settings import ExchangeKind, Settings
 from permitchain.exchange.base import OrderInfo, PositionInfo
 from permitchain.exchange.sim import SimExchange
-from permitchain.keys import Keys
-from permitchain.settings import ExchangeKind, Settings
 from permitchain.store import REDIS_FAULTS, AsyncRedis
 
 log = logging.getLogger("permitchain.exchange.stream")

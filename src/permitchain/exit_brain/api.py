@@ -30,10 +30,16 @@ from decimal import Decimal
 
 import redis.exceptions
 
-from permitchain.errors import ContractError
-from permitchain.keys import Keys
-from permitchain.models import UNKNOWN_ACTION, Action, Proposal, make_plan_id, proposal_fault
-from permitchain.settings import Settings
+from permitchain.contract.errors import ContractError
+from permitchain.contract.keys import Keys
+from permitchain.contract.models import (
+    UNKNOWN_ACTION,
+    Action,
+    Proposal,
+    make_plan_id,
+    proposal_fault,
+)
+from permitchain.contract.settings import Settings
 from permitchain.store import AsyncRedis, is_wrong_type, wrong_type
 
 PROPOSAL_STREAM_MAXLEN = 100_000

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from permitchain.contract.settings import Settings
 from permitchain.exit_brain.kernel import ExitParams
 from permitchain.exit_brain.market import Windows
-from permitchain.settings import Settings
 
 
 def tranche_levels(raw: str) -> tuple[Decimal, ...]:

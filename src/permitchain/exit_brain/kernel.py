@@ -63,7 +63,7 @@ import math
 from dataclasses import dataclass, replace
 from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 
-from permitchain.models import Action
+from permitchain.contract.models import Action
 
 FOUR = Decimal("0.0001")
 SECONDS_PER_DAY = 86400.0

@@ -33,7 +33,10 @@ from decimal import Decimal
 import redis.exceptions
 from prometheus_client import Counter, Gauge
 
-from permitchain.errors import ContractError, ExchangeError, WrongTypeError
+from permitchain.contract.errors import ContractError, ExchangeError, WrongTypeError
+from permitchain.contract.keys import Keys
+from permitchain.contract.models import Proposal, fmt_decimal
+from permitchain.contract.settings import ExchangeKind, Settings
 from permitchain.exchange.base import Exchange, PositionInfo
 from permitchain.exchange.factory import make_exchange
 from permitchain.exchange.sim import SimExchange
@@ -42,11 +45,8 @@ from permitchain.exit_brain import market, state
 from permitchain.exit_brain.api import build_proposal, submit_proposal
 from permitchain.exit_brain.config import exit_params, exit_windows
 from permitchain.exit_brain.kernel import Book, PositionView, decide, settle, to4
-from permitchain.keys import Keys
-from permitchain.models import Proposal, fmt_decimal
 from permitchain.runtime.clock import Clock
 from permitchain.runtime.service import RETRYABLE, Backoff, ServiceRunner, Task
-from permitchain.settings import ExchangeKind, Settings
 from permitchain.store import WRONG_KEY_TYPE, AsyncRedis, is_wrong_type
 
 log = logging.getLogger("permitchain.exit_brain")

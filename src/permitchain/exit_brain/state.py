@@ -23,11 +23,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
-from permitchain.errors import ContractError, WrongTypeError
+from permitchain.contract.errors import ContractError, WrongTypeError
+from permitchain.contract.keys import Keys
+from permitchain.contract.models import Action, fmt_decimal, fmt_ts, make_plan_id
 from permitchain.exit_brain.api import parse_epoch
 from permitchain.exit_brain.kernel import Book
-from permitchain.keys import Keys
-from permitchain.models import Action, fmt_decimal, fmt_ts, make_plan_id
 from permitchain.store import AsyncRedis, first_fault
 
 SIDES = ("LONG", "SHORT", "NONE")

@@ -28,7 +28,7 @@ from decimal import ROUND_DOWN, Decimal
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from permitchain.models import Plan
+from permitchain.contract.models import Plan
 from permitchain.operator_exit import (
     OPERATOR_EMERGENCY_EXIT,
     OPERATOR_SIGNATURE_INVALID,
@@ -36,7 +36,7 @@ from permitchain.operator_exit import (
 )
 
 if TYPE_CHECKING:
-    from permitchain.settings import Settings
+    from permitchain.contract.settings import Settings
 
 # Governor reason codes (docs/design.md §4).
 TESTNET_AUTO_APPROVE = "testnet_auto_approve"

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from permitchain.models import ResultStatus
+from permitchain.contract.models import ResultStatus
 
 WINDOW_5MIN_S = 300
 WINDOW_HOUR_S = 3600

@@ -19,6 +19,10 @@ import logging
 
 from prometheus_client import Gauge
 
+from permitchain.contract.keys import GROUP_GOVERNOR, GROUP_GOVERNOR_RESULTS, Keys
+from permitchain.contract.models import GovernorPermit, Plan, Result
+from permitchain.contract.settings import Settings
+from permitchain.contract.signing import GOVERNOR, OPERATOR
 from permitchain.governor.policy import (
     POLICY_OK,
     GovernorDecision,
@@ -30,16 +34,12 @@ from permitchain.governor.policy import (
 from permitchain.governor.rates import Settlement, reservation_ttl_s, settlement
 from permitchain.governor.store import GovernorStore
 from permitchain.keyfiles import signer_for, verifier_for
-from permitchain.keys import GROUP_GOVERNOR, GROUP_GOVERNOR_RESULTS, Keys
-from permitchain.models import GovernorPermit, Plan, Result
 from permitchain.operator_exit import is_operator_plan, operator_problem
 from permitchain.runtime.clock import Clock
 from permitchain.runtime.logs import log_decision
 from permitchain.runtime.metrics import LabelledCounter
 from permitchain.runtime.permits import permit_json, write_permit
 from permitchain.runtime.service import Consumer, by_symbol
-from permitchain.settings import Settings
-from permitchain.signing import GOVERNOR, OPERATOR
 from permitchain.store import REDIS_FAULTS, AsyncRedis
 
 log = logging.getLogger("permitchain.governor")

@@ -16,6 +16,8 @@ import time
 from decimal import Decimal
 from typing import Any
 
+from permitchain.contract.keys import Keys
+from permitchain.contract.models import fmt_decimal, parse_decimal
 from permitchain.governor.policy import GovernorInput, TradingState, parse_trading_state
 from permitchain.governor.rates import (
     WINDOW_5MIN_S,
@@ -24,11 +26,9 @@ from permitchain.governor.rates import (
     Settlement,
     count_windows,
 )
-from permitchain.keys import Keys
-from permitchain.models import fmt_decimal, parse_decimal
 from permitchain.position_brain.state import parse_snapshot
-from permitchain.scripts import Scripts
 from permitchain.store import AsyncRedis, is_wrong_type, wrong_type
+from permitchain.store.scripts import Scripts
 
 EXECUTIONS_TTL_S = WINDOW_HOUR_S + 300
 NOTIONAL_TTL_S = 2 * 86400

@@ -11,7 +11,10 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from permitchain.errors import ContractError
+from permitchain.contract.errors import ContractError
+from permitchain.contract.keys import Keys
+from permitchain.contract.models import Proposal
+from permitchain.contract.settings import Settings
 from permitchain.exchange.factory import make_exchange
 from permitchain.exit_brain.api import (
     build_proposal,
@@ -19,10 +22,7 @@ from permitchain.exit_brain.api import (
     expected_plan_id,
     submit_proposal,
 )
-from permitchain.keys import Keys
-from permitchain.models import Proposal
 from permitchain.position_brain.state import reconcile as reconcile_ledger
-from permitchain.settings import Settings
 from permitchain.store import AsyncRedis
 
 __all__ = ["InFlight", "UnknownSymbol", "expected_plan_id", "operator_proposal", "reconcile_symbol"]

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from permitchain.keys import Keys
+from permitchain.contract.keys import Keys
 from permitchain.ops import reads as rd
 from permitchain.ops.history import audit_entry
 from permitchain.store import AsyncRedis

@@ -27,14 +27,21 @@ from typing import Any
 from redis.asyncio import Redis
 
 from permitchain.apply_layer.planner_service import publish_plan
+from permitchain.contract.keys import GROUP_P33_LEDGER, Keys
+from permitchain.contract.models import (
+    CANARY_SYMBOL,
+    Plan,
+    PlanDecision,
+    Proposal,
+    Step,
+    make_plan_id,
+)
+from permitchain.contract.settings import Settings
 from permitchain.exit_brain.api import submit_proposal
-from permitchain.keys import GROUP_P33_LEDGER, Keys
-from permitchain.models import CANARY_SYMBOL, Plan, PlanDecision, Proposal, Step, make_plan_id
 from permitchain.ops import reads as rd
 from permitchain.ops.check import Check
 from permitchain.ops.history import audit_entry
-from permitchain.scripts import Scripts
-from permitchain.settings import Settings
+from permitchain.store.scripts import Scripts
 
 CANARY_TIMEOUT_S = 10.0
 

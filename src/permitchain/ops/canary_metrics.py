@@ -26,7 +26,7 @@ import redis.exceptions
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import REGISTRY, Collector, CollectorRegistry
 
-from permitchain.keys import Keys
+from permitchain.contract.keys import Keys
 from permitchain.ops.check import Check
 from permitchain.store import REDIS_FAULTS, AsyncRedis
 

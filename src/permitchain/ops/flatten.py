@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from typing import cast
 
 from permitchain.apply_layer.planner_service import publish_plan
-from permitchain.keys import Keys
-from permitchain.models import fmt_decimal
+from permitchain.contract.keys import Keys
+from permitchain.contract.models import fmt_decimal
+from permitchain.contract.settings import Settings
+from permitchain.contract.signing import Signer
 from permitchain.operator_exit import (
     OPERATOR_EMERGENCY_EXIT,
     OPERATOR_SOURCE,
@@ -23,10 +25,8 @@ from permitchain.operator_exit import (
 )
 from permitchain.position_brain.state import parse_snapshot
 from permitchain.runtime.audit import add_audit
-from permitchain.scripts import Scripts
-from permitchain.settings import Settings
-from permitchain.signing import Signer
 from permitchain.store import AsyncRedis
+from permitchain.store.scripts import Scripts
 
 FLATTEN_REQUEST = "FLATTEN_REQUEST"
 

@@ -25,9 +25,7 @@ import redis.exceptions
 from redis.asyncio import Redis
 
 from permitchain.apply_layer.planner_service import GROUP_PLANNER
-from permitchain.governor.policy import TradingState
-from permitchain.governor.store import read_trading_state
-from permitchain.keys import (
+from permitchain.contract.keys import (
     GROUP_EXECUTOR,
     GROUP_GOVERNOR,
     GROUP_P33,
@@ -35,7 +33,10 @@ from permitchain.keys import (
     SERVICES,
     Keys,
 )
-from permitchain.models import CANARY_SYMBOL, fmt_decimal
+from permitchain.contract.models import CANARY_SYMBOL, fmt_decimal
+from permitchain.contract.settings import Settings
+from permitchain.governor.policy import TradingState
+from permitchain.governor.store import read_trading_state
 from permitchain.ops import reads as rd
 from permitchain.ops.history import audit_entry
 from permitchain.position_brain.checks import (
@@ -51,7 +52,6 @@ from permitchain.position_brain.state import (
     parse_ledger,
     parse_snapshot,
 )
-from permitchain.settings import Settings
 from permitchain.store import is_wrong_type, wrong_type
 
 #: The reserved symbol of ``permitchain proof --canary`` (never traded; see ops/proof.py).

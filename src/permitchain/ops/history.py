@@ -10,8 +10,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from permitchain.keys import Keys
-from permitchain.models import iso_utc
+from permitchain.contract.keys import Keys
+from permitchain.contract.models import iso_utc
 from permitchain.ops import reads as rd
 from permitchain.store import first_fault
 

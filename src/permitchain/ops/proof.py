@@ -19,12 +19,12 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from permitchain.keys import SERVICES, Keys
+from permitchain.contract.keys import SERVICES, Keys
+from permitchain.contract.settings import Settings
 from permitchain.ops import canary_metrics
 from permitchain.ops.canary import CANARY_TIMEOUT_S, run_canary
 from permitchain.ops.check import Check
 from permitchain.ops.health import Health, gather
-from permitchain.settings import Settings
 
 METRICS_TIMEOUT_S = 2.0
 

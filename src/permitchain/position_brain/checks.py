@@ -38,12 +38,12 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
+from permitchain.contract.models import CANARY_SIZE, CLOSE_FRACTION, Action, fmt_decimal
 from permitchain.exchange.base import round_down
 from permitchain.exemptions import Check, ExitKind, applies
-from permitchain.models import CANARY_SIZE, CLOSE_FRACTION, Action, fmt_decimal
 
 if TYPE_CHECKING:
-    from permitchain.settings import Settings
+    from permitchain.contract.settings import Settings
 
 NO_EXCHANGE_SNAPSHOT = "no_exchange_snapshot"
 STALE_EXCHANGE_STATE = "stale_exchange_state"

@@ -22,9 +22,9 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from permitchain.contract.keys import Keys
 from permitchain.exchange.base import Exchange
 from permitchain.exchange.stream import UserStream
-from permitchain.keys import Keys
 from permitchain.position_brain.poller import SnapshotPoller
 from permitchain.position_brain.pushed import PushedSnapshots
 from permitchain.runtime.clock import Clock

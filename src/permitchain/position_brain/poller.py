@@ -27,9 +27,9 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from permitchain.errors import ExchangeError, StoreError
+from permitchain.contract.errors import ExchangeError, StoreError
+from permitchain.contract.keys import Keys
 from permitchain.exchange.base import Exchange, PositionInfo, SymbolFilters
-from permitchain.keys import Keys
 from permitchain.position_brain.metrics import (
     LEDGER_AMT,
     POLL_SECONDS,
@@ -46,7 +46,6 @@ from permitchain.position_brain.state import (
 )
 from permitchain.runtime.clock import Clock
 from permitchain.runtime.service import WRONG_TYPES, Backoff
-from permitchain.scripts import scripts_for
 from permitchain.store import (
     REDIS_FAULTS,
     WRONG_KEY_TYPE,
@@ -55,6 +54,7 @@ from permitchain.store import (
     is_wrong_type,
     wrong_type,
 )
+from permitchain.store.scripts import scripts_for
 
 log = logging.getLogger("permitchain.p33.poller")
 

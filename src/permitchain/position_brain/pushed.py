@@ -27,10 +27,10 @@ from datetime import UTC, datetime
 
 from prometheus_client import Counter, Gauge
 
-from permitchain.errors import ExchangeError
+from permitchain.contract.errors import ExchangeError
+from permitchain.contract.models import fmt_decimal
 from permitchain.exchange.base import PositionInfo
 from permitchain.exchange.stream import UserStream
-from permitchain.models import fmt_decimal
 from permitchain.position_brain.checks import side_of
 from permitchain.position_brain.metrics import POSITION_AMT
 from permitchain.position_brain.poller import STORE_FAULTS, SnapshotPoller

@@ -16,13 +16,15 @@ import logging
 from decimal import Decimal
 from typing import Any
 
-from permitchain.errors import WrongTypeError
+from permitchain.contract.errors import WrongTypeError
+from permitchain.contract.keys import GROUP_P33, GROUP_P33_LEDGER, Keys
+from permitchain.contract.models import CANARY_SIZE, CANARY_SYMBOL, P33Allow, P33Deny, Plan, Result
+from permitchain.contract.settings import Settings
+from permitchain.contract.signing import OPERATOR, P33
 from permitchain.exchange.base import Exchange
 from permitchain.exchange.stream import UserStream
 from permitchain.exemptions import ExitKind, exit_kind
 from permitchain.keyfiles import signer_for, verifier_for
-from permitchain.keys import GROUP_P33, GROUP_P33_LEDGER, Keys
-from permitchain.models import CANARY_SIZE, CANARY_SYMBOL, P33Allow, P33Deny, Plan, Result
 from permitchain.operator_exit import OPERATOR_SIGNATURE_INVALID, operator_problem
 from permitchain.position_brain.checks import (
     COOLDOWN_IN_FLIGHT,
@@ -50,8 +52,6 @@ from permitchain.runtime.clock import Clock
 from permitchain.runtime.logs import log_decision
 from permitchain.runtime.permits import claim_and_write_permit, permit_json, write_permit
 from permitchain.runtime.service import WRONG_TYPES, Consumer, by_symbol
-from permitchain.settings import Settings
-from permitchain.signing import OPERATOR, P33
 from permitchain.store import WRONG_KEY_TYPE, AsyncRedis, first_fault, is_cluster
 
 log = logging.getLogger("permitchain.p33")

@@ -32,13 +32,13 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeAlias, TypeVar
 
+from permitchain.contract.keys import Keys
+from permitchain.contract.models import Result, ResultStatus, fmt_decimal
 from permitchain.exchange.base import PositionInfo, SymbolFilters
-from permitchain.keys import Keys
-from permitchain.models import Result, ResultStatus, fmt_decimal
 from permitchain.position_brain.checks import Ledger, Snapshot, side_of
 from permitchain.runtime.audit import AUDIT_MAXLEN, add_audit, audit_fields
-from permitchain.scripts import flat_pairs, scripts_for
 from permitchain.store import AsyncRedis, first_fault, is_cluster
+from permitchain.store.scripts import flat_pairs, scripts_for
 
 T = TypeVar("T")
 SNAPSHOT_TTL_S = 3600

@@ -28,7 +28,7 @@ from decimal import Decimal, InvalidOperation
 from itertools import pairwise
 from pathlib import Path
 
-from permitchain.errors import PermitchainError
+from permitchain.contract.errors import PermitchainError
 
 TIME_NAMES = ("open_time", "date", "timestamp", "time")
 MICROSECONDS_ABOVE = 10**14  # an epoch in ms stays below this until the year 5138

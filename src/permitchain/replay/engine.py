@@ -30,7 +30,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
 
-from permitchain.errors import ConfigError
+from permitchain.contract.errors import ConfigError
+from permitchain.contract.models import CLOSE_FRACTION, Action
+from permitchain.contract.settings import Settings
 from permitchain.exit_brain import market
 from permitchain.exit_brain.config import exit_params, exit_windows
 from permitchain.exit_brain.kernel import (
@@ -41,11 +43,9 @@ from permitchain.exit_brain.kernel import (
     initial_stop,
     settle,
 )
-from permitchain.models import CLOSE_FRACTION, Action
 from permitchain.replay.data import Series
 from permitchain.replay.entries import Entry, Rule, for_symbol
 from permitchain.replay.gate import Gate
-from permitchain.settings import Settings
 
 FOUR = Decimal("0.0001")
 STOP = "STOP"  # the exchange's stop filled (outside the chain)

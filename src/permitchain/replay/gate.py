@@ -20,13 +20,13 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from permitchain.apply_layer.planner import PlannerPolicy, make_plan
+from permitchain.contract.models import PlanDecision
+from permitchain.contract.settings import Settings
 from permitchain.exit_brain.api import build_proposal
 from permitchain.exit_brain.kernel import Decision, to4
 from permitchain.governor import policy as governor
 from permitchain.governor.rates import count_windows
-from permitchain.models import PlanDecision
 from permitchain.position_brain import checks
-from permitchain.settings import Settings
 
 SOURCE = "replay"
 

@@ -15,11 +15,11 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from permitchain.errors import ConfigError
+from permitchain.contract.errors import ConfigError
+from permitchain.contract.settings import Settings, _read_env_file, env_names, load_settings
 from permitchain.replay.data import DataError, Series, read_series
 from permitchain.replay.engine import NAMES, Options, Replayer, SeriesResult
 from permitchain.replay.entries import Entry, Rule, parse_rule, read_entries
-from permitchain.settings import Settings, _read_env_file, env_names, load_settings
 
 #: Settings the replay reports with its results (the ones that shape it).
 REPORTED = (

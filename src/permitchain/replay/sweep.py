@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
-from permitchain.errors import ConfigError
+from permitchain.contract.errors import ConfigError
 from permitchain.replay import report, runner
 from permitchain.replay.data import Series
 from permitchain.replay.entries import Entry, Rule

@@ -10,7 +10,7 @@ import json
 import time
 from typing import Any
 
-from permitchain.keys import Keys
+from permitchain.contract.keys import Keys
 
 AUDIT_MAXLEN = 500_000
 #: ``json.dumps(context, default=str, separators=(",", ":"))``, its encoder made once

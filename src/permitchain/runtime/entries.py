@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeAlias
 
-from permitchain.lean import NEVER_DECODE
+from permitchain.store.lean import NEVER_DECODE
 
 #: Reason code of an entry whose bytes are not UTF-8 (the dead letter's ``error`` opens with it).
 NOT_UTF8 = "not_utf8"

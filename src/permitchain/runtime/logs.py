@@ -11,7 +11,7 @@ import logging
 import sys
 from typing import Any
 
-from permitchain.settings import LogFormat
+from permitchain.contract.settings import LogFormat
 
 
 class _JsonFormatter(logging.Formatter):

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from permitchain.keys import Keys
-from permitchain.models import GovernorPermit, P33Allow, P33Deny, canonical_json
+from permitchain.contract.keys import Keys
+from permitchain.contract.models import GovernorPermit, P33Allow, P33Deny, canonical_json
+from permitchain.contract.signing import Signer
 from permitchain.runtime.audit import AUDIT_MAXLEN, audit_fields
-from permitchain.scripts import flat_pairs, scripts_for
-from permitchain.signing import Signer
 from permitchain.store import AsyncRedis, is_cluster
+from permitchain.store.scripts import flat_pairs, scripts_for
 
 PERMIT_EVENTS_MAXLEN = 100_000
 

@@ -37,9 +37,9 @@ import redis.exceptions
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from permitchain import __version__
-from permitchain.errors import ConfigError, ContractError, StoreError, WrongTypeError
-from permitchain.keys import Keys
-from permitchain.models import SCHEMA
+from permitchain.contract.errors import ConfigError, ContractError, StoreError, WrongTypeError
+from permitchain.contract.keys import Keys
+from permitchain.contract.models import SCHEMA
 from permitchain.runtime import gc_tuning
 from permitchain.runtime.entries import (
     NotUtf8,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from permitchain.keys import Keys
+from permitchain.contract.keys import Keys
 
 #: Commands every client needs: connection set-up, script loading, keyless reads. (redis-py
 #: also sends CLIENT SETINFO, which servers before 7.2 lack; it ignores a refusal.)

@@ -1,5 +1,5 @@
 -- lib/arg_blocks.lua (included): the reader of a script's argument blocks, as
--- permitchain.scripts.flat_pairs builds them. A block is passed on to a command by
+-- permitchain.store.scripts.flat_pairs builds them. A block is passed on to a command by
 -- unpack(ARGV, first, last): no copy of its values into a table.
 --
 -- block_at(i): the block at ARGV[i] (N, then N name/value pairs): the index of its first and

@@ -26,8 +26,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from permitchain.errors import ConfigError
-from permitchain.setting_names import Target, suggestions, targets
+from permitchain.contract.errors import ConfigError
+from permitchain.contract.setting_names import Target, suggestions, targets
 
 SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,32}$")
 #: The shortest exec record retention accepted (EXEC_RECORD_TTL_S).
@@ -350,7 +350,7 @@ def load_settings(
     ``env_file`` (one or several, later ones win; a string may list several separated by
     ``os.pathsep``) defaults to ``$PERMITCHAIN_ENV_FILE``. Every
     name in an env file must be a setting; a variable in the environment that is not a setting
-    but close to one (:mod:`permitchain.setting_names`) is refused too.
+    but close to one (:mod:`permitchain.contract.setting_names`) is refused too.
     """
     env = dict(os.environ if environ is None else environ)
     known = set(env_names())

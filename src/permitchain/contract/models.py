@@ -19,8 +19,8 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from permitchain.errors import ContractError, SchemaError
-from permitchain.settings import SYMBOL_RE
+from permitchain.contract.errors import ContractError, SchemaError
+from permitchain.contract.settings import SYMBOL_RE
 
 SCHEMA = 1
 MAX_ABS_DECIMAL = Decimal("1e15")

@@ -19,8 +19,8 @@ import redis.sentinel
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
-from permitchain.errors import ConfigError, StoreError, WrongTypeError
-from permitchain.lean import lean_client
+from permitchain.contract.errors import ConfigError, StoreError, WrongTypeError
+from permitchain.store.lean import lean_client
 
 #: Our clients always decode replies to ``str``. redis-py's stubs cannot see that
 #: (``decode_responses=True``): they type every reply ``bytes | str`` and every asyncio
@@ -195,7 +195,7 @@ def async_client(url: str | None, *, max_connections: int = 32) -> AsyncRedis:
         **_client_kwargs(),
     )
     # The client owns the pool (aclose() closes it); non-blocking commands take the lean
-    # transport (permitchain.lean: one pipelined connection, hiredis), the rest the pool.
+    # transport (permitchain.store.lean: one pipelined connection, hiredis), the rest the pool.
     return lean_client(pool)
 
 

@@ -27,7 +27,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from permitchain.models import canonical_json
+from permitchain.contract.models import canonical_json
 
 ED25519 = "ed25519"
 PERMIT_CONTEXT = b"permitchain-permit-v1\n"

@@ -22,7 +22,7 @@ from typing import Any
 from hiredis import ReplyError
 from redis.exceptions import NoScriptError
 
-from permitchain.lean import error_of, finish
+from permitchain.store.lean import error_of, finish
 
 _BY_CLIENT: weakref.WeakKeyDictionary[Any, Scripts] = weakref.WeakKeyDictionary()
 
@@ -89,7 +89,7 @@ def source(name: str) -> str:
 
 
 class LeanScript:
-    """A script of a lean client (``permitchain.lean``), run as one EVALSHA through the
+    """A script of a lean client (``permitchain.store.lean``), run as one EVALSHA through the
     client's ``execute_command``: redis-py's ``AsyncScript`` adds two calls and an import to
     every run. As there: NOSCRIPT loads the script and runs it once more. In a pipeline
     (``client=``), redis-py's script object runs it (it registers itself with the pipeline)."""
