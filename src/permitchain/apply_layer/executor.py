@@ -54,6 +54,7 @@ from permitchain.governor.store import read_trading_state
 from permitchain.keyfiles import verifier_for
 from permitchain.operator_exit import is_operator_plan, operator_problem
 from permitchain.runtime.audit import add_audit
+from permitchain.runtime.backoff import Backoff
 from permitchain.runtime.clock import Clock
 from permitchain.runtime.entries import (
     NOT_UTF8,
@@ -64,7 +65,7 @@ from permitchain.runtime.entries import (
     text_id,
     xread_raw,
 )
-from permitchain.runtime.service import ENTRIES, Backoff, Consumer
+from permitchain.runtime.service import ENTRIES, Consumer
 from permitchain.store import REDIS_FAULTS, WRONG_KEY_TYPE, wrong_type
 
 log = logging.getLogger("permitchain.executor")

@@ -36,8 +36,8 @@ from permitchain.contract.errors import (
 )
 from permitchain.contract.models import Result, ResultStatus, fmt_decimal, parse_decimal, parse_ts
 from permitchain.exchange.base import Exchange, OrderInfo, OrderStatus, Side
+from permitchain.runtime.backoff import Backoff
 from permitchain.runtime.clock import Clock
-from permitchain.runtime.service import Backoff
 
 log = logging.getLogger("permitchain.executor")
 

@@ -40,8 +40,8 @@ from permitchain.apply_layer.orders import OrderDesk, Submission
 from permitchain.contract.errors import ContractError, ExchangeError
 from permitchain.exchange.base import Exchange, OrderStatus
 from permitchain.exchange.stream import UserStream
+from permitchain.runtime.backoff import Backoff
 from permitchain.runtime.clock import Clock
-from permitchain.runtime.service import Backoff
 from permitchain.store import REDIS_FAULTS
 
 log = logging.getLogger("permitchain.executor")

@@ -45,8 +45,9 @@ from permitchain.exit_brain import market, state
 from permitchain.exit_brain.api import build_proposal, submit_proposal
 from permitchain.exit_brain.config import exit_params, exit_windows
 from permitchain.exit_brain.kernel import Book, PositionView, decide, settle, to4
+from permitchain.runtime.backoff import Backoff
 from permitchain.runtime.clock import Clock
-from permitchain.runtime.service import RETRYABLE, Backoff, ServiceRunner, Task
+from permitchain.runtime.service import RETRYABLE, ServiceRunner, Task
 from permitchain.store import WRONG_KEY_TYPE, AsyncRedis, is_wrong_type
 
 log = logging.getLogger("permitchain.exit_brain")

@@ -44,8 +44,9 @@ from permitchain.position_brain.state import (
     init_ledgers,
     snapshot_fields,
 )
+from permitchain.runtime.backoff import Backoff
 from permitchain.runtime.clock import Clock
-from permitchain.runtime.service import WRONG_TYPES, Backoff
+from permitchain.runtime.service import WRONG_TYPES
 from permitchain.store import (
     REDIS_FAULTS,
     WRONG_KEY_TYPE,

@@ -24,7 +24,6 @@ import gc
 import json
 import logging
 import os
-import random
 import signal
 import socket
 import time
@@ -41,6 +40,7 @@ from permitchain.contract.errors import ConfigError, ContractError, StoreError, 
 from permitchain.contract.keys import Keys
 from permitchain.contract.models import SCHEMA
 from permitchain.runtime import gc_tuning
+from permitchain.runtime.backoff import Backoff
 from permitchain.runtime.entries import (
     NotUtf8,
     RawEntry,
@@ -106,20 +106,6 @@ def by_symbol(fields: dict[str, str]) -> str:
 def consumer_name(service: str) -> str:
     """Stable per host and service (not per pid), so a restart takes back its own pending."""
     return f"{socket.gethostname()}:{service}"
-
-
-class Backoff:
-    """Exponential backoff with full jitter, reset on success."""
-
-    def __init__(self, base_s: float = 0.05, cap_s: float = 5.0) -> None:
-        self.base_s, self.cap_s, self.n = base_s, cap_s, 0
-
-    def next_delay(self) -> float:
-        self.n += 1
-        return random.uniform(0, min(self.cap_s, self.base_s * 2**self.n))
-
-    def reset(self) -> None:
-        self.n = 0
 
 
 @dataclass
