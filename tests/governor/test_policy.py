@@ -7,15 +7,9 @@ from decimal import Decimal
 import pytest
 
 from permitchain.contract.models import CANARY_SYMBOL, Action, Plan, ResultStatus
+from permitchain.contract.trading_state import TradingState, parse_trading_state
 from permitchain.governor import policy as gp
-from permitchain.governor.policy import (
-    GovernorInput,
-    GovernorPolicy,
-    TradingState,
-    decide,
-    is_reduce_only,
-    parse_trading_state,
-)
+from permitchain.governor.policy import GovernorInput, GovernorPolicy, decide, is_reduce_only
 from permitchain.governor.rates import ReservationBook
 from permitchain.runtime.clock import FixedClock
 

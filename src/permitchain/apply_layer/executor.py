@@ -48,9 +48,8 @@ from permitchain.contract.models import (
 )
 from permitchain.contract.settings import Settings
 from permitchain.contract.signing import GOVERNOR, P33
+from permitchain.contract.trading_state import TradingState, read_trading_state
 from permitchain.exchange.base import Exchange
-from permitchain.governor.policy import TradingState
-from permitchain.governor.store import read_trading_state
 from permitchain.keyfiles import verifier_for
 from permitchain.operator_exit import is_operator_plan, operator_problem
 from permitchain.runtime.audit import add_audit

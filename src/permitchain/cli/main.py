@@ -24,8 +24,8 @@ from permitchain.contract.errors import ConfigError, PermitchainError
 from permitchain.contract.keys import Keys
 from permitchain.contract.models import fmt_decimal
 from permitchain.contract.settings import Settings
+from permitchain.contract.trading_state import TradingState
 from permitchain.exchange.sim import SimExchange
-from permitchain.governor.policy import TradingState
 from permitchain.lifecycle import supervisor_fd
 from permitchain.ops import actions
 from permitchain.runtime.logs import setup_logging

@@ -25,10 +25,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from permitchain.contract.models import Plan
+from permitchain.contract.trading_state import TradingState
 from permitchain.operator_exit import (
     OPERATOR_EMERGENCY_EXIT,
     OPERATOR_SIGNATURE_INVALID,
@@ -54,22 +54,6 @@ CANARY_DRY_RUN = "canary_dry_run"
 WRONG_KEY_TYPE = "wrong_key_type"
 REDUCE_ONLY_TYPES = frozenset({"market_reduce_only", "stop_market_reduce_only"})
 AUTO_APPROVE_MODES = frozenset({"dry_run", "testnet"})
-
-
-class TradingState(StrEnum):
-    ACTIVE = "ACTIVE"
-    REDUCING = "REDUCING"
-    HALTED = "HALTED"
-
-
-def parse_trading_state(raw: object) -> TradingState:
-    """Absent → ACTIVE. Anything but the three exact names (bytes, lower case, whitespace,
-    garbage) → HALTED: the original kill switch compared bytes to str and could never fire."""
-    if raw is None:
-        return TradingState.ACTIVE
-    if isinstance(raw, str) and raw in TradingState.__members__:
-        return TradingState(raw)
-    return TradingState.HALTED
 
 
 @dataclass(frozen=True, slots=True)

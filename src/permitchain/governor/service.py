@@ -23,11 +23,11 @@ from permitchain.contract.keys import GROUP_GOVERNOR, GROUP_GOVERNOR_RESULTS, Ke
 from permitchain.contract.models import GovernorPermit, Plan, Result
 from permitchain.contract.settings import Settings
 from permitchain.contract.signing import GOVERNOR, OPERATOR
+from permitchain.contract.trading_state import TradingState
 from permitchain.governor.policy import (
     POLICY_OK,
     GovernorDecision,
     GovernorPolicy,
-    TradingState,
     decide,
     is_reduce_only,
 )

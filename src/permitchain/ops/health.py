@@ -35,8 +35,7 @@ from permitchain.contract.keys import (
 )
 from permitchain.contract.models import CANARY_SYMBOL, fmt_decimal
 from permitchain.contract.settings import Settings
-from permitchain.governor.policy import TradingState
-from permitchain.governor.store import read_trading_state
+from permitchain.contract.trading_state import TradingState, read_trading_state
 from permitchain.ops import reads as rd
 from permitchain.ops.history import audit_entry
 from permitchain.position_brain.checks import (

@@ -22,6 +22,7 @@ from decimal import Decimal
 from permitchain.apply_layer.planner import PlannerPolicy, make_plan
 from permitchain.contract.models import PlanDecision
 from permitchain.contract.settings import Settings
+from permitchain.contract.trading_state import TradingState
 from permitchain.exit_brain.api import build_proposal
 from permitchain.exit_brain.kernel import Decision, to4
 from permitchain.governor import policy as governor
@@ -86,7 +87,7 @@ class Gate:
             return Verdict(False, "planner", plan.reason_codes[0], Decimal(0))
         counts = count_windows(self.executed_at, (), now)
         inp = governor.GovernorInput(
-            trading_state=governor.TradingState.ACTIVE,
+            trading_state=TradingState.ACTIVE,
             position_amt=amt,
             mark_price=mark,
             step_size=self.step_size,
