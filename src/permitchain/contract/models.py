@@ -88,8 +88,11 @@ class ResultStatus(StrEnum):
     DRY_RUN = "dry_run"
 
 
-def parse_decimal(value: Any, name: str) -> Decimal:
-    """Parse a decimal string; refuse floats, NaN, infinities and absurd magnitudes."""
+def parse_decimal(value: Any, name: str, *, max_abs: Decimal | None = MAX_ABS_DECIMAL) -> Decimal:
+    """The contract's one decimal parser: a decimal string (or an int, or a Decimal) → Decimal.
+    Refuses floats, NaN, infinities and, beyond ``max_abs`` (None: no bound), absurd
+    magnitudes, with a ``ValueError`` naming ``name``. Every model field, permit and exec
+    record reads its decimals with it."""
     if isinstance(value, Decimal):
         d = value
     elif isinstance(value, str):
@@ -103,9 +106,30 @@ def parse_decimal(value: Any, name: str) -> Decimal:
         raise ValueError(f"{name}: expected a decimal string, got {type(value).__name__}")
     if not d.is_finite():
         raise ValueError(f"{name}: not finite: {value!r}")
-    if abs(d) > MAX_ABS_DECIMAL:
+    if max_abs is not None and abs(d) > max_abs:
         raise ValueError(f"{name}: out of range: {value!r}")
     return d
+
+
+def decimal_or_none(v: str | None) -> Decimal | None:
+    """:func:`parse_decimal` that never raises (and sets no magnitude bound): a finite Decimal,
+    or None for a missing or unreadable value (snapshots, ledgers: unreadable is absent)."""
+    if v is None or v == "":
+        return None
+    try:
+        return parse_decimal(v, "value", max_abs=None)
+    except ValueError:
+        return None
+
+
+def float_or_none(v: str | None) -> float | None:
+    """A float, or None for a missing or unreadable value (never raises)."""
+    if v is None or v == "":
+        return None
+    try:
+        return float(v)
+    except ValueError:
+        return None
 
 
 def fmt_decimal(d: Decimal) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 
 from permitchain.contract.keys import Keys
 from permitchain.contract.models import fmt_decimal, parse_decimal
+from permitchain.contract.snapshot import parse_snapshot
 from permitchain.contract.trading_state import (
     TradingState,
     queue_state_read,
@@ -32,7 +33,6 @@ from permitchain.governor.rates import (
     Settlement,
     count_windows,
 )
-from permitchain.position_brain.state import parse_snapshot
 from permitchain.store import AsyncRedis, is_wrong_type, wrong_type
 from permitchain.store.scripts import Scripts
 

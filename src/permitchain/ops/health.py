@@ -35,6 +35,7 @@ from permitchain.contract.keys import (
 )
 from permitchain.contract.models import CANARY_SYMBOL, fmt_decimal
 from permitchain.contract.settings import Settings
+from permitchain.contract.snapshot import parse_ledger, parse_snapshot
 from permitchain.contract.trading_state import TradingState, read_trading_state
 from permitchain.ops import reads as rd
 from permitchain.ops.history import audit_entry
@@ -45,12 +46,7 @@ from permitchain.position_brain.checks import (
     side_of,
     tolerance,
 )
-from permitchain.position_brain.state import (
-    LEDGER_CHECK_FIELDS,
-    ledger_fields,
-    parse_ledger,
-    parse_snapshot,
-)
+from permitchain.position_brain.state import LEDGER_CHECK_FIELDS, ledger_fields
 from permitchain.store import is_wrong_type, wrong_type
 
 #: The reserved symbol of ``permitchain proof --canary`` (never traded; see ops/proof.py).

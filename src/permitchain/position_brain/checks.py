@@ -39,6 +39,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
 from permitchain.contract.models import CANARY_SIZE, CLOSE_FRACTION, Action, fmt_decimal
+from permitchain.contract.snapshot import Ledger, Snapshot
 from permitchain.exchange.base import round_down
 from permitchain.exemptions import Check, ExitKind, applies
 
@@ -66,22 +67,6 @@ ACTION_FRACTION: dict[Action, Decimal] = {**CLOSE_FRACTION, Action.UPDATE_SL: De
 
 def side_of(amt: Decimal) -> PosSide:
     return "LONG" if amt > 0 else "SHORT" if amt < 0 else "NONE"
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    position_amt: Decimal  # signed
-    ts_epoch: float
-    step_size: Decimal
-    min_qty: Decimal
-    mark_price: Decimal | None = None
-    resting_reduce_qty: Decimal = Decimal(0)  # reduce-only orders resting on the closing side
-
-
-@dataclass(frozen=True, slots=True)
-class Ledger:
-    amt: Decimal  # signed
-    last_order_time_epoch: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

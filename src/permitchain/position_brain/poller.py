@@ -29,6 +29,7 @@ from typing import Any
 
 from permitchain.contract.errors import ExchangeError, StoreError
 from permitchain.contract.keys import Keys
+from permitchain.contract.models import decimal_or_none
 from permitchain.exchange.base import Exchange, PositionInfo, SymbolFilters
 from permitchain.position_brain.metrics import (
     LEDGER_AMT,
@@ -37,13 +38,7 @@ from permitchain.position_brain.metrics import (
     SNAPSHOT_AGE,
     SNAPSHOTS,
 )
-from permitchain.position_brain.state import (
-    LAYER,
-    SNAPSHOT_TTL_S,
-    decimal_or_none,
-    init_ledgers,
-    snapshot_fields,
-)
+from permitchain.position_brain.state import LAYER, SNAPSHOT_TTL_S, init_ledgers, snapshot_fields
 from permitchain.runtime.backoff import Backoff
 from permitchain.runtime.clock import Clock
 from permitchain.runtime.service import WRONG_TYPES

@@ -21,6 +21,7 @@ from permitchain.contract.keys import GROUP_P33, GROUP_P33_LEDGER, Keys
 from permitchain.contract.models import CANARY_SIZE, CANARY_SYMBOL, P33Allow, P33Deny, Plan, Result
 from permitchain.contract.settings import Settings
 from permitchain.contract.signing import OPERATOR, P33
+from permitchain.contract.snapshot import parse_ledger, parse_snapshot
 from permitchain.exchange.base import Exchange
 from permitchain.exchange.stream import UserStream
 from permitchain.exemptions import ExitKind, exit_kind
@@ -44,8 +45,6 @@ from permitchain.position_brain.state import (
     apply_result,
     init_ledgers,
     ledger_fields,
-    parse_ledger,
-    parse_snapshot,
     read_ledger_fields,
 )
 from permitchain.runtime.clock import Clock

@@ -22,6 +22,7 @@ from decimal import Decimal
 from permitchain.apply_layer.planner import PlannerPolicy, make_plan
 from permitchain.contract.models import PlanDecision
 from permitchain.contract.settings import Settings
+from permitchain.contract.snapshot import Ledger, Snapshot
 from permitchain.contract.trading_state import TradingState
 from permitchain.exit_brain.api import build_proposal
 from permitchain.exit_brain.kernel import Decision, to4
@@ -97,13 +98,13 @@ class Gate:
         g = governor.decide(plan, inp, self.governor, now)
         if not g.granted:
             return Verdict(False, "governor", g.reason, Decimal(0))
-        snap = checks.Snapshot(amt, now, self.step_size, self.min_qty, mark)
+        snap = Snapshot(amt, now, self.step_size, self.min_qty, mark)
         p = checks.evaluate(
             plan=checks.PlanView(
                 plan.action, plan.created_at, plan.expires_at, plan.close_fraction
             ),
             snapshot=snap,
-            ledger=checks.Ledger(amt, self.last_order_s),
+            ledger=Ledger(amt, self.last_order_s),
             cfg=self.checks,
             now=now,
         )
