@@ -35,16 +35,18 @@ from permitchain.contract.errors import (
     StopWouldTrigger,
 )
 from permitchain.contract.models import Result, ResultStatus, fmt_decimal, parse_decimal, parse_ts
+from permitchain.contract.reasons import (
+    EXCHANGE_REJECTED,
+    EXCHANGE_UNKNOWN,
+    STOP_CROSSED_CLOSED,
+    STOP_PLACED,
+)
 from permitchain.exchange.base import Exchange, OrderInfo, OrderStatus, Side
 from permitchain.runtime.backoff import Backoff
 from permitchain.runtime.clock import Clock
 
 log = logging.getLogger("permitchain.executor")
 
-EXCHANGE_REJECTED = "exchange_rejected"
-EXCHANGE_UNKNOWN = "exchange_unknown"
-STOP_PLACED = "stop_placed"
-STOP_CROSSED_CLOSED = "stop_crossed_closed"
 LOOKUP_ATTEMPTS = 5
 FINAL_ORDER = (OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.REJECTED, OrderStatus.EXPIRED)
 STATE_OF = {

@@ -20,6 +20,7 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from permitchain.contract.errors import ContractError, SchemaError
+from permitchain.contract.reasons import INVALID_PROPOSAL, UNKNOWN_ACTION
 from permitchain.contract.settings import SYMBOL_RE
 
 SCHEMA = 1
@@ -48,11 +49,6 @@ CLOSE_STEP: dict[Action, str] = {
     Action.PARTIAL_75: "CLOSE_PARTIAL_75",
     Action.FULL_CLOSE_PROPOSED: "CLOSE_FULL",
 }
-
-
-#: A proposal no policy can plan (the planner's reason codes, docs/design.md §4).
-UNKNOWN_ACTION = "unknown_action"
-INVALID_PROPOSAL = "invalid_proposal"
 
 
 def proposal_fault(action: str, new_sl: Decimal | None) -> tuple[str, str] | None:

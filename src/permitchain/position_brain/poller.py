@@ -30,6 +30,7 @@ from typing import Any
 from permitchain.contract.errors import ExchangeError, StoreError
 from permitchain.contract.keys import Keys
 from permitchain.contract.models import decimal_or_none
+from permitchain.contract.reasons import WRONG_KEY_TYPE
 from permitchain.exchange.base import Exchange, PositionInfo, SymbolFilters
 from permitchain.position_brain.metrics import (
     LEDGER_AMT,
@@ -42,14 +43,7 @@ from permitchain.position_brain.state import LAYER, SNAPSHOT_TTL_S, init_ledgers
 from permitchain.runtime.backoff import Backoff
 from permitchain.runtime.clock import Clock
 from permitchain.runtime.service import WRONG_TYPES
-from permitchain.store import (
-    REDIS_FAULTS,
-    WRONG_KEY_TYPE,
-    AsyncRedis,
-    is_cluster,
-    is_wrong_type,
-    wrong_type,
-)
+from permitchain.store import REDIS_FAULTS, AsyncRedis, is_cluster, is_wrong_type, wrong_type
 from permitchain.store.scripts import scripts_for
 
 log = logging.getLogger("permitchain.p33.poller")

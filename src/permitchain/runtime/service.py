@@ -39,6 +39,7 @@ from permitchain import __version__
 from permitchain.contract.errors import ConfigError, ContractError, StoreError, WrongTypeError
 from permitchain.contract.keys import Keys
 from permitchain.contract.models import SCHEMA
+from permitchain.contract.reasons import WRONG_KEY_TYPE
 from permitchain.runtime import gc_tuning
 from permitchain.runtime.backoff import Backoff
 from permitchain.runtime.entries import (
@@ -50,7 +51,7 @@ from permitchain.runtime.entries import (
     xautoclaim_raw,
     xreadgroup_raw,
 )
-from permitchain.store import REDIS_FAULTS, WRONG_KEY_TYPE, AsyncRedis, is_wrong_type, wrong_type
+from permitchain.store import REDIS_FAULTS, AsyncRedis, is_wrong_type, wrong_type
 
 uvloop: Any
 try:
