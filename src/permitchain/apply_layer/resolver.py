@@ -120,7 +120,7 @@ class Resolver:
                 await gate.expire_grant(self.store, plan_id, h, now)
                 return (await self.store.get(plan_id)).get("state", "none")
         try:
-            sub = Submission.from_fields(plan_id, h)
+            sub = Submission.from_fields(h, plan_id=plan_id)
         except ContractError as e:
             log.error("[RECOVER] plan=%s unreadable exec record: %s", plan_id, e)
             return state
