@@ -37,13 +37,10 @@ from permitchain.contract.models import (
     make_plan_id,
     parse_ts,
 )
+from permitchain.contract.reasons import OPERATOR_EMERGENCY_EXIT
 from permitchain.contract.signing import OPERATOR, OPERATOR_CONTEXT, Signer, Verifier
 
 OPERATOR_SOURCE = "operator"
-#: Governor reason code: an operator's verified emergency exit, granted under any trading state.
-OPERATOR_EMERGENCY_EXIT = "operator_emergency_exit"
-#: Reason code (governor and P3.3 deny; executor detail): the request does not verify.
-OPERATOR_SIGNATURE_INVALID = "operator_signature_invalid"
 FLATTEN = "flatten"
 
 

@@ -158,7 +158,7 @@ def test_a_crash_after_the_order_is_resolved_by_lookup(arun: Any, keys: Keys,
 
     rec, n, results, fills = arun(body)
     assert rec["state"] == "submitted" and "result_id" not in rec
-    sub = Submission.from_fields(plan.plan_id, rec)
+    sub = Submission.from_fields(rec, plan_id=plan.plan_id)
     assert (sub.symbol, sub.side, sub.qty, sub.close) == (SYM, "SELL", Decimal("0.01"), True)
     assert n == 0
     assert [(r["status"], r["filled_qty"]) for r in results] == [("filled", "0.01")]

@@ -25,7 +25,7 @@ def test_a_grant_records_the_submission_the_resolver_reads() -> None:
     fields = grant_fields(SUB, now=1000.0, claim_s=10)
     assert fields["grant_expires_at"] == "1010.000000" and fields["executor"] == "external"
     assert fields["client_order_id"] == "pc-0123456789abcdef" and fields["qty"] == "0.031"
-    assert Submission.from_fields(SUB.plan_id, fields) == SUB
+    assert Submission.from_fields(fields, plan_id=SUB.plan_id) == SUB
 
 
 def test_the_resolver_leaves_a_grant_until_it_expires() -> None:

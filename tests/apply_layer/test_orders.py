@@ -54,7 +54,7 @@ def test_result_quantities_come_from_the_fill() -> None:
     assert (res.status, res.executed, res.filled_qty, res.requested_qty) == (
         ResultStatus.PARTIALLY_FILLED, True, Decimal("0.02"), Decimal("0.046"))  # fmt: skip
     assert res.reduce_only and res.chain_latency_ms == Decimal(500)
-    assert Submission.from_fields(sub.plan_id, sub.to_fields()) == sub
+    assert Submission.from_fields(sub.to_fields(), plan_id=sub.plan_id) == sub
     still_new = order(OrderStatus.NEW, "0")
     res = make_result(sub, still_new, judge(still_new, "", give_up=False), "", 101)
     assert (res.status, res.executed) == (ResultStatus.UNKNOWN, False)

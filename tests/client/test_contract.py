@@ -14,8 +14,8 @@ from permitchain.apply_layer.exec_store import open_index
 from permitchain.apply_layer.planner import PlannerPolicy, make_plan
 from permitchain.contract.keys import Keys
 from permitchain.contract.models import SCHEMA, Proposal, Result, make_plan_id
+from permitchain.contract.trading_state import parse_trading_state
 from permitchain.exit_brain.api import expected_plan_id
-from permitchain.governor.policy import parse_trading_state
 from permitchain.runtime.service import ServiceRunner
 from permitchain_client import ContractError, SchemaMismatch
 from permitchain_client import contract as client_contract

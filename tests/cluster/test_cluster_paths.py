@@ -30,8 +30,8 @@ from permitchain.cli.control import set_trading_state
 from permitchain.contract.keys import Keys
 from permitchain.contract.models import Result, ResultStatus
 from permitchain.contract.settings import Settings
+from permitchain.contract.trading_state import TradingState
 from permitchain.exchange.sim import SimExchange
-from permitchain.governor.policy import TradingState
 from permitchain.governor.rates import Settlement
 from permitchain.governor.store import GovernorStore
 from permitchain.position_brain.state import (

@@ -13,10 +13,10 @@ import httpx
 import pytest
 
 from permitchain.contract.keys import Keys
+from permitchain.contract.reasons import QTY_MISMATCH
 from permitchain.contract.settings import Settings
 from permitchain.exchange.sim import SimExchange
 from permitchain.ops import health, history
-from permitchain.position_brain.checks import QTY_MISMATCH
 from tests.console.helpers import AUTH, free_port, in_process
 
 READS = [

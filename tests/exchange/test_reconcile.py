@@ -13,9 +13,8 @@ from permitchain.apply_layer.stops import StopBook
 from permitchain.cli.control import set_trading_state
 from permitchain.contract.keys import Keys
 from permitchain.contract.settings import Settings
+from permitchain.contract.trading_state import TradingState, read_trading_state
 from permitchain.exchange.sim import SimExchange
-from permitchain.governor.policy import TradingState
-from permitchain.governor.store import read_trading_state
 from permitchain.ops.health import gather
 from permitchain.runtime.clock import SystemClock
 from tests.exchange.binance_helpers import adapter

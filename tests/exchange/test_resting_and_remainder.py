@@ -12,10 +12,10 @@ import pytest
 
 from permitchain.contract.errors import OrderRejected
 from permitchain.contract.keys import Keys
+from permitchain.contract.snapshot import Snapshot, parse_snapshot
 from permitchain.exchange.binance import BinanceExchange
-from permitchain.position_brain.checks import CheckConfig, PlanView, Snapshot, evaluate
+from permitchain.position_brain.checks import CheckConfig, PlanView, evaluate
 from permitchain.position_brain.poller import SnapshotPoller
-from permitchain.position_brain.state import parse_snapshot
 from permitchain.runtime.clock import SystemClock
 from permitchain.store import async_client
 from tests.exchange.binance_helpers import adapter

@@ -6,16 +6,11 @@ from decimal import Decimal
 
 import pytest
 
+from permitchain.contract import reasons
 from permitchain.contract.models import CANARY_SYMBOL, Action, Plan, ResultStatus
-from permitchain.governor import policy as gp
-from permitchain.governor.policy import (
-    GovernorInput,
-    GovernorPolicy,
-    TradingState,
-    decide,
-    is_reduce_only,
-    parse_trading_state,
-)
+from permitchain.contract.reasons import CANARY_DRY_RUN
+from permitchain.contract.trading_state import TradingState, parse_trading_state
+from permitchain.governor.policy import GovernorInput, GovernorPolicy, decide, is_reduce_only
 from permitchain.governor.rates import ReservationBook
 from permitchain.runtime.clock import FixedClock
 
@@ -269,7 +264,7 @@ def test_every_reason_code_of_the_contract_is_defined() -> None:
     codes = {"testnet_auto_approve", "policy_ok", "trading_halted", "trading_reducing",
              "plan_expired", "mode_mismatch", "rate_limit_hour", "rate_limit_5min",
              "daily_notional_cap", "notional_cap"}  # fmt: skip
-    assert codes <= {v for k, v in vars(gp).items() if k.isupper() and isinstance(v, str)}
+    assert codes <= {v for k, v in vars(reasons).items() if k.isupper() and isinstance(v, str)}
 
 
 # -- the canary (proof --canary) ----------------------------------------------------------
@@ -281,7 +276,7 @@ def canary(mode: str = "dry_run", source: str = "canary") -> Plan:
 @pytest.mark.parametrize("gov_mode", ["dry_run", "testnet", "production"])
 def test_the_canary_is_granted_in_every_mode_unless_halted(gov_mode: str) -> None:
     d = decide(canary(), inp(), pol(gov_mode), T0)
-    assert (d.granted, d.reason) == (True, gp.CANARY_DRY_RUN)
+    assert (d.granted, d.reason) == (True, CANARY_DRY_RUN)
     assert d.computed_qty == Decimal("0.015")  # 0.25 × 0.062 = 0.0155, down to the step
     assert decide(canary(), inp(TradingState.HALTED), pol(gov_mode), T0).reason == "trading_halted"
     old = canary().model_copy(update={"created_at": T0 - 60, "expires_at": T0 - 30})

@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from permitchain.chain import Chain
-from permitchain.position_brain.checks import QTY_MISMATCH
+from permitchain.contract.reasons import QTY_MISMATCH
 from permitchain.scenario import SYMBOL, run_reference, seed
 from permitchain.store import async_client
 

@@ -6,9 +6,10 @@ from decimal import Decimal
 
 import pytest
 
+from permitchain.contract.reasons import QTY_MISMATCH, SIDE_MISMATCH
 from permitchain.ops.health import reconcile_verdict, service_state
 from permitchain.ops.history import story
-from permitchain.position_brain.checks import QTY_MISMATCH, SIDE_MISMATCH, CheckConfig
+from permitchain.position_brain.checks import CheckConfig
 
 CFG = CheckConfig()
 

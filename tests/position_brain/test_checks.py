@@ -8,13 +8,12 @@ from typing import Any
 import pytest
 
 from permitchain.contract.models import Action
+from permitchain.contract.snapshot import Ledger, Snapshot
 from permitchain.exchange.base import closing_side
 from permitchain.position_brain.checks import (
     CheckConfig,
-    Ledger,
     P33Decision,
     PlanView,
-    Snapshot,
     evaluate,
     safe_close_qty,
 )

@@ -14,9 +14,10 @@ from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
 from permitchain.contract.keys import Keys
+from permitchain.contract.reasons import COOLDOWN_IN_FLIGHT
 from permitchain.contract.settings import PermitSignature, Settings
 from permitchain.contract.signing import verify
-from permitchain.position_brain.checks import COOLDOWN_IN_FLIGHT, P33Decision
+from permitchain.position_brain.checks import P33Decision
 from permitchain.position_brain.service import PositionBrain
 from permitchain.runtime.permits import claim_and_write_permit
 from permitchain.store.scripts import source

@@ -13,6 +13,7 @@ import redis
 from permitchain.contract.keys import Keys
 from permitchain.contract.models import Result
 from permitchain.contract.settings import Settings
+from permitchain.contract.snapshot import parse_ledger
 from permitchain.position_brain import state as state_mod
 from permitchain.position_brain.state import (
     APPLIED_PLANS_MAX,
@@ -23,7 +24,6 @@ from permitchain.position_brain.state import (
     apply_result,
     init_ledgers,
     ledger_update,
-    parse_ledger,
 )
 from tests.position_brain.helpers import brain, plan, result, running
 

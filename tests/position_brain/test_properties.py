@@ -8,15 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from permitchain.contract.models import CLOSE_FRACTION, Action
+from permitchain.contract.snapshot import Ledger, Snapshot
 from permitchain.exchange.base import closing_side, round_down
-from permitchain.position_brain.checks import (
-    CheckConfig,
-    Ledger,
-    PlanView,
-    Snapshot,
-    evaluate,
-    side_of,
-)
+from permitchain.position_brain.checks import CheckConfig, PlanView, evaluate, side_of
 
 NOW = 1_700_000_000.0
 STEPS = [Decimal(s) for s in ("0.0001", "0.001", "0.01", "0.1", "1", "5")]

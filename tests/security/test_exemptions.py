@@ -13,11 +13,13 @@ from permitchain.apply_layer.planner import steps_for
 from permitchain.contract.models import CLOSE_FRACTION, Action, Plan, PlanDecision, make_plan_id
 from permitchain.contract.settings import Settings
 from permitchain.contract.signing import OPERATOR, Ed25519Signer, PublicKey, Verifier
+from permitchain.contract.snapshot import Ledger, Snapshot
+from permitchain.contract.trading_state import TradingState
 from permitchain.exemptions import APPLIES, Check, ExitKind, applies, exit_kind, table
-from permitchain.governor.policy import GovernorInput, GovernorPolicy, TradingState, decide
+from permitchain.governor.policy import GovernorInput, GovernorPolicy, decide
 from permitchain.operator_exit import flatten_plan, make_request, operator_problem
 from permitchain.ops.canary import canary_plan
-from permitchain.position_brain.checks import CheckConfig, Ledger, PlanView, Snapshot, judge
+from permitchain.position_brain.checks import CheckConfig, PlanView, judge
 
 T0 = 1_800_000_000.0
 SYM = "BTCUSDT"

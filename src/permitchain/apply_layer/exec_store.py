@@ -35,11 +35,16 @@ from redis.asyncio import Redis
 
 from permitchain.contract.keys import Keys
 from permitchain.contract.models import SCHEMA, Result
-from permitchain.governor.policy import TradingState
-from permitchain.governor.store import queue_state_read, read_trading_state, state_from_reply
+from permitchain.contract.reasons import WRONG_KEY_TYPE
+from permitchain.contract.trading_state import (
+    TradingState,
+    queue_state_read,
+    read_trading_state,
+    state_from_reply,
+)
 from permitchain.runtime.audit import AUDIT_MAXLEN, audit_fields
 from permitchain.runtime.metrics import LabelledCounter
-from permitchain.store import WRONG_KEY_TYPE, is_cluster, is_wrong_type, wrong_type
+from permitchain.store import is_cluster, is_wrong_type, wrong_type
 from permitchain.store.lean import NEVER_DECODE
 from permitchain.store.scripts import LeanScript, Scripts, flat_pairs
 

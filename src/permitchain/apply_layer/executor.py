@@ -32,7 +32,7 @@ from redis.asyncio import Redis
 from permitchain.apply_layer import gate
 from permitchain.apply_layer.exec_store import FINAL_GUARD, ExecStore
 from permitchain.apply_layer.orders import OrderDesk, Submission, latency_ms
-from permitchain.apply_layer.reconcile import POSITION_MODE_CHANGED, Reconciler
+from permitchain.apply_layer.reconcile import Reconciler
 from permitchain.apply_layer.resolver import Resolver, sender_id
 from permitchain.apply_layer.stops import StopBook
 from permitchain.contract.errors import ContractError
@@ -46,17 +46,31 @@ from permitchain.contract.models import (
     ResultStatus,
     fmt_decimal,
 )
+from permitchain.contract.reasons import (
+    ALREADY_EXECUTED,
+    BEYOND_RETENTION,
+    DRY_RUN,
+    MISSING_BOTH,
+    MISSING_GOVERNOR,
+    MISSING_P33,
+    NOT_UTF8,
+    PERMIT_INVALID,
+    PLAN_EXPIRED,
+    POSITION_MODE_CHANGED,
+    RECOVERED_UNSENT,
+    TRADING_HALTED,
+    WRONG_KEY_TYPE,
+)
 from permitchain.contract.settings import Settings
 from permitchain.contract.signing import GOVERNOR, P33
+from permitchain.contract.trading_state import TradingState, read_trading_state
 from permitchain.exchange.base import Exchange
-from permitchain.governor.policy import TradingState
-from permitchain.governor.store import read_trading_state
 from permitchain.keyfiles import verifier_for
 from permitchain.operator_exit import is_operator_plan, operator_problem
 from permitchain.runtime.audit import add_audit
+from permitchain.runtime.backoff import Backoff
 from permitchain.runtime.clock import Clock
 from permitchain.runtime.entries import (
-    NOT_UTF8,
     NotUtf8,
     RawFields,
     decode_fields,
@@ -64,8 +78,8 @@ from permitchain.runtime.entries import (
     text_id,
     xread_raw,
 )
-from permitchain.runtime.service import ENTRIES, Backoff, Consumer
-from permitchain.store import REDIS_FAULTS, WRONG_KEY_TYPE, wrong_type
+from permitchain.runtime.service import ENTRIES, Consumer
+from permitchain.store import REDIS_FAULTS, wrong_type
 
 log = logging.getLogger("permitchain.executor")
 MAX_ACTIVE = 16  # plans talking to Redis or the exchange at once (waiting plans hold nothing)
@@ -75,13 +89,8 @@ SEEN_MAX = 50_000
 #: this connection, e.g. another node): look again after this long, not at the deadline.
 RETRY_S = 0.005
 
-# Executor reason codes (docs/design.md §4) beyond the script's verdicts.
-TRADING_HALTED = "trading_halted"
-PERMIT_INVALID = "permit_invalid"
-PLAN_EXPIRED = "plan_expired"
-RECOVERED_UNSENT = "recovered_unsent"
-WAIT_VERDICTS = {"missing_governor", "missing_p33", "missing_both"}
-BEYOND_RETENTION = "beyond_retention"
+#: The consume step's verdicts that mean "a permit has not arrived yet: wait".
+WAIT_VERDICTS = {MISSING_GOVERNOR, MISSING_P33, MISSING_BOTH}
 #: A plan this close to EXEC_RECORD_TTL_S old is treated as beyond it (clocks differ a little).
 RETENTION_MARGIN_S = 60
 
@@ -241,7 +250,7 @@ class Executor:
             await self.execute(plan, verdict, wait_s)
             return
         async with self.slots:
-            if v == "already_executed":
+            if v == ALREADY_EXECUTED:
                 await self.resume(plan, str(verdict.get("state", "")))
             else:
                 await self.blocked(plan, v, str(verdict.get("detail", "")), wait_s, verdict)
@@ -441,7 +450,7 @@ class Executor:
                         symbol=plan.symbol,
                         executed=False,
                         status=ResultStatus.DRY_RUN,
-                        reason="dry_run",
+                        reason=DRY_RUN,
                         side=sub.side,
                         requested_qty=sub.qty,
                         permit_wait_ms=sub.permit_wait_ms,

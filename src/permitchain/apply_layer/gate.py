@@ -40,15 +40,13 @@ from permitchain.contract.models import (
     parse_decimal,
     parse_ts,
 )
+from permitchain.contract.reasons import GATE_GRANTED, GATE_NOT_CLAIMED
 from permitchain.runtime.audit import audit_fields
 
 log = logging.getLogger("permitchain.executor")
 
 GRANTED = "granted"
 CLAIMED = "claimed"
-#: Reason codes of the gate (docs/design.md §15).
-GATE_GRANTED = "gate_granted"
-GATE_NOT_CLAIMED = "gate_not_claimed"
 LAYER = "executor"
 
 GATE_EVENTS = Counter(

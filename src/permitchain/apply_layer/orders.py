@@ -21,30 +21,44 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
+
+from pydantic import ConfigDict
 
 from permitchain.apply_layer.exec_store import ExecStore
 from permitchain.apply_layer.stops import StopBook
 from permitchain.contract.errors import (
-    ContractError,
     ExchangeError,
     OrderOutcomeUnknown,
     OrderRejected,
     StopWouldTrigger,
 )
-from permitchain.contract.models import Result, ResultStatus, fmt_decimal, parse_decimal, parse_ts
+from permitchain.contract.models import (
+    Dec,
+    DecOrZero,
+    Flag,
+    OptionalDec,
+    Record,
+    Result,
+    ResultStatus,
+    Timestamp,
+    fmt_decimal,
+)
+from permitchain.contract.reasons import (
+    EXCHANGE_REJECTED,
+    EXCHANGE_UNKNOWN,
+    STOP_CROSSED_CLOSED,
+    STOP_PLACED,
+)
 from permitchain.exchange.base import Exchange, OrderInfo, OrderStatus, Side
+from permitchain.runtime.backoff import Backoff
 from permitchain.runtime.clock import Clock
-from permitchain.runtime.service import Backoff
 
 log = logging.getLogger("permitchain.executor")
 
-EXCHANGE_REJECTED = "exchange_rejected"
-EXCHANGE_UNKNOWN = "exchange_unknown"
-STOP_PLACED = "stop_placed"
-STOP_CROSSED_CLOSED = "stop_crossed_closed"
 LOOKUP_ATTEMPTS = 5
 FINAL_ORDER = (OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.REJECTED, OrderStatus.EXPIRED)
 STATE_OF = {
@@ -65,23 +79,29 @@ def latency_ms(proposal_ts: float, now: float) -> Decimal:
     return Decimal(max(0, round((now - proposal_ts) * 1000)))
 
 
-@dataclass(frozen=True, slots=True)
-class Submission:
+class Submission(Record):
     """One plan's order, as stored in its exec record at submit time."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")  # the exec record holds more
+    has_schema: ClassVar[bool] = False
 
     plan_id: str
     symbol: str
     side: Side
-    qty: Decimal  # P3.3's safe_close_qty, always
-    close: bool  # a reduce-only market close (else the plan only moves the stop)
-    position_amt: Decimal  # |exchange position| P3.3 saw: what a stop covers after the close
-    stop_price: Decimal | None
-    proposal_ts: float
-    permit_wait_ms: Decimal
+    qty: Dec  # P3.3's safe_close_qty, always
+    close: Flag  # a reduce-only market close (else the plan only moves the stop)
+    position_amt: Dec  # |exchange position| P3.3 saw: what a stop covers after the close
+    stop_price: OptionalDec = None
+    proposal_ts: Timestamp
+    permit_wait_ms: DecOrZero = Decimal(0)
 
     @property
     def client_order_id(self) -> str:
         return client_order_id(self.plan_id) if self.close else ""
+
+    @classmethod
+    def _where(cls, data: Mapping[str, Any]) -> str:
+        return f"exec record {data.get('plan_id')}"
 
     def to_fields(self) -> dict[str, str]:
         return {
@@ -95,27 +115,6 @@ class Submission:
             "proposal_ts": f"{self.proposal_ts:.6f}",
             "permit_wait_ms": fmt_decimal(self.permit_wait_ms),
         }
-
-    @classmethod
-    def from_fields(cls, plan_id: str, h: dict[str, str]) -> Submission:
-        try:
-            side = h["side"]
-            if side not in ("BUY", "SELL") or h["close"] not in ("true", "false"):
-                raise ValueError(f"side/close: {side!r}/{h['close']!r}")
-            stop = h.get("stop_price") or ""
-            return cls(
-                plan_id=plan_id,
-                symbol=h["symbol"],
-                side="BUY" if side == "BUY" else "SELL",
-                qty=parse_decimal(h["qty"], "qty"),
-                close=h["close"] == "true",
-                position_amt=parse_decimal(h["position_amt"], "position_amt"),
-                stop_price=parse_decimal(stop, "stop_price") if stop else None,
-                proposal_ts=parse_ts(h["proposal_ts"], "proposal_ts"),
-                permit_wait_ms=parse_decimal(h.get("permit_wait_ms") or "0", "permit_wait_ms"),
-            )
-        except (KeyError, ValueError) as e:
-            raise ContractError(f"exec record {plan_id}: {e}") from None
 
 
 @dataclass(frozen=True, slots=True)

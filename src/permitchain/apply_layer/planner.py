@@ -29,7 +29,6 @@ from permitchain.contract.models import (
     CLOSE_FRACTION,
     CLOSE_STEP,
     EXECUTOR_EXTERNAL,
-    INVALID_PROPOSAL,
     Action,
     Plan,
     PlanDecision,
@@ -38,17 +37,16 @@ from permitchain.contract.models import (
     make_plan_id,
     proposal_fault,
 )
+from permitchain.contract.reasons import (
+    BELOW_THRESHOLD,
+    EXTERNAL_NOT_A_CLOSE,
+    HOLD_ACTION,
+    INVALID_PROPOSAL,
+    NOT_IN_ALLOWLIST,
+    PLAN_OK,
+    PROPOSAL_EXPIRED,
+)
 from permitchain.contract.settings import SYMBOL_RE
-
-# Planner reason codes (docs/design.md §4); unknown_action and invalid_proposal are in
-# models.py (proposal_fault: the CLI and the API refuse such a proposal by the same rule).
-NOT_IN_ALLOWLIST = "not_in_allowlist"
-BELOW_THRESHOLD = "below_kill_score_threshold"
-HOLD_ACTION = "hold_action"
-DUPLICATE_PLAN = "duplicate_plan"
-PROPOSAL_EXPIRED = "proposal_expired"
-PLAN_OK = "plan_ok"
-EXTERNAL_NOT_A_CLOSE = "external_not_a_close"
 
 #: Fields the decision and the plan's identity are made of: a proposal must carry them all.
 #: The kill-score components, ``new_sl``, ``r_net`` and ``source`` inform; absent means none.

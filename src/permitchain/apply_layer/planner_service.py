@@ -26,29 +26,18 @@ from typing import Any, cast
 import redis.exceptions
 from redis.asyncio import Redis
 
-from permitchain.apply_layer.planner import (
-    DUPLICATE_PLAN,
-    PROPOSAL_EXPIRED,
-    PlannerPolicy,
-    plan_from_fields,
-)
+from permitchain.apply_layer.planner import PlannerPolicy, plan_from_fields
 from permitchain.contract.errors import ContractError, WrongTypeError
 from permitchain.contract.keys import Keys
 from permitchain.contract.models import Plan
+from permitchain.contract.reasons import DUPLICATE_PLAN, PROPOSAL_EXPIRED, WRONG_KEY_TYPE
 from permitchain.contract.settings import Settings
 from permitchain.runtime.audit import AUDIT_MAXLEN, audit_fields
 from permitchain.runtime.clock import Clock
 from permitchain.runtime.logs import log_decision
 from permitchain.runtime.metrics import LabelledCounter
 from permitchain.runtime.service import WRONG_TYPES
-from permitchain.store import (
-    REDIS_FAULTS,
-    WRONG_KEY_TYPE,
-    AsyncRedis,
-    is_cluster,
-    is_wrong_type,
-    wrong_type,
-)
+from permitchain.store import REDIS_FAULTS, AsyncRedis, is_cluster, is_wrong_type, wrong_type
 from permitchain.store.scripts import Scripts
 
 log = logging.getLogger("permitchain.planner")

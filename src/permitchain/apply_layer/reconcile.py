@@ -34,6 +34,7 @@ from permitchain.apply_layer.exec_store import ExecStore
 from permitchain.apply_layer.resolver import plan_of
 from permitchain.contract.errors import ExchangeError
 from permitchain.contract.keys import Keys
+from permitchain.contract.reasons import POSITION_MODE_CHANGED
 from permitchain.exchange.base import Exchange
 from permitchain.runtime.audit import AUDIT_MAXLEN, audit_fields
 from permitchain.runtime.clock import Clock
@@ -42,7 +43,6 @@ from permitchain.store import REDIS_FAULTS, AsyncRedis
 log = logging.getLogger("permitchain.executor")
 
 OWN_PREFIX = "pc-"
-POSITION_MODE_CHANGED = "position_mode_changed"
 
 
 @dataclass

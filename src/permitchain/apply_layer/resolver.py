@@ -40,8 +40,8 @@ from permitchain.apply_layer.orders import OrderDesk, Submission
 from permitchain.contract.errors import ContractError, ExchangeError
 from permitchain.exchange.base import Exchange, OrderStatus
 from permitchain.exchange.stream import UserStream
+from permitchain.runtime.backoff import Backoff
 from permitchain.runtime.clock import Clock
-from permitchain.runtime.service import Backoff
 from permitchain.store import REDIS_FAULTS
 
 log = logging.getLogger("permitchain.executor")
@@ -120,7 +120,7 @@ class Resolver:
                 await gate.expire_grant(self.store, plan_id, h, now)
                 return (await self.store.get(plan_id)).get("state", "none")
         try:
-            sub = Submission.from_fields(plan_id, h)
+            sub = Submission.from_fields(h, plan_id=plan_id)
         except ContractError as e:
             log.error("[RECOVER] plan=%s unreadable exec record: %s", plan_id, e)
             return state

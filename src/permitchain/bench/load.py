@@ -17,9 +17,8 @@ from decimal import Decimal
 from typing import Any
 
 from permitchain.contract.keys import Keys
-from permitchain.contract.models import Proposal, make_plan_id
+from permitchain.contract.models import Proposal, float_or_none, make_plan_id
 from permitchain.ops import reads as rd
-from permitchain.position_brain.state import float_or_none
 from permitchain.store import AsyncRedis
 
 #: How often the bench reads the order records of plans done since the last read.

@@ -16,11 +16,11 @@ from rich.markup import escape
 from permitchain.chain import up_lock_file, url_file
 from permitchain.contract.errors import ConfigError, PermitchainError, WrongTypeError
 from permitchain.contract.keys import Keys
+from permitchain.contract.reasons import WRONG_KEY_TYPE
 from permitchain.contract.settings import Settings, load_settings
 from permitchain.lifecycle import UpLock
 from permitchain.store import (
     REDIS_FAULTS,
-    WRONG_KEY_TYPE,
     AsyncRedis,
     async_client,
     is_wrong_type,

@@ -17,8 +17,7 @@ import time
 from permitchain.contract.errors import StoreError
 from permitchain.contract.keys import Keys
 from permitchain.contract.settings import Settings
-from permitchain.governor.policy import TradingState
-from permitchain.governor.store import read_trading_state
+from permitchain.contract.trading_state import TradingState, read_trading_state
 from permitchain.runtime.audit import AUDIT_MAXLEN, audit_fields
 from permitchain.store import AsyncRedis, is_cluster
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,10 +22,10 @@ from permitchain.cli import security as security_cmd
 from permitchain.cli.common import console, fail, operator, run_async, settings
 from permitchain.contract.errors import ConfigError, PermitchainError
 from permitchain.contract.keys import Keys
-from permitchain.contract.models import fmt_decimal
+from permitchain.contract.models import fmt_decimal, parse_decimal
 from permitchain.contract.settings import Settings
+from permitchain.contract.trading_state import TradingState
 from permitchain.exchange.sim import SimExchange
-from permitchain.governor.policy import TradingState
 from permitchain.lifecycle import supervisor_fd
 from permitchain.ops import actions
 from permitchain.runtime.logs import setup_logging
@@ -47,13 +47,11 @@ replay_cmd.register(app)
 
 
 def _dec(value: str, name: str) -> Decimal:
+    """A command-line decimal (the contract's parser); unreadable: the command fails, naming it."""
     try:
-        d = Decimal(value)
-    except InvalidOperation:
-        fail(f"{name}: not a decimal: {value!r}")
-    if not d.is_finite():
-        fail(f"{name}: not finite: {value!r}")
-    return d
+        return parse_decimal(value, name)
+    except ValueError as e:
+        fail(str(e))
 
 
 @app.command()

@@ -29,8 +29,7 @@ from permitchain.console.context import (
     install_errors,
 )
 from permitchain.console.events import EVENT_ID
-from permitchain.governor.policy import TradingState
-from permitchain.governor.store import read_trading_state
+from permitchain.contract.trading_state import TradingState, read_trading_state
 from permitchain.ops import actions, health, history
 from permitchain.ops import reads as rd
 

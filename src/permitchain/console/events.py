@@ -25,7 +25,7 @@ from typing import Any
 from permitchain.contract.keys import Keys
 from permitchain.ops import reads as rd
 from permitchain.ops.history import audit_entry
-from permitchain.runtime.service import Backoff
+from permitchain.runtime.backoff import Backoff
 from permitchain.store import REDIS_FAULTS, AsyncRedis
 
 log = logging.getLogger("permitchain.console")

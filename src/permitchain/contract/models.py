@@ -12,14 +12,23 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
-from typing import Any, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from permitchain.contract.errors import ContractError, SchemaError
+from permitchain.contract.reasons import INVALID_PROPOSAL, UNKNOWN_ACTION
 from permitchain.contract.settings import SYMBOL_RE
 
 SCHEMA = 1
@@ -48,11 +57,6 @@ CLOSE_STEP: dict[Action, str] = {
     Action.PARTIAL_75: "CLOSE_PARTIAL_75",
     Action.FULL_CLOSE_PROPOSED: "CLOSE_FULL",
 }
-
-
-#: A proposal no policy can plan (the planner's reason codes, docs/design.md §4).
-UNKNOWN_ACTION = "unknown_action"
-INVALID_PROPOSAL = "invalid_proposal"
 
 
 def proposal_fault(action: str, new_sl: Decimal | None) -> tuple[str, str] | None:
@@ -88,8 +92,11 @@ class ResultStatus(StrEnum):
     DRY_RUN = "dry_run"
 
 
-def parse_decimal(value: Any, name: str) -> Decimal:
-    """Parse a decimal string; refuse floats, NaN, infinities and absurd magnitudes."""
+def parse_decimal(value: Any, name: str, *, max_abs: Decimal | None = MAX_ABS_DECIMAL) -> Decimal:
+    """The contract's one decimal parser: a decimal string (or an int, or a Decimal) → Decimal.
+    Refuses floats, NaN, infinities and, beyond ``max_abs`` (None: no bound), absurd
+    magnitudes, with a ``ValueError`` naming ``name``. Every model field, permit and exec
+    record reads its decimals with it."""
     if isinstance(value, Decimal):
         d = value
     elif isinstance(value, str):
@@ -103,9 +110,30 @@ def parse_decimal(value: Any, name: str) -> Decimal:
         raise ValueError(f"{name}: expected a decimal string, got {type(value).__name__}")
     if not d.is_finite():
         raise ValueError(f"{name}: not finite: {value!r}")
-    if abs(d) > MAX_ABS_DECIMAL:
+    if max_abs is not None and abs(d) > max_abs:
         raise ValueError(f"{name}: out of range: {value!r}")
     return d
+
+
+def decimal_or_none(v: str | None) -> Decimal | None:
+    """:func:`parse_decimal` that never raises (and sets no magnitude bound): a finite Decimal,
+    or None for a missing or unreadable value (snapshots, ledgers: unreadable is absent)."""
+    if v is None or v == "":
+        return None
+    try:
+        return parse_decimal(v, "value", max_abs=None)
+    except ValueError:
+        return None
+
+
+def float_or_none(v: str | None) -> float | None:
+    """A float, or None for a missing or unreadable value (never raises)."""
+    if v is None or v == "":
+        return None
+    try:
+        return float(v)
+    except ValueError:
+        return None
 
 
 def fmt_decimal(d: Decimal) -> str:
@@ -154,10 +182,92 @@ def canonical_json(obj: dict[str, Any]) -> str:
     return _canonical(obj)
 
 
-class _Msg(BaseModel):
-    """Base: frozen, no extra fields, schema checked."""
+_PLAN_ID = re.compile("[0-9a-f]{16}")
+
+
+def _symbol(v: Any) -> str:
+    if not isinstance(v, str) or not SYMBOL_RE.match(v):
+        raise ValueError(f"not a symbol: {v!r}")
+    return v
+
+
+def _plan_id(v: Any) -> str:
+    if not isinstance(v, str) or not _PLAN_ID.fullmatch(v):
+        raise ValueError(f"not a plan id (16 hex characters): {v!r}")
+    return v
+
+
+def _decimal(v: Any, info: ValidationInfo) -> Decimal:
+    if v is None or v == "":
+        raise ValueError("missing")
+    return parse_decimal(v, info.field_name or "value")
+
+
+def _decimal_or_none(v: Any, info: ValidationInfo) -> Decimal | None:
+    return None if v is None or v == "" else parse_decimal(v, info.field_name or "value")
+
+
+def _decimal_or_zero(v: Any, info: ValidationInfo) -> Decimal:
+    return Decimal(0) if v is None or v == "" else parse_decimal(v, info.field_name or "value")
+
+
+def _timestamp(v: Any, info: ValidationInfo) -> float:
+    return parse_ts(v, info.field_name or "value")
+
+
+def _flag(v: Any, info: ValidationInfo) -> bool:
+    return parse_bool(v, info.field_name or "value")
+
+
+def _count(v: Any) -> int:
+    if isinstance(v, bool) or not str(v).lstrip("-").isdigit():
+        raise ValueError(f"expected an integer, got {v!r}")
+    n = int(v)
+    if n < 0 or n > 10**12:
+        raise ValueError(f"out of range: {v!r}")
+    return n
+
+
+# The field types of the contract's records: each parses the string a Redis hash or a JSON
+# permit holds (or the typed value code passes) with the one parser of its kind.
+#: A decimal (parse_decimal); "" or absent is ``missing``.
+Dec = Annotated[Decimal, BeforeValidator(_decimal)]
+#: A decimal, or None for "" (how an absent optional decimal is written).
+OptionalDec = Annotated[Decimal | None, BeforeValidator(_decimal_or_none)]
+#: A decimal, 0 for "".
+DecOrZero = Annotated[Decimal, BeforeValidator(_decimal_or_zero)]
+#: Epoch seconds (parse_ts).
+Timestamp = Annotated[float, BeforeValidator(_timestamp)]
+#: ``true`` or ``false`` (parse_bool).
+Flag = Annotated[bool, BeforeValidator(_flag)]
+#: A non-negative integer (position epoch, tranche).
+Count = Annotated[int, BeforeValidator(_count)]
+#: A symbol (``SYMBOL_RE``).
+Symbol = Annotated[str, BeforeValidator(_symbol)]
+#: A plan id: 16 hex characters.
+PlanId = Annotated[str, BeforeValidator(_plan_id)]
+
+
+class Record(BaseModel):
+    """Base of every record the chain reads from Redis (stream entries, exec records, permits):
+    frozen, no extra fields. :meth:`from_fields` validates a hash's str fields (or a JSON
+    object's values) with the field types above and raises :class:`ContractError` naming the
+    record and the first offending field; callers dead-letter, deny or block on it."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+    #: The record carries ``schema`` (checked against SCHEMA, then dropped).
+    has_schema: ClassVar[bool] = True
+
+    @classmethod
+    def from_fields(cls, f: Mapping[str, Any], **known: Any) -> Self:
+        """The record in hash (or JSON object) ``f``; ``known``: fields the caller has from
+        elsewhere (an exec record's plan id is its key's)."""
+        if cls.has_schema:
+            cls._check_schema(f.get("schema"))
+            data = {k: v for k, v in f.items() if k != "schema"}
+        else:
+            data = dict(f)
+        return cls._validate(data | known)
 
     @classmethod
     def _check_schema(cls, raw: Any) -> None:
@@ -171,6 +281,11 @@ class _Msg(BaseModel):
             raise SchemaError(f"schema: unsupported version {n} (this build reads {SCHEMA})")
 
     @classmethod
+    def _where(cls, data: Mapping[str, Any]) -> str:
+        """How an error names the record."""
+        return cls.__name__
+
+    @classmethod
     def _validate(cls, data: dict[str, Any]) -> Self:
         try:
             return cls.model_validate(data)
@@ -178,22 +293,7 @@ class _Msg(BaseModel):
             first = e.errors()[0]
             loc = ".".join(str(p) for p in first["loc"]) or cls.__name__
             msg = str(first["msg"]).removeprefix("Value error, ")
-            raise ContractError(f"{cls.__name__} {loc}: {msg}") from None
-
-
-def _symbol(v: Any) -> str:
-    if not isinstance(v, str) or not SYMBOL_RE.match(v):
-        raise ValueError(f"not a symbol: {v!r}")
-    return v
-
-
-_PLAN_ID = re.compile("[0-9a-f]{16}")
-
-
-def _plan_id(v: Any) -> str:
-    if not isinstance(v, str) or not _PLAN_ID.fullmatch(v):
-        raise ValueError(f"not a plan id (16 hex characters): {v!r}")
-    return v
+            raise ContractError(f"{cls._where(data)} {loc}: {msg}") from None
 
 
 def make_plan_id(symbol: str, action: str, position_epoch: int, tranche: int, *extra: str) -> str:
@@ -228,70 +328,31 @@ EXECUTOR_BUILTIN: Executor = "builtin"
 EXECUTOR_EXTERNAL: Executor = "external"
 
 
-class Proposal(_Msg):
+class Proposal(Record):
     """An exit signal. ``action`` is kept as given: the planner judges an unknown one."""
 
     proposal_id: str
-    symbol: str
+    symbol: Symbol
     action: str
-    kill_score: Decimal
-    k_regime_flip: Decimal = Decimal(0)
-    k_sigma_spike: Decimal = Decimal(0)
-    k_ts_drop: Decimal = Decimal(0)
-    k_age_penalty: Decimal = Decimal(0)
-    new_sl: Decimal | None = None
-    r_net: Decimal | None = None
-    position_epoch: int = 0
-    tranche: int = 0
-    ts_epoch: float
+    kill_score: Dec
+    k_regime_flip: Dec = Decimal(0)
+    k_sigma_spike: Dec = Decimal(0)
+    k_ts_drop: Dec = Decimal(0)
+    k_age_penalty: Dec = Decimal(0)
+    new_sl: OptionalDec = None
+    r_net: OptionalDec = None
+    position_epoch: Count = 0
+    tranche: Count = 0
+    ts_epoch: Timestamp
     source: str = "exit-brain"
     executor: Executor = EXECUTOR_BUILTIN
 
-    _sym = field_validator("symbol", mode="before")(_symbol)
-
-    @field_validator(
-        "kill_score",
-        "k_regime_flip",
-        "k_sigma_spike",
-        "k_ts_drop",
-        "k_age_penalty",
-        "new_sl",
-        "r_net",
-        mode="before",
-    )
-    @classmethod
-    def _dec(cls, v: Any, info: Any) -> Decimal | None:
-        if v is None or v == "":
-            return None
-        return parse_decimal(v, info.field_name)
-
     @field_validator("kill_score")
     @classmethod
-    def _score(cls, v: Decimal | None) -> Decimal:
-        if v is None or not (0 <= v <= 1):
+    def _score(cls, v: Decimal) -> Decimal:
+        if not (0 <= v <= 1):
             raise ValueError("must be between 0 and 1")
         return v
-
-    @field_validator("ts_epoch", mode="before")
-    @classmethod
-    def _ts(cls, v: Any) -> float:
-        return parse_ts(v, "ts_epoch")
-
-    @field_validator("position_epoch", "tranche", mode="before")
-    @classmethod
-    def _int(cls, v: Any) -> int:
-        if isinstance(v, bool) or not str(v).lstrip("-").isdigit():
-            raise ValueError(f"expected an integer, got {v!r}")
-        n = int(v)
-        if n < 0 or n > 10**12:
-            raise ValueError(f"out of range: {v!r}")
-        return n
-
-    @classmethod
-    def from_fields(cls, f: dict[str, str]) -> Proposal:
-        cls._check_schema(f.get("schema"))
-        data = {k: v for k, v in f.items() if k != "schema"}
-        return cls._validate(data)
 
     def to_fields(self) -> dict[str, str]:
         out = {"schema": str(SCHEMA)}
@@ -320,41 +381,29 @@ class Step(BaseModel):
         "CLOSE_PARTIAL_25", "CLOSE_PARTIAL_50", "CLOSE_PARTIAL_75", "CLOSE_FULL", "UPDATE_SL"
     ]
     type: Literal["market_reduce_only", "stop_market_reduce_only"]
-    fraction: Decimal | None = None
-    price: Decimal | None = None
+    fraction: OptionalDec = None
+    price: OptionalDec = None
 
 
-class Plan(_Msg):
-    plan_id: str
-    symbol: str
+class Plan(Record):
+    plan_id: PlanId
+    symbol: Symbol
     action: str
     decision: PlanDecision
     reason_codes: tuple[str, ...] = ()
-    kill_score: Decimal | None = None
-    close_fraction: Decimal
-    new_sl: Decimal | None = None
+    kill_score: OptionalDec = None
+    close_fraction: Dec
+    new_sl: OptionalDec = None
     steps: tuple[Step, ...] = ()
     mode: str
     source: str
     proposal_id: str
-    proposal_ts: float
-    created_at: float
-    expires_at: float
+    proposal_ts: Timestamp
+    created_at: Timestamp
+    expires_at: Timestamp
     #: An operator's signed emergency-exit request (``source=operator`` plans only; JSON).
     operator_request: str = ""
     executor: Executor = EXECUTOR_BUILTIN
-
-    _pid = field_validator("plan_id", mode="before")(_plan_id)
-    _sym = field_validator("symbol", mode="before")(_symbol)
-
-    @field_validator("kill_score", "close_fraction", "new_sl", mode="before")
-    @classmethod
-    def _dec(cls, v: Any, info: Any) -> Decimal | None:
-        if v is None or v == "":
-            if info.field_name == "close_fraction":
-                raise ValueError("missing")
-            return None
-        return parse_decimal(v, info.field_name)
 
     @field_validator("close_fraction")
     @classmethod
@@ -362,11 +411,6 @@ class Plan(_Msg):
         if not (0 <= v <= 1):
             raise ValueError("must be between 0 and 1")
         return v
-
-    @field_validator("proposal_ts", "created_at", "expires_at", mode="before")
-    @classmethod
-    def _ts(cls, v: Any, info: Any) -> float:
-        return parse_ts(v, info.field_name)
 
     @field_validator("reason_codes", mode="before")
     @classmethod
@@ -398,12 +442,6 @@ class Plan(_Msg):
         """``proof --canary``'s probe: a dry_run plan for the reserved symbol. The executor
         ends every dry_run plan before any order, so granting it can never move money."""
         return self.symbol == CANARY_SYMBOL and self.source == "canary" and self.mode == "dry_run"
-
-    @classmethod
-    def from_fields(cls, f: dict[str, str]) -> Plan:
-        cls._check_schema(f.get("schema"))
-        data = {k: v for k, v in f.items() if k != "schema"}
-        return cls._validate(data)
 
     def to_fields(self) -> dict[str, str]:
         steps = [
@@ -440,22 +478,14 @@ class Plan(_Msg):
 # ---------------------------------------------------------------------------------------
 # Permits (JSON values under TTL'd keys)
 # ---------------------------------------------------------------------------------------
-class _Permit(_Msg):
-    plan_id: str
-    symbol: str
-    created_at: float
-    expires_at: float
+class _Permit(Record):
+    plan_id: PlanId
+    symbol: Symbol
+    created_at: Timestamp
+    expires_at: Timestamp
     alg: str = ""  # "ed25519" when signed with a public key (signing.py); absent for HMAC
     kid: str = ""  # the signing key's id
     sig: str = ""
-
-    _pid = field_validator("plan_id", mode="before")(_plan_id)
-    _sym = field_validator("symbol", mode="before")(_symbol)
-
-    @field_validator("created_at", "expires_at", mode="before")
-    @classmethod
-    def _ts(cls, v: Any, info: Any) -> float:
-        return parse_ts(v, info.field_name)
 
     def body(self) -> dict[str, Any]:
         """The permit as a JSON object, without ``sig``."""
@@ -486,9 +516,7 @@ class _Permit(_Msg):
     def parse_obj(cls, obj: Any) -> Self:
         if not isinstance(obj, dict):
             raise ContractError(f"{cls.__name__}: expected a JSON object")
-        cls._check_schema(obj.get("schema"))
-        data = {k: v for k, v in obj.items() if k != "schema"}
-        return cls._validate(data)
+        return cls.from_fields(obj)
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> Self:
@@ -508,37 +536,19 @@ class GovernorPermit(_Permit):
     decision: Literal["GRANT", "DENY"]
     granted: bool
     reason: str
-    computed_qty: Decimal | None = None
-    computed_notional: Decimal | None = None
+    computed_qty: OptionalDec = None
+    computed_notional: OptionalDec = None
     mode: str
     consumed: bool = False
-
-    @field_validator("computed_qty", "computed_notional", mode="before")
-    @classmethod
-    def _dec(cls, v: Any, info: Any) -> Decimal | None:
-        if v is None or v == "":
-            return None
-        return parse_decimal(v, info.field_name)
 
 
 class P33Allow(_Permit):
     allow: Literal[True] = True
-    safe_close_qty: Decimal
+    safe_close_qty: Dec
     side: Literal["LONG", "SHORT"]
-    exchange_position_amt: Decimal
-    ledger_position_amt: Decimal
-    snapshot_age_sec: Decimal
-
-    @field_validator(
-        "safe_close_qty",
-        "exchange_position_amt",
-        "ledger_position_amt",
-        "snapshot_age_sec",
-        mode="before",
-    )
-    @classmethod
-    def _dec(cls, v: Any, info: Any) -> Decimal:
-        return parse_decimal(v, info.field_name)
+    exchange_position_amt: Dec
+    ledger_position_amt: Dec
+    snapshot_age_sec: Dec
 
     @field_validator("safe_close_qty")
     @classmethod
@@ -572,40 +582,23 @@ def parse_p33(raw: str | bytes) -> P33Allow | P33Deny:
 # ---------------------------------------------------------------------------------------
 # Result
 # ---------------------------------------------------------------------------------------
-class Result(_Msg):
-    plan_id: str
-    symbol: str
-    executed: bool
+class Result(Record):
+    plan_id: PlanId
+    symbol: Symbol
+    executed: Flag
     status: ResultStatus
     reason: str = ""
     order_id: str = ""
     client_order_id: str = ""
     side: Literal["BUY", "SELL", ""] = ""
-    requested_qty: Decimal = Decimal(0)
-    filled_qty: Decimal = Decimal(0)
-    avg_price: Decimal | None = None
-    reduce_only: bool = True
+    requested_qty: DecOrZero = Decimal(0)
+    filled_qty: DecOrZero = Decimal(0)
+    avg_price: OptionalDec = None
+    reduce_only: Flag = True
     error: str = ""
-    permit_wait_ms: Decimal = Decimal(0)
-    chain_latency_ms: Decimal = Decimal(0)
-    ts: float
-
-    _pid = field_validator("plan_id", mode="before")(_plan_id)
-    _sym = field_validator("symbol", mode="before")(_symbol)
-
-    @field_validator(
-        "requested_qty",
-        "filled_qty",
-        "avg_price",
-        "permit_wait_ms",
-        "chain_latency_ms",
-        mode="before",
-    )
-    @classmethod
-    def _dec(cls, v: Any, info: Any) -> Decimal | None:
-        if v is None or v == "":
-            return None if info.field_name == "avg_price" else Decimal(0)
-        return parse_decimal(v, info.field_name)
+    permit_wait_ms: DecOrZero = Decimal(0)
+    chain_latency_ms: DecOrZero = Decimal(0)
+    ts: Timestamp
 
     @field_validator("filled_qty", "requested_qty")
     @classmethod
@@ -613,22 +606,6 @@ class Result(_Msg):
         if v < 0:
             raise ValueError("must be >= 0")
         return v
-
-    @field_validator("executed", "reduce_only", mode="before")
-    @classmethod
-    def _bool(cls, v: Any, info: Any) -> bool:
-        return parse_bool(v, info.field_name)
-
-    @field_validator("ts", mode="before")
-    @classmethod
-    def _ts(cls, v: Any) -> float:
-        return parse_ts(v, "ts")
-
-    @classmethod
-    def from_fields(cls, f: dict[str, str]) -> Result:
-        cls._check_schema(f.get("schema"))
-        data = {k: v for k, v in f.items() if k != "schema"}
-        return cls._validate(data)
 
     def to_fields(self) -> dict[str, str]:
         out = {"schema": str(SCHEMA)}

@@ -46,7 +46,8 @@ from pathlib import Path
 from permitchain.exchange.sim import SimExchange
 from permitchain.exchange.sim_stops import trigger_stop
 from permitchain.replay.data import read_series
-from permitchain.runtime.service import RETRYABLE, Backoff
+from permitchain.runtime.backoff import Backoff
+from permitchain.runtime.service import RETRYABLE
 
 log = logging.getLogger("permitchain.sim.prices")
 

@@ -32,13 +32,8 @@ import redis.exceptions
 
 from permitchain.contract.errors import ContractError
 from permitchain.contract.keys import Keys
-from permitchain.contract.models import (
-    UNKNOWN_ACTION,
-    Action,
-    Proposal,
-    make_plan_id,
-    proposal_fault,
-)
+from permitchain.contract.models import Action, Proposal, make_plan_id, proposal_fault
+from permitchain.contract.reasons import UNKNOWN_ACTION
 from permitchain.contract.settings import Settings
 from permitchain.store import AsyncRedis, is_wrong_type, wrong_type
 

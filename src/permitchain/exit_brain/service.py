@@ -36,6 +36,15 @@ from prometheus_client import Counter, Gauge
 from permitchain.contract.errors import ContractError, ExchangeError, WrongTypeError
 from permitchain.contract.keys import Keys
 from permitchain.contract.models import Proposal, fmt_decimal
+from permitchain.contract.reasons import (
+    BAD_STATE,
+    EPOCH_REGRESSED,
+    FETCH_FAILED,
+    NO_ENTRY_PRICE,
+    NO_PRICE,
+    WARMING_UP,
+    WRONG_KEY_TYPE,
+)
 from permitchain.contract.settings import ExchangeKind, Settings
 from permitchain.exchange.base import Exchange, PositionInfo
 from permitchain.exchange.factory import make_exchange
@@ -45,9 +54,10 @@ from permitchain.exit_brain import market, state
 from permitchain.exit_brain.api import build_proposal, submit_proposal
 from permitchain.exit_brain.config import exit_params, exit_windows
 from permitchain.exit_brain.kernel import Book, PositionView, decide, settle, to4
+from permitchain.runtime.backoff import Backoff
 from permitchain.runtime.clock import Clock
-from permitchain.runtime.service import RETRYABLE, Backoff, ServiceRunner, Task
-from permitchain.store import WRONG_KEY_TYPE, AsyncRedis, is_wrong_type
+from permitchain.runtime.service import RETRYABLE, ServiceRunner, Task
+from permitchain.store import AsyncRedis, is_wrong_type
 
 log = logging.getLogger("permitchain.exit_brain")
 
@@ -66,13 +76,6 @@ CYCLES = Counter("exit_brain_cycles_total", "Exit-brain cycles", ["outcome"])
 KILL_SCORE = Gauge("exit_brain_kill_score", "Last kill score of the held position", ["symbol"])
 R_NET = Gauge("exit_brain_r_net", "Last R_net of the held position", ["symbol"])
 
-# Skip reasons.
-FETCH_FAILED = "fetch_failed"
-NO_PRICE = "no_price"
-NO_ENTRY_PRICE = "no_entry_price"
-BAD_STATE = "bad_state"
-EPOCH_REGRESSED = "epoch_regressed"
-WARMING_UP = "warming_up"
 FILTER_REFRESH_S = 300.0
 SOURCE = "exit-brain"
 

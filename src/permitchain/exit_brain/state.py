@@ -21,11 +21,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 
 from permitchain.contract.errors import ContractError, WrongTypeError
 from permitchain.contract.keys import Keys
-from permitchain.contract.models import Action, fmt_decimal, fmt_ts, make_plan_id
+from permitchain.contract.models import Action, fmt_decimal, fmt_ts, make_plan_id, parse_decimal
 from permitchain.exit_brain.api import parse_epoch
 from permitchain.exit_brain.kernel import Book
 from permitchain.store import AsyncRedis, first_fault
@@ -56,19 +55,21 @@ def parse_state(h: dict[str, str]) -> Stored | None:
         book = Book(
             epoch=int(h["epoch"]),
             tranches_done=int(h.get("tranches_done") or 0),
-            stop=Decimal(h["stop"]) if h.get("stop") else None,
+            stop=parse_decimal(h["stop"], "stop") if h.get("stop") else None,
             sl_moves=int(h.get("sl_moves") or 0),
             full_close_attempts=int(h.get("full_close_attempts") or 0),
             last_full_close_ts=float(h.get("last_full_close_ts") or 0),
             proposals=int(h.get("proposals") or 0),
             pending_action=_pending_action(h.get("pending_action") or ""),
             pending_level=int(h.get("pending_level") or 0),
-            pending_sl=Decimal(h["pending_sl"]) if h.get("pending_sl") else None,
+            pending_sl=parse_decimal(h["pending_sl"], "pending_sl")
+            if h.get("pending_sl")
+            else None,
             pending_since=float(h.get("pending_since") or 0),
             retry_at=float(h.get("retry_at") or 0),
         )
         opened = float(h["opened_at"]) if h.get("opened_at") else None
-    except (KeyError, ValueError, InvalidOperation) as e:
+    except (KeyError, ValueError) as e:
         raise ContractError(f"exit state: malformed ({e})") from None
     return Stored(book, side, opened)
 

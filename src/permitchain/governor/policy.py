@@ -25,51 +25,34 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from permitchain.contract.models import Plan
-from permitchain.operator_exit import (
+from permitchain.contract.reasons import (
+    CANARY_DRY_RUN,
+    DAILY_NOTIONAL_CAP,
+    MODE_MISMATCH,
+    NOT_IN_ALLOWLIST,
+    NOTIONAL_CAP,
     OPERATOR_EMERGENCY_EXIT,
     OPERATOR_SIGNATURE_INVALID,
-    is_operator_plan,
+    PLAN_EXPIRED,
+    POLICY_OK,
+    RATE_LIMIT_5MIN,
+    RATE_LIMIT_HOUR,
+    TESTNET_AUTO_APPROVE,
+    TRADING_HALTED,
+    TRADING_REDUCING,
+    WRONG_KEY_TYPE,
 )
+from permitchain.contract.trading_state import TradingState
+from permitchain.operator_exit import is_operator_plan
 
 if TYPE_CHECKING:
     from permitchain.contract.settings import Settings
 
-# Governor reason codes (docs/design.md §4).
-TESTNET_AUTO_APPROVE = "testnet_auto_approve"
-POLICY_OK = "policy_ok"
-TRADING_HALTED = "trading_halted"
-TRADING_REDUCING = "trading_reducing"
-PLAN_EXPIRED = "plan_expired"
-MODE_MISMATCH = "mode_mismatch"
-NOT_IN_ALLOWLIST = "not_in_allowlist"
-RATE_LIMIT_HOUR = "rate_limit_hour"
-RATE_LIMIT_5MIN = "rate_limit_5min"
-DAILY_NOTIONAL_CAP = "daily_notional_cap"
-NOTIONAL_CAP = "notional_cap"
-CANARY_DRY_RUN = "canary_dry_run"
-WRONG_KEY_TYPE = "wrong_key_type"
 REDUCE_ONLY_TYPES = frozenset({"market_reduce_only", "stop_market_reduce_only"})
 AUTO_APPROVE_MODES = frozenset({"dry_run", "testnet"})
-
-
-class TradingState(StrEnum):
-    ACTIVE = "ACTIVE"
-    REDUCING = "REDUCING"
-    HALTED = "HALTED"
-
-
-def parse_trading_state(raw: object) -> TradingState:
-    """Absent → ACTIVE. Anything but the three exact names (bytes, lower case, whitespace,
-    garbage) → HALTED: the original kill switch compared bytes to str and could never fire."""
-    if raw is None:
-        return TradingState.ACTIVE
-    if isinstance(raw, str) and raw in TradingState.__members__:
-        return TradingState(raw)
-    return TradingState.HALTED
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,16 +21,11 @@ from prometheus_client import Gauge
 
 from permitchain.contract.keys import GROUP_GOVERNOR, GROUP_GOVERNOR_RESULTS, Keys
 from permitchain.contract.models import GovernorPermit, Plan, Result
+from permitchain.contract.reasons import POLICY_OK
 from permitchain.contract.settings import Settings
 from permitchain.contract.signing import GOVERNOR, OPERATOR
-from permitchain.governor.policy import (
-    POLICY_OK,
-    GovernorDecision,
-    GovernorPolicy,
-    TradingState,
-    decide,
-    is_reduce_only,
-)
+from permitchain.contract.trading_state import TradingState
+from permitchain.governor.policy import GovernorDecision, GovernorPolicy, decide, is_reduce_only
 from permitchain.governor.rates import Settlement, reservation_ttl_s, settlement
 from permitchain.governor.store import GovernorStore
 from permitchain.keyfiles import signer_for, verifier_for

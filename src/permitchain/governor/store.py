@@ -18,7 +18,14 @@ from typing import Any
 
 from permitchain.contract.keys import Keys
 from permitchain.contract.models import fmt_decimal, parse_decimal
-from permitchain.governor.policy import GovernorInput, TradingState, parse_trading_state
+from permitchain.contract.snapshot import parse_snapshot
+from permitchain.contract.trading_state import (
+    TradingState,
+    queue_state_read,
+    read_trading_state,
+    state_from_reply,
+)
+from permitchain.governor.policy import GovernorInput
 from permitchain.governor.rates import (
     WINDOW_5MIN_S,
     WINDOW_HOUR_S,
@@ -26,7 +33,6 @@ from permitchain.governor.rates import (
     Settlement,
     count_windows,
 )
-from permitchain.position_brain.state import parse_snapshot
 from permitchain.store import AsyncRedis, is_wrong_type, wrong_type
 from permitchain.store.scripts import Scripts
 
@@ -46,32 +52,6 @@ def _notional_today(values: Any) -> Decimal:
         return sum((parse_decimal(v, "notional") for v in values), Decimal(0))
     except ValueError:
         return Decimal(UNREADABLE)
-
-
-def state_from_reply(reply: object) -> TradingState:
-    """A GET reply (or the error a pipeline returned in its place) → trading state."""
-    if isinstance(reply, BaseException):
-        return TradingState.HALTED
-    if isinstance(reply, bytes):
-        try:
-            reply = reply.decode("utf-8")
-        except UnicodeDecodeError:
-            return TradingState.HALTED
-    return parse_trading_state(reply)
-
-
-def queue_state_read(pipe: Any, keys: Keys) -> None:
-    # Raw bytes: a value that is not UTF-8 must become HALTED, not a decoding crash.
-    pipe.execute_command("GET", keys.trading_state, NEVER_DECODE=True)
-
-
-async def read_trading_state(r: AsyncRedis, keys: Keys) -> TradingState:
-    """The trading state, fail-closed: a wrong key type, bad bytes or an unknown value is
-    HALTED (only a lost connection raises)."""
-    pipe = r.pipeline(transaction=False)
-    queue_state_read(pipe, keys)
-    (reply,) = await pipe.execute(raise_on_error=False)
-    return state_from_reply(reply)
 
 
 class GovernorStore:

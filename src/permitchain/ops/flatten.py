@@ -15,15 +15,11 @@ from typing import cast
 from permitchain.apply_layer.planner_service import publish_plan
 from permitchain.contract.keys import Keys
 from permitchain.contract.models import fmt_decimal
+from permitchain.contract.reasons import OPERATOR_EMERGENCY_EXIT
 from permitchain.contract.settings import Settings
 from permitchain.contract.signing import Signer
-from permitchain.operator_exit import (
-    OPERATOR_EMERGENCY_EXIT,
-    OPERATOR_SOURCE,
-    flatten_plan,
-    make_request,
-)
-from permitchain.position_brain.state import parse_snapshot
+from permitchain.contract.snapshot import parse_snapshot
+from permitchain.operator_exit import OPERATOR_SOURCE, flatten_plan, make_request
 from permitchain.runtime.audit import add_audit
 from permitchain.store import AsyncRedis
 from permitchain.store.scripts import Scripts

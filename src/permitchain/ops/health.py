@@ -34,24 +34,14 @@ from permitchain.contract.keys import (
     Keys,
 )
 from permitchain.contract.models import CANARY_SYMBOL, fmt_decimal
+from permitchain.contract.reasons import QTY_MISMATCH, SIDE_MISMATCH
 from permitchain.contract.settings import Settings
-from permitchain.governor.policy import TradingState
-from permitchain.governor.store import read_trading_state
+from permitchain.contract.snapshot import parse_ledger, parse_snapshot
+from permitchain.contract.trading_state import TradingState, read_trading_state
 from permitchain.ops import reads as rd
 from permitchain.ops.history import audit_entry
-from permitchain.position_brain.checks import (
-    QTY_MISMATCH,
-    SIDE_MISMATCH,
-    CheckConfig,
-    side_of,
-    tolerance,
-)
-from permitchain.position_brain.state import (
-    LEDGER_CHECK_FIELDS,
-    ledger_fields,
-    parse_ledger,
-    parse_snapshot,
-)
+from permitchain.position_brain.checks import CheckConfig, side_of, tolerance
+from permitchain.position_brain.state import LEDGER_CHECK_FIELDS, ledger_fields
 from permitchain.store import is_wrong_type, wrong_type
 
 #: The reserved symbol of ``permitchain proof --canary`` (never traded; see ops/proof.py).

@@ -39,24 +39,27 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
 from permitchain.contract.models import CANARY_SIZE, CLOSE_FRACTION, Action, fmt_decimal
+from permitchain.contract.reasons import (
+    BELOW_MIN_QTY,
+    COOLDOWN_IN_FLIGHT,
+    INVALID_PLAN,
+    NO_EXCHANGE_SNAPSHOT,
+    NO_POSITION,
+    OK,
+    PLAN_EXPIRED,
+    QTY_MISMATCH,
+    RESTING_REDUCE_ONLY,
+    SIDE_MISMATCH,
+    STALE_EXCHANGE_STATE,
+    UNKNOWN_ACTION,
+)
+from permitchain.contract.snapshot import Ledger, Snapshot
 from permitchain.exchange.base import round_down
 from permitchain.exemptions import Check, ExitKind, applies
 
 if TYPE_CHECKING:
     from permitchain.contract.settings import Settings
 
-NO_EXCHANGE_SNAPSHOT = "no_exchange_snapshot"
-STALE_EXCHANGE_STATE = "stale_exchange_state"
-NO_POSITION = "no_position"
-SIDE_MISMATCH = "reconcile_required_side_mismatch"
-QTY_MISMATCH = "reconcile_required_qty_mismatch"
-COOLDOWN_IN_FLIGHT = "cooldown_in_flight"
-BELOW_MIN_QTY = "below_min_qty"
-RESTING_REDUCE_ONLY = "resting_reduce_only"
-PLAN_EXPIRED = "plan_expired"
-UNKNOWN_ACTION = "unknown_action"
-INVALID_PLAN = "invalid_plan"
-OK = "ok"
 
 PosSide = Literal["LONG", "SHORT", "NONE"]
 
@@ -66,22 +69,6 @@ ACTION_FRACTION: dict[Action, Decimal] = {**CLOSE_FRACTION, Action.UPDATE_SL: De
 
 def side_of(amt: Decimal) -> PosSide:
     return "LONG" if amt > 0 else "SHORT" if amt < 0 else "NONE"
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    position_amt: Decimal  # signed
-    ts_epoch: float
-    step_size: Decimal
-    min_qty: Decimal
-    mark_price: Decimal | None = None
-    resting_reduce_qty: Decimal = Decimal(0)  # reduce-only orders resting on the closing side
-
-
-@dataclass(frozen=True, slots=True)
-class Ledger:
-    amt: Decimal  # signed
-    last_order_time_epoch: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,8 @@ from typing import Any
 
 from permitchain.contract.errors import ExchangeError, StoreError
 from permitchain.contract.keys import Keys
+from permitchain.contract.models import decimal_or_none
+from permitchain.contract.reasons import WRONG_KEY_TYPE
 from permitchain.exchange.base import Exchange, PositionInfo, SymbolFilters
 from permitchain.position_brain.metrics import (
     LEDGER_AMT,
@@ -37,23 +39,11 @@ from permitchain.position_brain.metrics import (
     SNAPSHOT_AGE,
     SNAPSHOTS,
 )
-from permitchain.position_brain.state import (
-    LAYER,
-    SNAPSHOT_TTL_S,
-    decimal_or_none,
-    init_ledgers,
-    snapshot_fields,
-)
+from permitchain.position_brain.state import LAYER, SNAPSHOT_TTL_S, init_ledgers, snapshot_fields
+from permitchain.runtime.backoff import Backoff
 from permitchain.runtime.clock import Clock
-from permitchain.runtime.service import WRONG_TYPES, Backoff
-from permitchain.store import (
-    REDIS_FAULTS,
-    WRONG_KEY_TYPE,
-    AsyncRedis,
-    is_cluster,
-    is_wrong_type,
-    wrong_type,
-)
+from permitchain.runtime.service import WRONG_TYPES
+from permitchain.store import REDIS_FAULTS, AsyncRedis, is_cluster, is_wrong_type, wrong_type
 from permitchain.store.scripts import scripts_for
 
 log = logging.getLogger("permitchain.p33.poller")

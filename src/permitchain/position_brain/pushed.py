@@ -34,8 +34,8 @@ from permitchain.exchange.stream import UserStream
 from permitchain.position_brain.checks import side_of
 from permitchain.position_brain.metrics import POSITION_AMT
 from permitchain.position_brain.poller import STORE_FAULTS, SnapshotPoller
+from permitchain.runtime.backoff import Backoff
 from permitchain.runtime.clock import Clock
-from permitchain.runtime.service import Backoff
 
 log = logging.getLogger("permitchain.p33.pushed")
 

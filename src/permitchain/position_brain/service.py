@@ -19,15 +19,20 @@ from typing import Any
 from permitchain.contract.errors import WrongTypeError
 from permitchain.contract.keys import GROUP_P33, GROUP_P33_LEDGER, Keys
 from permitchain.contract.models import CANARY_SIZE, CANARY_SYMBOL, P33Allow, P33Deny, Plan, Result
+from permitchain.contract.reasons import (
+    COOLDOWN_IN_FLIGHT,
+    OPERATOR_SIGNATURE_INVALID,
+    WRONG_KEY_TYPE,
+)
 from permitchain.contract.settings import Settings
 from permitchain.contract.signing import OPERATOR, P33
+from permitchain.contract.snapshot import parse_ledger, parse_snapshot
 from permitchain.exchange.base import Exchange
 from permitchain.exchange.stream import UserStream
 from permitchain.exemptions import ExitKind, exit_kind
 from permitchain.keyfiles import signer_for, verifier_for
-from permitchain.operator_exit import OPERATOR_SIGNATURE_INVALID, operator_problem
+from permitchain.operator_exit import operator_problem
 from permitchain.position_brain.checks import (
-    COOLDOWN_IN_FLIGHT,
     CheckConfig,
     P33Decision,
     PlanView,
@@ -44,15 +49,13 @@ from permitchain.position_brain.state import (
     apply_result,
     init_ledgers,
     ledger_fields,
-    parse_ledger,
-    parse_snapshot,
     read_ledger_fields,
 )
 from permitchain.runtime.clock import Clock
 from permitchain.runtime.logs import log_decision
 from permitchain.runtime.permits import claim_and_write_permit, permit_json, write_permit
 from permitchain.runtime.service import WRONG_TYPES, Consumer, by_symbol
-from permitchain.store import WRONG_KEY_TYPE, AsyncRedis, first_fault, is_cluster
+from permitchain.store import AsyncRedis, first_fault, is_cluster
 
 log = logging.getLogger("permitchain.p33")
 #: Longest a plan read right after the start waits for the first snapshot poll.

@@ -29,13 +29,19 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, TypeAlias, TypeVar
 
 from permitchain.contract.keys import Keys
-from permitchain.contract.models import Result, ResultStatus, fmt_decimal
+from permitchain.contract.models import (
+    Result,
+    ResultStatus,
+    decimal_or_none,
+    float_or_none,
+    fmt_decimal,
+)
 from permitchain.exchange.base import PositionInfo, SymbolFilters
-from permitchain.position_brain.checks import Ledger, Snapshot, side_of
+from permitchain.position_brain.checks import side_of
 from permitchain.runtime.audit import AUDIT_MAXLEN, add_audit, audit_fields
 from permitchain.store import AsyncRedis, first_fault, is_cluster
 from permitchain.store.scripts import flat_pairs, scripts_for
@@ -62,27 +68,6 @@ ORDER_SENT = frozenset(
         ResultStatus.REJECTED,
     }
 )
-
-
-def decimal_or_none(v: str | None) -> Decimal | None:
-    """A finite Decimal, or None for a missing or unreadable value (never raises)."""
-    if v is None or v == "":
-        return None
-    try:
-        d = Decimal(v)
-    except InvalidOperation:
-        return None
-    return d if d.is_finite() else None
-
-
-def float_or_none(v: str | None) -> float | None:
-    """A float, or None for a missing or unreadable value (never raises)."""
-    if v is None or v == "":
-        return None
-    try:
-        return float(v)
-    except ValueError:
-        return None
 
 
 def snapshot_fields(
@@ -116,26 +101,6 @@ def snapshot_fields(
     }
 
 
-def parse_snapshot(h: Mapping[str, str]) -> Snapshot | None:
-    """A snapshot with any unreadable field is no snapshot (fail closed)."""
-    amt, step = decimal_or_none(h.get("position_amt")), decimal_or_none(h.get("step_size"))
-    min_qty = decimal_or_none(h.get("min_qty"))
-    ts = float_or_none(h.get("ts_epoch"))
-    resting = decimal_or_none(h.get("resting_reduce_qty") or "0")
-    if amt is None or step is None or step <= 0 or min_qty is None or min_qty < 0 or ts is None:
-        return None
-    if resting is None or resting < 0:
-        return None
-    return Snapshot(
-        position_amt=amt,
-        ts_epoch=ts,
-        step_size=step,
-        min_qty=min_qty,
-        mark_price=decimal_or_none(h.get("mark_price")),
-        resting_reduce_qty=resting,
-    )
-
-
 #: The ledger fields :func:`parse_ledger` reads (what judging a plan needs of the ledger),
 #: and the epoch: what readers of a ledger need, without its applied-plan marks.
 LEDGER_CHECK_FIELDS = ("last_known_amt", "last_order_time_epoch", "epoch")
@@ -151,13 +116,6 @@ def ledger_fields(
 async def read_ledger_fields(r: AsyncRedis, keys: Keys, symbol: str) -> dict[str, str]:
     """The symbol's ledger fields ``LEDGER_CHECK_FIELDS`` (one HMGET)."""
     return ledger_fields(await r.hmget(keys.ledger(symbol), LEDGER_CHECK_FIELDS))
-
-
-def parse_ledger(h: Mapping[str, str]) -> Ledger | None:
-    amt = decimal_or_none(h.get("last_known_amt"))
-    if amt is None:
-        return None
-    return Ledger(amt=amt, last_order_time_epoch=float_or_none(h.get("last_order_time_epoch")))
 
 
 def applied_field(plan_id: str) -> str:

@@ -22,6 +22,8 @@ from decimal import Decimal
 from permitchain.apply_layer.planner import PlannerPolicy, make_plan
 from permitchain.contract.models import PlanDecision
 from permitchain.contract.settings import Settings
+from permitchain.contract.snapshot import Ledger, Snapshot
+from permitchain.contract.trading_state import TradingState
 from permitchain.exit_brain.api import build_proposal
 from permitchain.exit_brain.kernel import Decision, to4
 from permitchain.governor import policy as governor
@@ -86,7 +88,7 @@ class Gate:
             return Verdict(False, "planner", plan.reason_codes[0], Decimal(0))
         counts = count_windows(self.executed_at, (), now)
         inp = governor.GovernorInput(
-            trading_state=governor.TradingState.ACTIVE,
+            trading_state=TradingState.ACTIVE,
             position_amt=amt,
             mark_price=mark,
             step_size=self.step_size,
@@ -96,13 +98,13 @@ class Gate:
         g = governor.decide(plan, inp, self.governor, now)
         if not g.granted:
             return Verdict(False, "governor", g.reason, Decimal(0))
-        snap = checks.Snapshot(amt, now, self.step_size, self.min_qty, mark)
+        snap = Snapshot(amt, now, self.step_size, self.min_qty, mark)
         p = checks.evaluate(
             plan=checks.PlanView(
                 plan.action, plan.created_at, plan.expires_at, plan.close_fraction
             ),
             snapshot=snap,
-            ledger=checks.Ledger(amt, self.last_order_s),
+            ledger=Ledger(amt, self.last_order_s),
             cfg=self.checks,
             now=now,
         )

@@ -13,10 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeAlias
 
+from permitchain.contract.reasons import NOT_UTF8
 from permitchain.store.lean import NEVER_DECODE
-
-#: Reason code of an entry whose bytes are not UTF-8 (the dead letter's ``error`` opens with it).
-NOT_UTF8 = "not_utf8"
 
 RawFields: TypeAlias = Mapping[bytes | str, bytes | str]
 #: (entry id, fields) as read raw; fields None for an entry deleted while pending.

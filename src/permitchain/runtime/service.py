@@ -24,7 +24,6 @@ import gc
 import json
 import logging
 import os
-import random
 import signal
 import socket
 import time
@@ -40,7 +39,9 @@ from permitchain import __version__
 from permitchain.contract.errors import ConfigError, ContractError, StoreError, WrongTypeError
 from permitchain.contract.keys import Keys
 from permitchain.contract.models import SCHEMA
+from permitchain.contract.reasons import WRONG_KEY_TYPE
 from permitchain.runtime import gc_tuning
+from permitchain.runtime.backoff import Backoff
 from permitchain.runtime.entries import (
     NotUtf8,
     RawEntry,
@@ -50,7 +51,7 @@ from permitchain.runtime.entries import (
     xautoclaim_raw,
     xreadgroup_raw,
 )
-from permitchain.store import REDIS_FAULTS, WRONG_KEY_TYPE, AsyncRedis, is_wrong_type, wrong_type
+from permitchain.store import REDIS_FAULTS, AsyncRedis, is_wrong_type, wrong_type
 
 uvloop: Any
 try:
@@ -106,20 +107,6 @@ def by_symbol(fields: dict[str, str]) -> str:
 def consumer_name(service: str) -> str:
     """Stable per host and service (not per pid), so a restart takes back its own pending."""
     return f"{socket.gethostname()}:{service}"
-
-
-class Backoff:
-    """Exponential backoff with full jitter, reset on success."""
-
-    def __init__(self, base_s: float = 0.05, cap_s: float = 5.0) -> None:
-        self.base_s, self.cap_s, self.n = base_s, cap_s, 0
-
-    def next_delay(self) -> float:
-        self.n += 1
-        return random.uniform(0, min(self.cap_s, self.base_s * 2**self.n))
-
-    def reset(self) -> None:
-        self.n = 0
 
 
 @dataclass

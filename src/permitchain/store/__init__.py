@@ -4,7 +4,6 @@ step of the chain. The one place redis-py exceptions become :class:`StoreError`.
 from permitchain.store.client import (
     CLUSTER_SCHEMES,
     REDIS_FAULTS,
-    WRONG_KEY_TYPE,
     AsyncRedis,
     SyncRedis,
     async_client,
@@ -24,7 +23,6 @@ from permitchain.store.client import (
 __all__ = [
     "CLUSTER_SCHEMES",
     "REDIS_FAULTS",
-    "WRONG_KEY_TYPE",
     "AsyncRedis",
     "SyncRedis",
     "async_client",

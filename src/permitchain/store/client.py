@@ -241,11 +241,6 @@ async def atranslate() -> AsyncIterator[None]:
         raise StoreError(f"redis: {type(e).__name__}: {e}") from e
 
 
-#: Reason code of a key that holds another Redis type than the contract's (a deny, a blocked
-#: plan, a dead letter, a ``status`` problem: never a crash, a stall or silence).
-WRONG_KEY_TYPE = "wrong_key_type"
-
-
 def is_wrong_type(reply: object) -> bool:
     """Is ``reply`` (an exception, or a pipeline's reply in place of one) the server's
     ``WRONGTYPE`` error (a command, or a script's ``redis.call``, on a key of another type)?"""
