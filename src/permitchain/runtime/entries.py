@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TypeAlias
 
 from permitchain.store.lean import NEVER_DECODE
+from permitchain.store.protocol import AsyncRedis
 
 #: Reason code of an entry whose bytes are not UTF-8 (the dead letter's ``error`` opens with it).
 NOT_UTF8 = "not_utf8"
@@ -75,7 +76,7 @@ def shown(entries: Sequence[RawEntry] | None) -> list[Entry]:
 
 
 async def xreadgroup_raw(
-    r: Any,
+    r: AsyncRedis,
     group: str,
     consumer: str,
     stream: str,
@@ -96,7 +97,7 @@ async def xreadgroup_raw(
 
 
 async def xautoclaim_raw(
-    r: Any, stream: str, group: str, consumer: str, *, min_idle_ms: int, count: int
+    r: AsyncRedis, stream: str, group: str, consumer: str, *, min_idle_ms: int, count: int
 ) -> list[RawEntry]:
     """XAUTOCLAIM from the start of the pending list, undecoded: the entries claimed."""
     resp = await r.execute_command(
@@ -115,7 +116,7 @@ async def xautoclaim_raw(
 
 
 async def xread_raw(
-    r: Any, positions: Mapping[str, str], *, count: int, block_ms: int | None
+    r: AsyncRedis, positions: Mapping[str, str], *, count: int, block_ms: int | None
 ) -> list[tuple[str, list[RawEntry]]]:
     """XREAD of ``positions`` (stream → last id), undecoded: ``[(stream, entries)]``."""
     args: list[Any] = ["XREAD", "COUNT", count]
@@ -127,7 +128,7 @@ async def xread_raw(
 
 
 async def xrange_raw(
-    r: Any,
+    r: AsyncRedis,
     stream: str,
     lo: str = "-",
     hi: str = "+",
