@@ -47,7 +47,7 @@ class AsyncScript(Protocol):
         self,
         keys: Sequence[Any] | None = None,
         args: Sequence[Any] | None = None,
-        client: Any = None,
+        client: AsyncRedis | AsyncPipeline | None = None,
     ) -> Any: ...
 
 
