@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import typing
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytest
@@ -20,7 +20,6 @@ import redis.asyncio.client
 import redis.asyncio.cluster
 import redis.client
 import redis.cluster
-import typing_extensions
 
 from permitchain.store import async_client, sync_client
 from permitchain.store.lean import LeanPipeline, LeanRedis
@@ -36,7 +35,10 @@ ASYNC_URLS = {
 
 
 def members(proto: type) -> list[str]:
-    return sorted(typing_extensions.get_protocol_members(proto))
+    """The names a protocol lists: its methods and attributes (``__call__`` its one dunder)."""
+    own = vars(proto)
+    names = {n for n in own if not n.startswith("_")} | set(own.get("__annotations__", {}))
+    return sorted(names | ({"__call__"} & own.keys()))
 
 
 def missing(obj: object, proto: type) -> list[str]:
@@ -55,9 +57,14 @@ def signatures(proto: type, name: str) -> Iterator[inspect.Signature]:
         yield inspect.signature(f)
 
 
+def positional(params: Iterable[inspect.Parameter]) -> list[str]:
+    return [p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD and p.name != "self"]
+
+
 def unknown_parameters(obj: object, proto: type) -> list[str]:
-    """``method(param)`` for each parameter a protocol method names that the real one lacks
-    (a keyword call typed against the protocol would fail at run time)."""
+    """``method(param)`` for each parameter a protocol method names that the real one lacks,
+    or holds at another position (a call typed against the protocol would send the wrong
+    arguments, or fail, at run time)."""
     out = []
     for name in members(proto):
         real = getattr(obj, name, None)
@@ -65,12 +72,18 @@ def unknown_parameters(obj: object, proto: type) -> list[str]:
             continue
         real_params = inspect.signature(real).parameters
         takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in real_params.values())
+        real_order = positional(real_params.values())
         for sig in signatures(proto, name):
-            for p in list(sig.parameters.values())[1:]:  # after self
+            params = list(sig.parameters.values())[1:]  # after self
+            for p in params:
                 if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
                     continue
                 if p.name not in real_params and not takes_kwargs:
                     out.append(f"{name}({p.name})")
+            order = positional(params)
+            # a method that forwards (``*args, **kwargs``: a cluster pipeline's) takes any
+            if real_order[: len(order)] != order and not (takes_kwargs and not real_order):
+                out.append(f"{name}({', '.join(order)}) against ({', '.join(real_order)})")
     return sorted(set(out))
 
 
@@ -159,6 +172,9 @@ def test_the_blocking_builder_returns_what_the_protocol_states(url: str) -> None
 
 def test_the_checks_can_fail() -> None:
     """A protocol member the client lacks, or a parameter name it does not take, is found."""
+    assert {"hgetall", "set", "pipeline", "aclose"} <= set(members(AsyncRedis))
+    assert {"execute", "xadd"} <= set(members(AsyncPipeline))
+    assert members(AsyncScript) == ["__call__", "script", "sha"]
 
     class Short:
         async def get(self, key: str) -> str | None:  # redis-py names it ``name``
@@ -167,3 +183,11 @@ def test_the_checks_can_fail() -> None:
     assert "hgetall" in missing(Short(), AsyncRedis)
     assert not isinstance(Short(), AsyncRedis)
     assert "get(name)" in unknown_parameters(Short(), AsyncRedis)
+
+    class Swapped:
+        async def xrevrange(self, name: str, min: str = "-", max: str = "+") -> list[Any]:
+            return []
+
+    assert "xrevrange(name, max, min, count) against (name, min, max)" in unknown_parameters(
+        Swapped(), AsyncRedis
+    )
