@@ -27,11 +27,10 @@ import logging
 import time
 import uuid
 from collections.abc import Iterable, Mapping
-from typing import Any, cast
+from typing import Any
 
 import redis.exceptions
 from prometheus_client import Histogram
-from redis.asyncio import Redis
 
 from permitchain.contract.keys import Keys
 from permitchain.contract.models import SCHEMA, Result
@@ -44,7 +43,7 @@ from permitchain.contract.trading_state import (
 )
 from permitchain.runtime.audit import AUDIT_MAXLEN, audit_fields
 from permitchain.runtime.metrics import LabelledCounter
-from permitchain.store import is_cluster, is_wrong_type, wrong_type
+from permitchain.store import AsyncRedis, is_cluster, is_wrong_type, wrong_type
 from permitchain.store.lean import NEVER_DECODE
 from permitchain.store.scripts import LeanScript, Scripts, flat_pairs
 
@@ -86,7 +85,7 @@ def open_index(keys: Keys) -> str:
 
 
 class ExecStore:
-    def __init__(self, r: Redis, keys: Keys, ttl_s: int = EXEC_TTL_S) -> None:
+    def __init__(self, r: AsyncRedis, keys: Keys, ttl_s: int = EXEC_TTL_S) -> None:
         self.redis, self.keys, self.ttl_s = r, keys, ttl_s
         self.scripts = Scripts(r)
         self.open_key = open_index(keys)
@@ -113,7 +112,7 @@ class ExecStore:
         return state
 
     async def get(self, plan_id: str) -> dict[str, str]:
-        return cast("dict[str, str]", await self.redis.hgetall(self.keys.exec_record(plan_id)))
+        return await self.redis.hgetall(self.keys.exec_record(plan_id))
 
     async def ttls(self, plan_id: str) -> tuple[int, int]:
         """The permit keys' TTLs in seconds (-2 when absent)."""
@@ -365,7 +364,7 @@ class ExecStore:
                 await wrong_type(self.redis, self.open_key, "zset"),
             )
             return []
-        return cast("list[str]", ids)
+        return ids
 
     async def forget(self, plan_id: str) -> None:
         await self.redis.zrem(self.open_key, plan_id)

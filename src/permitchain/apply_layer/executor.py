@@ -27,7 +27,6 @@ from typing import Any
 
 import redis.exceptions
 from prometheus_client import Counter, Histogram
-from redis.asyncio import Redis
 
 from permitchain.apply_layer import gate
 from permitchain.apply_layer.exec_store import FINAL_GUARD, ExecStore
@@ -79,7 +78,7 @@ from permitchain.runtime.entries import (
     xread_raw,
 )
 from permitchain.runtime.service import ENTRIES, Consumer
-from permitchain.store import REDIS_FAULTS, wrong_type
+from permitchain.store import REDIS_FAULTS, AsyncRedis, wrong_type
 
 log = logging.getLogger("permitchain.executor")
 MAX_ACTIVE = 16  # plans talking to Redis or the exchange at once (waiting plans hold nothing)
@@ -117,7 +116,7 @@ def _ms(seconds: float) -> Decimal:
 
 class Executor:
     def __init__(
-        self, r: Redis, keys: Keys, settings: Settings, clock: Clock, exchange: Exchange
+        self, r: AsyncRedis, keys: Keys, settings: Settings, clock: Clock, exchange: Exchange
     ) -> None:
         self.redis, self.keys, self.settings, self.clock, self.exchange = (
             r,

@@ -24,7 +24,6 @@ import time
 from typing import Any, cast
 
 import redis.exceptions
-from redis.asyncio import Redis
 
 from permitchain.apply_layer.planner import PlannerPolicy, plan_from_fields
 from permitchain.contract.errors import ContractError, WrongTypeError
@@ -98,7 +97,7 @@ async def publish_plan(
 
 
 class Planner:
-    def __init__(self, r: Redis, keys: Keys, settings: Settings, clock: Clock) -> None:
+    def __init__(self, r: AsyncRedis, keys: Keys, settings: Settings, clock: Clock) -> None:
         self.redis = r
         self.keys = keys
         self.settings = settings

@@ -1,4 +1,4 @@
-"""What every command needs: settings, a AsyncRedis client, a console, clean errors."""
+"""What every command needs: settings, a Redis client, a console, clean errors."""
 
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def operator() -> str:
 
 
 def run_async(fn: Callable[[AsyncRedis, Keys, Settings], Awaitable[T]]) -> T:
-    """Run one async command body with a client; AsyncRedis faults become a clean error."""
+    """Run one async command body with a client; Redis faults become a clean error."""
     s = settings()
     url = redis_url(s)
 

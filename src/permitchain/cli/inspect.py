@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from redis.asyncio import Redis
 from rich.table import Table
 
 from permitchain.cli.common import console, fail, run_async
@@ -23,6 +22,7 @@ from permitchain.contract.models import iso_utc
 from permitchain.contract.settings import Settings
 from permitchain.ops import canary, canary_metrics, health, history, proof
 from permitchain.ops.check import Check, passed
+from permitchain.store import AsyncRedis
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout")]
 
@@ -146,7 +146,7 @@ def status(
     """The health box: services, streams, groups, trading state, positions, recent decisions
     (exit 1 when unhealthy)."""
 
-    async def body(r: Redis, k: Keys, s: Settings) -> health.Health:
+    async def body(r: AsyncRedis, k: Keys, s: Settings) -> health.Health:
         return await health.gather(r, k, s, max_lag=max_lag, deadletter_window_s=deadletter_window)
 
     h = run_async(body)
@@ -169,7 +169,7 @@ def plans(
 ) -> None:
     """The newest plans and what became of each."""
 
-    async def body(r: Redis, k: Keys, s: Settings) -> list[dict[str, Any]]:
+    async def body(r: AsyncRedis, k: Keys, s: Settings) -> list[dict[str, Any]]:
         want = decision.value if decision else None
         return await history.list_plans(r, k, symbol=symbol, decision=want, last=last)
 
@@ -214,7 +214,7 @@ def permits(
 ) -> None:
     """Permits alive now, with their TTLs (or both permits of one plan)."""
 
-    async def body(r: Redis, k: Keys, s: Settings) -> list[dict[str, Any]]:
+    async def body(r: AsyncRedis, k: Keys, s: Settings) -> list[dict[str, Any]]:
         if plan:
             return await history.permits_of(r, k, plan)
         return await history.live_permits(r, k)
@@ -245,7 +245,7 @@ def permits(
 def explain(plan: str, as_json: JsonOpt = False) -> None:
     """The whole history of one plan, from the audit stream (readable long after expiry)."""
 
-    async def body(r: Redis, k: Keys, s: Settings) -> dict[str, Any] | None:
+    async def body(r: AsyncRedis, k: Keys, s: Settings) -> dict[str, Any] | None:
         return await history.explain(r, k, plan)
 
     out = run_async(body)
@@ -302,7 +302,7 @@ def proof_cmd(
     if metrics_file is not None and not canary:
         fail("--metrics-file: only with --canary")
 
-    async def body(r: Redis, k: Keys, s: Settings) -> tuple[list[Check], dict[str, str]]:
+    async def body(r: AsyncRedis, k: Keys, s: Settings) -> tuple[list[Check], dict[str, str]]:
         checks = await proof.run_proof(r, k, s, canary=canary, timeout_s=timeout)
         return checks, (await canary_metrics.read(r, k) if metrics_file else {})
 

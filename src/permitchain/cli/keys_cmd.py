@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from redis.asyncio import Redis
 from rich.table import Table
 
 from permitchain.chain import Chain, ephemeral_keys_dir
@@ -20,6 +19,7 @@ from permitchain.contract.settings import SYMBOL_RE, PermitSignature, Settings
 from permitchain.contract.signing import ISSUERS, OPERATOR, Ed25519Signer
 from permitchain.keyfiles import generate, load_private, private_key_location, rotate
 from permitchain.ops.flatten import Flattened, flatten, open_symbols
+from permitchain.store import AsyncRedis
 
 keys_app = typer.Typer(help="Ed25519 permit keys: generate, rotate.", no_args_is_help=True)
 #: Extra time `keys rotate` keeps the old public key beyond PERMIT_TTL_SECONDS, for the
@@ -117,7 +117,7 @@ def flatten_cmd(
         fail("--reason: required (it is signed and kept in the audit stream)")
     signer = _operator_signer(settings())
 
-    async def body(r: Redis, k: Keys, s: Settings) -> list[Flattened]:
+    async def body(r: AsyncRedis, k: Keys, s: Settings) -> list[Flattened]:
         symbols = [symbol] if symbol is not None else await open_symbols(r, k, s)
         return await flatten(
             r,

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from redis.asyncio import Redis
 from rich.markup import escape
 from rich.table import Table
 
@@ -31,6 +30,7 @@ from permitchain.ops import actions
 from permitchain.runtime.logs import setup_logging
 from permitchain.runtime.service import run_service
 from permitchain.services import RUNNABLE, build, check_startup
+from permitchain.store import AsyncRedis
 
 app = typer.Typer(
     help="permitchain: a fail-closed execution gate for automated crypto-futures exits.",
@@ -142,7 +142,7 @@ def reconcile(
 ) -> None:
     """Set P3.3's ledger to the exchange's position on purpose (audited; new epoch)."""
 
-    async def body(r: Redis, k: Keys, s: Settings) -> dict[str, Any]:
+    async def body(r: AsyncRedis, k: Keys, s: Settings) -> dict[str, Any]:
         try:
             return await actions.reconcile_symbol(
                 r, k, s, symbol, operator=operator(), reason=reason, dry_run=dry_run, force=force
@@ -168,7 +168,7 @@ def reconcile(
 
 
 def _set_state(state: TradingState, reason: str) -> None:
-    async def body(r: Redis, k: Keys, s: Settings) -> tuple[TradingState, TradingState]:
+    async def body(r: AsyncRedis, k: Keys, s: Settings) -> tuple[TradingState, TradingState]:
         return await control.set_trading_state(r, k, s, state, reason=reason, operator=operator())
 
     before, after = run_async(body)
@@ -204,7 +204,7 @@ def resume(reason: ReasonOpt = "") -> None:
 
 # -- sim ------------------------------------------------------------------------------------
 def _sim(fn: Any) -> Any:
-    async def body(r: Redis, k: Keys, s: Settings) -> Any:
+    async def body(r: AsyncRedis, k: Keys, s: Settings) -> Any:
         return await fn(SimExchange(r, k))
 
     return run_async(body)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from decimal import Decimal
-from typing import Protocol, cast, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from permitchain.contract.errors import ExchangeUnavailable, StoreError
 from permitchain.contract.keys import Keys
@@ -80,10 +80,7 @@ class SimUserStream:
                     known.append(str(info.get("last-generated-id") or "0-0"))
                 self._last[who] = ",".join(known)
             ids: dict[str, str] = dict(zip(streams, self._last[who].split(","), strict=True))
-            resp = cast(
-                "list[tuple[str, list[tuple[str, dict[str, str]]]]]",
-                await self.redis.xread(ids, count=1000, block=BLOCK_MS),
-            )
+            resp = await self.redis.xread(ids, count=1000, block=BLOCK_MS)
         except STREAM_FAULTS as e:
             self._alive = False
             raise ExchangeUnavailable(f"sim stream: {e}") from e

@@ -24,8 +24,6 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from redis.asyncio import Redis
-
 from permitchain.apply_layer.planner_service import publish_plan
 from permitchain.contract.keys import GROUP_P33_LEDGER, Keys
 from permitchain.contract.models import (
@@ -41,6 +39,7 @@ from permitchain.exit_brain.api import submit_proposal
 from permitchain.ops import reads as rd
 from permitchain.ops.check import Check
 from permitchain.ops.history import audit_entry
+from permitchain.store import AsyncRedis
 from permitchain.store.scripts import Scripts
 
 CANARY_TIMEOUT_S = 10.0
@@ -71,7 +70,7 @@ def canary_plan(s: Settings, nonce: str, now: float) -> Plan:
     )
 
 
-async def _last_id(r: Redis, stream: str) -> str:
+async def _last_id(r: AsyncRedis, stream: str) -> str:
     rows = await rd.xrevrange(r, stream, count=1)
     return str(rows[0][0]) if rows else "0-0"
 
@@ -79,7 +78,7 @@ async def _last_id(r: Redis, stream: str) -> str:
 class _Follower:
     """Follows the audit and result streams from a starting point, by blocking reads."""
 
-    def __init__(self, r: Redis, k: Keys) -> None:
+    def __init__(self, r: AsyncRedis, k: Keys) -> None:
         self.redis, self.keys = r, k
         self.audit: list[dict[str, Any]] = []
         self.results: list[tuple[str, dict[str, str]]] = []
@@ -115,7 +114,7 @@ class _Follower:
         return next(((i, f) for i, f in self.results if f.get("plan_id") == plan_id), None)
 
 
-async def _ledger_took(r: Redis, k: Keys, result_id: str, deadline: float) -> bool:
+async def _ledger_took(r: AsyncRedis, k: Keys, result_id: str, deadline: float) -> bool:
     """True once the p33-ledger group has read and acknowledged the result entry."""
 
     def sid(x: str) -> tuple[int, int]:
@@ -135,7 +134,7 @@ async def _ledger_took(r: Redis, k: Keys, result_id: str, deadline: float) -> bo
     return False
 
 
-async def run_canary(r: Redis, k: Keys, s: Settings, timeout_s: float) -> list[Check]:
+async def run_canary(r: AsyncRedis, k: Keys, s: Settings, timeout_s: float) -> list[Check]:
     if CANARY_SYMBOL in s.allow_list:
         return [
             Check(

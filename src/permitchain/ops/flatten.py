@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import cast
 
 from permitchain.apply_layer.planner_service import publish_plan
 from permitchain.contract.keys import Keys
@@ -40,7 +39,7 @@ async def open_symbols(r: AsyncRedis, keys: Keys, settings: Settings) -> list[st
     """Allowlisted symbols whose P3.3 snapshot shows a position (``--all``)."""
     out = []
     for symbol in sorted(settings.allow_list):
-        snap = parse_snapshot(cast("dict[str, str]", await r.hgetall(keys.snapshot(symbol))))
+        snap = parse_snapshot(await r.hgetall(keys.snapshot(symbol)))
         if snap is not None and snap.position_amt != 0:
             out.append(symbol)
     return out
@@ -117,7 +116,7 @@ async def flatten(
 
 
 async def _last_id(r: AsyncRedis, stream: str) -> str:
-    last = cast("list[tuple[str, dict[str, str]]]", await r.xrevrange(stream, count=1))
+    last = await r.xrevrange(stream, count=1)
     return last[0][0] if last else "0-0"
 
 
@@ -130,10 +129,7 @@ async def _wait_results(
         left_ms = int((deadline - time.monotonic()) * 1000)
         if left_ms <= 0:
             break
-        resp = cast(
-            "list[tuple[str, list[tuple[str, dict[str, str]]]]]",
-            await r.xread({keys.result_stream: after}, count=100, block=left_ms),
-        )
+        resp = await r.xread({keys.result_stream: after}, count=100, block=left_ms)
         for _stream, entries in resp or []:
             for entry_id, fields in entries:
                 after = entry_id

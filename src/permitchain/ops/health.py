@@ -22,7 +22,6 @@ from decimal import Decimal
 from typing import Any
 
 import redis.exceptions
-from redis.asyncio import Redis
 
 from permitchain.apply_layer.planner_service import GROUP_PLANNER
 from permitchain.contract.keys import (
@@ -42,7 +41,7 @@ from permitchain.ops import reads as rd
 from permitchain.ops.history import audit_entry
 from permitchain.position_brain.checks import CheckConfig, side_of, tolerance
 from permitchain.position_brain.state import LEDGER_CHECK_FIELDS, ledger_fields
-from permitchain.store import is_wrong_type, wrong_type
+from permitchain.store import AsyncRedis, is_wrong_type, wrong_type
 
 #: The reserved symbol of ``permitchain proof --canary`` (never traded; see ops/proof.py).
 #: A pending entry idle this long is stuck (live members reclaim after a few seconds).
@@ -106,7 +105,7 @@ class Health:
         return d
 
 
-async def wrong_type_problem(r: Redis, h: Health, layer: str, key: str, expected: str) -> None:
+async def wrong_type_problem(r: AsyncRedis, h: Health, layer: str, key: str, expected: str) -> None:
     """A key of the wrong type: one problem naming the key and both types."""
     err = await wrong_type(r, key, expected)
     h.problems.append(Problem(layer, str(err), "wrong_type", key))
@@ -157,7 +156,7 @@ def service_state(raw: str | None, now: float) -> dict[str, Any]:
     }
 
 
-async def group_info(r: Redis, stream: str, group: str, now: float) -> dict[str, Any] | None:
+async def group_info(r: AsyncRedis, stream: str, group: str, now: float) -> dict[str, Any] | None:
     """XINFO GROUPS for one group, plus the longest idle time of its pending entries."""
     try:
         infos = await rd.xinfo_groups(r, stream)
@@ -181,7 +180,7 @@ async def group_info(r: Redis, stream: str, group: str, now: float) -> dict[str,
     }
 
 
-async def _reconcile(r: Redis, k: Keys, s: Settings, h: Health) -> None:
+async def _reconcile(r: AsyncRedis, k: Keys, s: Settings, h: Health) -> None:
     """The apply layer's reconciliation report: a changed position mode and orders the chain
     does not know are problems; a report older than three intervals is a warning."""
     rep = await rd.hgetall(r, k.reconcile)
@@ -220,7 +219,7 @@ async def _reconcile(r: Redis, k: Keys, s: Settings, h: Health) -> None:
         )
 
 
-async def _positions(r: Redis, k: Keys, s: Settings, h: Health) -> None:
+async def _positions(r: AsyncRedis, k: Keys, s: Settings, h: Health) -> None:
     cfg = CheckConfig.from_settings(s)
     symbols: set[str] = set()
     for pattern in (k.snapshot_pattern, k.ledger_pattern):
@@ -291,7 +290,7 @@ async def _positions(r: Redis, k: Keys, s: Settings, h: Health) -> None:
             )
 
 
-async def positions(r: Redis, k: Keys, s: Settings, *, now: float | None = None) -> Health:
+async def positions(r: AsyncRedis, k: Keys, s: Settings, *, now: float | None = None) -> Health:
     """Only the positions part of the health box, each row with P3.3's in-flight claim
     (``in_flight_plan`` and its ``in_flight_ttl_s``)."""
     h = Health(ts=time.time() if now is None else now)
@@ -310,7 +309,7 @@ async def positions(r: Redis, k: Keys, s: Settings, *, now: float | None = None)
 
 
 async def gather(
-    r: Redis,
+    r: AsyncRedis,
     k: Keys,
     s: Settings,
     *,

@@ -8,12 +8,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from redis.asyncio import Redis
-
 from permitchain.contract.keys import Keys
 from permitchain.contract.models import iso_utc
 from permitchain.ops import reads as rd
-from permitchain.store import first_fault
+from permitchain.store import AsyncRedis, first_fault
 
 AUDIT_PAGE = 2000
 PLAN_PAGE = 500
@@ -67,7 +65,7 @@ def _plan_entry_id(audit: list[dict[str, Any]]) -> str | None:
 
 
 async def audit_of(
-    r: Redis, k: Keys, plan_id: str, *, max_scan: int | None = None
+    r: AsyncRedis, k: Keys, plan_id: str, *, max_scan: int | None = None
 ) -> list[dict[str, Any]]:
     """Every audit entry of one plan, oldest first. Reads newest → oldest and stops at the
     planner's first decision (a plan's origin), so recent plans are found quickly."""
@@ -129,7 +127,7 @@ def _iso(raw: str) -> str:
         return raw
 
 
-async def permits_of(r: Redis, k: Keys, plan_id: str) -> list[dict[str, Any]]:
+async def permits_of(r: AsyncRedis, k: Keys, plan_id: str) -> list[dict[str, Any]]:
     """Both permits of one plan as they stand now (absent once consumed or expired)."""
     pipe = r.pipeline(transaction=False)
     for layer in LAYERS:
@@ -164,7 +162,7 @@ async def permits_of(r: Redis, k: Keys, plan_id: str) -> list[dict[str, Any]]:
     return rows
 
 
-async def live_permits(r: Redis, k: Keys, *, limit: int = 1000) -> list[dict[str, Any]]:
+async def live_permits(r: AsyncRedis, k: Keys, *, limit: int = 1000) -> list[dict[str, Any]]:
     """Every permit key alive now, newest first."""
     rows: list[dict[str, Any]] = []
     for layer in LAYERS:
@@ -190,7 +188,12 @@ async def live_permits(r: Redis, k: Keys, *, limit: int = 1000) -> list[dict[str
 
 
 async def list_plans(
-    r: Redis, k: Keys, *, symbol: str | None = None, decision: str | None = None, last: int = 20
+    r: AsyncRedis,
+    k: Keys,
+    *,
+    symbol: str | None = None,
+    decision: str | None = None,
+    last: int = 20,
 ) -> list[dict[str, Any]]:
     """The newest plans on the plan stream, with what became of each (exec record).
     ``decision`` matches the plan's decision (EXECUTE/SKIP) or its final state (blocked,
@@ -327,7 +330,7 @@ def story(audit: list[dict[str, Any]], exec_h: dict[str, str]) -> list[dict[str,
     return origin[:1] + rest[:at] + consume + rest[at:] + origin[1:]
 
 
-async def explain(r: Redis, k: Keys, plan_id: str) -> dict[str, Any] | None:
+async def explain(r: AsyncRedis, k: Keys, plan_id: str) -> dict[str, Any] | None:
     """Everything known about one plan, or None when nothing is."""
     audit = await audit_of(r, k, plan_id)
     exec_h = await rd.hgetall(r, k.exec_record(plan_id))

@@ -17,14 +17,13 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from redis.asyncio import Redis
-
 from permitchain.contract.keys import SERVICES, Keys
 from permitchain.contract.settings import Settings
 from permitchain.ops import canary_metrics
 from permitchain.ops.canary import CANARY_TIMEOUT_S, run_canary
 from permitchain.ops.check import Check
 from permitchain.ops.health import Health, gather
+from permitchain.store import AsyncRedis
 
 METRICS_TIMEOUT_S = 2.0
 
@@ -146,7 +145,7 @@ def health_checks(h: Health) -> list[Check]:
 
 
 async def run_proof(
-    r: Redis,
+    r: AsyncRedis,
     k: Keys,
     s: Settings,
     *,

@@ -7,49 +7,48 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, cast
+from typing import Any
 
 import redis.exceptions
-from redis.asyncio import Redis
 
 from permitchain.runtime.entries import shown, xrange_raw, xread_raw
-from permitchain.store import is_cluster, is_wrong_type, wrong_type
+from permitchain.store import AsyncRedis, is_cluster, is_wrong_type, wrong_type
 
 Entries = list[tuple[str, dict[str, str]]]
 
 
-async def get(r: Redis, key: str) -> str | None:
+async def get(r: AsyncRedis, key: str) -> str | None:
     """GET; a key of another type is :class:`WrongTypeError` naming it."""
     try:
-        return cast(str | None, await r.get(key))
+        return await r.get(key)
     except redis.exceptions.ResponseError as e:
         raise (await wrong_type(r, key, "string") if is_wrong_type(e) else e) from e
 
 
-async def hgetall(r: Redis, key: str) -> dict[str, str]:
+async def hgetall(r: AsyncRedis, key: str) -> dict[str, str]:
     """HGETALL; a key of another type is :class:`WrongTypeError` naming it."""
     try:
-        return cast(dict[str, str], await r.hgetall(key))
+        return await r.hgetall(key)
     except redis.exceptions.ResponseError as e:
         raise (await wrong_type(r, key, "hash") if is_wrong_type(e) else e) from e
 
 
 async def xrange(
-    r: Redis, stream: str, lo: str = "-", hi: str = "+", count: int | None = None
+    r: AsyncRedis, stream: str, lo: str = "-", hi: str = "+", count: int | None = None
 ) -> Entries:
     """Stream entries read raw, each decoded: bytes that are not UTF-8 shown escaped."""
     return shown(await xrange_raw(r, stream, lo, hi, count))
 
 
 async def xrevrange(
-    r: Redis, stream: str, hi: str = "+", lo: str = "-", count: int | None = None
+    r: AsyncRedis, stream: str, hi: str = "+", lo: str = "-", count: int | None = None
 ) -> Entries:
     """:func:`xrange`, newest first."""
     return shown(await xrange_raw(r, stream, lo, hi, count, reverse=True))
 
 
 async def xread(
-    r: Redis, positions: dict[str, str], *, count: int, block_ms: int
+    r: AsyncRedis, positions: dict[str, str], *, count: int, block_ms: int
 ) -> list[tuple[str, Entries]]:
     """XREAD over several streams. On a Redis Cluster they may be in different slots, which
     one XREAD cannot span: each is read without blocking, polled until ``block_ms``."""
@@ -67,12 +66,11 @@ async def xread(
     return [(s, shown(es)) for s, es in resp]
 
 
-async def xinfo_groups(r: Redis, stream: str) -> list[dict[str, Any]]:
+async def xinfo_groups(r: AsyncRedis, stream: str) -> list[dict[str, Any]]:
     return await r.xinfo_groups(stream)
 
 
 async def xpending(
-    r: Redis, stream: str, group: str, lo: str = "-", hi: str = "+", count: int = 20
+    r: AsyncRedis, stream: str, group: str, lo: str = "-", hi: str = "+", count: int = 20
 ) -> list[dict[str, Any]]:
-    rows = await r.xpending_range(stream, group, min=lo, max=hi, count=count)
-    return cast(list[dict[str, Any]], rows)
+    return await r.xpending_range(stream, group, min=lo, max=hi, count=count)

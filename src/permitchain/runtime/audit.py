@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from permitchain.contract.keys import Keys
+from permitchain.store.protocol import AsyncPipeline, AsyncRedis
 
 AUDIT_MAXLEN = 500_000
 #: ``json.dumps(context, default=str, separators=(",", ":"))``, its encoder made once
@@ -38,6 +39,6 @@ def audit_fields(
     }
 
 
-def add_audit(pipe: Any, keys: Keys, **kw: Any) -> Any:
+def add_audit(pipe: AsyncPipeline | AsyncRedis, keys: Keys, **kw: Any) -> Any:
     """Queue one audit entry on a pipeline (or call it on a client and await the result)."""
     return pipe.xadd(keys.decisions, audit_fields(**kw), maxlen=AUDIT_MAXLEN, approximate=True)

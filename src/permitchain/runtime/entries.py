@@ -15,6 +15,7 @@ from typing import Any, TypeAlias
 
 from permitchain.contract.reasons import NOT_UTF8
 from permitchain.store.lean import NEVER_DECODE
+from permitchain.store.protocol import AsyncRedis
 
 RawFields: TypeAlias = Mapping[bytes | str, bytes | str]
 #: (entry id, fields) as read raw; fields None for an entry deleted while pending.
@@ -73,7 +74,7 @@ def shown(entries: Sequence[RawEntry] | None) -> list[Entry]:
 
 
 async def xreadgroup_raw(
-    r: Any,
+    r: AsyncRedis,
     group: str,
     consumer: str,
     stream: str,
@@ -94,7 +95,7 @@ async def xreadgroup_raw(
 
 
 async def xautoclaim_raw(
-    r: Any, stream: str, group: str, consumer: str, *, min_idle_ms: int, count: int
+    r: AsyncRedis, stream: str, group: str, consumer: str, *, min_idle_ms: int, count: int
 ) -> list[RawEntry]:
     """XAUTOCLAIM from the start of the pending list, undecoded: the entries claimed."""
     resp = await r.execute_command(
@@ -113,7 +114,7 @@ async def xautoclaim_raw(
 
 
 async def xread_raw(
-    r: Any, positions: Mapping[str, str], *, count: int, block_ms: int | None
+    r: AsyncRedis, positions: Mapping[str, str], *, count: int, block_ms: int | None
 ) -> list[tuple[str, list[RawEntry]]]:
     """XREAD of ``positions`` (stream → last id), undecoded: ``[(stream, entries)]``."""
     args: list[Any] = ["XREAD", "COUNT", count]
@@ -125,7 +126,7 @@ async def xread_raw(
 
 
 async def xrange_raw(
-    r: Any,
+    r: AsyncRedis,
     stream: str,
     lo: str = "-",
     hi: str = "+",

@@ -3,14 +3,14 @@
 A service is a set of :class:`Consumer` loops (one consumer group on one stream each) and
 background tasks, run by :class:`ServiceRunner` until SIGTERM/SIGINT. On the first signal the
 loops stop reading, in-flight entries finish (or stay pending, to be reclaimed: nothing is
-lost), the heartbeat is removed and AsyncRedis closed; a second signal exits at once.
+lost), the heartbeat is removed and Redis closed; a second signal exits at once.
 
 Entry handling: entries are read as raw bytes and decoded one at a time (``entries.py``): an
 entry whose bytes are not UTF-8 is dead-lettered (``not_utf8``, its fields escaped) and
 acked, and the others are handled. The handler returns → XACK. It raises ``ContractError`` →
 the entry goes to the dead-letter stream and is acked (never a crash loop); a key of the wrong
 Redis type (``WrongTypeError``, or the server's ``WRONGTYPE``) is one of those, reason
-``wrong_key_type``. It raises ``StoreError`` or a AsyncRedis fault → not acked, retried after a
+``wrong_key_type``. It raises ``StoreError`` or a Redis fault → not acked, retried after a
 backoff. Any other exception → retried up to ``max_failures`` times in this process, then
 dead-lettered with the error. A stream key of another type is logged by name and read again
 after a backoff.
@@ -75,7 +75,7 @@ WRONG_TYPES = Counter(
     "Reads that found a key holding another Redis type than the contract's (wrong_key_type)",
     ["service", "key"],
 )
-STORE_ERRORS = Counter("permitchain_store_errors_total", "AsyncRedis faults seen", ["service"])
+STORE_ERRORS = Counter("permitchain_store_errors_total", "Redis faults seen", ["service"])
 UP = Gauge("permitchain_service_up", "1 while the service runs", ["service"])
 LOOP_LAG = Histogram(
     "permitchain_event_loop_lag_seconds",

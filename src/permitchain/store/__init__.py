@@ -19,10 +19,13 @@ from permitchain.store.client import (
     wrong_type,
     wrong_type_sync,
 )
+from permitchain.store.protocol import AsyncPipeline
 
 __all__ = [
     "CLUSTER_SCHEMES",
     "REDIS_FAULTS",
+    "WRONG_KEY_TYPE",
+    "AsyncPipeline",
     "AsyncRedis",
     "SyncRedis",
     "async_client",

@@ -6,7 +6,7 @@ import contextlib
 import urllib.parse
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, cast
 
 import redis
 import redis.asyncio as aioredis
@@ -20,14 +20,16 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
 from permitchain.contract.errors import ConfigError, StoreError, WrongTypeError
+from permitchain.store import protocol
 from permitchain.store.lean import lean_client
 
 #: Our clients always decode replies to ``str``. redis-py's stubs cannot see that
 #: (``decode_responses=True``): they type every reply ``bytes | str`` and every asyncio
-#: method ``Awaitable[T] | T``. Rather than casts and ignores on every call, the client is
-#: typed ``Any`` here, at the one boundary where it is built.
-AsyncRedis: TypeAlias = Any
-SyncRedis: TypeAlias = Any
+#: method ``Awaitable[T] | T``. The client is typed by the protocols of
+#: :mod:`permitchain.store.protocol` (the commands we send, the shapes we get back): the
+#: builders below cast redis-py's object to them once, at the one boundary where it is built.
+AsyncRedis = protocol.AsyncRedis
+SyncRedis = protocol.SyncRedis
 
 #: redis-py exceptions that mean "the store failed", as opposed to a bug in our command.
 REDIS_FAULTS: tuple[type[BaseException], ...] = (
@@ -165,6 +167,13 @@ def shown_url(url: str) -> str:
 def async_client(url: str | None, *, max_connections: int = 32) -> AsyncRedis:
     """An asyncio client with a bounded pool; every service uses one for its life.
     ``redis+sentinel://`` URLs give a client that follows the master through failovers."""
+    # The typing boundary: redis-py's client, built decoding, is what AsyncRedis states.
+    return cast(AsyncRedis, _async_client(url, max_connections=max_connections))
+
+
+def _async_client(url: str | None, *, max_connections: int) -> object:
+    """redis-py's asyncio client for ``url``: ``Redis`` (lean), ``RedisCluster`` or a
+    Sentinel master (redis-py types the last ``Any``)."""
     url = _require(url)
     if url.startswith(CLUSTER_SCHEMES):
         nodes, kw = parse_cluster_url(url)
@@ -201,6 +210,13 @@ def async_client(url: str | None, *, max_connections: int = 32) -> AsyncRedis:
 
 def sync_client(url: str | None) -> SyncRedis:
     """A blocking client for the CLI."""
+    # The typing boundary: redis-py's client, built decoding, is what SyncRedis states.
+    return cast(SyncRedis, _sync_client(url))
+
+
+def _sync_client(url: str | None) -> object:
+    """redis-py's blocking client for ``url``: ``Redis``, ``RedisCluster`` or a Sentinel
+    master (redis-py types the last ``Any``)."""
     url = _require(url)
     if url.startswith(CLUSTER_SCHEMES):
         nodes, kw = parse_cluster_url(url)
