@@ -26,7 +26,6 @@ from permitchain.operator_exit import (
 from permitchain.position_brain.state import parse_snapshot
 from permitchain.runtime.audit import add_audit
 from permitchain.store import AsyncRedis
-from permitchain.store.scripts import Scripts
 
 FLATTEN_REQUEST = "FLATTEN_REQUEST"
 
@@ -92,7 +91,6 @@ async def flatten(
             flat += [name, value]
         entry = await publish_plan(
             r,
-            Scripts(r),
             keys,
             plan.plan_id,
             settings.dedupe_ttl_s,
