@@ -28,6 +28,7 @@ from permitchain.governor.rates import (
 )
 from permitchain.position_brain.state import parse_snapshot
 from permitchain.store import AsyncRedis, is_wrong_type, wrong_type
+from permitchain.store.raw import queue_raw
 from permitchain.store.scripts import Scripts
 
 EXECUTIONS_TTL_S = WINDOW_HOUR_S + 300
@@ -62,7 +63,7 @@ def state_from_reply(reply: object) -> TradingState:
 
 def queue_state_read(pipe: Any, keys: Keys) -> None:
     # Raw bytes: a value that is not UTF-8 must become HALTED, not a decoding crash.
-    pipe.execute_command("GET", keys.trading_state, NEVER_DECODE=True)
+    queue_raw(pipe, "GET", keys.trading_state)
 
 
 async def read_trading_state(r: AsyncRedis, keys: Keys) -> TradingState:

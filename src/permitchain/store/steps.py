@@ -34,7 +34,7 @@ import redis.exceptions
 from permitchain.runtime.audit import AUDIT_MAXLEN
 from permitchain.runtime.entries import RawEntry, xread_raw
 from permitchain.store.client import first_fault, is_cluster, is_wrong_type, wrong_type
-from permitchain.store.lean import NEVER_DECODE
+from permitchain.store.raw import queue_raw
 from permitchain.store.scripts import LeanScript, Scripts, flat_pairs, scripts_for
 
 T = TypeVar("T")
@@ -465,7 +465,7 @@ class ServerSteps(AtomicSteps):
             )
             return state_reply, bool(int(res[0])), str(res[1])
         pipe = self.redis.pipeline(transaction=False)
-        pipe.execute_command("GET", state_key, **{NEVER_DECODE: True})
+        queue_raw(pipe, "GET", state_key)
         await script(keys=script_keys, args=args, client=pipe)
         state_reply, res = await pipe.execute(raise_on_error=False)
         if isinstance(res, BaseException):
@@ -699,7 +699,7 @@ class ClusterSteps(AtomicSteps):
     ) -> tuple[Any, bool, str]:
         """The read, then the cluster move (two and more round trips)."""
         pipe = self.redis.pipeline(transaction=False)
-        pipe.execute_command("GET", state_key, **{NEVER_DECODE: True})
+        queue_raw(pipe, "GET", state_key)
         (state_reply,) = await pipe.execute(raise_on_error=False)
         moved, now = await self.exec_move(
             keys,
