@@ -17,6 +17,7 @@ from permitchain.contract.keys import Keys
 from permitchain.contract.models import Plan, Proposal
 from permitchain.contract.settings import Settings
 from permitchain.runtime.clock import FixedClock
+from permitchain.store.steps import ClusterSteps
 
 NOW = 1_800_000_000.0
 POLICY = PlannerPolicy(allow_list=frozenset({"BTCUSDT", "ETHUSDT"}),
@@ -148,7 +149,8 @@ def test_publish_script_writes_the_audit_entry_the_split_path_writes(
         out = []
         for k, split in ((keys, False), (other, True)):
             planner = Planner(ar, k, settings, FixedClock(now))
-            planner.cluster = split  # the split path, as on a Redis Cluster (audit by XADD)
+            if split:  # the split path, as on a Redis Cluster (audit by XADD)
+                planner.steps = ClusterSteps(ar)
             f = {**proposal, "ts_epoch": f"{now - 1:.6f}"}
             plan, _e = plan_from_fields(f, planner.policy, now)
             out.append(

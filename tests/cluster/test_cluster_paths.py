@@ -22,9 +22,9 @@ import redis.asyncio.cluster as aiocluster
 from redis.commands.core import AsyncScript
 from redis.crc import key_slot
 
-from permitchain.apply_layer.exec_store import FINAL_GUARD, OUTBOX, ExecStore
+from permitchain.apply_layer.exec_store import FINAL_GUARD, ExecStore
 from permitchain.apply_layer.orders import OrderDesk
-from permitchain.apply_layer.planner_service import PENDING, publish_plan
+from permitchain.apply_layer.planner_service import publish_plan
 from permitchain.apply_layer.resolver import Resolver
 from permitchain.cli.control import set_trading_state
 from permitchain.contract.keys import Keys
@@ -34,16 +34,12 @@ from permitchain.contract.trading_state import TradingState
 from permitchain.exchange.sim import SimExchange
 from permitchain.governor.rates import Settlement
 from permitchain.governor.store import GovernorStore
-from permitchain.position_brain.state import (
-    AUDIT_OUTBOX,
-    apply_result,
-    reconcile,
-    release_claim,
-)
+from permitchain.position_brain.state import apply_result, reconcile, release_claim
 from permitchain.runtime.clock import SystemClock
 from permitchain.store import is_cluster
-from permitchain.store.scripts import Scripts, flat_pairs, source
+from permitchain.store.scripts import flat_pairs, source
 from permitchain.store.scripts import names as script_names
+from permitchain.store.steps import AUDIT_OUTBOX, OUTBOX, PENDING
 
 Run = Callable[[Callable[[Any], Any]], Any]
 SINGLE_NODE_ONLY = {"publish_plan", "exec_transition", "p33_claim_permit", "snapshot_touch"}
@@ -105,8 +101,8 @@ def test_every_script_and_transaction_is_single_slot(arun: Run, keys: Keys, call
                                                      settings: Settings) -> None:  # fmt: skip
     async def body(r: Any) -> None:
         assert is_cluster(r)
-        scripts, store = Scripts(r), ExecStore(r, keys)
-        await publish_plan(r, scripts, keys, P1, 60, 1000, plan_fields(P1))
+        store = ExecStore(r, keys)
+        await publish_plan(r, keys, P1, 60, 1000, plan_fields(P1))
         await store.consume(P1, "BTCUSDT", "try")
         await store.block_new(P2, "BTCUSDT", "plan_expired", "old")
         blocked = Result(plan_id=P2, symbol="BTCUSDT", executed=False, reason="plan_expired",
@@ -153,16 +149,16 @@ def test_every_script_and_transaction_is_single_slot(arun: Run, keys: Keys, call
 
 def test_publish_crash_before_xadd_is_published_by_the_redelivery(arun: Run, keys: Keys) -> None:
     async def body(r: Any) -> None:
-        scripts, key = Scripts(r), keys.dedupe(P1)
+        key = keys.dedupe(P1)
         # the planner died after marking the dedupe key, before its XADD
         await r.set(key, f"{PENDING}{time.time():.6f}", ex=60)
         # a publisher while the mark is young (the sweep racing the live path): nothing
-        assert await publish_plan(r, scripts, keys, P1, 60, 1000, plan_fields(P1)) is None
+        assert await publish_plan(r, keys, P1, 60, 1000, plan_fields(P1)) is None
         await r.set(key, f"{PENDING}{time.time() - 10:.6f}", ex=60)
         # the redelivery finds a stale mark: takes it over and publishes, once
-        entry = await publish_plan(r, scripts, keys, P1, 60, 1000, plan_fields(P1))
+        entry = await publish_plan(r, keys, P1, 60, 1000, plan_fields(P1))
         assert entry and await r.get(key) == entry and 0 < await r.ttl(key) <= 60
-        assert await publish_plan(r, scripts, keys, P1, 60, 1000, plan_fields(P1)) is None
+        assert await publish_plan(r, keys, P1, 60, 1000, plan_fields(P1)) is None
         assert [i for i, _ in await r.xrange(keys.plan_stream)] == [entry]
 
     arun(body)
@@ -178,7 +174,7 @@ def test_exec_move_crash_before_streams_is_published_by_the_resolver(arun: Run, 
         box = {"result": res.to_fields(), "audit": {"plan_id": P1, "x": "1"}, "token": "t",
                "guard": FINAL_GUARD, "index": "rem", "at": time.time() - 60}  # fmt: skip
         outbox = json.dumps(box)
-        await store.scripts.exec_move(
+        await store.steps.scripts.exec_move(
             keys=[keys.exec_record(P1)], args=["submitted", "filled", FINAL_GUARD, 60, outbox, 1, 0]
         )
         h = await store.get(P1)

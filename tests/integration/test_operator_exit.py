@@ -29,7 +29,6 @@ from permitchain.operator_exit import flatten_plan
 from permitchain.runtime.permits import permit_json
 from permitchain.scenario import EXCHANGE_AMT, SYMBOL, audit_for, seed, wait_result, wait_snapshot
 from permitchain.store import async_client
-from permitchain.store.scripts import Scripts
 
 pytestmark = pytest.mark.slow
 
@@ -128,7 +127,7 @@ async def replay_and_alter(r: Redis, k: Keys, request: dict[str, Any]) -> dict[s
 
     async def publish(plan: Plan) -> str | None:
         fields = [x for kv in plan.to_fields().items() for x in kv]
-        return await publish_plan(r, Scripts(r), k, plan.plan_id, 300, 100_000, fields)
+        return await publish_plan(r, k, plan.plan_id, 300, 100_000, fields)
 
     replay = await publish(flatten_plan(request))  # published once: nothing new happens
     # another reason and plan id, the signature kept: denied, nothing sent

@@ -9,23 +9,15 @@ States (docs/apply-layer.md): ``permitted → submitted → filled | rejected | 
 and ``blocked`` written by the consume or block script. Guard: ``result_id`` (the plan's one
 result, set to its entry id: a plan has exactly one result).
 
-On a Redis Cluster the record, the open index and the two streams live in different slots,
-so one script cannot do it all. There :meth:`ExecStore.move` puts the plan in the open index
-first (ZADD NX: an extra entry is harmless, the resolver checks the record), then runs
-``exec_move.lua`` on the record alone: the compare-and-set, with the result and audit entry
-kept in the record's ``outbox`` field (and ``result_id`` = ``pending``); then adds them to
-their streams, clears the outbox and sets ``result_id`` to the entry id
-(``exec_outbox_done.lua``), and takes the plan out of the open index last. A crash between
-leaves the outbox; the resolver's sweep of the open index publishes it
-(:meth:`ExecStore.flush_outbox`).
+Each move is one atomic step of the store (``store/steps.py``: one script on a single server;
+on a Redis Cluster the record's compare-and-set with an outbox, then the streams, with the
+resolver publishing an outbox a crash left: :meth:`ExecStore.flush_outbox`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
-import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -37,24 +29,18 @@ from permitchain.contract.models import SCHEMA, Result
 from permitchain.contract.reasons import WRONG_KEY_TYPE
 from permitchain.contract.trading_state import (
     TradingState,
-    queue_state_read,
-    read_trading_state,
     state_from_reply,
 )
-from permitchain.runtime.audit import AUDIT_MAXLEN, audit_fields
+from permitchain.runtime.audit import audit_fields
 from permitchain.runtime.metrics import LabelledCounter
-from permitchain.store import AsyncRedis, is_cluster, is_wrong_type, wrong_type
-from permitchain.store.lean import NEVER_DECODE
-from permitchain.store.scripts import LeanScript, Scripts, flat_pairs
+from permitchain.store import AsyncRedis, is_wrong_type, wrong_type
+from permitchain.store.steps import ExecKeys, steps_for
 
 log = logging.getLogger("permitchain.executor")
 
 #: How long an exec record is kept (docs/design.md §2: 7 days); EXEC_RECORD_TTL_S overrides it.
 EXEC_TTL_S = 7 * 86400
-RESULT_MAXLEN = 100_000
 FINAL_GUARD = "result_id"
-#: Redis Cluster: the exec record field holding a move's unpublished result and audit entry.
-OUTBOX = "outbox"
 LAYER = "executor"
 
 EXEC_STATUS = LabelledCounter(
@@ -69,16 +55,6 @@ CHAIN_LATENCY = Histogram(
 )
 
 
-class _Queued:
-    """Records the commands a ``queue_*`` helper queues, for :meth:`LeanScript.after_reads`."""
-
-    def __init__(self) -> None:
-        self.commands: list[tuple[tuple[Any, ...], bool]] = []
-
-    def execute_command(self, *args: Any, **options: Any) -> None:
-        self.commands.append((args, bool(options.get(NEVER_DECODE))))
-
-
 def open_index(keys: Keys) -> str:
     """ZSET of plans with an order out (state submitted or unknown), scored by submit time."""
     return f"{keys.prefix}:apply:exec_open"
@@ -87,29 +63,33 @@ def open_index(keys: Keys) -> str:
 class ExecStore:
     def __init__(self, r: AsyncRedis, keys: Keys, ttl_s: int = EXEC_TTL_S) -> None:
         self.redis, self.keys, self.ttl_s = r, keys, ttl_s
-        self.scripts = Scripts(r)
+        self.steps = steps_for(r)
         self.open_key = open_index(keys)
-        self.cluster = is_cluster(r)
 
     async def consume(self, plan_id: str, symbol: str, mode: str) -> dict[str, Any]:
-        raw = await self.scripts.consume_permits(
-            keys=[
-                self.keys.permit_governor(plan_id),
-                self.keys.permit_p33(plan_id),
-                self.keys.exec_record(plan_id),
-            ],
-            args=[plan_id, symbol, SCHEMA, mode, self.ttl_s],
+        raw = await self.steps.consume_permits(
+            self.keys.permit_governor(plan_id),
+            self.keys.permit_p33(plan_id),
+            self.keys.exec_record(plan_id),
+            plan_id=plan_id,
+            symbol=symbol,
+            schema=SCHEMA,
+            mode=mode,
+            ttl_s=self.ttl_s,
         )
         out: dict[str, Any] = json.loads(raw)
         return out
 
     async def block_new(self, plan_id: str, symbol: str, reason: str, detail: str) -> str:
         """Block a plan that has no exec record yet; returns the state it has after."""
-        state: str = await self.scripts.block_plan(
-            keys=[self.keys.exec_record(plan_id)],
-            args=[reason, detail, plan_id, symbol, self.ttl_s],
+        return await self.steps.block_plan(
+            self.keys.exec_record(plan_id),
+            plan_id=plan_id,
+            symbol=symbol,
+            reason=reason,
+            detail=detail,
+            ttl_s=self.ttl_s,
         )
-        return state
 
     async def get(self, plan_id: str) -> dict[str, str]:
         return await self.redis.hgetall(self.keys.exec_record(plan_id))
@@ -134,178 +114,51 @@ class ExecStore:
         result: Mapping[str, str] | None = None,
         audit: Mapping[str, str] | None = None,
     ) -> tuple[bool, str]:
-        """Compare-and-set the exec state; returns (moved, state now)."""
-        if self.cluster:
-            return await self._move_cluster(
-                plan_id,
-                from_states=from_states,
-                to=to,
-                fields=fields,
-                index=index,
-                guard=guard,
-                result=result,
-                audit=audit,
-            )
-        res = await self.scripts.exec_transition(
-            keys=self._transition_keys(plan_id),
-            args=[
-                ",".join(from_states),
-                to,
-                guard,
-                index,
-                plan_id,
-                self.ttl_s,
-                RESULT_MAXLEN,
-                AUDIT_MAXLEN,
-                *flat_pairs(fields or {}),
-                *flat_pairs(result or {}),
-                *flat_pairs(audit or {}),
-            ],
+        """Compare-and-set the exec state; returns (moved, state now). The move's result and
+        audit entry are published in the same step (:meth:`AtomicSteps.exec_move`)."""
+        return await self.steps.exec_move(
+            self.exec_keys(plan_id),
+            plan_id,
+            from_states=from_states,
+            to=to,
+            fields=fields,
+            index=index,
+            guard=guard,
+            result=result,
+            audit=audit,
+            ttl_s=self.ttl_s,
         )
-        return bool(int(res[0])), str(res[1])
-
-    async def _move_cluster(
-        self,
-        plan_id: str,
-        *,
-        from_states: Iterable[str],
-        to: str,
-        fields: Mapping[str, str] | None,
-        index: str,
-        guard: str,
-        result: Mapping[str, str] | None,
-        audit: Mapping[str, str] | None,
-    ) -> tuple[bool, str]:
-        """:meth:`move` on a Redis Cluster: single-slot move with an outbox, then the writes
-        to the other slots (see the module docstring)."""
-        outbox = ""
-        if result is not None or audit:
-            outbox = json.dumps(
-                {
-                    "result": dict(result or {}),
-                    "audit": dict(audit or {}),
-                    "guard": guard,
-                    "index": index,
-                    "at": time.time(),
-                    "token": uuid.uuid4().hex,
-                },
-                separators=(",", ":"),
-            )
-        if index == "add" or outbox:
-            # before the move, so a crash after it leaves the plan where the resolver looks
-            await self.redis.zadd(self.open_key, {plan_id: time.time()}, nx=True)
-        res = await self.scripts.exec_move(
-            keys=[self.keys.exec_record(plan_id)],
-            args=[
-                ",".join(from_states),
-                to,
-                guard,
-                self.ttl_s,
-                outbox,
-                1 if result is not None else 0,
-                *flat_pairs(fields or {}),
-            ],
-        )
-        moved = bool(int(res[0]))
-        if moved and index == "add":
-            # again after the move: a resolver that checked the record in between (still not
-            # open) took the entry out; an order is about to be sent, so it must be listed
-            await self.redis.zadd(self.open_key, {plan_id: time.time()}, nx=True)
-        if moved and outbox:
-            await self._publish_outbox(plan_id, outbox)
-        elif moved and index == "rem":
-            await self.forget(plan_id)
-        return moved, str(res[1])
-
-    async def _publish_outbox(self, plan_id: str, raw: str) -> None:
-        """Add an outbox's result and audit entry to their streams, then clear it and set the
-        guard to the result's entry id, then take the plan out of the open index if the move
-        said so. Run again on the same outbox (a crash before the clear), it adds them again:
-        result consumers apply a plan's result once (P3.3's ledger, the governor's settle)."""
-        ob = json.loads(raw)
-        pipe = self.redis.pipeline(transaction=False)
-        if ob["result"]:
-            pipe.xadd(self.keys.result_stream, ob["result"], maxlen=RESULT_MAXLEN, approximate=True)
-        if ob["audit"]:
-            pipe.xadd(self.keys.decisions, ob["audit"], maxlen=AUDIT_MAXLEN, approximate=True)
-        ids = await pipe.execute()
-        rid = str(ids[0]) if ob["result"] else ""
-        await self.scripts.exec_outbox_done(
-            keys=[self.keys.exec_record(plan_id)], args=[raw, ob["guard"], rid]
-        )
-        if ob["index"] == "rem":
-            await self.forget(plan_id)
 
     async def flush_outbox(self, plan_id: str, record: Mapping[str, str], min_age_s: float) -> bool:
         """Publish an outbox a crash left in ``record`` (Redis Cluster), once it is older than
         ``min_age_s`` (a younger one belongs to the live path, which publishes it itself).
         Returns True when there was one and it was published."""
-        raw = record.get(OUTBOX)
-        if not raw:
-            return False
-        try:
-            at = float(json.loads(raw)["at"])
-        except (ValueError, KeyError, TypeError):
-            at = 0.0
-        if time.time() - at < min_age_s:
-            return False
-        await self._publish_outbox(plan_id, raw)
-        return True
+        return await self.steps.flush_exec_outbox(
+            self.exec_keys(plan_id), plan_id, record, min_age_s
+        )
 
     async def submit(
         self, plan_id: str, *, fields: Mapping[str, str]
     ) -> tuple[TradingState, bool, str]:
-        """Read the trading state and move ``permitted → submitted`` (open index: add) in one
-        round trip, the read first. Returns (trading state, moved, exec state now). On a
-        Redis Cluster: the read, then the cluster move (two and more round trips)."""
-        if self.cluster:
-            state = await read_trading_state(self.redis, self.keys)
-            moved, now = await self._move_cluster(
-                plan_id,
-                from_states=("permitted",),
-                to="submitted",
-                fields=fields,
-                index="add",
-                guard="",
-                result=None,
-                audit=None,
-            )
-            return state, moved, now
-        keys = self._transition_keys(plan_id)
-        args = [
-            "permitted",
-            "submitted",
-            "",
-            "add",
+        """Read the trading state and move ``permitted → submitted`` (open index: add), the
+        read first: one round trip where the server allows (:meth:`AtomicSteps.exec_submit`).
+        Returns (trading state, moved, exec state now)."""
+        state_reply, moved, now = await self.steps.exec_submit(
+            self.exec_keys(plan_id),
+            self.keys.trading_state,
             plan_id,
-            self.ttl_s,
-            RESULT_MAXLEN,
-            AUDIT_MAXLEN,
-            *flat_pairs(fields),
-            "0",
-            "0",
-        ]
-        script = self.scripts.exec_transition
-        if isinstance(script, LeanScript):  # the read and the script in one write
-            read = _Queued()
-            queue_state_read(read, self.keys)
-            (state_reply,), res = await script.after_reads(read.commands, keys, args)
-            return state_from_reply(state_reply), bool(int(res[0])), str(res[1])
-        pipe = self.redis.pipeline(transaction=False)
-        queue_state_read(pipe, self.keys)
-        await script(keys=keys, args=args, client=pipe)
-        state_reply, res = await pipe.execute(raise_on_error=False)
-        if isinstance(res, BaseException):
-            raise res
-        return state_from_reply(state_reply), bool(int(res[0])), str(res[1])
+            fields=fields,
+            ttl_s=self.ttl_s,
+        )
+        return state_from_reply(state_reply), moved, now
 
-    def _transition_keys(self, plan_id: str) -> list[str]:
-        return [
-            self.keys.exec_record(plan_id),
-            self.open_key,
-            self.keys.result_stream,
-            self.keys.decisions,
-        ]
+    def exec_keys(self, plan_id: str) -> ExecKeys:
+        return ExecKeys(
+            record=self.keys.exec_record(plan_id),
+            open_index=self.open_key,
+            results=self.keys.result_stream,
+            audit=self.keys.decisions,
+        )
 
     async def publish(
         self,

@@ -7,12 +7,8 @@ publishes each live proposal's plan through the same atomic dedupe + XADD script
 already published (the usual case) is silent there, so a sweep that finds nothing new writes
 nothing.
 
-On a Redis Cluster the dedupe key and the plan stream are in different slots, so
-:func:`publish_plan` splits the script: ``SET dedupe pending:<ts> NX EX``, ``XADD``, then the
-dedupe key is set to the entry id. A planner that dies in between leaves the key pending; the
-proposal entry is redelivered (it stays pending until ACKed) or the sweep finds the proposal,
-and a publisher finding a pending mark older than ``PENDING_STALE_S`` takes it over and adds
-the plan (again, if the first XADD had landed: every plan consumer is idempotent per plan).
+The dedupe key, the XADD and the audit entry are one atomic step of the store
+(:meth:`AtomicSteps.publish_plan`, ``store/steps.py``).
 """
 
 from __future__ import annotations
@@ -36,8 +32,8 @@ from permitchain.runtime.clock import Clock
 from permitchain.runtime.logs import log_decision
 from permitchain.runtime.metrics import LabelledCounter
 from permitchain.runtime.service import WRONG_TYPES
-from permitchain.store import REDIS_FAULTS, AsyncRedis, is_cluster, is_wrong_type, wrong_type
-from permitchain.store.scripts import Scripts
+from permitchain.store import REDIS_FAULTS, AsyncRedis, is_wrong_type, wrong_type
+from permitchain.store.steps import PlanAudit, steps_for
 
 log = logging.getLogger("permitchain.planner")
 LAYER = "planner"
@@ -45,55 +41,23 @@ PLANS = LabelledCounter(
     "apply_plans_total", "Plans decided by the planner", ["symbol", "decision", "reason"]
 )
 GROUP_PLANNER = "planner"
-#: Redis Cluster: a dedupe key still pending this long after it was set means its publisher
-#: died before the XADD (a live one takes a round trip); shorter than the redelivery idle time.
-PENDING_STALE_S = 3.0
-PENDING = "pending:"
 
 
 async def publish_plan(
     r: AsyncRedis,
-    scripts: Scripts,
     keys: Keys,
     plan_id: str,
     ttl_s: int,
     maxlen: int,
     flat: list[str],
-    audit: list[str] | None = None,
+    audit: PlanAudit | None = None,
 ) -> str | None:
-    """Publish a plan once: its dedupe key and the XADD. Returns the entry id, or None when the
-    plan was published already. One atomic script on a plain server; split on a Cluster.
-
-    ``audit`` (plain server only, see ``publish_plan.lua``): the plan's audit entry, written
-    by the same script (:func:`script_audit` makes it)."""
-    if audit is not None or not is_cluster(r):  # an audit is passed on a plain server only
-        new_id: str | None = await scripts.publish_plan(
-            keys=[
-                keys.dedupe(plan_id),
-                keys.plan_stream,
-                *([keys.decisions] if audit is not None else []),
-            ],
-            args=[ttl_s, maxlen, len(flat), *flat, *(audit or [])],
-        )
-        return new_id or None
-    key, mark = keys.dedupe(plan_id), f"{PENDING}{time.time():.6f}"
-    if not await r.set(key, mark, nx=True, ex=ttl_s):
-        try:
-            seen = await r.get(key)
-        except redis.exceptions.ResponseError as e:
-            if not is_wrong_type(e):
-                raise
-            raise await wrong_type(r, key, "string") from e
-        if seen is None or not seen.startswith(PENDING):
-            return None  # published (the entry id), or expired: the plan is old news
-        if time.time() - float(seen.removeprefix(PENDING)) < PENDING_STALE_S:
-            return None  # its publisher is at work
-        if await r.set(key, mark, xx=True, keepttl=True, get=True) != seen:
-            return None  # another publisher took it over first
-    fields = dict(zip(flat[::2], flat[1::2], strict=True))
-    entry_id = str(await r.xadd(keys.plan_stream, fields, maxlen=maxlen, approximate=True))
-    await r.set(key, entry_id, xx=True, keepttl=True)
-    return entry_id
+    """Publish a plan once: its dedupe key and the XADD (and, with ``audit``, its audit
+    entry: :func:`plan_audit` makes it) in one atomic step. Returns the entry id, or None
+    when the plan was published already."""
+    return await steps_for(r).publish_plan(
+        keys.dedupe(plan_id), keys.plan_stream, flat, ttl_s=ttl_s, maxlen=maxlen, audit=audit
+    )
 
 
 class Planner:
@@ -102,8 +66,7 @@ class Planner:
         self.keys = keys
         self.settings = settings
         self.clock = clock
-        self.scripts = Scripts(r)
-        self.cluster = is_cluster(r)
+        self.steps = steps_for(r)
         self.policy = PlannerPolicy(
             allow_list=settings.allow_list,
             kill_score_threshold=settings.kill_score_threshold,
@@ -125,17 +88,19 @@ class Planner:
         for k, v in plan.to_fields().items():
             flat += [k, v]
         ctx = _context(plan, context)
-        # A plain server: the audit entry is written by the publish script itself.
-        in_script = not self.cluster and "entry_id" not in ctx
-        new_id = await publish_plan(
-            self.redis,
-            self.scripts,
-            self.keys,
-            plan.plan_id,
-            self.settings.dedupe_ttl_s,
-            self.settings.plan_stream_maxlen,
+        # the audit entry written with the plan, but when the context names an entry id
+        audit = (
+            None
+            if "entry_id" in ctx
+            else plan_audit(plan, ctx, self.keys.decisions, audit_duplicate=audit_duplicate)
+        )
+        new_id = await self.steps.publish_plan(
+            self.keys.dedupe(plan.plan_id),
+            self.keys.plan_stream,
             flat,
-            script_audit(plan, ctx, audit_duplicate=audit_duplicate) if in_script else None,
+            ttl_s=self.settings.dedupe_ttl_s,
+            maxlen=self.settings.plan_stream_maxlen,
+            audit=audit,
         )
         if new_id:
             decision, reason = plan.decision.value, plan.reason_codes[0]
@@ -143,11 +108,11 @@ class Planner:
             decision, reason = "DUPLICATE", DUPLICATE_PLAN
         else:
             return False
-        if not in_script:
-            audit = _audit(plan, decision, reason, {**ctx, "entry_id": new_id or ""})
+        if audit is None:
+            fields = _audit(plan, decision, reason, {**ctx, "entry_id": new_id or ""})
             await self.redis.xadd(
                 self.keys.decisions,
-                cast("dict[Any, Any]", audit),
+                cast("dict[Any, Any]", fields),
                 maxlen=AUDIT_MAXLEN,
                 approximate=True,
             )
@@ -249,13 +214,14 @@ def _audit(plan: Plan, decision: str, reason: str, context: dict[str, Any]) -> d
     )
 
 
-def script_audit(plan: Plan, context: dict[str, Any], *, audit_duplicate: bool) -> list[str]:
-    """``publish_plan.lua``'s audit arguments: the same entry :func:`_audit` makes with
-    ``{**context, "entry_id": <id>}``, its context left open for the script to add the
-    entry id it gets (or '' for a duplicate, audited only when ``audit_duplicate``)."""
-    fields = _audit(plan, plan.decision.value, plan.reason_codes[0], context)
-    fields["context"] = fields["context"][:-1] + ","  # never empty: action etc. come first
-    out = [str(AUDIT_MAXLEN), *(("DUPLICATE", DUPLICATE_PLAN) if audit_duplicate else ("", ""))]
-    for k, v in fields.items():
-        out += [k, v]
-    return out
+def plan_audit(
+    plan: Plan, context: dict[str, Any], stream: str, *, audit_duplicate: bool
+) -> PlanAudit:
+    """The plan's audit entry for the publish step: the one :func:`_audit` makes with
+    ``{**context, "entry_id": <id>}``, the step adding the entry id it gets (or '' for a
+    duplicate, audited only when ``audit_duplicate``)."""
+    return PlanAudit(
+        stream=stream,
+        fields=_audit(plan, plan.decision.value, plan.reason_codes[0], context),
+        duplicate=(("DUPLICATE", DUPLICATE_PLAN) if audit_duplicate else None),
+    )

@@ -35,7 +35,7 @@ import socket
 from collections.abc import Callable
 
 from permitchain.apply_layer import gate
-from permitchain.apply_layer.exec_store import FINAL_GUARD, OUTBOX, ExecStore
+from permitchain.apply_layer.exec_store import FINAL_GUARD, ExecStore
 from permitchain.apply_layer.orders import OrderDesk, Submission
 from permitchain.contract.errors import ContractError, ExchangeError
 from permitchain.exchange.base import Exchange, OrderStatus
@@ -43,6 +43,7 @@ from permitchain.exchange.stream import UserStream
 from permitchain.runtime.backoff import Backoff
 from permitchain.runtime.clock import Clock
 from permitchain.store import REDIS_FAULTS
+from permitchain.store.steps import OUTBOX
 
 log = logging.getLogger("permitchain.executor")
 OPEN_STATES = ("submitted", "unknown", gate.GRANTED, gate.CLAIMED)

@@ -1,13 +1,10 @@
 """Trading state: ``halt``, ``reduce``, ``resume`` (with the operator's reason, audited).
 
-The state change and its audit entry are one MULTI/EXEC transaction: there is never a state
-without the entry that says who set it and why, nor an entry for a change that did not
-happen. The state before is read fail-closed (a wrong key type or garbage reads HALTED and is
-recorded as found); SET replaces whatever the key held, so ``resume`` repairs a broken key.
-
-On a Redis Cluster the state key and the audit stream are in different slots: there the two
-are written one after the other, the state first (a crash between leaves the state set
-without its entry; never an entry for a change that did not happen).
+The state change and its audit entry are one atomic step of the store
+(:meth:`AtomicSteps.set_trading_state`: a MULTI/EXEC transaction, or on a Redis Cluster the
+state first, then its entry): never an entry for a change that did not happen. The state
+before is read fail-closed (a wrong key type or garbage reads HALTED and is recorded as
+found); SET replaces whatever the key held, so ``resume`` repairs a broken key.
 """
 
 from __future__ import annotations
@@ -18,8 +15,9 @@ from permitchain.contract.errors import StoreError
 from permitchain.contract.keys import Keys
 from permitchain.contract.settings import Settings
 from permitchain.contract.trading_state import TradingState, read_trading_state
-from permitchain.runtime.audit import AUDIT_MAXLEN, audit_fields
-from permitchain.store import AsyncRedis, is_cluster
+from permitchain.runtime.audit import audit_fields
+from permitchain.store import AsyncRedis
+from permitchain.store.steps import steps_for
 
 OPERATOR_LAYER = "operator"
 MAX_REASON_CHARS = 500
@@ -51,14 +49,7 @@ async def set_trading_state(
         },
         ts=time.time(),
     )
-    if is_cluster(r):
-        await r.set(keys.trading_state, state.value)
-        await r.xadd(keys.decisions, fields, maxlen=AUDIT_MAXLEN, approximate=True)
-    else:
-        pipe = r.pipeline(transaction=True)
-        pipe.set(keys.trading_state, state.value)
-        pipe.xadd(keys.decisions, fields, maxlen=AUDIT_MAXLEN, approximate=True)
-        await pipe.execute()
+    await steps_for(r).set_trading_state(keys.trading_state, state.value, keys.decisions, fields)
     after = await read_trading_state(r, keys)
     if after is not state:
         raise StoreError(f"trading state reads {after.value} after setting {state.value}")

@@ -11,6 +11,8 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from permitchain.store.raw import queue_raw
+
 if TYPE_CHECKING:
     from permitchain.contract.keys import Keys
     from permitchain.store import AsyncRedis
@@ -47,7 +49,7 @@ def state_from_reply(reply: object) -> TradingState:
 def queue_state_read(pipe: Any, keys: Keys) -> None:
     """Queue the trading state's GET on ``pipe``; read its reply with :func:`state_from_reply`."""
     # Raw bytes: a value that is not UTF-8 must become HALTED, not a decoding crash.
-    pipe.execute_command("GET", keys.trading_state, NEVER_DECODE=True)
+    queue_raw(pipe, "GET", keys.trading_state)
 
 
 async def read_trading_state(r: AsyncRedis, keys: Keys) -> TradingState:

@@ -40,7 +40,6 @@ from permitchain.ops import reads as rd
 from permitchain.ops.check import Check
 from permitchain.ops.history import audit_entry
 from permitchain.store import AsyncRedis
-from permitchain.store.scripts import Scripts
 
 CANARY_TIMEOUT_S = 10.0
 
@@ -192,7 +191,7 @@ async def run_canary(r: AsyncRedis, k: Keys, s: Settings, timeout_s: float) -> l
     flat: list[str] = []
     for key, v in plan.to_fields().items():
         flat += [key, v]
-    await publish_plan(r, Scripts(r), k, plan.plan_id, s.dedupe_ttl_s, s.plan_stream_maxlen, flat)
+    await publish_plan(r, k, plan.plan_id, s.dedupe_ttl_s, s.plan_stream_maxlen, flat)
     pid = plan.plan_id
 
     def all_seen() -> bool:

@@ -21,7 +21,6 @@ from permitchain.contract.snapshot import parse_snapshot
 from permitchain.operator_exit import OPERATOR_SOURCE, flatten_plan, make_request
 from permitchain.runtime.audit import add_audit
 from permitchain.store import AsyncRedis
-from permitchain.store.scripts import Scripts
 
 FLATTEN_REQUEST = "FLATTEN_REQUEST"
 
@@ -87,7 +86,6 @@ async def flatten(
             flat += [name, value]
         entry = await publish_plan(
             r,
-            Scripts(r),
             keys,
             plan.plan_id,
             settings.dedupe_ttl_s,

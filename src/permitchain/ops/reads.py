@@ -5,14 +5,13 @@ its bad bytes escaped, never a failed command."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Any
 
 import redis.exceptions
 
-from permitchain.runtime.entries import shown, xrange_raw, xread_raw
-from permitchain.store import AsyncRedis, is_cluster, is_wrong_type, wrong_type
+from permitchain.runtime.entries import shown, xrange_raw
+from permitchain.store import AsyncRedis, is_wrong_type, wrong_type
+from permitchain.store.steps import steps_for
 
 Entries = list[tuple[str, dict[str, str]]]
 
@@ -50,19 +49,10 @@ async def xrevrange(
 async def xread(
     r: AsyncRedis, positions: dict[str, str], *, count: int, block_ms: int
 ) -> list[tuple[str, Entries]]:
-    """XREAD over several streams. On a Redis Cluster they may be in different slots, which
-    one XREAD cannot span: each is read without blocking, polled until ``block_ms``."""
-    if len(positions) > 1 and is_cluster(r):
-        deadline = time.monotonic() + block_ms / 1000
-        while True:
-            out: list[tuple[str, Entries]] = []
-            for stream, last in positions.items():
-                one = await xread_raw(r, {stream: last}, count=count, block_ms=None)
-                out += [(s, shown(es)) for s, es in one]
-            if out or time.monotonic() >= deadline:
-                return out
-            await asyncio.sleep(0.02)
-    resp = await xread_raw(r, positions, count=count, block_ms=block_ms)
+    """XREAD over several streams, waiting up to ``block_ms`` for the first entry
+    (:meth:`AtomicSteps.read_streams`: streams in different slots of a Redis Cluster are
+    polled one by one)."""
+    resp = await steps_for(r).read_streams(positions, count=count, block_ms=block_ms)
     return [(s, shown(es)) for s, es in resp]
 
 

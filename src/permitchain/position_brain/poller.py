@@ -43,8 +43,8 @@ from permitchain.position_brain.state import LAYER, SNAPSHOT_TTL_S, init_ledgers
 from permitchain.runtime.backoff import Backoff
 from permitchain.runtime.clock import Clock
 from permitchain.runtime.service import WRONG_TYPES
-from permitchain.store import REDIS_FAULTS, AsyncRedis, is_cluster, is_wrong_type, wrong_type
-from permitchain.store.scripts import scripts_for
+from permitchain.store import REDIS_FAULTS, AsyncRedis, is_wrong_type, wrong_type
+from permitchain.store.steps import steps_for
 
 log = logging.getLogger("permitchain.p33.poller")
 
@@ -98,8 +98,7 @@ class SnapshotPoller:
         #: per symbol: what its last whole snapshot was written from, and when (monotonic)
         #: the next whole write is due
         self._whole: dict[str, tuple[Any, float]] = {}
-        self.cluster = is_cluster(r)
-        self.scripts = scripts_for(r)
+        self.steps = steps_for(r)
         #: per symbol: reduce-only quantity resting on its closing side (last poll)
         self.resting: dict[str, Decimal] = {}
         #: monotonic start of the last full poll the exchange answered (pushed.py: synced)
@@ -256,23 +255,9 @@ class SnapshotPoller:
     async def _touch(self, syms: list[str], now: float, now_iso: str) -> list[str]:
         """The new time on each snapshot of ``syms``; returns those whose hash was gone
         (nothing written for them)."""
-        ts = f"{now:.6f}"
-        if self.cluster:
-            pipe = self.redis.pipeline(transaction=False)
-            for sym in syms:
-                pipe.hset(self.keys.snapshot(sym), mapping={"ts_epoch": ts, "ts_iso": now_iso})
-            # HSET creates the hash if it was gone (2 new fields), or fails on a key of another
-            # type: written whole below
-            replies = await pipe.execute(raise_on_error=False)
-            return [
-                s
-                for s, n in zip(syms, replies, strict=True)
-                if isinstance(n, BaseException) or int(n) != 0
-            ]
-        gone = await self.scripts.snapshot_touch(
-            keys=[self.keys.snapshot(s) for s in syms], args=[ts, now_iso]
-        )
-        return [syms[int(i) - 1] for i in gone]
+        keys = [self.keys.snapshot(s) for s in syms]
+        gone = await self.steps.snapshot_touch(keys, f"{now:.6f}", now_iso)
+        return [syms[i] for i in gone]
 
     async def _write_whole(
         self,

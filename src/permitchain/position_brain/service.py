@@ -55,7 +55,7 @@ from permitchain.runtime.clock import Clock
 from permitchain.runtime.logs import log_decision
 from permitchain.runtime.permits import claim_and_write_permit, permit_json, write_permit
 from permitchain.runtime.service import WRONG_TYPES, Consumer, by_symbol
-from permitchain.store import AsyncRedis, first_fault, is_cluster
+from permitchain.store import AsyncRedis, first_fault
 
 log = logging.getLogger("permitchain.p33")
 #: Longest a plan read right after the start waits for the first snapshot poll.
@@ -227,26 +227,10 @@ class PositionBrain:
             # (consumed: the executor decided this plan already, e.g. a duplicate plan entry;
             # it sends no order for it, so it takes no claim from the symbol's next plan)
             # Take the symbol's claim; a plan allowed a moment ago by a peer wins.
-            if not is_cluster(self.redis):  # the claim and the allow in one script
-                await self.issue_claimed(
-                    plan, d, exchange_amt=exchange_amt, ledger_amt=ledger_amt, now=now
-                )
-                return
-            # Redis Cluster: the claim and the permit are in different slots
-            claimed = await self.redis.set(
-                self.keys.inflight(plan.symbol),
-                plan.plan_id,
-                nx=True,
-                px=int(self.cfg.cooldown_s * 1000),
+            await self.issue_claimed(
+                plan, d, exchange_amt=exchange_amt, ledger_amt=ledger_amt, now=now
             )
-            holder = None if claimed else await self.redis.get(self.keys.inflight(plan.symbol))
-            if holder not in (None, plan.plan_id):
-                d = P33Decision(
-                    False,
-                    COOLDOWN_IN_FLIGHT,
-                    {**d.context, "in_flight_plan": holder},
-                    snapshot_age_s=d.snapshot_age_s,
-                )
+            return
         await self.issue(plan, d, exchange_amt=exchange_amt, ledger_amt=ledger_amt, now=now)
 
     async def wrong_types(self, plan: Plan, replies: list[Any]) -> P33Decision | None:
@@ -285,12 +269,13 @@ class PositionBrain:
         ledger_amt: Decimal | None,
         now: float,
     ) -> None:
-        """An allow on a plain or Sentinel server: the symbol's in-flight claim (expiring
-        after ``COOLDOWN_S``), the permit, its event and its audit entry in one script. The
-        log line and the metrics follow what the script wrote: the allow; or, when another
-        plan holds the claim, nothing, and the ``cooldown_in_flight`` deny naming it is
-        written as :meth:`issue` writes any deny; or, when the plan has a permit already (a
-        concurrent delivery), nothing at all: the first decision stands."""
+        """An allow with the symbol's in-flight claim (expiring after ``COOLDOWN_S``): the
+        claim, the permit, its event and its audit entry in one step
+        (:func:`claim_and_write_permit`). The log line and the metrics follow what the step
+        wrote: the allow; or, when another plan holds the claim, nothing, and the
+        ``cooldown_in_flight`` deny naming it is written as :meth:`issue` writes any deny;
+        or, when the plan has a permit already (a concurrent delivery), nothing at all: the
+        first decision stands."""
         value, issued = self.permit(
             plan, d, exchange_amt=exchange_amt, ledger_amt=ledger_amt, now=now
         )

@@ -25,12 +25,11 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, TypeVar
 
 from permitchain.contract.keys import Keys
 from permitchain.contract.models import (
@@ -42,9 +41,9 @@ from permitchain.contract.models import (
 )
 from permitchain.exchange.base import PositionInfo, SymbolFilters
 from permitchain.position_brain.checks import side_of
-from permitchain.runtime.audit import AUDIT_MAXLEN, add_audit, audit_fields
-from permitchain.store import AsyncRedis, first_fault, is_cluster
-from permitchain.store.scripts import flat_pairs, scripts_for
+from permitchain.runtime.audit import add_audit, audit_fields
+from permitchain.store import AsyncRedis
+from permitchain.store.steps import LedgerDecide, LedgerWrite, steps_for
 
 T = TypeVar("T")
 SNAPSHOT_TTL_S = 3600
@@ -169,24 +168,16 @@ def ledger_update(h: Mapping[str, str], result: Result, result_id: str, now: flo
     return LedgerChange(True, reason, before, after, update)
 
 
-#: A ledger write: the fields to HSET and its audit entry (``audit_fields``).
-LedgerWrite: TypeAlias = tuple[dict[str, str], dict[str, str]]
-#: Redis Cluster: ledger hash fields ``audit_outbox:<epoch>:<nonce>`` hold audit entries
-#: written with the ledger but not yet on the audit stream (another slot).
-AUDIT_OUTBOX = "audit_outbox:"
-#: An outbox older than this was left by a crash (the live path flushes its own at once).
-OUTBOX_STALE_S = 5.0
 #: The ledger fields the decisions read: the compare-and-set checks them unchanged (applying
 #: a result also reads, and checks, its plan's ``applied:<plan_id>``).
 LEDGER_READ_FIELDS = (*LEDGER_CHECK_FIELDS, LEGACY_APPLIED)
-ABSENT = "\x00absent"
 
 
 async def _write_ledger(
     r: AsyncRedis,
     keys: Keys,
     symbol: str,
-    decide: Callable[[dict[str, str], str | None], tuple[T, LedgerWrite | None]],
+    decide: LedgerDecide[T],
     *,
     read_inflight: bool = False,
     release_claim_of: str | None = None,
@@ -194,70 +185,23 @@ async def _write_ledger(
 ) -> tuple[T, bool, int]:
     """Read the symbol's ledger fields ``LEDGER_READ_FIELDS`` and ``extra`` (and, with
     ``read_inflight``, its in-flight claim, in the same round trip), decide, and write the
-    ledger fields with the audit entry in one step, ``ledger_apply.lua``: only if the fields
-    read are unchanged, else read and decide again (a WATCH/MULTI transaction in one round
-    trip). Returns the decision's answer, whether the claim was released, and how many fields
-    the ledger hash had when read.
+    ledger fields with the audit entry in one step, only if the fields read are unchanged,
+    else read and decide again (:meth:`AtomicSteps.write_ledger`). Returns the decision's
+    answer, whether the claim was released, and how many fields the ledger hash had when
+    read.
 
     ``release_claim_of``: a plan id whose in-flight claim on the symbol is dropped (if it
-    holds it) by the same script, in the step that writes the ledger (plain and Sentinel
-    servers; on a Cluster the claim is in another slot: the caller releases it after).
-
-    On a Redis Cluster (the audit stream is in another slot) the script runs on the ledger
-    alone and puts the audit entry in an outbox field of the ledger; it is added to the stream
-    right after and the field deleted. An outbox a crash left behind is flushed by the
-    symbol's next ledger write (so there the whole hash is read)."""
-    key = keys.ledger(symbol)
-    scripts = scripts_for(r)
-    cluster = is_cluster(r)
-    read = (*LEDGER_READ_FIELDS, *extra)
-    while True:
-        pipe = r.pipeline(transaction=False)
-        if cluster:
-            pipe.hgetall(key)
-        else:
-            pipe.hmget(key, read)
-            pipe.hlen(key)
-        if read_inflight:
-            pipe.get(keys.inflight(symbol))
-        replies = await pipe.execute(raise_on_error=False)
-        fault = await first_fault(
-            r,
-            replies,
-            [*[(key, "hash")] * (1 if cluster else 2), (keys.inflight(symbol), "string")],
-        )
-        if fault is not None:  # a wrong type: WrongTypeError naming the key
-            raise fault
-        in_flight = replies[-1] if read_inflight else None
-        if cluster:
-            h: dict[str, str] = replies[0]
-            size = len(h)
-        else:
-            h = ledger_fields(replies[0], read)
-            size = int(replies[1])
-        answer, w = decide(h, in_flight)
-        if w is None:
-            return answer, False, size
-        fields, audit = w
-        expect = flat_pairs({f: h.get(f, ABSENT) for f in read})
-        if not cluster:
-            script_keys = [key, keys.decisions]
-            args = [AUDIT_MAXLEN, ABSENT, *expect, *flat_pairs(fields), *flat_pairs(audit)]
-            if release_claim_of is not None:
-                script_keys.append(keys.inflight(symbol))
-                args.append(release_claim_of)
-            written = await scripts.ledger_apply(keys=script_keys, args=args)
-            if int(written):
-                return answer, release_claim_of is not None, size
-            continue
-        field, box = _outbox_field(), json.dumps(audit, separators=(",", ":"))
-        written = await scripts.ledger_apply(
-            keys=[key],
-            args=[AUDIT_MAXLEN, ABSENT, *expect, *flat_pairs({**fields, field: box}), "0"],
-        )
-        if int(written):
-            await flush_ledger_outboxes(r, keys, symbol, {**stale_outboxes(h), field: box})
-            return answer, False, size
+    holds it) in the step that writes the ledger, where the server allows it (the answer
+    says; else the caller releases it after)."""
+    return await steps_for(r).write_ledger(
+        keys.ledger(symbol),
+        keys.decisions,
+        decide,
+        read=(*LEDGER_READ_FIELDS, *extra),
+        claim_key=keys.inflight(symbol),
+        read_claim=read_inflight,
+        release_claim_of=release_claim_of,
+    )
 
 
 async def prune_applied(r: AsyncRedis, keys: Keys, symbol: str, now: float | None = None) -> int:
@@ -280,38 +224,6 @@ async def prune_applied(r: AsyncRedis, keys: Keys, symbol: str, now: float | Non
     return len(drop)
 
 
-def _outbox_field() -> str:
-    return f"{AUDIT_OUTBOX}{time.time():.6f}:{uuid.uuid4().hex[:8]}"
-
-
-def stale_outboxes(h: Mapping[str, str], now: float | None = None) -> dict[str, str]:
-    """The audit outboxes of ledger hash ``h`` older than ``OUTBOX_STALE_S``."""
-    now = time.time() if now is None else now
-    out = {}
-    for f, v in h.items():
-        if f.startswith(AUDIT_OUTBOX):
-            ts = float_or_none(f.removeprefix(AUDIT_OUTBOX).split(":", 1)[0])
-            if ts is None or now - ts >= OUTBOX_STALE_S:
-                out[f] = v
-    return out
-
-
-async def flush_ledger_outboxes(
-    r: AsyncRedis, keys: Keys, symbol: str, outboxes: Mapping[str, str]
-) -> int:
-    """Add each outbox's audit entry to the audit stream, then delete its field (at least
-    once: a crash between the two adds it again on the next flush). Returns how many."""
-    for field, raw in outboxes.items():
-        try:
-            audit = json.loads(raw)
-        except json.JSONDecodeError:
-            audit = None
-        if isinstance(audit, dict):
-            await r.xadd(keys.decisions, audit, maxlen=AUDIT_MAXLEN, approximate=True)
-        await r.hdel(keys.ledger(symbol), field)
-    return len(outboxes)
-
-
 async def apply_result(
     r: AsyncRedis, keys: Keys, result: Result, result_id: str, *, release: bool = False
 ) -> LedgerChange:
@@ -320,7 +232,7 @@ async def apply_result(
     (:func:`_write_ledger`).
 
     ``release``: then drop the plan's in-flight claim on the symbol (if it holds it): in the
-    ledger write's own script when there is one to write (plain and Sentinel servers), else
+    ledger write's own step when there is one to write and the server allows it, else
     (nothing to write: a duplicate, no order; or a Cluster) by ``release_claim`` right after.
     Never before the ledger holds the result."""
 
@@ -461,5 +373,4 @@ async def reconcile(
 
 async def release_claim(r: AsyncRedis, keys: Keys, symbol: str, plan_id: str) -> bool:
     """Drop the symbol's in-flight claim if (and only if) ``plan_id`` holds it."""
-    released = await scripts_for(r).release_claim(keys=[keys.inflight(symbol)], args=[plan_id])
-    return bool(int(released))
+    return await steps_for(r).release_claim(keys.inflight(symbol), plan_id)

@@ -1,6 +1,6 @@
 """Stream entries read as raw bytes, decoded one entry at a time.
 
-A stream reply is read undecoded (redis-py's ``NEVER_DECODE``, on the pooled, lean and
+A stream reply is read undecoded (``store/raw.py``, on the pooled, lean and
 Cluster transports alike), so one entry whose bytes are not UTF-8 can never fail the read of
 a whole batch, or of every batch after it: the service runner decodes each entry in the step
 that classifies and dead-letters (:func:`decode_fields`; a failure is one dead letter, reason
@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TypeAlias
 
 from permitchain.contract.reasons import NOT_UTF8
-from permitchain.store.lean import NEVER_DECODE
 from permitchain.store.protocol import AsyncRedis
+from permitchain.store.raw import execute_raw
 
 RawFields: TypeAlias = Mapping[bytes | str, bytes | str]
 #: (entry id, fields) as read raw; fields None for an entry deleted while pending.
@@ -87,7 +87,7 @@ async def xreadgroup_raw(
     args: list[Any] = ["XREADGROUP", "GROUP", group, consumer, "COUNT", count]
     if block_ms is not None:
         args += ["BLOCK", block_ms]
-    resp = await r.execute_command(*args, "STREAMS", stream, ident, **{NEVER_DECODE: True})
+    resp = await execute_raw(r, *args, "STREAMS", stream, ident)
     if not resp:
         return []
     entries: list[RawEntry] = resp[0][1]
@@ -98,16 +98,8 @@ async def xautoclaim_raw(
     r: AsyncRedis, stream: str, group: str, consumer: str, *, min_idle_ms: int, count: int
 ) -> list[RawEntry]:
     """XAUTOCLAIM from the start of the pending list, undecoded: the entries claimed."""
-    resp = await r.execute_command(
-        "XAUTOCLAIM",
-        stream,
-        group,
-        consumer,
-        min_idle_ms,
-        "0-0",
-        "COUNT",
-        count,
-        **{NEVER_DECODE: True},
+    resp = await execute_raw(
+        r, "XAUTOCLAIM", stream, group, consumer, min_idle_ms, "0-0", "COUNT", count
     )
     entries: list[RawEntry] = resp[1]
     return entries
@@ -121,7 +113,7 @@ async def xread_raw(
     if block_ms is not None:
         args += ["BLOCK", block_ms]
     args += ["STREAMS", *positions, *positions.values()]
-    resp = await r.execute_command(*args, **{NEVER_DECODE: True})
+    resp = await execute_raw(r, *args)
     return [(show(s), es) for s, es in resp or []]
 
 
@@ -138,5 +130,5 @@ async def xrange_raw(
     args: list[Any] = ["XREVRANGE", stream, hi, lo] if reverse else ["XRANGE", stream, lo, hi]
     if count is not None:
         args += ["COUNT", count]
-    entries: list[RawEntry] = await r.execute_command(*args, **{NEVER_DECODE: True})
+    entries: list[RawEntry] = await execute_raw(r, *args)
     return entries

@@ -1,12 +1,10 @@
 """Writing a gatekeeper's permit: the permit (SET NX EX: a plan's decision is written once),
-a wake-up event for the executor, and the audit entry, in one ordered pipeline.
+a wake-up event for the executor, and the audit entry, in one atomic step of the store
+(:meth:`AtomicSteps.write_permit`, ``store/steps.py``): the event never reaches the executor
+before the permit it announces.
 
-A Redis Cluster client splits a pipeline by node and does not keep its order across nodes,
-so there the permit is written first and the event and the audit entry after it: the event
-must never reach the executor before the permit it announces.
-
-:func:`claim_and_write_permit` (P3.3, plain and Sentinel servers) takes the symbol's
-in-flight claim and writes the allow, its event and its audit entry in one script.
+:func:`claim_and_write_permit` (P3.3) takes the symbol's in-flight claim and writes the
+allow, its event and its audit entry (:meth:`AtomicSteps.claim_and_write_permit`).
 
 :func:`permit_json` serialises a permit once for both its value and its audit entry."""
 
@@ -17,11 +15,9 @@ from typing import Any
 from permitchain.contract.keys import Keys
 from permitchain.contract.models import GovernorPermit, P33Allow, P33Deny, canonical_json
 from permitchain.contract.signing import Signer
-from permitchain.runtime.audit import AUDIT_MAXLEN, audit_fields
-from permitchain.store import AsyncRedis, is_cluster
-from permitchain.store.scripts import flat_pairs, scripts_for
-
-PERMIT_EVENTS_MAXLEN = 100_000
+from permitchain.runtime.audit import audit_fields
+from permitchain.store import AsyncRedis
+from permitchain.store.steps import steps_for
 
 
 def permit_json(
@@ -55,21 +51,14 @@ async def write_permit(
     ts: float,
 ) -> bool:
     """Returns False when a permit for this plan already existed (the first decision stands)."""
-    cluster, created = is_cluster(r), None
-    if cluster:
-        created = await r.set(key, permit_json, ex=ttl_s, nx=True)
-    pipe = r.pipeline(transaction=False)
-    if not cluster:
-        pipe.set(key, permit_json, ex=ttl_s, nx=True)
-    pipe.xadd(
-        keys.permit_event_stream,
-        {"plan_id": plan_id, "layer": layer},
-        maxlen=PERMIT_EVENTS_MAXLEN,
-        approximate=True,
-    )
-    pipe.xadd(
-        keys.decisions,
-        audit_fields(
+    return await steps_for(r).write_permit(
+        key,
+        permit_json,
+        ttl_s=ttl_s,
+        event_stream=keys.permit_event_stream,
+        event={"plan_id": plan_id, "layer": layer},
+        audit_stream=keys.decisions,
+        audit=audit_fields(
             plan_id=plan_id,
             symbol=symbol,
             layer=layer,
@@ -78,11 +67,7 @@ async def write_permit(
             context=context,
             ts=ts,
         ),
-        maxlen=AUDIT_MAXLEN,
-        approximate=True,
     )
-    replies = await pipe.execute()
-    return bool(created if cluster else replies[0])
 
 
 async def claim_and_write_permit(
@@ -103,12 +88,13 @@ async def claim_and_write_permit(
 ) -> tuple[str, str]:
     """Take the in-flight claim ``claim_key`` for ``plan_id`` (SET NX PX ``claim_ms``) and
     write the allow ``permit_json`` with its event and its ``ALLOW`` audit entry, in one
-    atomic script (``p33_claim_permit.lua``; not on a Redis Cluster: different slots).
+    atomic step.
 
     Returns ``(verdict, holder)``: ``("allow", "")`` claim taken and permit written,
     ``("allow", plan_id)`` the same with the claim already this plan's; ``("held", other)``
     another plan holds the claim and ``("exists", "")`` the plan has a permit already: in
-    both nothing was written."""
+    both nothing was written. (On a Redis Cluster the claim is taken first, then the permit
+    written as :func:`write_permit` writes it: never ``exists`` there.)"""
     audit = audit_fields(
         plan_id=plan_id,
         symbol=symbol,
@@ -118,18 +104,15 @@ async def claim_and_write_permit(
         context=context,
         ts=ts,
     )
-    reply = await scripts_for(r).p33_claim_permit(
-        keys=[claim_key, key, keys.permit_event_stream, keys.decisions],
-        args=[
-            plan_id,
-            claim_ms,
-            permit_json,
-            ttl_s,
-            PERMIT_EVENTS_MAXLEN,
-            AUDIT_MAXLEN,
-            layer,
-            *flat_pairs(audit),
-        ],
+    return await steps_for(r).claim_and_write_permit(
+        claim_key,
+        claim_ms,
+        key,
+        permit_json,
+        plan_id=plan_id,
+        layer=layer,
+        ttl_s=ttl_s,
+        event_stream=keys.permit_event_stream,
+        audit_stream=keys.decisions,
+        audit=audit,
     )
-    verdict, holder = reply
-    return str(verdict), str(holder)
