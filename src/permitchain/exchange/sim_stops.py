@@ -6,8 +6,8 @@ The sim keeps our one live stop per symbol in ``quantum:sim:{<SYMBOL>}:stop`` (w
 min(its quantity, |position|) rounded down to the step: reduce-only, it never opens or flips
 a position. A stop that would not reduce (the position is flat or on the other side) expires.
 
-The fill goes through the sim's own market-order path (``sim_order.lua``: compare-and-set on
-the position and filters, one order record per client order id) as the order
+The fill goes through the sim's own market-order path (``sim_order.lua``: decided on the
+position and filters as they are, one order record per client order id) as the order
 ``<stop id>-fill``, so a stop fills at most once even when two triggers race or one dies
 half-way; the stop is then marked FILLED with that order's quantity and price. (No WATCH:
 the exit brain's least-privilege Redis user runs scripts on the sim's keys, not optimistic
@@ -98,13 +98,9 @@ async def trigger_stop(sim: SimExchange, symbol: str) -> OrderInfo | None:
         if out.qty:
             try:
                 coid = f"{stop['client_order_id']}-fill"
-                fill = await sim._try_market(
-                    symbol, side, out.qty, coid, first=False, internal=True
-                )
+                fill = await sim.fill_inside(symbol, side, out.qty, coid)
             except OrderRejected:
                 continue  # the position changed under us: read again
-            if fill is None:
-                continue
             update.update(
                 filled_qty=fmt_decimal(fill.filled_qty),
                 fill_order_id=fill.order_id,
