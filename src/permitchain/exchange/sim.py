@@ -74,7 +74,7 @@ def _filters(symbol: str, h: dict[str, str]) -> SymbolFilters:
 @lru_cache(maxsize=1024)
 def _filters_of(symbol: str, items: tuple[tuple[str, str], ...]) -> SymbolFilters:
     """:func:`_filters` of a filters hash given as its items, parsed once per distinct hash
-    (an order reads the hash each time; it changes when an operator lists the symbol)."""
+    (the services read the filters often; they change when an operator lists the symbol)."""
     return _filters(symbol, dict(items))
 
 
@@ -207,7 +207,7 @@ class SimExchange:
             for s in syms:
                 pipe.hgetall(self.keys.sim_filters(s))
             rows = await pipe.execute()
-        return {s: _filters(s, h) for s, h in zip(syms, rows, strict=True) if h}
+        return {s: _filters_of(s, tuple(h.items())) for s, h in zip(syms, rows, strict=True) if h}
 
     async def fetch_positions(
         self, symbols: Sequence[str] | None = None
@@ -274,8 +274,10 @@ class SimExchange:
     async def fill_inside(
         self, symbol: str, side: Side, qty: Decimal, client_order_id: str
     ) -> OrderInfo:
-        """A reduce-only market fill inside the exchange (a triggered stop): the same script,
-        untouched by the API's injected faults and latency."""
+        """A reduce-only market fill inside the exchange, as a stop's trigger makes one: the
+        same script, untouched by the API's injected faults and latency (tests and tools
+        that move the account as the exchange would; the trigger itself is
+        ``sim_stops.trigger_stop``)."""
         reply = await sim_market_order(
             self.redis,
             self.keys,
