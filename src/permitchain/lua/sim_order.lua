@@ -32,12 +32,12 @@
 -- stop price, BUY: mark >= it), it fills as the order ARGV[4] (mode fill) for min(its
 -- quantity, |position|) rounded down to the step, or expires when that is 0 (it would not
 -- reduce); the stop and its order hash get the status, filled_qty, avg_price, fill_order_id
--- and triggered_at: {'stop', <stop hash>, <fill record>}. A fill order already recorded (a
--- trigger that stopped half-way) is the stop's fill. {'none'}: not live, no mark, not
--- crossed, or its fill rejected (e.g. below the minimum quantity): nothing written.
--- Hashes are name, value lists. Decimals are compared and added as integers at their
--- common scale (exact below 2^53); a value outside that range or not a plain decimal is an
--- error reply, and nothing is written.
+-- and triggered_at: {'stop', <stop hash>, <fill record>}. An order already recorded under
+-- ARGV[4] is the stop's fill. {'none'}: not live, no mark, not crossed, or its fill rejected
+-- (e.g. below the minimum quantity): nothing written.
+-- Hashes are name, value lists. Decimals are compared digit by digit, checked against the
+-- step and added as integers at their common scale (exact below 2^53); a value beyond that
+-- or not a plain decimal is an error reply, and nothing is written.
 
 local D_MAX = 9007199254740992 -- 2^53
 
