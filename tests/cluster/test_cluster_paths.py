@@ -37,7 +37,7 @@ from permitchain.governor.store import GovernorStore
 from permitchain.position_brain.state import apply_result, reconcile, release_claim
 from permitchain.runtime.clock import SystemClock
 from permitchain.store import is_cluster
-from permitchain.store.scripts import flat_pairs, source
+from permitchain.store.scripts import Scripts, source
 from permitchain.store.scripts import names as script_names
 from permitchain.store.steps import AUDIT_OUTBOX, OUTBOX, PENDING
 
@@ -265,18 +265,14 @@ def test_sim_crash_before_fill_record_never_fills_twice(arun: Run, keys: Keys) -
         order = keys.sim_order("BTCUSDT", "pc-p1")
         seq = keys.sim_order_seq("BTCUSDT")
         # the script alone (a crash before the fill record): order recorded, position moved
-        fields = {"symbol": "BTCUSDT", "client_order_id": "pc-p1", "side": "SELL",
-                  "type": "MARKET", "status": "FILLED", "requested_qty": "0.01",
-                  "filled_qty": "0.01", "avg_price": "100", "reduce_only": "true",
-                  "created_at": f"{time.time():.6f}"}  # fmt: skip
-        # assumed: amt 1 (no config, no filters checked); the order fields; no fill record
-        args = [60, "0.99", "1", "amt", "1", "0", "0", *flat_pairs(fields), "0"]
-        res = await sim.scripts.sim_order(keys=[pos, order, seq, keys.sim_filters("BTCUSDT")],
-                                          args=args)  # fmt: skip
-        assert res[0] == "ok"
+        args = [60, f"{time.time():.6f}", "BTCUSDT", "pc-p1", "SELL", "0.01", "fill"]
+        res = await Scripts(r).sim_order(keys=[pos, order, seq, keys.sim_filters("BTCUSDT")],
+                                         args=args)  # fmt: skip
+        assert res[0] == "ok" and res[2]  # recorded, filled: the caller adds the fill record
+        recorded = dict(zip(res[1][::2], res[1][1::2], strict=True))
         # the resend with the same client order id gets the recorded order: no second fill
         again = await sim.place_reduce_only_market("BTCUSDT", "SELL", Decimal("0.01"), "pc-p1")
-        assert again.order_id == res[1]
+        assert again.order_id == recorded["order_id"]
         assert await r.hget(pos, "amt") == "0.99"
         assert not await r.exists(keys.sim_fills)  # the record is lost with the crash, only
         # a normal order: its fill record follows the script, once

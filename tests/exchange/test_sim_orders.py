@@ -1,8 +1,8 @@
-"""The simulated exchange's market order in one round trip: decided from what the last order on
-the symbol saw, checked by ``sim_order.lua`` (the position, filters and config it assumed),
-decided again from the script's reply when anything moved. Whatever changed in between (the
-position, the filters, the fault-injection config), the order is the one a fresh read would
-have given. Real Redis; round trips counted with ``INFO commandstats``."""
+"""The simulated exchange's market order: one ``sim_order.lua`` run decides it from the
+server's state (the position, the filters, the order record of the client order id) under
+the fault mode of the config read just before. Whatever changed between two orders (the
+position, the filters, the fault-injection config), the next order is decided on it. Real
+Redis; round trips counted with ``INFO commandstats``."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ async def sell(sim: SimExchange, qty: str, coid: str) -> OrderInfo:
     return await sim.place_reduce_only_market(SYM, "SELL", D(qty), coid)
 
 
-def test_a_warm_order_fills_against_a_position_changed_outside(
+def test_an_order_fills_against_a_position_changed_outside(
     arun: Run, r: redis.Redis, keys: Keys
 ) -> None:
     pos = keys.sim_position(SYM)
@@ -58,7 +58,7 @@ def test_a_warm_order_fills_against_a_position_changed_outside(
         await ar.hdel(pos, "mark_price")
         await ar.hset(pos, "entry_price", "110")  # no mark: the entry price
         out.append(await sell(sim, "0.1", "pc-3"))
-        other = SimExchange(ar, keys)  # another process: the position moves under the cache
+        other = SimExchange(ar, keys)  # another process: the position moves between orders
         await other.place_reduce_only_market(SYM, "SELL", D("0.2"), "pc-other")
         with pytest.raises(OrderRejected) as no_longer:  # 0.1 left: 0.2 no longer reduces
             await sell(sim, "0.2", "pc-4")
@@ -83,7 +83,7 @@ def test_a_warm_order_fills_against_a_position_changed_outside(
     assert r.hget(keys.sim_position(SYM), "amt") == "-0.2"
 
 
-def test_a_triggered_stop_moves_the_position_under_a_warm_cache(arun: Run, keys: Keys) -> None:
+def test_a_triggered_stop_moves_the_position_between_orders(arun: Run, keys: Keys) -> None:
     async def body(ar: Any) -> tuple[Any, ...]:
         sim = await listed(ar, keys, amt="0.062")
         await sell(sim, "0.002", "pc-1")
@@ -148,35 +148,38 @@ def test_b_config_changed_between_orders_applies_to_the_next_one(
     assert r.hget(keys.sim_position(SYM), "amt") == "0.5"
 
 
-def test_c_a_warm_order_is_one_round_trip(arun: Run, r: redis.Redis, keys: Keys) -> None:
+def test_c_an_order_is_one_script_after_one_config_read(
+    arun: Run, r: redis.Redis, keys: Keys
+) -> None:
     pos = keys.sim_position(SYM)
+    cmds = ("hgetall", "evalsha", "xadd")
 
     async def body(ar: Any) -> list[dict[str, int]]:
         sim = await listed(ar, keys)
-        seen = [calls(r, "hgetall", "evalsha")]
-        await sell(sim, "0.1", "pc-1")  # cold: read, script
-        seen.append(calls(r, "hgetall", "evalsha"))
-        await sell(sim, "0.1", "pc-2")  # warm: the script
-        seen.append(calls(r, "hgetall", "evalsha"))
-        await ar.hset(pos, "amt", "0.5")
-        # stale: the script's reply has the state; the retry needs no read
-        await sell(sim, "0.1", "pc-3")
-        seen.append(calls(r, "hgetall", "evalsha"))
-        # a fill inside the exchange (a stop) on the same instance: warm too
-        await sim._try_market(SYM, "SELL", D("0.1"), "pc-4", first=False, internal=True)
-        seen.append(calls(r, "hgetall", "evalsha"))
+        seen = [calls(r, *cmds)]
+        await sell(sim, "0.1", "pc-1")  # the config, the script, the fill record
+        seen.append(calls(r, *cmds))
+        await ar.hset(pos, "amt", "0.5")  # moved outside: the script reads it, no retry
+        await sell(sim, "0.1", "pc-2")
+        seen.append(calls(r, *cmds))
+        # a fill inside the exchange (a stop): no config read
+        await sim.fill_inside(SYM, "SELL", D("0.1"), "pc-3")
+        seen.append(calls(r, *cmds))
+        with pytest.raises(OrderRejected):  # a reject writes nothing
+            await sell(sim, "0.4", "pc-4")
+        seen.append(calls(r, *cmds))
         return seen
 
     s = arun(body)
-    assert delta(s[0], s[1]) == {"hgetall": 4, "evalsha": 1}
-    assert delta(s[1], s[2]) == {"hgetall": 0, "evalsha": 1}
-    # the stale reply: the script's own HGETALLs of the 4 hashes, then the script once more
-    assert delta(s[2], s[3]) == {"hgetall": 4, "evalsha": 2}
-    assert delta(s[3], s[4]) == {"hgetall": 0, "evalsha": 1}
+    assert delta(s[0], s[1]) == {"hgetall": 1, "evalsha": 1, "xadd": 1}
+    assert delta(s[1], s[2]) == {"hgetall": 1, "evalsha": 1, "xadd": 1}
+    assert delta(s[2], s[3]) == {"hgetall": 0, "evalsha": 1, "xadd": 1}
+    assert delta(s[3], s[4]) == {"hgetall": 1, "evalsha": 1, "xadd": 0}
     assert r.hget(pos, "amt") == "0.3"
+    assert not r.exists(keys.sim_order(SYM, "pc-4"))
 
 
-def test_d_a_taken_client_order_id_on_a_warm_cache_returns_the_existing_order(
+def test_d_a_taken_client_order_id_returns_the_existing_order(
     arun: Run, r: redis.Redis, keys: Keys
 ) -> None:
     async def body(ar: Any) -> tuple[Any, ...]:
@@ -194,7 +197,8 @@ def test_d_a_taken_client_order_id_on_a_warm_cache_returns_the_existing_order(
 
     first, again, other, seen_other, d, last, last_again = arun(body)
     assert again == first and seen_other == other and last_again == last
-    assert d == {"hgetall": 1, "evalsha": 1}  # one script; its reply carries the order
+    # the config, then one script, whose reply carries the order (its HGETALL)
+    assert d == {"hgetall": 2, "evalsha": 1}
     assert len(r.xrange(keys.sim_fills)) == 3  # each client order id filled once
     assert r.hget(keys.sim_position(SYM), "amt") == "0"
 

@@ -178,9 +178,7 @@ def test_racing_triggers_fill_once_and_a_half_done_trigger_completes(
         # a trigger that died after the fill, before marking the stop: the next one completes
         await sim.place_stop_market(SYM, "SELL", D("99.5"), D("0.010"), "pc-half-sl")
         await sim.set_price(SYM, D(99))
-        await sim._try_market(
-            SYM, "SELL", D("0.010"), "pc-half-sl-fill", first=False, internal=True
-        )
+        await sim.fill_inside(SYM, "SELL", D("0.010"), "pc-half-sl-fill")
         resumed = await trigger_stop(sim, SYM)
         pos = (await sim.fetch_positions([SYM]))[SYM].amt
         return raced, resumed, pos, await r.xrange(keys.sim_fills)

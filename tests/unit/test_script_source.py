@@ -54,7 +54,7 @@ def test_the_scripts_are_built_expanded() -> None:
     assert "lib" not in names() and {"exec_transition", "exec_move", "ledger_apply"} <= set(names())
     shared = {"exec_transition": ("exec_state", "arg_blocks"),
               "exec_move": ("exec_state", "arg_blocks"), "ledger_apply": ("arg_blocks",),
-              "p33_claim_permit": ("arg_blocks",), "sim_order": ("arg_blocks",)}  # fmt: skip
+              "p33_claim_permit": ("arg_blocks",)}  # fmt: skip
     for name in names():
         body = source(name)
         assert "@include" not in body, name

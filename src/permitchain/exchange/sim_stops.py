@@ -6,12 +6,13 @@ The sim keeps our one live stop per symbol in ``quantum:sim:{<SYMBOL>}:stop`` (w
 min(its quantity, |position|) rounded down to the step: reduce-only, it never opens or flips
 a position. A stop that would not reduce (the position is flat or on the other side) expires.
 
-The fill goes through the sim's own market-order path (``sim_order.lua``: compare-and-set on
-the position and filters, one order record per client order id) as the order
-``<stop id>-fill``, so a stop fills at most once even when two triggers race or one dies
-half-way; the stop is then marked FILLED with that order's quantity and price. (No WATCH:
-the exit brain's least-privilege Redis user runs scripts on the sim's keys, not optimistic
-transactions.)
+The trigger is one run of the sim's order script (``sim_order.lua``, mode ``trigger``): it
+checks the stop is still live and crossed, fills it through the market-order path as the
+order ``<stop id>-fill`` (one order record per client order id) and marks the stop FILLED
+with that order's quantity and price, all in one step, so a stop fills at most once even
+when two triggers race; a fill order left by a trigger that stopped half-way (before the
+script did both) is taken as the stop's fill. (No WATCH: the exit brain's least-privilege
+Redis user runs scripts on the sim's keys, not optimistic transactions.)
 
 Like a real exchange's stop, this fill happens outside the chain: the P3.3 ledger does not
 see it, so the next plan for the symbol meets ``no_position`` or a quantity mismatch until
@@ -20,17 +21,13 @@ see it, so the next plan for the symbol meets ``no_position`` or a quantity mism
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from decimal import Decimal
 
-from permitchain.contract.errors import OrderRejected
-from permitchain.contract.models import fmt_decimal
-from permitchain.exchange.base import OrderInfo, Side, round_down
-from permitchain.exchange.sim import SimExchange, _dec, _filters, _order
+from permitchain.exchange.base import OrderInfo, round_down
+from permitchain.exchange.sim import SimExchange, _order
 from permitchain.store import atranslate
-
-MAX_TRIES = 20
+from permitchain.store.sim_order import sim_stop_trigger
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +45,8 @@ def stop_outcome(
     mark: Decimal,
     step: Decimal,
 ) -> StopOutcome | None:
-    """What a stop does at this mark: None (not crossed), FILLED or EXPIRED. Pure."""
+    """What a stop does at this mark: None (not crossed), FILLED or EXPIRED. Pure: the rule
+    ``sim_order.lua``'s trigger applies (tests hold the two to the same answers)."""
     crossed = mark <= stop_price if side == "SELL" else mark >= stop_price
     if not crossed:
         return None
@@ -60,60 +58,18 @@ def stop_outcome(
 
 
 async def trigger_stop(sim: SimExchange, symbol: str) -> OrderInfo | None:
-    """Fill or expire the symbol's live stop if the current mark crossed it.
+    """Fill or expire the symbol's live stop if the current mark crossed it: one
+    ``sim_order.lua`` run (store.sim_order) decides and records it, :func:`stop_outcome`'s
+    rule applied to the stop, position and filters as they are on the server.
 
     Returns the stop order as it now stands, or None when there is no live stop, no mark,
-    the mark has not crossed it, or the position kept moving (tried again next step).
+    the mark has not crossed it, or its fill was refused (tried again next step).
     """
-    k = sim.keys
-    stop_key = k.sim_stop(symbol)
-    for _ in range(MAX_TRIES):
-        async with atranslate():
-            pipe = sim.redis.pipeline(transaction=False)
-            pipe.hgetall(stop_key)
-            pipe.hgetall(k.sim_position(symbol))
-            pipe.hgetall(k.sim_filters(symbol))
-            stop, pos, filt = await pipe.execute()
-        if stop.get("status") != "NEW" or not pos.get("mark_price"):
-            return None
-        side: Side = "SELL" if stop["side"] == "SELL" else "BUY"
-        mark = _dec(pos["mark_price"])
-        step = _filters(symbol, filt).step_size if filt else Decimal("0.001")
-        out = stop_outcome(
-            side,
-            _dec(stop["stop_price"]),
-            _dec(stop["requested_qty"]),
-            _dec(pos.get("amt")),
-            mark,
-            step,
+    async with atranslate():
+        stop_id, status = await sim.redis.hmget(
+            sim.keys.sim_stop(symbol), ["client_order_id", "status"]
         )
-        if out is None:
-            return None
-        update = {
-            "status": out.status,
-            "filled_qty": "0",
-            "avg_price": "",
-            "triggered_at": f"{time.time():.6f}",
-        }
-        if out.qty:
-            try:
-                coid = f"{stop['client_order_id']}-fill"
-                fill = await sim._try_market(
-                    symbol, side, out.qty, coid, first=False, internal=True
-                )
-            except OrderRejected:
-                continue  # the position changed under us: read again
-            if fill is None:
-                continue
-            update.update(
-                filled_qty=fmt_decimal(fill.filled_qty),
-                fill_order_id=fill.order_id,
-                avg_price=fmt_decimal(fill.avg_price or mark),
-            )
-        async with atranslate():
-            pipe = sim.redis.pipeline(transaction=False)
-            pipe.hset(k.sim_order(symbol, stop["client_order_id"]), mapping=update)
-            pipe.hset(stop_key, mapping=update)
-            await pipe.execute()
-        return _order({**stop, **update})
-    return None
+    if status != "NEW" or not stop_id:
+        return None
+    reply = await sim_stop_trigger(sim.redis, sim.keys, symbol, stop_id, ttl_s=sim.order_ttl_s)
+    return _order(reply.order) if reply.outcome == "stop" else None
