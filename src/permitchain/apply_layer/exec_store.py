@@ -143,7 +143,7 @@ class ExecStore:
                 audit=audit,
             )
         res = await self.scripts.exec_transition(
-            keys=self._transition_keys(plan_id),
+            keys=self._transition_keys(plan_id, (result or {}).get("symbol", "")),
             args=[
                 ",".join(from_states),
                 to,
@@ -221,7 +221,12 @@ class ExecStore:
         ob = json.loads(raw)
         pipe = self.redis.pipeline(transaction=False)
         if ob["result"]:
-            pipe.xadd(self.keys.result_stream, ob["result"], maxlen=RESULT_MAXLEN, approximate=True)
+            pipe.xadd(
+                self.keys.result_stream_for(ob["result"].get("symbol", "")),
+                ob["result"],
+                maxlen=RESULT_MAXLEN,
+                approximate=True,
+            )
         if ob["audit"]:
             pipe.xadd(self.keys.decisions, ob["audit"], maxlen=AUDIT_MAXLEN, approximate=True)
         ids = await pipe.execute()
@@ -267,7 +272,7 @@ class ExecStore:
                 audit=None,
             )
             return state, moved, now
-        keys = self._transition_keys(plan_id)
+        keys = self._transition_keys(plan_id, fields.get("symbol", ""))
         args = [
             "permitted",
             "submitted",
@@ -295,11 +300,11 @@ class ExecStore:
             raise res
         return state_from_reply(state_reply), bool(int(res[0])), str(res[1])
 
-    def _transition_keys(self, plan_id: str) -> list[str]:
+    def _transition_keys(self, plan_id: str, symbol: str) -> list[str]:
         return [
             self.keys.exec_record(plan_id),
             self.open_key,
-            self.keys.result_stream,
+            self.keys.result_stream_for(symbol),
             self.keys.decisions,
         ]
 

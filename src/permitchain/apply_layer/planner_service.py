@@ -78,11 +78,12 @@ async def publish_plan(
 
     ``audit`` (plain server only, see ``publish_plan.lua``): the plan's audit entry, written
     by the same script (:func:`script_audit` makes it)."""
+    stream = keys.plan_stream_for(flat[flat.index("symbol") + 1])  # the plan's shard
     if audit is not None or not is_cluster(r):  # an audit is passed on a plain server only
         new_id: str | None = await scripts.publish_plan(
             keys=[
                 keys.dedupe(plan_id),
-                keys.plan_stream,
+                stream,
                 *([keys.decisions] if audit is not None else []),
             ],
             args=[ttl_s, maxlen, len(flat), *flat, *(audit or [])],
@@ -103,7 +104,7 @@ async def publish_plan(
         if await r.set(key, mark, xx=True, keepttl=True, get=True) != seen:
             return None  # another publisher took it over first
     fields = dict(zip(flat[::2], flat[1::2], strict=True))
-    entry_id = str(await r.xadd(keys.plan_stream, fields, maxlen=maxlen, approximate=True))
+    entry_id = str(await r.xadd(stream, fields, maxlen=maxlen, approximate=True))
     await r.set(key, entry_id, xx=True, keepttl=True)
     return entry_id
 

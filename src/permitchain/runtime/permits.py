@@ -62,7 +62,7 @@ async def write_permit(
     if not cluster:
         pipe.set(key, permit_json, ex=ttl_s, nx=True)
     pipe.xadd(
-        keys.permit_event_stream,
+        keys.permit_event_stream_for(symbol),
         {"plan_id": plan_id, "layer": layer},
         maxlen=PERMIT_EVENTS_MAXLEN,
         approximate=True,
@@ -119,7 +119,7 @@ async def claim_and_write_permit(
         ts=ts,
     )
     reply = await scripts_for(r).p33_claim_permit(
-        keys=[claim_key, key, keys.permit_event_stream, keys.decisions],
+        keys=[claim_key, key, keys.permit_event_stream_for(symbol), keys.decisions],
         args=[
             plan_id,
             claim_ms,
