@@ -181,6 +181,19 @@ def service_state(raw: str | None, now: float) -> dict[str, Any]:
     }
 
 
+def heartbeat_shards(raw: object) -> int | None:
+    """The ``stream_shards`` a service's heartbeat declares (1 when it predates sharding;
+    None when unreadable)."""
+    try:
+        hb = json.loads(raw) if isinstance(raw, str) else None
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(hb, dict):
+        return None
+    n = hb.get("stream_shards", 1)
+    return n if isinstance(n, int) and not isinstance(n, bool) else None
+
+
 async def group_info(r: Redis, stream: str, group: str, now: float) -> dict[str, Any] | None:
     """XINFO GROUPS for one group, plus the longest idle time of its pending entries."""
     try:
@@ -354,6 +367,16 @@ async def gather(
         h.services[name] = st
         if not st["up"]:
             h.problems.append(Problem(name, "down (no heartbeat)", "down", name))
+        elif (n := heartbeat_shards(raw)) != k.shards:
+            h.problems.append(
+                Problem(
+                    name,
+                    f"runs STREAM_SHARDS={n}, this command {k.shards}: they read and write "
+                    "different streams",
+                    "mismatch",
+                    name,
+                )
+            )
     pipe = r.pipeline(transaction=False)
     streams = [sk for attr in STREAMS for sk in stream_keys(k, attr)]
     for _label, key in streams:
