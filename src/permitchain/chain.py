@@ -110,7 +110,8 @@ class Chain:
 
     @property
     def keys(self) -> Keys:
-        return Keys(self.env.get("KEY_PREFIX", "quantum"))
+        env = {**os.environ, **self.env}
+        return Keys(env.get("KEY_PREFIX", "quantum"), shards=int(env.get("STREAM_SHARDS") or 1))
 
     def child_env(self, service: str | None = None) -> dict[str, str]:
         env = {**os.environ, **self.env, **self.service_env.get(service or "", {})}

@@ -30,6 +30,7 @@ from permitchain.exit_brain.kernel import (
     harvest_action,
     kill_score,
 )
+from permitchain.ops import reads as rd
 from permitchain.position_brain.state import reconcile
 from permitchain.store import AsyncRedis, async_client
 
@@ -120,14 +121,13 @@ async def wait_snapshot(r: AsyncRedis, keys: Keys, timeout_s: float = 20.0) -> d
 async def wait_result(
     r: AsyncRedis, keys: Keys, plan_id: str, timeout_s: float = 20.0
 ) -> dict[str, str]:
-    """Block on the result stream until this plan's result arrives."""
-    last = "0-0"
+    """Block on the result stream (every shard) until this plan's result arrives."""
+    last = dict.fromkeys(keys.result_streams, "0-0")
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        resp = await r.xread({keys.result_stream: last}, count=100, block=500)
-        for _s, entries in resp or []:
+        for stream, entries in await rd.xread(r, last, count=100, block_ms=500):
             for entry_id, fields in entries:
-                last = entry_id
+                last[stream] = entry_id
                 if fields.get("plan_id") == plan_id:
                     return dict(fields)
     raise TimeoutError(f"no result for plan {plan_id} after {timeout_s}s")

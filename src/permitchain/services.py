@@ -8,7 +8,6 @@ from permitchain.apply_layer.executor import Executor
 from permitchain.apply_layer.planner_service import GROUP_PLANNER, Planner
 from permitchain.apply_layer.reconcile import Reconciler
 from permitchain.contract.errors import ConfigError
-from permitchain.contract.keys import Keys
 from permitchain.contract.settings import Settings
 from permitchain.exchange.factory import check_exchange_settings, make_exchange
 from permitchain.exchange.stream import make_stream
@@ -55,7 +54,7 @@ async def build(name: str, settings: Settings) -> ServiceRunner:
         raise ConfigError(f"unknown service {name!r}; one of: {', '.join(RUNNABLE)}")
     check_startup(settings, name)
     r = async_client(settings.redis_url, max_connections=64)
-    keys = Keys(settings.key_prefix)
+    keys = settings.keys
     clock = SystemClock()
     if name == CONSOLE:
         from permitchain.console.service import DEFAULT_METRICS_PORT as CONSOLE_PORT  # noqa: PLC0415 - web stack only here
@@ -130,7 +129,7 @@ async def build(name: str, settings: Settings) -> ServiceRunner:
             keys,
             consumers=[
                 Consumer(keys.proposal_stream, GROUP_PLANNER, planner.handle, partition=by_symbol),
-                executor.consumer(),
+                *executor.consumers(),
             ],
             tasks=tasks,
             metrics_port=port,

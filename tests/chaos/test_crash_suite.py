@@ -3,7 +3,8 @@
 At least 20 kills, every service hit, each restarted at once. Then the chain settles and the
 invariants are checked from Redis and the exchange: no plan executed twice, no order without
 two allow permits in the audit stream, every plan terminal with exactly one result, nothing
-pending, ledger equal to exchange, no order above the position.
+pending, ledger equal to exchange, no order above the position. Run with the streams
+unsharded and in three shards (STREAM_SHARDS; the symbols fall in all three).
 """
 
 from __future__ import annotations
@@ -26,13 +27,15 @@ pytestmark = pytest.mark.slow
 MIN_KILLS = 20
 
 
+@pytest.mark.parametrize("shards", ["1", "3"], ids=["1-shard", "3-shards"])
 def test_sigkill_random_services(chain_factory: Callable[..., Chain], r: redis.Redis,
-                                 redis_url: str) -> None:  # fmt: skip
+                                 redis_url: str, shards: str) -> None:  # fmt: skip
     seed = int(os.environ.get("CHAOS_SEED", time.time()))
     rng = random.Random(seed)
     symbols = [f"CHAOS{i}USDT" for i in range(8)]
     chain = chain_factory(ALLOW_LIST_SYMBOLS=",".join(symbols), COOLDOWN_S="0",
-                          POLL_INTERVAL_S="0.5", PLAN_MAX_AGE_S="10")  # fmt: skip
+                          POLL_INTERVAL_S="0.5", PLAN_MAX_AGE_S="10",
+                          STREAM_SHARDS=shards)  # fmt: skip
     k = chain.keys
     seed_positions(r, k, symbols)
     chain.start()

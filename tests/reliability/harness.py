@@ -75,15 +75,21 @@ class Load(threading.Thread):
         r.close()
 
 
+def entries(r: redis.Redis, streams: tuple[str, ...]) -> list[tuple[str, dict[str, str]]]:
+    """Every entry of every shard of a sharded stream (``k.plan_streams`` …)."""
+    return [e for s in streams for e in r.xrange(s)]
+
+
 def settle(r: redis.Redis, k: Keys, timeout_s: float = 60.0) -> dict[str, Any]:
     """Until every consumer group has read and acknowledged everything (or the timeout)."""
     deadline = time.monotonic() + timeout_s
     while True:
         state = {}
-        for s in (k.proposal_stream, k.plan_stream, k.result_stream):
+        for s in (k.proposal_stream, *k.plan_streams, *k.result_streams):  # every shard
             if r.exists(s):
                 for g in r.xinfo_groups(s):
-                    state[f"{s.rsplit(':', 1)[-1]}/{g['name']}"] = (g.get("lag"), g["pending"])
+                    name = s.removeprefix(f"{k.prefix}:stream:")
+                    state[f"{name}/{g['name']}"] = (g.get("lag"), g["pending"])
         if all(v == (0, 0) for v in state.values()) or time.monotonic() > deadline:
             return state
         time.sleep(0.2)
@@ -93,10 +99,15 @@ def check_invariants(
     r: redis.Redis, k: Keys, symbols: list[str]
 ) -> tuple[list[str], dict[str, Any]]:
     violations: list[str] = []
-    plans = {f["plan_id"]: f for _i, f in r.xrange(k.plan_stream) if f.get("decision") == "EXECUTE"}
+    plans = {f["plan_id"]: f for _i, f in entries(r, k.plan_streams)
+             if f.get("decision") == "EXECUTE"}  # fmt: skip
     results: dict[str, list[dict[str, str]]] = {}
-    for _i, f in r.xrange(k.result_stream):
+    for _i, f in entries(r, k.result_streams):
         results.setdefault(f.get("plan_id", ""), []).append(f)
+    for stream in k.result_streams:  # each result in its symbol's shard
+        for _i, f in r.xrange(stream):
+            if k.result_stream_for(f.get("symbol", "")) != stream:
+                violations.append(f"{f.get('plan_id')}: result of {f.get('symbol')} in {stream}")
     fills = [f for _i, f in r.xrange(k.sim_fills)]
     audit: dict[str, set[str]] = {}
     for _i, f in r.xrange(k.decisions):

@@ -117,7 +117,7 @@ class ExecStore:
         """Compare-and-set the exec state; returns (moved, state now). The move's result and
         audit entry are published in the same step (:meth:`AtomicSteps.exec_move`)."""
         return await self.steps.exec_move(
-            self.exec_keys(plan_id),
+            self.exec_keys(plan_id, (result or {}).get("symbol", "")),
             plan_id,
             from_states=from_states,
             to=to,
@@ -134,7 +134,7 @@ class ExecStore:
         ``min_age_s`` (a younger one belongs to the live path, which publishes it itself).
         Returns True when there was one and it was published."""
         return await self.steps.flush_exec_outbox(
-            self.exec_keys(plan_id), plan_id, record, min_age_s
+            self.exec_keys(plan_id, record.get("symbol", "")), plan_id, record, min_age_s
         )
 
     async def submit(
@@ -144,7 +144,7 @@ class ExecStore:
         read first: one round trip where the server allows (:meth:`AtomicSteps.exec_submit`).
         Returns (trading state, moved, exec state now)."""
         state_reply, moved, now = await self.steps.exec_submit(
-            self.exec_keys(plan_id),
+            self.exec_keys(plan_id, fields.get("symbol", "")),
             self.keys.trading_state,
             plan_id,
             fields=fields,
@@ -152,11 +152,12 @@ class ExecStore:
         )
         return state_from_reply(state_reply), moved, now
 
-    def exec_keys(self, plan_id: str) -> ExecKeys:
+    def exec_keys(self, plan_id: str, symbol: str) -> ExecKeys:
+        """The keys of a plan's exec steps; its results go to ``symbol``'s result shard."""
         return ExecKeys(
             record=self.keys.exec_record(plan_id),
             open_index=self.open_key,
-            results=self.keys.result_stream,
+            results=self.keys.result_stream_for(symbol),
             audit=self.keys.decisions,
         )
 

@@ -77,7 +77,7 @@ from permitchain.runtime.entries import (
     text_id,
     xread_raw,
 )
-from permitchain.runtime.service import ENTRIES, Consumer
+from permitchain.runtime.service import ENTRIES, Consumer, shard_consumers
 from permitchain.store import REDIS_FAULTS, AsyncRedis, wrong_type
 
 log = logging.getLogger("permitchain.executor")
@@ -145,34 +145,54 @@ class Executor:
         #: after it has all its events seen here, so it need not be tried before them.
         self.events_from_ms = float("inf")
 
-    def consumer(self) -> Consumer:
-        # Many plans wait for permits at once: one task each, bounded by max_in_flight.
-        return Consumer(self.keys.plan_stream, GROUP_EXECUTOR, self.handle, concurrent=True)
+    def consumers(self) -> list[Consumer]:
+        """One consumer per owned shard of the plan stream. Many plans wait for permits at
+        once: one task each, bounded by max_in_flight (per shard)."""
+        return shard_consumers(
+            self.keys.plan_stream_shard,
+            self.settings.owned_shards,
+            GROUP_EXECUTOR,
+            self.handle,
+            concurrent=True,
+        )
 
     async def recover_all(self) -> int:
         return await self.resolver.recover_all()
 
     # -- permit events --------------------------------------------------------------------
     async def permit_events(self, stop: asyncio.Event) -> None:
-        """One reader for all waiters: wake the plan named by each permit event."""
+        """One reader per owned shard of the permit-event stream (a plan's permit events are
+        in its own shard), for all waiters: wake the plan named by each permit event. Ready
+        (``events_ready``) once every reader has its starting point; ``events_from_ms`` is
+        the latest of them, so a plan added after it has all its events read here."""
+        shards = self.settings.owned_shards
+        started: dict[int, float] = {}
+        async with asyncio.TaskGroup() as readers:
+            for shard in shards:
+                readers.create_task(self._permit_events(shard, stop, started, len(shards)))
+
+    async def _permit_events(
+        self, shard: int, stop: asyncio.Event, started: dict[int, float], readers: int
+    ) -> None:
+        stream = self.keys.permit_event_stream_shard(shard)
         last = "$"
         backoff = Backoff()
         while not stop.is_set():
             try:
                 if last == "$":
                     # Resolve "$" to a concrete id once, so no event between reads is lost.
-                    info = await self.redis.xinfo_stream(self.keys.permit_event_stream)
+                    info = await self.redis.xinfo_stream(stream)
                     last = str(info.get("last-generated-id") or "0-0")
                     sec, usec = await self.redis.time()
-                    self.events_from_ms = int(sec) * 1000 + int(usec) // 1000 + 1
-                    self.events_ready.set()
-                resp = await xread_raw(
-                    self.redis, {self.keys.permit_event_stream: last}, count=1000, block_ms=1000
-                )
+                    started[shard] = int(sec) * 1000 + int(usec) // 1000 + 1
+                    if len(started) == readers:
+                        self.events_from_ms = max(started.values())
+                        self.events_ready.set()
+                resp = await xread_raw(self.redis, {stream: last}, count=1000, block_ms=1000)
                 for _stream, entries in resp:
                     for raw_id, raw_fields in entries:
                         last = text_id(raw_id)
-                        self.permit_event(last, raw_fields or {})
+                        self.permit_event(last, raw_fields or {}, stream)
                 backoff.reset()
             except REDIS_FAULTS as e:
                 delay = backoff.next_delay()
@@ -182,17 +202,15 @@ class Executor:
             except redis.exceptions.ResponseError as e:
                 if "no such key" not in str(e).lower():
                     raise
-                await self.redis.xadd(
-                    self.keys.permit_event_stream, {"plan_id": "", "layer": "init"}
-                )
+                await self.redis.xadd(stream, {"plan_id": "", "layer": "init"})
 
-    def permit_event(self, entry_id: str, raw: RawFields) -> None:
+    def permit_event(self, entry_id: str, raw: RawFields, stream: str) -> None:
         """One permit event, read raw: decoded here; one that is not UTF-8 is skipped with a
         line and a metric (a wake-up only: the plan's deadline decides without it)."""
         try:
             fields = decode_fields(raw)
         except NotUtf8 as e:
-            ENTRIES.labels("apply-layer", self.keys.permit_event_stream, NOT_UTF8).inc()
+            ENTRIES.labels("apply-layer", stream, NOT_UTF8).inc()
             log.warning("permit events: %s skipped: %s (fields %s)", entry_id, e, escaped(raw))
             return
         self.permit_seen(fields.get("plan_id", ""), fields.get("layer", ""))

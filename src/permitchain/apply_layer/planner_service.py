@@ -56,7 +56,12 @@ async def publish_plan(
     entry: :func:`plan_audit` makes it) in one atomic step. Returns the entry id, or None
     when the plan was published already."""
     return await steps_for(r).publish_plan(
-        keys.dedupe(plan_id), keys.plan_stream, flat, ttl_s=ttl_s, maxlen=maxlen, audit=audit
+        keys.dedupe(plan_id),
+        keys.plan_stream_for(flat[flat.index("symbol") + 1]),  # the plan's shard
+        flat,
+        ttl_s=ttl_s,
+        maxlen=maxlen,
+        audit=audit,
     )
 
 
@@ -96,7 +101,7 @@ class Planner:
         )
         new_id = await self.steps.publish_plan(
             self.keys.dedupe(plan.plan_id),
-            self.keys.plan_stream,
+            self.keys.plan_stream_for(plan.symbol),
             flat,
             ttl_s=self.settings.dedupe_ttl_s,
             maxlen=self.settings.plan_stream_maxlen,

@@ -83,7 +83,7 @@ class Load:
         self.run_id = run_id
         self.samples: dict[str, Sample] = {}
         self.seq = 0
-        self.last_result = "$"
+        self.last_result: dict[str, str] = {}
         self.done = asyncio.Event()
         self.expected = 0
         self.n_completed = 0
@@ -116,24 +116,21 @@ class Load:
         await pipe.execute()
 
     async def start_reader(self) -> None:
-        info = (
-            await self.redis.xinfo_stream(self.keys.result_stream)
-            if await self.redis.exists(self.keys.result_stream)
-            else None
-        )
-        self.last_result = (info or {}).get("last-generated-id") or "0-0"
+        for stream in self.keys.result_streams:
+            info = (
+                await self.redis.xinfo_stream(stream) if await self.redis.exists(stream) else None
+            )
+            self.last_result[stream] = (info or {}).get("last-generated-id") or "0-0"
 
     async def read_results(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             # read raw, each entry decoded (bad bytes escaped): an entry another writer added
             # that is not UTF-8 is no plan of ours, never a failed read
-            resp = await rd.xread(
-                self.redis, {self.keys.result_stream: self.last_result}, count=5000, block_ms=200
-            )
+            resp = await rd.xread(self.redis, self.last_result, count=5000, block_ms=200)
             now = time.time()
-            for _s, entries in resp:
+            for stream, entries in resp:
                 for entry_id, f in entries:
-                    self.last_result = entry_id
+                    self.last_result[stream] = entry_id
                     s = self.samples.get(f.get("plan_id", ""))
                     if s is not None and s.done_at is None:
                         s.done_at, s.result = now, f

@@ -285,12 +285,19 @@ async def sample_memory(
 ) -> None:
     """Redis ``used_memory``, key count and the chain's stream lengths every MEM_SAMPLE_S."""
     streams = {
-        "plans": keys.plan_stream,
-        "results": keys.result_stream,
         "audit": keys.decisions,
         "proposals": keys.proposal_stream,
-        "permit_events": keys.permit_event_stream,
     }
+    for name, shards in (
+        ("plans", keys.plan_streams),
+        ("results", keys.result_streams),
+        ("permit_events", keys.permit_event_streams),
+    ):  # one series per shard when there are several
+        streams |= (
+            {name: shards[0]}
+            if len(shards) == 1
+            else {f"{name}[{i}]": s for i, s in enumerate(shards)}
+        )
     t0 = time.monotonic()
     while not stop.is_set():
         pipe = r.pipeline(transaction=False)
@@ -345,9 +352,10 @@ async def per_hop(r: AsyncRedis, keys: Keys, samples: list[Sample]) -> dict[str,
     """Per-hop latencies from the plans' own timestamps (plan, permits, exec record, result)."""
     wanted = {s.plan_id: s for s in samples if s.done_at is not None}
     plans: dict[str, dict[str, str]] = {}
-    for _id, f in await rd.xrevrange(r, keys.plan_stream, count=len(wanted) * 2 + 1000):
-        if f.get("plan_id") in wanted:
-            plans[f["plan_id"]] = f
+    for stream in keys.plan_streams:
+        for _id, f in await rd.xrevrange(r, stream, count=len(wanted) * 2 + 1000):
+            if f.get("plan_id") in wanted:
+                plans[f["plan_id"]] = f
     permits: dict[tuple[str, str], float] = {}
     for _id, f in await rd.xrevrange(r, keys.decisions, count=len(wanted) * 12 + 5000):
         if f.get("plan_id") in wanted and f.get("layer") in ("governor", "position-brain"):

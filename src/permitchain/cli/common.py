@@ -88,7 +88,7 @@ def run_async(fn: Callable[[AsyncRedis, Keys, Settings], Awaitable[T]]) -> T:
     async def main() -> T:
         r = async_client(url, max_connections=8)
         try:
-            return await fn(r, Keys(s.key_prefix), s)
+            return await fn(r, s.keys, s)
         finally:
             await r.aclose()
 

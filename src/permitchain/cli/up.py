@@ -49,7 +49,11 @@ def run_up(env_files: list[Path] | None = None) -> int:
         fail(f"another `permitchain up` is running (pid {held.pid}); stop it first")
     try:
         url_file().unlink(missing_ok=True)  # we hold the lock: a file left here is stale
-        chain = Chain({"KEY_PREFIX": s.key_prefix}, redis_url=s.redis_url, die_with_parent=True)
+        chain = Chain(
+            {"KEY_PREFIX": s.key_prefix, "STREAM_SHARDS": str(s.stream_shards)},
+            redis_url=s.redis_url,
+            die_with_parent=True,
+        )
         try:
             url = chain.ensure_redis()
             ping_redis(url)

@@ -21,12 +21,14 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from permitchain.contract.errors import ConfigError
+from permitchain.contract.keys import MAX_SHARDS, Keys
 from permitchain.contract.setting_names import Target, suggestions, targets
 
 SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,32}$")
@@ -192,6 +194,57 @@ class Settings(BaseSettings):
     notify_denial_burst: int = _f(20, "NOTIFY_DENIAL_BURST", gt=0)
     notify_denial_window_s: float = _f(60.0, "NOTIFY_DENIAL_WINDOW_S", gt=0)
     notify_health_every_s: float = _f(10.0, "NOTIFY_HEALTH_EVERY_S", gt=0)
+
+    # --- sharded streams (docs/design.md §2, docs/scaling.md) -----------------------------
+    # The plan, permit-event and result streams split by symbol into STREAM_SHARDS streams
+    # (1: the unsharded names). STREAM_SHARDS_OWNED: the shards this instance's consumers
+    # read (e.g. "0,2"; unset: all).
+    stream_shards: int = _f(1, "STREAM_SHARDS", ge=1, le=MAX_SHARDS)
+    stream_shards_owned: str | None = _f(None, "STREAM_SHARDS_OWNED")
+
+    @field_validator("stream_shards", mode="before")
+    @classmethod
+    def _shards_int(cls, v: Any) -> Any:
+        # only an integer or its decimal digits: no bool, float, "1.0", "+2" or " 3"
+        if isinstance(v, bool) or not isinstance(v, int | str):
+            raise ValueError("an integer")
+        if isinstance(v, str) and not (v.isascii() and v.isdigit()):
+            raise ValueError("an integer (decimal digits)")
+        return int(v)
+
+    @field_validator("stream_shards_owned")
+    @classmethod
+    def _owned(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is None:
+            return v
+        items = [x.strip() for x in v.split(",")]
+        if not all(x.isascii() and x.isdigit() for x in items):
+            raise ValueError("shard numbers separated by commas, e.g. 0,2")
+        owned = [int(x) for x in items]
+        if len(set(owned)) != len(owned):
+            raise ValueError("a shard is named twice")
+        shards = info.data.get("stream_shards")
+        if shards is None:  # STREAM_SHARDS itself is invalid (reported on its own)
+            return v
+        outside = [x for x in owned if x >= shards]
+        if outside:
+            raise ValueError(
+                f"shard {outside[0]} does not exist (STREAM_SHARDS={shards}: "
+                f"shards 0 to {shards - 1})"
+            )
+        return ",".join(str(x) for x in sorted(owned))
+
+    @property
+    def owned_shards(self) -> tuple[int, ...]:
+        """The shards this instance's consumers read, in order (all when unset)."""
+        if self.stream_shards_owned is None:
+            return tuple(range(self.stream_shards))
+        return tuple(int(x) for x in self.stream_shards_owned.split(","))
+
+    @property
+    def keys(self) -> Keys:
+        """The key names these settings address (KEY_PREFIX, STREAM_SHARDS)."""
+        return Keys(self.key_prefix, shards=self.stream_shards)
 
     @classmethod
     def settings_customise_sources(

@@ -34,7 +34,7 @@ from permitchain.runtime.clock import Clock
 from permitchain.runtime.logs import log_decision
 from permitchain.runtime.metrics import LabelledCounter
 from permitchain.runtime.permits import permit_json, write_permit
-from permitchain.runtime.service import Consumer, by_symbol
+from permitchain.runtime.service import Consumer, by_symbol, shard_consumers
 from permitchain.store import REDIS_FAULTS, AsyncRedis
 
 log = logging.getLogger("permitchain.governor")
@@ -60,13 +60,20 @@ class Governor:
         self.verifier = verifier_for(settings, (OPERATOR,))  # operators' emergency exits
 
     def consumers(self) -> list[Consumer]:
-        plans = Consumer(self.keys.plan_stream, GROUP_GOVERNOR, self.handle, partition=by_symbol)
-        if not self.counts_executions:
-            return [plans]
-        results = Consumer(
-            self.keys.result_stream, GROUP_GOVERNOR_RESULTS, self.handle_result, partition=by_symbol
+        owned = self.settings.owned_shards
+        plans = shard_consumers(
+            self.keys.plan_stream_shard, owned, GROUP_GOVERNOR, self.handle, partition=by_symbol
         )
-        return [plans, results]
+        if not self.counts_executions:
+            return plans
+        results = shard_consumers(
+            self.keys.result_stream_shard,
+            owned,
+            GROUP_GOVERNOR_RESULTS,
+            self.handle_result,
+            partition=by_symbol,
+        )
+        return [*plans, *results]
 
     @property
     def counts_executions(self) -> bool:

@@ -45,12 +45,9 @@ class PlanOutcome:
 
 
 async def positions(r: AsyncRedis, k: Keys) -> dict[str, str]:
-    """Where the audit and result streams stand now (read before sending the proposal)."""
-    out = {}
-    for stream in (k.decisions, k.result_stream):
-        rows = await rd.xrevrange(r, stream, count=1)
-        out[stream] = str(rows[0][0]) if rows else "0-0"
-    return out
+    """Where the audit and result streams (every shard) stand now (read before sending the
+    proposal)."""
+    return await rd.last_ids(r, (k.decisions, *k.result_streams))
 
 
 async def await_outcome(
@@ -71,7 +68,7 @@ async def await_outcome(
         for stream, entries in await rd.xread(r, pos, count=500, block_ms=left_ms):
             for entry_id, f in entries:
                 pos[stream] = entry_id
-                if stream == k.result_stream:
+                if stream in k.result_streams:
                     results[f.get("plan_id", "")] = dict(f)
                     continue
                 e = audit_entry(entry_id, f)

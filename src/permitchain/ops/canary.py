@@ -69,11 +69,6 @@ def canary_plan(s: Settings, nonce: str, now: float) -> Plan:
     )
 
 
-async def _last_id(r: AsyncRedis, stream: str) -> str:
-    rows = await rd.xrevrange(r, stream, count=1)
-    return str(rows[0][0]) if rows else "0-0"
-
-
 class _Follower:
     """Follows the audit and result streams from a starting point, by blocking reads."""
 
@@ -84,10 +79,7 @@ class _Follower:
         self.pos: dict[str, str] = {}
 
     async def start(self) -> None:
-        self.pos = {
-            self.keys.decisions: await _last_id(self.redis, self.keys.decisions),
-            self.keys.result_stream: await _last_id(self.redis, self.keys.result_stream),
-        }
+        self.pos = await rd.last_ids(self.redis, (self.keys.decisions, *self.keys.result_streams))
 
     async def until(self, done: Callable[[], bool], deadline: float) -> bool:
         while not done():
@@ -120,13 +112,12 @@ async def _ledger_took(r: AsyncRedis, k: Keys, result_id: str, deadline: float) 
         a, _, b = x.partition("-")
         return int(a), int(b or 0)
 
+    stream = k.result_stream_for(CANARY_SYMBOL)
     while time.monotonic() < deadline:
-        groups = await rd.xinfo_groups(r, k.result_stream)
+        groups = await rd.xinfo_groups(r, stream)
         g = next((g for g in groups if g.get("name") == GROUP_P33_LEDGER), None)
         if g is not None and sid(str(g["last-delivered-id"])) >= sid(result_id):
-            pending = await rd.xpending(
-                r, k.result_stream, GROUP_P33_LEDGER, result_id, result_id, 1
-            )
+            pending = await rd.xpending(r, stream, GROUP_P33_LEDGER, result_id, result_id, 1)
             if not pending:
                 return True
         await asyncio.sleep(0.05)  # polling a condition, bounded by the deadline

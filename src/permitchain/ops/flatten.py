@@ -19,6 +19,7 @@ from permitchain.contract.settings import Settings
 from permitchain.contract.signing import Signer
 from permitchain.contract.snapshot import parse_snapshot
 from permitchain.operator_exit import OPERATOR_SOURCE, flatten_plan, make_request
+from permitchain.ops import reads as rd
 from permitchain.runtime.audit import add_audit
 from permitchain.store import AsyncRedis
 
@@ -56,7 +57,7 @@ async def flatten(
     wait_s: float,
 ) -> list[Flattened]:
     """One signed request and plan per symbol; then wait up to ``wait_s`` for the results."""
-    start = await _last_id(r, keys.result_stream)
+    start = await rd.last_ids(r, keys.result_streams)
     plans: list[tuple[str, str, str, bool]] = []
     for symbol in symbols:
         now = time.time()
@@ -113,24 +114,20 @@ async def flatten(
     return [Flattened(s, pid, rid, pub, results.get(pid)) for s, pid, rid, pub in plans]
 
 
-async def _last_id(r: AsyncRedis, stream: str) -> str:
-    last = await r.xrevrange(stream, count=1)
-    return last[0][0] if last else "0-0"
-
-
 async def _wait_results(
-    r: AsyncRedis, keys: Keys, plan_ids: set[str], after: str, wait_s: float
+    r: AsyncRedis, keys: Keys, plan_ids: set[str], after: dict[str, str], wait_s: float
 ) -> dict[str, dict[str, str]]:
+    """The results of ``plan_ids`` on the result streams (every shard) after ``after``."""
     found: dict[str, dict[str, str]] = {}
     deadline = time.monotonic() + wait_s
     while plan_ids - found.keys():
         left_ms = int((deadline - time.monotonic()) * 1000)
         if left_ms <= 0:
             break
-        resp = await r.xread({keys.result_stream: after}, count=100, block=left_ms)
-        for _stream, entries in resp or []:
+        resp = await rd.xread(r, after, count=100, block_ms=left_ms)
+        for stream, entries in resp:
             for entry_id, fields in entries:
-                after = entry_id
+                after[stream] = entry_id
                 if fields.get("plan_id") in plan_ids:
                     found[fields["plan_id"]] = fields
     return found

@@ -66,6 +66,20 @@ STREAMS = (
     "decisions",
     "deadletter",
 )
+#: Keys attributes of the sharded streams → all their shards (STREAM_SHARDS)
+SHARDED = {
+    "plan_stream": "plan_streams",
+    "permit_event_stream": "permit_event_streams",
+    "result_stream": "result_streams",
+}
+
+
+def stream_keys(k: Keys, attr: str) -> list[tuple[str, str]]:
+    """``(label, key)`` of a stream attribute of :class:`Keys`: the stream itself, or with
+    several shards each shard's stream, labelled ``plan_stream[0]``, ``plan_stream[1]`` …"""
+    if attr not in SHARDED or k.shards == 1:
+        return [(attr, getattr(k, attr))]
+    return [(f"{attr}[{i}]", key) for i, key in enumerate(getattr(k, SHARDED[attr]))]
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +168,19 @@ def service_state(raw: str | None, now: float) -> dict[str, Any]:
         "host": hb.get("host"),
         "metrics_port": hb.get("metrics_port"),
     }
+
+
+def heartbeat_shards(raw: object) -> int | None:
+    """The ``stream_shards`` a service's heartbeat declares (1 when it predates sharding;
+    None when unreadable)."""
+    try:
+        hb = json.loads(raw) if isinstance(raw, str) else None
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(hb, dict):
+        return None
+    n = hb.get("stream_shards", 1)
+    return n if isinstance(n, int) and not isinstance(n, bool) else None
 
 
 async def group_info(r: AsyncRedis, stream: str, group: str, now: float) -> dict[str, Any] | None:
@@ -329,18 +356,33 @@ async def gather(
         h.services[name] = st
         if not st["up"]:
             h.problems.append(Problem(name, "down (no heartbeat)", "down", name))
+        elif (n := heartbeat_shards(raw)) != k.shards:
+            h.problems.append(
+                Problem(
+                    name,
+                    f"runs STREAM_SHARDS={n}, this command {k.shards}: they read and write "
+                    "different streams",
+                    "mismatch",
+                    name,
+                )
+            )
     pipe = r.pipeline(transaction=False)
-    for attr in STREAMS:
-        pipe.xlen(getattr(k, attr))
-    for attr, n in zip(STREAMS, await pipe.execute(raise_on_error=False), strict=True):
+    streams = [sk for attr in STREAMS for sk in stream_keys(k, attr)]
+    for _label, key in streams:
+        pipe.xlen(key)
+    for (attr, key), n in zip(streams, await pipe.execute(raise_on_error=False), strict=True):
         h.streams[attr] = None if isinstance(n, BaseException) else int(n)
         if is_wrong_type(n):
-            await wrong_type_problem(r, h, "redis", getattr(k, attr), "stream")
-    for attr, group, owner in GROUPS:
+            await wrong_type_problem(r, h, "redis", key, "stream")
+    for attr, key, group, owner in [
+        (label, key, group, owner)
+        for stream, group, owner in GROUPS
+        for label, key in stream_keys(k, stream)
+    ]:
         if h.streams[attr] is None:  # a stream key of another type: reported above
             h.groups.append({"stream": attr, "group": group, "service": owner, "exists": False})
             continue
-        gi = await group_info(r, getattr(k, attr), group, h.ts)
+        gi = await group_info(r, key, group, h.ts)
         h.groups.append(
             {
                 "stream": attr,

@@ -197,12 +197,31 @@ async def list_plans(
 ) -> list[dict[str, Any]]:
     """The newest plans on the plan stream, with what became of each (exec record).
     ``decision`` matches the plan's decision (EXECUTE/SKIP) or its final state (blocked,
-    filled, dry_run, …), case-insensitively."""
+    filled, dry_run, …), case-insensitively. With several shards (STREAM_SHARDS) the newest
+    of each shard's plan stream (one symbol: its shard's only), merged newest first."""
     want = decision.lower() if decision else None
+    streams = (k.plan_stream_for(symbol),) if symbol else k.plan_streams
+    out: list[dict[str, Any]] = []
+    for stream in streams:
+        out += await _plans_of(r, k, stream, symbol, want, last)
+    if len(streams) > 1:
+        out.sort(key=lambda p: _id_key(str(p["entry_id"])), reverse=True)
+    return out[:last]
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+async def _plans_of(
+    r: AsyncRedis, k: Keys, stream: str, symbol: str | None, want: str | None, last: int
+) -> list[dict[str, Any]]:
+    """The newest ``last`` plans of one plan stream that match (see :func:`list_plans`)."""
     out: list[dict[str, Any]] = []
     end = "+"
     while len(out) < last:
-        page = await rd.xrevrange(r, k.plan_stream, end, count=PLAN_PAGE)
+        page = await rd.xrevrange(r, stream, end, count=PLAN_PAGE)
         if not page:
             break
         pipe = r.pipeline(transaction=False)
@@ -339,8 +358,9 @@ async def explain(r: AsyncRedis, k: Keys, plan_id: str) -> dict[str, Any] | None
     origin = next((e for e in audit if _is_origin(e)), None)
     plan: dict[str, Any] | None = None
     entry_id = _plan_entry_id(audit)
+    symbol = next((str(e["symbol"]) for e in audit if e.get("symbol")), "")
     if entry_id:
-        rows = await rd.xrange(r, k.plan_stream, entry_id, entry_id)
+        rows = await rd.xrange(r, k.plan_stream_for(symbol), entry_id, entry_id)
         plan = dict(rows[0][1]) if rows else None
     result = next(
         (

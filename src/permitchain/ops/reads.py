@@ -5,6 +5,7 @@ its bad bytes escaped, never a failed command."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import redis.exceptions
@@ -44,6 +45,16 @@ async def xrevrange(
 ) -> Entries:
     """:func:`xrange`, newest first."""
     return shown(await xrange_raw(r, stream, lo, hi, count, reverse=True))
+
+
+async def last_ids(r: AsyncRedis, streams: Iterable[str]) -> dict[str, str]:
+    """Where each stream stands now (its last entry id, ``0-0`` when empty): positions for
+    :func:`xread` to follow them from (e.g. every shard of the result stream)."""
+    out = {}
+    for stream in streams:
+        rows = await xrevrange(r, stream, count=1)
+        out[stream] = str(rows[0][0]) if rows else "0-0"
+    return out
 
 
 async def xread(

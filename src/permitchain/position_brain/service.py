@@ -54,7 +54,7 @@ from permitchain.position_brain.state import (
 from permitchain.runtime.clock import Clock
 from permitchain.runtime.logs import log_decision
 from permitchain.runtime.permits import claim_and_write_permit, permit_json, write_permit
-from permitchain.runtime.service import WRONG_TYPES, Consumer, by_symbol
+from permitchain.runtime.service import WRONG_TYPES, Consumer, by_symbol, shard_consumers
 from permitchain.store import AsyncRedis, first_fault
 
 log = logging.getLogger("permitchain.p33")
@@ -98,10 +98,17 @@ class PositionBrain:
         )
 
     def consumers(self) -> list[Consumer]:
+        owned = self.settings.owned_shards
         return [
-            Consumer(self.keys.plan_stream, GROUP_P33, self.handle_plan, partition=by_symbol),
-            Consumer(
-                self.keys.result_stream, GROUP_P33_LEDGER, self.handle_result, partition=by_symbol
+            *shard_consumers(
+                self.keys.plan_stream_shard, owned, GROUP_P33, self.handle_plan, partition=by_symbol
+            ),
+            *shard_consumers(
+                self.keys.result_stream_shard,
+                owned,
+                GROUP_P33_LEDGER,
+                self.handle_result,
+                partition=by_symbol,
             ),
         ]
 

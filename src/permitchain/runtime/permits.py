@@ -55,7 +55,7 @@ async def write_permit(
         key,
         permit_json,
         ttl_s=ttl_s,
-        event_stream=keys.permit_event_stream,
+        event_stream=keys.permit_event_stream_for(symbol),
         event={"plan_id": plan_id, "layer": layer},
         audit_stream=keys.decisions,
         audit=audit_fields(
@@ -112,7 +112,7 @@ async def claim_and_write_permit(
         plan_id=plan_id,
         layer=layer,
         ttl_s=ttl_s,
-        event_stream=keys.permit_event_stream,
+        event_stream=keys.permit_event_stream_for(symbol),
         audit_stream=keys.decisions,
         audit=audit,
     )

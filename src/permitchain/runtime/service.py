@@ -27,7 +27,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -137,6 +137,20 @@ class Consumer:
     settled_ok: list[str] = field(default_factory=list)
     settled_dead: list[tuple[str, dict[str, str], str]] = field(default_factory=list)
     flusher: asyncio.Task[None] | None = None
+
+
+def shard_consumers(
+    stream_of: Callable[[int], str],
+    shards: Iterable[int],
+    group: str,
+    handler: Handler,
+    **options: Any,
+) -> list[Consumer]:
+    """One :class:`Consumer` per shard of a sharded stream (``stream_of(shard)`` names it;
+    ``shards``: the shards this instance owns, setting ``STREAM_SHARDS_OWNED``). Each is read
+    by its own loop and XREADGROUP (a Redis Cluster reads one slot per command); a symbol's
+    entries are all in one shard's stream, so they are still handled in stream order."""
+    return [Consumer(stream_of(i), group, handler, **options) for i in shards]
 
 
 async def ensure_group(r: AsyncRedis, stream: str, group: str) -> None:
@@ -315,6 +329,8 @@ class ServiceRunner:
                 "ts": round(time.time(), 3),
                 "metrics_port": self.bound_metrics_port,
                 "schema": SCHEMA,
+                # clients (permitchain_client) find the shard of a symbol's streams by it
+                "stream_shards": self.keys.shards,
             }
         )
 

@@ -75,6 +75,11 @@ class Grant:
         return "(" + " ".join([*self.keys, *self.commands]) + ")"
 
 
+def _each(kind: str, streams: tuple[str, ...]) -> tuple[str, ...]:
+    """One key pattern per shard stream (``kind``: ``~``, ``%R~`` or ``%W~``)."""
+    return tuple(f"{kind}{s}" for s in streams)
+
+
 def grants(service: str, k: Keys) -> list[Grant]:
     p = k.prefix
     common = [
@@ -82,18 +87,18 @@ def grants(service: str, k: Keys) -> list[Grant]:
         Grant(("+xadd",), (f"%W~{k.decisions}", f"%W~{k.deadletter}")),
     ]
 
-    def group(stream: str) -> Grant:
-        return Grant(GROUP_CMDS, (f"~{stream}",))
+    def group(streams: tuple[str, ...]) -> Grant:
+        return Grant(GROUP_CMDS, _each("~", streams))
 
     if service == "governor":
         return [
             *common,
-            group(k.plan_stream),
-            group(k.result_stream),
+            group(k.plan_streams),
+            group(k.result_streams),
             Grant(("+get",), (f"%R~{k.trading_state}",)),
             Grant(("+hmget", "+hgetall", "+type"), (f"%R~{p}:position:snapshot:*",)),
             Grant(("+set",), (f"%W~{p}:permit:{{*",)),
-            Grant(("+xadd",), (f"%W~{k.permit_event_stream}",)),
+            Grant(("+xadd",), _each("%W~", k.permit_event_streams)),
             Grant(
                 (
                     "+evalsha",
@@ -124,8 +129,8 @@ def grants(service: str, k: Keys) -> list[Grant]:
     if service == "position-brain":
         return [
             *common,
-            group(k.plan_stream),
-            group(k.result_stream),
+            group(k.plan_streams),
+            group(k.result_streams),
             # snapshot_touch.lua: a full poll's unchanged snapshots (EXISTS, HSET)
             Grant(
                 ("+hset", "+expire", "+hgetall", "+exists", "+evalsha", "+eval", "+type"),
@@ -169,28 +174,32 @@ def grants(service: str, k: Keys) -> list[Grant]:
                 (
                     f"~{p}:position:inflight:*",
                     f"~{p}:permit:p33:{{*",
-                    f"~{k.permit_event_stream}",
+                    *_each("~", k.permit_event_streams),
                     f"~{k.decisions}",
                 ),
             ),
             Grant(("+set",), (f"%W~{p}:permit:p33:{{*",)),
             Grant(("+exists",), (f"%R~{p}:permit:p33:{{*",)),
             Grant(("+exists",), (f"%R~{p}:exec:{{*",)),  # a plan already consumed
-            Grant(("+xadd",), (f"%W~{k.permit_event_stream}",)),
+            Grant(("+xadd",), _each("%W~", k.permit_event_streams)),
             Grant(("+get",), (f"%R~{k.trading_state}",)),
             Grant(SIM_READ, (f"%R~{p}:sim:*",)),
         ]
     if service == "apply-layer":
         return [
             *common,
-            group(k.proposal_stream),
-            group(k.plan_stream),
+            group((k.proposal_stream,)),
+            group(k.plan_streams),
             Grant(("+hgetall", "+type"), (f"%R~{p}:harvest:proposal:*",)),
             # publish_plan.lua: the dedupe key, the plan and its audit entry in one step;
             # +get: a Redis Cluster's pending dedupe mark (planner_service.publish_plan)
             Grant(
                 ("+evalsha", "+eval", "+set", "+get", "+xadd", "+type"),
-                (f"~{p}:apply:stream_published:{{*", f"~{k.plan_stream}", f"~{k.decisions}"),
+                (
+                    f"~{p}:apply:stream_published:{{*",
+                    *_each("~", k.plan_streams),
+                    f"~{k.decisions}",
+                ),
             ),
             Grant(
                 (
@@ -208,7 +217,7 @@ def grants(service: str, k: Keys) -> list[Grant]:
                 ),
                 (f"~{p}:permit:*", f"~{p}:exec:*"),
             ),
-            Grant(("+xadd",), (f"%W~{k.result_stream}",)),
+            Grant(("+xadd",), _each("%W~", k.result_streams)),
             # the executor's state moves (exec_transition.lua: the exec record, the open
             # index, the result and its audit entry in one step) and the resolver's index
             Grant(
@@ -224,7 +233,12 @@ def grants(service: str, k: Keys) -> list[Grant]:
                     "+xadd",
                     "+type",
                 ),
-                (f"~{p}:exec:*", f"~{p}:apply:exec_open", f"~{k.result_stream}", f"~{k.decisions}"),
+                (
+                    f"~{p}:exec:*",
+                    f"~{p}:apply:exec_open",
+                    *_each("~", k.result_streams),
+                    f"~{k.decisions}",
+                ),
             ),
             Grant(("+zrangebyscore", "+zrem", "+type"), (f"~{p}:apply:exec_open",)),
             # the chain's own resting stops per symbol (apply_layer.stops) and the
@@ -233,7 +247,7 @@ def grants(service: str, k: Keys) -> list[Grant]:
                 ("+hset", "+hgetall", "+hdel", "+hkeys", "+expire", "+scan"),
                 (f"~{p}:apply:stops:*", f"~{k.reconcile}"),
             ),
-            Grant(("+xread", "+xinfo|stream", "+xadd"), (f"~{k.permit_event_stream}",)),
+            Grant(("+xread", "+xinfo|stream", "+xadd"), _each("~", k.permit_event_streams)),
             Grant(("+get",), (f"%R~{k.trading_state}",)),
             Grant(("+hgetall", "+hget"), (f"%R~{p}:position:snapshot:*",)),
             Grant(("+hgetall",), (f"%R~{k.canary_last}",)),  # exported on /metrics
@@ -267,17 +281,25 @@ def client_grants(k: Keys) -> list[Grant]:
         Grant(("+hget",), (f"%R~{p}:position:ledger:*",)),  # the position epoch
         Grant(("+mget", "+get"), (f"%R~{p}:svc:*",)),  # heartbeats: the chain's schema
         Grant(("+get", "+type"), (f"%R~{k.trading_state}",)),
-        Grant(("+xread", "+xrange", "+xrevrange"), (f"%R~{k.result_stream}", f"%R~{k.decisions}")),
+        Grant(
+            ("+xread", "+xrange", "+xrevrange"),
+            (*_each("%R~", k.result_streams), f"%R~{k.decisions}"),
+        ),
         # gate_claim.lua (the exec record, the trading state, its audit entry) and
         # gate_report.lua (the exec record, the open index, the result and its audit entry)
         Grant(("+evalsha", "+eval"), (f"~{p}:exec:*", f"~{k.trading_state}", f"~{k.decisions}")),
         Grant(
             ("+evalsha", "+eval"),
-            (f"~{p}:exec:*", f"~{p}:apply:exec_open", f"~{k.result_stream}", f"~{k.decisions}"),
+            (
+                f"~{p}:exec:*",
+                f"~{p}:apply:exec_open",
+                *_each("~", k.result_streams),
+                f"~{k.decisions}",
+            ),
         ),
         Grant(("+hget", "+hmget", "+hgetall", "+hset"), (f"~{p}:exec:*",)),
         Grant(("+zrem",), (f"%W~{p}:apply:exec_open",)),
-        Grant(("+xadd",), (f"%W~{k.result_stream}", f"%W~{k.decisions}")),
+        Grant(("+xadd",), (*_each("%W~", k.result_streams), f"%W~{k.decisions}")),
     ]
 
 

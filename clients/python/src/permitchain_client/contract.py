@@ -8,6 +8,8 @@ docs/design.md §15); the client's tests check each against the chain itself.
 
 from __future__ import annotations
 
+import binascii
+import functools
 import hashlib
 import json
 import re
@@ -39,11 +41,31 @@ MAX_TRANCHE = 10**12
 REPORT_STATUSES = ("filled", "partially_filled", "rejected")
 
 
+#: Redis Cluster hash slots; permitchain's largest STREAM_SHARDS.
+SLOTS = 16384
+MAX_SHARDS = 256
+
+
+@functools.cache
+def shard_tag(shard: int, shards: int) -> str:
+    """The hash tag of the result stream's shard ``shard`` of ``shards`` (permitchain's
+    ``keys.shard_tag``): the first of ``s<shard>.0``, ``s<shard>.1``, … whose CRC16
+    (XMODEM) slot lies in ``[shard·16384/shards, (shard+1)·16384/shards)``."""
+    low, high = shard * SLOTS // shards, (shard + 1) * SLOTS // shards
+    n = 0
+    while not low <= binascii.crc_hqx(f"s{shard}.{n}".encode(), 0) % SLOTS < high:
+        n += 1
+    return f"s{shard}.{n}"
+
+
 @dataclass(frozen=True, slots=True)
 class Keys:
-    """Key names under one prefix (permitchain's ``KEY_PREFIX``, default ``quantum``)."""
+    """Key names under one prefix (permitchain's ``KEY_PREFIX``, default ``quantum``). The
+    result stream is split into ``shards`` by symbol (the chain's ``STREAM_SHARDS``, read
+    from its heartbeats: :func:`check_heartbeats`)."""
 
     prefix: str = "quantum"
+    shards: int = 1
 
     def proposal(self, symbol: str) -> str:
         return f"{self.prefix}:harvest:proposal:{symbol}"
@@ -57,7 +79,26 @@ class Keys:
 
     @property
     def result_stream(self) -> str:
+        """The result stream of an unsharded chain (see :meth:`result_stream_for`)."""
+        if self.shards != 1:
+            raise ContractError(f"the chain has {self.shards} result streams: name the symbol")
         return f"{self.prefix}:stream:apply.result"
+
+    def shard_of(self, symbol: str) -> int:
+        """A symbol's shard: ``crc32(symbol) % shards`` (as the chain computes it)."""
+        return binascii.crc32(symbol.encode()) % self.shards if self.shards > 1 else 0
+
+    def result_stream_shard(self, shard: int) -> str:
+        base = f"{self.prefix}:stream:apply.result"
+        return base if self.shards == 1 else f"{base}:{{{shard_tag(shard, self.shards)}}}"
+
+    def result_stream_for(self, symbol: str) -> str:
+        """The result stream a symbol's results are written to."""
+        return self.result_stream_shard(self.shard_of(symbol))
+
+    @property
+    def result_streams(self) -> tuple[str, ...]:
+        return tuple(self.result_stream_shard(i) for i in range(self.shards))
 
     @property
     def decisions(self) -> str:
@@ -145,6 +186,35 @@ def check_heartbeats(prefix: str, raw: dict[str, str | None]) -> int:
                 f"{CLIENT_VERSION} speaks schema {speaks}"
             )
     return int(str(declared["apply-layer"]))
+
+
+def check_stream_shards(raw: dict[str, str | None], expected: int | None = None) -> int:
+    """The chain's ``STREAM_SHARDS`` from its services' heartbeats (``stream_shards``; a
+    heartbeat without it: 1, an unsharded chain). Raises :class:`SchemaMismatch` when the
+    services disagree, or when the client was told ``expected`` and the chain says another:
+    a client writing or following the wrong result streams would miss results."""
+    declared: dict[str, object] = {}
+    for service, value in raw.items():
+        if value is None:
+            continue
+        try:
+            hb = json.loads(value)
+        except json.JSONDecodeError:
+            raise ContractError(f"{service} heartbeat: not JSON") from None
+        declared[service] = hb.get("stream_shards", 1) if isinstance(hb, dict) else None
+    for service, n in sorted(declared.items()):
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_SHARDS:
+            raise SchemaMismatch(f"the chain's {service} declares stream_shards {n!r}")
+    counts = set(declared.values())
+    if len(counts) > 1:
+        named = ", ".join(f"{s} {n}" for s, n in sorted(declared.items()))
+        raise SchemaMismatch(f"the chain's services disagree on STREAM_SHARDS ({named})")
+    shards = int(str(counts.pop())) if counts else 1
+    if expected is not None and expected != shards:
+        raise SchemaMismatch(
+            f"stream_shards={expected} was given, but the chain runs STREAM_SHARDS={shards}"
+        )
+    return shards
 
 
 # -- proposals ---------------------------------------------------------------------------

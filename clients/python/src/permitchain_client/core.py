@@ -120,9 +120,13 @@ class Chain(Generic[R]):
         key_prefix: str = "quantum",
         proposal_ttl_s: int = 60,
         source: str = "client",
+        stream_shards: int | None = None,
     ) -> None:
         self.redis: R = client
-        self.keys = Keys(key_prefix)
+        #: the shard count is the chain's (its heartbeats), learnt with the schema;
+        #: ``stream_shards``, when given, must match it
+        self.keys = Keys(key_prefix, shards=stream_shards or 1)
+        self.stream_shards = stream_shards
         self.proposal_ttl_s = proposal_ttl_s
         self.source = source
         self.memory = Memory()

@@ -5,6 +5,7 @@ itself. :mod:`permitchain_client.sync` and :mod:`permitchain_client.aio` run the
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from decimal import Decimal
@@ -32,10 +33,11 @@ def check_schema(chain: Chain[R]) -> Flow[int]:
         heartbeats = [chain.keys.heartbeat(s) for s in contract.SERVICES]
         with translated():
             raw = yield lambda r: r.mget(heartbeats)
-        chain.schema = contract.check_heartbeats(
-            chain.keys.prefix,
-            dict(zip(contract.SERVICES, cast("list[str | None]", raw), strict=True)),
-        )
+        declared = dict(zip(contract.SERVICES, cast("list[str | None]", raw), strict=True))
+        schema = contract.check_heartbeats(chain.keys.prefix, declared)
+        shards = contract.check_stream_shards(declared, chain.stream_shards)
+        chain.keys = dataclasses.replace(chain.keys, shards=shards)
+        chain.schema = schema
     return chain.schema
 
 
@@ -60,7 +62,7 @@ def propose(
     with translated():
         raw_epoch, results, decisions = yield pipelined(
             lambda r: r.hget(keys.ledger(symbol), "epoch"),
-            lambda r: r.xrevrange(keys.result_stream, count=1),
+            lambda r: r.xrevrange(keys.result_stream_for(symbol), count=1),
             lambda r: r.xrevrange(keys.decisions, count=1),
         )
     epoch = contract.parse_epoch(raw_epoch) if position_epoch is None else position_epoch
@@ -104,25 +106,33 @@ def propose(
 
 
 def watch(chain: Chain[R], plan_id: str) -> Flow[tuple[Watch, Result | None]]:
-    """A watch over the plan's streams, and its result if it has one already."""
+    """A watch over the plan's streams (every shard of the result stream unless the plan's
+    symbol is known), and its result if it has one already."""
+    yield from check_schema(chain)
     keys = chain.keys
     proposed = chain.memory.get(contract.check_plan_id(plan_id))
     found: Result | None = None
+    streams = (keys.result_stream_for(proposed.symbol),) if proposed else keys.result_streams
     with translated():
-        rid, results, decisions = yield pipelined(
-            lambda r: r.hget(keys.exec_record(plan_id), "result_id"),
-            lambda r: r.xrevrange(keys.result_stream, count=1),
+        (rid, symbol), decisions, *results = yield pipelined(
+            lambda r: r.hmget(keys.exec_record(plan_id), ["result_id", "symbol"]),
             lambda r: r.xrevrange(keys.decisions, count=1),
+            *[lambda r, s=s: r.xrevrange(s, count=1) for s in streams],
         )
-        if rid:
-            rows = cast("Rows", (yield lambda r: r.xrange(keys.result_stream, rid, rid)))
+        if rid and symbol:
+            rows = cast(
+                "Rows", (yield lambda r: r.xrange(keys.result_stream_for(symbol), rid, rid))
+            )
             if rows:
                 found = messages.parse_result(rows[0][1])
+    results_from = {s: last_id(reply) for s, reply in zip(streams, results, strict=True)}
+    if proposed:
+        results_from[streams[0]] = proposed.results_from
     return Watch(
         keys,
         plan_id,
         proposed,
-        results_from=proposed.results_from if proposed else last_id(results),
+        results_from=results_from,
         decisions_from=proposed.decisions_from if proposed else last_id(decisions),
     ), found
 
@@ -244,6 +254,7 @@ def report(
     quantity filled) or ``rejected``. Refused (``accepted=False``) for a plan not
     claimed, or reported already."""
     contract.check_plan_id(plan_id)
+    yield from check_schema(chain)
     keys, script = chain.keys, chain.report_script
     with translated():
         record = cast("dict[str, str]", (yield lambda r: r.hgetall(keys.exec_record(plan_id))))
@@ -258,7 +269,12 @@ def report(
         now=time.time(),
     )
     audit = messages.audit_of_report(fields, claimant())
-    script_keys = [keys.exec_record(plan_id), keys.open_index, keys.result_stream, keys.decisions]
+    script_keys = [
+        keys.exec_record(plan_id),
+        keys.open_index,
+        keys.result_stream_for(record["symbol"]),
+        keys.decisions,
+    ]
     script_args: list[str | int] = [
         plan_id,
         record["symbol"],

@@ -26,7 +26,7 @@ class Proposed:
     plan_id: str
     proposal_id: str
     symbol: str
-    results_from: str  # the result stream's last id before the proposal was written
+    results_from: str  # its result stream's last id before the proposal was written
     decisions_from: str  # same, for the audit stream
 
 
@@ -62,13 +62,15 @@ class Watch:
         plan_id: str,
         proposed: Proposed | None,
         *,
-        results_from: str,
+        results_from: dict[str, str],
         decisions_from: str,
     ) -> None:
         self.keys = keys
         self.plan_id = plan_id
         self.proposal_id = proposed.proposal_id if proposed else ""
-        self.positions = {keys.result_stream: results_from, keys.decisions: decisions_from}
+        #: the result streams followed (the plan's shard, or all of them) and their positions
+        self.result_streams = frozenset(results_from)
+        self.positions = {**results_from, keys.decisions: decisions_from}
         self.touched = False  # an entry of this plan went by (claim: look again)
 
     def feed(self, reply: object) -> Result | None:
@@ -79,7 +81,7 @@ class Watch:
                 self.positions[str(stream)] = str(entry_id)
                 if found is not None:
                     continue
-                if stream == self.keys.result_stream:
+                if stream in self.result_streams:
                     if fields.get("plan_id") == self.plan_id:
                         found = parse_result(fields)
                     continue
