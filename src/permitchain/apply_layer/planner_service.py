@@ -78,7 +78,7 @@ async def publish_plan(
 
     ``audit`` (plain server only, see ``publish_plan.lua``): the plan's audit entry, written
     by the same script (:func:`script_audit` makes it)."""
-    stream = keys.plan_stream_for(flat[flat.index("symbol") + 1])  # the plan's shard
+    stream = keys.plan_stream_for(flat[flat[::2].index("symbol") * 2 + 1])  # its shard
     if audit is not None or not is_cluster(r):  # an audit is passed on a plain server only
         new_id: str | None = await scripts.publish_plan(
             keys=[
