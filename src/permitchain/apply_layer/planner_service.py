@@ -57,7 +57,7 @@ async def publish_plan(
     when the plan was published already."""
     return await steps_for(r).publish_plan(
         keys.dedupe(plan_id),
-        keys.plan_stream_for(flat[flat.index("symbol") + 1]),  # the plan's shard
+        keys.plan_stream_for(flat[flat[::2].index("symbol") * 2 + 1]),  # its shard
         flat,
         ttl_s=ttl_s,
         maxlen=maxlen,
