@@ -14,8 +14,7 @@ import redis
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from permitchain import lean
-from permitchain.store import async_client
+from permitchain.store import async_client, lean
 
 
 def run(coro_fn: Callable[[], Any]) -> Any:

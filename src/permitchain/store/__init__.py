@@ -17,6 +17,7 @@ from permitchain.store.client import (
     shown_url,
     sync_client,
     translate,
+    transport_name,
     wrong_type,
     wrong_type_sync,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "shown_url",
     "sync_client",
     "translate",
+    "transport_name",
     "wrong_type",
     "wrong_type_sync",
 ]
