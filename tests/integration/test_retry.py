@@ -18,7 +18,7 @@ import redis.exceptions
 from redis.backoff import ExponentialWithJitterBackoff
 
 from permitchain.contract.errors import StoreError
-from permitchain.store import async_client, atranslate, retry, transport_name
+from permitchain.store import async_client, atranslate, retry, sync_client, transport_name
 
 TRANSPORTS = ["lean", "pool"]
 
@@ -251,3 +251,32 @@ def test_the_rule() -> None:
     assert retry.may_retry(retry.NotSent("refused"), ["XADD"])
     assert not retry.may_retry(redis.exceptions.AuthenticationError("no"), ["GET"])
     assert not retry.may_retry(redis.exceptions.ResponseError("ERR"), ["GET"])
+
+
+def test_the_blocking_client_follows_the_rule(redis_url: str, prefix: str) -> None:
+    """The CLI's client: a write whose reply is lost is not resent; a read is."""
+    admin = redis.Redis.from_url(redis_url, decode_responses=True)
+    stream, key = f"{prefix}:x", f"{prefix}:h"
+    admin.hset(key, mapping={"a": "1"})
+
+    async def body() -> None:
+        for marker in (stream, key):
+            proxy = DropProxy(_upstream(redis_url), drop_on=marker.encode())
+            c = sync_client(_via(await proxy.start()))
+            try:
+                assert await asyncio.to_thread(c.ping) is True
+                if marker == stream:
+                    with pytest.raises(redis.exceptions.ConnectionError):
+                        await asyncio.to_thread(c.xadd, stream, {"f": "1"})
+                else:
+                    assert await asyncio.to_thread(c.hgetall, key) == {"a": "1"}
+                assert proxy.dropped == 1
+            finally:
+                c.close()
+                await proxy.close()
+
+    try:
+        run(body)
+        assert admin.xlen(stream) == 1
+    finally:
+        admin.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import ssl
 import urllib.parse
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -23,9 +22,14 @@ from redis.retry import Retry
 
 from permitchain.contract.errors import ConfigError, StoreError, WrongTypeError
 from permitchain.store.lean import LeanRedis, lean_client
-from permitchain.store.retry import MarksUnsent, no_retry
-
-log = logging.getLogger(__name__)
+from permitchain.store.retry import (
+    CONNECTION_FAULTS,
+    MarksUnsent,
+    MarksUnsentSync,
+    after_sync,
+    no_retry,
+    no_retry_sync,
+)
 
 #: Our clients always decode replies to ``str``. redis-py's stubs cannot see that
 #: (``decode_responses=True``): they type every reply ``bytes | str`` and every asyncio
@@ -57,7 +61,7 @@ TRANSPORTS = ("lean", "pool")
 
 def _retry(kind: Any = Retry) -> Any:
     """Two retries with jittered backoff (``kind``: redis-py's sync or asyncio ``Retry``):
-    the blocking CLI client's and the Cluster client's (redis-py's rule)."""
+    the Cluster clients' (redis-py's rule: it resends after a connection fault)."""
     return kind(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 2)
 
 
@@ -76,6 +80,28 @@ def _client_kwargs() -> dict[str, Any]:
         "socket_keepalive": True,
         "health_check_interval": 15,
     }
+
+
+class _SyncPool(MarksUnsentSync, redis.ConnectionPool):
+    """The CLI's pool, its checkout failures marked as never sent (store.retry)."""
+
+
+class _SyncSentinelPool(MarksUnsentSync, redis.sentinel.SentinelConnectionPool):
+    """The CLI's sentinel-managed pool, its checkout failures marked as never sent."""
+
+
+class _SyncRedis(redis.Redis):
+    """The blocking client: redis-py's, its commands sent again only as store.retry allows."""
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        try:
+            return super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+        except CONNECTION_FAULTS as e:
+            return after_sync(
+                e,
+                lambda: super(_SyncRedis, self).execute_command(*args, **options),  # type: ignore[no-untyped-call]
+                args[:1],
+            )
 
 
 class _SentinelRedis(LeanRedis):
@@ -264,13 +290,15 @@ def sync_client(url: str | None) -> SyncRedis:
         nodes, service, kw = parse_sentinel_url(url)
         s = redis.sentinel.Sentinel(nodes, socket_connect_timeout=2.0)  # type: ignore[no-untyped-call]
         return s.master_for(  # type: ignore[no-untyped-call]
-            service, **kw, **_client_kwargs()
+            service,
+            redis_class=_SyncRedis,
+            connection_pool_class=_SyncSentinelPool,
+            retry=no_retry_sync(),
+            **kw,
+            **_client_kwargs(),
         )
-    return redis.Redis.from_url(
-        _require(url),
-        retry=_retry(),
-        **_client_kwargs(),
-    )
+    pool = _SyncPool.from_url(url, retry=no_retry_sync(), **_client_kwargs())
+    return _SyncRedis.from_pool(pool)
 
 
 @contextlib.contextmanager

@@ -52,6 +52,8 @@ from permitchain.store import retry
 #: Longest a command may wait for its reply before the connection is dropped.
 COMMAND_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 2.0
+#: Longest a client's close waits for its connections to close (TLS: the close_notify).
+CLOSE_TIMEOUT_S = 1.0
 CLIENT_NAME = "permitchain-lean"
 NEVER_DECODE = "NEVER_DECODE"
 EMPTY_RESPONSE = "EMPTY_RESPONSE"
@@ -200,6 +202,8 @@ class _Proto(asyncio.Protocol):
         self.waiting: deque[_Batch] = deque()
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        #: done when the connection is closed (connection_lost)
+        self.gone: asyncio.Future[None] = loop.create_future()
         self.error: type[redis.exceptions.RedisError] = redis.exceptions.ConnectionError
         self._watchdog: asyncio.TimerHandle | None = None
 
@@ -251,6 +255,8 @@ class _Proto(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if not self.gone.done():
+            self.gone.set_result(None)
         if self._watchdog is not None:
             self._watchdog.cancel()
         why = "timed out" if self.error is redis.exceptions.TimeoutError else "lost"
@@ -374,9 +380,23 @@ class Lean:
             tls=self.tls,
         )
 
-    def close(self) -> None:
+    def abort(self) -> None:
+        """Drop the connection now (a reply may still be due on it)."""
         if self.proto is not None and self.proto.transport is not None:
-            self.proto.transport.close()
+            self.proto.transport.abort()
+
+    async def aclose(self) -> None:
+        """Close the connection and wait (at most :data:`CLOSE_TIMEOUT_S`) until it is closed:
+        over TLS that is after the close_notify exchange, not at once."""
+        p = self.proto
+        if p is None or p.transport is None or p.closed:
+            return
+        p.transport.close()
+        if p.loop is asyncio.get_running_loop():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(p.gone), CLOSE_TIMEOUT_S)
+        if not p.closed:
+            p.transport.abort()
 
     async def call_many(
         self, commands: Sequence[tuple[Sequence[Any], bool]], wait_s: float = 0.0
@@ -524,7 +544,7 @@ class LeanRedis(aioredis.Redis):
             if done and lane.proto is not None and not lane.proto.closed:
                 self.lanes.append(lane)
             else:
-                lane.close()
+                lane.abort()
 
     def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Any:
         if self.lean is None or transaction:
@@ -536,11 +556,8 @@ class LeanRedis(aioredis.Redis):
         return p
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
-        if self.lean is not None:
-            self.lean.close()
-        for lane in self.lanes:
-            lane.close()
-        self.lanes.clear()
+        lanes, self.lanes = self.lanes, []
+        await asyncio.gather(*(c.aclose() for c in [*lanes, self.lean] if c is not None))
         await super().aclose(close_connection_pool)
 
 

@@ -11,17 +11,20 @@ A write (SET, XADD, HSET, EVALSHA/EVAL, XACK, XREADGROUP, which moves the pendin
 MULTI/EXEC…) that may have reached the server is never sent again: its fault surfaces to the
 caller (a :class:`~permitchain.contract.errors.StoreError` through ``atranslate``) and the
 caller's fail-closed handling decides. redis-py's own retries are off (:func:`no_retry`):
-they would resend any command on a ``ConnectionError``.
+they would resend any command on a ``ConnectionError``. The asyncio clients (the services) and
+the blocking client (the CLI) follow the rule; redis-py's Cluster client keeps its own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import redis.asyncio.retry
 import redis.exceptions
+import redis.retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 
 T = TypeVar("T")
@@ -148,6 +151,18 @@ async def after(error: BaseException, do: Callable[[], Awaitable[T]], names: Seq
     raise error
 
 
+def after_sync(error: BaseException, do: Callable[[], T], names: Sequence[Any]) -> T:
+    """:func:`after` for the blocking client (the CLI)."""
+    failures = 1
+    while failures <= RETRIES and may_retry(error, names):
+        time.sleep(BACKOFF.compute(failures))
+        try:
+            return do()
+        except _CONNECTION_FAULTS as e:
+            error, failures = e, failures + 1
+    raise error
+
+
 #: Faults :func:`after` is called with (what a transport catches around its first attempt).
 CONNECTION_FAULTS = _CONNECTION_FAULTS
 
@@ -165,6 +180,23 @@ class MarksUnsent:
             raise NotSent(str(e)) from e
 
 
+class MarksUnsentSync:
+    """:class:`MarksUnsent` for redis-py's blocking pools."""
+
+    def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().get_connection(*args, **kwargs)  # type: ignore[misc]
+        except _FINAL:
+            raise
+        except _CONNECTION_FAULTS as e:
+            raise NotSent(str(e)) from e
+
+
 def no_retry() -> redis.asyncio.retry.Retry:
-    """For redis-py's connections: no retry of its own (this module's rule decides)."""
+    """For redis-py's asyncio connections: no retry of its own (this module's rule decides)."""
     return redis.asyncio.retry.Retry(NoBackoff(), 0)
+
+
+def no_retry_sync() -> redis.retry.Retry:
+    """:func:`no_retry` for redis-py's blocking connections."""
+    return redis.retry.Retry(NoBackoff(), 0)
