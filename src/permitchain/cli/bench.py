@@ -16,7 +16,7 @@ from permitchain.bench import signing_cost
 from permitchain.bench.runner import BenchConfig, run
 from permitchain.cli.common import console, err_console, fail, settings
 from permitchain.contract.errors import ConfigError
-from permitchain.contract.settings import load_settings
+from permitchain.contract.settings import RedisTransport, load_settings
 
 
 def _f(v: Any, nd: int = 2) -> str:
@@ -170,6 +170,23 @@ def bench(
     signed: Annotated[
         bool, typer.Option("--signed", help="The chain signs its permits with Ed25519")
     ] = False,
+    tls: Annotated[
+        bool,
+        typer.Option(
+            "--tls", help="Run the embedded server with TLS only (a throwaway CA): rediss://"
+        ),
+    ] = False,
+    path_server: Annotated[
+        bool,
+        typer.Option(
+            "--path-server",
+            help="Embedded server from PATH (redis-server/valkey-server), the one --tls uses",
+        ),
+    ] = False,
+    transport: Annotated[
+        RedisTransport | None,
+        typer.Option(help="The chain's Redis transport (default: REDIS_TRANSPORT, else lean)"),
+    ] = None,
     exec_record_ttl: Annotated[
         int | None,
         typer.Option(help="The services' EXEC_RECORD_TTL_S in seconds (default: the setting's)"),
@@ -177,13 +194,22 @@ def bench(
 ) -> None:
     """Measure the chain: latency at fixed rates, sustained throughput, per hop, footprint."""
     s = settings()
+    if tls and s.redis_url is not None:
+        fail("--tls starts the embedded server with TLS: unset REDIS_URL (or give a rediss:// one)")
+    chosen = (transport or s.redis_transport).value
     if exec_record_ttl is not None:  # refused here, not by three services failing to start
         try:
             load_settings({"EXEC_RECORD_TTL_S": str(exec_record_ttl)})
         except ConfigError as e:
             fail(f"--exec-record-ttl: {e}")
     if quick:
-        cfg = dataclasses.replace(BenchConfig.quick_config(s.redis_url), signed=signed)
+        cfg = dataclasses.replace(
+            BenchConfig.quick_config(s.redis_url),
+            signed=signed,
+            tls=tls,
+            transport=chosen,
+            path_server=path_server,
+        )
     else:
         try:
             rate_list = [float(x) for x in rates.split(",") if x]
@@ -197,6 +223,9 @@ def bench(
             redis_url=s.redis_url,
             exec_record_ttl_s=exec_record_ttl,
             signed=signed,
+            tls=tls,
+            transport=chosen,
+            path_server=path_server,
         )
     out = err_console if as_json else console  # --json: stdout carries the JSON only
     res = run(cfg, progress=lambda m: out.print(f"[dim]bench:[/] {m}"))

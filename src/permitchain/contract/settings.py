@@ -56,6 +56,13 @@ class PermitSignature(StrEnum):
     HMAC = "hmac"
 
 
+class RedisTransport(StrEnum):
+    """How services talk to Redis (docs/operations.md): the lean transport or redis-py's pool."""
+
+    LEAN = "lean"
+    POOL = "pool"
+
+
 class LogFormat(StrEnum):
     TEXT = "text"
     JSON = "json"
@@ -78,6 +85,7 @@ class Settings(BaseSettings):
 
     # --- connectivity -------------------------------------------------------------------
     redis_url: str | None = _f(None, "REDIS_URL")
+    redis_transport: RedisTransport = _f(RedisTransport.LEAN, "REDIS_TRANSPORT")
     key_prefix: str = _f("quantum", "KEY_PREFIX", pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
     apply_mode: ApplyMode = _f(ApplyMode.TESTNET, "APPLY_MODE")
     exchange: ExchangeKind = _f(ExchangeKind.SIM, "EXCHANGE")
@@ -361,6 +369,7 @@ def _targets() -> list[Target]:
         "APPLY_MODE": [m.value for m in ApplyMode],
         "EXCHANGE": [e.value for e in ExchangeKind],
         "LOG_FORMAT": [f.value for f in LogFormat],
+        "REDIS_TRANSPORT": [t.value for t in RedisTransport],
     }
     return targets(env_names(), choices)
 

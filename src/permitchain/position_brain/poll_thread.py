@@ -54,10 +54,12 @@ class PollThread:
         poll_interval_s: float,
         make_stream: Callable[[AsyncRedis], UserStream | None] | None = None,
         push_touch_s: float = 0.5,
+        transport: str = "lean",
     ) -> None:
         """``make_stream``: the exchange's pushed updates (``PushedSnapshots`` runs beside
         the poller on this thread); None: polling only."""
         self.url, self.keys, self.clock = redis_url, keys, clock
+        self.transport = transport  # REDIS_TRANSPORT
         self.make_exchange = make_exchange
         self.make_stream, self.push_touch_s = make_stream, push_touch_s
         self.allow_list, self.poll_interval_s = frozenset(allow_list), poll_interval_s
@@ -128,7 +130,7 @@ class PollThread:
         await done  # the thread ended: its error, if any, is raised here
 
     async def _main(self, started: threading.Event, polled: Callable[[], None]) -> None:
-        r = async_client(self.url)
+        r = async_client(self.url, transport=self.transport)
         ex = self.make_exchange(r)
         self._poller = SnapshotPoller(
             r,

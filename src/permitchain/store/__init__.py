@@ -16,6 +16,7 @@ from permitchain.store.client import (
     shown_url,
     sync_client,
     translate,
+    transport_name,
     wrong_type,
     wrong_type_sync,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "shown_url",
     "sync_client",
     "translate",
+    "transport_name",
     "wrong_type",
     "wrong_type_sync",
 ]

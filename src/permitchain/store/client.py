@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ssl
 import urllib.parse
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
@@ -21,7 +22,15 @@ from redis.retry import Retry
 
 from permitchain.contract.errors import ConfigError, StoreError, WrongTypeError
 from permitchain.store import protocol
-from permitchain.store.lean import lean_client
+from permitchain.store.lean import LeanRedis, lean_client
+from permitchain.store.retry import (
+    CONNECTION_FAULTS,
+    MarksUnsent,
+    MarksUnsentSync,
+    after_sync,
+    no_retry,
+    no_retry_sync,
+)
 
 #: Our clients always decode replies to ``str``. redis-py's stubs cannot see that
 #: (``decode_responses=True``): they type every reply ``bytes | str`` and every asyncio
@@ -48,9 +57,22 @@ REDIS_FAULTS: tuple[type[BaseException], ...] = (
 POOL_WAIT_S = 5.0
 
 
+#: ``REDIS_TRANSPORT``: the lean transport (:mod:`permitchain.store.lean`) or redis-py's pool.
+TRANSPORTS = ("lean", "pool")
+
+
 def _retry(kind: Any = Retry) -> Any:
-    """Two retries with jittered backoff (``kind``: redis-py's sync or asyncio ``Retry``)."""
+    """Two retries with jittered backoff (``kind``: redis-py's sync or asyncio ``Retry``):
+    the Cluster clients' (redis-py's rule: it resends after a connection fault)."""
     return kind(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 2)
+
+
+class _Pool(MarksUnsent, aioredis.BlockingConnectionPool):
+    """The blocking pool, its checkout failures marked as never sent (store.retry)."""
+
+
+class _SentinelPool(MarksUnsent, aiosentinel.SentinelConnectionPool):
+    """The sentinel-managed pool, its checkout failures marked as never sent (store.retry)."""
 
 
 def _client_kwargs() -> dict[str, Any]:
@@ -62,8 +84,31 @@ def _client_kwargs() -> dict[str, Any]:
     }
 
 
-class _SentinelRedis(aioredis.Redis):
-    """A master client that also closes its sentinel connections."""
+class _SyncPool(MarksUnsentSync, redis.ConnectionPool):
+    """The CLI's pool, its checkout failures marked as never sent (store.retry)."""
+
+
+class _SyncSentinelPool(MarksUnsentSync, redis.sentinel.SentinelConnectionPool):
+    """The CLI's sentinel-managed pool, its checkout failures marked as never sent."""
+
+
+class _SyncRedis(redis.Redis):
+    """The blocking client: redis-py's, its commands sent again only as store.retry allows."""
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        try:
+            return super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+        except CONNECTION_FAULTS as e:
+            return after_sync(
+                e,
+                lambda: super(_SyncRedis, self).execute_command(*args, **options),  # type: ignore[no-untyped-call]
+                args[:1],
+            )
+
+
+class _SentinelRedis(LeanRedis):
+    """A master client (redis-py's transport, store.retry's rule) that also closes its
+    sentinel connections."""
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
         await super().aclose(close_connection_pool)
@@ -164,17 +209,27 @@ def shown_url(url: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
-def async_client(url: str | None, *, max_connections: int = 32) -> AsyncRedis:
+def async_client(
+    url: str | None, *, max_connections: int = 32, transport: str = "lean"
+) -> AsyncRedis:
     """An asyncio client with a bounded pool; every service uses one for its life.
-    ``redis+sentinel://`` URLs give a client that follows the master through failovers."""
+    ``transport`` (``REDIS_TRANSPORT``): ``lean`` sends the non-blocking commands of
+    ``redis://`` and ``rediss://`` URLs over the lean transport, ``pool`` everything over
+    redis-py's pool; unix sockets, Sentinel and Cluster always use the pool.
+    ``redis+sentinel://`` URLs give a client that follows the master through failovers.
+    Commands are sent again only as :mod:`permitchain.store.retry` allows."""
     # The typing boundary: redis-py's client, built decoding, is what AsyncRedis states.
-    return cast(AsyncRedis, _async_client(url, max_connections=max_connections))
+    return cast(
+        AsyncRedis, _async_client(url, max_connections=max_connections, transport=transport)
+    )
 
 
-def _async_client(url: str | None, *, max_connections: int) -> object:
-    """redis-py's asyncio client for ``url``: ``Redis`` (lean), ``RedisCluster`` or a
-    Sentinel master (redis-py types the last ``Any``)."""
+def _async_client(url: str | None, *, max_connections: int, transport: str) -> object:
+    """redis-py's asyncio client for ``url``: ``Redis`` (lean or pooled), ``RedisCluster`` or
+    a Sentinel master (redis-py types the last ``Any``)."""
     url = _require(url)
+    if transport not in TRANSPORTS:
+        raise ConfigError(f"REDIS_TRANSPORT: {transport!r} is not one of {', '.join(TRANSPORTS)}")
     if url.startswith(CLUSTER_SCHEMES):
         nodes, kw = parse_cluster_url(url)
         return aiocluster.RedisCluster(
@@ -190,22 +245,45 @@ def _async_client(url: str | None, *, max_connections: int) -> object:
         return sentinel.master_for(
             service,
             redis_class=_SentinelRedis,
+            connection_pool_class=_SentinelPool,
             max_connections=max_connections,
+            retry=no_retry(),
             **kw,
             **_client_kwargs(),
         )
     # A blocking pool: when every connection is busy a command waits for one (bounded by
     # POOL_WAIT_S) instead of failing with "Too many connections".
-    pool = aioredis.BlockingConnectionPool.from_url(
+    pool = _Pool.from_url(
         url,
         max_connections=max_connections,
         timeout=POOL_WAIT_S,
-        retry=_retry(),
+        retry=no_retry(),
         **_client_kwargs(),
     )
-    # The client owns the pool (aclose() closes it); non-blocking commands take the lean
-    # transport (permitchain.store.lean: one pipelined connection, hiredis), the rest the pool.
-    return lean_client(pool)
+    # The client owns the pool (aclose() closes it); with the lean transport, non-blocking
+    # commands take it (permitchain.store.lean: one pipelined connection, hiredis), the rest
+    # the pool.
+    try:
+        return lean_client(pool, lean=transport == "lean")
+    except (ssl.SSLError, OSError, redis.exceptions.RedisError) as e:  # the URL's TLS files
+        raise ConfigError(f"REDIS_URL: TLS options of {shown_url(url)}: {e}") from None
+
+
+def transport_name(r: AsyncRedis) -> str:
+    """Which transport a client of :func:`async_client` uses, for the start-up log line."""
+    if is_cluster(r):
+        return "pool (Redis Cluster)"
+    lean = getattr(r, "lean", None)
+    if lean is not None:
+        return "lean over TLS" if lean.tls is not None else "lean"
+    if isinstance(r, _SentinelRedis):
+        return "pool (Sentinel)"
+    kind = getattr(getattr(r, "connection_pool", None), "connection_class", None)
+    if kind is not None and issubclass(kind, redis.asyncio.UnixDomainSocketConnection):
+        return "pool (unix socket)"
+    if kind is not None and issubclass(kind, redis.asyncio.SSLConnection):
+        return "pool over TLS"
+    return "pool"
 
 
 def sync_client(url: str | None) -> SyncRedis:
@@ -230,13 +308,15 @@ def _sync_client(url: str | None) -> object:
         nodes, service, kw = parse_sentinel_url(url)
         s = redis.sentinel.Sentinel(nodes, socket_connect_timeout=2.0)  # type: ignore[no-untyped-call]
         return s.master_for(  # type: ignore[no-untyped-call]
-            service, **kw, **_client_kwargs()
+            service,
+            redis_class=_SyncRedis,
+            connection_pool_class=_SyncSentinelPool,
+            retry=no_retry_sync(),
+            **kw,
+            **_client_kwargs(),
         )
-    return redis.Redis.from_url(
-        _require(url),
-        retry=_retry(),
-        **_client_kwargs(),
-    )
+    pool = _SyncPool.from_url(url, retry=no_retry_sync(), **_client_kwargs())
+    return _SyncRedis.from_pool(pool)
 
 
 @contextlib.contextmanager

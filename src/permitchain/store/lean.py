@@ -19,10 +19,12 @@ pipelines) and replaces only the transport, for the commands where that is safe:
   connections, unchanged.
 
 Fail-closed as the pool is: a lost connection fails every command in flight with
-``redis.exceptions.ConnectionError`` (never retried here: an XADD or a script may have run,
-so the caller decides, as with any store fault); a server that stops answering fails them
-with ``TimeoutError`` after :data:`COMMAND_TIMEOUT_S`; the next command reconnects. Used for
-plain ``redis://`` TCP URLs; TLS, unix sockets, Sentinel keep the pooled transport.
+``redis.exceptions.ConnectionError``; a server that stops answering fails them with
+``TimeoutError`` after :data:`COMMAND_TIMEOUT_S`; the next command reconnects. Whether a
+failed command is sent again is :mod:`permitchain.store.retry`'s rule, the same as for the
+pool's commands (a write that may have reached the server never is). Used for ``redis://``
+and ``rediss://`` (TLS, one ``SSLContext`` per client, built from the URL's options as redis-py
+builds it) TCP URLs; unix sockets, Sentinel and Cluster keep the pooled transport.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -41,12 +44,16 @@ import redis.exceptions
 from redis._parsers.base import BaseParser
 from redis._parsers.response_callbacks import get_response_callbacks
 from redis.asyncio.client import Pipeline
-from redis.asyncio.connection import Connection
+from redis.asyncio.connection import Connection, RedisSSLContext, SSLConnection
 from redis.client import CaseInsensitiveDict
+
+from permitchain.store import retry
 
 #: Longest a command may wait for its reply before the connection is dropped.
 COMMAND_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 2.0
+#: Longest a client's close waits for its connections to close (TLS: the close_notify).
+CLOSE_TIMEOUT_S = 1.0
 CLIENT_NAME = "permitchain-lean"
 NEVER_DECODE = "NEVER_DECODE"
 EMPTY_RESPONSE = "EMPTY_RESPONSE"
@@ -195,6 +202,8 @@ class _Proto(asyncio.Protocol):
         self.waiting: deque[_Batch] = deque()
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        #: done when the connection is closed (connection_lost)
+        self.gone: asyncio.Future[None] = loop.create_future()
         self.error: type[redis.exceptions.RedisError] = redis.exceptions.ConnectionError
         self._watchdog: asyncio.TimerHandle | None = None
 
@@ -246,6 +255,8 @@ class _Proto(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if not self.gone.done():
+            self.gone.set_result(None)
         if self._watchdog is not None:
             self._watchdog.cancel()
         why = "timed out" if self.error is redis.exceptions.TimeoutError else "lost"
@@ -264,7 +275,7 @@ class _Proto(asyncio.Protocol):
         gets the replies, in order, due within COMMAND_TIMEOUT_S plus ``wait_s`` (a blocking
         read's own wait). A reply that failed to decode is its UnicodeDecodeError."""
         if self.closed or self.transport is None:
-            raise redis.exceptions.ConnectionError("connection lost")
+            raise retry.NotSent("connection lost")
         fut: asyncio.Future[list[Any]] = self.loop.create_future()
         if not raws:
             fut.set_result([])
@@ -285,9 +296,12 @@ class Lean:
         db: int = 0,
         username: str | None = None,
         password: str | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.host, self.port, self.db = host, port, db
         self.username, self.password = username, password
+        #: the client's one TLS context (``rediss://``), shared by its connections and lanes
+        self.tls = tls
         self.proto: _Proto | None = None
         self._lock: asyncio.Lock | None = None
         self._lock_loop: asyncio.AbstractEventLoop | None = None
@@ -310,14 +324,27 @@ class Lean:
             return self.proto
 
     async def _connect(self, loop: asyncio.AbstractEventLoop) -> _Proto:
+        tls = self.tls
         try:
             _t, p = await asyncio.wait_for(
-                loop.create_connection(lambda: _Proto(loop), self.host, self.port),
+                loop.create_connection(
+                    lambda: _Proto(loop),
+                    self.host,
+                    self.port,
+                    ssl=tls,
+                    server_hostname=self.host if tls is not None else None,
+                    ssl_handshake_timeout=CONNECT_TIMEOUT_S if tls is not None else None,
+                ),
                 CONNECT_TIMEOUT_S,
             )
+        except ssl.SSLError as e:
+            raise retry.NotSent(
+                f"REDIS_URL {self.host}:{self.port}: TLS handshake failed: {tls_cause(e)}"
+            ) from e
         except (OSError, TimeoutError) as e:
-            raise redis.exceptions.ConnectionError(
-                f"Error connecting to {self.host}:{self.port}: {e}"
+            what = "TLS connection" if tls is not None else "connection"
+            raise retry.NotSent(
+                f"REDIS_URL {self.host}:{self.port}: {what} failed: {e or type(e).__name__}"
             ) from e
         hello: list[list[Any]] = []
         if self.password is not None:
@@ -326,7 +353,12 @@ class Lean:
             hello.append(["SELECT", self.db])
         # Named for CLIENT LIST; a user whose ACL forbids CLIENT just stays unnamed.
         hello.append(["CLIENT", "SETNAME", CLIENT_NAME])
-        replies = await p.send(b"".join(pack(c) for c in hello), [False] * len(hello))
+        try:
+            replies = await p.send(b"".join(pack(c) for c in hello), [False] * len(hello))
+        except redis.exceptions.ConnectionError as e:
+            # lost while the connection was being set up: the caller's command was not sent
+            # (a server that hangs there is a TimeoutError, as for any command)
+            raise retry.NotSent(f"REDIS_URL {self.host}:{self.port}: {e}") from e
         for reply in replies[:-1]:
             if isinstance(reply, hiredis.ReplyError):
                 assert p.transport is not None
@@ -340,12 +372,31 @@ class Lean:
 
     def clone(self) -> Lean:
         return Lean(
-            self.host, self.port, db=self.db, username=self.username, password=self.password
+            self.host,
+            self.port,
+            db=self.db,
+            username=self.username,
+            password=self.password,
+            tls=self.tls,
         )
 
-    def close(self) -> None:
+    def abort(self) -> None:
+        """Drop the connection now (a reply may still be due on it)."""
         if self.proto is not None and self.proto.transport is not None:
-            self.proto.transport.close()
+            self.proto.transport.abort()
+
+    async def aclose(self) -> None:
+        """Close the connection and wait (at most :data:`CLOSE_TIMEOUT_S`) until it is closed:
+        over TLS that is after the close_notify exchange, not at once."""
+        p = self.proto
+        if p is None or p.transport is None or p.closed:
+            return
+        p.transport.close()
+        if p.loop is asyncio.get_running_loop():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(p.gone), CLOSE_TIMEOUT_S)
+        if not p.closed:
+            p.transport.abort()
 
     async def call_many(
         self, commands: Sequence[tuple[Sequence[Any], bool]], wait_s: float = 0.0
@@ -378,7 +429,26 @@ def finish(name: Any, reply: Any, options: dict[str, Any]) -> Any:
     return cb(reply, **options) if cb is not None else reply
 
 
-class LeanPipeline(Pipeline):
+class PoolPipeline(Pipeline):
+    """redis-py's pipeline (on the pool), its commands sent again only as
+    :mod:`permitchain.store.retry` allows (never after a ``WATCH``: its guard is gone)."""
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        if self.watching or self.connection is not None:
+            return await super().execute(raise_on_error)
+        stack, scripts = list(self.command_stack), set(self.scripts)
+
+        async def again() -> list[Any]:
+            self.command_stack, self.scripts = list(stack), set(scripts)
+            return await Pipeline.execute(self, raise_on_error)
+
+        try:
+            return await super().execute(raise_on_error)
+        except retry.CONNECTION_FAULTS as e:
+            return await retry.after(e, again, [args[0] for args, _ in stack])
+
+
+class LeanPipeline(PoolPipeline):
     """A non-transactional pipeline written in one go on the lean connection."""
 
     lean: Lean
@@ -403,7 +473,11 @@ class LeanPipeline(Pipeline):
         commands += [(args, bool(options.get(NEVER_DECODE))) for args, options in stack]
         # Nothing of the pool's was used (no connection, no WATCH): reset() reduces to this.
         self.command_stack, self.scripts = [], set()
-        replies = await self.lean.call_many(commands)
+        try:
+            replies = await self.lean.call_many(commands)
+        except retry.CONNECTION_FAULTS as e:
+            names = [args[0] for args, _ in stack]
+            replies = await retry.after(e, lambda: self.lean.call_many(commands), names)
         for reply in replies[: len(to_load)]:
             if isinstance(reply, hiredis.ReplyError):
                 raise error_of(reply)
@@ -431,16 +505,29 @@ class LeanRedis(aioredis.Redis):
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         lean = self.lean
-        if lean is None or pool_only(args[0]):
-            return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+        if lean is None or pool_only(args[0]) or block_ms(args) == 0:
+            # the pool's transport (a read blocking for ever: no reply deadline fits)
+            try:
+                return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+            except retry.CONNECTION_FAULTS as e:
+                return await retry.after(
+                    e,
+                    lambda: super(LeanRedis, self).execute_command(*args, **options),  # type: ignore[no-untyped-call]
+                    args[:1],
+                )
         wait = block_ms(args)
-        if wait == 0:  # blocks for ever: no reply deadline fits; the pool's transport
-            return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
         raw = bool(options.pop(NEVER_DECODE, False))
-        if wait is None:
-            reply = await lean.call(args, raw)
-        else:
-            reply = await self._blocking_read(args, raw, wait / 1000)
+        try:
+            if wait is None:
+                reply = await lean.call(args, raw)
+            else:
+                reply = await self._blocking_read(args, raw, wait / 1000)
+        except retry.CONNECTION_FAULTS as e:
+            if wait is None:
+                reply = await retry.after(e, lambda: lean.call(args, raw), args[:1])
+            else:
+                w = wait / 1000
+                reply = await retry.after(e, lambda: self._blocking_read(args, raw, w), args[:1])
         return finish(args[0], reply, options)
 
     async def _blocking_read(self, args: Sequence[Any], raw: bool, wait_s: float) -> Any:
@@ -457,35 +544,54 @@ class LeanRedis(aioredis.Redis):
             if done and lane.proto is not None and not lane.proto.closed:
                 self.lanes.append(lane)
             else:
-                lane.close()
+                lane.abort()
 
     def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Any:
         if self.lean is None or transaction:
-            return super().pipeline(transaction, shard_hint)
+            return PoolPipeline(
+                self.connection_pool, self.response_callbacks, transaction, shard_hint
+            )
         p = LeanPipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
         p.lean = self.lean
         return p
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
-        if self.lean is not None:
-            self.lean.close()
-        for lane in self.lanes:
-            lane.close()
-        self.lanes.clear()
+        lanes, self.lanes = self.lanes, []
+        await asyncio.gather(*(c.aclose() for c in [*lanes, self.lean] if c is not None))
         await super().aclose(close_connection_pool)
 
 
-def lean_client(pool: aioredis.ConnectionPool) -> aioredis.Redis:
-    """A client owning ``pool``; lean for plain TCP connections, redis-py's transport else."""
+def lean_client(pool: aioredis.ConnectionPool, *, lean: bool = True) -> aioredis.Redis:
+    """A client owning ``pool``; with ``lean``, the lean transport for TCP connections (plain
+    or TLS), redis-py's transport else."""
     client = LeanRedis(connection_pool=pool)
     client.auto_close_connection_pool = True  # as Redis.from_pool: the client owns the pool
     kw = pool.connection_kwargs
-    if pool.connection_class is Connection and kw.get("decode_responses"):
+    if lean and pool.connection_class in (Connection, SSLConnection) and kw.get("decode_responses"):
+        tls = pool.connection_class is SSLConnection
         client.lean = Lean(
             str(kw.get("host", "localhost")),
             int(kw.get("port", 6379)),
             db=int(kw.get("db") or 0),
             username=kw.get("username"),
             password=kw.get("password"),
+            tls=tls_context(kw) if tls else None,
         )
     return client
+
+
+def tls_context(kw: dict[str, Any]) -> ssl.SSLContext:
+    """The ``SSLContext`` redis-py's ``SSLConnection`` would build from the same options
+    (``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``, ``ssl_cert_reqs``,
+    ``ssl_check_hostname``…; by default the server's certificate and name are verified)."""
+    options: dict[str, Any] = {"cert_reqs": "required", "check_hostname": True}
+    options.update({k.removeprefix("ssl_"): v for k, v in kw.items() if k.startswith("ssl_")})
+    context: ssl.SSLContext = RedisSSLContext(**options).get()
+    return context
+
+
+def tls_cause(e: ssl.SSLError) -> str:
+    """The reason of a TLS failure in a few words (a bad CA, a wrong name…)."""
+    verify = getattr(e, "verify_message", None)
+    reason = f"certificate verify failed: {verify}" if verify else (e.reason or str(e))
+    return str(reason).replace("\n", " ")
