@@ -221,9 +221,9 @@ class SnapshotPoller:
 
         A snapshot whose position and filters changed, or that is due its periodic whole
         write, is written whole (fields, TTL, with its ledger's amount read back). The others
-        get only the poll's time: on a plain or Sentinel server all of them in one script
-        call (``snapshot_touch.lua``), which also names any hash that is gone, written whole
-        at once; on a Redis Cluster one HSET each."""
+        get only the poll's time (:meth:`AtomicSteps.snapshot_touch`: on a plain or Sentinel
+        server all of them in one script call, ``snapshot_touch.lua``; on a Redis Cluster one
+        HSET each); any hash that was gone is named by it and written whole at once."""
         mono = time.monotonic()
         whole: list[str] = []
         touch: list[str] = []
