@@ -34,6 +34,7 @@ import redis.exceptions
 from permitchain.runtime.audit import AUDIT_MAXLEN
 from permitchain.runtime.entries import RawEntry, xread_raw
 from permitchain.store.client import first_fault, is_cluster, is_wrong_type, wrong_type
+from permitchain.store.protocol import AsyncRedis
 from permitchain.store.raw import queue_raw
 from permitchain.store.scripts import LeanScript, Scripts, flat_pairs, scripts_for
 
@@ -124,7 +125,7 @@ class AtomicSteps(ABC):
     """The multi-key atomic steps of the chain on one client. The steps that touch one slot
     only are the same on every server and written here; the others differ by topology."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: AsyncRedis) -> None:
         self.redis = client
         self.scripts: Scripts = scripts_for(client)
 
@@ -817,7 +818,7 @@ def _transition_keys(keys: ExecKeys) -> list[str]:
 _BY_CLIENT: weakref.WeakKeyDictionary[Any, AtomicSteps] = weakref.WeakKeyDictionary()
 
 
-def steps_for(client: Any) -> AtomicSteps:
+def steps_for(client: AsyncRedis) -> AtomicSteps:
     """The client's atomic steps, chosen once per client by its class: :class:`ClusterSteps`
     for a Redis Cluster client, :class:`ServerSteps` for any other."""
     s = _BY_CLIENT.get(client)
