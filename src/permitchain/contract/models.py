@@ -2,8 +2,10 @@
 
 Stream entries and permits travel as strings: quantities as decimal strings (parsed to
 ``Decimal``, never float), booleans as ``true``/``false``, and every message carries
-``schema``. ``from_fields`` raises :class:`ContractError` with the offending field named;
-callers dead-letter such entries. Denials are data (``decision``/``reason``), not errors.
+``schema``. Every record is a :class:`Record` whose fields are typed with the parsers here
+(``parse_decimal`` the one decimal parser); its ``from_fields`` raises :class:`ContractError`
+with the offending field named, and callers dead-letter such entries. Denials are data
+(``decision``/``reason``), not errors.
 """
 
 from __future__ import annotations
@@ -250,9 +252,10 @@ PlanId = Annotated[str, BeforeValidator(_plan_id)]
 
 class Record(BaseModel):
     """Base of every record the chain reads from Redis (stream entries, exec records, permits):
-    frozen, no extra fields. :meth:`from_fields` validates a hash's str fields (or a JSON
-    object's values) with the field types above and raises :class:`ContractError` naming the
-    record and the first offending field; callers dead-letter, deny or block on it."""
+    frozen, no extra fields (unless a record says so). :meth:`from_fields` validates a hash's
+    str fields (or a JSON object's values) with the field types above and raises
+    :class:`ContractError` naming the record and the first offending field; callers
+    dead-letter, deny or block on it."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     #: The record carries ``schema`` (checked against SCHEMA, then dropped).
