@@ -21,7 +21,7 @@
 -- ARGV[6]  quantity (a plain decimal string); trigger: ''
 -- ARGV[7]  order mode: fill | new | reject | timeout | lose_response ('' = fill) | trigger |
 --          config (the config hash's order_mode, '' or missing = fill)
--- ARGV[8]  mode config: '1' when the config's latency has been served, else ''
+-- ARGV[8]  '1' when the config's latency has been served (mode config), else ''
 -- ARGV[9]  the fills stream's MAXLEN (~), when it is given
 --
 -- Mode config: when the config's latency_ms is above 0 and ARGV[8] is not '1', the reply is
