@@ -27,6 +27,7 @@ from permitchain.apply_layer.orders import OrderDesk
 from permitchain.apply_layer.planner_service import publish_plan
 from permitchain.apply_layer.resolver import Resolver
 from permitchain.cli.control import set_trading_state
+from permitchain.contract.errors import OrderOutcomeUnknown, OrderRejected
 from permitchain.contract.keys import Keys
 from permitchain.contract.models import Result, ResultStatus
 from permitchain.contract.settings import Settings
@@ -281,6 +282,45 @@ def test_sim_crash_before_fill_record_never_fills_twice(arun: Run, keys: Keys) -
         assert [f["client_order_id"] for _i, f in fills] == ["pc-p2"]
 
     arun(body)
+
+
+def test_sim_faults_on_cluster_from_the_config_read_first(arun: Run, keys: Keys,
+                                                          calls: Calls) -> None:  # fmt: skip
+    """On a Cluster the config (outside the symbol's slot) is read before the script, its
+    mode passed in ARGV, its latency slept; the fill record follows the script."""
+
+    async def body(r: Any) -> dict[str, Any]:
+        sim = SimExchange(r, keys)
+        await sim.list_symbol("BTCUSDT", step_size="0.001", min_qty="0.001", min_notional="0")
+        await sim.set_position("BTCUSDT", Decimal("1"), Decimal(100))
+        out: dict[str, Any] = {}
+
+        async def sell(coid: str) -> Any:
+            try:
+                return await sim.place_reduce_only_market("BTCUSDT", "SELL", Decimal("0.1"), coid)
+            except (OrderRejected, OrderOutcomeUnknown) as e:
+                return e
+
+        for mode in ("reject", "timeout", "lose_response", "new"):
+            await sim.set_fault(order_mode=mode)
+            out[mode] = await sell(f"pc-{mode}")
+        await sim.set_fault(order_mode="fill", latency_ms="200")
+        t0 = time.monotonic()
+        out["slow"] = await sell("pc-slow")
+        out["slow_s"] = time.monotonic() - t0
+        out["fills"] = [f["client_order_id"] for _i, f in await r.xrange(keys.sim_fills)]
+        out["amt"] = await r.hget(keys.sim_position("BTCUSDT"), "amt")
+        return out
+
+    out = arun(body)
+    assert isinstance(out["reject"], OrderRejected) and out["reject"].code == -2019
+    assert isinstance(out["timeout"], OrderOutcomeUnknown)
+    assert isinstance(out["lose_response"], OrderOutcomeUnknown)
+    assert out["new"].status.value == "NEW"
+    assert out["slow"].status.value == "FILLED" and out["slow_s"] >= 0.2
+    assert out["fills"] == ["pc-lose_response", "pc-slow"] and out["amt"] == "0.8"
+    sim_keys = [k for name, k in calls.scripts if name == "sim_order"]
+    assert len(sim_keys) == 5 and all(len(k) == 4 for k in sim_keys)  # the symbol's keys only
 
 
 def test_trading_state_on_cluster_writes_state_then_audit(arun: Run, keys: Keys,

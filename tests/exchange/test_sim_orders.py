@@ -1,13 +1,15 @@
 """The simulated exchange's market order: one ``sim_order.lua`` run decides it from the
-server's state (the position, the filters, the order record of the client order id) under
-the fault mode of the config read just before. Whatever changed between two orders (the
-position, the filters, the fault-injection config), the next order is decided on it. Real
-Redis; round trips counted with ``INFO commandstats``."""
+server's state (the position, the filters, the order record of the client order id, the
+fault-injection config) and adds its fill record. Whatever changed between two orders (the
+position, the filters, the config), the next order is decided on it. Real Redis; commands
+counted with ``INFO commandstats`` (the server's, a script's own calls included) and by the
+client's ``execute_command`` (the round trips)."""
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from decimal import Decimal as D
 from typing import Any
 
@@ -32,6 +34,19 @@ def calls(r: redis.Redis, *commands: str) -> dict[str, int]:
 
 def delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     return {c: after[c] - before[c] for c in before}
+
+
+def sent(ar: Any) -> list[str]:
+    """The commands the client ``ar`` sends from now on (its ``execute_command`` wrapped)."""
+    names: list[str] = []
+    send = ar.execute_command
+
+    async def counted(*args: Any, **options: Any) -> Any:
+        names.append(str(args[0]).upper())
+        return await send(*args, **options)
+
+    ar.execute_command = counted
+    return names
 
 
 async def listed(r: Any, keys: Keys, amt: str = "1", price: str = "100") -> SimExchange:
@@ -148,35 +163,42 @@ def test_b_config_changed_between_orders_applies_to_the_next_one(
     assert r.hget(keys.sim_position(SYM), "amt") == "0.5"
 
 
-def test_c_an_order_is_one_script_after_one_config_read(
-    arun: Run, r: redis.Redis, keys: Keys
-) -> None:
+def test_c_an_order_is_one_script(arun: Run, r: redis.Redis, keys: Keys) -> None:
+    """One EVALSHA per order, the config read and the fill record added inside it."""
     pos = keys.sim_position(SYM)
-    cmds = ("hgetall", "evalsha", "xadd")
+    cmds = ("hgetall", "hmget", "evalsha", "xadd")
 
-    async def body(ar: Any) -> list[dict[str, int]]:
+    async def body(ar: Any) -> tuple[list[dict[str, int]], list[list[str]]]:
         sim = await listed(ar, keys)
-        seen = [calls(r, *cmds)]
-        await sell(sim, "0.1", "pc-1")  # the config, the script, the fill record
-        seen.append(calls(r, *cmds))
-        await ar.hset(pos, "amt", "0.5")  # moved outside: the script reads it, no retry
-        await sell(sim, "0.1", "pc-2")
-        seen.append(calls(r, *cmds))
-        # a fill inside the exchange (a stop): no config read
-        await sim.fill_inside(SYM, "SELL", D("0.1"), "pc-3")
-        seen.append(calls(r, *cmds))
-        with pytest.raises(OrderRejected):  # a reject writes nothing
-            await sell(sim, "0.4", "pc-4")
-        seen.append(calls(r, *cmds))
-        return seen
+        await sell(sim, "0.1", "pc-0")  # the script loaded (a first EVALSHA may need EVAL)
+        seen, round_trips, names = [calls(r, *cmds)], [], sent(ar)
 
-    s = arun(body)
-    assert delta(s[0], s[1]) == {"hgetall": 1, "evalsha": 1, "xadd": 1}
-    assert delta(s[1], s[2]) == {"hgetall": 1, "evalsha": 1, "xadd": 1}
-    assert delta(s[2], s[3]) == {"hgetall": 0, "evalsha": 1, "xadd": 1}
-    assert delta(s[3], s[4]) == {"hgetall": 1, "evalsha": 1, "xadd": 0}
-    assert r.hget(pos, "amt") == "0.3"
+        async def counted(order: Awaitable[Any]) -> None:
+            names.clear()
+            with contextlib.suppress(OrderRejected):
+                await order
+            round_trips.append(list(names))
+            seen.append(calls(r, *cmds))
+
+        await counted(sell(sim, "0.1", "pc-1"))
+        await ar.hset(pos, "amt", "0.4")  # moved outside: the script reads it
+        await counted(sell(sim, "0.1", "pc-2"))
+        # a fill inside the exchange (a stop): no fault mode
+        await counted(sim.fill_inside(SYM, "SELL", D("0.1"), "pc-3"))
+        await counted(sell(sim, "0.4", "pc-4"))  # rejected (0.2 left): writes nothing
+        return seen, round_trips
+
+    s, round_trips = arun(body)
+    assert round_trips == [["EVALSHA"]] * 4
+    # inside the script: the config, filters and position read (HMGET), the fill record added
+    assert delta(s[0], s[1]) == {"hgetall": 0, "hmget": 3, "evalsha": 1, "xadd": 1}
+    assert delta(s[1], s[2]) == {"hgetall": 0, "hmget": 3, "evalsha": 1, "xadd": 1}
+    assert delta(s[2], s[3]) == {"hgetall": 0, "hmget": 2, "evalsha": 1, "xadd": 1}
+    assert delta(s[3], s[4]) == {"hgetall": 0, "hmget": 3, "evalsha": 1, "xadd": 0}
+    assert r.hget(pos, "amt") == "0.2"
     assert not r.exists(keys.sim_order(SYM, "pc-4"))
+    fills = [f["client_order_id"] for _i, f in r.xrange(keys.sim_fills)]
+    assert fills == ["pc-0", "pc-1", "pc-2", "pc-3"]
 
 
 def test_d_a_taken_client_order_id_returns_the_existing_order(
@@ -188,17 +210,18 @@ def test_d_a_taken_client_order_id_returns_the_existing_order(
         again = await sell(sim, "0.1", "pc-1")
         other = await SimExchange(ar, keys).place_reduce_only_market(SYM, "SELL", D("0.1"),
                                                                      "pc-2")  # fmt: skip
-        before = calls(r, "hgetall", "evalsha")
+        before, names = calls(r, "hgetall", "evalsha"), sent(ar)
         seen_other = await sell(sim, "0.1", "pc-2")
         d = delta(before, calls(r, "hgetall", "evalsha"))
+        assert names == ["EVALSHA"]
         last = await sell(sim, "0.1", "pc-3")  # to 0
         last_again = await sell(sim, "0.1", "pc-3")
         return first, again, other, seen_other, d, last, last_again
 
     first, again, other, seen_other, d, last, last_again = arun(body)
     assert again == first and seen_other == other and last_again == last
-    # the config, then one script, whose reply carries the order (its HGETALL)
-    assert d == {"hgetall": 2, "evalsha": 1}
+    # one script, whose reply carries the order (its HGETALL)
+    assert d == {"hgetall": 1, "evalsha": 1}
     assert len(r.xrange(keys.sim_fills)) == 3  # each client order id filled once
     assert r.hget(keys.sim_position(SYM), "amt") == "0"
 

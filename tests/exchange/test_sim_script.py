@@ -1,10 +1,13 @@
 """``sim_order.lua`` decides from the server's state: its decimal arithmetic is exact (no
 float rounding of quantities, positions at the bench's 10^12 scale), data it cannot read
 is an error with nothing written, and its stop trigger gives :func:`stop_outcome`'s
-answers. Real Redis."""
+answers. On a single server it reads the fault config and adds the fill record itself, in
+the same step (an injected latency is slept between two runs). Real Redis."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 from decimal import Decimal as D
 from typing import Any
@@ -12,10 +15,12 @@ from typing import Any
 import pytest
 import redis
 
-from permitchain.contract.errors import OrderRejected, StoreError
+from permitchain.contract.errors import OrderOutcomeUnknown, OrderRejected, StoreError
 from permitchain.contract.keys import Keys
 from permitchain.exchange.sim import SimExchange
 from permitchain.exchange.sim_stops import stop_outcome, trigger_stop
+from permitchain.store.scripts import Scripts
+from permitchain.store.sim_order import FILLS_MAXLEN
 
 SYM = "ETHUSDT"
 Run = Callable[..., Any]
@@ -155,3 +160,119 @@ def test_the_trigger_gives_stop_outcomes_answer(
     assert r.hget(keys.sim_order(SYM, "pc-sl"), "status") == want.status
     fills = [f for _i, f in r.xrange(keys.sim_fills)]
     assert [D(f["qty"]) for f in fills] == ([want.qty] if want.qty else [])
+
+
+def test_one_run_records_the_order_with_its_fill_record(
+    arun: Run, r: redis.Redis, keys: Keys
+) -> None:
+    """The script alone (the caller crashing right after it) leaves the order, the position
+    moved and the fill record: nothing is left for the caller to add."""
+
+    async def body(ar: Any) -> Any:
+        await listed(ar, keys, "1")
+        script_keys = [keys.sim_position(SYM), keys.sim_order(SYM, "pc-1"),
+                       keys.sim_order_seq(SYM), keys.sim_filters(SYM), keys.sim_config,
+                       keys.sim_fills]  # fmt: skip
+        args = [60, f"{time.time():.6f}", SYM, "pc-1", "SELL", "0.1", "config", "", FILLS_MAXLEN]
+        return await Scripts(ar).sim_order(keys=script_keys, args=args)
+
+    res = arun(body)
+    assert res[:2] == ["mode", "fill"] and res[2][0] == "ok"
+    assert r.hget(keys.sim_order(SYM, "pc-1"), "status") == "FILLED"
+    assert r.hget(keys.sim_position(SYM), "amt") == "0.9"
+    (fill,) = [f for _i, f in r.xrange(keys.sim_fills)]
+    assert (fill["client_order_id"], fill["qty"], fill["position_after"]) == ("pc-1", "0.1", "0.9")
+
+
+def test_a_fills_stream_of_another_type_writes_nothing(
+    arun: Run, r: redis.Redis, keys: Keys
+) -> None:
+    async def body(ar: Any) -> None:
+        await listed(ar, keys, "1")
+        await ar.set(keys.sim_fills, "not a stream")
+        with pytest.raises(StoreError, match="fills stream"):
+            await SimExchange(ar, keys).place_reduce_only_market(SYM, "SELL", D("0.1"), "pc-1")
+
+    arun(body)
+    assert not r.exists(keys.sim_order(SYM, "pc-1"))
+    assert r.hget(keys.sim_position(SYM), "amt") == "1"
+
+
+def test_an_unreadable_latency_writes_nothing(arun: Run, r: redis.Redis, keys: Keys) -> None:
+    async def body(ar: Any) -> None:
+        sim = await listed(ar, keys, "1")
+        await sim.set_fault(latency_ms="0.5")
+        with pytest.raises(StoreError, match="latency_ms"):
+            await sim.place_reduce_only_market(SYM, "SELL", D("0.1"), "pc-1")
+
+    arun(body)
+    assert not r.exists(keys.sim_order(SYM, "pc-1")) and not r.exists(keys.sim_fills)
+
+
+def test_the_latency_is_slept_then_the_config_of_then_decides(
+    arun: Run, r: redis.Redis, keys: Keys
+) -> None:
+    """A latency answer writes nothing; the second run, after the sleep, reads the config
+    again: an order whose config turned to reject meanwhile is rejected."""
+
+    async def body(ar: Any) -> tuple[list[Any], float, int, list[Any]]:
+        sim = await listed(ar, keys, "1")
+        replies: list[Any] = []
+        delayed = asyncio.Event()
+        send = ar.execute_command
+
+        async def recorded(*args: Any, **options: Any) -> Any:
+            res = await send(*args, **options)
+            if args[0] == "EVALSHA":
+                replies.append(res)
+                if res[0] == "delay":
+                    delayed.set()
+            return res
+
+        ar.execute_command = recorded
+        await sim.set_fault(latency_ms="300")
+        t0 = time.monotonic()
+        await sim.place_reduce_only_market(SYM, "SELL", D("0.1"), "pc-1")
+        slow_s = time.monotonic() - t0
+        first = list(replies)
+        replies.clear()
+        delayed.clear()
+        order = asyncio.create_task(sim.place_reduce_only_market(SYM, "SELL", D("0.1"), "pc-2"))
+        await delayed.wait()  # the first run answered: sleeping now
+        assert not await ar.exists(keys.sim_order(SYM, "pc-2"))
+        await sim.set_fault(order_mode="reject", latency_ms="200")
+        with pytest.raises(OrderRejected) as rejected:
+            await order
+        return first, slow_s, rejected.value.code, list(replies)
+
+    first, slow_s, code, second = arun(body)
+    assert [x[0] for x in first] == ["delay", "mode"] and first[0][1] == "300"
+    assert slow_s >= 0.3  # the order took at least the configured latency
+    # the served run decides under the config of then, without a second latency answer
+    assert code == -2019 and [x[0] for x in second] == ["delay", "mode"]
+    assert second[1][1] == "reject"
+    assert not r.exists(keys.sim_order(SYM, "pc-2"))
+    assert [f["client_order_id"] for _i, f in r.xrange(keys.sim_fills)] == ["pc-1"]
+
+
+@pytest.mark.parametrize(
+    ("mode", "status", "filled"),
+    [("new", "NEW", False), ("lose_response", "FILLED", True), ("timeout", None, False)],
+)
+def test_the_config_fault_mode_read_by_the_script(
+    arun: Run, r: redis.Redis, keys: Keys, mode: str, status: str | None, filled: bool
+) -> None:
+    async def body(ar: Any) -> Any:
+        sim = await listed(ar, keys, "1")
+        await sim.set_fault(order_mode=mode)
+        try:
+            return await sim.place_reduce_only_market(SYM, "SELL", D("0.1"), "pc-1")
+        except OrderOutcomeUnknown as e:
+            return e
+
+    got = arun(body)
+    assert isinstance(got, OrderOutcomeUnknown) == (mode != "new")
+    assert r.hget(keys.sim_order(SYM, "pc-1"), "status") == status
+    fills = [f["client_order_id"] for _i, f in r.xrange(keys.sim_fills)]
+    assert fills == (["pc-1"] if filled else [])
+    assert r.hget(keys.sim_position(SYM), "amt") == ("0.9" if filled else "1")

@@ -13,14 +13,14 @@ the caller sees a timeout) | ``timeout`` (not placed, the caller sees a timeout)
 A market order is one ``sim_order.lua`` run, under the symbol's hash tag: the script reads
 the order record of the client order id, the filters and the position, decides (fill,
 reject, the existing order, an injected fault) and records the order and the position's new
-amount together. The config is read once per call, before it (its latency slept, its
-``order_mode`` passed to the script): the config is one hash for every symbol, outside the
-symbol's slot on a Redis Cluster. The fill record is then added to ``quantum:sim:fills``.
+amount together, under the config's fault mode after its injected latency; the fill record
+goes to ``quantum:sim:fills`` (on a single server inside the same step; how the config and
+the fills stream, both outside the symbol's slot, are handled on a Redis Cluster is
+:mod:`permitchain.store.sim_order`'s).
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Sequence
 from decimal import Decimal
@@ -43,7 +43,7 @@ from permitchain.exchange.base import (
     SymbolFilters,
 )
 from permitchain.store import AsyncRedis, atranslate
-from permitchain.store.sim_order import SimOrderReply, sim_market_order
+from permitchain.store.sim_order import SimOrderReply, read_config, sim_market_order
 
 ORDER_TTL_S = 7 * 86400
 READ_CHUNK = 100
@@ -193,12 +193,7 @@ class SimExchange:
 
     # -- Exchange protocol ------------------------------------------------------------------
     async def _config(self) -> dict[str, str]:
-        async with atranslate():
-            cfg: dict[str, str] = await self.redis.hgetall(self.keys.sim_config)
-        latency = int(cfg.get("latency_ms") or 0)
-        if latency:
-            await asyncio.sleep(latency / 1000)
-        return cfg
+        return await read_config(self.redis, self.keys)
 
     async def filters(self, symbols: Sequence[str] | None = None) -> dict[str, SymbolFilters]:
         syms = list(symbols) if symbols is not None else await self.symbols()
@@ -254,8 +249,7 @@ class SimExchange:
         self, symbol: str, side: Side, qty: Decimal, client_order_id: str
     ) -> OrderInfo:
         """One ``sim_order.lua`` run decides and records the order (store.sim_order), under
-        the config's fault mode, after its injected latency (:meth:`_config`)."""
-        mode = (await self._config()).get("order_mode") or "fill"
+        the config's fault mode, after its injected latency."""
         reply = await sim_market_order(
             self.redis,
             self.keys,
@@ -263,11 +257,11 @@ class SimExchange:
             side,
             qty,
             client_order_id,
-            mode=mode,
+            mode=None,
             ttl_s=self.order_ttl_s,
         )
         order = _outcome(symbol, qty, reply)
-        if mode == "lose_response" and reply.outcome == "ok":
+        if reply.mode == "lose_response" and reply.outcome == "ok":
             raise OrderOutcomeUnknown("sim: response lost after acceptance (injected)")
         return order
 

@@ -1,8 +1,9 @@
 -- sim_order.lua: a reduce-only market order on the simulated exchange, or the trigger of our
 -- stop, decided and recorded in one step from the server's state. For an order the caller
--- passes the request (side, quantity, client order id) and the fault mode it read from the
--- config; the script reads the order record of the client order id, the filters and the
--- position, decides, and writes the order and the position's new amount together.
+-- passes the request (side, quantity, client order id) and the fault mode (or 'config': the
+-- script reads it from the config hash); the script reads the order record of the client
+-- order id, the filters and the position, decides, and writes the order and the position's
+-- new amount together, and the fill record when the caller passes the fills stream.
 --
 -- KEYS[1]  position hash   quantum:sim:{<SYMBOL>}:position
 -- KEYS[2]  order hash      quantum:sim:{<SYMBOL>}:order:<client_order_id>
@@ -10,13 +11,23 @@
 -- KEYS[4]  filters hash    quantum:sim:{<SYMBOL>}:filters
 -- KEYS[5]  stop hash       quantum:sim:{<SYMBOL>}:stop                    (trigger only)
 -- KEYS[6]  the stop's order hash  quantum:sim:{<SYMBOL>}:order:<stop id>  (trigger only)
+-- An order's KEYS[5] config hash quantum:sim:config and KEYS[6] fills stream quantum:sim:fills,
+-- a trigger's KEYS[7] fills stream: optional, given on a single server (outside the symbol's
+-- slot on a Cluster, where the caller reads the config and adds the fill record itself).
 -- ARGV[1]  order hash TTL in seconds
 -- ARGV[2]  now (epoch seconds, the order's created_at and the fill's ts)
 -- ARGV[3]  symbol   ARGV[4] client order id (trigger: <stop id>-fill, KEYS[2]'s)
 -- ARGV[5]  side (BUY | SELL); trigger: the stop's client order id
 -- ARGV[6]  quantity (a plain decimal string); trigger: ''
--- ARGV[7]  order mode: fill | new | reject | timeout | lose_response ('' = fill) | trigger
+-- ARGV[7]  order mode: fill | new | reject | timeout | lose_response ('' = fill) | trigger |
+--          config (the config hash's order_mode, '' or missing = fill)
+-- ARGV[8]  '1' when the config's latency has been served (mode config), else ''
+-- ARGV[9]  the fills stream's MAXLEN (~), when it is given
 --
+-- Mode config: when the config's latency_ms is above 0 and ARGV[8] is not '1', the reply is
+-- {'delay', latency_ms} and nothing is written (the caller sleeps, then runs the script again
+-- with ARGV[8] '1', under the config as it is then). Else the reply is {'mode', <the mode it
+-- decided under>, <the reply below>} (lose_response: the caller hides the answer).
 -- Checks, in order (the first that fails decides):
 --   mode timeout                            -> {'timeout'}       (nothing placed)
 --   mode reject                             -> {'reject', '-2019'}
@@ -27,7 +38,7 @@
 --   the order would not reduce the position -> {'reject', '-2022'}
 -- else the order is recorded (FILLED at the mark, or NEW for mode new) and, when filled, the
 -- position's amount moved: {'ok', <order hash>, <fill record>} (the fill record empty when
--- not filled; the caller adds it to quantum:sim:fills, a key outside the symbol's slot).
+-- not filled; added to the fills stream here when it is given, else by the caller).
 -- trigger: if the stop is still ARGV[5] and live (NEW) and the mark crossed it (SELL: mark <=
 -- stop price, BUY: mark >= it), it fills as the order ARGV[4] (mode fill) for min(its
 -- quantity, |position|) rounded down to the step, or expires when that is 0 (it would not
@@ -37,7 +48,8 @@
 -- (e.g. below the minimum quantity): nothing written.
 -- Hashes are name, value lists. Decimals are compared digit by digit, checked against the
 -- step and added as integers at their common scale (exact below 2^53); a value beyond that
--- or not a plain decimal is an error reply, and nothing is written.
+-- or not a plain decimal is an error reply, and nothing is written (so is a fills stream of
+-- another type, or a latency_ms that is not an integer).
 
 local D_MAX = 9007199254740992 -- 2^53
 
@@ -241,7 +253,42 @@ local function trigger(stop_id)
   return {'stop', redis.call('HGETALL', KEYS[5]), record}
 end
 
-if ARGV[7] == 'trigger' then return trigger(ARGV[5]) end
+-- the reply, its fill record (its third item) added to the fills stream KEYS[n] if given
+local function recorded(res, n)
+  local fills = KEYS[n]
+  if fills and (res[1] == 'ok' or res[1] == 'stop') and #res[3] > 0 then
+    redis.call('XADD', fills, 'MAXLEN', '~', ARGV[9], '*', unpack(res[3]))
+  end
+  return res
+end
+
+-- a fills stream given must be one (or absent) before anything is written
+local function fills_unwritable(n)
+  if KEYS[n] == nil then return nil end
+  local t = redis.call('TYPE', KEYS[n]).ok
+  if t == 'stream' or t == 'none' then return nil end
+  return redis.error_reply('WRONGTYPE sim_order: the fills stream ' .. KEYS[n] .. ' is a ' .. t)
+end
+
+if ARGV[7] == 'trigger' then
+  local err = fills_unwritable(7)
+  if err then return err end
+  return recorded(trigger(ARGV[5]), 7)
+end
+local err = fills_unwritable(6)
+if err then return err end
 local mode = ARGV[7]
+local from_config = mode == 'config'
+if from_config then
+  local c = redis.call('HMGET', KEYS[5], 'order_mode', 'latency_ms')
+  local latency = given(c[2], '0')
+  if not string.match(latency, '^%-?%d+$') then
+    return redis.error_reply('ERR sim_order: latency_ms is not an integer: ' .. latency)
+  end
+  if tonumber(latency) > 0 and ARGV[8] ~= '1' then return {'delay', latency} end
+  mode = given(c[1], 'fill')
+end
 if mode == '' then mode = 'fill' end
-return market(ARGV[5], ARGV[6], mode)
+local res = recorded(market(ARGV[5], ARGV[6], mode), 6)
+if from_config and not res.err then return {'mode', mode, res} end
+return res
