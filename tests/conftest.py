@@ -86,9 +86,15 @@ def chain_factory(redis_url: str, prefix: str, tmp_path: Path) -> Iterator[Calla
     chains: list[Chain] = []
 
     def make(**env: str) -> Chain:
-        base = {"KEY_PREFIX": prefix, "APPLY_MODE": "testnet", "EXCHANGE": "sim",
-                "METRICS_PORT": "0", "LOG_LEVEL": "INFO", "POLL_INTERVAL_S": "1",
-                "SIM_DRIVE_PRICES": "false"}  # fmt: skip
+        base = {
+            "KEY_PREFIX": prefix,
+            "APPLY_MODE": "testnet",
+            "EXCHANGE": "sim",
+            "METRICS_PORT": "0",
+            "LOG_LEVEL": "INFO",
+            "POLL_INTERVAL_S": "1",
+            "SIM_DRIVE_PRICES": "false",
+        }
         c = Chain({**base, **env}, redis_url=redis_url, log_dir=tmp_path / "logs")
         chains.append(c)
         return c

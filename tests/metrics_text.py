@@ -28,8 +28,9 @@ def _scrape(make: Make, symbols: Sequence[str]) -> tuple[bytes, bytes]:
     return empty, generate_latest(reg) + openmetrics_latest(reg)
 
 
-def text_as_before(monkeypatch: pytest.MonkeyPatch, before: Make, after: Make,
-                   symbols: Sequence[str] = SYMBOLS) -> str:  # fmt: skip
+def text_as_before(
+    monkeypatch: pytest.MonkeyPatch, before: Make, after: Make, symbols: Sequence[str] = SYMBOLS
+) -> str:
     """Check that ``after`` writes what ``before`` wrote, with no series and with ``symbols``
     recorded, in the Prometheus and the OpenMetrics text, with the same creation times.
     Returns the text after recording (Prometheus, then OpenMetrics)."""
@@ -48,8 +49,9 @@ CounterDef = tuple[str, str, list[str]]
 Inc = tuple[int, tuple[str, ...]]
 
 
-def counters_before_and_after(before: Sequence[CounterDef], after: Sequence[LabelledCounter],
-                              incs: Sequence[Inc]) -> tuple[Make, Make]:  # fmt: skip
+def counters_before_and_after(
+    before: Sequence[CounterDef], after: Sequence[LabelledCounter], incs: Sequence[Inc]
+) -> tuple[Make, Make]:
     """For :func:`text_as_before`: ``before`` as prometheus_client ``Counter`` children, and the
     services' own ``LabelledCounter`` definitions ``after`` (rebuilt on the scrape's registry),
     both recording ``incs`` for each symbol."""
@@ -64,8 +66,9 @@ def counters_before_and_after(before: Sequence[CounterDef], after: Sequence[Labe
         return record
 
     def new(reg: CollectorRegistry) -> Callable[[str], None]:
-        counters = [LabelledCounter(c.name, c.documentation, c.labelnames, registry=reg)
-                    for c in after]  # fmt: skip
+        counters = [
+            LabelledCounter(c.name, c.documentation, c.labelnames, registry=reg) for c in after
+        ]
 
         def record(sym: str) -> None:
             for i, labels in incs:

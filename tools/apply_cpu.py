@@ -44,25 +44,49 @@ GOV_KEY, P33_KEY = "gov-secret-key-0123456789abcdef", "p33-secret-key-0123456789
 
 def proposal(i: int, now: float, sl: bool) -> dict[str, str]:
     return {
-        "schema": str(SCHEMA), "proposal_id": f"p{i}", "symbol": SYM,
-        "action": "PARTIAL_50" if i % 4 else "PARTIAL_25", "kill_score": "0.71",
-        "k_regime_flip": "0.2", "k_sigma_spike": "0.1", "k_ts_drop": "0.05",
-        "k_age_penalty": "0.01", "new_sl": "99.5" if sl and i % 2 else "", "r_net": "1.25",
-        "position_epoch": "1", "tranche": str(i), "ts_epoch": f"{now:.6f}",
+        "schema": str(SCHEMA),
+        "proposal_id": f"p{i}",
+        "symbol": SYM,
+        "action": "PARTIAL_50" if i % 4 else "PARTIAL_25",
+        "kill_score": "0.71",
+        "k_regime_flip": "0.2",
+        "k_sigma_spike": "0.1",
+        "k_ts_drop": "0.05",
+        "k_age_penalty": "0.01",
+        "new_sl": "99.5" if sl and i % 2 else "",
+        "r_net": "1.25",
+        "position_epoch": "1",
+        "tranche": str(i),
+        "ts_epoch": f"{now:.6f}",
         "source": "exit-brain",
-    }  # fmt: skip
+    }
 
 
 def permits(plan: Plan, signed: bool) -> tuple[str, str]:
     now = time.time()
-    g = GovernorPermit(plan_id=plan.plan_id, symbol=plan.symbol, decision="GRANT", granted=True,
-                       reason="testnet_auto_approve", mode="testnet", created_at=now,
-                       computed_qty=Decimal("0.01"), computed_notional=Decimal("1.07"),
-                       expires_at=now + 60)  # fmt: skip
-    p = P33Allow(plan_id=plan.plan_id, symbol=plan.symbol, created_at=now, expires_at=now + 60,
-                 safe_close_qty=Decimal("0.01"), side="LONG",
-                 exchange_position_amt=Decimal("1000"), ledger_position_amt=Decimal("1000"),
-                 snapshot_age_sec=Decimal("0.5"))  # fmt: skip
+    g = GovernorPermit(
+        plan_id=plan.plan_id,
+        symbol=plan.symbol,
+        decision="GRANT",
+        granted=True,
+        reason="testnet_auto_approve",
+        mode="testnet",
+        created_at=now,
+        computed_qty=Decimal("0.01"),
+        computed_notional=Decimal("1.07"),
+        expires_at=now + 60,
+    )
+    p = P33Allow(
+        plan_id=plan.plan_id,
+        symbol=plan.symbol,
+        created_at=now,
+        expires_at=now + 60,
+        safe_close_qty=Decimal("0.01"),
+        side="LONG",
+        exchange_position_amt=Decimal("1000"),
+        ledger_position_amt=Decimal("1000"),
+        snapshot_age_sec=Decimal("0.5"),
+    )
     if signed:
         g = g.model_copy(update={"sig": sign(g.body(), GOV_KEY)})
         p = p.model_copy(update={"sig": sign(p.body(), P33_KEY)})
@@ -171,8 +195,10 @@ def main() -> None:
         pl.append(p)
         ex.append(e)
         print(f"rep {i}: planner {p:7.1f} us/plan  executor {e:7.1f} us/plan", flush=True)
-    print(f"median: planner {statistics.median(pl):.1f} us/plan (min {min(pl):.1f})  "
-          f"executor {statistics.median(ex):.1f} us/plan (min {min(ex):.1f})")  # fmt: skip
+    print(
+        f"median: planner {statistics.median(pl):.1f} us/plan (min {min(pl):.1f})  "
+        f"executor {statistics.median(ex):.1f} us/plan (min {min(ex):.1f})"
+    )
 
 
 if __name__ == "__main__":

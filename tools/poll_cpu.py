@@ -38,8 +38,9 @@ async def main(url: str, n: int, reps: int, profile: bool) -> None:
     try:
         syms = bench_symbols(n)
         await seed(r, keys, syms)
-        poller = SnapshotPoller(r, keys, SimExchange(r, keys), SystemClock(), allow_list=syms,
-                                poll_interval_s=5)  # fmt: skip
+        poller = SnapshotPoller(
+            r, keys, SimExchange(r, keys), SystemClock(), allow_list=syms, poll_interval_s=5
+        )
         t0 = time.process_time()
         await poller.poll_once()
         first = time.process_time() - t0

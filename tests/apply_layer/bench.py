@@ -31,44 +31,84 @@ SYM = "BTCUSDT"
 POSITION = Decimal("1")
 
 
-def plan_for(tranche: int, action: str = "PARTIAL_50", *, symbol: str = SYM,
-             new_sl: str | None = None, now: float | None = None) -> Plan:  # fmt: skip
+def plan_for(
+    tranche: int,
+    action: str = "PARTIAL_50",
+    *,
+    symbol: str = SYM,
+    new_sl: str | None = None,
+    now: float | None = None,
+) -> Plan:
     """An EXECUTE plan as the planner makes it (unique per tranche)."""
     t = time.time() if now is None else now
-    policy = PlannerPolicy(allow_list=frozenset({symbol}), kill_score_threshold=Decimal("0.5"),
-                           proposal_ttl_s=60, plan_max_age_s=30, mode="testnet")  # fmt: skip
-    p = Proposal(proposal_id=f"p{tranche}", symbol=symbol, action=action, kill_score=Decimal("0.7"),
-                 new_sl=Decimal(new_sl) if new_sl else None, position_epoch=1, tranche=tranche,
-                 ts_epoch=t)  # fmt: skip
+    policy = PlannerPolicy(
+        allow_list=frozenset({symbol}),
+        kill_score_threshold=Decimal("0.5"),
+        proposal_ttl_s=60,
+        plan_max_age_s=30,
+        mode="testnet",
+    )
+    p = Proposal(
+        proposal_id=f"p{tranche}",
+        symbol=symbol,
+        action=action,
+        kill_score=Decimal("0.7"),
+        new_sl=Decimal(new_sl) if new_sl else None,
+        position_epoch=1,
+        tranche=tranche,
+        ts_epoch=t,
+    )
     plan = make_plan(p, policy, t)
     assert plan.is_execute, plan
     return plan
 
 
-def gov_json(plan: Plan, *, granted: bool = True, key: str | None = None, ttl_s: float = 60,
-             **over: Any) -> str:  # fmt: skip
+def gov_json(
+    plan: Plan, *, granted: bool = True, key: str | None = None, ttl_s: float = 60, **over: Any
+) -> str:
     now = time.time()
     fields: dict[str, Any] = dict(
-        plan_id=plan.plan_id, symbol=plan.symbol, decision="GRANT" if granted else "DENY",
-        granted=granted, reason="testnet_auto_approve" if granted else "trading_halted",
-        mode="testnet", created_at=now, expires_at=now + ttl_s,
-    )  # fmt: skip
+        plan_id=plan.plan_id,
+        symbol=plan.symbol,
+        decision="GRANT" if granted else "DENY",
+        granted=granted,
+        reason="testnet_auto_approve" if granted else "trading_halted",
+        mode="testnet",
+        created_at=now,
+        expires_at=now + ttl_s,
+    )
     permit = GovernorPermit(**{**fields, **over})
     if key is not None:
         permit = permit.model_copy(update={"sig": sign(permit.body(), key)})
     return permit.to_json()
 
 
-def p33_json(plan: Plan, *, allow: bool = True, qty: str = "0.01", key: str | None = None,
-             ttl_s: float = 60, **over: Any) -> str:  # fmt: skip
+def p33_json(
+    plan: Plan,
+    *,
+    allow: bool = True,
+    qty: str = "0.01",
+    key: str | None = None,
+    ttl_s: float = 60,
+    **over: Any,
+) -> str:
     now = time.time()
-    base: dict[str, Any] = dict(plan_id=plan.plan_id, symbol=plan.symbol, created_at=now,
-                                expires_at=now + ttl_s)  # fmt: skip
+    base: dict[str, Any] = dict(
+        plan_id=plan.plan_id, symbol=plan.symbol, created_at=now, expires_at=now + ttl_s
+    )
     permit: P33Allow | P33Deny
     if allow:
-        permit = P33Allow(**{**base, "safe_close_qty": Decimal(qty), "side": "LONG",
-                             "exchange_position_amt": POSITION, "ledger_position_amt": POSITION,
-                             "snapshot_age_sec": Decimal("0.5"), **over})  # fmt: skip
+        permit = P33Allow(
+            **{
+                **base,
+                "safe_close_qty": Decimal(qty),
+                "side": "LONG",
+                "exchange_position_amt": POSITION,
+                "ledger_position_amt": POSITION,
+                "snapshot_age_sec": Decimal("0.5"),
+                **over,
+            }
+        )
     else:
         permit = P33Deny(**{**base, "reason": "reconcile_required_qty_mismatch", **over})
     if key is not None:
@@ -89,8 +129,14 @@ class WatchedWaiters(dict[str, asyncio.Event]):
 
 
 class Bench:
-    def __init__(self, r: Redis, keys: Keys, settings: Settings, clock: Clock | None = None,
-                 sim: SimExchange | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        r: Redis,
+        keys: Keys,
+        settings: Settings,
+        clock: Clock | None = None,
+        sim: SimExchange | None = None,
+    ) -> None:
         self.r, self.k = r, keys
         self.sim = sim or SimExchange(r, keys)
         self.ex = Executor(r, keys, settings, clock or SystemClock(), self.sim)
@@ -116,11 +162,25 @@ class Bench:
         await self.ex.handle("0-1", plan.to_fields())
 
     async def permit(self, plan: Plan, layer: str, raw: str) -> None:
-        key = self.k.permit_governor(plan.plan_id) if layer == "governor" else (
-            self.k.permit_p33(plan.plan_id))  # fmt: skip
-        await write_permit(self.r, self.k, key=key, permit_json=raw, ttl_s=60,
-                           plan_id=plan.plan_id, symbol=plan.symbol, layer=layer,
-                           decision="TEST", reason="test", context={}, ts=time.time())  # fmt: skip
+        key = (
+            self.k.permit_governor(plan.plan_id)
+            if layer == "governor"
+            else (self.k.permit_p33(plan.plan_id))
+        )
+        await write_permit(
+            self.r,
+            self.k,
+            key=key,
+            permit_json=raw,
+            ttl_s=60,
+            plan_id=plan.plan_id,
+            symbol=plan.symbol,
+            layer=layer,
+            decision="TEST",
+            reason="test",
+            context={},
+            ts=time.time(),
+        )
 
     async def gov(self, plan: Plan, **kw: Any) -> None:
         await self.permit(plan, "governor", gov_json(plan, **kw))
@@ -143,8 +203,9 @@ class Bench:
         await self.handle(plan)
 
     async def results(self, plan_id: str) -> list[dict[str, str]]:
-        entries = cast("list[tuple[str, dict[str, str]]]",
-                       await self.r.xrange(self.k.result_stream))  # fmt: skip
+        entries = cast(
+            "list[tuple[str, dict[str, str]]]", await self.r.xrange(self.k.result_stream)
+        )
         return [f for _i, f in entries if f["plan_id"] == plan_id]
 
     async def result(self, plan_id: str) -> dict[str, str]:

@@ -38,17 +38,30 @@ async def until(check: Callable[[], Any], what: str, timeout_s: float = 20.0) ->
 async def send_plan(r: Redis, keys: Keys, plan: Plan) -> None:
     """The plan on the plan stream and both permits, as the planner and gatekeepers write them."""
     await r.xadd(keys.plan_stream, plan.to_fields())  # type: ignore[arg-type]
-    for layer, key, raw in (("governor", keys.permit_governor(plan.plan_id), gov_json(plan)),
-                            ("position-brain", keys.permit_p33(plan.plan_id),
-                             p33_json(plan, qty="0.01"))):  # fmt: skip
-        await write_permit(r, keys, key=key, permit_json=raw, ttl_s=60, plan_id=plan.plan_id,
-                           symbol=plan.symbol, layer=layer, decision="TEST", reason="test",
-                           context={}, ts=time.time())  # fmt: skip
+    for layer, key, raw in (
+        ("governor", keys.permit_governor(plan.plan_id), gov_json(plan)),
+        ("position-brain", keys.permit_p33(plan.plan_id), p33_json(plan, qty="0.01")),
+    ):
+        await write_permit(
+            r,
+            keys,
+            key=key,
+            permit_json=raw,
+            ttl_s=60,
+            plan_id=plan.plan_id,
+            symbol=plan.symbol,
+            layer=layer,
+            decision="TEST",
+            reason="test",
+            context={},
+            ts=time.time(),
+        )
 
 
 @pytest.mark.parametrize("kill_at", ["after_fill", "before_order"])
-def test_sigkill_between_submit_and_result(chain_factory: Callable[..., Chain], redis_url: str,
-                                           kill_at: str) -> None:  # fmt: skip
+def test_sigkill_between_submit_and_result(
+    chain_factory: Callable[..., Chain], redis_url: str, kill_at: str
+) -> None:
     chain = chain_factory()
     keys = chain.keys
     plan = plan_for(1)
@@ -82,16 +95,16 @@ def test_sigkill_between_submit_and_result(chain_factory: Callable[..., Chain], 
 
             async def results() -> list[dict[str, str]]:
                 entries = await r.xrange(keys.result_stream)
-                return [cast("dict[str, str]", f) for _i, f in entries
-                        if f["plan_id"] == plan.plan_id]  # fmt: skip
+                return [
+                    cast("dict[str, str]", f) for _i, f in entries if f["plan_id"] == plan.plan_id
+                ]
 
             async def settled() -> bool:  # a result, and the redelivered plan entry acked
                 pending = await r.xpending(keys.plan_stream, GROUP_EXECUTOR)
                 return bool(await results()) and pending["pending"] == 0
 
             await until(settled, "a result after the restart")
-            fills = [f for _i, f in await r.xrange(keys.sim_fills)
-                     if f["client_order_id"] == coid]  # fmt: skip
+            fills = [f for _i, f in await r.xrange(keys.sim_fills) if f["client_order_id"] == coid]
             rec = await r.hgetall(keys.exec_record(plan.plan_id))  # type: ignore[misc]
             return at_kill, fills_at_kill, await results(), fills, rec
         finally:
@@ -111,5 +124,6 @@ def test_sigkill_between_submit_and_result(chain_factory: Callable[..., Chain], 
         # is gone, so the plan's one result is a final unknown, never filled
         assert fills_at_kill == 0 and fills == []
         assert [(r["status"], r["reason"], r["executed"]) for r in results] == [
-            ("unknown", "exchange_unknown", "false")]  # fmt: skip
+            ("unknown", "exchange_unknown", "false")
+        ]
         assert rec["state"] == "unknown" and rec["result_id"]

@@ -36,9 +36,15 @@ def test_only_a_verified_request_is_sent_under_halt(
     key = load_private(operator_only / "operator.key", "operator")
     if signer == "fresh key":
         key = Ed25519PrivateKey.generate()
-    req = make_request(symbol=SYM, reason="incident", operator="alice", mode="testnet",
-                       now=time.time(), ttl_s=30,
-                       signer=Ed25519Signer.of(OPERATOR, key))  # fmt: skip
+    req = make_request(
+        symbol=SYM,
+        reason="incident",
+        operator="alice",
+        mode="testnet",
+        now=time.time(),
+        ttl_s=30,
+        signer=Ed25519Signer.of(OPERATOR, key),
+    )
     if signer == "altered":
         req = {**req, "reason": "another reason"}
     plan = flatten_plan(req)

@@ -31,8 +31,11 @@ def test_update_sl_places_a_reduce_only_stop(arun: Any, keys: Keys, fast: Settin
     async def body(r: Redis) -> Any:
         async with Bench(r, keys, fast) as b:
             await b.run(plan, qty="1")  # P3.3: the stop covers the whole position
-            return await b.result(plan.plan_id), await b.order(plan.plan_id, "-sl"), (
-                await b.fills())  # fmt: skip
+            return (
+                await b.result(plan.plan_id),
+                await b.order(plan.plan_id, "-sl"),
+                (await b.fills()),
+            )
 
     res, stop, fills = arun(body)
     assert res["status"] == "filled" and res["reason"] == "stop_placed"
@@ -50,8 +53,12 @@ def test_partial_close_then_stop_on_the_rest(arun: Any, keys: Keys, fast: Settin
         async with Bench(r, keys, fast) as b:
             await b.run(older, qty="1")
             await b.run(plan, qty="0.75")
-            return (await b.result(plan.plan_id), await b.order(plan.plan_id, "-sl"),
-                    await b.order(older.plan_id, "-sl"), await b.fills())  # fmt: skip
+            return (
+                await b.result(plan.plan_id),
+                await b.order(plan.plan_id, "-sl"),
+                await b.order(older.plan_id, "-sl"),
+                await b.fills(),
+            )
 
     res, stop, old_stop, fills = arun(body)
     assert res["status"] == "filled" and res["filled_qty"] == "0.75"
@@ -65,8 +72,9 @@ class RecordingSim(SimExchange):
 
     calls: list[tuple[float, float]]
 
-    async def place_reduce_only_market(self, symbol: str, side: Side, qty: Decimal,
-                                       client_order_id: str) -> OrderInfo:  # fmt: skip
+    async def place_reduce_only_market(
+        self, symbol: str, side: Side, qty: Decimal, client_order_id: str
+    ) -> OrderInfo:
         t0 = time.monotonic()
         try:
             return await super().place_reduce_only_market(symbol, side, qty, client_order_id)
@@ -101,15 +109,17 @@ class GatedSim(SimExchange):
         super().__init__(r, keys)
         self.entered, self.gate = asyncio.Event(), asyncio.Event()
 
-    async def place_reduce_only_market(self, symbol: str, side: Side, qty: Decimal,
-                                       client_order_id: str) -> OrderInfo:  # fmt: skip
+    async def place_reduce_only_market(
+        self, symbol: str, side: Side, qty: Decimal, client_order_id: str
+    ) -> OrderInfo:
         self.entered.set()
         await self.gate.wait()
         return await super().place_reduce_only_market(symbol, side, qty, client_order_id)
 
 
-def test_resolver_racing_a_slow_order_writes_no_second_final(arun: Any, keys: Keys,
-                                                              fast: Settings) -> None:  # fmt: skip
+def test_resolver_racing_a_slow_order_writes_no_second_final(
+    arun: Any, keys: Keys, fast: Settings
+) -> None:
     """The resolver looks while the order call is still out: nothing on the exchange yet, so
     the plan goes unknown (no result); the live call then fills and writes the one result."""
     plan = plan_for(10)
@@ -141,8 +151,9 @@ async def crash_after_send(b: Bench, plan: Plan) -> None:
         await b.run(plan)
 
 
-def test_a_crash_after_the_order_is_resolved_by_lookup(arun: Any, keys: Keys,
-                                                      fast: Settings) -> None:  # fmt: skip
+def test_a_crash_after_the_order_is_resolved_by_lookup(
+    arun: Any, keys: Keys, fast: Settings
+) -> None:
     """The process dies after sending (the exec record says submitted): a new executor finds
     the order by client order id, writes one result, and never sends again."""
     plan = plan_for(6)
@@ -197,8 +208,7 @@ def test_consumed_but_never_sent_is_blocked_once(arun: Any, keys: Keys, fast: Se
     assert fills == []
 
 
-def test_blocked_without_result_gets_its_result_once(arun: Any, keys: Keys,
-                                                     fast: Settings) -> None:  # fmt: skip
+def test_blocked_without_result_gets_its_result_once(arun: Any, keys: Keys, fast: Settings) -> None:
     plan = plan_for(9)
 
     async def body(r: Redis) -> Any:
@@ -215,8 +225,9 @@ def test_blocked_without_result_gets_its_result_once(arun: Any, keys: Keys,
     assert [(r["status"], r["reason"]) for r in results] == [("blocked", "p33_denied")]
 
 
-def test_periodic_resolver_finishes_an_order_filled_later(arun: Any, keys: Keys,
-                                                          fast: Settings) -> None:  # fmt: skip
+def test_periodic_resolver_finishes_an_order_filled_later(
+    arun: Any, keys: Keys, fast: Settings
+) -> None:
     plan = plan_for(11)
 
     async def body(r: Redis) -> Any:
@@ -224,8 +235,10 @@ def test_periodic_resolver_finishes_an_order_filled_later(arun: Any, keys: Keys,
             await b.sim.set_fault(order_mode="new")
             await b.run(plan)
             before = await b.results(plan.plan_id)
-            await r.hset(keys.sim_order(SYM, f"pc-{plan.plan_id}"),  # type: ignore[misc]
-                         mapping={"status": "FILLED", "filled_qty": "0.01"})  # fmt: skip
+            await r.hset(
+                keys.sim_order(SYM, f"pc-{plan.plan_id}"),  # type: ignore[misc]
+                mapping={"status": "FILLED", "filled_qty": "0.01"},
+            )
             b.ex.resolver.grace_s, b.ex.resolver.every_s = 0.0, 0.02
             stop = asyncio.Event()
             task = asyncio.create_task(b.ex.resolver.run(stop))
@@ -237,7 +250,8 @@ def test_periodic_resolver_finishes_an_order_filled_later(arun: Any, keys: Keys,
     before, later = arun(body)
     assert before == []  # NEW: no result yet
     assert [(f["status"], f["filled_qty"], f["executed"]) for f in later] == [
-        ("filled", "0.01", "true")]  # fmt: skip
+        ("filled", "0.01", "true")
+    ]
 
 
 def test_exec_records_live_exec_record_ttl_s(arun: Any, keys: Keys, fast: Settings) -> None:
@@ -254,8 +268,7 @@ def test_exec_records_live_exec_record_ttl_s(arun: Any, keys: Keys, fast: Settin
     assert 3500 < arun(body) <= 3600
 
 
-def test_sim_orders_are_kept_as_long_as_exec_records(arun: Any, keys: Keys,
-                                                     fast: Settings) -> None:  # fmt: skip
+def test_sim_orders_are_kept_as_long_as_exec_records(arun: Any, keys: Keys, fast: Settings) -> None:
     """The services' simulated exchange keeps its orders EXEC_RECORD_TTL_S (make_exchange)."""
     plan = plan_for(42)
     short = fast.model_copy(update={"exec_record_ttl_s": 600})
@@ -271,8 +284,9 @@ def test_sim_orders_are_kept_as_long_as_exec_records(arun: Any, keys: Keys,
     assert 500 < arun(body) <= 600
 
 
-def test_a_plan_older_than_the_retention_is_left_alone(arun: Any, keys: Keys,
-                                                       fast: Settings) -> None:  # fmt: skip
+def test_a_plan_older_than_the_retention_is_left_alone(
+    arun: Any, keys: Keys, fast: Settings
+) -> None:
     """A plan entry read after its exec record would have expired (its result may be long
     out, the record gone): no exec record, no result, no order; one audit entry says why."""
     short = fast.model_copy(update={"exec_record_ttl_s": 600})
@@ -281,10 +295,17 @@ def test_a_plan_older_than_the_retention_is_left_alone(arun: Any, keys: Keys,
     async def body(r: Redis) -> Any:
         async with Bench(r, keys, short) as b:
             await b.run(plan)
-            audit = [f for _i, f in await r.xrange(keys.decisions)
-                     if f["plan_id"] == plan.plan_id and f["layer"] == "executor"]  # fmt: skip
-            return (await b.results(plan.plan_id), await b.exec_record(plan.plan_id),
-                    await b.fills(plan.plan_id), audit)  # fmt: skip
+            audit = [
+                f
+                for _i, f in await r.xrange(keys.decisions)
+                if f["plan_id"] == plan.plan_id and f["layer"] == "executor"
+            ]
+            return (
+                await b.results(plan.plan_id),
+                await b.exec_record(plan.plan_id),
+                await b.fills(plan.plan_id),
+                audit,
+            )
 
     results, record, fills, audit = arun(body)
     assert results == [] and record == {} and fills == []

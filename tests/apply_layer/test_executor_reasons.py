@@ -45,8 +45,9 @@ def block_lines(caplog: pytest.LogCaptureFixture, plan: Plan) -> list[str]:
     return [m for m in caplog.messages if m.startswith(f"[PERMIT_WAIT] BLOCK plan={plan.plan_id}")]
 
 
-def test_both_permits_fill_safe_close_qty(arun: Any, keys: Keys, fast: Settings,
-                                          caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+def test_both_permits_fill_safe_close_qty(
+    arun: Any, keys: Keys, fast: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="permitchain.executor")
     plan = plan_for(1)
 
@@ -57,8 +58,12 @@ def test_both_permits_fill_safe_close_qty(arun: Any, keys: Keys, fast: Settings,
             await b.gov(plan)
             await b.p33(plan, qty="0.013")
             await task
-            return (await b.result(plan.plan_id), await b.fills(plan.plan_id),
-                    await b.exec_record(plan.plan_id), await b.order(plan.plan_id))  # fmt: skip
+            return (
+                await b.result(plan.plan_id),
+                await b.fills(plan.plan_id),
+                await b.exec_record(plan.plan_id),
+                await b.order(plan.plan_id),
+            )
 
     res, fills, rec, order = arun(body)
     assert res["status"] == "filled" and res["executed"] == "true" and res["reason"] == "ok"
@@ -78,9 +83,13 @@ def test_both_permits_fill_safe_close_qty(arun: Any, keys: Keys, fast: Settings,
     [((), "missing_both"), (("p33",), "missing_governor"), (("governor",), "missing_p33")],
 )
 def test_missing_permits_wait_then_time_out(
-    arun: Any, keys: Keys, fast: Settings, caplog: pytest.LogCaptureFixture,
-    present: tuple[str, ...], verdict: str,
-) -> None:  # fmt: skip
+    arun: Any,
+    keys: Keys,
+    fast: Settings,
+    caplog: pytest.LogCaptureFixture,
+    present: tuple[str, ...],
+    verdict: str,
+) -> None:
     caplog.set_level(logging.INFO, logger="permitchain.executor")
     plan = plan_for(2)
 
@@ -106,15 +115,23 @@ def test_missing_permits_wait_then_time_out(
     (line,) = block_lines(caplog, plan)
     gov_ttl = "60" if "governor" in present else "-2"
     p33_ttl = "60" if "p33" in present else "-2"
-    assert line == (f"[PERMIT_WAIT] BLOCK plan={plan.plan_id} reason=permit_timeout "
-                    f"gov_ttl={gov_ttl} p33_ttl={p33_ttl}")  # fmt: skip
+    assert line == (
+        f"[PERMIT_WAIT] BLOCK plan={plan.plan_id} reason=permit_timeout "
+        f"gov_ttl={gov_ttl} p33_ttl={p33_ttl}"
+    )
 
 
 @pytest.mark.parametrize(
     ("layer", "reason"), [("governor", "governor_denied"), ("p33", "p33_denied")]
 )
-def test_a_deny_blocks_at_once(arun: Any, keys: Keys, settings: Settings, layer: str, reason: str,
-                               caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+def test_a_deny_blocks_at_once(
+    arun: Any,
+    keys: Keys,
+    settings: Settings,
+    layer: str,
+    reason: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.INFO, logger="permitchain.executor")
     slow = settings.model_copy(update={"permit_wait_ms": 20_000})
     plan = plan_for(3)
@@ -135,8 +152,9 @@ def test_a_deny_blocks_at_once(arun: Any, keys: Keys, settings: Settings, layer:
     assert took < 1.0  # woken by the permit event, far before the 20 s wait
     assert res["status"] == "blocked" and res["reason"] == reason and fills == []
     (line,) = block_lines(caplog, plan)
-    assert line.endswith(" gov_ttl=60 p33_ttl=-2" if layer == "governor" else
-                         " gov_ttl=-2 p33_ttl=60")  # fmt: skip
+    assert line.endswith(
+        " gov_ttl=60 p33_ttl=-2" if layer == "governor" else " gov_ttl=-2 p33_ttl=60"
+    )
 
 
 INVALID: dict[str, Callable[[Plan, Plan], tuple[str, str]]] = {
@@ -167,8 +185,11 @@ def test_invalid_permits_block(arun: Any, keys: Keys, fast: Settings, case: str)
             await b.permit(plan, "governor", g)
             await b.permit(plan, "position-brain", p)
             await b.handle(plan)
-            return (await b.result(plan.plan_id), await b.fills(),
-                    await b.exec_record(plan.plan_id))  # fmt: skip
+            return (
+                await b.result(plan.plan_id),
+                await b.fills(),
+                await b.exec_record(plan.plan_id),
+            )
 
     res, fills, rec = arun(body)
     assert res["status"] == "blocked" and res["reason"] == "permit_invalid", res
@@ -195,8 +216,9 @@ def test_signed_permits_execute(arun: Any, keys: Keys, fast: Settings) -> None:
     assert arun(body)["status"] == "filled"
 
 
-def test_already_executed_never_twice(arun: Any, keys: Keys, fast: Settings,
-                                      caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+def test_already_executed_never_twice(
+    arun: Any, keys: Keys, fast: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="permitchain.executor")
     plan = plan_for(7)
 
@@ -213,7 +235,8 @@ def test_already_executed_never_twice(arun: Any, keys: Keys, fast: Settings,
     assert seen == ["ok", "already_executed"]
     assert [r["status"] for r in results] == ["filled"] and len(fills) == 1
     assert f"[PERMIT_WAIT] SKIP plan={plan.plan_id} reason=already_executed state=filled" in (
-        caplog.messages)  # fmt: skip
+        caplog.messages
+    )
 
 
 def test_exchange_rejected(arun: Any, keys: Keys, fast: Settings) -> None:
@@ -223,8 +246,11 @@ def test_exchange_rejected(arun: Any, keys: Keys, fast: Settings) -> None:
         async with Bench(r, keys, fast) as b:
             await b.sim.set_fault(order_mode="reject")
             await b.run(plan)
-            return (await b.result(plan.plan_id), await b.fills(),
-                    await b.exec_record(plan.plan_id))  # fmt: skip
+            return (
+                await b.result(plan.plan_id),
+                await b.fills(),
+                await b.exec_record(plan.plan_id),
+            )
 
     res, fills, rec = arun(body)
     assert res["status"] == "rejected" and res["reason"] == "exchange_rejected"
@@ -232,8 +258,9 @@ def test_exchange_rejected(arun: Any, keys: Keys, fast: Settings) -> None:
     assert rec["state"] == "rejected"
 
 
-def test_quantity_above_position_is_rejected_by_reduce_only(arun: Any, keys: Keys,
-                                                            fast: Settings) -> None:  # fmt: skip
+def test_quantity_above_position_is_rejected_by_reduce_only(
+    arun: Any, keys: Keys, fast: Settings
+) -> None:
     plan = plan_for(9)
 
     async def body(r: Redis) -> Any:
@@ -268,7 +295,8 @@ def test_exchange_unknown_then_resolved(arun: Any, keys: Keys, fast: Settings) -
     first, state, waiting, results, fills = arun(body)
     assert first == [] and waiting == [] and state == "unknown"
     assert [(r["status"], r["reason"], r["executed"]) for r in results] == [
-        ("unknown", "exchange_unknown", "false")]  # fmt: skip
+        ("unknown", "exchange_unknown", "false")
+    ]
     assert fills == []
 
 
@@ -283,8 +311,14 @@ def test_order_still_new_is_unknown_until_filled(arun: Any, keys: Keys, fast: Se
             await b.ex.resolver.resolve_due(float("inf"))  # still NEW: nothing new
             # the exchange fills the order later
             order_key = keys.sim_order("BTCUSDT", f"pc-{plan.plan_id}")
-            await r.hset(order_key, mapping={"status": "FILLED", "filled_qty": "0.01",  # type: ignore[misc]
-                                             "avg_price": "107"})  # fmt: skip
+            await r.hset(
+                order_key,
+                mapping={
+                    "status": "FILLED",
+                    "filled_qty": "0.01",  # type: ignore[misc]
+                    "avg_price": "107",
+                },
+            )
             await b.ex.resolver.resolve_due(float("inf"))
             await b.ex.resolver.resolve_due(float("inf"))
             return first, await b.results(plan.plan_id), await b.exec_record(plan.plan_id)
@@ -292,7 +326,8 @@ def test_order_still_new_is_unknown_until_filled(arun: Any, keys: Keys, fast: Se
     (first, first_rec), results, rec = arun(body)
     assert first == [] and first_rec["state"] == "unknown"  # never reported filled while NEW
     assert [(r["status"], r["executed"], r["filled_qty"]) for r in results] == [
-        ("filled", "true", "0.01")]  # fmt: skip
+        ("filled", "true", "0.01")
+    ]
     assert rec["state"] == "filled"
     assert not arun(lambda r: r.zscore(f"{keys.prefix}:apply:exec_open", plan.plan_id))
 
@@ -376,8 +411,11 @@ def test_dry_run_runs_everything_but_the_order(arun: Any, keys: Keys, fast: Sett
     async def body(r: Redis) -> Any:
         async with Bench(r, keys, dry) as b:
             await b.run(plan)
-            return (await b.result(plan.plan_id), await b.fills(),
-                    await b.exec_record(plan.plan_id))  # fmt: skip
+            return (
+                await b.result(plan.plan_id),
+                await b.fills(),
+                await b.exec_record(plan.plan_id),
+            )
 
     res, fills, rec = arun(body)
     assert res["status"] == "dry_run" and res["executed"] == "false"
@@ -385,8 +423,9 @@ def test_dry_run_runs_everything_but_the_order(arun: Any, keys: Keys, fast: Sett
 
 
 @pytest.mark.parametrize(("gov_signed", "status"), [(True, "filled"), (False, "blocked")])
-def test_each_configured_key_is_enforced(arun: Any, keys: Keys, fast: Settings,
-                                         gov_signed: bool, status: str) -> None:  # fmt: skip
+def test_each_configured_key_is_enforced(
+    arun: Any, keys: Keys, fast: Settings, gov_signed: bool, status: str
+) -> None:
     only_gov = fast.model_copy(
         update={"permit_key_governor": SecretStr(GK), "permit_signature": PermitSignature.HMAC}
     )

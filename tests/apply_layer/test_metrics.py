@@ -21,7 +21,8 @@ def test_metric_names_and_labels(arun: Any, keys: Keys, settings: Settings) -> N
 
     async def body(r: Redis) -> None:
         await Planner(r, keys, settings, FixedClock(time.time())).handle(
-            "1-0", fields(ts_epoch=time.time(), action="HOLD"))  # fmt: skip
+            "1-0", fields(ts_epoch=time.time(), action="HOLD")
+        )
         async with Bench(r, keys, settings) as b:
             await b.run(plan)
 

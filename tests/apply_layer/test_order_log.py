@@ -34,9 +34,14 @@ def order_lines(caplog: pytest.LogCaptureFixture, plan_id: str) -> list[dict[str
 
 
 @pytest.mark.parametrize(("fault", "status"), [(None, "filled"), ("reject", "rejected")])
-def test_an_order_and_its_outcome_are_logged(arun: Any, keys: Keys, fast: Settings,
-                                             caplog: pytest.LogCaptureFixture,
-                                             fault: str | None, status: str) -> None:  # fmt: skip
+def test_an_order_and_its_outcome_are_logged(
+    arun: Any,
+    keys: Keys,
+    fast: Settings,
+    caplog: pytest.LogCaptureFixture,
+    fault: str | None,
+    status: str,
+) -> None:
     plan = plan_for(41)
     caplog.set_level(logging.INFO, logger="permitchain.executor")
 

@@ -21,8 +21,9 @@ def fresh_id() -> str:
     return f"{int(time.time() * 1000) + 5_000}-0"
 
 
-def test_a_fresh_plan_is_consumed_once_after_both_events(arun: Any, keys: Keys,
-                                                         settings: Settings) -> None:  # fmt: skip
+def test_a_fresh_plan_is_consumed_once_after_both_events(
+    arun: Any, keys: Keys, settings: Settings
+) -> None:
     plan = plan_for(31)
     patient = settings.model_copy(update={"permit_wait_ms": 5_000})
 
@@ -59,7 +60,7 @@ def test_a_redelivered_plan_is_tried_at_once(arun: Any, keys: Keys, settings: Se
 
 def test_without_events_a_fresh_plan_still_executes_at_the_deadline(
     arun: Any, keys: Keys, settings: Settings
-) -> None:  # fmt: skip
+) -> None:
     """Permits written with no event (a lost event, a trimmed stream): the final consume at
     APPLY_PERMIT_WAIT_MS finds them, by value, and the plan executes."""
     plan = plan_for(33)

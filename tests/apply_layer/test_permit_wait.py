@@ -27,16 +27,18 @@ async def connections(admin: aioredis.Redis, name: str) -> int:
     return sum(1 for c in await admin.client_list() if c.get("name") == name)
 
 
-def test_many_plans_wait_without_a_connection_each(redis_url: str, keys: Keys,
-                                                   settings: Settings) -> None:  # fmt: skip
+def test_many_plans_wait_without_a_connection_each(
+    redis_url: str, keys: Keys, settings: Settings
+) -> None:
     """500 plans wait at once; the executor's client keeps a small pool (CLIENT LIST)."""
     name = f"pc-exec-{uuid.uuid4().hex[:8]}"
     patient = settings.model_copy(update={"permit_wait_ms": 30_000})
     plans = [plan_for(1000 + i) for i in range(N_PLANS)]
 
     async def main() -> tuple[int, int, list[str], int]:
-        r = aioredis.Redis.from_url(redis_url, decode_responses=True, client_name=name,
-                                    max_connections=64)  # fmt: skip
+        r = aioredis.Redis.from_url(
+            redis_url, decode_responses=True, client_name=name, max_connections=64
+        )
         admin = async_client(redis_url)
         try:
             async with Bench(r, keys, patient) as b:
@@ -61,10 +63,26 @@ def test_many_plans_wait_without_a_connection_each(redis_url: str, keys: Keys,
 
 
 GK, PK = "gk", "pk"
-GOV_KINDS = ["grant", "deny", "wrong_plan", "wrong_symbol", "bad_json", "expired", "bad_sig",
-             "absent"]  # fmt: skip
-P33_KINDS = ["allow", "deny", "wrong_plan", "wrong_symbol", "bad_json", "expired", "bad_sig",
-             "absent"]  # fmt: skip
+GOV_KINDS = [
+    "grant",
+    "deny",
+    "wrong_plan",
+    "wrong_symbol",
+    "bad_json",
+    "expired",
+    "bad_sig",
+    "absent",
+]
+P33_KINDS = [
+    "allow",
+    "deny",
+    "wrong_plan",
+    "wrong_symbol",
+    "bad_json",
+    "expired",
+    "bad_sig",
+    "absent",
+]
 TRANCHE = itertools.count(10_000)
 
 
@@ -94,24 +112,42 @@ def p33_permit(kind: str, plan: Plan, other: Plan, qty: str) -> str | None:
     }[kind]()
 
 
-@settings(max_examples=60, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
-    gov_kind=st.sampled_from(GOV_KINDS), p33_kind=st.sampled_from(P33_KINDS),
-    milli=st.integers(1, 900), arrival=st.sampled_from(["before", "gov_first", "p33_first"]),
-    dup_permits=st.booleans(), dup_handle=st.booleans(),
-)  # fmt: skip
+    gov_kind=st.sampled_from(GOV_KINDS),
+    p33_kind=st.sampled_from(P33_KINDS),
+    milli=st.integers(1, 900),
+    arrival=st.sampled_from(["before", "gov_first", "p33_first"]),
+    dup_permits=st.booleans(),
+    dup_handle=st.booleans(),
+)
 def test_an_order_iff_both_permits_allow(
-    redis_url: str, keys: Keys, settings: Settings, gov_kind: str, p33_kind: str, milli: int,
-    arrival: str, dup_permits: bool, dup_handle: bool,
-) -> None:  # fmt: skip
-    s = settings.model_copy(update={"permit_wait_ms": 250, "permit_key_governor": SecretStr(GK),
-                                    "permit_key_p33": SecretStr(PK),
-                                    "permit_signature": PermitSignature.HMAC})  # fmt: skip
+    redis_url: str,
+    keys: Keys,
+    settings: Settings,
+    gov_kind: str,
+    p33_kind: str,
+    milli: int,
+    arrival: str,
+    dup_permits: bool,
+    dup_handle: bool,
+) -> None:
+    s = settings.model_copy(
+        update={
+            "permit_wait_ms": 250,
+            "permit_key_governor": SecretStr(GK),
+            "permit_key_p33": SecretStr(PK),
+            "permit_signature": PermitSignature.HMAC,
+        }
+    )
     plan, other = plan_for(next(TRANCHE)), plan_for(next(TRANCHE))
     qty = str(Decimal(milli) / 1000)
-    permits = [("governor", gov_permit(gov_kind, plan, other)),
-               ("position-brain", p33_permit(p33_kind, plan, other, qty))]  # fmt: skip
+    permits = [
+        ("governor", gov_permit(gov_kind, plan, other)),
+        ("position-brain", p33_permit(p33_kind, plan, other, qty)),
+    ]
     if arrival == "p33_first":
         permits.reverse()
 
@@ -133,8 +169,12 @@ def test_an_order_iff_both_permits_allow(
                 await asyncio.gather(*runs)
                 await b.handle(plan)  # a redelivery afterwards changes nothing
                 position = (await b.sim.fetch_positions([SYM]))[SYM].amt
-                return (await b.fills(plan.plan_id), await b.results(plan.plan_id),
-                        await b.order(plan.plan_id), position)  # fmt: skip
+                return (
+                    await b.fills(plan.plan_id),
+                    await b.results(plan.plan_id),
+                    await b.order(plan.plan_id),
+                    position,
+                )
         finally:
             await r.aclose()
 

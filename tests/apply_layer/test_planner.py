@@ -20,15 +20,26 @@ from permitchain.runtime.clock import FixedClock
 from permitchain.store.steps import ClusterSteps
 
 NOW = 1_800_000_000.0
-POLICY = PlannerPolicy(allow_list=frozenset({"BTCUSDT", "ETHUSDT"}),
-                       kill_score_threshold=Decimal("0.5"), proposal_ttl_s=60,
-                       plan_max_age_s=30, mode="testnet")  # fmt: skip
+POLICY = PlannerPolicy(
+    allow_list=frozenset({"BTCUSDT", "ETHUSDT"}),
+    kill_score_threshold=Decimal("0.5"),
+    proposal_ttl_s=60,
+    plan_max_age_s=30,
+    mode="testnet",
+)
 
 
 def fields(**kw: Any) -> dict[str, str]:
-    base: dict[str, Any] = dict(proposal_id="p1", symbol="BTCUSDT", action="PARTIAL_75",
-                                kill_score="0.539", new_sl="100.2", position_epoch=1, tranche=3,
-                                ts_epoch=NOW - 1)  # fmt: skip
+    base: dict[str, Any] = dict(
+        proposal_id="p1",
+        symbol="BTCUSDT",
+        action="PARTIAL_75",
+        kill_score="0.539",
+        new_sl="100.2",
+        position_epoch=1,
+        tranche=3,
+        ts_epoch=NOW - 1,
+    )
     return Proposal(**{**base, **kw}).to_fields()
 
 
@@ -56,8 +67,10 @@ def test_rules(change: dict[str, Any], expected: tuple[str, str]) -> None:
     assert decide(fields(**change)) == expected
 
 
-@pytest.mark.parametrize("missing", ["kill_score", "position_epoch", "tranche", "ts_epoch",
-                                     "action", "proposal_id", "schema"])  # fmt: skip
+@pytest.mark.parametrize(
+    "missing",
+    ["kill_score", "position_epoch", "tranche", "ts_epoch", "action", "proposal_id", "schema"],
+)
 def test_a_missing_field_is_a_skip_never_a_guess(missing: str) -> None:
     f = fields()
     del f[missing]
@@ -74,18 +87,37 @@ def test_unreadable_symbol_is_a_dead_letter() -> None:
 @pytest.mark.parametrize(
     ("action", "steps", "fraction"),
     [
-        ("PARTIAL_25", [("CLOSE_PARTIAL_25", "market_reduce_only", "0.25"),
-                        ("UPDATE_SL", "stop_market_reduce_only", None)], "0.25"),
-        ("PARTIAL_50", [("CLOSE_PARTIAL_50", "market_reduce_only", "0.5"),
-                        ("UPDATE_SL", "stop_market_reduce_only", None)], "0.5"),
-        ("PARTIAL_75", [("CLOSE_PARTIAL_75", "market_reduce_only", "0.75"),
-                        ("UPDATE_SL", "stop_market_reduce_only", None)], "0.75"),
+        (
+            "PARTIAL_25",
+            [
+                ("CLOSE_PARTIAL_25", "market_reduce_only", "0.25"),
+                ("UPDATE_SL", "stop_market_reduce_only", None),
+            ],
+            "0.25",
+        ),
+        (
+            "PARTIAL_50",
+            [
+                ("CLOSE_PARTIAL_50", "market_reduce_only", "0.5"),
+                ("UPDATE_SL", "stop_market_reduce_only", None),
+            ],
+            "0.5",
+        ),
+        (
+            "PARTIAL_75",
+            [
+                ("CLOSE_PARTIAL_75", "market_reduce_only", "0.75"),
+                ("UPDATE_SL", "stop_market_reduce_only", None),
+            ],
+            "0.75",
+        ),
         ("FULL_CLOSE_PROPOSED", [("CLOSE_FULL", "market_reduce_only", "1")], "1"),
         ("UPDATE_SL", [("UPDATE_SL", "stop_market_reduce_only", None)], "0"),
     ],
-)  # fmt: skip
-def test_steps_per_action(action: str, steps: list[tuple[str, str, str | None]],
-                          fraction: str) -> None:  # fmt: skip
+)
+def test_steps_per_action(
+    action: str, steps: list[tuple[str, str, str | None]], fraction: str
+) -> None:
     plan, _ = plan_from_fields(fields(action=action), POLICY, NOW)
     got = [(s.step, s.type, None if s.fraction is None else str(s.fraction)) for s in plan.steps]
     assert got == steps and plan.close_fraction == Decimal(fraction)
@@ -99,8 +131,9 @@ def test_plan_id_is_deterministic_not_from_a_clock() -> None:
     assert a.plan_id == b.plan_id != c.plan_id and len(a.plan_id) == 16
 
 
-def test_sweep_catches_a_missed_event_once(arun: Any, r: redis.Redis, keys: Keys,
-                                           settings: Settings) -> None:  # fmt: skip
+def test_sweep_catches_a_missed_event_once(
+    arun: Any, r: redis.Redis, keys: Keys, settings: Settings
+) -> None:
     now = time.time()
     r.hset(keys.proposal("BTCUSDT"), mapping=fields(ts_epoch=now))
     r.hset(keys.proposal("ETHUSDT"), mapping=fields(symbol="ETHUSDT", ts_epoch=now - 600))
@@ -115,8 +148,9 @@ def test_sweep_catches_a_missed_event_once(arun: Any, r: redis.Redis, keys: Keys
     assert len(r.xrange(keys.decisions)) == 1  # a sweep that finds nothing writes nothing
 
 
-def test_skip_plans_are_published(arun: Any, r: redis.Redis, keys: Keys,
-                                  settings: Settings) -> None:  # fmt: skip
+def test_skip_plans_are_published(
+    arun: Any, r: redis.Redis, keys: Keys, settings: Settings
+) -> None:
     async def body(ar: Any) -> None:
         planner = Planner(ar, keys, settings, FixedClock(time.time()))
         await planner.handle("1-0", fields(action="HOLD", ts_epoch=time.time()))
@@ -125,7 +159,9 @@ def test_skip_plans_are_published(arun: Any, r: redis.Redis, keys: Keys,
     arun(body)
     plans = [f for _i, f in r.xrange(keys.plan_stream)]
     assert [(p["decision"], p["reason_codes"]) for p in plans] == [
-        ("SKIP", "hold_action"), ("SKIP", "invalid_proposal")]  # fmt: skip
+        ("SKIP", "hold_action"),
+        ("SKIP", "invalid_proposal"),
+    ]
     audit = [f for _i, f in r.xrange(keys.decisions)]
     assert "kill_score" in audit[1]["context"]  # what was wrong is on record
 
@@ -136,9 +172,13 @@ def _audit_entries(r: redis.Redis, keys: Keys) -> list[dict[str, str]]:
 
 @pytest.mark.parametrize("proposal", [fields(), {**fields(), "kill_score": "oops"}])
 def test_publish_script_writes_the_audit_entry_the_split_path_writes(
-    arun: Any, r: redis.Redis, keys: Keys, settings: Settings, prefix: str,
+    arun: Any,
+    r: redis.Redis,
+    keys: Keys,
+    settings: Settings,
+    prefix: str,
     proposal: dict[str, str],
-) -> None:  # fmt: skip
+) -> None:
     """On a plain server the publish script writes the plan's audit entry itself (one call);
     its fields are those of the separate XADD (the Redis Cluster path), new plan and
     duplicate alike, and a duplicate the caller does not audit writes nothing."""
@@ -172,8 +212,10 @@ def test_publish_script_writes_the_audit_entry_the_split_path_writes(
         assert want_ctx.pop("entry_id") != "" or got["decision"] == "DUPLICATE"
         assert list(ctx)[-1] == "entry_id" and ctx.pop("entry_id") in ("", plan_entry)
         assert ctx == want_ctx
-    assert [a["decision"] for a in script] == [r.xrange(keys.plan_stream)[0][1]["decision"],
-                                               "DUPLICATE"]  # fmt: skip
+    assert [a["decision"] for a in script] == [
+        r.xrange(keys.plan_stream)[0][1]["decision"],
+        "DUPLICATE",
+    ]
     assert script[1]["reason"] == "duplicate_plan"
     # the new plan's entry names its stream entry; the duplicate's names none
     ctxs = [json.loads(f["context"]) for _i, f in r.xrange(keys.decisions)]
@@ -183,10 +225,18 @@ def test_publish_script_writes_the_audit_entry_the_split_path_writes(
 
 @pytest.mark.parametrize(
     "change",
-    [{}, {"symbol": "DOGEUSDT"}, {"kill_score": "0.49"}, {"action": "HOLD"},
-     {"action": "PARTIAL_33"}, {"ts_epoch": NOW - 61}, {"action": "UPDATE_SL"},
-     {"action": "FULL_CLOSE_PROPOSED"}, {"action": "PARTIAL_25", "new_sl": None}],
-)  # fmt: skip
+    [
+        {},
+        {"symbol": "DOGEUSDT"},
+        {"kill_score": "0.49"},
+        {"action": "HOLD"},
+        {"action": "PARTIAL_33"},
+        {"ts_epoch": NOW - 61},
+        {"action": "UPDATE_SL"},
+        {"action": "FULL_CLOSE_PROPOSED"},
+        {"action": "PARTIAL_25", "new_sl": None},
+    ],
+)
 def test_a_constructed_plan_is_what_validation_gives(change: dict[str, Any]) -> None:
     """make_plan constructs its plan without validating it again: validating the same
     values gives the same plan, field for field and type for type."""

@@ -28,14 +28,19 @@ MIN_KILLS = 20
 
 
 @pytest.mark.parametrize("shards", ["1", "3"], ids=["1-shard", "3-shards"])
-def test_sigkill_random_services(chain_factory: Callable[..., Chain], r: redis.Redis,
-                                 redis_url: str, shards: str) -> None:  # fmt: skip
+def test_sigkill_random_services(
+    chain_factory: Callable[..., Chain], r: redis.Redis, redis_url: str, shards: str
+) -> None:
     seed = int(os.environ.get("CHAOS_SEED", time.time()))
     rng = random.Random(seed)
     symbols = [f"CHAOS{i}USDT" for i in range(8)]
-    chain = chain_factory(ALLOW_LIST_SYMBOLS=",".join(symbols), COOLDOWN_S="0",
-                          POLL_INTERVAL_S="0.5", PLAN_MAX_AGE_S="10",
-                          STREAM_SHARDS=shards)  # fmt: skip
+    chain = chain_factory(
+        ALLOW_LIST_SYMBOLS=",".join(symbols),
+        COOLDOWN_S="0",
+        POLL_INTERVAL_S="0.5",
+        PLAN_MAX_AGE_S="10",
+        STREAM_SHARDS=shards,
+    )
     k = chain.keys
     seed_positions(r, k, symbols)
     chain.start()
@@ -47,8 +52,11 @@ def test_sigkill_random_services(chain_factory: Callable[..., Chain], r: redis.R
     rng.shuffle(order)  # every service is hit in the first round, then at random
     try:
         while sum(kills.values()) < MIN_KILLS:
-            victim = order[sum(kills.values())] if sum(kills.values()) < len(order) else \
-                rng.choice(SERVICE_NAMES)  # fmt: skip
+            victim = (
+                order[sum(kills.values())]
+                if sum(kills.values()) < len(order)
+                else rng.choice(SERVICE_NAMES)
+            )
             time.sleep(rng.uniform(0.1, 1.2))  # a random moment, not a synchronisation
             chain.kill_service(victim)
             kills[victim] += 1

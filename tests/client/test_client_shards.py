@@ -44,16 +44,18 @@ def test_stream_shards_come_from_the_heartbeats() -> None:
     two = json.dumps({"schema": 1, "stream_shards": 2})
     with pytest.raises(SchemaMismatch, match="disagree on STREAM_SHARDS"):
         client_contract.check_stream_shards({"apply-layer": three, "governor": two})
-    with pytest.raises(SchemaMismatch, match="stream_shards=2 was given, but the chain runs "
-                                             "STREAM_SHARDS=3"):  # fmt: skip
+    with pytest.raises(
+        SchemaMismatch, match="stream_shards=2 was given, but the chain runs STREAM_SHARDS=3"
+    ):
         client_contract.check_stream_shards({"apply-layer": three}, expected=2)
     with pytest.raises(SchemaMismatch, match="declares stream_shards"):
         client_contract.check_stream_shards({"apply-layer": json.dumps({"stream_shards": 0})})
 
 
 @pytest.mark.slow
-def test_client_against_a_sharded_chain(start_chain: Callable[..., Running],
-                                        r: redis.Redis) -> None:  # fmt: skip
+def test_client_against_a_sharded_chain(
+    start_chain: Callable[..., Running], r: redis.Redis
+) -> None:
     run = start_chain(STREAM_SHARDS="3")
     client, gate, keys = run.client, run.client.gate, run.keys
     assert keys.shards == 3

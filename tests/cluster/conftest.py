@@ -32,17 +32,25 @@ class LocalCluster:
             node, bus = EmbeddedServer(prefer_path=True), free_port()
             self.bus_ports.append(bus)
             # the bus port on its own free port (default port+10000 may be taken or > 65535)
-            node.extra_args = ["--cluster-enabled", "yes", "--cluster-config-file",
-                               f"nodes-{node.port}.conf", "--cluster-port", str(bus),
-                               "--cluster-node-timeout", "5000"]  # fmt: skip
+            node.extra_args = [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                f"nodes-{node.port}.conf",
+                "--cluster-port",
+                str(bus),
+                "--cluster-node-timeout",
+                "5000",
+            ]
             self.nodes.append(node.start())
         clients = [redis.Redis(port=n.port, decode_responses=True) for n in self.nodes]
         try:
             for c, (lo, hi) in zip(clients, SLOT_RANGES, strict=True):
                 c.execute_command("CLUSTER", "ADDSLOTSRANGE", lo, hi)
             for c in clients[1:]:
-                c.execute_command("CLUSTER", "MEET", "127.0.0.1", self.nodes[0].port,
-                                  self.bus_ports[0])  # fmt: skip
+                c.execute_command(
+                    "CLUSTER", "MEET", "127.0.0.1", self.nodes[0].port, self.bus_ports[0]
+                )
             deadline = time.monotonic() + timeout_s
             while not all(_state_ok(c) for c in clients):
                 if time.monotonic() > deadline:

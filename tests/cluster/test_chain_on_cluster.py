@@ -28,19 +28,31 @@ PLANS = 20
 
 
 def submit(r: Any, k: Keys, symbol: str, tranche: int) -> None:
-    r.xadd(k.proposal_stream, {
-        "schema": "1", "proposal_id": uuid.uuid4().hex[:12], "symbol": symbol,
-        "action": "PARTIAL_25", "kill_score": "0.9", "position_epoch": "0",
-        "tranche": str(tranche), "ts_epoch": f"{time.time():.6f}", "source": "cluster-test",
-        "new_sl": "", "r_net": ""})  # fmt: skip
+    r.xadd(
+        k.proposal_stream,
+        {
+            "schema": "1",
+            "proposal_id": uuid.uuid4().hex[:12],
+            "symbol": symbol,
+            "action": "PARTIAL_25",
+            "kill_score": "0.9",
+            "position_epoch": "0",
+            "tranche": str(tranche),
+            "ts_epoch": f"{time.time():.6f}",
+            "source": "cluster-test",
+            "new_sl": "",
+            "r_net": "",
+        },
+    )
 
 
 def results_per_plan(r: Any, k: Keys) -> Counter[str]:
     return Counter(f["plan_id"] for _i, f in r.xrange(k.result_stream))
 
 
-def test_plans_over_all_masters(chain_factory: Callable[..., Chain], r: Any,
-                                cluster: LocalCluster) -> None:  # fmt: skip
+def test_plans_over_all_masters(
+    chain_factory: Callable[..., Chain], r: Any, cluster: LocalCluster
+) -> None:
     chain = started_chain(chain_factory, r, SYMBOLS)
     k = chain.keys
     for n in range(PLANS):

@@ -63,8 +63,9 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[Calls]:
     pipe_watch = aiocluster.ClusterPipeline.watch
     pipe_execute = aiocluster.ClusterPipeline.execute
 
-    async def spy_script(self: AsyncScript, keys: Any = None, args: Any = None,
-                         client: Any = None) -> Any:  # fmt: skip
+    async def spy_script(
+        self: AsyncScript, keys: Any = None, args: Any = None, client: Any = None
+    ) -> Any:
         seen.scripts.append((names[self.script], list(keys or [])))
         return await script_call(self, keys=keys, args=args, client=client)
 
@@ -85,9 +86,19 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[Calls]:
 
 
 def result(plan_id: str, symbol: str = "BTCUSDT", qty: str = "0.01") -> Result:
-    return Result(plan_id=plan_id, symbol=symbol, executed=True, status=ResultStatus.FILLED,
-                  reason="filled", order_id="1", client_order_id=f"pc-{plan_id}", side="SELL",
-                  requested_qty=Decimal(qty), filled_qty=Decimal(qty), ts=time.time())  # fmt: skip
+    return Result(
+        plan_id=plan_id,
+        symbol=symbol,
+        executed=True,
+        status=ResultStatus.FILLED,
+        reason="filled",
+        order_id="1",
+        client_order_id=f"pc-{plan_id}",
+        side="SELL",
+        requested_qty=Decimal(qty),
+        filled_qty=Decimal(qty),
+        ts=time.time(),
+    )
 
 
 def plan_fields(plan_id: str) -> list[str]:
@@ -98,16 +109,23 @@ def results_of(entries: list[tuple[str, dict[str, str]]], plan_id: str) -> list[
     return [i for i, f in entries if f.get("plan_id") == plan_id]
 
 
-def test_every_script_and_transaction_is_single_slot(arun: Run, keys: Keys, calls: Calls,
-                                                     settings: Settings) -> None:  # fmt: skip
+def test_every_script_and_transaction_is_single_slot(
+    arun: Run, keys: Keys, calls: Calls, settings: Settings
+) -> None:
     async def body(r: Any) -> None:
         assert is_cluster(r)
         store = ExecStore(r, keys)
         await publish_plan(r, keys, P1, 60, 1000, plan_fields(P1))
         await store.consume(P1, "BTCUSDT", "try")
         await store.block_new(P2, "BTCUSDT", "plan_expired", "old")
-        blocked = Result(plan_id=P2, symbol="BTCUSDT", executed=False, reason="plan_expired",
-                         status=ResultStatus.BLOCKED, ts=time.time())  # fmt: skip
+        blocked = Result(
+            plan_id=P2,
+            symbol="BTCUSDT",
+            executed=False,
+            reason="plan_expired",
+            status=ResultStatus.BLOCKED,
+            ts=time.time(),
+        )
         await store.publish(blocked, from_states=("blocked",), to="blocked")
         await r.hset(keys.exec_record(P3), mapping={"state": "permitted"})
         await store.move(P3, from_states=("permitted",), to="submitted", index="add")
@@ -144,8 +162,10 @@ def test_every_script_and_transaction_is_single_slot(arun: Run, keys: Keys, call
     lua = set(script_names())
     ran = {name for name, _ in calls.scripts}
     assert ran == lua - SINGLE_NODE_ONLY, (ran, lua)
-    print(f"\n{len(calls.scripts)} script calls, {len(calls.transactions)} transactions, "
-          f"each on one slot")  # fmt: skip
+    print(
+        f"\n{len(calls.scripts)} script calls, {len(calls.transactions)} transactions, "
+        f"each on one slot"
+    )
 
 
 def test_publish_crash_before_xadd_is_published_by_the_redelivery(arun: Run, keys: Keys) -> None:
@@ -172,8 +192,14 @@ def test_exec_move_crash_before_streams_is_published_by_the_resolver(arun: Run, 
         await r.hset(keys.exec_record(P1), mapping={"state": "submitted"})
         await r.zadd(store.open_key, {P1: time.time()})
         # the move's single-slot half alone, as a crash right after it leaves it
-        box = {"result": res.to_fields(), "audit": {"plan_id": P1, "x": "1"}, "token": "t",
-               "guard": FINAL_GUARD, "index": "rem", "at": time.time() - 60}  # fmt: skip
+        box = {
+            "result": res.to_fields(),
+            "audit": {"plan_id": P1, "x": "1"},
+            "token": "t",
+            "guard": FINAL_GUARD,
+            "index": "rem",
+            "at": time.time() - 60,
+        }
         outbox = json.dumps(box)
         await store.steps.scripts.exec_move(
             keys=[keys.exec_record(P1)], args=["submitted", "filled", FINAL_GUARD, 60, outbox, 1, 0]
@@ -267,8 +293,9 @@ def test_sim_crash_before_fill_record_never_fills_twice(arun: Run, keys: Keys) -
         seq = keys.sim_order_seq("BTCUSDT")
         # the script alone (a crash before the fill record): order recorded, position moved
         args = [60, f"{time.time():.6f}", "BTCUSDT", "pc-p1", "SELL", "0.01", "fill"]
-        res = await Scripts(r).sim_order(keys=[pos, order, seq, keys.sim_filters("BTCUSDT")],
-                                         args=args)  # fmt: skip
+        res = await Scripts(r).sim_order(
+            keys=[pos, order, seq, keys.sim_filters("BTCUSDT")], args=args
+        )
         assert res[0] == "ok" and res[2]  # recorded, filled: the caller adds the fill record
         recorded = dict(zip(res[1][::2], res[1][1::2], strict=True))
         # the resend with the same client order id gets the recorded order: no second fill
@@ -284,8 +311,9 @@ def test_sim_crash_before_fill_record_never_fills_twice(arun: Run, keys: Keys) -
     arun(body)
 
 
-def test_sim_faults_on_cluster_from_the_config_read_first(arun: Run, keys: Keys,
-                                                          calls: Calls) -> None:  # fmt: skip
+def test_sim_faults_on_cluster_from_the_config_read_first(
+    arun: Run, keys: Keys, calls: Calls
+) -> None:
     """On a Cluster the config (outside the symbol's slot) is read before the script, its
     mode passed in ARGV, its latency slept; the fill record follows the script."""
 
@@ -323,11 +351,13 @@ def test_sim_faults_on_cluster_from_the_config_read_first(arun: Run, keys: Keys,
     assert len(sim_keys) == 5 and all(len(k) == 4 for k in sim_keys)  # the symbol's keys only
 
 
-def test_trading_state_on_cluster_writes_state_then_audit(arun: Run, keys: Keys,
-                                                          settings: Settings) -> None:  # fmt: skip
+def test_trading_state_on_cluster_writes_state_then_audit(
+    arun: Run, keys: Keys, settings: Settings
+) -> None:
     async def body(r: Any) -> None:
-        _before, after = await set_trading_state(r, keys, settings, TradingState.HALTED,
-                                                reason="drill", operator="t")  # fmt: skip
+        _before, after = await set_trading_state(
+            r, keys, settings, TradingState.HALTED, reason="drill", operator="t"
+        )
         assert after is TradingState.HALTED
         audit = await r.xrange(keys.decisions)
         assert [f["decision"] for _i, f in audit] == ["TRADING_HALTED"]
@@ -335,8 +365,9 @@ def test_trading_state_on_cluster_writes_state_then_audit(arun: Run, keys: Keys,
     arun(body)
 
 
-def test_p33_claim_on_cluster_is_the_claim_then_the_permit(arun: Run, keys: Keys, calls: Calls,
-                                                          settings: Settings) -> None:  # fmt: skip
+def test_p33_claim_on_cluster_is_the_claim_then_the_permit(
+    arun: Run, keys: Keys, calls: Calls, settings: Settings
+) -> None:
     """With COOLDOWN_S > 0 a cluster keeps the two steps (the claim and the permit are in
     different slots): SET NX PX on the claim, then the permit; a second plan is denied."""
     from tests.position_brain.helpers import brain, plan
@@ -361,8 +392,9 @@ def test_p33_claim_on_cluster_is_the_claim_then_the_permit(arun: Run, keys: Keys
     assert "p33_claim_permit" not in {name for name, _ in calls.scripts}
 
 
-def test_snapshot_touch_on_cluster_is_one_hset_each(arun: Run, keys: Keys, calls: Calls,
-                                                   settings: Settings) -> None:  # fmt: skip
+def test_snapshot_touch_on_cluster_is_one_hset_each(
+    arun: Run, keys: Keys, calls: Calls, settings: Settings
+) -> None:
     """A full poll's unchanged snapshots get only their new time; on a cluster (keys in many
     slots) one HSET each instead of the script, and a vanished hash is written whole."""
     from tests.position_brain.helpers import brain
@@ -379,8 +411,12 @@ def test_snapshot_touch_on_cluster_is_one_hset_each(arun: Run, keys: Keys, calls
         await r.hset(keys.snapshot(syms[0]), "entry_price", "marker")  # kept by a touch
         await r.delete(keys.snapshot(syms[1]))
         second = await pb.snapshots.poll_once()
-        return first, second, await r.hgetall(keys.snapshot(syms[0])), \
-            await r.hgetall(keys.snapshot(syms[1]))  # fmt: skip
+        return (
+            first,
+            second,
+            await r.hgetall(keys.snapshot(syms[0])),
+            await r.hgetall(keys.snapshot(syms[1])),
+        )
 
     first, second, touched, rewritten = arun(body)
     assert second.ok and set(second.written) == set(syms)

@@ -21,9 +21,26 @@ from tests.reliability.harness import check_invariants, entries, settle, started
 pytestmark = pytest.mark.slow
 
 SHARDS = 3
-CANDIDATES = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "ADAUSDT", "DOGEUSDT", "BNBUSDT",
-              "LTCUSDT", "DOTUSDT", "LINKUSDT", "AVAXUSDT", "TRXUSDT", "ATOMUSDT", "NEARUSDT",
-              "APTUSDT", "ARBUSDT", "OPUSDT", "FILUSDT"]  # fmt: skip
+CANDIDATES = [
+    "BTCUSDT",
+    "ETHUSDT",
+    "SOLUSDT",
+    "XRPUSDT",
+    "ADAUSDT",
+    "DOGEUSDT",
+    "BNBUSDT",
+    "LTCUSDT",
+    "DOTUSDT",
+    "LINKUSDT",
+    "AVAXUSDT",
+    "TRXUSDT",
+    "ATOMUSDT",
+    "NEARUSDT",
+    "APTUSDT",
+    "ARBUSDT",
+    "OPUSDT",
+    "FILUSDT",
+]
 PLANS = 60
 
 
@@ -48,8 +65,17 @@ test_reference_scenario_sharded = _reference
 
 def test_key_slot_is_the_servers(cluster: LocalCluster) -> None:
     k = Keys("quantum", shards=SHARDS)
-    keys = [*k.plan_streams, *k.result_streams, *k.permit_event_streams, k.decisions,
-            k.exec_record("0123456789abcdef"), "foo", "{a}b", "x{}y", "中文"]  # fmt: skip
+    keys = [
+        *k.plan_streams,
+        *k.result_streams,
+        *k.permit_event_streams,
+        k.decisions,
+        k.exec_record("0123456789abcdef"),
+        "foo",
+        "{a}b",
+        "x{}y",
+        "中文",
+    ]
     c = cluster.node_clients()[0]
     try:
         for key in keys:
@@ -66,8 +92,9 @@ def commands(cluster: LocalCluster) -> list[int]:
     return out
 
 
-def test_shards_spread_over_the_masters(chain_factory: Callable[..., Chain], r: Any,
-                                        cluster: LocalCluster) -> None:  # fmt: skip
+def test_shards_spread_over_the_masters(
+    chain_factory: Callable[..., Chain], r: Any, cluster: LocalCluster
+) -> None:
     k = Keys(shards=SHARDS)
     for i, stream in enumerate(k.plan_streams):  # shard i in the i-th third of the slots
         lo, hi = SLOT_RANGES[i]

@@ -24,9 +24,15 @@ from tests.console.helpers import SECRET
 pytestmark = pytest.mark.slow
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run",
-        "--disable-dev-shm-usage"]  # fmt: skip
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+]
 TIMEOUT_MS = 20_000
 SHOTS = os.environ.get("CONSOLE_SCREENSHOTS")
 
@@ -67,9 +73,14 @@ def expect(locator: Any) -> Any:
 
 
 def sim(live: Live, *args: str) -> None:
-    out = subprocess.run([sys.executable, "-m", "permitchain", "sim", *args],
-                         env=live.chain.child_env(), capture_output=True, text=True,
-                         timeout=60, check=False)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "permitchain", "sim", *args],
+        env=live.chain.child_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -89,8 +100,10 @@ def shot(page: Any, name: str) -> None:
 
 def wait_snapshot(live: Live, symbol: str) -> None:
     deadline = time.monotonic() + 20
-    while not any(p["symbol"] == symbol and p["exchange_amt"] not in (None, "0")
-                  for p in live.get("/api/positions").json()["positions"]):  # fmt: skip
+    while not any(
+        p["symbol"] == symbol and p["exchange_amt"] not in (None, "0")
+        for p in live.get("/api/positions").json()["positions"]
+    ):
         assert time.monotonic() < deadline
         time.sleep(0.1)
 
@@ -119,8 +132,11 @@ def test_a_proposal_appears_and_reaches_filled(
     for layer_cell, text in ((0, "EXECUTE"), (1, "GRANT"), (2, "ALLOW")):
         expect(row.locator("td.step").nth(layer_cell)).to_contain_text(text)
     r = redis.Redis.from_url(live.chain.redis_url, decode_responses=True)
-    result_ms = next(int(i.split("-")[0]) for i, f in r.xrange(live.chain.keys.result_stream)
-                     if f["plan_id"] == plan_id)  # fmt: skip
+    result_ms = next(
+        int(i.split("-")[0])
+        for i, f in r.xrange(live.chain.keys.result_stream)
+        if f["plan_id"] == plan_id
+    )
     r.close()
     print(
         f"\npage showed {plan_id} filled {(seen - result_ms / 1000) * 1000:.0f} ms after its "
@@ -155,8 +171,10 @@ def test_a_blocked_plan_shows_its_reason(live_factory: Callable[..., Live], page
 
 def wait_snapshot_amt(live: Live, symbol: str, amt: str) -> None:
     deadline = time.monotonic() + 20
-    while not any(p["symbol"] == symbol and p["exchange_amt"] == amt
-                  for p in live.get("/api/positions").json()["positions"]):  # fmt: skip
+    while not any(
+        p["symbol"] == symbol and p["exchange_amt"] == amt
+        for p in live.get("/api/positions").json()["positions"]
+    ):
         assert time.monotonic() < deadline
         time.sleep(0.1)
 
@@ -223,9 +241,13 @@ def test_the_page_keeps_up_at_1000_plans_per_s(
     k: Keys = live.chain.keys
     r = redis.Redis.from_url(live.chain.redis_url, decode_responses=True)
     rate, seconds, batch = 1000, 5, 10
-    layers = (("planner", "EXECUTE", "plan_ok"), ("governor", "GRANT", "testnet_auto_approve"),
-              ("position-brain", "ALLOW", "ok"), ("executor", "EXECUTED", "ok"),
-              ("position-brain", "LEDGER_APPLY", "applied"))  # fmt: skip
+    layers = (
+        ("planner", "EXECUTE", "plan_ok"),
+        ("governor", "GRANT", "testnet_auto_approve"),
+        ("position-brain", "ALLOW", "ok"),
+        ("executor", "EXECUTED", "ok"),
+        ("position-brain", "LEDGER_APPLY", "applied"),
+    )
     answers = []
     start = time.monotonic()
     f0 = page.evaluate("window.frames_seen")
@@ -234,9 +256,18 @@ def test_the_page_keeps_up_at_1000_plans_per_s(
         for i in range(n, n + batch):
             for layer, decision, reason in layers:
                 ctx = '{"result":{"status":"filled"}}' if layer == "executor" else "{}"
-                pipe.xadd(k.decisions, {"plan_id": f"load{i:06d}", "symbol": "BTCUSDT",
-                                        "layer": layer, "decision": decision, "reason": reason,
-                                        "context": ctx, "ts": f"{time.time():.6f}"})  # fmt: skip
+                pipe.xadd(
+                    k.decisions,
+                    {
+                        "plan_id": f"load{i:06d}",
+                        "symbol": "BTCUSDT",
+                        "layer": layer,
+                        "decision": decision,
+                        "reason": reason,
+                        "context": ctx,
+                        "ts": f"{time.time():.6f}",
+                    },
+                )
         pipe.execute()
         if n % 500 == 0:
             t = time.monotonic()

@@ -13,8 +13,12 @@ T = TypeVar("T")
 
 
 def adapter(fake: FakeBinance, **kw: Any) -> BinanceExchange:
-    opts: dict[str, Any] = {"demo": True, "base_url": fake.url, "timeout_s": 2.0,
-                            "rate_limit": False}  # fmt: skip
+    opts: dict[str, Any] = {
+        "demo": True,
+        "base_url": fake.url,
+        "timeout_s": 2.0,
+        "rate_limit": False,
+    }
     opts.update(kw)
     return BinanceExchange(opts.pop("api_key", API_KEY), opts.pop("api_secret", API_SECRET), **opts)
 

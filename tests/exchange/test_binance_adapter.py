@@ -26,8 +26,15 @@ def test_implements_the_protocol(fake: FakeBinance) -> None:
 
 
 def test_filters_parsed_from_exchange_info(fake: FakeBinance) -> None:
-    fake.add_symbol("XRPUSDT", step_size="0.1", min_qty="0.1", max_qty="5000000",
-                    market_max_qty="2000000", min_notional="5", tick_size="0.0001")  # fmt: skip
+    fake.add_symbol(
+        "XRPUSDT",
+        step_size="0.1",
+        min_qty="0.1",
+        max_qty="5000000",
+        market_max_qty="2000000",
+        min_notional="5",
+        tick_size="0.0001",
+    )
     fake.add_symbol("ODDUSDT", step_size="0.001", market_step_size="0.01", min_qty="0.001")
     fake.add_symbol("DEADUSDT", status="SETTLING")
 
@@ -71,7 +78,11 @@ def test_positions_of_many_symbols_in_one_call(fake: FakeBinance) -> None:
     assert set(pos) == set(wanted) - {"NOPEUSDT"}  # every listed symbol; unknown ones absent
     btc = pos["BTCUSDT"]
     assert (btc.amt, btc.side, btc.entry_price, btc.mark_price) == (
-        D("0.062"), "LONG", D("100"), D("101"))  # fmt: skip
+        D("0.062"),
+        "LONG",
+        D("100"),
+        D("101"),
+    )
     assert btc.unrealized_pnl == D("0.062")
     assert btc.leverage == D(20)
     assert (pos["ETHUSDT"].amt, pos["ETHUSDT"].side) == (D("-1.5"), "SHORT")
@@ -99,9 +110,17 @@ def test_reduce_only_close_fills_with_our_client_order_id(fake: FakeBinance) -> 
     o = run(fake, lambda ex: ex.place_reduce_only_market("BTCUSDT", "SELL", D("0.046"), "pc-1"))
 
     assert (o.status, o.client_order_id, o.side, o.type) == (
-        OrderStatus.FILLED, "pc-1", "SELL", "MARKET")  # fmt: skip
+        OrderStatus.FILLED,
+        "pc-1",
+        "SELL",
+        "MARKET",
+    )
     assert (o.requested_qty, o.filled_qty, o.avg_price, o.reduce_only) == (
-        D("0.046"), D("0.046"), D("100"), True)  # fmt: skip
+        D("0.046"),
+        D("0.046"),
+        D("100"),
+        True,
+    )
     assert fake.position("BTCUSDT") == "0.016"
     [sent] = fake.orders()
     assert sent["clientOrderId"] == "pc-1" and sent["reduceOnly"] is True
@@ -208,10 +227,12 @@ def test_duplicate_refused_by_exchange_resolves_to_the_open_order(fake: FakeBina
     assert len(fake.orders()) == 1
 
 
-@pytest.mark.parametrize(("pos_side", "amt", "side"), [("LONG", "0.062", "SELL"),
-                                                       ("SHORT", "-0.062", "BUY")])  # fmt: skip
-def test_hedge_mode_sends_position_side(fake: FakeBinance, pos_side: str, amt: str,
-                                        side: str) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    ("pos_side", "amt", "side"), [("LONG", "0.062", "SELL"), ("SHORT", "-0.062", "BUY")]
+)
+def test_hedge_mode_sends_position_side(
+    fake: FakeBinance, pos_side: str, amt: str, side: str
+) -> None:
     fake.set_dual(True)
     fake.set_position("BTCUSDT", amt, position_side=pos_side)
 
@@ -231,8 +252,11 @@ def test_hedge_mode_sends_position_side(fake: FakeBinance, pos_side: str, amt: s
 def test_hedge_mode_fixed_by_setting_skips_detection(fake: FakeBinance) -> None:
     fake.set_dual(True)
     fake.set_position("BTCUSDT", "0.062", position_side="LONG")
-    run(fake, lambda ex: ex.place_reduce_only_market("BTCUSDT", "SELL", D("0.01"), "pc-h"),
-        hedge_mode=True)  # fmt: skip
+    run(
+        fake,
+        lambda ex: ex.place_reduce_only_market("BTCUSDT", "SELL", D("0.01"), "pc-h"),
+        hedge_mode=True,
+    )
     assert fake.request_count("/fapi/v1/positionSide/dual") == 0
 
 
@@ -272,8 +296,7 @@ def test_stop_market_replaces_our_previous_stop(fake: FakeBinance) -> None:
         s1 = await ex.place_stop_market("BTCUSDT", "SELL", D("99.5"), D("0.062"), "pc-a-sl")
         s2 = await ex.place_stop_market("BTCUSDT", "SELL", D("99.87"), D("0.0169"), "pc-b-sl")
         assert s1.status is OrderStatus.NEW and s1.reduce_only
-        assert (s2.type, s2.stop_price, s2.requested_qty) == ("STOP_MARKET", D("99.8"),
-                                                              D("0.016"))  # fmt: skip
+        assert (s2.type, s2.stop_price, s2.requested_qty) == ("STOP_MARKET", D("99.8"), D("0.016"))
         again = await ex.fetch_order("BTCUSDT", "pc-a-sl")
         assert again is not None and again.status is OrderStatus.CANCELED
 
@@ -295,15 +318,27 @@ def test_stop_market_leaves_foreign_stops(fake: FakeBinance) -> None:
 
     async def body(ex: BinanceExchange) -> None:
         # placed by hand on the exchange (through the same API), not by the chain
-        await ex._call("order", "fapiPrivatePostAlgoOrder", {
-            "algoType": "CONDITIONAL", "symbol": "BTCUSDT", "side": "SELL",
-            "type": "STOP_MARKET", "quantity": "0.01", "triggerPrice": "90",
-            "reduceOnly": "true", "clientAlgoId": "manual-1"})  # fmt: skip
+        await ex._call(
+            "order",
+            "fapiPrivatePostAlgoOrder",
+            {
+                "algoType": "CONDITIONAL",
+                "symbol": "BTCUSDT",
+                "side": "SELL",
+                "type": "STOP_MARKET",
+                "quantity": "0.01",
+                "triggerPrice": "90",
+                "reduceOnly": "true",
+                "clientAlgoId": "manual-1",
+            },
+        )
         await ex.place_stop_market("BTCUSDT", "SELL", D("99"), D("0.062"), "pc-c-sl")
 
     run(fake, body)
     assert {o["clientAlgoId"]: o["algoStatus"] for o in fake.algo_orders()} == {
-        "manual-1": "NEW", "pc-c-sl": "NEW"}  # fmt: skip
+        "manual-1": "NEW",
+        "pc-c-sl": "NEW",
+    }
 
 
 @pytest.mark.parametrize(
@@ -321,8 +356,16 @@ def test_stop_trigger_rounds_away_from_the_mark(
     """A SELL stop rounds down, a BUY stop up (mark 100, tick 0.1): rounding never moves a
     stop to where it would trigger at once (Binance refuses that, -2021)."""
     fake.set_position("BTCUSDT", amt)
-    o = run(fake, lambda ex: ex.place_stop_market("BTCUSDT", side, D(asked), D("0.05"),  # type: ignore[arg-type]
-                                                  "pc-s-sl"))  # fmt: skip
+    o = run(
+        fake,
+        lambda ex: ex.place_stop_market(
+            "BTCUSDT",
+            side,
+            D(asked),
+            D("0.05"),  # type: ignore[arg-type]
+            "pc-s-sl",
+        ),
+    )
     assert o.stop_price == D(sent)
     assert fake.algo_orders()[0]["triggerPrice"] == sent
 

@@ -24,8 +24,12 @@ def test_reference_scenario_through_ccxt(
 ) -> None:
     fake.set_position(SYMBOL, str(EXCHANGE_AMT), entry_price=str(ENTRY))
     fake.set_price(SYMBOL, str(MARK))
-    chain = chain_factory(EXCHANGE="binance-demo", BINANCE_BASE_URL=fake.url,
-                          BINANCE_API_KEY=API_KEY, BINANCE_API_SECRET=API_SECRET)  # fmt: skip
+    chain = chain_factory(
+        EXCHANGE="binance-demo",
+        BINANCE_BASE_URL=fake.url,
+        BINANCE_API_KEY=API_KEY,
+        BINANCE_API_SECRET=API_SECRET,
+    )
     steps: dict[str, Any] = {}
 
     async def body() -> Any:

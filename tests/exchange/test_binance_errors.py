@@ -51,8 +51,9 @@ def test_final_rejections(fake: FakeBinance, code: int, msg: str) -> None:
 
 
 @pytest.mark.parametrize(("amt", "qty"), [("0.062", "0.063"), ("-0.062", "0.01"), ("0", "0.01")])
-def test_reduce_only_that_would_not_reduce_is_rejected(fake: FakeBinance, amt: str,
-                                                       qty: str) -> None:  # fmt: skip
+def test_reduce_only_that_would_not_reduce_is_rejected(
+    fake: FakeBinance, amt: str, qty: str
+) -> None:
     fake.set_position("BTCUSDT", amt)
     with pytest.raises(OrderRejected) as e:
         run(fake, lambda ex: close(ex, qty))
@@ -62,8 +63,11 @@ def test_reduce_only_that_would_not_reduce_is_rejected(fake: FakeBinance, amt: s
 
 def test_notional_below_minimum_without_reduce_only_is_rejected(fake: FakeBinance) -> None:
     async def body(ex: BinanceExchange) -> None:
-        await ex._call("order", "fapiPrivatePostOrder", {
-            "symbol": "BTCUSDT", "side": "BUY", "type": "MARKET", "quantity": "0.5"})  # fmt: skip
+        await ex._call(
+            "order",
+            "fapiPrivatePostOrder",
+            {"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET", "quantity": "0.5"},
+        )
 
     with pytest.raises(OrderRejected) as e:
         run(fake, body)
@@ -73,15 +77,20 @@ def test_notional_below_minimum_without_reduce_only_is_rejected(fake: FakeBinanc
 @pytest.mark.parametrize(
     "fault",
     [
-        {"code": -1007, "status": 408, "accept": True, "msg": "Timeout waiting for response "
-         "from backend server. Send status unknown; execution status unknown."},
+        {
+            "code": -1007,
+            "status": 408,
+            "accept": True,
+            "msg": "Timeout waiting for response "
+            "from backend server. Send status unknown; execution status unknown.",
+        },
         {"code": None, "status": 502, "accept": True, "msg": "Bad Gateway"},
         {"code": -1001, "status": 500, "accept": True, "msg": "Internal error"},
         {"mode": "drop", "accept": True},
         {"mode": "hang", "accept": True},
     ],
     ids=["-1007", "502", "500", "connection-dropped", "timeout"],
-)  # fmt: skip
+)
 def test_order_accepted_but_answer_lost_resolves_by_client_order_id(
     fake: FakeBinance, fault: dict[str, Any]
 ) -> None:
@@ -119,8 +128,14 @@ def test_order_not_accepted_and_answer_lost_resolves_to_none(fake: FakeBinance) 
 @pytest.mark.parametrize(("status", "code", "retry"), [(429, -1003, 7), (418, -1003, 120)])
 def test_rate_limited(fake: FakeBinance, status: int, code: int, retry: int) -> None:
     fake.set_position("BTCUSDT", "0.062")
-    fake.fail_next(count=2, path="/fapi/v3/positionRisk", status=status, code=code,
-                   retry_after_s=retry, msg="Too many requests.")  # fmt: skip
+    fake.fail_next(
+        count=2,
+        path="/fapi/v3/positionRisk",
+        status=status,
+        code=code,
+        retry_after_s=retry,
+        msg="Too many requests.",
+    )
     fake.fail_next(path=ORDER, method="POST", status=status, code=code, retry_after_s=retry)
 
     async def body(ex: BinanceExchange) -> None:
@@ -167,10 +182,12 @@ def test_clock_skew_resyncs_then_retry_works(fake: FakeBinance) -> None:
     run(fake, body)
 
 
-@pytest.mark.parametrize(("key", "secret", "code"), [(API_KEY, "wrong", -1022),
-                                                     ("wrong", API_SECRET, -2015)])  # fmt: skip
-def test_bad_signature_or_key_is_refused(fake: FakeBinance, key: str, secret: str,
-                                         code: int) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    ("key", "secret", "code"), [(API_KEY, "wrong", -1022), ("wrong", API_SECRET, -2015)]
+)
+def test_bad_signature_or_key_is_refused(
+    fake: FakeBinance, key: str, secret: str, code: int
+) -> None:
     fake.set_position("BTCUSDT", "0.062")
 
     async def body(ex: BinanceExchange) -> None:
@@ -203,8 +220,13 @@ def test_ccxt_error_table_applies_to_the_overridden_url(fake: FakeBinance) -> No
     """Stock ccxt picks Binance's linear (USDⓈ-M) error table by hostname, so pointed at
     another host it maps -2022 to a bare ExchangeError. Our client keeps the table."""
     fake.set_position("BTCUSDT", "0.062")
-    params = {"symbol": "BTCUSDT", "side": "SELL", "type": "MARKET", "quantity": "1",
-              "reduceOnly": "true"}  # fmt: skip
+    params = {
+        "symbol": "BTCUSDT",
+        "side": "SELL",
+        "type": "MARKET",
+        "quantity": "1",
+        "reduceOnly": "true",
+    }
 
     async def raised(client: Any) -> type[Exception]:
         for table in ("api", "demo"):

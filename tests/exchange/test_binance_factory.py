@@ -35,12 +35,21 @@ def build(**env: str) -> Any:
         ({"EXCHANGE": "binance", "APPLY_MODE": "production"}, "BINANCE_API_KEY"),
         ({"EXCHANGE": "binance", "APPLY_MODE": "testnet", **KEYS}, "APPLY_MODE"),
         ({"EXCHANGE": "binance", "APPLY_MODE": "production", **KEYS}, "BINANCE_LIVE_CONFIRMED"),
-        ({"EXCHANGE": "binance", "APPLY_MODE": "production", "BINANCE_LIVE_CONFIRMED": "false",
-          **KEYS}, "BINANCE_LIVE_CONFIRMED"),
-        ({"EXCHANGE": "binance-demo", "BINANCE_BASE_URL": "127.0.0.1:9", **KEYS},
-         "BINANCE_BASE_URL"),
+        (
+            {
+                "EXCHANGE": "binance",
+                "APPLY_MODE": "production",
+                "BINANCE_LIVE_CONFIRMED": "false",
+                **KEYS,
+            },
+            "BINANCE_LIVE_CONFIRMED",
+        ),
+        (
+            {"EXCHANGE": "binance-demo", "BINANCE_BASE_URL": "127.0.0.1:9", **KEYS},
+            "BINANCE_BASE_URL",
+        ),
     ],
-)  # fmt: skip
+)
 def test_refused_configurations_name_the_variable(env: dict[str, str], variable: str) -> None:
     with pytest.raises(ConfigError) as e:
         build(**env)
@@ -54,10 +63,17 @@ def test_refused_configurations_name_the_variable(env: dict[str, str], variable:
         ({"EXCHANGE": "binance-demo", **KEYS}, "binance-demo"),
         ({"EXCHANGE": "binance-demo", "APPLY_MODE": "dry_run", **KEYS}, "binance-demo"),
         ({"EXCHANGE": "binance", "APPLY_MODE": "dry_run", **KEYS}, "binance"),
-        ({"EXCHANGE": "binance", "APPLY_MODE": "production", "BINANCE_LIVE_CONFIRMED": "true",
-          **KEYS}, "binance"),
+        (
+            {
+                "EXCHANGE": "binance",
+                "APPLY_MODE": "production",
+                "BINANCE_LIVE_CONFIRMED": "true",
+                **KEYS,
+            },
+            "binance",
+        ),
     ],
-)  # fmt: skip
+)
 def test_accepted_configurations(env: dict[str, str], name: str) -> None:
     ex = build(**env)
     assert isinstance(ex, BinanceExchange) and ex.name == name
@@ -73,8 +89,9 @@ def test_sim_needs_no_binance_settings() -> None:
 
 def test_fake_runs_as_a_process_and_the_adapter_reaches_it() -> None:
     """The chain's services are separate processes: the fake runs standalone too."""
-    proc = subprocess.Popen([sys.executable, str(FAKE), "--port", "0"], stdout=subprocess.PIPE,
-                            text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, str(FAKE), "--port", "0"], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline().strip()

@@ -86,15 +86,25 @@ def test_an_order_fills_against_a_position_changed_outside(
         return out
 
     o1, o2, o3, code4, code5, o6 = arun(body)
-    assert (o1.avg_price, o2.avg_price, o3.avg_price, o6.avg_price) == (D(100), D(120), D(110),
-                                                                        D(110))  # fmt: skip
+    assert (o1.avg_price, o2.avg_price, o3.avg_price, o6.avg_price) == (
+        D(100),
+        D(120),
+        D(110),
+        D(110),
+    )
     assert code4 == code5 == -2022
     assert not r.exists(keys.sim_order(SYM, "pc-4")) and not r.exists(keys.sim_order(SYM, "pc-5"))
-    fills = [(f["client_order_id"], f["position_before"], f["position_after"], f["price"])
-             for _i, f in r.xrange(keys.sim_fills)]  # fmt: skip
-    assert fills == [("pc-1", "1", "0.9", "100"), ("pc-2", "0.5", "0.4", "120"),
-                     ("pc-3", "0.4", "0.3", "110"), ("pc-other", "0.3", "0.1", "110"),
-                     ("pc-6", "-0.3", "-0.2", "110")]  # fmt: skip
+    fills = [
+        (f["client_order_id"], f["position_before"], f["position_after"], f["price"])
+        for _i, f in r.xrange(keys.sim_fills)
+    ]
+    assert fills == [
+        ("pc-1", "1", "0.9", "100"),
+        ("pc-2", "0.5", "0.4", "120"),
+        ("pc-3", "0.4", "0.3", "110"),
+        ("pc-other", "0.3", "0.1", "110"),
+        ("pc-6", "-0.3", "-0.2", "110"),
+    ]
     assert r.hget(keys.sim_position(SYM), "amt") == "-0.2"
 
 
@@ -122,8 +132,9 @@ def test_b_config_changed_between_orders_applies_to_the_next_one(
 
     async def body(ar: Any) -> dict[str, Any]:
         sim = await listed(ar, keys)
-        out: dict[str, Any] = {"fill": await sim.place_reduce_only_market(SYM, "SELL", D("0.1"),
-                                                                          "pc-1")}  # fmt: skip
+        out: dict[str, Any] = {
+            "fill": await sim.place_reduce_only_market(SYM, "SELL", D("0.1"), "pc-1")
+        }
         r.hset(cfg, "order_mode", "reject")  # the operator: permitchain sim fault
         with pytest.raises(OrderRejected) as rejected:
             await sell(sim, "0.1", "pc-2")
@@ -208,8 +219,7 @@ def test_d_a_taken_client_order_id_returns_the_existing_order(
         sim = await listed(ar, keys, amt="0.3")
         first = await sell(sim, "0.1", "pc-1")
         again = await sell(sim, "0.1", "pc-1")
-        other = await SimExchange(ar, keys).place_reduce_only_market(SYM, "SELL", D("0.1"),
-                                                                     "pc-2")  # fmt: skip
+        other = await SimExchange(ar, keys).place_reduce_only_market(SYM, "SELL", D("0.1"), "pc-2")
         before, names = calls(r, "hgetall", "evalsha"), sent(ar)
         seen_other = await sell(sim, "0.1", "pc-2")
         d = delta(before, calls(r, "hgetall", "evalsha"))

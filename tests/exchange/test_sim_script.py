@@ -170,9 +170,14 @@ def test_one_run_records_the_order_with_its_fill_record(
 
     async def body(ar: Any) -> Any:
         await listed(ar, keys, "1")
-        script_keys = [keys.sim_position(SYM), keys.sim_order(SYM, "pc-1"),
-                       keys.sim_order_seq(SYM), keys.sim_filters(SYM), keys.sim_config,
-                       keys.sim_fills]  # fmt: skip
+        script_keys = [
+            keys.sim_position(SYM),
+            keys.sim_order(SYM, "pc-1"),
+            keys.sim_order_seq(SYM),
+            keys.sim_filters(SYM),
+            keys.sim_config,
+            keys.sim_fills,
+        ]
         args = [60, f"{time.time():.6f}", SYM, "pc-1", "SELL", "0.1", "config", "", FILLS_MAXLEN]
         return await Scripts(ar).sim_order(keys=script_keys, args=args)
 

@@ -86,8 +86,13 @@ def test_reference_partial_75_with_break_even_stop() -> None:
     assert d.r_net == Decimal("7.0136")
     assert (d.action, d.tranche, d.new_sl) == (Action.PARTIAL_75, 1, Decimal("100.2"))
     assert d.kill_score == Decimal("0.5390")
-    assert d.book == Book(proposals=1, pending_action="PARTIAL_75", pending_level=3,
-                          pending_sl=Decimal("100.2"), pending_since=NOW)  # fmt: skip
+    assert d.book == Book(
+        proposals=1,
+        pending_action="PARTIAL_75",
+        pending_level=3,
+        pending_sl=Decimal("100.2"),
+        pending_since=NOW,
+    )
     executed = settle(d.book, True, NOW + 1, P)
     assert executed == Book(proposals=1, tranches_done=3, stop=Decimal("100.2"))
     assert break_even_stop(Decimal(100), False) == Decimal("99.8")
@@ -118,9 +123,12 @@ def test_highest_tranche_spends_the_lower_ones() -> None:
     d = decide(PositionView(Decimal(100), Decimal(105), True), Components(), Book(), NO_FEES, NOW)
     assert (d.action, d.tranche) == (Action.PARTIAL_50, 1)
     again = decide(
-        PositionView(Decimal(100), Decimal("102.5"), True), Components(),
-        settle(d.book, True, NOW, NO_FEES), NO_FEES, NOW,
-    )  # fmt: skip
+        PositionView(Decimal(100), Decimal("102.5"), True),
+        Components(),
+        settle(d.book, True, NOW, NO_FEES),
+        NO_FEES,
+        NOW,
+    )
     assert again.action is Action.HOLD
 
 
@@ -198,8 +206,10 @@ def test_not_executed_leaves_it_available_after_the_retry_pause() -> None:
     assert (d1.action, d1.tranche) == (Action.PARTIAL_25, 1)
     denied = settle(d1.book, False, NOW + 1, NO_FEES)
     assert denied.tranches_done == 0 and denied.stop is None and not denied.pending
-    assert decide(pos, Components(), denied, NO_FEES, NOW + 1 + NO_FEES.retry_s - 1).action \
-        is Action.HOLD  # fmt: skip
+    assert (
+        decide(pos, Components(), denied, NO_FEES, NOW + 1 + NO_FEES.retry_s - 1).action
+        is Action.HOLD
+    )
     d2 = decide(pos, Components(), denied, NO_FEES, NOW + 1 + NO_FEES.retry_s)
     assert (d2.action, d2.tranche, d2.new_sl) == (Action.PARTIAL_25, 2, Decimal("100.2"))
     # a denied full close is not an attempt: after three denials a fourth is still proposed

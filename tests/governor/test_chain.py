@@ -40,16 +40,31 @@ PLAN_MAX_AGE_S = 30
 
 
 def ctl(chain: Chain, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "permitchain", *args], env=chain.child_env(),
-                          capture_output=True, text=True, timeout=30, check=True)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "permitchain", *args],
+        env=chain.child_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
 
 
-async def propose(r: Redis, keys: Keys, action: Action, tranche: int,
-                  new_sl: Decimal | None = None) -> str:  # fmt: skip
+async def propose(
+    r: Redis, keys: Keys, action: Action, tranche: int, new_sl: Decimal | None = None
+) -> str:
     epoch = await current_epoch(r, keys, SYMBOL)
-    p = Proposal(proposal_id=new_proposal_id(), symbol=SYMBOL, action=action.value,
-                 kill_score=Decimal("0.7"), position_epoch=epoch, tranche=tranche,
-                 new_sl=new_sl, ts_epoch=time.time(), source="test")  # fmt: skip
+    p = Proposal(
+        proposal_id=new_proposal_id(),
+        symbol=SYMBOL,
+        action=action.value,
+        kill_score=Decimal("0.7"),
+        position_epoch=epoch,
+        tranche=tranche,
+        new_sl=new_sl,
+        ts_epoch=time.time(),
+        source="test",
+    )
     await submit_proposal(r, keys, p, ttl_s=60)
     return make_plan_id(SYMBOL, action.value, epoch, tranche)
 
@@ -73,8 +88,9 @@ async def start(chain: Chain, r: Redis) -> None:
     await wait_snapshot(r, chain.keys)
 
 
-def test_halt_resume_and_a_stale_backlog(chain_factory: Callable[..., Chain],
-                                         redis_url: str) -> None:  # fmt: skip
+def test_halt_resume_and_a_stale_backlog(
+    chain_factory: Callable[..., Chain], redis_url: str
+) -> None:
     chain = chain_factory(COOLDOWN_S="0", PLAN_MAX_AGE_S=str(PLAN_MAX_AGE_S))
     k = chain.keys
 
@@ -89,8 +105,12 @@ def test_halt_resume_and_a_stale_backlog(chain_factory: Callable[..., Chain],
             out["halted_audit"] = by_layer(await audit_for(r, k, halted))
             await asyncio.to_thread(ctl, chain, "resume", "--reason", "drill over")
             # a plan from long ago, as a backlog replayed after a restart would put it
-            old = plan(Action.PARTIAL_50, mode="testnet", tranche=9,
-                       created_at=time.time() - 4 * PLAN_MAX_AGE_S)  # fmt: skip
+            old = plan(
+                Action.PARTIAL_50,
+                mode="testnet",
+                tranche=9,
+                created_at=time.time() - 4 * PLAN_MAX_AGE_S,
+            )
             await r.xadd(k.plan_stream, old.to_fields())  # type: ignore[arg-type]
             fresh = await propose(r, k, Action.PARTIAL_25, 2)
             out["fresh"] = await wait_result(r, k, fresh)
@@ -121,15 +141,20 @@ def test_halt_resume_and_a_stale_backlog(chain_factory: Callable[..., Chain],
     assert [f["client_order_id"] for f in out["fills"]] == [f"pc-{out['fresh_id']}"]
     # the governor's own metrics (the port it bound, from its heartbeat)
     m = out["metrics"]
-    for decision, reason in (("DENY", "trading_halted"), ("DENY", "plan_expired"),
-                             ("GRANT", "testnet_auto_approve")):  # fmt: skip
-        assert (f'governor_permit_total{{decision="{decision}",reason="{reason}",'
-                f'symbol="BTCUSDT"}} 1.0') in m  # fmt: skip
+    for decision, reason in (
+        ("DENY", "trading_halted"),
+        ("DENY", "plan_expired"),
+        ("GRANT", "testnet_auto_approve"),
+    ):
+        assert (
+            f'governor_permit_total{{decision="{decision}",reason="{reason}",symbol="BTCUSDT"}} 1.0'
+        ) in m
     assert "governor_trading_state 0.0" in m
 
 
-def test_production_rate_limit_in_the_chain(chain_factory: Callable[..., Chain],
-                                            redis_url: str, tmp_path: Path) -> None:  # fmt: skip
+def test_production_rate_limit_in_the_chain(
+    chain_factory: Callable[..., Chain], redis_url: str, tmp_path: Path
+) -> None:
     """APPLY_MODE=production, signed permits: two executions in five minutes, the third denied."""
     chain = chain_factory(APPLY_MODE="production", COOLDOWN_S="0")
     generate(tmp_path / "keys")
@@ -153,7 +178,10 @@ def test_production_rate_limit_in_the_chain(chain_factory: Callable[..., Chain],
 
     results, audits, fills = asyncio.run(body())
     assert [a["governor"] for a in audits] == [
-        ("GRANT", "policy_ok"), ("GRANT", "policy_ok"), ("DENY", "rate_limit_5min")]  # fmt: skip
+        ("GRANT", "policy_ok"),
+        ("GRANT", "policy_ok"),
+        ("DENY", "rate_limit_5min"),
+    ]
     assert [res["status"] for res in results] == ["filled", "filled", "blocked"]
     assert results[2]["reason"] == "governor_denied"
     assert fills == 0  # stop orders, no market fill

@@ -16,13 +16,22 @@ from permitchain.contract.keys import Keys
 
 def cli(redis_url: str, prefix: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "REDIS_URL": redis_url, "KEY_PREFIX": prefix, "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "permitchain", *args], env=env,
-                          capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "permitchain", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
 
 
 def operator_entries(r: redis.Redis, keys: Keys) -> list[dict[str, Any]]:
-    return [{**f, "context": json.loads(f["context"])} for _i, f in r.xrange(keys.decisions)
-            if f["layer"] == "operator"]  # fmt: skip
+    return [
+        {**f, "context": json.loads(f["context"])}
+        for _i, f in r.xrange(keys.decisions)
+        if f["layer"] == "operator"
+    ]
 
 
 def status_state(redis_url: str, prefix: str) -> str:
@@ -44,12 +53,13 @@ def test_halt_reduce_resume_are_audited_with_reason_and_operator(
     assert cli(redis_url, prefix, "resume").returncode == 0
     assert r.get(keys.trading_state) == "ACTIVE"
     entries = operator_entries(r, keys)
-    assert [(e["decision"], e["reason"], e["context"]["before"], e["context"]["after"])
-            for e in entries] == [
+    assert [
+        (e["decision"], e["reason"], e["context"]["before"], e["context"]["after"]) for e in entries
+    ] == [
         ("TRADING_HALTED", "exchange incident [INC-42]", "ACTIVE", "HALTED"),
         ("TRADING_REDUCING", "winding down", "HALTED", "REDUCING"),
         ("TRADING_ACTIVE", NO_REASON, "REDUCING", "ACTIVE"),
-    ]  # fmt: skip
+    ]
     assert all(e["context"]["operator"] for e in entries)
     assert all(e["plan_id"] == "" and float(e["ts"]) > 0 for e in entries)
 

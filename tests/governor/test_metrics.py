@@ -14,17 +14,25 @@ BEFORE = [
     ("governor_permit_total", "Governor permits", ["symbol", "decision", "reason"]),
     ("governor_results_total", "Results settled", ["symbol", "settlement"]),
 ]
-INCS = [(0, ("DENY", "rate_limit_5min")), (0, ("GRANT", "testnet_auto_approve")),
-        (1, ("confirm",)), (0, ("DENY", "rate_limit_5min")), (1, ("release",)),
-        (1, ("confirm",)), (0, ("DENY", "trading_halted"))]  # fmt: skip
+INCS = [
+    (0, ("DENY", "rate_limit_5min")),
+    (0, ("GRANT", "testnet_auto_approve")),
+    (1, ("confirm",)),
+    (0, ("DENY", "rate_limit_5min")),
+    (1, ("release",)),
+    (1, ("confirm",)),
+    (0, ("DENY", "trading_halted")),
+]
 
 
 def test_metrics_text_is_what_prometheus_client_children_wrote(
     monkeypatch: pytest.MonkeyPatch, created: bool
 ) -> None:
     text = text_as_before(monkeypatch, *counters_before_and_after(BEFORE, [PERMITS, SETTLED], INCS))
-    assert ('governor_permit_total{decision="DENY",reason="rate_limit_5min",'
-            'symbol="ETHUSDT"} 2.0' in text
-            and 'governor_results_total{settlement="confirm",symbol="BTCUSDT"} 2.0' in text
-            and "# TYPE governor_results counter" in text)  # fmt: skip
+    assert (
+        'governor_permit_total{decision="DENY",reason="rate_limit_5min",symbol="ETHUSDT"} 2.0'
+        in text
+        and 'governor_results_total{settlement="confirm",symbol="BTCUSDT"} 2.0' in text
+        and "# TYPE governor_results counter" in text
+    )
     assert ("governor_permit_created{" in text) is created

@@ -18,8 +18,11 @@ from .plans import T0, plan, risk_increasing
 
 ALLOW = frozenset({"BTCUSDT", "ETHUSDT"})
 ACTIVE = TradingState.ACTIVE
-POSITION = {"position_amt": Decimal("0.062"), "mark_price": Decimal(107),
-            "step_size": Decimal("0.001")}  # fmt: skip
+POSITION = {
+    "position_amt": Decimal("0.062"),
+    "mark_price": Decimal(107),
+    "step_size": Decimal("0.001"),
+}
 
 
 def pol(mode: str = "production", **kw: object) -> GovernorPolicy:
@@ -109,16 +112,19 @@ def test_auto_approve_off_applies_the_policy(mode: str) -> None:
 
 
 def test_production_never_auto_approves() -> None:
-    d = decide(plan(), inp(exec_last_5min=2, exec_last_hour=2), pol(testnet_auto_approve=True),
-               T0)  # fmt: skip
+    d = decide(plan(), inp(exec_last_5min=2, exec_last_hour=2), pol(testnet_auto_approve=True), T0)
     assert (d.granted, d.reason) == (False, "rate_limit_5min")
 
 
 @pytest.mark.parametrize(
     ("plan_mode", "gov_mode"),
-    [("testnet", "production"), ("production", "testnet"), ("dry_run", "testnet"),
-     ("testnet", "dry_run")],
-)  # fmt: skip
+    [
+        ("testnet", "production"),
+        ("production", "testnet"),
+        ("dry_run", "testnet"),
+        ("testnet", "dry_run"),
+    ],
+)
 def test_mode_mismatch(plan_mode: str, gov_mode: str) -> None:
     d = decide(plan(mode=plan_mode), inp(), pol(gov_mode), T0)
     assert (d.granted, d.reason) == (False, "mode_mismatch")
@@ -157,17 +163,27 @@ def test_plan_expires_at_earlier_than_max_age_counts() -> None:
 # -- rate limits ---------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("five", "hour", "reason"),
-    [(0, 0, "policy_ok"), (1, 1, "policy_ok"), (1, 2, "policy_ok"), (2, 2, "rate_limit_5min"),
-     (1, 3, "rate_limit_hour"), (2, 3, "rate_limit_5min")],
-)  # fmt: skip
+    [
+        (0, 0, "policy_ok"),
+        (1, 1, "policy_ok"),
+        (1, 2, "policy_ok"),
+        (2, 2, "rate_limit_5min"),
+        (1, 3, "rate_limit_hour"),
+        (2, 3, "rate_limit_5min"),
+    ],
+)
 def test_rate_limits_on_counts(five: int, hour: int, reason: str) -> None:
     assert decide(plan(), inp(exec_last_5min=five, exec_last_hour=hour), pol(), T0).reason == reason
 
 
 def _decide_with(book: ReservationBook, now: float) -> str:
     c = book.counts(now)
-    return decide(plan(created_at=now), inp(exec_last_5min=c.last_5min, exec_last_hour=c.last_hour),
-                  pol(), now).reason  # fmt: skip
+    return decide(
+        plan(created_at=now),
+        inp(exec_last_5min=c.last_5min, exec_last_hour=c.last_hour),
+        pol(),
+        now,
+    ).reason
 
 
 def test_five_minute_window_edge() -> None:
@@ -206,10 +222,15 @@ def test_reservations_count_until_they_expire() -> None:
 
 @pytest.mark.parametrize(
     ("status", "freed"),
-    [(ResultStatus.REJECTED, True), (ResultStatus.BLOCKED, True), (ResultStatus.DRY_RUN, True),
-     (ResultStatus.FILLED, False), (ResultStatus.PARTIALLY_FILLED, False),
-     (ResultStatus.UNKNOWN, False)],
-)  # fmt: skip
+    [
+        (ResultStatus.REJECTED, True),
+        (ResultStatus.BLOCKED, True),
+        (ResultStatus.DRY_RUN, True),
+        (ResultStatus.FILLED, False),
+        (ResultStatus.PARTIALLY_FILLED, False),
+        (ResultStatus.UNKNOWN, False),
+    ],
+)
 def test_results_release_or_confirm(status: ResultStatus, freed: bool) -> None:
     book = ReservationBook()
     book.reserve("p1", T0, 61.2, 2, 3)
@@ -224,8 +245,9 @@ def test_results_release_or_confirm(status: ResultStatus, freed: bool) -> None:
 
 # -- notional caps -------------------------------------------------------------------------
 def test_reduce_only_close_is_never_capped() -> None:
-    huge = inp(position_amt=Decimal(5000), mark_price=Decimal(100000),
-               notional_today=Decimal(10**9))  # fmt: skip
+    huge = inp(
+        position_amt=Decimal(5000), mark_price=Decimal(100000), notional_today=Decimal(10**9)
+    )
     p = plan(Action.FULL_CLOSE_PROPOSED).model_copy(update={"kill_score": Decimal(1)})
     d = decide(p, huge, pol(max_notional_per_trade=Decimal(1), daily_notional_cap=Decimal(1)), T0)
     assert (d.granted, d.reason) == (True, "policy_ok")
@@ -261,9 +283,18 @@ def test_rate_limit_comes_before_caps() -> None:
 
 
 def test_every_reason_code_of_the_contract_is_defined() -> None:
-    codes = {"testnet_auto_approve", "policy_ok", "trading_halted", "trading_reducing",
-             "plan_expired", "mode_mismatch", "rate_limit_hour", "rate_limit_5min",
-             "daily_notional_cap", "notional_cap"}  # fmt: skip
+    codes = {
+        "testnet_auto_approve",
+        "policy_ok",
+        "trading_halted",
+        "trading_reducing",
+        "plan_expired",
+        "mode_mismatch",
+        "rate_limit_hour",
+        "rate_limit_5min",
+        "daily_notional_cap",
+        "notional_cap",
+    }
     assert codes <= {v for k, v in vars(reasons).items() if k.isupper() and isinstance(v, str)}
 
 
@@ -283,8 +314,9 @@ def test_the_canary_is_granted_in_every_mode_unless_halted(gov_mode: str) -> Non
     assert decide(old, inp(), pol(gov_mode), T0).reason == "plan_expired"
 
 
-@pytest.mark.parametrize(("mode", "source"), [("testnet", "canary"), ("production", "canary"),
-                                              ("dry_run", "cli")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("mode", "source"), [("testnet", "canary"), ("production", "canary"), ("dry_run", "cli")]
+)
 def test_only_a_dry_run_canary_gets_the_canary_treatment(mode: str, source: str) -> None:
     d = decide(canary(mode, source), inp(), pol("dry_run"), T0)
     assert not d.granted and d.reason in ("mode_mismatch", "not_in_allowlist")

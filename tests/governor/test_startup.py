@@ -23,8 +23,10 @@ def test_governor_consumes_plans_and_results_in_its_own_groups() -> None:
         ("quantum:stream:apply.plan", GROUP_GOVERNOR)
     ]
     manual = Settings(testnet_auto_approve=False)
-    assert len(Governor(async_client("redis://127.0.0.1:1"), k, manual, SystemClock())
-               .consumers()) == 2  # fmt: skip
+    assert (
+        len(Governor(async_client("redis://127.0.0.1:1"), k, manual, SystemClock()).consumers())
+        == 2
+    )
     assert GROUP_GOVERNOR_RESULTS == "governor-results"
     assert gov.reservation_ttl_s == 61.2  # PERMIT_TTL_SECONDS 60 + APPLY_PERMIT_WAIT_MS 1200
     assert k.governor_executions("BTCUSDT") == "quantum:gov:{BTCUSDT}:executions"

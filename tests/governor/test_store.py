@@ -33,16 +33,27 @@ GOV_KEY = "gov-secret"
 
 def gov_settings(redis_url: str, prefix: str, **kw: Any) -> Settings:
     base: dict[str, Any] = {
-        "redis_url": redis_url, "key_prefix": prefix, "apply_mode": ApplyMode.PRODUCTION,
-        "permit_key_governor": GOV_KEY, "permit_key_p33": "p33-secret", "permit_signature": "hmac",
-    }  # fmt: skip
+        "redis_url": redis_url,
+        "key_prefix": prefix,
+        "apply_mode": ApplyMode.PRODUCTION,
+        "permit_key_governor": GOV_KEY,
+        "permit_key_p33": "p33-secret",
+        "permit_signature": "hmac",
+    }
     return Settings(**{**base, **kw})
 
 
 def seed_snapshot(r: redis.Redis, keys: Keys) -> None:
-    r.hset(keys.snapshot(SYM), mapping={"position_amt": "0.062", "mark_price": "107",
-                                        "step_size": "0.001", "min_qty": "0.001",
-                                        "ts_epoch": str(T0)})  # fmt: skip
+    r.hset(
+        keys.snapshot(SYM),
+        mapping={
+            "position_amt": "0.062",
+            "mark_price": "107",
+            "step_size": "0.001",
+            "min_qty": "0.001",
+            "ts_epoch": str(T0),
+        },
+    )
 
 
 def permit(r: redis.Redis, keys: Keys, p: Plan) -> GovernorPermit:
@@ -54,9 +65,18 @@ def permit(r: redis.Redis, keys: Keys, p: Plan) -> GovernorPermit:
 # -- the reserve script --------------------------------------------------------------------
 def test_script_follows_the_pure_rules(arun: Callable[..., Any], keys: Keys) -> None:
     """The same sequence through the script and through the in-memory model."""
-    steps = [("p1", T0), ("p2", T0 + 10), ("p3", T0 + 20), ("p1", T0 + 30), ("p3", T0 + 61.2),
-             ("p4", T0 + 71.2), ("p5", T0 + 400), ("p8", T0 + 720), ("p9", T0 + 730),
-             ("p6", T0 + 3700)]  # fmt: skip
+    steps = [
+        ("p1", T0),
+        ("p2", T0 + 10),
+        ("p3", T0 + 20),
+        ("p1", T0 + 30),
+        ("p3", T0 + 61.2),
+        ("p4", T0 + 71.2),
+        ("p5", T0 + 400),
+        ("p8", T0 + 720),
+        ("p9", T0 + 730),
+        ("p6", T0 + 3700),
+    ]
     confirm = {"p1": T0 + 5, "p5": T0 + 401}
     book = ReservationBook()
 
@@ -76,8 +96,17 @@ def test_script_follows_the_pure_rules(arun: Callable[..., Any], keys: Keys) -> 
     got = arun(body)
     assert [a for a, _b in got] == [b for _a, b in got]
     assert [a for a, _b in got] == [
-        "reserved", "reserved", "rate_limit_5min", "already", "rate_limit_5min", "reserved",
-        "reserved", "reserved", "rate_limit_hour", "reserved"]  # fmt: skip
+        "reserved",
+        "reserved",
+        "rate_limit_5min",
+        "already",
+        "rate_limit_5min",
+        "reserved",
+        "reserved",
+        "reserved",
+        "rate_limit_hour",
+        "reserved",
+    ]
 
 
 def test_concurrent_reservations_never_exceed_the_limit(
@@ -86,10 +115,12 @@ def test_concurrent_reservations_never_exceed_the_limit(
     async def body(_r: Any) -> list[str]:
         clients = [async_client(redis_url) for _ in range(20)]
         try:
-            verdicts = await asyncio.gather(*(
-                GovernorStore(c, keys).reserve(SYM, f"plan{i:02d}", T0, TTL, 2, 3)
-                for i, c in enumerate(clients)
-            ))  # fmt: skip
+            verdicts = await asyncio.gather(
+                *(
+                    GovernorStore(c, keys).reserve(SYM, f"plan{i:02d}", T0, TTL, 2, 3)
+                    for i, c in enumerate(clients)
+                )
+            )
         finally:
             await asyncio.gather(*(c.aclose() for c in clients))
         return [v for v, _, _ in verdicts]
@@ -129,19 +160,25 @@ def test_two_governors_at_the_limit_grant_only_one(
 def _result(p: Plan, status: ResultStatus, ts: float) -> dict[str, str]:
     filled = status in (ResultStatus.FILLED, ResultStatus.PARTIALLY_FILLED)
     qty = Decimal("0.046") if filled else Decimal(0)
-    return Result(plan_id=p.plan_id, symbol=p.symbol, executed=filled, status=status,
-                  filled_qty=qty, ts=ts).to_fields()  # fmt: skip
+    return Result(
+        plan_id=p.plan_id, symbol=p.symbol, executed=filled, status=status, filled_qty=qty, ts=ts
+    ).to_fields()
 
 
 @pytest.mark.parametrize("status", [ResultStatus.REJECTED, ResultStatus.BLOCKED])
 def test_rejected_or_blocked_result_releases_the_slot(
-    arun: Callable[..., Any], r: redis.Redis, keys: Keys, redis_url: str, prefix: str,
+    arun: Callable[..., Any],
+    r: redis.Redis,
+    keys: Keys,
+    redis_url: str,
+    prefix: str,
     status: ResultStatus,
-) -> None:  # fmt: skip
+) -> None:
     seed_snapshot(r, keys)
     clock = FixedClock(T0)
-    p1, p2, p3 = (plan(a, created_at=T0) for a in
-                  (Action.PARTIAL_25, Action.PARTIAL_50, Action.PARTIAL_75))  # fmt: skip
+    p1, p2, p3 = (
+        plan(a, created_at=T0) for a in (Action.PARTIAL_25, Action.PARTIAL_50, Action.PARTIAL_75)
+    )
 
     async def body(ar: Any) -> None:
         gov = Governor(ar, keys, gov_settings(redis_url, prefix), clock)
@@ -182,7 +219,9 @@ def test_filled_result_is_recorded_at_its_time_and_trimmed_after_an_hour(
     assert r.zcard(keys.governor_reservations(SYM)) == 0
     # T0 is exactly one hour before the late one: trimmed; T0+1 stays
     assert r.zrange(keys.governor_executions(SYM), 0, -1, withscores=True) == [
-        (ps[1].plan_id, T0 + 1), ("late", T0 + 3600)]  # fmt: skip
+        (ps[1].plan_id, T0 + 1),
+        ("late", T0 + 3600),
+    ]
     assert 3600 < r.ttl(keys.governor_executions(SYM)) <= 3900
     # counted: each permit once, each result as often as it came (not the direct settle)
     assert _count("governor_permit_total", decision="GRANT", reason="policy_ok") == grants + 2
@@ -195,8 +234,9 @@ def test_reservation_expires_when_the_permit_is_never_used(
     seed_snapshot(r, keys)
     clock = FixedClock(T0)
     s = gov_settings(redis_url, prefix)  # PERMIT_TTL_SECONDS 60, APPLY_PERMIT_WAIT_MS 1200
-    p1, p2, p3 = (plan(a, created_at=T0) for a in
-                  (Action.PARTIAL_25, Action.PARTIAL_50, Action.PARTIAL_75))  # fmt: skip
+    p1, p2, p3 = (
+        plan(a, created_at=T0) for a in (Action.PARTIAL_25, Action.PARTIAL_50, Action.PARTIAL_75)
+    )
 
     async def body(ar: Any) -> list[int]:
         gov = Governor(ar, keys, s, clock)
@@ -211,7 +251,9 @@ def test_reservation_expires_when_the_permit_is_never_used(
     assert arun(body) == [2, 0]
     assert permit(r, keys, p3).reason == "rate_limit_5min"
     assert r.zrange(keys.governor_reservations(SYM), 0, -1, withscores=True) == [
-        (p1.plan_id, T0 + 61.2), (p2.plan_id, T0 + 61.2)]  # fmt: skip
+        (p1.plan_id, T0 + 61.2),
+        (p2.plan_id, T0 + 61.2),
+    ]
     # the key itself goes away on the server once every reservation in it is over
     assert 0 < r.ttl(keys.governor_reservations(SYM)) <= 63
 
@@ -232,9 +274,14 @@ def test_reservation_expires_when_the_permit_is_never_used(
 )
 @pytest.mark.parametrize("mode", ["testnet", "production"])
 def test_unreadable_trading_state_denies(
-    arun: Callable[..., Any], r: redis.Redis, keys: Keys, redis_url: str, prefix: str,
-    setup: Callable[[redis.Redis, Keys], object], mode: str,
-) -> None:  # fmt: skip
+    arun: Callable[..., Any],
+    r: redis.Redis,
+    keys: Keys,
+    redis_url: str,
+    prefix: str,
+    setup: Callable[[redis.Redis, Keys], object],
+    mode: str,
+) -> None:
     seed_snapshot(r, keys)
     setup(r, keys)
     p = plan(mode=mode, created_at=T0)
@@ -257,7 +304,8 @@ def test_grant_permit_is_signed_audited_and_carries_qty(
 
     async def body(ar: Any) -> None:
         await Governor(ar, keys, gov_settings(redis_url, prefix), FixedClock(T0)).handle(
-            "1-1", p.to_fields())  # fmt: skip
+            "1-1", p.to_fields()
+        )
 
     arun(body)
     raw = r.get(keys.permit_governor(p.plan_id))
@@ -271,7 +319,8 @@ def test_grant_permit_is_signed_audited_and_carries_qty(
     assert 0 < r.ttl(keys.permit_governor(p.plan_id)) <= 60
     audit = [f for _i, f in r.xrange(keys.decisions) if f["plan_id"] == p.plan_id]
     assert [(a["layer"], a["decision"], a["reason"]) for a in audit] == [
-        ("governor", "GRANT", "policy_ok")]  # fmt: skip
+        ("governor", "GRANT", "policy_ok")
+    ]
     assert json.loads(audit[0]["context"])["reservation"] == "reserved"
 
 
@@ -279,8 +328,9 @@ def test_redelivery_keeps_the_first_decision_and_holds_no_slot(
     arun: Callable[..., Any], r: redis.Redis, keys: Keys, redis_url: str, prefix: str
 ) -> None:
     seed_snapshot(r, keys)
-    p1, p2, p3 = (plan(a, created_at=T0) for a in
-                  (Action.PARTIAL_25, Action.PARTIAL_50, Action.PARTIAL_75))  # fmt: skip
+    p1, p2, p3 = (
+        plan(a, created_at=T0) for a in (Action.PARTIAL_25, Action.PARTIAL_50, Action.PARTIAL_75)
+    )
 
     async def body(ar: Any) -> None:
         gov = Governor(ar, keys, gov_settings(redis_url, prefix), FixedClock(T0))
@@ -293,7 +343,8 @@ def test_redelivery_keeps_the_first_decision_and_holds_no_slot(
     got = permit(r, keys, p3)
     assert (got.decision, got.reason) == ("DENY", "rate_limit_5min")
     assert [m for m, _s in r.zrange(keys.governor_reservations(SYM), 0, -1, withscores=True)] == [
-        p2.plan_id]  # fmt: skip
+        p2.plan_id
+    ]
 
 
 def test_inputs_fail_closed_on_damaged_keys(
@@ -317,9 +368,16 @@ def test_without_windows_the_counts_read_as_unreadable(
 ) -> None:
     """An auto-approving governor skips the rate windows; what it skips reads as unreadable,
     so a production decision on those inputs would deny, never allow."""
-    r.hset(keys.snapshot(SYM), mapping={"position_amt": "0.062", "mark_price": "107",
-                                        "step_size": "0.001", "min_qty": "0.001",
-                                        "ts_epoch": f"{T0:.6f}"})  # fmt: skip
+    r.hset(
+        keys.snapshot(SYM),
+        mapping={
+            "position_amt": "0.062",
+            "mark_price": "107",
+            "step_size": "0.001",
+            "min_qty": "0.001",
+            "ts_epoch": f"{T0:.6f}",
+        },
+    )
 
     async def body(ar: Any) -> Any:
         return await GovernorStore(ar, keys).read_input(SYM, T0, windows=False)

@@ -25,8 +25,12 @@ def test_bench_quick_is_correct(redis_url: str) -> None:
     env = {**os.environ, "REDIS_URL": redis_url}
     proc = subprocess.run(
         [sys.executable, "-m", "permitchain", "bench", "--quick", "--json"],
-        check=False, env=env, capture_output=True, text=True, timeout=240,
-    )  # fmt: skip
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(proc.stdout)
     # the signing cost of both schemes, measured in the same run (figures, not asserted)
@@ -70,13 +74,25 @@ def test_verify_judges_by_the_exchange_order_record(arun: Any, keys: Keys) -> No
         samples = []
         for name, order_qty in rows.items():
             coid = f"pc-{name}"
-            s = Sample(name, "BENCHUSDT", time.time(), done_at=time.time(), result={
-                "status": "filled", "executed": "true", "filled_qty": "0.5",
-                "requested_qty": "0.5", "client_order_id": coid})  # fmt: skip
+            s = Sample(
+                name,
+                "BENCHUSDT",
+                time.time(),
+                done_at=time.time(),
+                result={
+                    "status": "filled",
+                    "executed": "true",
+                    "filled_qty": "0.5",
+                    "requested_qty": "0.5",
+                    "client_order_id": coid,
+                },
+            )
             samples.append(s)
             if order_qty is not None:
-                await r.hset(keys.sim_order("BENCHUSDT", coid),
-                             mapping={"status": "FILLED", "filled_qty": order_qty})  # fmt: skip
+                await r.hset(
+                    keys.sim_order("BENCHUSDT", coid),
+                    mapping={"status": "FILLED", "filled_qty": order_qty},
+                )
         samples.append(Sample("late", "BENCHUSDT", time.time()))  # no result yet
         return await verify(r, keys, samples)
 
@@ -91,9 +107,19 @@ def test_orders_are_read_during_the_run(arun: Any, keys: Keys) -> None:
 
     async def body(r: Any) -> dict[str, Any]:
         load = Load(r, keys, ["BENCHUSDT"], run_id=1)
-        s = Sample("early", "BENCHUSDT", time.time(), done_at=time.time(), result={
-            "status": "filled", "executed": "true", "filled_qty": "0.5",
-            "requested_qty": "0.5", "client_order_id": "pc-early"})  # fmt: skip
+        s = Sample(
+            "early",
+            "BENCHUSDT",
+            time.time(),
+            done_at=time.time(),
+            result={
+                "status": "filled",
+                "executed": "true",
+                "filled_qty": "0.5",
+                "requested_qty": "0.5",
+                "client_order_id": "pc-early",
+            },
+        )
         load.unchecked.append(s)
         key = keys.sim_order("BENCHUSDT", "pc-early")
         await r.hset(key, mapping={"status": "FILLED", "filled_qty": "0.5"})
@@ -116,8 +142,11 @@ def test_orders_are_read_during_the_run(arun: Any, keys: Keys) -> None:
 def test_bench_refuses_a_retention_below_the_floor() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "permitchain", "bench", "--exec-record-ttl", "100"],
-        check=False, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert "--exec-record-ttl" in proc.stderr and "EXEC_RECORD_TTL_S" in proc.stderr
 

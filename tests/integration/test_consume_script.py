@@ -33,8 +33,13 @@ def gov(granted: bool = True, plan_id: str = PLAN, symbol: str = SYM, ttl: float
     ).to_json()
 
 
-def p33(allow: bool = True, plan_id: str = PLAN, symbol: str = SYM, qty: str = "0.046",
-        ttl: float = 3600) -> str:  # fmt: skip
+def p33(
+    allow: bool = True,
+    plan_id: str = PLAN,
+    symbol: str = SYM,
+    qty: str = "0.046",
+    ttl: float = 3600,
+) -> str:
     now = time.time()
     if allow:
         return P33Allow(
@@ -63,10 +68,13 @@ def consume(r: redis.Redis, keys: Keys) -> Any:
 
     def call(mode: str = "try", plan_id: str = PLAN) -> dict[str, Any]:
         raw = scripts.consume_permits(
-            keys=[keys.permit_governor(plan_id), keys.permit_p33(plan_id),
-                  keys.exec_record(plan_id)],
+            keys=[
+                keys.permit_governor(plan_id),
+                keys.permit_p33(plan_id),
+                keys.exec_record(plan_id),
+            ],
             args=[plan_id, SYM, 1, mode, 3600],
-        )  # fmt: skip
+        )
         out: dict[str, Any] = json.loads(raw)
         return out
 
@@ -102,8 +110,9 @@ def test_both_allow_consumed_once(r: redis.Redis, keys: Keys, consume: Any) -> N
         (False, False, "governor_denied"),
     ],
 )
-def test_any_deny_blocks(r: redis.Redis, keys: Keys, consume: Any, g: bool, p: bool,
-                         verdict: str) -> None:  # fmt: skip
+def test_any_deny_blocks(
+    r: redis.Redis, keys: Keys, consume: Any, g: bool, p: bool, verdict: str
+) -> None:
     put(r, keys, gov(granted=g), p33(allow=p))
     assert consume()["verdict"] == verdict
     assert r.hgetall(keys.exec_record(PLAN))["state"] == "blocked"
@@ -169,8 +178,9 @@ def test_final_mode_times_out(r: redis.Redis, keys: Keys, consume: Any) -> None:
         ),
     ],
 )
-def test_invalid_permit_blocks(r: redis.Redis, keys: Keys, consume: Any, g: str, p: str,
-                               detail: str) -> None:  # fmt: skip
+def test_invalid_permit_blocks(
+    r: redis.Redis, keys: Keys, consume: Any, g: str, p: str, detail: str
+) -> None:
     put(r, keys, g, p)
     v = consume()
     assert v == {"verdict": "permit_invalid", "detail": detail, "gov_ttl": 60, "p33_ttl": 60}

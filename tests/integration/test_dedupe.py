@@ -15,14 +15,21 @@ from permitchain.runtime.clock import FixedClock
 
 
 def proposal(**kw: Any) -> Proposal:
-    base: dict[str, Any] = dict(proposal_id="p1", symbol="BTCUSDT", action="PARTIAL_75",
-                                kill_score="0.539", position_epoch=1, tranche=3,
-                                ts_epoch=time.time())  # fmt: skip
+    base: dict[str, Any] = dict(
+        proposal_id="p1",
+        symbol="BTCUSDT",
+        action="PARTIAL_75",
+        kill_score="0.539",
+        position_epoch=1,
+        tranche=3,
+        ts_epoch=time.time(),
+    )
     return Proposal(**{**base, **kw})
 
 
-def test_same_proposal_twice_is_one_plan(arun: Any, r: redis.Redis, keys: Keys,
-                                         settings: Settings) -> None:  # fmt: skip
+def test_same_proposal_twice_is_one_plan(
+    arun: Any, r: redis.Redis, keys: Keys, settings: Settings
+) -> None:
     async def body(ar: Any) -> list[bool]:
         planner = Planner(ar, keys, settings, FixedClock(time.time()))
         f = proposal().to_fields()
@@ -40,11 +47,16 @@ def test_same_proposal_twice_is_one_plan(arun: Any, r: redis.Redis, keys: Keys,
     assert r.ttl(keys.dedupe(plans[0][1]["plan_id"])) > 0
 
 
-def test_a_skip_never_shadows_a_later_execute(arun: Any, r: redis.Redis, keys: Keys,
-                                              settings: Settings) -> None:  # fmt: skip
+def test_a_skip_never_shadows_a_later_execute(
+    arun: Any, r: redis.Redis, keys: Keys, settings: Settings
+) -> None:
     async def body(ar: Any) -> None:
-        planner = Planner(ar, keys, settings.model_copy(update={"kill_score_threshold": 0.6}),
-                          FixedClock(time.time()))  # fmt: skip
+        planner = Planner(
+            ar,
+            keys,
+            settings.model_copy(update={"kill_score_threshold": 0.6}),
+            FixedClock(time.time()),
+        )
         await planner.handle("1-0", proposal(kill_score="0.55").to_fields())
         await planner.handle("2-0", proposal(kill_score="0.65").to_fields())
 

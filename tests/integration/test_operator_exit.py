@@ -41,25 +41,44 @@ def keydir(tmp_path: Path) -> Path:
 
 def cli(chain: Chain, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "permitchain", *args], env={**chain.child_env(), **env},
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        [sys.executable, "-m", "permitchain", *args],
+        env={**chain.child_env(), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 async def propose(r: Redis, keys: Keys, action: Action, tranche: int, source: str) -> str:
     epoch = await current_epoch(r, keys, SYMBOL)
-    p = Proposal(proposal_id=new_proposal_id(), symbol=SYMBOL, action=action.value,
-                 kill_score=Decimal("0.7"), position_epoch=epoch, tranche=tranche,
-                 ts_epoch=time.time(), source=source)  # fmt: skip
+    p = Proposal(
+        proposal_id=new_proposal_id(),
+        symbol=SYMBOL,
+        action=action.value,
+        kill_score=Decimal("0.7"),
+        position_epoch=epoch,
+        tranche=tranche,
+        ts_epoch=time.time(),
+        source=source,
+    )
     await submit_proposal(r, keys, p, ttl_s=60)
     return make_plan_id(SYMBOL, action.value, epoch, tranche)
 
 
 def p33_allow(plan_id: str, symbol: str = SYMBOL) -> P33Allow:
     now = time.time()
-    return P33Allow(plan_id=plan_id, symbol=symbol, safe_close_qty=EXCHANGE_AMT, side="LONG",
-                    exchange_position_amt=EXCHANGE_AMT, ledger_position_amt=EXCHANGE_AMT,
-                    snapshot_age_sec=Decimal(0), created_at=now, expires_at=now + 60)  # fmt: skip
+    return P33Allow(
+        plan_id=plan_id,
+        symbol=symbol,
+        safe_close_qty=EXCHANGE_AMT,
+        side="LONG",
+        exchange_position_amt=EXCHANGE_AMT,
+        ledger_position_amt=EXCHANGE_AMT,
+        snapshot_age_sec=Decimal(0),
+        created_at=now,
+        expires_at=now + 60,
+    )
 
 
 def forge(kind: str, plan_id: str, p33_key: Signer) -> str:
@@ -81,8 +100,14 @@ def forge(kind: str, plan_id: str, p33_key: Signer) -> str:
     return json.dumps({**obj, "plan_id": plan_id})
 
 
-FORGERIES = ["fresh key", "hmac", "unsigned", "right key, another plan",
-             "right key, another symbol", "right key, edited"]  # fmt: skip
+FORGERIES = [
+    "fresh key",
+    "hmac",
+    "unsigned",
+    "right key, another plan",
+    "right key, another symbol",
+    "right key, edited",
+]
 
 
 def test_a_forged_allow_for_a_plan_p33_denies_sends_no_order(
@@ -118,7 +143,10 @@ def test_a_forged_allow_for_a_plan_p33_denies_sends_no_order(
     assert (honest["status"], honest["reason"]) == ("blocked", "p33_denied")
     for res in forged:
         assert (res["status"], res["reason"], res["executed"]) == (
-            "blocked", "permit_invalid", "false"), res  # fmt: skip
+            "blocked",
+            "permit_invalid",
+            "false",
+        ), res
     assert fills == 0
 
 
@@ -133,8 +161,11 @@ async def replay_and_alter(r: Redis, k: Keys, request: dict[str, Any]) -> dict[s
     # another reason and plan id, the signature kept: denied, nothing sent
     altered = flatten_plan({**request, "reason": "something else", "plan_id": "0" * 16})
     await publish(altered)
-    return {"replay": replay, "altered": await wait_result(r, k, altered.plan_id),
-            "altered_audit": await audit_for(r, k, altered.plan_id)}  # fmt: skip
+    return {
+        "replay": replay,
+        "altered": await wait_result(r, k, altered.plan_id),
+        "altered_audit": await audit_for(r, k, altered.plan_id),
+    }
 
 
 def test_flatten_fills_under_halt_while_a_proposal_is_denied(
@@ -143,8 +174,11 @@ def test_flatten_fills_under_halt_while_a_proposal_is_denied(
     chain = chain_factory(COOLDOWN_S="15")
     chain.use_keys(keydir)
     k = chain.keys
-    operator_env = {"PERMIT_OPERATOR_KEY_FILE": str(keydir / "operator.key"),
-                    "REDIS_URL": redis_url, "COLUMNS": "200"}  # fmt: skip
+    operator_env = {
+        "PERMIT_OPERATOR_KEY_FILE": str(keydir / "operator.key"),
+        "REDIS_URL": redis_url,
+        "COLUMNS": "200",
+    }
 
     async def body() -> dict[str, Any]:
         r = async_client(redis_url)
@@ -199,7 +233,8 @@ def test_flatten_fills_under_halt_while_a_proposal_is_denied(
     assert out["replay"] is None
     assert (out["altered"]["status"], out["altered"]["reason"]) == ("blocked", "governor_denied")
     assert ("governor", "DENY", "operator_signature_invalid") in [
-        (e["layer"], e["decision"], e["reason"]) for e in out["altered_audit"]]  # fmt: skip
+        (e["layer"], e["decision"], e["reason"]) for e in out["altered_audit"]
+    ]
     # `explain` shows the request, the plan, both permits and the order
     explained = cli(chain, "explain", row["plan_id"], "--json")
     assert explained.returncode == 0, explained.stderr

@@ -14,8 +14,9 @@ from permitchain.scenario import SYMBOL, run_reference
 pytestmark = pytest.mark.slow
 
 
-def test_reference_scenario(chain_factory: Callable[..., Chain], redis_url: str,
-                            r: redis.Redis) -> None:  # fmt: skip
+def test_reference_scenario(
+    chain_factory: Callable[..., Chain], redis_url: str, r: redis.Redis
+) -> None:
     chain = chain_factory()
     steps: dict[str, Any] = {}
     out = run_reference(chain, redis_url, emit=lambda n, d: steps.update({n: d}))

@@ -53,8 +53,9 @@ def test_symbols_cover_the_shards() -> None:
     assert [k.shard_of(s) for s in SYMBOLS] == [0, 0, 1, 1, 2, 2]
 
 
-def test_chain_over_three_shards(chain_factory: Callable[..., Chain], r: redis.Redis,
-                                 redis_url: str, arun: Callable[..., Any]) -> None:  # fmt: skip
+def test_chain_over_three_shards(
+    chain_factory: Callable[..., Chain], r: redis.Redis, redis_url: str, arun: Callable[..., Any]
+) -> None:
     chain = started_chain(chain_factory, r, SYMBOLS)
     k = chain.keys
     assert k.shards == SHARDS and not r.exists("quantum:stream:apply.plan")
@@ -74,11 +75,14 @@ def test_chain_over_three_shards(chain_factory: Callable[..., Chain], r: redis.R
         assert {f["plan_id"] for f in plans} == {f["plan_id"] for f in results}
         assert {f["plan_id"] for f in events if f["plan_id"]} == {f["plan_id"] for f in plans}
     # status reads every shard: each group on each shard read everything, no problem
-    settings = load_settings({"REDIS_URL": redis_url, "KEY_PREFIX": k.prefix,
-                              "STREAM_SHARDS": str(SHARDS)}, env_file=())  # fmt: skip
+    settings = load_settings(
+        {"REDIS_URL": redis_url, "KEY_PREFIX": k.prefix, "STREAM_SHARDS": str(SHARDS)}, env_file=()
+    )
     h = arun(lambda ar: gather(ar, k, settings))
-    assert h.streams["plan_stream[0]"] + h.streams["plan_stream[1]"] + \
-        h.streams["plan_stream[2]"] == PLANS  # fmt: skip
+    assert (
+        h.streams["plan_stream[0]"] + h.streams["plan_stream[1]"] + h.streams["plan_stream[2]"]
+        == PLANS
+    )
     groups = {(g["stream"], g["group"]) for g in h.groups if g["exists"]}
     for shard in range(SHARDS):
         for group in ("governor", "p33", "executor"):
@@ -95,9 +99,10 @@ def hosts(r: redis.Redis, stream: str, group: str) -> set[str]:
 
 
 def test_owned_shards_split_between_instances(
-    chain_factory: Callable[..., Chain], r: redis.Redis,
+    chain_factory: Callable[..., Chain],
+    r: redis.Redis,
     second_host: Callable[[Chain, str], Any],  # noqa: F811 - the fixture imported above
-) -> None:  # fmt: skip
+) -> None:
     chain = started_chain(chain_factory, r, SYMBOLS, STREAM_SHARDS_OWNED="0,1")
     k = chain.keys
     for service in ("governor", "position-brain", "apply-layer"):  # shard 2 "on another host"

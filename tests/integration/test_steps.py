@@ -32,10 +32,21 @@ def test_each_implementation_is_the_whole_interface(impl: type[AtomicSteps]) -> 
         got = inspect.signature(getattr(impl, name)).parameters
         assert list(got) == list(want), name
         assert [p.kind for p in got.values()] == [p.kind for p in want.values()], name
-    assert {"publish_plan", "write_permit", "claim_and_write_permit", "consume_permits",
-            "block_plan", "exec_move", "exec_submit", "flush_exec_outbox", "write_ledger",
-            "release_claim", "snapshot_touch", "set_trading_state",
-            "read_streams"} <= _steps()  # fmt: skip
+    assert {
+        "publish_plan",
+        "write_permit",
+        "claim_and_write_permit",
+        "consume_permits",
+        "block_plan",
+        "exec_move",
+        "exec_submit",
+        "flush_exec_outbox",
+        "write_ledger",
+        "release_claim",
+        "snapshot_touch",
+        "set_trading_state",
+        "read_streams",
+    } <= _steps()
 
 
 def test_steps_are_chosen_once_per_client(arun: Any, redis_url: str) -> None:
@@ -77,6 +88,13 @@ def test_both_implementations_write_the_same(arun: Any, prefix: str) -> None:
     assert server["touch"] == [1, 2] and server["touched"]["ts_epoch"] == "2.000000"
     assert server["trading_state"] == "HALTED"
     assert [a["decision"] for a in server["audit"]] == [
-        "EXECUTE", "DUPLICATE", "GRANT", "DENY", "ALLOW", "EXECUTED", "LEDGER_APPLY", "HALT"
-    ]  # fmt: skip
+        "EXECUTE",
+        "DUPLICATE",
+        "GRANT",
+        "DENY",
+        "ALLOW",
+        "EXECUTED",
+        "LEDGER_APPLY",
+        "HALT",
+    ]
     assert server["read"] == [(":stream:apply.plan", 1), (":stream:apply.result", 2)]

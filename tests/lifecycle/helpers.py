@@ -12,8 +12,15 @@ import time
 from pathlib import Path
 
 #: Settings a test passes explicitly; the rest of the environment is kept.
-CLEARED = ("REDIS_URL", "KEY_PREFIX", "METRICS_PORT", "EXCHANGE", "APPLY_MODE",
-           "PERMITCHAIN_ENV_FILE", "LOG_LEVEL")  # fmt: skip
+CLEARED = (
+    "REDIS_URL",
+    "KEY_PREFIX",
+    "METRICS_PORT",
+    "EXCHANGE",
+    "APPLY_MODE",
+    "PERMITCHAIN_ENV_FILE",
+    "LOG_LEVEL",
+)
 
 
 def cli_env(runtime: Path, **env: str) -> dict[str, str]:
@@ -25,8 +32,12 @@ def cli_env(runtime: Path, **env: str) -> dict[str, str]:
 def cli(env: dict[str, str], *args: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "permitchain", *args],
-        env=env, capture_output=True, text=True, timeout=timeout_s, check=False,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
 
 
 def error_lines(stderr: str) -> list[str]:
@@ -39,9 +50,12 @@ class Up:
 
     def __init__(self, env: dict[str, str]) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "permitchain", "up"], env=env, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            [sys.executable, "-m", "permitchain", "up"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
         assert self.proc.stdout is not None

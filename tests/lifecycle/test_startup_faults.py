@@ -32,25 +32,34 @@ def test_metrics_port_in_use_names_the_port(redis_url: str, prefix: str, tmp_pat
         held.bind(("127.0.0.1", 0))
         held.listen()
         port = held.getsockname()[1]
-        env = cli_env(tmp_path, REDIS_URL=redis_url, KEY_PREFIX=prefix, METRICS_PORT=str(port),
-                      LOG_LEVEL="WARNING")  # fmt: skip
+        env = cli_env(
+            tmp_path,
+            REDIS_URL=redis_url,
+            KEY_PREFIX=prefix,
+            METRICS_PORT=str(port),
+            LOG_LEVEL="WARNING",
+        )
         one_line(cli(env, "run", "governor"), "METRICS_PORT", str(port))
 
 
 @pytest.mark.parametrize("command", [("run", "apply-layer"), ("up",)], ids=["run", "up"])
-def test_binance_without_keys(command: tuple[str, ...], redis_url: str, prefix: str,
-                              tmp_path: Path) -> None:  # fmt: skip
-    env = cli_env(tmp_path, REDIS_URL=redis_url, KEY_PREFIX=prefix, EXCHANGE="binance",
-                  LOG_LEVEL="WARNING")  # fmt: skip
+def test_binance_without_keys(
+    command: tuple[str, ...], redis_url: str, prefix: str, tmp_path: Path
+) -> None:
+    env = cli_env(
+        tmp_path, REDIS_URL=redis_url, KEY_PREFIX=prefix, EXCHANGE="binance", LOG_LEVEL="WARNING"
+    )
     one_line(cli(env, *command, timeout_s=30), "BINANCE_API_KEY", "EXCHANGE=binance")
 
 
 @pytest.mark.parametrize(
     ("url", "needle"),
-    [("redis://127.0.0.1:notaport/0", "notaport"),
-     ("rediss://127.0.0.1:6390/0?ssl_ca_certs=/nonexistent/ca.pem", "ssl_ca_certs")],
+    [
+        ("redis://127.0.0.1:notaport/0", "notaport"),
+        ("rediss://127.0.0.1:6390/0?ssl_ca_certs=/nonexistent/ca.pem", "ssl_ca_certs"),
+    ],
     ids=["port", "ca-file"],
-)  # fmt: skip
+)
 def test_malformed_redis_url(url: str, needle: str, tmp_path: Path) -> None:
     env = cli_env(tmp_path, REDIS_URL=url, LOG_LEVEL="WARNING")
     one_line(cli(env, "run", "governor", timeout_s=30), "REDIS_URL", needle)
@@ -68,8 +77,7 @@ def test_up_with_a_redis_that_does_not_answer(tmp_path: Path) -> None:
 def test_wrong_redis_password(service: str, redis_url: str, prefix: str, tmp_path: Path) -> None:
     """The session's server has no password: AUTH fails, and waiting would not mend it."""
     url = redis_url.replace("redis://", "redis://:wrong@", 1)
-    env = cli_env(tmp_path, REDIS_URL=url, KEY_PREFIX=prefix, METRICS_PORT="0",
-                  LOG_LEVEL="WARNING")  # fmt: skip
+    env = cli_env(tmp_path, REDIS_URL=url, KEY_PREFIX=prefix, METRICS_PORT="0", LOG_LEVEL="WARNING")
     out = cli(env, "run", service, timeout_s=30)
     one_line(out, "REDIS_URL: authentication failed")
     assert "wrong" not in out.stderr
@@ -79,10 +87,19 @@ def test_a_service_waits_for_a_redis_that_is_down_at_start(prefix: str, tmp_path
     """The apply layer reads Redis while it is built (recovery): a server not up yet is
     waited for there too, as every service waits for it, and the service then runs."""
     port = free_port()
-    env = cli_env(tmp_path, REDIS_URL=f"redis://127.0.0.1:{port}/0", KEY_PREFIX=prefix,
-                  METRICS_PORT="0", LOG_LEVEL="WARNING")  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-m", "permitchain", "run", "apply-layer"],
-                            env=env, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    env = cli_env(
+        tmp_path,
+        REDIS_URL=f"redis://127.0.0.1:{port}/0",
+        KEY_PREFIX=prefix,
+        METRICS_PORT="0",
+        LOG_LEVEL="WARNING",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "permitchain", "run", "apply-layer"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stderr is not None
         first = proc.stderr.readline()  # blocks until the service reports the wait

@@ -23,8 +23,9 @@ from tests.lifecycle.helpers import Up, await_gone, children_of, cli, cli_env, e
 pytestmark = pytest.mark.slow
 
 
-def test_up_runs_on_redis_url(redis_url: str, r: redis.Redis, keys: Keys, prefix: str,
-                              tmp_path: Path) -> None:  # fmt: skip
+def test_up_runs_on_redis_url(
+    redis_url: str, r: redis.Redis, keys: Keys, prefix: str, tmp_path: Path
+) -> None:
     env = cli_env(tmp_path / "run", REDIS_URL=redis_url, KEY_PREFIX=prefix, METRICS_PORT="0")
     up = Up(env)
     try:
@@ -81,16 +82,27 @@ def test_second_up_refuses_and_sigkill_takes_the_children(tmp_path: Path) -> Non
                 os.kill(pid, signal.SIGKILL)
 
 
-def test_a_service_stops_when_its_supervision_pipe_closes(redis_url: str, prefix: str,
-                                                          tmp_path: Path) -> None:  # fmt: skip
+def test_a_service_stops_when_its_supervision_pipe_closes(
+    redis_url: str, prefix: str, tmp_path: Path
+) -> None:
     """The portable half of "children die with their parent": no parent-death signal here,
     only the pipe. Closing its write end (what the kernel does when the parent dies) stops
     the service as SIGTERM would (exit 0)."""
     read_fd, write_fd = os.pipe()
-    env = cli_env(tmp_path, REDIS_URL=redis_url, KEY_PREFIX=prefix, METRICS_PORT="0",
-                  PERMITCHAIN_SUPERVISOR_FD=str(read_fd))  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-m", "permitchain", "run", "governor"], env=env,
-                            pass_fds=(read_fd,), stderr=subprocess.PIPE, text=True)  # fmt: skip
+    env = cli_env(
+        tmp_path,
+        REDIS_URL=redis_url,
+        KEY_PREFIX=prefix,
+        METRICS_PORT="0",
+        PERMITCHAIN_SUPERVISOR_FD=str(read_fd),
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "permitchain", "run", "governor"],
+        env=env,
+        pass_fds=(read_fd,),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     os.close(read_fd)
     r = redis.Redis.from_url(redis_url)
     try:

@@ -23,12 +23,19 @@ from tests.apply_layer.bench import plan_for
 
 def cli(redis_url: str, keys: Keys, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "REDIS_URL": redis_url, "KEY_PREFIX": keys.prefix}
-    return subprocess.run([sys.executable, "-m", "permitchain", *args], env=env,
-                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "permitchain", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
-def test_status_reports_a_ledger_of_the_wrong_type(redis_url: str, r: redis.Redis,
-                                                   keys: Keys) -> None:  # fmt: skip
+def test_status_reports_a_ledger_of_the_wrong_type(
+    redis_url: str, r: redis.Redis, keys: Keys
+) -> None:
     r.set(keys.ledger("ETHUSDT"), "banana")
     line = f"position-brain: key {keys.ledger('ETHUSDT')} is a string, expected a hash"
     out = cli(redis_url, keys, "status")
@@ -60,24 +67,49 @@ def test_status_names_every_wrong_type_and_still_gathers_the_rest(
     )
     h = arun(lambda ar: gather(ar, keys, settings))
     problems = {str(p) for p in h.problems}
-    for want in (f"governor: key {keys.heartbeat('governor')} is a hash, expected a string",
-                 f"redis: key {keys.plan_stream} is a string, expected a stream",
-                 f"redis: key {keys.decisions} is a list, expected a stream",
-                 f"position-brain: key {keys.snapshot('BTCUSDT')} is a set, expected a hash",
-                 f"operator: key {keys.trading_state} is a zset, expected a string"):  # fmt: skip
+    for want in (
+        f"governor: key {keys.heartbeat('governor')} is a hash, expected a string",
+        f"redis: key {keys.plan_stream} is a string, expected a stream",
+        f"redis: key {keys.decisions} is a list, expected a stream",
+        f"position-brain: key {keys.snapshot('BTCUSDT')} is a set, expected a hash",
+        f"operator: key {keys.trading_state} is a zset, expected a string",
+    ):
         assert want in problems, problems
     assert h.trading_state == "HALTED"  # unreadable: as the governor reads it
     assert {p["symbol"]: p["verdict"] for p in h.positions}["SOLUSDT"] == "ok"
 
 
-def test_entries_that_are_not_utf8_are_shown_escaped(redis_url: str, r: redis.Redis,
-                                                     keys: Keys) -> None:  # fmt: skip
+def test_entries_that_are_not_utf8_are_shown_escaped(
+    redis_url: str, r: redis.Redis, keys: Keys
+) -> None:
     plan = plan_for(51)
     r.xadd(keys.plan_stream, plan.to_fields())
-    r.execute_command("XADD", keys.plan_stream, "*", "plan_id", b"0123456789abcdef",
-                      "symbol", b"BTC\xffUSDT", "decision", "EXECUTE")  # fmt: skip
-    r.execute_command("XADD", keys.decisions, "*", "plan_id", plan.plan_id, "layer",
-                      "governor", "decision", b"GR\xfeANT", "reason", "x", "ts", "1")  # fmt: skip
+    r.execute_command(
+        "XADD",
+        keys.plan_stream,
+        "*",
+        "plan_id",
+        b"0123456789abcdef",
+        "symbol",
+        b"BTC\xffUSDT",
+        "decision",
+        "EXECUTE",
+    )
+    r.execute_command(
+        "XADD",
+        keys.decisions,
+        "*",
+        "plan_id",
+        plan.plan_id,
+        "layer",
+        "governor",
+        "decision",
+        b"GR\xfeANT",
+        "reason",
+        "x",
+        "ts",
+        "1",
+    )
     r.execute_command("XADD", keys.deadletter, "*", "service", "governor", "error", b"\xff")
     out = cli(redis_url, keys, "plans", "--json")
     assert out.returncode == 0, out.stdout + out.stderr
@@ -102,11 +134,14 @@ def test_other_commands_name_a_key_of_the_wrong_type_in_one_line(
     r.hset(keys.permit_governor(pid), "x", "1")
     r.rpush(keys.exec_record(pid), "x")
     for args, key, want in (
-        (("propose", "ETHUSDT", "--action", "PARTIAL_50", "--kill-score", "0.7"),
-         keys.ledger("ETHUSDT"), "a string, expected a hash"),
+        (
+            ("propose", "ETHUSDT", "--action", "PARTIAL_50", "--kill-score", "0.7"),
+            keys.ledger("ETHUSDT"),
+            "a string, expected a hash",
+        ),
         (("permits", pid), keys.permit_governor(pid), "a hash, expected a string"),
         (("explain", pid), keys.exec_record(pid), "a list, expected a hash"),
-    ):  # fmt: skip
+    ):
         out = cli(redis_url, keys, *args)
         assert out.returncode == 2, out.stdout + out.stderr
         assert "Traceback" not in out.stderr, out.stderr

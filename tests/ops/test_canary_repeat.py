@@ -21,8 +21,11 @@ pytestmark = pytest.mark.slow
 
 
 def series(text: str) -> dict[str, float]:
-    return {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
-            if line.startswith("permitchain_canary_")}  # fmt: skip
+    return {
+        line.split()[0]: float(line.split()[1])
+        for line in text.splitlines()
+        if line.startswith("permitchain_canary_")
+    }
 
 
 def test_canary_every_run_is_new_and_exported(

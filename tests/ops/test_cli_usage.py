@@ -32,9 +32,11 @@ def env(redis_url: str, prefix: str, tmp_path: Path) -> dict[str, str]:
 
 @pytest.mark.parametrize(
     ("args", "needle"),
-    [(("--action", "SELL_ALL"), "unknown 'SELL_ALL'"),
-     (("--action", "UPDATE_SL"), "UPDATE_SL needs a positive stop price")],
-)  # fmt: skip
+    [
+        (("--action", "SELL_ALL"), "unknown 'SELL_ALL'"),
+        (("--action", "UPDATE_SL"), "UPDATE_SL needs a positive stop price"),
+    ],
+)
 def test_propose_refuses_what_the_planner_cannot_plan(
     env: dict[str, str], r: redis.Redis, keys: Keys, args: tuple[str, ...], needle: str
 ) -> None:
@@ -51,8 +53,7 @@ def test_plans_refuses_bad_options(env: dict[str, str], args: tuple[str, ...]) -
     assert out.returncode == 2 and args[0] in out.stderr, out.stderr
 
 
-def test_version_and_a_negative_position(env: dict[str, str], r: redis.Redis,
-                                         keys: Keys) -> None:  # fmt: skip
+def test_version_and_a_negative_position(env: dict[str, str], r: redis.Redis, keys: Keys) -> None:
     out = cli(env, "--version")
     assert out.returncode == 0 and out.stdout.strip() == __version__
     out = cli(env, "sim", "set-position", "BTCUSDT", "-0.063")
@@ -70,31 +71,68 @@ def test_propose_waits_for_the_outcome(
     start(chain, redis_url, scenario=False)
     wait_for(lambda: r.exists(k.snapshot(SYMBOL)) and r.exists(k.ledger(SYMBOL)))
 
-    filled = cli(env, "propose", SYMBOL, "--action", "PARTIAL_50", "--kill-score", "0.7",
-                 "--wait", "30")  # fmt: skip
+    filled = cli(
+        env, "propose", SYMBOL, "--action", "PARTIAL_50", "--kill-score", "0.7", "--wait", "30"
+    )
     assert filled.returncode == 0, filled.stdout + filled.stderr
     assert "outcome: filled" in filled.stdout
     plan_id = re.search(r"→ plan ([0-9a-f]{16})", filled.stdout)
     assert plan_id is not None
 
-    again = cli(env, "propose", SYMBOL, "--action", "PARTIAL_50", "--kill-score", "0.7",
-                "--wait", "30", "--json")  # fmt: skip
+    again = cli(
+        env,
+        "propose",
+        SYMBOL,
+        "--action",
+        "PARTIAL_50",
+        "--kill-score",
+        "0.7",
+        "--wait",
+        "30",
+        "--json",
+    )
     assert again.returncode == 1, again.stdout + again.stderr
     doc = json.loads(again.stdout)
     assert doc["plan_id"] == plan_id.group(1) and doc["action"] == "PARTIAL_50"
     assert doc["outcome"]["decision"] == "DUPLICATE" and doc["outcome"]["ok"] is False
 
-    low = cli(env, "propose", SYMBOL, "--action", "PARTIAL_25", "--kill-score", "0.1",
-              "--tranche", "2", "--wait", "30")  # fmt: skip
+    low = cli(
+        env,
+        "propose",
+        SYMBOL,
+        "--action",
+        "PARTIAL_25",
+        "--kill-score",
+        "0.1",
+        "--tranche",
+        "2",
+        "--wait",
+        "30",
+    )
     assert low.returncode == 1 and "SKIP below_kill_score_threshold" in low.stdout, low.stdout
 
     assert cli(env, "halt", "--reason", "test").returncode == 0
-    halted = cli(env, "propose", SYMBOL, "--action", "PARTIAL_25", "--kill-score", "0.7",
-                 "--tranche", "3", "--wait", "30")  # fmt: skip
+    halted = cli(
+        env,
+        "propose",
+        SYMBOL,
+        "--action",
+        "PARTIAL_25",
+        "--kill-score",
+        "0.7",
+        "--tranche",
+        "3",
+        "--wait",
+        "30",
+    )
     assert halted.returncode == 1 and "outcome: blocked" in halted.stdout, halted.stdout
     assert "trading_halted" in halted.stdout
 
-    for command in (("plans", "--last", "5"), ("permits", plan_id.group(1)),
-                    ("explain", plan_id.group(1)), ("status",)):  # fmt: skip
+    for command in (
+        ("plans", "--last", "5"),
+        ("permits", plan_id.group(1)),
+        ("explain", plan_id.group(1)),
+        ("status",),
+    ):
         table = cli(env, *command).stdout
         assert ISO.search(table) and not EPOCH.search(table), table

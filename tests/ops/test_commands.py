@@ -102,8 +102,11 @@ def test_explain_tells_the_reference_scenario(
     assert s2[0] == ("planner", "EXECUTE", "plan_ok")
     assert set(s2[1:3]) == {gov_grant, ("position-brain", "ALLOW", "ok")}
     # ... and the fill reaches P3.3's ledger, once (the scenario waited for ledger 0.016)
-    assert s2[3:] == [("consume", "CONSUMED", "ok"), ("executor", "EXECUTED", "ok"),
-                      ("position-brain", "LEDGER_APPLY", "applied")]  # fmt: skip
+    assert s2[3:] == [
+        ("consume", "CONSUMED", "ok"),
+        ("executor", "EXECUTED", "ok"),
+        ("position-brain", "LEDGER_APPLY", "applied"),
+    ]
     assert "safe_close_qty=0.046" in detail(e2, "position-brain")
     ex = detail(e2, "executor")
     assert "status=filled" in ex and "filled_qty=0.046" in ex and "reduce_only=true" in ex

@@ -42,5 +42,6 @@ def test_a_service_with_another_shard_count_is_a_problem(
     assert "governor: consumer group governor on plan_stream[0] missing" in problems
     # one shard: the names and the output are the unsharded ones, no mismatch for old beats
     h1 = arun(lambda ar: gather(ar, Keys(prefix), settings))
-    assert "plan_stream" in h1.streams and not [p for p in h1.problems if p.kind == "mismatch"
-                                                and p.subject == "apply-layer"]  # fmt: skip
+    assert "plan_stream" in h1.streams and not [
+        p for p in h1.problems if p.kind == "mismatch" and p.subject == "apply-layer"
+    ]

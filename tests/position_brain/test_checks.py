@@ -24,12 +24,23 @@ D = Decimal
 
 
 def judge(
-    amt: str = "0.062", *, ledger: str | None = None, action: str = "PARTIAL_75",
-    age_s: float = 1.0, last_order_s: float | None = None, step: str = "0.001",
-    min_qty: str = "0.001", plan_age_s: float = 0.0, snapshot: bool = True, **kw: Any,
-) -> P33Decision:  # fmt: skip
-    snap = Snapshot(position_amt=D(amt), ts_epoch=NOW - age_s, step_size=D(step),
-                    min_qty=D(min_qty)) if snapshot else None  # fmt: skip
+    amt: str = "0.062",
+    *,
+    ledger: str | None = None,
+    action: str = "PARTIAL_75",
+    age_s: float = 1.0,
+    last_order_s: float | None = None,
+    step: str = "0.001",
+    min_qty: str = "0.001",
+    plan_age_s: float = 0.0,
+    snapshot: bool = True,
+    **kw: Any,
+) -> P33Decision:
+    snap = (
+        Snapshot(position_amt=D(amt), ts_epoch=NOW - age_s, step_size=D(step), min_qty=D(min_qty))
+        if snapshot
+        else None
+    )
     led = Ledger(
         amt=D(ledger if ledger is not None else amt),
         last_order_time_epoch=None if last_order_s is None else NOW - last_order_s,
@@ -94,8 +105,7 @@ def test_exactly_min_qty_is_a_position() -> None:
 
 
 # -- 3. side ---------------------------------------------------------------------------------
-@pytest.mark.parametrize(("ex", "led"), [("0.062", "-0.062"), ("-0.062", "0.062"),
-                                         ("0.062", "0")])  # fmt: skip
+@pytest.mark.parametrize(("ex", "led"), [("0.062", "-0.062"), ("-0.062", "0.062"), ("0.062", "0")])
 def test_side_mismatch(ex: str, led: str) -> None:
     d = judge(ex, ledger=led)
     assert d.reason == "reconcile_required_side_mismatch"
@@ -127,8 +137,12 @@ def test_qty_tolerance_boundary(ex: str, led: str, allow: bool) -> None:
 def test_reference_scenario_mismatch_context() -> None:
     d = judge("0.062", ledger="0.002")
     assert d.reason == "reconcile_required_qty_mismatch"
-    assert d.context == {"exchange_amt": "0.062", "ledger_amt": "0.002", "diff": "0.06",
-                         "tolerance": "0.001"}  # fmt: skip
+    assert d.context == {
+        "exchange_amt": "0.062",
+        "ledger_amt": "0.002",
+        "diff": "0.06",
+        "tolerance": "0.001",
+    }
 
 
 # -- 5. cooldown -----------------------------------------------------------------------------
@@ -142,8 +156,14 @@ def test_cooldown_boundary(since: float, allow: bool) -> None:
 
 def test_another_plan_in_flight_is_a_cooldown() -> None:
     snap = Snapshot(D("0.062"), NOW, D("0.001"), D("0.001"))
-    d = evaluate(plan=PlanView("PARTIAL_50", NOW), snapshot=snap, ledger=None, cfg=CFG, now=NOW,
-                 in_flight_plan="aaaaaaaaaaaaaaaa")  # fmt: skip
+    d = evaluate(
+        plan=PlanView("PARTIAL_50", NOW),
+        snapshot=snap,
+        ledger=None,
+        cfg=CFG,
+        now=NOW,
+        in_flight_plan="aaaaaaaaaaaaaaaa",
+    )
     assert d.reason == "cooldown_in_flight" and d.context["in_flight_plan"] == "aaaaaaaaaaaaaaaa"
 
 
@@ -157,9 +177,14 @@ def test_checks_run_in_order_first_failure_decides() -> None:
 # -- 6. safe close quantity ------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("action", "qty"),
-    [("PARTIAL_25", "0.025"), ("PARTIAL_50", "0.05"), ("PARTIAL_75", "0.075"),
-     ("FULL_CLOSE_PROPOSED", "0.1"), ("UPDATE_SL", "0.1")],
-)  # fmt: skip
+    [
+        ("PARTIAL_25", "0.025"),
+        ("PARTIAL_50", "0.05"),
+        ("PARTIAL_75", "0.075"),
+        ("FULL_CLOSE_PROPOSED", "0.1"),
+        ("UPDATE_SL", "0.1"),
+    ],
+)
 def test_every_action_closes_its_exact_fraction(action: str, qty: str) -> None:
     d = judge("0.1", action=action)
     assert d.allow and d.safe_close_qty == D(qty)
@@ -173,11 +198,13 @@ def test_rounds_0_0465_down_to_0_046() -> None:
 
 @pytest.mark.parametrize(
     ("amt", "action", "step", "qty"),
-    [("0.003", "PARTIAL_50", "0.001", "0.001"),  # 0.0015 → 0.001, never 0.002
-     ("0.062", "PARTIAL_75", "0.01", "0.04"),  # the step comes from the filters
-     ("0.0999", "PARTIAL_25", "0.0001", "0.0249"),
-     ("7", "PARTIAL_75", "1", "5")],
-)  # fmt: skip
+    [
+        ("0.003", "PARTIAL_50", "0.001", "0.001"),  # 0.0015 → 0.001, never 0.002
+        ("0.062", "PARTIAL_75", "0.01", "0.04"),  # the step comes from the filters
+        ("0.0999", "PARTIAL_25", "0.0001", "0.0249"),
+        ("7", "PARTIAL_75", "1", "5"),
+    ],
+)
 def test_rounding_is_always_down_to_the_symbols_step(
     amt: str, action: str, step: str, qty: str
 ) -> None:

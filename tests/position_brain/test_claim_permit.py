@@ -28,9 +28,13 @@ OTHER = "other-plan-id"
 
 
 def _settings(settings: Settings) -> Settings:
-    return settings.model_copy(update={"permit_key_p33": SecretStr("k3y"),
-                                       "permit_signature": PermitSignature.HMAC,
-                                       "cooldown_s": COOLDOWN_S})  # fmt: skip
+    return settings.model_copy(
+        update={
+            "permit_key_p33": SecretStr("k3y"),
+            "permit_signature": PermitSignature.HMAC,
+            "cooldown_s": COOLDOWN_S,
+        }
+    )
 
 
 async def _ready(ar: Any, keys: Keys, settings: Settings, symbol: str) -> PositionBrain:
@@ -212,10 +216,20 @@ def test_the_script_verdicts(arun: Any, r: redis.Redis, keys: Keys) -> None:
 
     async def call(ar: Any, plan_id: str = "plan-a", permit: str = "ALLOW-JSON") -> Any:
         return await claim_and_write_permit(
-            ar, keys, claim_key=claim, claim_ms=15000, key=key, permit_json=permit, ttl_s=60,
-            plan_id=plan_id, symbol="SCRIPTUSDT", layer="position-brain", reason="ok",
-            context={"permit": {"x": 1}}, ts=1.5,
-        )  # fmt: skip
+            ar,
+            keys,
+            claim_key=claim,
+            claim_ms=15000,
+            key=key,
+            permit_json=permit,
+            ttl_s=60,
+            plan_id=plan_id,
+            symbol="SCRIPTUSDT",
+            layer="position-brain",
+            reason="ok",
+            context={"permit": {"x": 1}},
+            ts=1.5,
+        )
 
     async def body(ar: Any) -> list[Any]:
         await ar.set(claim, OTHER, px=7000)

@@ -64,8 +64,7 @@ def test_a_plan_already_applied_is_not_applied_again() -> None:
     ch = ledger_update(h, result(other), "9-0", now)
     assert ch.update is not None and ch.update[applied_field(other.plan_id)] == f"{now:.6f}"
     # one mark per plan: applying a result rewrites no list of the plans before it
-    assert not any(f.startswith("applied") and f != applied_field(other.plan_id)
-                   for f in ch.update)  # fmt: skip
+    assert not any(f.startswith("applied") and f != applied_field(other.plan_id) for f in ch.update)
 
 
 def test_an_earlier_versions_applied_plans_json_is_still_honoured() -> None:
@@ -141,8 +140,10 @@ def test_applied_plan_marks_are_pruned_to_the_newest_and_legacy_marks_still_coun
     marks = {applied_field(f"old{i}"): f"{now - 1000 + i:.6f}" for i in range(n)}
     marks[applied_field("expired")] = f"{now - APPLIED_PLANS_TTL_S - 1:.6f}"
     legacy = plan(tranche=7)
-    r.hset(keys.ledger("BTCUSDT"), mapping={
-        **LEDGER, **marks, "applied_plans": json.dumps({legacy.plan_id: now - 10})})  # fmt: skip
+    r.hset(
+        keys.ledger("BTCUSDT"),
+        mapping={**LEDGER, **marks, "applied_plans": json.dumps({legacy.plan_id: now - 10})},
+    )
     fresh = result(plan(), filled="0.002")
 
     async def body(ar: Any) -> tuple[bool, bool]:
@@ -161,8 +162,9 @@ def test_applied_plan_marks_are_pruned_to_the_newest_and_legacy_marks_still_coun
     assert led["last_known_amt"] == "0.06"
 
 
-def test_concurrent_deliveries_of_one_plan_apply_once(arun: Any, r: redis.Redis,
-                                                      keys: Keys) -> None:  # fmt: skip
+def test_concurrent_deliveries_of_one_plan_apply_once(
+    arun: Any, r: redis.Redis, keys: Keys
+) -> None:
     r.hset(keys.ledger("BTCUSDT"), mapping=LEDGER)
     res = Result.from_fields(result(plan(), filled="0.002").to_fields())
 
@@ -192,8 +194,9 @@ def test_new_or_rejected_results_do_not_change_the_amount(
     assert parse_ledger(led) is not None
 
 
-def test_a_missing_ledger_is_initialised_once_with_an_audit_entry(arun: Any, r: redis.Redis,
-                                                                  keys: Keys) -> None:  # fmt: skip
+def test_a_missing_ledger_is_initialised_once_with_an_audit_entry(
+    arun: Any, r: redis.Redis, keys: Keys
+) -> None:
     async def body(ar: Any) -> tuple[list[str], list[str]]:
         first = await init_ledgers(ar, keys, {"BTCUSDT": D("-0.5"), "ETHUSDT": D("2")})
         again = await init_ledgers(ar, keys, {"BTCUSDT": D("-0.7")})

@@ -17,10 +17,12 @@ from tests.metrics_text import text_as_before
 
 def _reference(reg: CollectorRegistry) -> Callable[[str], None]:
     """The metrics as they were: prometheus_client children, used as the poller used them."""
-    snaps = Counter("p33_snapshot_total", "Snapshot writes per symbol", ["symbol", "status"],
-                    registry=reg)  # fmt: skip
-    permits = Counter("p33_permit_total", "P3.3 permits", ["symbol", "decision", "reason"],
-                      registry=reg)  # fmt: skip
+    snaps = Counter(
+        "p33_snapshot_total", "Snapshot writes per symbol", ["symbol", "status"], registry=reg
+    )
+    permits = Counter(
+        "p33_permit_total", "P3.3 permits", ["symbol", "decision", "reason"], registry=reg
+    )
     pos = Gauge("p33_position_amt", "Exchange position (signed)", ["symbol"], registry=reg)
     led = Gauge("p33_ledger_amt", "Ledger position (signed)", ["symbol"], registry=reg)
 
@@ -40,10 +42,12 @@ def _reference(reg: CollectorRegistry) -> Callable[[str], None]:
 
 
 def _new(reg: CollectorRegistry) -> Callable[[str], None]:
-    snaps = LabelledCounter("p33_snapshot_total", "Snapshot writes per symbol",
-                            ["symbol", "status"], registry=reg)  # fmt: skip
-    permits = LabelledCounter("p33_permit_total", "P3.3 permits",
-                              ["symbol", "decision", "reason"], registry=reg)  # fmt: skip
+    snaps = LabelledCounter(
+        "p33_snapshot_total", "Snapshot writes per symbol", ["symbol", "status"], registry=reg
+    )
+    permits = LabelledCounter(
+        "p33_permit_total", "P3.3 permits", ["symbol", "decision", "reason"], registry=reg
+    )
     pos = SymbolGauge("p33_position_amt", "Exchange position (signed)", registry=reg)
     led = SymbolGauge("p33_ledger_amt", "Ledger position (signed)", registry=reg)
 
@@ -68,9 +72,11 @@ def test_metrics_text_is_what_prometheus_client_children_wrote(
     monkeypatch: pytest.MonkeyPatch, created: bool
 ) -> None:
     text = text_as_before(monkeypatch, _reference, _new)
-    assert ('p33_snapshot_total{status="flat",symbol="BTCUSDT"} 0.0' in text
-            and 'p33_permit_total{decision="DENY",reason="cooldown_in_flight",'
-                'symbol="ETHUSDT"} 2.0' in text)  # fmt: skip
+    assert (
+        'p33_snapshot_total{status="flat",symbol="BTCUSDT"} 0.0' in text
+        and 'p33_permit_total{decision="DENY",reason="cooldown_in_flight",symbol="ETHUSDT"} 2.0'
+        in text
+    )
     assert ("p33_snapshot_created{" in text) is created
 
 

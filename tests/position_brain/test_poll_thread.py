@@ -27,8 +27,9 @@ async def until(check: Any, what: str, timeout_s: float = 10.0) -> None:
         await asyncio.sleep(0.01)
 
 
-def test_the_thread_polls_refreshes_on_request_and_stops(redis_url: str, r: redis.Redis,
-                                                         keys: Keys) -> None:  # fmt: skip
+def test_the_thread_polls_refreshes_on_request_and_stops(
+    redis_url: str, r: redis.Redis, keys: Keys
+) -> None:
     syms = _list_many(r, keys, 30)
     threads: list[str] = []
 
@@ -37,8 +38,9 @@ def test_the_thread_polls_refreshes_on_request_and_stops(redis_url: str, r: redi
         return SimExchange(pr, keys)
 
     async def body() -> None:
-        pt = PollThread(redis_url, keys, SystemClock(), make_exchange, allow_list=[],
-                        poll_interval_s=60)  # fmt: skip
+        pt = PollThread(
+            redis_url, keys, SystemClock(), make_exchange, allow_list=[], poll_interval_s=60
+        )
         stop = asyncio.Event()
         task = asyncio.create_task(pt.run(stop))
         await asyncio.sleep(0)  # run() has started

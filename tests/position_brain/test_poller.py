@@ -26,8 +26,9 @@ def _list_many(r: redis.Redis, keys: Keys, n: int) -> list[str]:
         pipe.hset(keys.sim_filters(s), mapping=DEFAULT_FILTERS)
         pipe.sadd(keys.sim_symbols, s)
         amt = f"{'-' if i % 2 else ''}{(i % 50 + 1) / 1000:.3f}"
-        pipe.hset(keys.sim_position(s), mapping={"amt": amt, "entry_price": "100",
-                                                "mark_price": "101"})  # fmt: skip
+        pipe.hset(
+            keys.sim_position(s), mapping={"amt": amt, "entry_price": "100", "mark_price": "101"}
+        )
     pipe.execute()
     return syms
 
@@ -37,8 +38,9 @@ def test_500_symbols_in_one_exchange_call_one_ts(arun: Any, r: redis.Redis, keys
 
     async def body(ar: Any) -> tuple[Any, Any, dict[str, int], float]:
         ex = CountingExchange(SimExchange(ar, keys))
-        poller = SnapshotPoller(ar, keys, ex, SystemClock(), allow_list=["BTCUSDT"],
-                                poll_interval_s=5)  # fmt: skip
+        poller = SnapshotPoller(
+            ar, keys, ex, SystemClock(), allow_list=["BTCUSDT"], poll_interval_s=5
+        )
         first = await poller.poll_once()  # lists the filters, initialises 500 ledgers
         calls_first = dict(ex.calls)
         started = time.perf_counter()
@@ -60,8 +62,10 @@ def test_500_symbols_in_one_exchange_call_one_ts(arun: Any, r: redis.Redis, keys
     assert not r.exists(keys.snapshot("BTCUSDT"))
     inits = [f for _i, f in r.xrange(keys.decisions) if f["decision"] == "LEDGER_INIT"]
     assert len(inits) == N
-    print(f"\npoll of {N} symbols: first {first.duration_s * 1000:.1f} ms "
-          f"(with {N} ledger inits), steady {steady_s * 1000:.1f} ms")  # fmt: skip
+    print(
+        f"\npoll of {N} symbols: first {first.duration_s * 1000:.1f} ms "
+        f"(with {N} ledger inits), steady {steady_s * 1000:.1f} ms"
+    )
     assert steady_s < 1.0  # POLL_INTERVAL_S is 5; a serial poll would take seconds
 
 
@@ -72,8 +76,9 @@ def test_a_known_symbol_without_a_position_is_flat_an_error_writes_nothing(
         sim = SimExchange(ar, keys)
         await sim.list_symbol("ETHUSDT")
         await sim.set_position("BTCUSDT", Decimal("0.062"), Decimal(100))
-        poller = SnapshotPoller(ar, keys, sim, SystemClock(), allow_list=["ETHUSDT", "BTCUSDT"],
-                                poll_interval_s=5)  # fmt: skip
+        poller = SnapshotPoller(
+            ar, keys, sim, SystemClock(), allow_list=["ETHUSDT", "BTCUSDT"], poll_interval_s=5
+        )
         ok = await poller.poll_once()
         await sim.set_fault(fetch_fail="1")
         await sim.set_position("BTCUSDT", Decimal("0.01"))
@@ -111,15 +116,17 @@ def test_a_fill_refreshes_only_its_symbol(arun: Any, r: redis.Redis, keys: Keys)
     assert all(stamps[s] == f"{full.ts:.6f}" for s in syms if s != syms[3])
 
 
-def test_an_unchanged_position_gets_only_its_new_time(arun: Any, r: redis.Redis,
-                                                      keys: Keys) -> None:  # fmt: skip
+def test_an_unchanged_position_gets_only_its_new_time(
+    arun: Any, r: redis.Redis, keys: Keys
+) -> None:
     """Between whole writes a snapshot the exchange did not change gets its new ts only; a
     change is written whole at once, and a hash that vanished is written whole again."""
     syms = _list_many(r, keys, 3)
 
     async def body(ar: Any) -> list[Any]:
-        poller = SnapshotPoller(ar, keys, SimExchange(ar, keys), SystemClock(), allow_list=[],
-                                poll_interval_s=5)  # fmt: skip
+        poller = SnapshotPoller(
+            ar, keys, SimExchange(ar, keys), SystemClock(), allow_list=[], poll_interval_s=5
+        )
         first = await poller.poll_once()
         r.hset(keys.snapshot(syms[0]), "entry_price", "marker")  # would survive a ts-only write
         r.hset(keys.sim_position(syms[1]), "amt", "0.7")  # the exchange changed this one
@@ -144,8 +151,9 @@ def test_whole_writes_are_spread_over_polls(arun: Any, r: redis.Redis, keys: Key
     syms = _list_many(r, keys, 200)
 
     async def body(ar: Any) -> list[float]:
-        poller = SnapshotPoller(ar, keys, SimExchange(ar, keys), SystemClock(), allow_list=[],
-                                poll_interval_s=5)  # fmt: skip
+        poller = SnapshotPoller(
+            ar, keys, SimExchange(ar, keys), SystemClock(), allow_list=[], poll_interval_s=5
+        )
         start = time.monotonic()
         await poller.poll_once()
         return [poller._whole[s][1] - start for s in syms]

@@ -24,16 +24,23 @@ def cases(draw: st.DrawFn) -> tuple[PlanView, Snapshot, Ledger | None, CheckConf
     # positions on or off the step grid, long or short or flat
     amt = Decimal(draw(st.integers(-(10**9), 10**9))) * draw(st.sampled_from(STEPS)) / 7
     amt = amt.quantize(Decimal("0.000001"))
-    snap = Snapshot(position_amt=amt, ts_epoch=NOW - draw(st.floats(0, 12)), step_size=step,
-                    min_qty=min_qty)  # fmt: skip
-    ledger = draw(st.one_of(
-        st.none(),
-        st.builds(Ledger,
-                  amt=st.one_of(st.just(amt),
-                                st.integers(-5, 5).map(lambda k: amt + k * step),
-                                st.decimals(-1000, 1000, places=4, allow_nan=False)),
-                  last_order_time_epoch=st.one_of(st.none(), st.floats(NOW - 100, NOW))),
-    ))  # fmt: skip
+    snap = Snapshot(
+        position_amt=amt, ts_epoch=NOW - draw(st.floats(0, 12)), step_size=step, min_qty=min_qty
+    )
+    ledger = draw(
+        st.one_of(
+            st.none(),
+            st.builds(
+                Ledger,
+                amt=st.one_of(
+                    st.just(amt),
+                    st.integers(-5, 5).map(lambda k: amt + k * step),
+                    st.decimals(-1000, 1000, places=4, allow_nan=False),
+                ),
+                last_order_time_epoch=st.one_of(st.none(), st.floats(NOW - 100, NOW)),
+            ),
+        )
+    )
     closes = [a.value for a in Action if a is not Action.HOLD]
     action = draw(st.one_of(st.sampled_from(closes), st.sampled_from(ACTIONS)))
     frac = CLOSE_FRACTION.get(Action(action)) if action in Action.__members__ else None

@@ -25,13 +25,18 @@ def _setup(r: redis.Redis, keys: Keys, exchange: str = "0.062", ledger: str = "0
     r.hset(keys.sim_filters("BTCUSDT"), mapping={"step_size": "0.001", "min_qty": "0.001"})
     r.sadd(keys.sim_symbols, "BTCUSDT")
     r.hset(keys.sim_position("BTCUSDT"), mapping={"amt": exchange, "entry_price": "100"})
-    r.hset(keys.ledger("BTCUSDT"), mapping={"last_known_amt": ledger, "last_known_side": "LONG",
-                                            "epoch": "0"})  # fmt: skip
+    r.hset(
+        keys.ledger("BTCUSDT"),
+        mapping={"last_known_amt": ledger, "last_known_side": "LONG", "epoch": "0"},
+    )
 
 
 def _audit(r: redis.Redis, keys: Keys) -> list[dict[str, Any]]:
-    return [json.loads(f["context"]) for _i, f in r.xrange(keys.decisions)
-            if f["decision"] == "RECONCILE"]  # fmt: skip
+    return [
+        json.loads(f["context"])
+        for _i, f in r.xrange(keys.decisions)
+        if f["decision"] == "RECONCILE"
+    ]
 
 
 def test_dry_run_changes_nothing_then_reconcile_sets_the_exchange_amount(

@@ -26,8 +26,9 @@ def test_stale_while_the_exchange_fails_and_recovery_after(
     arun: Any, keys: Keys, settings: Settings, redis_url: str
 ) -> None:
     async def body(ar: Any) -> dict[str, Any]:
-        pb, sim = brain(ar, keys, settings, poll_interval_s=POLL_S, stale_threshold_s=STALE_S,
-                        cooldown_s=0.0)  # fmt: skip
+        pb, sim = brain(
+            ar, keys, settings, poll_interval_s=POLL_S, stale_threshold_s=STALE_S, cooldown_s=0.0
+        )
         await sim.list_symbol("BTCUSDT")
         await sim.set_position("BTCUSDT", Decimal("0.062"), Decimal(100))
         out: dict[str, Any] = {}
@@ -139,9 +140,15 @@ def test_no_ledger_is_initialised_from_a_stale_snapshot(
 ) -> None:
     async def body(ar: Any) -> dict[str, Any]:
         pb, _sim = brain(ar, keys, settings)
-        await ar.hset(keys.snapshot("BTCUSDT"), mapping={
-            "position_amt": "0.062", "step_size": "0.001", "min_qty": "0.001",
-            "ts_epoch": f"{time.time() - 11:.6f}"})  # fmt: skip
+        await ar.hset(
+            keys.snapshot("BTCUSDT"),
+            mapping={
+                "position_amt": "0.062",
+                "step_size": "0.001",
+                "min_qty": "0.001",
+                "ts_epoch": f"{time.time() - 11:.6f}",
+            },
+        )
         p = plan()
         await pb.handle_plan("1-0", p.to_fields())
         return json.loads(await ar.get(keys.permit_p33(p.plan_id)))
@@ -159,8 +166,10 @@ def test_the_snapshot_age_at_each_judgement_is_a_histogram(
     name = "p33_snapshot_age_at_judgement_seconds"
 
     def seen() -> tuple[float, float]:
-        return (REGISTRY.get_sample_value(f"{name}_count") or 0.0,
-                REGISTRY.get_sample_value(f"{name}_sum") or 0.0)  # fmt: skip
+        return (
+            REGISTRY.get_sample_value(f"{name}_count") or 0.0,
+            REGISTRY.get_sample_value(f"{name}_sum") or 0.0,
+        )
 
     async def body(ar: Any) -> tuple[float, float]:
         pb, sim = brain(ar, keys, settings, clock=clock, cooldown_s=0.0)

@@ -35,10 +35,10 @@ def seed_positions(r: redis.Redis, k: Keys, symbols: list[str], amt: str = "1000
             },
         )
         r.sadd(k.sim_symbols, s)
-        r.hset(k.sim_position(s), mapping={"amt": amt, "entry_price": "100",
-                                           "mark_price": "101"})  # fmt: skip
-        r.hset(k.ledger(s), mapping={"last_known_amt": amt, "last_known_side": "LONG",
-                                     "epoch": "0"})  # fmt: skip
+        r.hset(k.sim_position(s), mapping={"amt": amt, "entry_price": "100", "mark_price": "101"})
+        r.hset(
+            k.ledger(s), mapping={"last_known_amt": amt, "last_known_side": "LONG", "epoch": "0"}
+        )
 
 
 class Load(threading.Thread):
@@ -53,8 +53,9 @@ class Load(threading.Thread):
         self.failed = 0
 
     def run(self) -> None:
-        r = redis.Redis.from_url(self.url, decode_responses=True, socket_timeout=1,
-                                 socket_connect_timeout=1)  # fmt: skip
+        r = redis.Redis.from_url(
+            self.url, decode_responses=True, socket_timeout=1, socket_connect_timeout=1
+        )
         n = 0
         while not self.stop.is_set():
             if self.paused.is_set():
@@ -62,10 +63,19 @@ class Load(threading.Thread):
                 continue
             n += 1
             sym = self.symbols[n % len(self.symbols)]
-            fields = {"schema": "1", "proposal_id": uuid.uuid4().hex[:12], "symbol": sym,
-                      "action": "PARTIAL_25", "kill_score": "0.9", "position_epoch": "0",
-                      "tranche": str(n), "ts_epoch": f"{time.time():.6f}", "source": "load",
-                      "new_sl": "", "r_net": ""}  # fmt: skip
+            fields = {
+                "schema": "1",
+                "proposal_id": uuid.uuid4().hex[:12],
+                "symbol": sym,
+                "action": "PARTIAL_25",
+                "kill_score": "0.9",
+                "position_epoch": "0",
+                "tranche": str(n),
+                "ts_epoch": f"{time.time():.6f}",
+                "source": "load",
+                "new_sl": "",
+                "r_net": "",
+            }
             try:
                 r.xadd(self.k.proposal_stream, fields)
                 self.sent += 1
@@ -99,8 +109,9 @@ def check_invariants(
     r: redis.Redis, k: Keys, symbols: list[str]
 ) -> tuple[list[str], dict[str, Any]]:
     violations: list[str] = []
-    plans = {f["plan_id"]: f for _i, f in entries(r, k.plan_streams)
-             if f.get("decision") == "EXECUTE"}  # fmt: skip
+    plans = {
+        f["plan_id"]: f for _i, f in entries(r, k.plan_streams) if f.get("decision") == "EXECUTE"
+    }
     results: dict[str, list[dict[str, str]]] = {}
     for _i, f in entries(r, k.result_streams):
         results.setdefault(f.get("plan_id", ""), []).append(f)
@@ -201,8 +212,15 @@ def started_chain(
 ) -> Chain:
     """A chain for load tests: allowlisted, seeded symbols; no cooldown (load gets through);
     fast polls; plans expire after 10 s. Started and ready."""
-    chain = chain_factory(**{"ALLOW_LIST_SYMBOLS": ",".join(symbols), "COOLDOWN_S": "0",
-                             "POLL_INTERVAL_S": "0.5", "PLAN_MAX_AGE_S": "10", **env})  # fmt: skip
+    chain = chain_factory(
+        **{
+            "ALLOW_LIST_SYMBOLS": ",".join(symbols),
+            "COOLDOWN_S": "0",
+            "POLL_INTERVAL_S": "0.5",
+            "PLAN_MAX_AGE_S": "10",
+            **env,
+        }
+    )
     seed_positions(r, chain.keys, symbols)
     chain.start()
     chain.wait_ready()

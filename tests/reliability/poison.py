@@ -27,9 +27,16 @@ class Outcome:
 
 
 def consumer(stream: str, mode: str, handler: Any) -> Consumer:
-    return Consumer(stream, "g", handler, block_ms=100, claim_idle_ms=50, claim_every_s=0.05,
-                    concurrent=mode == "concurrent",
-                    partition=by_symbol if mode == "partitioned" else None)  # fmt: skip
+    return Consumer(
+        stream,
+        "g",
+        handler,
+        block_ms=100,
+        claim_idle_ms=50,
+        claim_every_s=0.05,
+        concurrent=mode == "concurrent",
+        partition=by_symbol if mode == "partitioned" else None,
+    )
 
 
 async def feed_poison(r: Any, keys: Keys, mode: str, *, reclaim: bool = False) -> Outcome:
@@ -50,8 +57,18 @@ async def feed_poison(r: Any, keys: Keys, mode: str, *, reclaim: bool = False) -
     await r.execute_command("XADD", stream, "*", "n", "2", "symbol", POISON_SYMBOL)
     await r.xadd(stream, {"n": "3", "symbol": "ETHUSDT"})
     if reclaim:  # a peer reads them raw and dies before acknowledging any
-        await r.execute_command("XREADGROUP", "GROUP", "g", "dead-peer", "COUNT", 10,
-                                "STREAMS", stream, ">", NEVER_DECODE=True)  # fmt: skip
+        await r.execute_command(
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "dead-peer",
+            "COUNT",
+            10,
+            "STREAMS",
+            stream,
+            ">",
+            NEVER_DECODE=True,
+        )
     runner = ServiceRunner("poison-test", r, keys, consumers=[consumer(stream, mode, handler)])
     task = asyncio.create_task(runner.run())
     try:

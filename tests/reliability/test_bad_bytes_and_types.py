@@ -90,29 +90,61 @@ def entries(r: redis.Redis, stream: str) -> list[Entry]:
 
 
 def proposal(symbol: str, tranche: int) -> dict[str, str]:
-    return {"schema": "1", "proposal_id": f"d{tranche}", "symbol": symbol, "action": ACTION,
-            "kill_score": "0.9", "position_epoch": "0", "tranche": str(tranche),
-            "ts_epoch": f"{time.time():.6f}", "source": "drill", "new_sl": "",
-            "r_net": ""}  # fmt: skip
+    return {
+        "schema": "1",
+        "proposal_id": f"d{tranche}",
+        "symbol": symbol,
+        "action": ACTION,
+        "kill_score": "0.9",
+        "position_epoch": "0",
+        "tranche": str(tranche),
+        "ts_epoch": f"{time.time():.6f}",
+        "source": "drill",
+        "new_sl": "",
+        "r_net": "",
+    }
 
 
 def plan(symbol: str, tranche: int) -> dict[str, str]:
     now = time.time()
-    return {"plan_id": make_plan_id(symbol, "FULL_CLOSE_PROPOSED", 0, tranche), "schema": "1",
-            "symbol": symbol, "action": "FULL_CLOSE_PROPOSED", "decision": "EXECUTE",
-            "reason_codes": "plan_ok", "kill_score": "0.9", "close_fraction": "1",
-            "new_sl": "", "mode": "testnet", "source": "drill",
-            "steps": '[{"step":"CLOSE_FULL","type":"market_reduce_only","fraction":"1"}]',
-            "proposal_id": "d", "proposal_ts": f"{now:.6f}", "created_at": f"{now:.6f}",
-            "expires_at": f"{now + 30:.6f}"}  # fmt: skip
+    return {
+        "plan_id": make_plan_id(symbol, "FULL_CLOSE_PROPOSED", 0, tranche),
+        "schema": "1",
+        "symbol": symbol,
+        "action": "FULL_CLOSE_PROPOSED",
+        "decision": "EXECUTE",
+        "reason_codes": "plan_ok",
+        "kill_score": "0.9",
+        "close_fraction": "1",
+        "new_sl": "",
+        "mode": "testnet",
+        "source": "drill",
+        "steps": '[{"step":"CLOSE_FULL","type":"market_reduce_only","fraction":"1"}]',
+        "proposal_id": "d",
+        "proposal_ts": f"{now:.6f}",
+        "created_at": f"{now:.6f}",
+        "expires_at": f"{now + 30:.6f}",
+    }
 
 
 def result(symbol: str, n: int) -> dict[str, str]:
-    return {"plan_id": make_plan_id(symbol, "X", 0, n), "schema": "1", "symbol": symbol,
-            "executed": "true", "status": "filled", "reason": "filled", "order_id": "1",
-            "client_order_id": "pc-x", "side": "SELL", "requested_qty": "0.01",
-            "filled_qty": "0.01", "avg_price": "100", "reduce_only": "true", "error": "",
-            "ts": f"{time.time():.6f}"}  # fmt: skip
+    return {
+        "plan_id": make_plan_id(symbol, "X", 0, n),
+        "schema": "1",
+        "symbol": symbol,
+        "executed": "true",
+        "status": "filled",
+        "reason": "filled",
+        "order_id": "1",
+        "client_order_id": "pc-x",
+        "side": "SELL",
+        "requested_qty": "0.01",
+        "filled_qty": "0.01",
+        "avg_price": "100",
+        "reduce_only": "true",
+        "error": "",
+        "ts": f"{time.time():.6f}",
+    }
 
 
 def poisoned(fields: dict[str, str]) -> list[list[bytes]]:
@@ -134,7 +166,7 @@ def poisoned(fields: dict[str, str]) -> list[list[bytes]]:
             for x in (f.encode() + b"\xfe" if f == first else f.encode(), v.encode())
         ]
     )
-    return out  # fmt: skip
+    return out
 
 
 class Pending:
@@ -142,10 +174,14 @@ class Pending:
 
     def __init__(self, r: redis.Redis, k: Keys) -> None:
         self.r = r
-        self.groups = [(k.proposal_stream, GROUP_PLANNER), (k.plan_stream, GROUP_GOVERNOR),
-                       (k.plan_stream, GROUP_P33), (k.plan_stream, GROUP_EXECUTOR),
-                       (k.result_stream, GROUP_P33_LEDGER),
-                       (k.result_stream, GROUP_GOVERNOR_RESULTS)]  # fmt: skip
+        self.groups = [
+            (k.proposal_stream, GROUP_PLANNER),
+            (k.plan_stream, GROUP_GOVERNOR),
+            (k.plan_stream, GROUP_P33),
+            (k.plan_stream, GROUP_EXECUTOR),
+            (k.result_stream, GROUP_P33_LEDGER),
+            (k.result_stream, GROUP_GOVERNOR_RESULTS),
+        ]
         self.max_idle_ms = 0
 
     def sample(self) -> tuple[int, int]:
@@ -166,8 +202,9 @@ class Pending:
         while True:
             now = self.sample()
             state = settle(self.r, k, timeout_s=0)
-            if ((now[0] == 0 and all(v == (0, 0) for v in state.values()))
-                    or time.monotonic() > deadline):  # fmt: skip
+            if (
+                now[0] == 0 and all(v == (0, 0) for v in state.values())
+            ) or time.monotonic() > deadline:
                 return now
             time.sleep(0.1)
 
@@ -180,8 +217,9 @@ def results_of(r: redis.Redis, k: Keys, plan_ids: set[str]) -> dict[str, list[di
     return out
 
 
-def wait_results(r: redis.Redis, k: Keys, plan_ids: set[str], timeout_s: float = 30.0
-                 ) -> dict[str, list[dict[str, str]]]:  # fmt: skip
+def wait_results(
+    r: redis.Redis, k: Keys, plan_ids: set[str], timeout_s: float = 30.0
+) -> dict[str, list[dict[str, str]]]:
     """Until every plan of ``plan_ids`` has a result (or the timeout)."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -204,10 +242,15 @@ def wait_hash(r: redis.Redis, key: str, timeout_s: float = 10.0) -> bool:
 @pytest.fixture
 def running(chain_factory: Callable[..., Chain], r: redis.Redis) -> Chain:
     chain = chain_factory(
-        APPLY_PERMIT_WAIT_MS="300", ALLOW_LIST_SYMBOLS=",".join([*SYMBOL.values(), GOOD]),
-        TESTNET_AUTO_APPROVE="false", MAX_EXEC_PER_5MIN="1000", MAX_EXEC_PER_HOUR="1000",
-        COOLDOWN_S="0", PLANNER_SWEEP_S="0.5", POLL_INTERVAL_S="0.5",
-    )  # fmt: skip
+        APPLY_PERMIT_WAIT_MS="300",
+        ALLOW_LIST_SYMBOLS=",".join([*SYMBOL.values(), GOOD]),
+        TESTNET_AUTO_APPROVE="false",
+        MAX_EXEC_PER_5MIN="1000",
+        MAX_EXEC_PER_HOUR="1000",
+        COOLDOWN_S="0",
+        PLANNER_SWEEP_S="0.5",
+        POLL_INTERVAL_S="0.5",
+    )
     # real positions: any order that got through would fill and show
     seed_positions(r, chain.keys, [*SYMBOL.values(), GOOD], amt="1")
     chain.start()
@@ -232,8 +275,9 @@ def feed_bytes(r: redis.Redis, k: Keys, tried: Counter[str]) -> int:
     return expected
 
 
-def feed_types(r: redis.Redis, k: Keys, pending: Pending, tried: Counter[str]
-               ) -> tuple[dict[str, tuple[str, str]], int]:  # fmt: skip
+def feed_types(
+    r: redis.Redis, k: Keys, pending: Pending, tried: Counter[str]
+) -> tuple[dict[str, tuple[str, str]], int]:
     """Rounds of wrong-type keys, a plan on each kind's symbol where one reads the key;
     returns the plans sent (plan id -> (kind, type)) and how many snapshot keys of another
     type P3.3 replaced."""
@@ -312,8 +356,9 @@ def test_bad_bytes_and_wrong_types_cost_dead_letters_never_a_stuck_chain(
     r.xadd(k.proposal_stream, proposal(GOOD, 1))
     filled = wait_results(r, k, {good})[good]
     alive = {n: p.poll() is None for n, p in running.procs.items()}
-    dead = Counter(f"{f['service']}:{f['error'].split(':', 1)[0]}"
-                   for _i, f in entries(r, k.deadletter))  # fmt: skip
+    dead = Counter(
+        f"{f['service']}:{f['error'].split(':', 1)[0]}" for _i, f in entries(r, k.deadletter)
+    )
     print(
         f"\nbad bytes and types: {sum(tried.values())} inputs tried "
         f"({dict(sorted(tried.items()))}); dead letters {dict(dead)}; entries pending after "

@@ -29,15 +29,39 @@ pytestmark = pytest.mark.slow
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
 GARBAGE_TEXT = st.one_of(
-    st.sampled_from(["", "NaN", "nan", "inf", "-inf", "-1", "0", "1e400", "-0.5", "true",
-                     "false", "null", "{}", "[]", "BTCUSDT", "PARTIAL_25", "EXECUTE", "1",
-                     "99999999999999999999999999", "0x10", " 1 ", "HALTED", "ACTIVE\n"]),
+    st.sampled_from(
+        [
+            "",
+            "NaN",
+            "nan",
+            "inf",
+            "-inf",
+            "-1",
+            "0",
+            "1e400",
+            "-0.5",
+            "true",
+            "false",
+            "null",
+            "{}",
+            "[]",
+            "BTCUSDT",
+            "PARTIAL_25",
+            "EXECUTE",
+            "1",
+            "99999999999999999999999999",
+            "0x10",
+            " 1 ",
+            "HALTED",
+            "ACTIVE\n",
+        ]
+    ),
     st.text(max_size=40),
     st.integers(-(10**30), 10**30).map(str),
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
     st.binary(max_size=20).map(lambda b: b.decode("latin-1")),
     st.just("x" * 10_000),
-)  # fmt: skip
+)
 PROPOSAL_FIELDS = [
     "schema",
     "proposal_id",
@@ -70,33 +94,69 @@ PLAN_FIELDS = [
     "created_at",
     "expires_at",
 ]
-RESULT_FIELDS = ["plan_id", "schema", "symbol", "executed", "status", "order_id",
-                 "client_order_id", "side", "requested_qty", "filled_qty", "avg_price",
-                 "reduce_only", "error", "ts"]  # fmt: skip
+RESULT_FIELDS = [
+    "plan_id",
+    "schema",
+    "symbol",
+    "executed",
+    "status",
+    "order_id",
+    "client_order_id",
+    "side",
+    "requested_qty",
+    "filled_qty",
+    "avg_price",
+    "reduce_only",
+    "error",
+    "ts",
+]
 
 
 def plausible(fields: list[str], sensible: dict[str, st.SearchStrategy[str]]) -> Any:
     """Field maps that are near-valid (so they reach deep into the logic) but broken somewhere."""
-    value = {f: st.one_of(sensible[f], GARBAGE_TEXT) if f in sensible else GARBAGE_TEXT
-             for f in fields}  # fmt: skip
+    value = {
+        f: st.one_of(sensible[f], GARBAGE_TEXT) if f in sensible else GARBAGE_TEXT for f in fields
+    }
     return st.fixed_dictionaries({}, optional=value).filter(bool)
 
 
 NOW = st.builds(lambda d: f"{time.time() + d:.6f}", st.floats(-100, 5))
 SENSIBLE = {
-    "schema": st.just("1"), "symbol": st.sampled_from(SYMBOLS),
-    "action": st.sampled_from(["PARTIAL_25", "PARTIAL_50", "FULL_CLOSE_PROPOSED", "UPDATE_SL",
-                               "HOLD", "PARTIAL_100", "BUY"]),
-    "kill_score": st.sampled_from(["0.9", "1.5", "-0.1", "NaN"]), "ts_epoch": NOW,
-    "created_at": NOW, "expires_at": NOW, "proposal_ts": NOW, "decision": st.just("EXECUTE"),
+    "schema": st.just("1"),
+    "symbol": st.sampled_from(SYMBOLS),
+    "action": st.sampled_from(
+        [
+            "PARTIAL_25",
+            "PARTIAL_50",
+            "FULL_CLOSE_PROPOSED",
+            "UPDATE_SL",
+            "HOLD",
+            "PARTIAL_100",
+            "BUY",
+        ]
+    ),
+    "kill_score": st.sampled_from(["0.9", "1.5", "-0.1", "NaN"]),
+    "ts_epoch": NOW,
+    "created_at": NOW,
+    "expires_at": NOW,
+    "proposal_ts": NOW,
+    "decision": st.just("EXECUTE"),
     "plan_id": st.text("0123456789abcdef", min_size=16, max_size=16),
-    "close_fraction": st.sampled_from(["0.25", "1", "2", "-1"]), "mode": st.just("testnet"),
-    "steps": st.sampled_from(['[{"step":"CLOSE_FULL","type":"market_reduce_only"}]', "[",
-                              '[{"step":"CLOSE_FULL","type":"market"}]', "{}"]),
+    "close_fraction": st.sampled_from(["0.25", "1", "2", "-1"]),
+    "mode": st.just("testnet"),
+    "steps": st.sampled_from(
+        [
+            '[{"step":"CLOSE_FULL","type":"market_reduce_only"}]',
+            "[",
+            '[{"step":"CLOSE_FULL","type":"market"}]',
+            "{}",
+        ]
+    ),
     "status": st.sampled_from(["filled", "partially_filled", "rejected", "FILLED"]),
-    "side": st.sampled_from(["BUY", "SELL", "buy"]), "executed": st.just("true"),
+    "side": st.sampled_from(["BUY", "SELL", "buy"]),
+    "executed": st.just("true"),
     "filled_qty": st.sampled_from(["0.01", "-5", "NaN", "1e30"]),
-}  # fmt: skip
+}
 
 
 @pytest.fixture
@@ -169,13 +229,34 @@ def test_garbage_everywhere_executes_nothing(running: Chain, r: redis.Redis) -> 
             pipe.set(k.permit_governor(pid), permit, ex=60)
         pipe.set(k.permit_p33(pid), permit, ex=60)
         now = time.time()
-        pipe.xadd(k.plan_stream, {**{f: v for f, v in {
-            "plan_id": pid, "schema": "1", "symbol": "BTCUSDT", "action": "FULL_CLOSE_PROPOSED",
-            "decision": "EXECUTE", "reason_codes": "plan_ok", "kill_score": "0.9",
-            "close_fraction": "1", "new_sl": "", "mode": "testnet", "source": "fuzz",
-            "steps": '[{"step":"CLOSE_FULL","type":"market_reduce_only","fraction":"1"}]',
-            "proposal_id": "f", "proposal_ts": f"{now:.6f}", "created_at": f"{now:.6f}",
-            "expires_at": f"{now + 30:.6f}"}.items()}})  # fmt: skip
+        pipe.xadd(
+            k.plan_stream,
+            {
+                **{
+                    f: v
+                    for f, v in {
+                        "plan_id": pid,
+                        "schema": "1",
+                        "symbol": "BTCUSDT",
+                        "action": "FULL_CLOSE_PROPOSED",
+                        "decision": "EXECUTE",
+                        "reason_codes": "plan_ok",
+                        "kill_score": "0.9",
+                        "close_fraction": "1",
+                        "new_sl": "",
+                        "mode": "testnet",
+                        "source": "fuzz",
+                        "steps": (
+                            '[{"step":"CLOSE_FULL","type":"market_reduce_only","fraction":"1"}]'
+                        ),
+                        "proposal_id": "f",
+                        "proposal_ts": f"{now:.6f}",
+                        "created_at": f"{now:.6f}",
+                        "expires_at": f"{now + 30:.6f}",
+                    }.items()
+                }
+            },
+        )
         pipe.xadd(k.plan_stream, plan)
         pipe.xadd(k.result_stream, result)
         pipe.xadd(k.permit_event_stream, {"plan_id": plan.get("plan_id", "x"), "layer": state})

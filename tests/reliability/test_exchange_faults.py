@@ -81,8 +81,11 @@ def cancel_resting(r: redis.Redis, k: Keys) -> int:
     """Cancel, exchange-side, every reduce-only order the simulated exchange left NEW."""
     n = 0
     for key in r.scan_iter(match=k.sim_order("*", "*"), count=1000):
-        if r.type(key) == "hash" and r.hget(key, "status") == "NEW" and \
-                r.hget(key, "type") == "MARKET":  # fmt: skip
+        if (
+            r.type(key) == "hash"
+            and r.hget(key, "status") == "NEW"
+            and r.hget(key, "type") == "MARKET"
+        ):
             r.hset(key, "status", "CANCELED")
             n += 1
     return n
@@ -148,7 +151,8 @@ def test_exchange_fault_fails_closed_and_recovers(
     if fault.expect_deny:
         assert denies.get(fault.expect_deny, 0) > 0, denies
     if fault.name == "lose_response":  # filled, found by client order id after the lost answer
-        assert any(f["status"] == "filled" and "response lost" in f.get("error", "")
-                   for f in results), statuses  # fmt: skip
+        assert any(
+            f["status"] == "filled" and "response lost" in f.get("error", "") for f in results
+        ), statuses
     if fault.name == "new":
         assert cancelled > 0

@@ -95,8 +95,12 @@ def test_a_stream_key_of_the_wrong_type_is_named_until_removed(redis_url: str, k
 
         named = Named()
         logging.getLogger("permitchain.runtime").addHandler(named)
-        runner = ServiceRunner("typed-test", r, keys, consumers=[
-            Consumer(stream, "g", handler, block_ms=100, claim_every_s=0.05)])  # fmt: skip
+        runner = ServiceRunner(
+            "typed-test",
+            r,
+            keys,
+            consumers=[Consumer(stream, "g", handler, block_ms=100, claim_every_s=0.05)],
+        )
         task = asyncio.create_task(runner.run())
         try:
             await asyncio.wait_for(named.seen.wait(), 20)

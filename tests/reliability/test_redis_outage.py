@@ -24,9 +24,16 @@ OUTAGE_S = 10.0
 def test_redis_outage_recovers(tmp_path: Path, prefix: str) -> None:
     server = EmbeddedServer(prefer_path=True, persist=True).start()
     symbols = [f"OUT{i}USDT" for i in range(6)]
-    env = {"KEY_PREFIX": prefix, "APPLY_MODE": "testnet", "EXCHANGE": "sim",
-           "METRICS_PORT": "0", "POLL_INTERVAL_S": "0.5", "COOLDOWN_S": "0",
-           "PLAN_MAX_AGE_S": "10", "ALLOW_LIST_SYMBOLS": ",".join(symbols)}  # fmt: skip
+    env = {
+        "KEY_PREFIX": prefix,
+        "APPLY_MODE": "testnet",
+        "EXCHANGE": "sim",
+        "METRICS_PORT": "0",
+        "POLL_INTERVAL_S": "0.5",
+        "COOLDOWN_S": "0",
+        "PLAN_MAX_AGE_S": "10",
+        "ALLOW_LIST_SYMBOLS": ",".join(symbols),
+    }
     chain = Chain(env, redis_url=server.url, log_dir=tmp_path / "logs")
     r = redis.Redis.from_url(server.url, decode_responses=True)
     try:

@@ -43,8 +43,10 @@ def second_host(tmp_path: Path) -> Iterator[Callable[[Chain, str], subprocess.Po
         log = open(tmp_path / f"{service}-{HOST2}.log", "ab")  # noqa: SIM115 - closed below
         p = subprocess.Popen(
             [sys.executable, "-m", "permitchain", "run", service],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         log.close()
         procs.append(p)
         return p
@@ -104,15 +106,21 @@ def test_two_instances_of_each_service_share_the_work(
     state = settle(r, k, timeout_s=60)
     violations, figures = check_invariants(r, k, symbols)
     per_group = consumers()
-    alive = {**{n: p.poll() is None for n, p in chain.procs.items()},
-             **{f"{n}@{HOST2}": p.poll() is None for n, p in seconds.items()}}  # fmt: skip
+    alive = {
+        **{n: p.poll() is None for n, p in chain.procs.items()},
+        **{f"{n}@{HOST2}": p.poll() is None for n, p in seconds.items()},
+    }
     # work per instance, from each process's own log: decisions, and the executor's permit waits
-    log_files = {**{f"{n}@1": tmp_path / "logs" / f"{n}.log" for n in SCALED},
-                 **{f"{n}@{HOST2}": tmp_path / f"{n}-{HOST2}.log" for n in SCALED}}  # fmt: skip
+    log_files = {
+        **{f"{n}@1": tmp_path / "logs" / f"{n}.log" for n in SCALED},
+        **{f"{n}@{HOST2}": tmp_path / f"{n}-{HOST2}.log" for n in SCALED},
+    }
     logs = {n: path.read_text() for n, path in log_files.items()}
     work = {n: text.count("[DECISION]") + text.count("[PERMIT_WAIT]") for n, text in logs.items()}
-    print(f"\nscale-out (2 instances of {SCALED}): proposals {load.sent}; {figures}; "
-          f"lines of work per instance {work}; violations {len(violations)}")  # fmt: skip
+    print(
+        f"\nscale-out (2 instances of {SCALED}): proposals {load.sent}; {figures}; "
+        f"lines of work per instance {work}; violations {len(violations)}"
+    )
     assert all(alive.values()), alive
     assert still_open == 0
     assert all(v == (0, 0) for v in state.values()), state

@@ -31,26 +31,46 @@ SYMBOLS = ["HISTAUSDT", "HISTBUSDT", "HISTCUSDT"]
 
 def proposal(symbol: str, tranche: int) -> dict[str, str]:
     """A valid, fresh proposal: anything that reads it would plan (and execute) a close."""
-    return {"schema": "1", "proposal_id": uuid.uuid4().hex[:12], "symbol": symbol,
-            "action": "PARTIAL_25", "kill_score": "0.9", "position_epoch": "0",
-            "tranche": str(tranche), "ts_epoch": f"{time.time():.6f}", "source": "history",
-            "new_sl": "", "r_net": ""}  # fmt: skip
+    return {
+        "schema": "1",
+        "proposal_id": uuid.uuid4().hex[:12],
+        "symbol": symbol,
+        "action": "PARTIAL_25",
+        "kill_score": "0.9",
+        "position_epoch": "0",
+        "tranche": str(tranche),
+        "ts_epoch": f"{time.time():.6f}",
+        "source": "history",
+        "new_sl": "",
+        "r_net": "",
+    }
 
 
 def execute_plan(symbol: str, tranche: int) -> Plan:
     now = time.time()
     return Plan(
-        plan_id=make_plan_id(symbol, Action.PARTIAL_25.value, 0, tranche), symbol=symbol,
-        action=Action.PARTIAL_25.value, decision=PlanDecision.EXECUTE, reason_codes=("plan_ok",),
-        kill_score=Decimal("0.9"), close_fraction=CLOSE_FRACTION[Action.PARTIAL_25],
-        new_sl=None, steps=steps_for(Action.PARTIAL_25, None), mode="testnet", source="history",
-        proposal_id="h", proposal_ts=now, created_at=now, expires_at=now + 30,
-    )  # fmt: skip
+        plan_id=make_plan_id(symbol, Action.PARTIAL_25.value, 0, tranche),
+        symbol=symbol,
+        action=Action.PARTIAL_25.value,
+        decision=PlanDecision.EXECUTE,
+        reason_codes=("plan_ok",),
+        kill_score=Decimal("0.9"),
+        close_fraction=CLOSE_FRACTION[Action.PARTIAL_25],
+        new_sl=None,
+        steps=steps_for(Action.PARTIAL_25, None),
+        mode="testnet",
+        source="history",
+        proposal_id="h",
+        proposal_ts=now,
+        created_at=now,
+        expires_at=now + 30,
+    )
 
 
 def fresh_chain(chain_factory: Callable[..., Chain], r: redis.Redis) -> tuple[Chain, Keys]:
-    chain = chain_factory(ALLOW_LIST_SYMBOLS=",".join(SYMBOLS), COOLDOWN_S="0",
-                          POLL_INTERVAL_S="0.5")  # fmt: skip
+    chain = chain_factory(
+        ALLOW_LIST_SYMBOLS=",".join(SYMBOLS), COOLDOWN_S="0", POLL_INTERVAL_S="0.5"
+    )
     seed_positions(r, chain.keys, SYMBOLS)
     return chain, chain.keys
 
@@ -77,8 +97,10 @@ def test_groups_start_at_dollar_history_is_never_processed(
     touched = {f["plan_id"] for _i, f in r.xrange(k.decisions)}
     replayed = [p.plan_id for p in old_plans if p.plan_id in touched]
     new_plans = r.xlen(k.plan_stream) - history[k.plan_stream]
-    print(f"\ngroups at $: history {history}; new plans {new_plans}; results {len(results)}; "
-          f"fills {r.xlen(k.sim_fills)}; historic plans touched {len(replayed)}")  # fmt: skip
+    print(
+        f"\ngroups at $: history {history}; new plans {new_plans}; results {len(results)}; "
+        f"fills {r.xlen(k.sim_fills)}; historic plans touched {len(replayed)}"
+    )
     assert all(v == (0, 0) for v in groups.values()), groups
     assert new_plans == 1  # only the new proposal was planned
     assert len(results) == 1 and results[0]["status"] == "filled"
@@ -108,12 +130,15 @@ def test_pending_entries_of_a_dead_consumer_are_reclaimed(
     assert wait_fills(r, k, 2, timeout_s=30)
     reclaimed_after = time.monotonic() - t0
     groups = settle(r, k, timeout_s=30)
-    consumers = {c["name"]: c["pending"] for c in r.xinfo_consumers(k.proposal_stream,
-                                                                    GROUP_PLANNER)}  # fmt: skip
+    consumers = {
+        c["name"]: c["pending"] for c in r.xinfo_consumers(k.proposal_stream, GROUP_PLANNER)
+    }
     results = [f for _i, f in r.xrange(k.result_stream)]
     logs = "".join(p.read_text() for p in chain.log_dir.glob("*.log"))
-    print(f"\nreclaim: 3 entries pending on {dead}; all filled {reclaimed_after:.1f}s after "
-          f"the start; consumers {consumers}; results {len(results)}")  # fmt: skip
+    print(
+        f"\nreclaim: 3 entries pending on {dead}; all filled {reclaimed_after:.1f}s after "
+        f"the start; consumers {consumers}; results {len(results)}"
+    )
     assert all(v == (0, 0) for v in groups.values()), groups
     assert consumers.get(dead, 0) == 0
     assert len(results) == 3 and {f["status"] for f in results} == {"filled"}

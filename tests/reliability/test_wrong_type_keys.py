@@ -146,10 +146,18 @@ def test_ledger_of_the_wrong_type_is_a_wrong_type_error_naming_it(
     arun: Any, r: redis.Redis, keys: Keys
 ) -> None:
     r.rpush(keys.ledger("BTCUSDT"), "x")
-    res = Result(plan_id="0123456789abcdef", symbol="BTCUSDT", executed=True,
-                 status=ResultStatus.FILLED, reason="filled", order_id="1", side="SELL",
-                 requested_qty=Decimal("0.01"), filled_qty=Decimal("0.01"),
-                 ts=time.time())  # fmt: skip
+    res = Result(
+        plan_id="0123456789abcdef",
+        symbol="BTCUSDT",
+        executed=True,
+        status=ResultStatus.FILLED,
+        reason="filled",
+        order_id="1",
+        side="SELL",
+        requested_qty=Decimal("0.01"),
+        filled_qty=Decimal("0.01"),
+        ts=time.time(),
+    )
 
     async def body(ar: Any) -> str:
         with pytest.raises(WrongTypeError) as e:
@@ -164,9 +172,12 @@ def test_governor_denies_naming_an_input_key_of_the_wrong_type(
     arun: Any, r: redis.Redis, keys: Keys, redis_url: str, prefix: str, key: str
 ) -> None:
     seed_snapshot(r, keys)
-    bad = {"snapshot": keys.snapshot(SYM), "executions": keys.governor_executions(SYM),
-           "reservations": keys.governor_reservations(SYM),
-           "notional": keys.governor_notional(utc_day(T0))}[key]  # fmt: skip
+    bad = {
+        "snapshot": keys.snapshot(SYM),
+        "executions": keys.governor_executions(SYM),
+        "reservations": keys.governor_reservations(SYM),
+        "notional": keys.governor_notional(utc_day(T0)),
+    }[key]
     r.delete(bad)
     r.rpush(bad, "x")
     p = gov_plan(created_at=T0)
@@ -227,8 +238,9 @@ def test_a_snapshot_key_of_the_wrong_type_is_replaced_and_others_still_written(
         for sym in syms:
             await sim.list_symbol(sym, step_size="0.001", min_qty="0.001")
             await sim.set_position(sym, Decimal("0.5"), Decimal(100))
-        poller = SnapshotPoller(ar, keys, sim, SystemClock(), allow_list=list(syms),
-                                poll_interval_s=5)  # fmt: skip
+        poller = SnapshotPoller(
+            ar, keys, sim, SystemClock(), allow_list=list(syms), poll_interval_s=5
+        )
         if when == "later_poll":
             await poller.poll_once()
         await ar.delete(keys.snapshot("BBBUSDT"))
@@ -284,8 +296,11 @@ def test_an_open_index_of_the_wrong_type_blocks_the_plan_before_any_order(
     async def body(ar: Redis) -> Any:
         async with Bench(ar, keys, settings) as b:
             await b.run(p)
-            return await b.results(p.plan_id), await b.fills(), await b.ex.store.open_plans(
-                float("inf"))  # fmt: skip
+            return (
+                await b.results(p.plan_id),
+                await b.fills(),
+                await b.ex.store.open_plans(float("inf")),
+            )
 
     results, fills, still_open = arun(body)
     assert [(x["status"], x["reason"]) for x in results] == [("blocked", "wrong_key_type")]

@@ -49,8 +49,7 @@ def refused(fn: Callable[[], Any]) -> bool:
     return False
 
 
-def test_each_forbidden_write_is_refused(users: dict[str, str], keys: Keys,
-                                         r: redis.Redis) -> None:  # fmt: skip
+def test_each_forbidden_write_is_refused(users: dict[str, str], keys: Keys, r: redis.Redis) -> None:
     gov, p33 = as_user(users["governor"]), as_user(users["position-brain"])
     exit_brain, apply_layer = as_user(users["exit-brain"]), as_user(users["apply-layer"])
     gkey, pkey = keys.permit_governor(PLAN), keys.permit_p33(PLAN)

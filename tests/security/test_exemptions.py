@@ -41,11 +41,21 @@ REASONS = {
 def exit_plan(source: str, now: float) -> Plan:
     action = Action.PARTIAL_50
     return Plan(
-        plan_id=make_plan_id(SYM, action.value, 0, 1, source), symbol=SYM, action=action.value,
-        decision=PlanDecision.EXECUTE, reason_codes=("plan_ok",), kill_score=Decimal("0.7"),
-        close_fraction=CLOSE_FRACTION[action], steps=steps_for(action, None), mode="testnet",
-        source=source, proposal_id="p1", proposal_ts=now, created_at=now, expires_at=now + 30,
-    )  # fmt: skip
+        plan_id=make_plan_id(SYM, action.value, 0, 1, source),
+        symbol=SYM,
+        action=action.value,
+        decision=PlanDecision.EXECUTE,
+        reason_codes=("plan_ok",),
+        kill_score=Decimal("0.7"),
+        close_fraction=CLOSE_FRACTION[action],
+        steps=steps_for(action, None),
+        mode="testnet",
+        source=source,
+        proposal_id="p1",
+        proposal_ts=now,
+        created_at=now,
+        expires_at=now + 30,
+    )
 
 
 def plan_of(kind: ExitKind, now: float) -> Plan:
@@ -55,34 +65,70 @@ def plan_of(kind: ExitKind, now: float) -> Plan:
         return exit_plan("cli", now)
     if kind is ExitKind.CANARY:
         return canary_plan(Settings(), "n0", now)
-    req = make_request(symbol=SYM, reason="incident", operator="alice", mode="testnet", now=now,
-                       ttl_s=30, signer=Ed25519Signer.of(OPERATOR, OPERATOR_KEY))  # fmt: skip
+    req = make_request(
+        symbol=SYM,
+        reason="incident",
+        operator="alice",
+        mode="testnet",
+        now=now,
+        ttl_s=30,
+        signer=Ed25519Signer.of(OPERATOR, OPERATOR_KEY),
+    )
     return flatten_plan(req)
 
 
-def governor(kind: ExitKind, plan: Plan, now: float, *, auto: bool = True,
-             **inp: object) -> str:  # fmt: skip
-    policy = GovernorPolicy(mode="testnet", allow_list=frozenset({SYM}), plan_max_age_s=30,
-                            testnet_auto_approve=auto, max_notional_per_trade=Decimal(0),
-                            daily_notional_cap=Decimal(0))  # fmt: skip
+def governor(kind: ExitKind, plan: Plan, now: float, *, auto: bool = True, **inp: object) -> str:
+    policy = GovernorPolicy(
+        mode="testnet",
+        allow_list=frozenset({SYM}),
+        plan_max_age_s=30,
+        testnet_auto_approve=auto,
+        max_notional_per_trade=Decimal(0),
+        daily_notional_cap=Decimal(0),
+    )
     problem = operator_problem(plan, VERIFIER, now) if kind is ExitKind.FLATTEN else None
     base: dict[str, object] = {
-        "trading_state": TradingState.ACTIVE, "operator_problem": problem,
-        "position_amt": Decimal(1), "mark_price": Decimal(10**6),
-    }  # fmt: skip
+        "trading_state": TradingState.ACTIVE,
+        "operator_problem": problem,
+        "position_amt": Decimal(1),
+        "mark_price": Decimal(10**6),
+    }
     d = decide(plan, GovernorInput(**{**base, **inp}), policy, now)  # type: ignore[arg-type]
     return "" if d.granted else d.reason
 
 
-def p33(kind: ExitKind, plan: Plan, now: float, *, amt: str = "1", ledger: str = "1",
-        snapshot_ts: float | None = None, last_order: float | None = None,
-        in_flight: str | None = None) -> str:  # fmt: skip
-    view = PlanView(action=plan.action, created_at=plan.created_at, expires_at=plan.expires_at,
-                    close_fraction=plan.close_fraction)  # fmt: skip
-    snap = Snapshot(position_amt=Decimal(amt), ts_epoch=now if snapshot_ts is None else snapshot_ts,
-                    step_size=Decimal("0.001"), min_qty=Decimal("0.001"))  # fmt: skip
-    d = judge(kind, plan=view, snapshot=snap, ledger=Ledger(Decimal(ledger), last_order),
-              cfg=CheckConfig(), now=now, in_flight_plan=in_flight)  # fmt: skip
+def p33(
+    kind: ExitKind,
+    plan: Plan,
+    now: float,
+    *,
+    amt: str = "1",
+    ledger: str = "1",
+    snapshot_ts: float | None = None,
+    last_order: float | None = None,
+    in_flight: str | None = None,
+) -> str:
+    view = PlanView(
+        action=plan.action,
+        created_at=plan.created_at,
+        expires_at=plan.expires_at,
+        close_fraction=plan.close_fraction,
+    )
+    snap = Snapshot(
+        position_amt=Decimal(amt),
+        ts_epoch=now if snapshot_ts is None else snapshot_ts,
+        step_size=Decimal("0.001"),
+        min_qty=Decimal("0.001"),
+    )
+    d = judge(
+        kind,
+        plan=view,
+        snapshot=snap,
+        ledger=Ledger(Decimal(ledger), last_order),
+        cfg=CheckConfig(),
+        now=now,
+        in_flight_plan=in_flight,
+    )
     return "" if d.allow else d.reason
 
 

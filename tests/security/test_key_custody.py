@@ -107,17 +107,25 @@ def test_a_private_key_in_the_credentials_directory_is_named(keydir: Path, tmp_p
     )
 
 
-@pytest.mark.parametrize(("service", "issuer"), [("apply-layer", GOVERNOR), ("apply-layer", P33),
-                                                  ("apply-layer", OPERATOR), ("governor", OPERATOR),
-                                                  ("position-brain", OPERATOR)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("service", "issuer"),
+    [
+        ("apply-layer", GOVERNOR),
+        ("apply-layer", P33),
+        ("apply-layer", OPERATOR),
+        ("governor", OPERATOR),
+        ("position-brain", OPERATOR),
+    ],
+)
 def test_a_verifier_without_a_public_key_is_refused(
     keydir: Path, service: str, issuer: str
 ) -> None:
     (keydir / f"{issuer}.pub").unlink()
     own = {"governor": "governor", "position-brain": "p33"}.get(service)
     over = {f"permit_{own}_key_file": keydir / f"{own}.key"} if own else {}
-    with pytest.raises(ConfigError, match=f"^PERMIT_PUBLIC_KEYS_DIR: {service} has no public key "
-                                          f"for {issuer}"):  # fmt: skip
+    with pytest.raises(
+        ConfigError, match=f"^PERMIT_PUBLIC_KEYS_DIR: {service} has no public key for {issuer}"
+    ):
         check_custody(prod(keydir, **over), service)
 
 
@@ -141,14 +149,23 @@ def test_hmac_is_refused_in_production_and_needs_its_name_elsewhere(keydir: Path
 
 
 def test_the_service_refuses_to_start_with_one_line_and_exit_2(keydir: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": SRC_DIR, "APPLY_MODE": "production",
-           "REDIS_URL": "redis://127.0.0.1:1/0", "PERMIT_PUBLIC_KEYS_DIR": str(keydir),
-           "PERMIT_GOVERNOR_KEY_FILE": str(keydir / "governor.key")}  # fmt: skip
+    env = {
+        **os.environ,
+        "PYTHONPATH": SRC_DIR,
+        "APPLY_MODE": "production",
+        "REDIS_URL": "redis://127.0.0.1:1/0",
+        "PERMIT_PUBLIC_KEYS_DIR": str(keydir),
+        "PERMIT_GOVERNOR_KEY_FILE": str(keydir / "governor.key"),
+    }
     env.pop("PERMITCHAIN_ENV_FILE", None)
     proc = subprocess.run(
         [sys.executable, "-m", "permitchain", "run", "apply-layer"],
-        env=env, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "PERMIT_GOVERNOR_KEY_FILE: apply-layer must not hold" in lines[0]
@@ -179,25 +196,37 @@ def test_rotation_accepts_both_keys_then_retires_the_old_one(keydir: Path) -> No
     assert kept2 == [new_kid]
 
 
-UNITS = {"governor": "quantum-governor", "position-brain": "quantum-position-state-brain",
-         "apply-layer": "quantum-apply-layer", "exit-brain": "quantum-exit-monitor"}  # fmt: skip
+UNITS = {
+    "governor": "quantum-governor",
+    "position-brain": "quantum-position-state-brain",
+    "apply-layer": "quantum-apply-layer",
+    "exit-brain": "quantum-exit-monitor",
+}
 
 
 @pytest.mark.parametrize("service", sorted(UNITS))
 def test_each_unit_loads_exactly_the_keys_its_service_may_hold(service: str) -> None:
     unit = Path(__file__).resolve().parents[2] / "deploy" / "systemd" / f"{UNITS[service]}.service"
-    creds = [line.split("=", 1)[1].split(":", 1)[0] for line in unit.read_text().splitlines()
-             if line.startswith("LoadCredential=")]  # fmt: skip
+    creds = [
+        line.split("=", 1)[1].split(":", 1)[0]
+        for line in unit.read_text().splitlines()
+        if line.startswith("LoadCredential=")
+    ]
     own = SIGNS_AS.get(service)
-    assert sorted(creds) == sorted(([f"{own}.key"] if own else [])
-                                   + [f"{i}.pub" for i in VERIFIES[service]])  # fmt: skip
+    assert sorted(creds) == sorted(
+        ([f"{own}.key"] if own else []) + [f"{i}.pub" for i in VERIFIES[service]]
+    )
 
 
 def test_hmac_mode_checks_gatekeepers_by_hmac_and_the_operator_by_its_public_key(
     keydir: Path,
 ) -> None:
-    s = Settings(permit_signature="hmac", permit_key_governor="g", permit_key_p33="p",
-                 permit_public_keys_dir=keydir)  # type: ignore[arg-type]  # fmt: skip
+    s = Settings(
+        permit_signature="hmac",
+        permit_key_governor="g",
+        permit_key_p33="p",
+        permit_public_keys_dir=keydir,
+    )  # type: ignore[arg-type]
     v = verifier_for(s)
     assert set(v.keys) == {OPERATOR} and set(v.hmac_secrets) == {GOVERNOR, P33}
     signer = signer_for(s, GOVERNOR)

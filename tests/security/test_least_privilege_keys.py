@@ -48,8 +48,10 @@ def apply_layer_settings(chain: Chain) -> Any:
 
 def test_the_apply_layer_can_make_no_permit_or_exit_execute(
     users: dict[str, str],  # noqa: F811 - the fixture imported above
-    redis_url: str, chain_factory: Callable[..., Chain], tmp_path: Path,
-) -> None:  # fmt: skip
+    redis_url: str,
+    chain_factory: Callable[..., Chain],
+    tmp_path: Path,
+) -> None:
     generate(tmp_path / "keys")
     chain = chain_factory(COOLDOWN_S="0")
     chain.service_env = {svc: {"REDIS_URL": url} for svc, url in users.items()}
@@ -82,18 +84,31 @@ def test_the_apply_layer_can_make_no_permit_or_exit_execute(
                 altered.append(await wait_result(r, k, plan_id))
             # 4. an emergency exit it makes up: signed by a fresh key, or by HMAC
             exits = []
-            signers: list[Signer] = [Ed25519Signer.of(OPERATOR, Ed25519PrivateKey.generate()),
-                                     HmacSigner("operator-secret")]  # fmt: skip
+            signers: list[Signer] = [
+                Ed25519Signer.of(OPERATOR, Ed25519PrivateKey.generate()),
+                HmacSigner("operator-secret"),
+            ]
             for signer in signers:
-                req = make_request(symbol=SYMBOL, reason="x", operator="apply-layer",
-                                   mode="testnet", now=time.time(), ttl_s=30,
-                                   signer=signer)  # fmt: skip
+                req = make_request(
+                    symbol=SYMBOL,
+                    reason="x",
+                    operator="apply-layer",
+                    mode="testnet",
+                    now=time.time(),
+                    ttl_s=30,
+                    signer=signer,
+                )
                 plan = flatten_plan(req)
                 me.xadd(k.plan_stream, plan.to_fields())  # type: ignore[arg-type]
-                exits.append((await wait_result(r, k, plan.plan_id),
-                              await audit_for(r, k, plan.plan_id)))  # fmt: skip
-            return {"honest": honest, "altered": altered, "exits": exits,
-                    "fills": await r.xlen(k.sim_fills)}  # fmt: skip
+                exits.append(
+                    (await wait_result(r, k, plan.plan_id), await audit_for(r, k, plan.plan_id))
+                )
+            return {
+                "honest": honest,
+                "altered": altered,
+                "exits": exits,
+                "fills": await r.xlen(k.sim_fills),
+            }
         finally:
             await r.aclose()
 
@@ -126,8 +141,15 @@ def assert_no_string_permit(me: redis.Redis, k: Keys) -> None:
 async def propose(r: Any, keys: Keys, tranche: int) -> str:
     action = Action.PARTIAL_50 if tranche == 1 else Action.PARTIAL_25
     epoch = await current_epoch(r, keys, SYMBOL)
-    p = Proposal(proposal_id=new_proposal_id(), symbol=SYMBOL, action=action.value,
-                 kill_score=Decimal("0.7"), position_epoch=epoch, tranche=tranche,
-                 ts_epoch=time.time(), source="test")  # fmt: skip
+    p = Proposal(
+        proposal_id=new_proposal_id(),
+        symbol=SYMBOL,
+        action=action.value,
+        kill_score=Decimal("0.7"),
+        position_epoch=epoch,
+        tranche=tranche,
+        ts_epoch=time.time(),
+        source="test",
+    )
     await submit_proposal(r, keys, p, ttl_s=60)
     return make_plan_id(SYMBOL, action.value, epoch, tranche)

@@ -39,10 +39,17 @@ SIG = (
     "05a1143d9118476da91beddf6f9146814bd975ebde665c577d93c0b548a28700"
 )
 PERMIT = GovernorPermit(
-    plan_id="0123456789abcdef", symbol="BTCUSDT", decision="GRANT", granted=True,
-    reason="policy_ok", computed_qty=Decimal("0.046"), computed_notional=Decimal("4.922"),
-    mode="production", created_at=1764720000.0, expires_at=1764720060.0,
-)  # fmt: skip
+    plan_id="0123456789abcdef",
+    symbol="BTCUSDT",
+    decision="GRANT",
+    granted=True,
+    reason="policy_ok",
+    computed_qty=Decimal("0.046"),
+    computed_notional=Decimal("4.922"),
+    mode="production",
+    created_at=1764720000.0,
+    expires_at=1764720060.0,
+)
 NOW = 1764720010.0
 
 
@@ -98,8 +105,12 @@ def test_a_fresh_key_hmac_and_the_wrong_issuer_are_refused() -> None:
         hmac_obj = json.loads(permit_json(PERMIT, HmacSigner(secret))[0])
         assert "alg None" in verifier().problem(GOVERNOR, hmac_obj, NOW)
     # the governor's genuine signature does not make a P3.3 permit, nor an operator request
-    both = Verifier.of([PublicKey.of(GOVERNOR, vector_key().public_key()),
-                        PublicKey.of(P33, Ed25519PrivateKey.generate().public_key())])  # fmt: skip
+    both = Verifier.of(
+        [
+            PublicKey.of(GOVERNOR, vector_key().public_key()),
+            PublicKey.of(P33, Ed25519PrivateKey.generate().public_key()),
+        ]
+    )
     assert "unknown kid" in both.problem(P33, signed_obj(), NOW)
     as_operator = Verifier.of([PublicKey.of(OPERATOR, vector_key().public_key())])
     assert as_operator.problem(OPERATOR, signed_obj(), NOW, OPERATOR_CONTEXT) == (

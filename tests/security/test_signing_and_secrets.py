@@ -32,9 +32,13 @@ BINANCE_SECRET = "binance-secret-0f9e8d7c6b5a"
 def test_signed_chain_and_no_secret_anywhere(
     chain_factory: Callable[..., Chain], redis_url: str, r: redis.Redis
 ) -> None:
-    chain = chain_factory(PERMIT_SIGNATURE="hmac", PERMIT_KEY_GOVERNOR=GOV_KEY,
-                          PERMIT_KEY_P33=P33_KEY, BINANCE_API_SECRET=BINANCE_SECRET,
-                          LOG_LEVEL="DEBUG")  # fmt: skip
+    chain = chain_factory(
+        PERMIT_SIGNATURE="hmac",
+        PERMIT_KEY_GOVERNOR=GOV_KEY,
+        PERMIT_KEY_P33=P33_KEY,
+        BINANCE_API_SECRET=BINANCE_SECRET,
+        LOG_LEVEL="DEBUG",
+    )
     k = chain.keys
 
     ok = run_reference(chain, redis_url, emit=lambda n, d: None).ok()
@@ -44,8 +48,9 @@ def test_signed_chain_and_no_secret_anywhere(
         ar = async_client(redis_url)
         try:
             await SimExchange(ar, k).set_position(SYMBOL, EXCHANGE_AMT, ENTRY)
-            await ar.hset(k.ledger(SYMBOL), mapping={"last_known_amt": str(EXCHANGE_AMT),
-                                                     "epoch": "7"})  # fmt: skip
+            await ar.hset(
+                k.ledger(SYMBOL), mapping={"last_known_amt": str(EXCHANGE_AMT), "epoch": "7"}
+            )
             # the plan id is known in advance (deterministic), so the forged permits are in
             # place before the plan exists and the gatekeepers' SET NX leaves them there
             plan_id = make_plan_id(SYMBOL, "PARTIAL_75", 7, 3)

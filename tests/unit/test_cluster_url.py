@@ -22,8 +22,15 @@ def test_tls_and_ca() -> None:
     assert kw == {"username": None, "password": "pw", "ssl": True, "ssl_ca_certs": "/etc/ca.pem"}
 
 
-@pytest.mark.parametrize("url", ["redis+cluster://h:1/3", "redis+cluster://h", "redis+cluster://:1",
-                                 "redis+cluster://h:1?socket_timeout=1"])  # fmt: skip
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis+cluster://h:1/3",
+        "redis+cluster://h",
+        "redis+cluster://:1",
+        "redis+cluster://h:1?socket_timeout=1",
+    ],
+)
 def test_refused(url: str) -> None:
     with pytest.raises(ConfigError):
         parse_cluster_url(url)

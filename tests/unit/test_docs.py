@@ -17,8 +17,15 @@ LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
 def test_the_contract_is_one_document_in_the_repository() -> None:
     design = (ROOT / "docs" / "design.md").read_text()
     headings = re.findall(r"^## \d+\. (.+)$", design, re.M)
-    for topic in ("Redis keys", "Messages", "Reason codes", "Settings", "Commands",
-                  "The reference scenario", "The failures ruled out"):  # fmt: skip
+    for topic in (
+        "Redis keys",
+        "Messages",
+        "Reason codes",
+        "Settings",
+        "Commands",
+        "The reference scenario",
+        "The failures ruled out",
+    ):
         assert topic in headings, topic
     assert not (ROOT / "docs" / "contract.md").exists()
     assert "](docs/design.md)" in (ROOT / "README.md").read_text()

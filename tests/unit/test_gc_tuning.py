@@ -33,8 +33,9 @@ young = REGISTRY.get_sample_value("permitchain_gc_pause_seconds_count", {"genera
 assert full is not None and full >= 1 and young is not None and young >= 1, (full, young)
 print("ok", n)
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60, check=False)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("ok ")
 

@@ -36,13 +36,22 @@ def test_canonical_json(obj: dict[str, Any]) -> None:
 
 def test_permit_parsed_once_with_its_object() -> None:
     raw = GovernorPermit(
-        plan_id="0123456789abcdef", symbol="BTCUSDT", decision="GRANT", granted=True,
-        reason="ok", mode="testnet", created_at=1.0, expires_at=2.0, sig="s",
-    ).to_json()  # fmt: skip
+        plan_id="0123456789abcdef",
+        symbol="BTCUSDT",
+        decision="GRANT",
+        granted=True,
+        reason="ok",
+        mode="testnet",
+        created_at=1.0,
+        expires_at=2.0,
+        sig="s",
+    ).to_json()
     permit, obj = GovernorPermit.from_json_with_obj(raw)
     assert permit == GovernorPermit.from_json(raw) and obj == json.loads(raw)
-    for bad, msg in (("{", "GovernorPermit: not JSON"),
-                     ("[1]", "GovernorPermit: expected a JSON object")):  # fmt: skip
+    for bad, msg in (
+        ("{", "GovernorPermit: not JSON"),
+        ("[1]", "GovernorPermit: expected a JSON object"),
+    ):
         with pytest.raises(ContractError, match=msg):
             GovernorPermit.from_json_with_obj(bad)
 
@@ -69,11 +78,24 @@ def test_lean_scripts_run_and_reload_after_a_flush(arun: Any, r: Any, keys: Any)
 
 
 def _plan_fields(**over: str) -> dict[str, str]:
-    base = {"schema": "1", "plan_id": "0123456789abcdef", "symbol": "BTCUSDT",
-            "action": "PARTIAL_25", "decision": "EXECUTE", "reason_codes": "plan_ok",
-            "kill_score": "0.7", "close_fraction": "0.25", "new_sl": "", "steps": "[]",
-            "mode": "testnet", "source": "t", "proposal_id": "p", "proposal_ts": "1.0",
-            "created_at": "1.0", "expires_at": "2.0"}  # fmt: skip
+    base = {
+        "schema": "1",
+        "plan_id": "0123456789abcdef",
+        "symbol": "BTCUSDT",
+        "action": "PARTIAL_25",
+        "decision": "EXECUTE",
+        "reason_codes": "plan_ok",
+        "kill_score": "0.7",
+        "close_fraction": "0.25",
+        "new_sl": "",
+        "steps": "[]",
+        "mode": "testnet",
+        "source": "t",
+        "proposal_id": "p",
+        "proposal_ts": "1.0",
+        "created_at": "1.0",
+        "expires_at": "2.0",
+    }
     return {**base, **over}
 
 
@@ -93,8 +115,13 @@ def test_reason_codes_not_a_list_are_refused() -> None:
 
 
 def test_sim_filters_parsed_once_per_hash_and_bad_ones_refused() -> None:
-    h = {"step_size": "0.001", "min_qty": "0.001", "max_qty": "1000", "min_notional": "5",
-         "tick_size": "0.1"}  # fmt: skip
+    h = {
+        "step_size": "0.001",
+        "min_qty": "0.001",
+        "max_qty": "1000",
+        "min_notional": "5",
+        "tick_size": "0.1",
+    }
     f = _filters_of("BTCUSDT", tuple(h.items()))
     assert f == _filters("BTCUSDT", h) and f is _filters_of("BTCUSDT", tuple(h.items()))
     changed = {**h, "step_size": "0.01"}

@@ -52,9 +52,12 @@ def test_a_broken_include_fails_naming_the_file(tmp_path: Path, text: str, msg: 
 
 def test_the_scripts_are_built_expanded() -> None:
     assert "lib" not in names() and {"exec_transition", "exec_move", "ledger_apply"} <= set(names())
-    shared = {"exec_transition": ("exec_state", "arg_blocks"),
-              "exec_move": ("exec_state", "arg_blocks"), "ledger_apply": ("arg_blocks",),
-              "p33_claim_permit": ("arg_blocks",)}  # fmt: skip
+    shared = {
+        "exec_transition": ("exec_state", "arg_blocks"),
+        "exec_move": ("exec_state", "arg_blocks"),
+        "ledger_apply": ("arg_blocks",),
+        "p33_claim_permit": ("arg_blocks",),
+    }
     for name in names():
         body = source(name)
         assert "@include" not in body, name

@@ -20,8 +20,10 @@ SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "ADAUSDT", "DOGEUSDT", "B
 def test_one_shard_keeps_the_unsharded_names() -> None:
     k = Keys("quantum")
     assert (k.plan_stream, k.permit_event_stream, k.result_stream) == (
-        "quantum:stream:apply.plan", "quantum:stream:permit.events",
-        "quantum:stream:apply.result")  # fmt: skip
+        "quantum:stream:apply.plan",
+        "quantum:stream:permit.events",
+        "quantum:stream:apply.result",
+    )
     for sym in SYMBOLS:
         assert k.shard_of(sym) == 0
         assert k.plan_stream_for(sym) == "quantum:stream:apply.plan"
@@ -45,9 +47,11 @@ def test_a_symbols_shard_is_crc32_modulo_n() -> None:
     # pinned: a change of the function would move every deployment's symbols
     k3 = Keys("quantum", shards=3)
     assert [k3.shard_of(s) for s in SYMBOLS] == [0, 0, 2, 1, 2, 2, 2]
-    assert k3.plan_streams == ("quantum:stream:apply.plan:{s0.0}",
-                               "quantum:stream:apply.plan:{s1.1}",
-                               "quantum:stream:apply.plan:{s2.1}")  # fmt: skip
+    assert k3.plan_streams == (
+        "quantum:stream:apply.plan:{s0.0}",
+        "quantum:stream:apply.plan:{s1.1}",
+        "quantum:stream:apply.plan:{s2.1}",
+    )
 
 
 @pytest.mark.parametrize("n", [2, 3, 4, 5, 7, 16, 100, MAX_SHARDS])
@@ -55,8 +59,7 @@ def test_each_shards_slot_is_in_its_range(n: int) -> None:
     k = Keys("quantum", shards=n)
     for i in range(n):
         lo, hi = i * SLOTS // n, (i + 1) * SLOTS // n
-        slots = {key_slot(s[i]) for s in (k.plan_streams, k.result_streams,
-                                          k.permit_event_streams)}  # fmt: skip
+        slots = {key_slot(s[i]) for s in (k.plan_streams, k.result_streams, k.permit_event_streams)}
         assert len(slots) == 1  # a shard's three streams share one slot
         assert lo <= slots.pop() < hi
         assert shard_tag(i, n).startswith(f"s{i}.")
@@ -82,17 +85,20 @@ def test_unsharded_names_are_refused_with_several_shards() -> None:
         Keys("quantum", shards=True)
 
 
-@pytest.mark.parametrize(("env", "message"), [
-    ({"STREAM_SHARDS": "0"}, "STREAM_SHARDS"),
-    ({"STREAM_SHARDS": "1.0"}, "STREAM_SHARDS: .*integer"),
-    ({"STREAM_SHARDS": "+2"}, "STREAM_SHARDS: .*integer"),
-    ({"STREAM_SHARDS": "true"}, "STREAM_SHARDS: .*integer"),
-    ({"STREAM_SHARDS": str(MAX_SHARDS + 1)}, "STREAM_SHARDS"),
-    ({"STREAM_SHARDS": "3", "STREAM_SHARDS_OWNED": "0,3"}, "STREAM_SHARDS_OWNED: .*shard 3"),
-    ({"STREAM_SHARDS": "3", "STREAM_SHARDS_OWNED": "1,1"}, "STREAM_SHARDS_OWNED: .*twice"),
-    ({"STREAM_SHARDS": "3", "STREAM_SHARDS_OWNED": "a"}, "STREAM_SHARDS_OWNED"),
-    ({"STREAM_SHARDS_OWNED": "1"}, "STREAM_SHARDS_OWNED: .*shard 1"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"STREAM_SHARDS": "0"}, "STREAM_SHARDS"),
+        ({"STREAM_SHARDS": "1.0"}, "STREAM_SHARDS: .*integer"),
+        ({"STREAM_SHARDS": "+2"}, "STREAM_SHARDS: .*integer"),
+        ({"STREAM_SHARDS": "true"}, "STREAM_SHARDS: .*integer"),
+        ({"STREAM_SHARDS": str(MAX_SHARDS + 1)}, "STREAM_SHARDS"),
+        ({"STREAM_SHARDS": "3", "STREAM_SHARDS_OWNED": "0,3"}, "STREAM_SHARDS_OWNED: .*shard 3"),
+        ({"STREAM_SHARDS": "3", "STREAM_SHARDS_OWNED": "1,1"}, "STREAM_SHARDS_OWNED: .*twice"),
+        ({"STREAM_SHARDS": "3", "STREAM_SHARDS_OWNED": "a"}, "STREAM_SHARDS_OWNED"),
+        ({"STREAM_SHARDS_OWNED": "1"}, "STREAM_SHARDS_OWNED: .*shard 1"),
+    ],
+)
 def test_shard_settings_are_validated(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_settings(env, env_file=())
@@ -106,8 +112,10 @@ def test_owned_shards() -> None:
 
 def test_acl_patterns_cover_every_shard() -> None:
     k = Keys("quantum", shards=3)
-    patterns = {svc: {p for g in grants(svc, k) for p in g.keys}
-                for svc in ("governor", "position-brain", "apply-layer", "client")}  # fmt: skip
+    patterns = {
+        svc: {p for g in grants(svc, k) for p in g.keys}
+        for svc in ("governor", "position-brain", "apply-layer", "client")
+    }
     for s in k.plan_streams:
         for svc in ("governor", "position-brain", "apply-layer"):
             assert f"~{s}" in patterns[svc]
