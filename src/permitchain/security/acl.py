@@ -59,6 +59,7 @@ SIM_WRITE = (
     "+xadd",
     "+sadd",
     "+exists",
+    "+type",  # sim_order.lua checks the fills stream's type before it writes anything
 )
 
 
