@@ -21,6 +21,7 @@ from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -238,6 +239,16 @@ Dec = Annotated[Decimal, BeforeValidator(_decimal)]
 OptionalDec = Annotated[Decimal | None, BeforeValidator(_decimal_or_none)]
 #: A decimal, 0 for "".
 DecOrZero = Annotated[Decimal, BeforeValidator(_decimal_or_zero)]
+
+
+def _unit(v: Decimal) -> Decimal:
+    if not (0 <= v <= 1):
+        raise ValueError("must be between 0 and 1")
+    return v
+
+
+#: A decimal from 0 to 1 (a kill score, a close fraction).
+Fraction = Annotated[Decimal, BeforeValidator(_decimal), AfterValidator(_unit)]
 #: Epoch seconds (parse_ts).
 Timestamp = Annotated[float, BeforeValidator(_timestamp)]
 #: ``true`` or ``false`` (parse_bool).
@@ -337,7 +348,7 @@ class Proposal(Record):
     proposal_id: str
     symbol: Symbol
     action: str
-    kill_score: Dec
+    kill_score: Fraction
     k_regime_flip: Dec = Decimal(0)
     k_sigma_spike: Dec = Decimal(0)
     k_ts_drop: Dec = Decimal(0)
@@ -349,13 +360,6 @@ class Proposal(Record):
     ts_epoch: Timestamp
     source: str = "exit-brain"
     executor: Executor = EXECUTOR_BUILTIN
-
-    @field_validator("kill_score")
-    @classmethod
-    def _score(cls, v: Decimal) -> Decimal:
-        if not (0 <= v <= 1):
-            raise ValueError("must be between 0 and 1")
-        return v
 
     def to_fields(self) -> dict[str, str]:
         out = {"schema": str(SCHEMA)}
@@ -395,7 +399,7 @@ class Plan(Record):
     decision: PlanDecision
     reason_codes: tuple[str, ...] = ()
     kill_score: OptionalDec = None
-    close_fraction: Dec
+    close_fraction: Fraction
     new_sl: OptionalDec = None
     steps: tuple[Step, ...] = ()
     mode: str
@@ -407,13 +411,6 @@ class Plan(Record):
     #: An operator's signed emergency-exit request (``source=operator`` plans only; JSON).
     operator_request: str = ""
     executor: Executor = EXECUTOR_BUILTIN
-
-    @field_validator("close_fraction")
-    @classmethod
-    def _frac(cls, v: Decimal) -> Decimal:
-        if not (0 <= v <= 1):
-            raise ValueError("must be between 0 and 1")
-        return v
 
     @field_validator("reason_codes", mode="before")
     @classmethod
