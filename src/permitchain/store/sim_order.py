@@ -28,13 +28,12 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from permitchain.contract.errors import StoreError
 from permitchain.contract.keys import Keys
 from permitchain.contract.models import fmt_decimal
-from permitchain.store.client import AsyncRedis, atranslate
+from permitchain.store.client import AsyncRedis, atranslate, is_cluster
 from permitchain.store.scripts import scripts_for
 
 FILLS_MAXLEN = 100_000
@@ -217,4 +216,4 @@ _CLUSTER = _Way(_cluster_market, _cluster_run)
 
 def _way_for(redis: AsyncRedis) -> _Way:
     """The way the step runs on ``redis``: by its class (a Cluster client, or not)."""
-    return _CLUSTER if isinstance(redis, RedisCluster) else _SINGLE
+    return _CLUSTER if is_cluster(redis) else _SINGLE
